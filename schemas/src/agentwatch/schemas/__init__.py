@@ -1,0 +1,76 @@
+"""agentwatch contracts: the event and alert models, their codecs and the price table."""
+
+from agentwatch.schemas._alert import Alert, AlertScope, AlertState, AlertType, Severity
+from agentwatch.schemas._codec import (
+    DecodedRecord,
+    Rejected,
+    decode_event,
+    decode_record,
+    describe_validation_error,
+    encode_alert,
+    encode_event,
+    encode_events,
+)
+from agentwatch.schemas._event import (
+    OPERATION_KINDS,
+    SCHEMA_VERSION,
+    Event,
+    EventKind,
+    EventStatus,
+)
+from agentwatch.schemas._jsonschema import SCHEMA_NAMES, json_schema, json_schema_bytes
+from agentwatch.schemas._prices import (
+    PRICES_FILE_ENV,
+    ModelPrice,
+    PriceTable,
+    default_price_table,
+)
+from agentwatch.schemas._time import format_ts, from_us, to_us, utc_now
+from agentwatch.schemas.errors import (
+    AgentwatchError,
+    BackpressureError,
+    ConfigError,
+    EventValidationError,
+    PriceTableError,
+    SinkError,
+    TransportError,
+)
+
+__all__ = [
+    "OPERATION_KINDS",
+    "PRICES_FILE_ENV",
+    "SCHEMA_NAMES",
+    "SCHEMA_VERSION",
+    "AgentwatchError",
+    "Alert",
+    "AlertScope",
+    "AlertState",
+    "AlertType",
+    "BackpressureError",
+    "ConfigError",
+    "DecodedRecord",
+    "Event",
+    "EventKind",
+    "EventStatus",
+    "EventValidationError",
+    "ModelPrice",
+    "PriceTable",
+    "PriceTableError",
+    "Rejected",
+    "Severity",
+    "SinkError",
+    "TransportError",
+    "decode_event",
+    "decode_record",
+    "default_price_table",
+    "describe_validation_error",
+    "encode_alert",
+    "encode_event",
+    "encode_events",
+    "format_ts",
+    "from_us",
+    "json_schema",
+    "json_schema_bytes",
+    "to_us",
+    "utc_now",
+]

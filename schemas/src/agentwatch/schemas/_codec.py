@@ -1,0 +1,157 @@
+"""Bytes in and out (orjson), and validation errors as one readable sentence.
+
+A Kafka record value (and a line of a replay file) is either one JSON event
+object or a JSON array of events sharing one key. :func:`decode_record`
+accepts both and never raises for bad input: what does not validate comes back
+as a :class:`Rejected` with the reason, so callers can dead-letter it and go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from agentwatch.schemas._alert import Alert
+from agentwatch.schemas._event import Event
+from agentwatch.schemas.errors import EventValidationError
+
+__all__ = [
+    "DecodedRecord",
+    "Rejected",
+    "decode_event",
+    "decode_record",
+    "describe_validation_error",
+    "encode_alert",
+    "encode_event",
+    "encode_events",
+]
+
+_MAX_REASON_ERRORS: Final = 5
+_EVENT_LIST: Final = TypeAdapter(list[Event])
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Input that is not a valid event: the raw bytes (or JSON value) and why."""
+
+    raw: bytes
+    reason: str
+    index: int | None = None  # position inside a packed record, when it was one
+
+
+@dataclass(slots=True)
+class DecodedRecord:
+    events: list[Event] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def describe_validation_error(exc: ValidationError, *, limit: int = _MAX_REASON_ERRORS) -> str:
+    """``field `input_tokens`: Input should be greater than or equal to 0 (got -5)``; several
+    problems are joined with ``; ``."""
+    parts: list[str] = []
+    errors = exc.errors(include_url=False)
+    for err in errors[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        got = err.get("input")
+        if err["type"] in {"missing", "model_type", "dict_type"} or isinstance(got, dict | list):
+            parts.append(f"field `{loc}`: {msg}")
+        else:
+            parts.append(f"field `{loc}`: {msg} (got {_short(got)})")
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_event(data: bytes | str | dict[str, Any]) -> Event:
+    """One event from JSON bytes/str or a dict; raises :class:`EventValidationError`."""
+    try:
+        if isinstance(data, dict):
+            return Event.model_validate_json(orjson.dumps(data))
+        return Event.model_validate_json(data)
+    except ValidationError as exc:
+        raise EventValidationError(describe_validation_error(exc)) from None
+
+
+def decode_record(value: bytes) -> DecodedRecord:
+    """Decode a record value (one event object or an array of events). Never raises."""
+    out = DecodedRecord()
+    if value[:1] != b"[":
+        stripped = value.lstrip()
+        if stripped[:1] != b"[":
+            try:
+                out.events.append(Event.model_validate_json(value))
+            except ValidationError as exc:
+                out.rejected.append(Rejected(value, _reason_for(exc)))
+            return out
+        value = stripped
+    try:
+        # Fast path: the whole packed record validates in one call (JSON mode, strict).
+        events = _EVENT_LIST.validate_json(value)
+    except ValidationError:
+        pass  # find out which items are bad, below
+    else:
+        if not events:
+            out.rejected.append(Rejected(value, "empty array: a record carries 1..N events"))
+        out.events.extend(events)
+        return out
+    try:
+        items = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        out.rejected.append(Rejected(value, f"malformed JSON: {exc}"))
+        return out
+    if not isinstance(items, list) or not items:
+        out.rejected.append(Rejected(value, "empty array: a record carries 1..N events"))
+        return out
+    for i, item in enumerate(items):
+        raw = orjson.dumps(item)
+        if not isinstance(item, dict):
+            reason = f"item {i} is {type(item).__name__}, not an object"
+            out.rejected.append(Rejected(raw, reason, i))
+            continue
+        try:
+            out.events.append(Event.model_validate_json(raw))
+        except ValidationError as exc:
+            out.rejected.append(Rejected(raw, describe_validation_error(exc), i))
+    return out
+
+
+def _reason_for(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return f"malformed JSON: {errors[0]['msg']}"
+    if errors and errors[0]["type"] == "model_type":
+        return "not a JSON object"
+    return describe_validation_error(exc)
+
+
+def _dump(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model, exclude_none=True)
+
+
+def encode_event(event: Event) -> bytes:
+    """Compact JSON bytes of one event; absent optional fields are left out."""
+    return _dump(event)
+
+
+def encode_events(events: Sequence[Event] | Iterable[Event]) -> bytes:
+    """A packed record value: a JSON array of events."""
+    return b"[" + b",".join(_dump(e) for e in events) + b"]"
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """JSON bytes of an alert, every field present (nulls included): the webhook body."""
+    return alert.__pydantic_serializer__.to_json(alert)

@@ -1,0 +1,138 @@
+"""The event contract, schema_version 1 (see DESIGN.md, "Event")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+)
+
+from agentwatch.schemas._time import format_ts
+
+__all__ = [
+    "ATTRIBUTE_VALUE_TYPES",
+    "OPERATION_KINDS",
+    "SCHEMA_VERSION",
+    "Event",
+    "EventKind",
+    "EventStatus",
+]
+
+SCHEMA_VERSION: Final = 1
+
+
+class EventKind(StrEnum):
+    LLM_CALL = "llm_call"
+    TOOL_CALL = "tool_call"
+    AGENT_STEP = "agent_step"
+    SESSION_START = "session_start"
+    SESSION_END = "session_end"
+    HANDOFF = "handoff"
+    GUARDRAIL = "guardrail"
+    CUSTOM = "custom"
+
+
+class EventStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+#: The kinds that are an operation an agent performs (counted by the steps rule).
+OPERATION_KINDS: Final = frozenset({EventKind.LLM_CALL, EventKind.TOOL_CALL})
+
+_HEX = "[0-9a-fA-F]"
+UUID_PATTERN: Final = rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$"
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# A tenant id may not contain "/": the Kafka key is "<tenant_id>/<session_id>".
+TenantId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^/]+$")]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+Tokens = Annotated[int, Field(ge=0)]
+AttributeValue = str | int | float | bool
+ATTRIBUTE_VALUE_TYPES: Final = (str, int, float, bool)
+
+
+class Event(BaseModel):
+    """One thing an agent did. Required: event_id, ts, agent_id, session_id, kind.
+
+    Validation is strict (no type coercion, unknown fields rejected) so that a
+    typo such as ``input_token`` is an error, not a silently dropped number.
+    """
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=False,
+        use_enum_values=False,
+        title="agentwatch event (schema_version 1)",
+        ser_json_inf_nan="constants",
+    )
+
+    event_id: Annotated[str, StringConstraints(pattern=UUID_PATTERN)] = Field(
+        description="UUID of this event; later stages deduplicate on it."
+    )
+    ts: AwareDatetime = Field(
+        description="Event time, RFC 3339 with a UTC offset, e.g. 2026-11-20T09:00:01.250000Z."
+    )
+    agent_id: Id = Field(description="Which agent (gen_ai.agent.id).")
+    session_id: Id = Field(description="Which session / conversation (gen_ai.conversation.id).")
+    kind: EventKind = Field(description="What happened.")
+    schema_version: Literal[1] = Field(default=1, description="Contract version; only 1 exists.")
+    tenant_id: TenantId = Field(default="default", description="Tenant; isolates all state.")
+    trace_id: ShortText | None = None
+    span_id: ShortText | None = None
+    parent_span_id: ShortText | None = None
+    name: ShortText | None = Field(
+        default=None,
+        description="Tool name for tool_call (gen_ai.tool.name); step or operation name otherwise.",
+    )
+    status: EventStatus = Field(default=EventStatus.OK)
+    error_type: ShortText | None = Field(default=None, description="error.type when status=error.")
+    model: ShortText | None = Field(default=None, description="gen_ai.request.model")
+    provider: ShortText | None = Field(default=None, description="gen_ai.system / provider name")
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cached_input_tokens: Tokens | None = None
+    reasoning_tokens: Tokens | None = None
+    cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="Cost of this event; filled from the model price table when absent.",
+    )
+    duration_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    tool_args_hash: ShortText | None = Field(
+        default=None, description="Stable hash of the tool arguments (raw arguments are not sent)."
+    )
+    attributes: dict[Annotated[str, StringConstraints(max_length=256)], AttributeValue] | None = (
+        Field(default=None, description="Free-form scalar attributes.")
+    )
+
+    @field_validator("ts", mode="after")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_validator("cost_usd", "duration_ms", mode="before")
+    @classmethod
+    def _int_is_a_number(cls, value: Any) -> Any:
+        # strict mode refuses an int for a float field; 0 and 2 are fine numbers of dollars.
+        if type(value) is int:
+            return float(value)
+        return value
+
+    @field_serializer("ts")
+    def _ser_ts(self, value: datetime) -> str:
+        return format_ts(value)
+
+    @property
+    def key(self) -> str:
+        """The Kafka record key: ``<tenant_id>/<session_id>`` (one session -> one partition)."""
+        return f"{self.tenant_id}/{self.session_id}"
