@@ -1,0 +1,49 @@
+"""The pure detection core: windows, detectors, alert state machine, engine. No I/O."""
+
+from agentwatch.processors.core._alerting import SAMPLE_SIZE, AlertTracker, alert_id_for
+from agentwatch.processors.core._detectors import (
+    CostDetector,
+    Detector,
+    ErrorRateDetector,
+    LoopRepeatDetector,
+    LoopStepsDetector,
+)
+from agentwatch.processors.core._engine import Engine, EngineStats
+from agentwatch.processors.core._rules import (
+    DEFAULT_RULES,
+    CostRule,
+    ErrorRateRule,
+    LoopRepeatRule,
+    LoopStepsRule,
+    Rule,
+    RulesConfig,
+    load_rules,
+    rules_from_mapping,
+)
+from agentwatch.processors.core._windows import ADDED, LATE, REORDERED, SlidingWindow
+
+__all__ = [
+    "ADDED",
+    "DEFAULT_RULES",
+    "LATE",
+    "REORDERED",
+    "SAMPLE_SIZE",
+    "AlertTracker",
+    "CostDetector",
+    "CostRule",
+    "Detector",
+    "Engine",
+    "EngineStats",
+    "ErrorRateDetector",
+    "ErrorRateRule",
+    "LoopRepeatDetector",
+    "LoopRepeatRule",
+    "LoopStepsDetector",
+    "LoopStepsRule",
+    "Rule",
+    "RulesConfig",
+    "SlidingWindow",
+    "alert_id_for",
+    "load_rules",
+    "rules_from_mapping",
+]

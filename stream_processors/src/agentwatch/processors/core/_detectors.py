@@ -1,0 +1,495 @@
+"""The detectors: one per rule, each keeping per-key state and an AlertTracker.
+
+Detectors are pure: they see events (with their event time in integer µs) and
+timer calls from the engine, and append alert state changes to ``out``. The
+engine tells them when event time has passed a deadline they asked for
+(``schedule``), which is how alerts resolve while a key is quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar
+
+from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
+from agentwatch.processors.core._rules import (
+    CostRule,
+    ErrorRateRule,
+    LoopRepeatRule,
+    LoopStepsRule,
+    RulesConfig,
+)
+from agentwatch.processors.core._windows import ADDED, LATE, SlidingWindow
+from agentwatch.schemas import Alert, AlertScope, Event, EventKind, EventStatus
+
+__all__ = [
+    "CostDetector",
+    "Detector",
+    "ErrorRateDetector",
+    "LoopRepeatDetector",
+    "LoopStepsDetector",
+    "Schedule",
+    "build_detectors",
+]
+
+#: schedule(due_us, detector_index, key): call my on_due(key, now_us) once event time >= due_us
+Schedule = Callable[[int, int, ScopeKey], None]
+
+NANO_USD: Final = 1_000_000_000
+_US: Final = 1_000_000
+
+S = TypeVar("S")
+
+
+def key_of(scope: AlertScope, event: Event) -> ScopeKey:
+    if scope is AlertScope.SESSION:
+        return (event.tenant_id, event.session_id)
+    if scope is AlertScope.AGENT:
+        return (event.tenant_id, event.agent_id)
+    return (event.tenant_id, event.tenant_id)
+
+
+def tracker_for(scope: AlertScope, key: ScopeKey, event: Event) -> AlertTracker:
+    if scope is AlertScope.SESSION:
+        return AlertTracker(key, event.agent_id, event.session_id)
+    if scope is AlertScope.AGENT:
+        return AlertTracker(key, event.agent_id, None)
+    return AlertTracker(key, None, None)
+
+
+class Detector(Generic[S]):
+    """Base: per-key state in ``states``; subclasses implement observe and on_due."""
+
+    def __init__(self, name: str, index: int, scope: AlertScope, schedule: Schedule) -> None:
+        self.name = name
+        self.index = index
+        self.scope = scope
+        self._schedule = schedule
+        self.states: dict[ScopeKey, S] = {}
+        self.late = 0
+
+    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+        raise NotImplementedError
+
+    def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
+        """Event time reached a deadline this detector scheduled for ``key``."""
+
+    def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
+        """The key is gone (session ended or expired): drop its state, resolve if firing."""
+        raise NotImplementedError
+
+    def tracker(self, key: ScopeKey) -> AlertTracker | None:
+        raise NotImplementedError
+
+
+# -- sliding-window sums: cost and error rate ----------------------------------------------
+class _WindowState:
+    __slots__ = ("tracker", "window")
+
+    def __init__(self, window: SlidingWindow, tracker: AlertTracker) -> None:
+        self.window = window
+        self.tracker = tracker
+
+
+class _WindowDetector(Detector[_WindowState]):
+    """A detector over one sliding window per key with two integer channels (a, b)."""
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        scope: AlertScope,
+        window_s: int,
+        config: RulesConfig,
+        schedule: Schedule,
+    ) -> None:
+        super().__init__(name, index, scope, schedule)
+        self._window_us = window_s * _US
+        self._step_us = config.step_us
+        self._disorder_us = config.disorder_us
+
+    # what a subclass defines ------------------------------------------------------------
+    def values(self, event: Event) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def fires(self, a: int, b: int) -> bool:
+        raise NotImplementedError
+
+    def holds(self, a: int, b: int) -> bool:
+        raise NotImplementedError
+
+    def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
+        raise NotImplementedError
+
+    def resolve(self, tracker: AlertTracker, ts_us: int, a: int, b: int, why: str) -> Alert:
+        raise NotImplementedError
+
+    # the state machine -----------------------------------------------------------------
+    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+        values = self.values(event)
+        if values is None:
+            return
+        key = key_of(self.scope, event)
+        state = self.states.get(key)
+        if state is None:
+            window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
+            state = self.states[key] = _WindowState(window, tracker_for(self.scope, key, event))
+            if self.scope is not AlertScope.SESSION:  # session state goes with the session
+                self._schedule(ts_us + self._window_us + self._disorder_us, self.index, key)
+        window, tracker = state.window, state.tracker
+        if tracker.firing is not None and ts_us > window.max_ts_us:
+            # event time moved on: did the condition stop holding before this event?
+            ended = window.first_false_us(self.holds, until_us=ts_us)
+            if ended is not None:
+                out.append(self.resolve(tracker, *ended, "the window fell back"))
+        a, b = values
+        added = window.add(ts_us, a, b)
+        if added == LATE:
+            self.late += 1
+            return
+        tracker.sample.append(event.event_id)
+        if tracker.firing is None:
+            if added == ADDED:
+                if self.fires(window.sum_a, window.sum_b) and ts_us >= tracker.cooldown_until_us:
+                    out.append(self.fire(tracker, ts_us, window.sum_a, window.sum_b))
+                    self._schedule_resolve(key, window)
+                return
+            for end_us, sa, sb in window.windows_from(ts_us):
+                if self.fires(sa, sb) and end_us >= tracker.cooldown_until_us:
+                    out.append(self.fire(tracker, end_us, sa, sb))
+                    self._schedule_resolve(key, window)
+                    break
+        elif not self.holds(window.sum_a, window.sum_b):
+            out.append(self.resolve(tracker, window.max_ts_us, window.sum_a, window.sum_b,
+                                    "the window fell back"))
+
+    def _schedule_resolve(self, key: ScopeKey, window: SlidingWindow) -> None:
+        ended = window.first_false_us(self.holds)
+        if ended is not None:
+            self._schedule(ended[0], self.index, key)
+
+    def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
+        state = self.states.get(key)
+        if state is None:
+            return
+        window, tracker = state.window, state.tracker
+        if tracker.firing is not None:
+            ended = window.first_false_us(self.holds)
+            if ended is None:  # cannot happen: an empty window never holds; be safe
+                return
+            if ended[0] > now_us:
+                self._schedule(ended[0], self.index, key)
+                return
+            out.append(self.resolve(tracker, *ended, "the window fell back"))
+        if self.scope is AlertScope.SESSION:
+            return
+        gone_us = window.empty_at_us() + self._disorder_us
+        if gone_us <= now_us:
+            del self.states[key]
+        else:
+            self._schedule(gone_us, self.index, key)
+
+    def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
+        state = self.states.pop(key, None)
+        if state is not None and state.tracker.firing is not None:
+            w = state.window
+            out.append(self.resolve(state.tracker, ts_us, w.sum_a, w.sum_b, reason))
+
+    def tracker(self, key: ScopeKey) -> AlertTracker | None:
+        state = self.states.get(key)
+        return None if state is None else state.tracker
+
+
+class CostDetector(_WindowDetector):
+    """Cost in the window > threshold. Channel a: cost in nano-USD (exact integer sums)."""
+
+    def __init__(self, name: str, index: int, rule: CostRule, config: RulesConfig,
+                 schedule: Schedule) -> None:
+        super().__init__(name, index, rule.scope, rule.window_s, config, schedule)
+        self.rule = rule
+        self._threshold_nano = round(rule.threshold_usd * NANO_USD)
+
+    def values(self, event: Event) -> tuple[int, int] | None:
+        cost = event.cost_usd
+        if not cost:  # None or 0: cannot move a sum up; nothing to do
+            return None
+        return round(cost * NANO_USD), 0
+
+    def fires(self, a: int, b: int) -> bool:
+        return a > self._threshold_nano
+
+    holds = fires
+
+    def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
+        rule = self.rule
+        return tracker.fire(
+            self.name, rule, ts_us, a / NANO_USD, rule.threshold_usd,
+            f"{_who(tracker, rule.scope)} spent ${a / NANO_USD:.2f} in {rule.window_s} s "
+            f"(threshold ${rule.threshold_usd:.2f})",
+        )
+
+    def resolve(self, tracker: AlertTracker, ts_us: int, a: int, b: int, why: str) -> Alert:
+        rule = self.rule
+        return tracker.resolve(
+            self.name, rule, ts_us, a / NANO_USD, rule.threshold_usd,
+            f"{_who(tracker, rule.scope)} cost is ${a / NANO_USD:.2f} per {rule.window_s} s: "
+            f"{why}",
+        )
+
+
+class ErrorRateDetector(_WindowDetector):
+    """Share of errors among ``kinds``. Channel a: errors, b: events."""
+
+    def __init__(self, name: str, index: int, rule: ErrorRateRule, config: RulesConfig,
+                 schedule: Schedule) -> None:
+        super().__init__(name, index, rule.scope, rule.window_s, config, schedule)
+        self.rule = rule
+        self._kinds = rule.kinds
+        self._min = rule.min_events
+        self._ratio = rule.threshold_ratio
+
+    def values(self, event: Event) -> tuple[int, int] | None:
+        if event.kind not in self._kinds:
+            return None
+        return (1 if event.status is EventStatus.ERROR else 0), 1
+
+    def fires(self, a: int, b: int) -> bool:
+        return b >= self._min and a >= self._ratio * b
+
+    def holds(self, a: int, b: int) -> bool:
+        return b > 0 and a >= self._ratio * b
+
+    def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
+        rule = self.rule
+        return tracker.fire(
+            self.name, rule, ts_us, a / b, rule.threshold_ratio,
+            f"{_who(tracker, rule.scope)} failed {a} of {b} calls ({a / b:.0%}) in "
+            f"{rule.window_s} s (threshold {rule.threshold_ratio:.0%}, "
+            f"at least {rule.min_events} calls)",
+        )
+
+    def resolve(self, tracker: AlertTracker, ts_us: int, a: int, b: int, why: str) -> Alert:
+        rule = self.rule
+        share = a / b if b else 0.0
+        return tracker.resolve(
+            self.name, rule, ts_us, share, rule.threshold_ratio,
+            f"{_who(tracker, rule.scope)} error share is {share:.0%} ({a} of {b}) per "
+            f"{rule.window_s} s: {why}",
+        )
+
+
+# -- runaway loop: the same tool with the same arguments, again and again -------------------
+class _RepeatState:
+    __slots__ = ("hot", "patterns", "sweep_at", "tracker")
+
+    def __init__(self, tracker: AlertTracker) -> None:
+        self.tracker = tracker
+        self.patterns: dict[tuple[str, str], SlidingWindow] = {}
+        self.hot: dict[tuple[str, str], None] = {}  # patterns at or above the threshold
+        self.sweep_at = 16
+
+
+class LoopRepeatDetector(Detector[_RepeatState]):
+    def __init__(self, name: str, index: int, rule: LoopRepeatRule, config: RulesConfig,
+                 schedule: Schedule) -> None:
+        super().__init__(name, index, rule.scope, schedule)
+        self.rule = rule
+        self._window_us = rule.window_s * _US
+        self._step_us = config.step_us
+        self._disorder_us = config.disorder_us
+        self._min = rule.min_repeats
+
+    def _holds(self, a: int, b: int) -> bool:
+        return a >= self._min
+
+    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+        if event.kind is not EventKind.TOOL_CALL or event.tool_args_hash is None:
+            return
+        key = key_of(self.scope, event)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = _RepeatState(tracker_for(self.scope, key, event))
+            if self.scope is not AlertScope.SESSION:
+                self._schedule(ts_us + self._window_us + self._disorder_us, self.index, key)
+        tracker = state.tracker
+        if tracker.firing is not None:
+            self._resolve_if_cold(state, ts_us, out)
+        pattern = (event.name or "", event.tool_args_hash)
+        window = state.patterns.get(pattern)
+        if window is None:
+            if len(state.patterns) >= state.sweep_at:
+                self._sweep(state, ts_us)
+            window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
+            state.patterns[pattern] = window
+        added = window.add(ts_us, 1, 0)
+        if added == LATE:
+            self.late += 1
+            return
+        tracker.sample.append(event.event_id)
+        if window.sum_a >= self._min:
+            state.hot[pattern] = None
+        if tracker.firing is not None:
+            return
+        if added == ADDED:
+            if window.sum_a >= self._min and ts_us >= tracker.cooldown_until_us:
+                out.append(self._fire(tracker, pattern, ts_us, window.sum_a))
+                self._schedule_resolve(key, state)
+            return
+        for end_us, count, _ in window.windows_from(ts_us):
+            if count >= self._min and end_us >= tracker.cooldown_until_us:
+                out.append(self._fire(tracker, pattern, end_us, count))
+                if not state.hot:  # it held only in a window that has already passed
+                    out.append(self._resolve(tracker, window.max_ts_us, window.sum_a))
+                else:
+                    self._schedule_resolve(key, state)
+                break
+
+    def _fire(self, tracker: AlertTracker, pattern: tuple[str, str], ts_us: int,
+              count: int) -> Alert:
+        rule = self.rule
+        return tracker.fire(
+            self.name, rule, ts_us, float(count), float(rule.min_repeats),
+            f"{_who(tracker, rule.scope)} called tool `{pattern[0]}` {count} times with the "
+            f"same arguments within {rule.window_s} s (threshold {rule.min_repeats})",
+        )
+
+    def _resolve(self, tracker: AlertTracker, ts_us: int, count: int,
+                 why: str = "the repeated call stopped") -> Alert:
+        rule = self.rule
+        return tracker.resolve(
+            self.name, rule, ts_us, float(count), float(rule.min_repeats),
+            f"{_who(tracker, rule.scope)} no longer repeats a tool call {rule.min_repeats} "
+            f"times within {rule.window_s} s: {why}",
+        )
+
+    def _resolve_if_cold(self, state: _RepeatState, now_us: int, out: list[Alert]) -> None:
+        """Forget hot patterns that went cold by ``now_us``; resolve when none is left."""
+        last: tuple[int, int, int] | None = None
+        for pattern in list(state.hot):
+            ended = state.patterns[pattern].first_false_us(self._holds, until_us=now_us)
+            if ended is None:
+                continue  # still at the threshold at now_us
+            del state.hot[pattern]
+            if last is None or ended[0] > last[0]:
+                last = ended
+        if not state.hot and state.tracker.firing is not None:
+            ts_us, count = (last[0], last[1]) if last is not None else (now_us, 0)
+            out.append(self._resolve(state.tracker, ts_us, count))
+
+    def _schedule_resolve(self, key: ScopeKey, state: _RepeatState) -> None:
+        ends = (state.patterns[p].first_false_us(self._holds) for p in state.hot)
+        due = max((ended[0] for ended in ends if ended is not None), default=None)
+        if due is not None:
+            self._schedule(due, self.index, key)
+
+    def _sweep(self, state: _RepeatState, now_us: int) -> None:
+        """Forget patterns whose windows are empty (bounded memory per key)."""
+        gone = [p for p, w in state.patterns.items()
+                if p not in state.hot and w.empty_at_us() + self._disorder_us <= now_us]
+        for pattern in gone:
+            del state.patterns[pattern]
+        state.sweep_at = 2 * len(state.patterns) + 16
+
+    def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
+        state = self.states.get(key)
+        if state is None:
+            return
+        if state.tracker.firing is not None:
+            self._resolve_if_cold(state, now_us, out)
+            if state.tracker.firing is not None:
+                self._schedule_resolve(key, state)
+                return
+        if self.scope is AlertScope.SESSION:
+            return
+        self._sweep(state, now_us)
+        if not state.patterns:
+            del self.states[key]
+        else:
+            gone = max(w.empty_at_us() for w in state.patterns.values()) + self._disorder_us
+            self._schedule(gone, self.index, key)
+
+    def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
+        state = self.states.pop(key, None)
+        if state is not None and state.tracker.firing is not None:
+            count = max((state.patterns[p].sum_a for p in state.hot), default=0)
+            out.append(self._resolve(state.tracker, ts_us, count, reason))
+
+    def tracker(self, key: ScopeKey) -> AlertTracker | None:
+        state = self.states.get(key)
+        return None if state is None else state.tracker
+
+
+# -- runaway loop: too many steps in one session -------------------------------------------
+class _StepsState:
+    __slots__ = ("steps", "tracker")
+
+    def __init__(self, tracker: AlertTracker) -> None:
+        self.tracker = tracker
+        self.steps = 0
+
+
+class LoopStepsDetector(Detector[_StepsState]):
+    def __init__(self, name: str, index: int, rule: LoopStepsRule, schedule: Schedule) -> None:
+        super().__init__(name, index, rule.scope, schedule)
+        self.rule = rule
+        self._kinds = rule.kinds
+        self._max = rule.max_steps
+
+    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+        if event.kind not in self._kinds:
+            return
+        key = (event.tenant_id, event.session_id)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = _StepsState(tracker_for(AlertScope.SESSION, key, event))
+        state.steps += 1
+        tracker = state.tracker
+        tracker.sample.append(event.event_id)
+        if state.steps > self._max and tracker.can_fire(ts_us):
+            rule = self.rule
+            out.append(tracker.fire(
+                self.name, rule, ts_us, float(state.steps), float(rule.max_steps),
+                f"{_who(tracker, AlertScope.SESSION)} made {state.steps} steps "
+                f"(llm and tool calls; threshold {rule.max_steps}) without ending",
+            ))
+
+    def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
+        state = self.states.pop(key, None)
+        if state is not None and state.tracker.firing is not None:
+            rule = self.rule
+            out.append(state.tracker.resolve(
+                self.name, rule, ts_us, float(state.steps), float(rule.max_steps),
+                f"{_who(state.tracker, AlertScope.SESSION)} made {state.steps} steps in all: "
+                f"{reason}",
+            ))
+
+    def tracker(self, key: ScopeKey) -> AlertTracker | None:
+        state = self.states.get(key)
+        return None if state is None else state.tracker
+
+
+def _who(tracker: AlertTracker, scope: AlertScope) -> str:
+    if scope is AlertScope.SESSION:
+        return f"session {tracker.key[1]} of agent {tracker.agent_id}"
+    if scope is AlertScope.AGENT:
+        return f"agent {tracker.key[1]}"
+    return f"tenant {tracker.key[0]}"
+
+
+def build_detectors(config: RulesConfig, schedule: Schedule,
+                    scopes: frozenset[AlertScope] | None = None) -> list[Detector[Any]]:
+    """One detector per enabled rule (optionally only rules of the given scopes)."""
+    detectors: list[Detector[Any]] = []
+    for name, rule in config.enabled_rules.items():
+        if scopes is not None and rule.scope not in scopes:
+            continue
+        i = len(detectors)
+        if isinstance(rule, CostRule):
+            detectors.append(CostDetector(name, i, rule, config, schedule))
+        elif isinstance(rule, ErrorRateRule):
+            detectors.append(ErrorRateDetector(name, i, rule, config, schedule))
+        elif isinstance(rule, LoopRepeatRule):
+            detectors.append(LoopRepeatDetector(name, i, rule, config, schedule))
+        else:
+            detectors.append(LoopStepsDetector(name, i, rule, schedule))
+    return detectors

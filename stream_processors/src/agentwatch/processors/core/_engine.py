@@ -1,0 +1,186 @@
+"""The engine: routes events through every detector, keeps sessions, runs timers.
+
+``Engine.process(event)`` returns the alert state changes that event caused;
+``Engine.advance(watermark_us)`` tells the engine that event time has reached
+``watermark_us`` everywhere (no event older than that is expected), which lets
+quiet keys resolve and idle sessions expire. Both are pure and deterministic:
+the faust worker, the embedded pipeline and ``agentwatch replay`` are thin shells
+around this class, so they agree by construction.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import count
+from typing import Any
+
+from agentwatch.processors.core._alerting import ScopeKey
+from agentwatch.processors.core._detectors import Detector, build_detectors
+from agentwatch.processors.core._rules import RulesConfig
+from agentwatch.schemas import (
+    Alert,
+    AlertScope,
+    AlertState,
+    Event,
+    EventKind,
+    PriceTable,
+    default_price_table,
+    to_us,
+)
+
+__all__ = ["Engine", "EngineStats"]
+
+_SESSION_TIMER = -1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    events: int
+    duplicates: int
+    unpriced: int
+    late: int
+    alerts_fired: int
+    alerts_resolved: int
+    active_sessions: int
+    active_keys: int
+    firing: int
+
+
+class _Session:
+    __slots__ = ("last_ts_us", "seen")
+
+    def __init__(self, ts_us: int) -> None:
+        self.last_ts_us = ts_us
+        self.seen: dict[str, None] = {}  # insertion-ordered set of recent event ids
+
+
+class Engine:
+    """Detection core over a stream of events (any number of tenants, agents, sessions)."""
+
+    def __init__(
+        self,
+        config: RulesConfig | None = None,
+        *,
+        prices: PriceTable | None = None,
+        scopes: Iterable[AlertScope] | None = None,
+    ) -> None:
+        self.config = config or RulesConfig.default()
+        self._prices = prices if prices is not None else default_price_table()
+        self._timers: list[tuple[int, int, int, ScopeKey]] = []
+        self._seq = count()
+        self.detectors: list[Detector[Any]] = build_detectors(
+            self.config, self._schedule, None if scopes is None else frozenset(scopes)
+        )
+        self._session_detectors = [d for d in self.detectors if d.scope is AlertScope.SESSION]
+        self._sessions: dict[ScopeKey, _Session] = {}
+        self._idle_us = self.config.session_idle_timeout_s * 1_000_000
+        self._dedup = self.config.dedup_ids_per_session
+        self.watermark_us = -(1 << 62)
+        self._events = self._duplicates = self._unpriced = 0
+        self._fired = self._resolved = 0
+
+    # -- the two entry points ----------------------------------------------------------------
+    def process(self, event: Event) -> list[Alert]:
+        """Feed one event; returns the alert state changes it caused (usually none)."""
+        out: list[Alert] = []
+        ts_us = to_us(event.ts)
+        skey = (event.tenant_id, event.session_id)
+        session = self._sessions.get(skey)
+        if session is None:
+            session = self._sessions[skey] = _Session(ts_us)
+            self._schedule(ts_us + self._idle_us, _SESSION_TIMER, skey)
+        elif ts_us > session.last_ts_us:
+            session.last_ts_us = ts_us
+        if self._dedup:
+            seen = session.seen
+            if event.event_id in seen:
+                self._duplicates += 1
+                return out
+            seen[event.event_id] = None
+            if len(seen) > self._dedup:
+                del seen[next(iter(seen))]
+        self._events += 1
+        if event.cost_usd is None and not self._prices.fill_cost(event):
+            self._unpriced += 1
+        for detector in self.detectors:
+            detector.observe(event, ts_us, out)
+        if event.kind is EventKind.SESSION_END:
+            self._close_session(skey, ts_us, "the session ended", out)
+        if out:
+            self._count(out)
+        return out
+
+    def advance(self, watermark_us: int) -> list[Alert]:
+        """Event time has reached ``watermark_us``: resolve quiet keys, expire idle sessions."""
+        out: list[Alert] = []
+        if watermark_us <= self.watermark_us:
+            return out
+        self.watermark_us = watermark_us
+        timers = self._timers
+        while timers and timers[0][0] <= watermark_us:
+            _, _, index, key = heapq.heappop(timers)
+            if index == _SESSION_TIMER:
+                self._on_session_timer(key, watermark_us, out)
+            else:
+                self.detectors[index].on_due(key, watermark_us, out)
+        if out:
+            self._count(out)
+        return out
+
+    def process_many(self, events: Iterable[Event]) -> list[Alert]:
+        out: list[Alert] = []
+        for event in events:
+            out.extend(self.process(event))
+        return out
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def stats(self) -> EngineStats:
+        keys = sum(len(d.states) for d in self.detectors)
+        firing = sum(
+            1 for d in self.detectors for k in d.states
+            if (t := d.tracker(k)) is not None and t.firing is not None
+        )
+        return EngineStats(
+            events=self._events,
+            duplicates=self._duplicates,
+            unpriced=self._unpriced,
+            late=sum(d.late for d in self.detectors),
+            alerts_fired=self._fired,
+            alerts_resolved=self._resolved,
+            active_sessions=len(self._sessions),
+            active_keys=keys,
+            firing=firing,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+    def _schedule(self, due_us: int, index: int, key: ScopeKey) -> None:
+        heapq.heappush(self._timers, (due_us, next(self._seq), index, key))
+
+    def _on_session_timer(self, skey: ScopeKey, now_us: int, out: list[Alert]) -> None:
+        session = self._sessions.get(skey)
+        if session is None:
+            return
+        due_us = session.last_ts_us + self._idle_us
+        if due_us > now_us:
+            self._schedule(due_us, _SESSION_TIMER, skey)
+            return
+        self._close_session(
+            skey, due_us,
+            f"the session expired after {self.config.session_idle_timeout_s} s without events",
+            out,
+        )
+
+    def _close_session(self, skey: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
+        self._sessions.pop(skey, None)
+        for detector in self._session_detectors:
+            detector.close_key(skey, ts_us, reason, out)
+
+    def _count(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            if alert.state is AlertState.FIRING:
+                self._fired += 1
+            else:
+                self._resolved += 1

@@ -1,0 +1,263 @@
+"""Alert rules: the defaults of DESIGN.md and one YAML/TOML file to change them.
+
+A rules file looks like this (every key optional; unknown keys are errors)::
+
+    disorder_s: 5                 # accepted event-time disorder per key
+    step_ms: 1000                 # window granularity (windows slide in these steps)
+    session_idle_timeout_s: 1800  # session state expires after this much event time
+    rules:
+      session_cost:               # a default rule: only the keys you give change
+        threshold_usd: 2.5
+      agent_error_rate:
+        enabled: false
+      tenant_cost:                # a new rule needs a type
+        type: cost
+        scope: tenant
+        window_s: 3600
+        threshold_usd: 200
+
+Errors name the bad key: ``rules.session_cost.threshold_usd: Input should be
+greater than 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from agentwatch.schemas import AlertScope, AlertType, ConfigError, EventKind, Severity
+
+__all__ = [
+    "DEFAULT_RULES",
+    "CostRule",
+    "ErrorRateRule",
+    "LoopRepeatRule",
+    "LoopStepsRule",
+    "Rule",
+    "RulesConfig",
+    "load_rules",
+    "rules_from_mapping",
+]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _RuleBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    severity: Severity = Severity.WARNING
+    cooldown_s: Annotated[int, Field(ge=0)] = 0
+    """After a resolution, the same rule and key may not fire again for this long."""
+
+    @property
+    def alert_type(self) -> AlertType:
+        raise NotImplementedError
+
+    @property
+    def window_s_or_none(self) -> int | None:
+        return getattr(self, "window_s", None)
+
+
+class CostRule(_RuleBase):
+    """Fires when the cost in the sliding window exceeds ``threshold_usd``."""
+
+    type: Literal["cost"] = "cost"
+    scope: AlertScope = AlertScope.SESSION
+    window_s: PositiveInt = 60
+    threshold_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.COST
+
+
+class ErrorRateRule(_RuleBase):
+    """Fires when at least ``min_events`` of ``kinds`` are in the window and the share with
+    status=error is >= ``threshold_ratio``; resolves when the share falls below it (or the
+    window empties)."""
+
+    type: Literal["error_rate"] = "error_rate"
+    scope: AlertScope = AlertScope.AGENT
+    window_s: PositiveInt = 300
+    min_events: PositiveInt = 20
+    threshold_ratio: Annotated[float, Field(gt=0, le=1)] = 0.25
+    kinds: frozenset[EventKind] = frozenset({EventKind.LLM_CALL, EventKind.TOOL_CALL})
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.ERROR_RATE
+
+
+class LoopRepeatRule(_RuleBase):
+    """Fires when one tool is called with the same ``tool_args_hash`` at least
+    ``min_repeats`` times in the window (this also catches A->B->A->B cycles with fixed
+    arguments); resolves when no tool+arguments pair is at that count any more."""
+
+    type: Literal["loop_repeat"] = "loop_repeat"
+    scope: Literal[AlertScope.SESSION, AlertScope.AGENT] = AlertScope.SESSION
+    window_s: PositiveInt = 120
+    min_repeats: Annotated[int, Field(ge=2)] = 5
+    severity: Severity = Severity.CRITICAL
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.RUNAWAY_LOOP
+
+
+class LoopStepsRule(_RuleBase):
+    """Fires when a session has more than ``max_steps`` events of ``kinds`` in total;
+    resolves when the session ends or expires."""
+
+    type: Literal["loop_steps"] = "loop_steps"
+    scope: Literal[AlertScope.SESSION] = AlertScope.SESSION
+    max_steps: PositiveInt = 200
+    kinds: frozenset[EventKind] = frozenset({EventKind.LLM_CALL, EventKind.TOOL_CALL})
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.RUNAWAY_LOOP
+
+
+Rule = Annotated[CostRule | ErrorRateRule | LoopRepeatRule | LoopStepsRule,
+                 Field(discriminator="type")]
+
+DEFAULT_RULES: Final[dict[str, dict[str, Any]]] = {
+    "session_cost": {"type": "cost"},
+    "agent_error_rate": {"type": "error_rate"},
+    "loop_repeat": {"type": "loop_repeat"},
+    "loop_steps": {"type": "loop_steps"},
+}
+
+
+class RulesConfig(BaseModel):
+    """Every threshold, window and scope of the detection core."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    disorder_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    step_ms: Annotated[int, Field(gt=0)] = 1000
+    session_idle_timeout_s: PositiveInt = 1800
+    dedup_ids_per_session: Annotated[int, Field(ge=0)] = 4096
+    """How many recent event ids per session are remembered to drop redelivered events."""
+    rules: dict[str, Rule] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> RulesConfig:
+        step_us = self.step_ms * 1000
+        for name, rule in self.rules.items():
+            window_s = rule.window_s_or_none
+            if window_s is None:
+                continue
+            if (window_s * 1_000_000) % step_us:
+                raise ValueError(
+                    f"rules.{name}.window_s: {window_s} s is not a multiple of step_ms "
+                    f"({self.step_ms} ms)"
+                )
+            if -(-self.disorder_us // step_us) >= window_s * 1_000_000 // step_us:
+                raise ValueError(
+                    f"rules.{name}.window_s: the window ({window_s} s) must be longer than "
+                    f"disorder_s ({self.disorder_s} s)"
+                )
+        return self
+
+    @property
+    def disorder_us(self) -> int:
+        return round(self.disorder_s * 1_000_000)
+
+    @property
+    def step_us(self) -> int:
+        return self.step_ms * 1000
+
+    @property
+    def enabled_rules(self) -> dict[str, Rule]:
+        return {name: rule for name, rule in self.rules.items() if rule.enabled}
+
+    @classmethod
+    def default(cls) -> RulesConfig:
+        return rules_from_mapping({})
+
+
+_RULE_ADAPTER: Final = TypeAdapter(Rule)
+
+
+def rules_from_mapping(data: Any, *, source: str = "rules") -> RulesConfig:
+    """Defaults overridden by ``data`` (the parsed rules file). Raises ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {_kind(data)}")
+    top = dict(data)
+    user_rules = top.pop("rules", None) or {}
+    if not isinstance(user_rules, dict):
+        raise ConfigError(f"{source}: `rules`: expected a mapping of rule name to settings")
+    merged: dict[str, Any] = {name: dict(d) for name, d in DEFAULT_RULES.items()}
+    for name, settings in user_rules.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(
+                f"{source}: `rules.{name}`: expected a mapping, got {_kind(settings)}"
+            )
+        base = merged.get(name)
+        if base is not None and settings.get("type", base["type"]) == base["type"]:
+            merged[name] = {**base, **settings}
+        elif "type" not in settings:
+            raise ConfigError(
+                f"{source}: `rules.{name}.type`: a new rule needs a type "
+                "(cost, error_rate, loop_repeat or loop_steps)"
+            )
+        else:
+            merged[name] = dict(settings)
+    try:
+        return RulesConfig.model_validate({**top, "rules": merged})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_rules(path: str | Path | None) -> RulesConfig:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) rules file; None gives the defaults."""
+    if path is None:
+        return RulesConfig.default()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read rules file {file}: {exc.strerror or exc}") from None
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix in {".yaml", ".yml", ".json"}:
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{file}: unknown rules file type {suffix!r}; use .yaml or .toml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
+    return rules_from_mapping(data, source=str(file))
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:3]:
+        loc = [str(p) for p in err["loc"]]
+        # a discriminated union puts the tag ("cost") into the location: drop it
+        if len(loc) >= 3 and loc[0] == "rules" and loc[2] in DEFAULT_RULES_TYPES:
+            del loc[2]
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            parts.append(f"`{key}`: unknown key")
+        elif err["type"] == "value_error":
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+        else:
+            parts.append(f"`{key}`: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+DEFAULT_RULES_TYPES: Final = frozenset({"cost", "error_rate", "loop_repeat", "loop_steps"})
