@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -13,7 +13,6 @@ from pydantic import (
     Field,
     StringConstraints,
     field_serializer,
-    field_validator,
 )
 
 from agentwatch.schemas._time import format_ts
@@ -81,7 +80,8 @@ class Event(BaseModel):
         description="UUID of this event; later stages deduplicate on it."
     )
     ts: AwareDatetime = Field(
-        description="Event time, RFC 3339 with a UTC offset, e.g. 2026-11-20T09:00:01.250000Z."
+        description="Event time, RFC 3339 with an offset, e.g. 2026-11-20T09:00:01.250000Z "
+        "(serialized in UTC; a naive time is an error)."
     )
     agent_id: Id = Field(description="Which agent (gen_ai.agent.id).")
     session_id: Id = Field(description="Which session / conversation (gen_ai.conversation.id).")
@@ -114,19 +114,6 @@ class Event(BaseModel):
     attributes: dict[Annotated[str, StringConstraints(max_length=256)], AttributeValue] | None = (
         Field(default=None, description="Free-form scalar attributes.")
     )
-
-    @field_validator("ts", mode="after")
-    @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
-
-    @field_validator("cost_usd", "duration_ms", mode="before")
-    @classmethod
-    def _int_is_a_number(cls, value: Any) -> Any:
-        # strict mode refuses an int for a float field; 0 and 2 are fine numbers of dollars.
-        if type(value) is int:
-            return float(value)
-        return value
 
     @field_serializer("ts")
     def _ser_ts(self, value: datetime) -> str:

@@ -8,6 +8,7 @@ engine tells them when event time has passed a deadline they asked for
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -67,8 +68,11 @@ class Detector(Generic[S]):
         self._schedule = schedule
         self.states: dict[ScopeKey, S] = {}
         self.late = 0
+        #: the event kinds this detector looks at (None: all); the engine routes by it
+        self.kinds: frozenset[EventKind] | None = None
 
-    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+    def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
+        """``skey`` is the event's session key, (tenant_id, session_id)."""
         raise NotImplementedError
 
     def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
@@ -108,10 +112,7 @@ class _WindowDetector(Detector[_WindowState]):
         self._step_us = config.step_us
         self._disorder_us = config.disorder_us
 
-    # what a subclass defines ------------------------------------------------------------
-    def values(self, event: Event) -> tuple[int, int] | None:
-        raise NotImplementedError
-
+    # what a subclass defines (and an observe() that calls _update with its values) -------
     def fires(self, a: int, b: int) -> bool:
         raise NotImplementedError
 
@@ -125,11 +126,9 @@ class _WindowDetector(Detector[_WindowState]):
         raise NotImplementedError
 
     # the state machine -----------------------------------------------------------------
-    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
-        values = self.values(event)
-        if values is None:
-            return
-        key = key_of(self.scope, event)
+    def _update(self, event: Event, ts_us: int, skey: ScopeKey, a: int, b: int,
+                out: list[Alert]) -> None:
+        key = skey if self.scope is AlertScope.SESSION else key_of(self.scope, event)
         state = self.states.get(key)
         if state is None:
             window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
@@ -142,7 +141,6 @@ class _WindowDetector(Detector[_WindowState]):
             ended = window.first_false_us(self.holds, until_us=ts_us)
             if ended is not None:
                 out.append(self.resolve(tracker, *ended, "the window fell back"))
-        a, b = values
         added = window.add(ts_us, a, b)
         if added == LATE:
             self.late += 1
@@ -209,11 +207,10 @@ class CostDetector(_WindowDetector):
         self.rule = rule
         self._threshold_nano = round(rule.threshold_usd * NANO_USD)
 
-    def values(self, event: Event) -> tuple[int, int] | None:
+    def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         cost = event.cost_usd
-        if not cost:  # None or 0: cannot move a sum up; nothing to do
-            return None
-        return round(cost * NANO_USD), 0
+        if cost:  # None or 0 cannot move a sum up: nothing to do
+            self._update(event, ts_us, skey, round(cost * NANO_USD), 0, out)
 
     def fires(self, a: int, b: int) -> bool:
         return a > self._threshold_nano
@@ -244,14 +241,13 @@ class ErrorRateDetector(_WindowDetector):
                  schedule: Schedule) -> None:
         super().__init__(name, index, rule.scope, rule.window_s, config, schedule)
         self.rule = rule
-        self._kinds = rule.kinds
+        self.kinds = self._kinds = rule.kinds
         self._min = rule.min_events
         self._ratio = rule.threshold_ratio
 
-    def values(self, event: Event) -> tuple[int, int] | None:
-        if event.kind not in self._kinds:
-            return None
-        return (1 if event.status is EventStatus.ERROR else 0), 1
+    def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
+        if event.kind in self._kinds:
+            self._update(event, ts_us, skey, event.status is EventStatus.ERROR, 1, out)
 
     def fires(self, a: int, b: int) -> bool:
         return b >= self._min and a >= self._ratio * b
@@ -280,69 +276,87 @@ class ErrorRateDetector(_WindowDetector):
 
 # -- runaway loop: the same tool with the same arguments, again and again -------------------
 class _RepeatState:
-    __slots__ = ("hot", "patterns", "sweep_at", "tracker")
+    __slots__ = ("hot", "max_ts_us", "patterns", "sweep_at", "tracker")
 
     def __init__(self, tracker: AlertTracker) -> None:
         self.tracker = tracker
-        self.patterns: dict[tuple[str, str], SlidingWindow] = {}
-        self.hot: dict[tuple[str, str], None] = {}  # patterns at or above the threshold
+        # per (tool, args hash): its most recent call times, ascending, at most 2 * min_repeats
+        self.patterns: dict[tuple[str, str], list[int]] = {}
+        self.hot: dict[tuple[str, str], None] = {}  # patterns at the threshold
+        self.max_ts_us = -(1 << 62)
         self.sweep_at = 16
 
 
 class LoopRepeatDetector(Detector[_RepeatState]):
+    """``min_repeats`` calls of one (tool, args hash) within ``window_s`` (exact event times).
+
+    A pattern is "hot" at time t when its k-th most recent call (k = min_repeats) is inside
+    the window ending at t; it goes cold at ``calls[-k] + window``. Only the last 2k call
+    times of a pattern are kept: if a pattern is not hot, any k consecutive calls span more
+    than the window, so a late event (within disorder < window) can only form a run with
+    calls among those kept. Memory per key is O(patterns seen in the window), each O(k).
+    """
+
     def __init__(self, name: str, index: int, rule: LoopRepeatRule, config: RulesConfig,
                  schedule: Schedule) -> None:
         super().__init__(name, index, rule.scope, schedule)
         self.rule = rule
         self._window_us = rule.window_s * _US
-        self._step_us = config.step_us
         self._disorder_us = config.disorder_us
-        self._min = rule.min_repeats
+        self._k = rule.min_repeats
+        self.kinds = frozenset({EventKind.TOOL_CALL})
 
-    def _holds(self, a: int, b: int) -> bool:
-        return a >= self._min
-
-    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+    def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind is not EventKind.TOOL_CALL or event.tool_args_hash is None:
             return
-        key = key_of(self.scope, event)
+        key = skey if self.scope is AlertScope.SESSION else key_of(self.scope, event)
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = _RepeatState(tracker_for(self.scope, key, event))
             if self.scope is not AlertScope.SESSION:
                 self._schedule(ts_us + self._window_us + self._disorder_us, self.index, key)
-        tracker = state.tracker
-        if tracker.firing is not None:
-            self._resolve_if_cold(state, ts_us, out)
-        pattern = (event.name or "", event.tool_args_hash)
-        window = state.patterns.get(pattern)
-        if window is None:
-            if len(state.patterns) >= state.sweep_at:
-                self._sweep(state, ts_us)
-            window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
-            state.patterns[pattern] = window
-        added = window.add(ts_us, 1, 0)
-        if added == LATE:
+        if ts_us < state.max_ts_us - self._disorder_us:
             self.late += 1
             return
+        tracker = state.tracker
+        if tracker.firing is not None and ts_us > state.max_ts_us:
+            self._resolve_if_cold(state, ts_us, out)
+        state.max_ts_us = max(state.max_ts_us, ts_us)
+        pattern = (event.name or "", event.tool_args_hash)
+        calls = state.patterns.get(pattern)
+        if calls is None:
+            if len(state.patterns) >= state.sweep_at:
+                self._sweep(state, ts_us)
+            calls = state.patterns[pattern] = []
+        k, window_us = self._k, self._window_us
+        if calls and ts_us < calls[-1]:
+            at = bisect_right(calls, ts_us)
+            calls.insert(at, ts_us)
+        else:
+            at = len(calls)
+            calls.append(ts_us)
+        n_calls = len(calls)
+        if n_calls == 1:
+            return  # a first call cannot make a repeat (the common case: fresh arguments)
+        if n_calls > 2 * k:
+            del calls[0]
+            at -= 1
         tracker.sample.append(event.event_id)
-        if window.sum_a >= self._min:
+        if n_calls >= k and calls[-1] - calls[-k] < window_us:
             state.hot[pattern] = None
         if tracker.firing is not None:
             return
-        if added == ADDED:
-            if window.sum_a >= self._min and ts_us >= tracker.cooldown_until_us:
-                out.append(self._fire(tracker, pattern, ts_us, window.sum_a))
-                self._schedule_resolve(key, state)
-            return
-        for end_us, count, _ in window.windows_from(ts_us):
-            if count >= self._min and end_us >= tracker.cooldown_until_us:
+        # the windows this call changed end at calls[at:], earliest first
+        for j in range(max(at, k - 1), len(calls)):
+            end_us = calls[j]
+            if end_us - calls[j - k + 1] < window_us and end_us >= tracker.cooldown_until_us:
+                count = j + 1 - bisect_right(calls, end_us - window_us)
                 out.append(self._fire(tracker, pattern, end_us, count))
-                if not state.hot:  # it held only in a window that has already passed
-                    out.append(self._resolve(tracker, window.max_ts_us, window.sum_a))
-                else:
+                if pattern in state.hot:
                     self._schedule_resolve(key, state)
-                break
+                else:  # it held only in a window that has already passed
+                    out.append(self._resolve(tracker, calls[j - k + 1] + window_us, k - 1))
+                return
 
     def _fire(self, tracker: AlertTracker, pattern: tuple[str, str], ts_us: int,
               count: int) -> Alert:
@@ -362,30 +376,33 @@ class LoopRepeatDetector(Detector[_RepeatState]):
             f"times within {rule.window_s} s: {why}",
         )
 
+    def _cold_at_us(self, state: _RepeatState, pattern: tuple[str, str]) -> int:
+        return state.patterns[pattern][-self._k] + self._window_us
+
     def _resolve_if_cold(self, state: _RepeatState, now_us: int, out: list[Alert]) -> None:
         """Forget hot patterns that went cold by ``now_us``; resolve when none is left."""
-        last: tuple[int, int, int] | None = None
+        last_us: int | None = None
         for pattern in list(state.hot):
-            ended = state.patterns[pattern].first_false_us(self._holds, until_us=now_us)
-            if ended is None:
-                continue  # still at the threshold at now_us
+            cold_us = self._cold_at_us(state, pattern)
+            if cold_us > now_us:
+                continue
             del state.hot[pattern]
-            if last is None or ended[0] > last[0]:
-                last = ended
+            if last_us is None or cold_us > last_us:
+                last_us = cold_us
         if not state.hot and state.tracker.firing is not None:
-            ts_us, count = (last[0], last[1]) if last is not None else (now_us, 0)
-            out.append(self._resolve(state.tracker, ts_us, count))
+            out.append(self._resolve(state.tracker, now_us if last_us is None else last_us,
+                                     self._k - 1))
 
     def _schedule_resolve(self, key: ScopeKey, state: _RepeatState) -> None:
-        ends = (state.patterns[p].first_false_us(self._holds) for p in state.hot)
-        due = max((ended[0] for ended in ends if ended is not None), default=None)
+        due = max((self._cold_at_us(state, p) for p in state.hot), default=None)
         if due is not None:
             self._schedule(due, self.index, key)
 
     def _sweep(self, state: _RepeatState, now_us: int) -> None:
-        """Forget patterns whose windows are empty (bounded memory per key)."""
-        gone = [p for p, w in state.patterns.items()
-                if p not in state.hot and w.empty_at_us() + self._disorder_us <= now_us]
+        """Forget patterns with no call in the window any more (bounded memory per key)."""
+        horizon = now_us - self._window_us - self._disorder_us
+        gone = [p for p, calls in state.patterns.items()
+                if p not in state.hot and calls[-1] <= horizon]
         for pattern in gone:
             del state.patterns[pattern]
         state.sweep_at = 2 * len(state.patterns) + 16
@@ -405,14 +422,13 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         if not state.patterns:
             del self.states[key]
         else:
-            gone = max(w.empty_at_us() for w in state.patterns.values()) + self._disorder_us
-            self._schedule(gone, self.index, key)
+            newest = max(calls[-1] for calls in state.patterns.values())
+            self._schedule(newest + self._window_us + self._disorder_us, self.index, key)
 
     def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
         state = self.states.pop(key, None)
         if state is not None and state.tracker.firing is not None:
-            count = max((state.patterns[p].sum_a for p in state.hot), default=0)
-            out.append(self._resolve(state.tracker, ts_us, count, reason))
+            out.append(self._resolve(state.tracker, ts_us, self._k, reason))
 
     def tracker(self, key: ScopeKey) -> AlertTracker | None:
         state = self.states.get(key)
@@ -432,13 +448,13 @@ class LoopStepsDetector(Detector[_StepsState]):
     def __init__(self, name: str, index: int, rule: LoopStepsRule, schedule: Schedule) -> None:
         super().__init__(name, index, rule.scope, schedule)
         self.rule = rule
-        self._kinds = rule.kinds
+        self.kinds = self._kinds = rule.kinds
         self._max = rule.max_steps
 
-    def observe(self, event: Event, ts_us: int, out: list[Alert]) -> None:
+    def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind not in self._kinds:
             return
-        key = (event.tenant_id, event.session_id)
+        key = skey
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = _StepsState(tracker_for(AlertScope.SESSION, key, event))

@@ -49,11 +49,13 @@ class EngineStats:
 
 
 class _Session:
-    __slots__ = ("last_ts_us", "seen")
+    __slots__ = ("last_ts_us", "older", "seen")
 
     def __init__(self, ts_us: int) -> None:
         self.last_ts_us = ts_us
-        self.seen: dict[str, None] = {}  # insertion-ordered set of recent event ids
+        # recent event ids in two generations: between limit and 2 x limit ids are kept
+        self.seen: set[str] = set()
+        self.older: set[str] = set()
 
 
 class Engine:
@@ -74,6 +76,10 @@ class Engine:
             self.config, self._schedule, None if scopes is None else frozenset(scopes)
         )
         self._session_detectors = [d for d in self.detectors if d.scope is AlertScope.SESSION]
+        self._by_kind = {
+            kind: [d for d in self.detectors if d.kinds is None or kind in d.kinds]
+            for kind in EventKind
+        }
         self._sessions: dict[ScopeKey, _Session] = {}
         self._idle_us = self.config.session_idle_timeout_s * 1_000_000
         self._dedup = self.config.dedup_ids_per_session
@@ -82,10 +88,12 @@ class Engine:
         self._fired = self._resolved = 0
 
     # -- the two entry points ----------------------------------------------------------------
-    def process(self, event: Event) -> list[Alert]:
-        """Feed one event; returns the alert state changes it caused (usually none)."""
+    def process(self, event: Event, ts_us: int | None = None) -> list[Alert]:
+        """Feed one event; returns the alert state changes it caused (usually none).
+        ``ts_us`` is ``to_us(event.ts)`` when the caller already has it."""
         out: list[Alert] = []
-        ts_us = to_us(event.ts)
+        if ts_us is None:
+            ts_us = to_us(event.ts)
         skey = (event.tenant_id, event.session_id)
         session = self._sessions.get(skey)
         if session is None:
@@ -94,18 +102,23 @@ class Engine:
         elif ts_us > session.last_ts_us:
             session.last_ts_us = ts_us
         if self._dedup:
-            seen = session.seen
-            if event.event_id in seen:
+            seen, event_id = session.seen, event.event_id
+            if event_id in seen or event_id in session.older:
                 self._duplicates += 1
                 return out
-            seen[event.event_id] = None
-            if len(seen) > self._dedup:
-                del seen[next(iter(seen))]
+            seen.add(event_id)
+            if len(seen) >= self._dedup:
+                session.older = seen
+                session.seen = set()
         self._events += 1
-        if event.cost_usd is None and not self._prices.fill_cost(event):
+        if (
+            event.cost_usd is None
+            and (event.input_tokens is not None or event.output_tokens is not None)
+            and not self._prices.fill_cost(event)
+        ):
             self._unpriced += 1
-        for detector in self.detectors:
-            detector.observe(event, ts_us, out)
+        for detector in self._by_kind[event.kind]:
+            detector.observe(event, ts_us, skey, out)
         if event.kind is EventKind.SESSION_END:
             self._close_session(skey, ts_us, "the session ended", out)
         if out:
