@@ -1,0 +1,43 @@
+# agentwatch — the two commands are `make demo` and `make test`; both set up from scratch.
+# Needs only python3 (3.11+) and make: uv is installed into .tools/ from PyPI, then
+# `uv sync --frozen` builds .venv from the one lock file (uv.lock) for every package.
+
+PYTHON      ?= python3
+UV_VERSION  := 0.13.9
+TOOLS       := .tools
+UV          := $(TOOLS)/bin/uv
+VENV        := .venv
+STAMP       := $(VENV)/.synced
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup demo test lint unit bench clean
+
+setup: $(STAMP)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/agentwatch demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit
+
+test: lint
+	$(VENV)/bin/pytest
+
+bench: setup
+	@set -e; for f in bench/bench_*.py; do $(VENV)/bin/python $$f; done
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis
