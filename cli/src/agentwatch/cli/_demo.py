@@ -1,0 +1,169 @@
+"""``agentwatch demo``: a simulated fleet through the embedded pipeline, with a summary."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentwatch.cli._embedded import EmbeddedPipeline
+from agentwatch.cli._fleet import FleetPlan, fleet_events
+from agentwatch.processors.core import Engine, load_rules
+from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport
+from agentwatch.schemas import Alert, AlertState, AlertType
+from agentwatch.sinks import ChdbBackend, ClickHouseSink, migrate
+from agentwatch.sinks.webhooks import ReceivedDelivery, WebhookEndpoint, WebhookReceiver
+
+__all__ = ["EXAMPLE_SQL", "run_demo"]
+
+EXAMPLE_SQL = """\
+SELECT agent_id,
+       count()                       AS events,
+       countIf(status = 'error')     AS errors,
+       round(sum(cost_usd), 4)       AS cost_usd,
+       round(quantile(0.95)(duration_ms)) AS p95_ms
+FROM agentwatch.events
+GROUP BY agent_id
+ORDER BY cost_usd DESC"""
+
+_EXPECTED_TYPES = {AlertType.RUNAWAY_LOOP, AlertType.COST, AlertType.ERROR_RATE}
+
+
+def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | None,
+             console: Console | None = None) -> int:
+    """Run the demo; returns the exit code (0 when every injected failure was caught)."""
+    console = console or Console()
+    rules = load_rules(rules_path)  # a bad rules file fails before anything starts
+    plan = FleetPlan()
+    events = list(fleet_events(plan))
+    secret = secrets.token_hex(16)
+    with ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentwatch-")))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        backend = stack.enter_context(ChdbBackend(data_dir / "chdb"))
+        migrate(backend)
+        sink = ClickHouseSink(backend)
+
+        def on_webhook(delivery: ReceivedDelivery) -> None:
+            alert = delivery.alert()
+            mark = "[green]signature ok[/]" if delivery.verified else "[red]BAD SIGNATURE[/]"
+            colour = "red" if alert.state is AlertState.FIRING else "green"
+            console.print(
+                f"  [bold {colour}]webhook {alert.state.value.upper():8}[/] "
+                f"[bold]{alert.rule}[/] {alert.key}: {alert.reason} ({mark})",
+                highlight=False,
+            )
+
+        receiver = stack.enter_context(WebhookReceiver(secret=secret, on_receive=on_webhook))
+        endpoint = WebhookEndpoint(name="demo", url=receiver.url, secret=secret)
+        log = InProcessLog()
+        client = Agentwatch(transport=InProcessTransport(log), tenant_id=plan.tenant_id,
+                            agent_id="demo", linger_ms=20)
+        pipeline = EmbeddedPipeline(log, Engine(rules), sink, [endpoint]).start()
+
+        console.print(
+            f"[bold]agentwatch demo[/]: 3 agents, {len(events):,} events over "
+            f"{plan.duration_s // 60} minutes of agent time, played in {duration_s:.0f} s.\n"
+            f"  chDB at {data_dir / 'chdb'}; webhooks to {receiver.url}\n"
+        )
+        started = time.monotonic()
+        _play(events, client, duration_s, plan, console)
+        client.flush(timeout_s=10.0)
+        pipeline.wait_until(log.end_offset("agentwatch.events"), timeout_s=30.0)
+        pipeline.stop()
+        produced = client.stats
+        client.close()
+        receiver.wait_for(len(pipeline.stats.alerts), timeout_s=10.0)
+        elapsed_s = time.monotonic() - started
+
+        stats = pipeline.stats
+        _print_summary(console, sink, stats.alerts, elapsed_s)
+        console.print(
+            f"\nproducer: {produced.emitted:,} emitted, {produced.sent:,} sent, "
+            f"{produced.dropped} dropped; pipeline: {stats.records:,} records, "
+            f"{stats.events:,} events, {stats.invalid} invalid; "
+            f"webhooks: {sum(d.delivered for d in stats.deliveries)}/"
+            f"{len(stats.deliveries)} delivered, {len(receiver.received)} received"
+        )
+        caught = {a.type for a in stats.alerts if a.state is AlertState.FIRING}
+        missing = _EXPECTED_TYPES - caught
+        if missing:
+            console.print(f"[bold red]missed:[/] {', '.join(sorted(m.value for m in missing))}")
+            return 1
+        return 0
+
+
+def _play(events: list[dict[str, object]], client: Agentwatch, duration_s: float,
+          plan: FleetPlan, console: Console) -> None:
+    """Emit the fleet's events, paced so that its event time plays in ``duration_s``."""
+    first_ts = str(events[0]["ts"])
+    start_s = _seconds(first_ts)
+    speed = plan.duration_s / duration_s
+    columns = (TextColumn("[bold]agent time[/] {task.fields[clock]}"), BarColumn(),
+               TextColumn("{task.completed:,.0f} events"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("play", total=len(events), clock="09:00:00")
+        wall0 = time.monotonic()
+        for i, event in enumerate(events):
+            ts = str(event["ts"])
+            due = wall0 + (_seconds(ts) - start_s) / speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            client.emit(event)
+            if i % 25 == 0 or i == len(events) - 1:
+                progress.update(task, completed=i + 1, clock=ts[11:19])
+
+
+def _seconds(ts: str) -> float:
+    hours, minutes, seconds = ts[11:26].split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _print_summary(console: Console, sink: ClickHouseSink, alerts: list[Alert],
+                   elapsed_s: float) -> None:
+    per_agent = sink.query(
+        "SELECT agent_id, count(), countIf(status = 'error'), sum(cost_usd), "
+        "countIf(priced = 0 AND (input_tokens IS NOT NULL)) "
+        "FROM agentwatch.events GROUP BY agent_id ORDER BY agent_id"
+    )
+    fired = {a.alert_id: a for a in alerts if a.state is AlertState.FIRING}
+    resolved = {a.alert_id: a for a in alerts if a.state is AlertState.RESOLVED}
+    table = Table(title=f"Fleet summary ({elapsed_s:.1f} s)", title_justify="left")
+    for column in ("agent", "events", "errors", "cost (USD)", "alerts fired", "resolved"):
+        table.add_column(column, justify="left" if column == "agent" else "right")
+    for agent_id, n_events, n_errors, cost, _unpriced in per_agent.rows:
+        n_fired = sum(1 for a in fired.values() if a.agent_id == agent_id)
+        n_resolved = sum(1 for i in resolved if fired.get(i) and fired[i].agent_id == agent_id)
+        table.add_row(agent_id, f"{n_events:,}", f"{n_errors:,}", f"{cost:,.4f}",
+                      str(n_fired), str(n_resolved))
+    console.print()
+    console.print(table)
+
+    alert_table = Table(title="Alerts", title_justify="left")
+    for column in ("rule", "severity", "key", "value", "fired (event time)", "resolved"):
+        alert_table.add_column(column)
+    for alert_id, alert in fired.items():
+        end = resolved.get(alert_id)
+        alert_table.add_row(
+            alert.rule, alert.severity.value, alert.key, f"{alert.value:.4g}",
+            alert.ts.strftime("%H:%M:%S"), end.ts.strftime("%H:%M:%S") if end else "still firing",
+        )
+    console.print(alert_table)
+
+    console.print("\n[bold]Example query[/] (the same SQL runs on a ClickHouse server):")
+    console.print(EXAMPLE_SQL, highlight=False)
+    result = sink.query(EXAMPLE_SQL)
+    sql_table = Table()
+    for name in result.column_names:
+        sql_table.add_column(name)
+    for row in result.rows:
+        sql_table.add_row(*(str(v) for v in row))
+    console.print(sql_table)

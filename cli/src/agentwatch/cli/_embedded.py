@@ -1,0 +1,151 @@
+"""The embedded pipeline: the whole flow in one process, no infrastructure.
+
+An :class:`~agentwatch.producer.InProcessLog` stands in for Kafka (same packed
+records, same keys), the detection core runs exactly as in the worker, a
+:class:`~agentwatch.sinks.ClickHouseSink` writes to chDB (or any backend) and
+alerts go to signed webhooks. One thread consumes; webhook deliveries run on a
+small pool so a slow endpoint never holds up detection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from agentwatch.processors.core import Engine
+from agentwatch.producer import InProcessLog
+from agentwatch.schemas import Alert, SinkError, decode_record, to_us
+from agentwatch.sinks import ClickHouseSink
+from agentwatch.sinks.webhooks import DeliveryResult, WebhookEndpoint, deliver
+
+__all__ = ["EmbeddedPipeline", "PipelineStats"]
+
+_log = logging.getLogger("agentwatch.embedded")
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    records: int = 0
+    events: int = 0
+    invalid: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    deliveries: list[DeliveryResult] = field(default_factory=list)
+    sink_errors: int = 0
+
+
+class EmbeddedPipeline:
+    """Consume ``topic`` of ``log`` through ``engine`` into ``sink`` and ``endpoints``."""
+
+    def __init__(
+        self,
+        log: InProcessLog,
+        engine: Engine,
+        sink: ClickHouseSink,
+        endpoints: Sequence[WebhookEndpoint] = (),
+        *,
+        topic: str = "agentwatch.events",
+        flush_interval_s: float = 0.5,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self._log = log
+        self._engine = engine
+        self._sink = sink
+        self._endpoints = list(endpoints)
+        self._topic = topic
+        self._flush_interval_s = flush_interval_s
+        self._on_alert = on_alert
+        self._offset = 0
+        self._high_us = -(1 << 62)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentwatch-webhook")
+        self._pending: list[Future[DeliveryResult]] = []
+        self.stats = PipelineStats()
+
+    @property
+    def offset(self) -> int:
+        """Next offset to consume: everything before it is processed."""
+        return self._offset
+
+    def start(self) -> EmbeddedPipeline:
+        self._thread = threading.Thread(target=self._run, name="agentwatch-embedded", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_until(self, offset: int, timeout_s: float) -> bool:
+        """Block until every record before ``offset`` is processed."""
+        deadline = time.monotonic() + timeout_s
+        while self._offset < offset:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop consuming, write what is buffered, wait for webhook deliveries."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._flush_sink()
+        for future in self._pending:
+            self.stats.deliveries.append(future.result(timeout=timeout_s))
+        self._pool.shutdown(wait=True)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while not self._stop.is_set():
+            if self._log.wait(self._topic, self._offset, timeout_s=0.05):
+                self.process_available()
+            if time.monotonic() - last_flush >= self._flush_interval_s:
+                self._flush_sink()
+                last_flush = time.monotonic()
+        self.process_available()
+
+    def process_available(self, max_records: int = 1000) -> int:
+        """Process every record available now; returns how many."""
+        done = 0
+        while True:
+            batch = self._log.read(self._topic, self._offset, max_records)
+            if not batch:
+                return done
+            for offset, _key, value in batch:
+                self._process_record(offset, value)
+            self._offset = batch[-1][0] + 1
+            done += len(batch)
+
+    def _process_record(self, offset: int, value: bytes) -> None:
+        engine, stats = self._engine, self.stats
+        decoded = decode_record(value)
+        stats.records += 1
+        if decoded.rejected:
+            stats.invalid += len(decoded.rejected)
+            self._sink.add_rejected(decoded.rejected, f"{self._topic}@{offset}")
+        alerts: list[Alert] = []
+        for event in decoded.events:
+            ts_us = to_us(event.ts)
+            alerts += engine.process(event, ts_us)
+            if ts_us > self._high_us:
+                self._high_us = ts_us
+                alerts += engine.advance(ts_us - engine.config.disorder_us)
+        stats.events += len(decoded.events)
+        self._sink.add_events(decoded.events)  # after process(): cost_usd is filled in
+        if alerts:
+            self._sink.add_alerts(alerts)
+            for alert in alerts:
+                stats.alerts.append(alert)
+                if self._on_alert is not None:
+                    self._on_alert(alert)
+                for endpoint in self._endpoints:
+                    self._pending.append(self._pool.submit(deliver, endpoint, alert))
+
+    def _flush_sink(self) -> None:
+        try:
+            self._sink.flush()
+        except SinkError as exc:  # keep the buffer; the next flush retries
+            self.stats.sink_errors += 1
+            _log.warning("sink flush failed (will retry): %s", exc)
