@@ -43,7 +43,7 @@ class FleetPlan:
 
 def fleet_events(plan: FleetPlan, start: datetime | None = None) -> Iterator[dict[str, Any]]:
     """All events of the simulated fleet, sorted by event time."""
-    rng = random.Random(plan.seed)
+    rng = random.Random(plan.seed)  # noqa: S311 -- a seeded simulation, not cryptography
     t0 = start or datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     events: list[tuple[float, int, dict[str, Any]]] = []
     seq = 0

@@ -344,9 +344,13 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         tracker.sample.append(event.event_id)
         if n_calls >= k and calls[-1] - calls[-k] < window_us:
             state.hot[pattern] = None
-        if tracker.firing is not None:
-            return
-        # the windows this call changed end at calls[at:], earliest first
+        if tracker.firing is None:
+            self._check_fire(key, state, pattern, calls, at, out)
+
+    def _check_fire(self, key: ScopeKey, state: _RepeatState, pattern: tuple[str, str],
+                    calls: list[int], at: int, out: list[Alert]) -> None:
+        """Fire at the earliest window this call changed (they end at calls[at:])."""
+        k, window_us, tracker = self._k, self._window_us, state.tracker
         for j in range(max(at, k - 1), len(calls)):
             end_us = calls[j]
             if end_us - calls[j - k + 1] < window_us and end_us >= tracker.cooldown_until_us:
