@@ -1,0 +1,76 @@
+"""`agentwatch demo` and its fleet, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from agentwatch.cli._fleet import FleetPlan, fleet_events
+from agentwatch.processors.core import Engine
+from agentwatch.schemas import AlertState, decode_event, to_us
+
+
+def test_fleet_is_deterministic_and_time_ordered() -> None:
+    first = list(fleet_events(FleetPlan()))
+    assert first == list(fleet_events(FleetPlan()))
+    stamps = [e["ts"] for e in first]
+    assert stamps == sorted(stamps)
+
+
+def test_fleet_injects_the_three_failures_and_each_is_caught() -> None:
+    engine = Engine()
+    alerts = []
+    high = 0
+    for raw in fleet_events(FleetPlan()):
+        event = decode_event(raw)
+        alerts += engine.process(event)
+        high = max(high, to_us(event.ts))
+        alerts += engine.advance(high - engine.config.disorder_us)
+    fired = sorted((a.rule, a.key) for a in alerts if a.state is AlertState.FIRING)
+    assert fired == [
+        ("agent_error_rate", "retail-concierge"),
+        ("loop_repeat", "supply-loop-0001"),
+        ("loop_steps", "supply-loop-0001"),
+        ("session_cost", "campaign-spike-0001"),
+    ]
+    resolved = {a.alert_id for a in alerts if a.state is AlertState.RESOLVED}
+    assert resolved == {a.alert_id for a in alerts if a.state is AlertState.FIRING}
+
+
+def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentwatch.cli", "demo", "--duration-s", "3",
+         "--data-dir", str(data_dir)],
+        capture_output=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "250"},  # rich wraps at 80 columns without a terminal
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()
+    n_events = len(list(fleet_events(FleetPlan())))
+    assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
+    assert f"{n_events:,} events, 0 invalid" in out
+    assert "webhooks: 8/8 delivered, 8 received" in out
+    assert out.count("signature ok") == 8
+    assert "BAD SIGNATURE" not in out
+    assert "Fleet summary" in out and "Example query" in out
+
+    # the database stays behind with every event and alert, queryable by a new process
+    check = (
+        "import orjson; from agentwatch.sinks import ChdbBackend\n"
+        f"b = ChdbBackend({str(data_dir / 'chdb')!r})\n"
+        "e = b.query('SELECT count() FROM agentwatch.events').rows[0][0]\n"
+        "a = b.query('SELECT count(), uniqExact(alert_id) FROM agentwatch.alerts').rows[0]\n"
+        "print(orjson.dumps([e, list(a)]).decode())\n"
+        "b.close()\n"
+    )
+    counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
+                             check=True)
+    events_rows, (alert_rows, alert_ids) = orjson.loads(counted.stdout)
+    assert events_rows == n_events
+    assert (alert_rows, alert_ids) == (8, 4)
