@@ -58,7 +58,8 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     assert "webhooks: 8/8 delivered, 8 received" in out
     assert out.count("signature ok") == 8
     assert "BAD SIGNATURE" not in out
-    assert "Fleet summary" in out and "Example query" in out
+    assert "Fleet summary" in out
+    assert "Example query" in out
 
     # the database stays behind with every event and alert, queryable by a new process
     check = (

@@ -48,7 +48,8 @@ def alerts_of(proc: subprocess.CompletedProcess[bytes]) -> list[dict[str, Any]]:
 
 def test_runaway_loop_fires_once_and_resolves_at_session_end(tmp_path: Path) -> None:
     events = [event(0, kind="session_start")]
-    events += [event(1 + i, kind="tool_call", name="reroute", tool_args_hash="h") for i in range(12)]
+    events += [event(1 + i, kind="tool_call", name="reroute", tool_args_hash="h")
+               for i in range(12)]
     events.append(event(20, kind="session_end"))
     proc = run("replay", str(write_jsonl(tmp_path / "loop.jsonl", events)))
     assert proc.returncode == 0, proc.stderr
@@ -107,7 +108,8 @@ def test_invalid_lines_are_reported_with_line_numbers_and_skipped(tmp_path: Path
     assert proc.returncode == 0
     err = proc.stderr.decode()
     assert "mixed.jsonl:3: invalid event: malformed JSON" in err
-    assert "mixed.jsonl:4: invalid event:" in err and "`event_id`" in err
+    assert "mixed.jsonl:4: invalid event:" in err
+    assert "`event_id`" in err
     assert "4 events from 6 lines, 2 invalid" in err
     assert [a["rule"] for a in alerts_of(proc)] == ["session_cost"]  # the run went on
 
@@ -144,14 +146,16 @@ def test_bad_rules_key_is_named_without_traceback(tmp_path: Path) -> None:
     proc = run("replay", str(write_jsonl(tmp_path / "e.jsonl", [event(0)])), "-c", str(rules))
     err = proc.stderr.decode()
     assert proc.returncode == 2
-    assert "rules.session_cost.treshold_usd" in err and "unknown key" in err
+    assert "rules.session_cost.treshold_usd" in err
+    assert "unknown key" in err
     assert "Traceback" not in err
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     proc = run("replay", str(tmp_path / "nope.jsonl"))
     assert proc.returncode == 2
-    assert b"cannot read" in proc.stderr and b"Traceback" not in proc.stderr
+    assert b"cannot read" in proc.stderr
+    assert b"Traceback" not in proc.stderr
 
 
 def test_replay_reads_standard_input(tmp_path: Path) -> None:
