@@ -18,7 +18,11 @@ from pydantic import ValidationError
 from agentwatch.processors.core import Engine
 from agentwatch.schemas import Alert, DecodedRecord, Event, decode_record, to_us
 
-__all__ = ["ReplayStats", "replay_lines"]
+__all__ = ["ADVANCE_STEP_US", "ReplayStats", "replay_lines"]
+
+#: how far event time moves before timers run again (resolution times stay exact; only when
+#: a quiet key's resolution is reported moves, by at most this much event time)
+ADVANCE_STEP_US = 100_000
 
 
 @dataclass(slots=True)
@@ -40,7 +44,7 @@ def replay_lines(
     every state change and ``on_invalid(line_no, reason)`` for every bad line."""
     stats = ReplayStats()
     disorder_us = engine.config.disorder_us
-    high_us = -(1 << 62)
+    next_advance_us = -(1 << 62)
     process, advance = engine.process, engine.advance
     for line_no, line in enumerate(lines, start=1):
         stats.lines = line_no
@@ -65,9 +69,9 @@ def replay_lines(
             stats.events += 1
             ts_us = to_us(event.ts)
             alerts = process(event, ts_us)
-            if ts_us > high_us:
-                high_us = ts_us
-                alerts += advance(high_us - disorder_us)
+            if ts_us >= next_advance_us:  # timers run on the watermark, in 100 ms steps
+                alerts += advance(ts_us - disorder_us)
+                next_advance_us = ts_us + ADVANCE_STEP_US
             for alert in alerts:
                 stats.alerts += 1
                 on_alert(alert)

@@ -155,7 +155,12 @@ class _WindowDetector(Detector[_WindowState]):
             for end_us, sa, sb in window.windows_from(ts_us):
                 if self.fires(sa, sb) and end_us >= tracker.cooldown_until_us:
                     out.append(self.fire(tracker, end_us, sa, sb))
-                    self._schedule_resolve(key, window)
+                    if self.holds(window.sum_a, window.sum_b):
+                        self._schedule_resolve(key, window)
+                    else:  # it held only in a window that has already passed
+                        ended = window.first_false_after(end_us, sa, sb, self.holds)
+                        if ended is not None:
+                            out.append(self.resolve(tracker, *ended, "the window fell back"))
                     break
         elif not self.holds(window.sum_a, window.sum_b):
             out.append(self.resolve(tracker, window.max_ts_us, window.sum_a, window.sum_b,
@@ -181,7 +186,8 @@ class _WindowDetector(Detector[_WindowState]):
             out.append(self.resolve(tracker, *ended, "the window fell back"))
         if self.scope is AlertScope.SESSION:
             return
-        gone_us = window.empty_at_us() + self._disorder_us
+        # keep the state (and its cooldown) until the window is empty and the cooldown over
+        gone_us = max(window.empty_at_us() + self._disorder_us, tracker.cooldown_until_us)
         if gone_us <= now_us:
             del self.states[key]
         else:
@@ -281,7 +287,8 @@ class _RepeatState:
     def __init__(self, tracker: AlertTracker) -> None:
         self.tracker = tracker
         # per (tool, args hash): its most recent call times, ascending, at most 2 * min_repeats
-        self.patterns: dict[tuple[str, str], list[int]] = {}
+        # (a pattern called once holds the bare int: most tool calls have fresh arguments)
+        self.patterns: dict[tuple[str, str], list[int] | int] = {}
         self.hot: dict[tuple[str, str], None] = {}  # patterns at the threshold
         self.max_ts_us = -(1 << 62)
         self.sweep_at = 16
@@ -323,21 +330,25 @@ class LoopRepeatDetector(Detector[_RepeatState]):
             self._resolve_if_cold(state, ts_us, out)
         state.max_ts_us = max(state.max_ts_us, ts_us)
         pattern = (event.name or "", event.tool_args_hash)
-        calls = state.patterns.get(pattern)
-        if calls is None:
-            if len(state.patterns) >= state.sweep_at:
+        patterns = state.patterns
+        found = patterns.get(pattern)
+        if found is None:  # the common case: fresh arguments; a first call is no repeat
+            if len(patterns) >= state.sweep_at:
                 self._sweep(state, ts_us)
-            calls = state.patterns[pattern] = []
+            patterns[pattern] = ts_us
+            return
+        if isinstance(found, int):
+            calls = patterns[pattern] = [found]
+        else:
+            calls = found
         k, window_us = self._k, self._window_us
-        if calls and ts_us < calls[-1]:
+        if ts_us < calls[-1]:
             at = bisect_right(calls, ts_us)
             calls.insert(at, ts_us)
         else:
             at = len(calls)
             calls.append(ts_us)
         n_calls = len(calls)
-        if n_calls == 1:
-            return  # a first call cannot make a repeat (the common case: fresh arguments)
         if n_calls > 2 * k:
             del calls[0]
             at -= 1
@@ -381,7 +392,9 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         )
 
     def _cold_at_us(self, state: _RepeatState, pattern: tuple[str, str]) -> int:
-        return state.patterns[pattern][-self._k] + self._window_us
+        calls = state.patterns[pattern]
+        assert isinstance(calls, list)  # noqa: S101 -- a hot pattern has >= min_repeats calls
+        return calls[-self._k] + self._window_us
 
     def _resolve_if_cold(self, state: _RepeatState, now_us: int, out: list[Alert]) -> None:
         """Forget hot patterns that went cold by ``now_us``; resolve when none is left."""
@@ -406,7 +419,7 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         """Forget patterns with no call in the window any more (bounded memory per key)."""
         horizon = now_us - self._window_us - self._disorder_us
         gone = [p for p, calls in state.patterns.items()
-                if p not in state.hot and calls[-1] <= horizon]
+                if p not in state.hot and _last_call(calls) <= horizon]
         for pattern in gone:
             del state.patterns[pattern]
         state.sweep_at = 2 * len(state.patterns) + 16
@@ -423,11 +436,13 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         if self.scope is AlertScope.SESSION:
             return
         self._sweep(state, now_us)
-        if not state.patterns:
+        cooldown_us = state.tracker.cooldown_until_us
+        if not state.patterns and cooldown_us <= now_us:
             del self.states[key]
         else:
-            newest = max(calls[-1] for calls in state.patterns.values())
-            self._schedule(newest + self._window_us + self._disorder_us, self.index, key)
+            newest = max((_last_call(c) for c in state.patterns.values()), default=now_us)
+            due_us = max(newest + self._window_us + self._disorder_us, cooldown_us, now_us + 1)
+            self._schedule(due_us, self.index, key)
 
     def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
         state = self.states.pop(key, None)
@@ -486,6 +501,10 @@ class LoopStepsDetector(Detector[_StepsState]):
     def tracker(self, key: ScopeKey) -> AlertTracker | None:
         state = self.states.get(key)
         return None if state is None else state.tracker
+
+
+def _last_call(calls: list[int] | int) -> int:
+    return calls if isinstance(calls, int) else calls[-1]
 
 
 def _who(tracker: AlertTracker, scope: AlertScope) -> str:

@@ -163,6 +163,35 @@ class SlidingWindow:
                 k += 1
             yield cell[_T], self.sum_a - tail_a + old_a, self.sum_b - tail_b + old_b
 
+    def first_false_after(
+        self, end_us: int, sum_a: int, sum_b: int, holds: Predicate
+    ) -> tuple[int, int, int] | None:
+        """The window ending at ``end_us`` held (sums given); walking event time forward to
+        the head, ``(t, sum_a, sum_b)`` at the first time ``holds`` is false (buckets leave
+        at ``(bucket + n) * step``, later buckets join at ``bucket * step``). None if it
+        holds all the way to the head."""
+        n, step = self._n, self._step_us
+        c = end_us // step
+        cells = [*self._old, *self._win]
+        leaving = [cell for cell in cells if c - n < cell[_B] <= c]
+        joining = [cell for cell in cells if cell[_B] > c]
+        a, b = sum_a, sum_b
+        i = j = 0
+        while i < len(leaving) or j < len(joining):
+            t = min(leaving[i][_B] + n if i < len(leaving) else 1 << 62,
+                    joining[j][_B] if j < len(joining) else 1 << 62)
+            while i < len(leaving) and leaving[i][_B] + n == t:
+                a -= leaving[i][_A]
+                b -= leaving[i][_C]
+                i += 1
+            while j < len(joining) and joining[j][_B] == t:
+                a += joining[j][_A]
+                b += joining[j][_C]
+                j += 1
+            if not holds(a, b):
+                return t * step, a, b
+        return None
+
     def first_false_us(
         self, holds: Predicate, *, until_us: int | None = None
     ) -> tuple[int, int, int] | None:
