@@ -1,1 +1,49 @@
-"""placeholder"""
+"""agentwatch producer: three lines in your agent, telemetry that never hurts it.
+
+::
+
+    from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport
+
+    aw = Agentwatch(agent_id="support-bot", transport=InProcessTransport(InProcessLog()))
+    with aw.session():
+        with aw.llm_call(model="gpt-4o") as span:
+            span.input_tokens, span.output_tokens = 1200, 85
+
+``emit()`` only enqueues; a background thread packs each session's events into
+records keyed ``<tenant_id>/<session_id>`` and hands them to a :class:`Transport`.
+"""
+
+from agentwatch.producer._client import Agentwatch, ProducerStats
+from agentwatch.producer._hashing import hash_tool_args
+from agentwatch.producer._helpers import (
+    RAW_TOOL_ARGS_MAX_CHARS,
+    LLMCallScope,
+    Session,
+    SessionScope,
+    Span,
+    ToolCallScope,
+    current_session,
+    current_span,
+)
+from agentwatch.producer._inprocess import InProcessLog, InProcessTransport
+from agentwatch.producer._settings import ProducerSettings
+from agentwatch.producer._transport import Record, Transport
+
+__all__ = [
+    "RAW_TOOL_ARGS_MAX_CHARS",
+    "Agentwatch",
+    "InProcessLog",
+    "InProcessTransport",
+    "LLMCallScope",
+    "ProducerSettings",
+    "ProducerStats",
+    "Record",
+    "Session",
+    "SessionScope",
+    "Span",
+    "ToolCallScope",
+    "Transport",
+    "current_session",
+    "current_span",
+    "hash_tool_args",
+]

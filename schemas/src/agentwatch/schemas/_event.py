@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 from pydantic import (
     AwareDatetime,
@@ -86,7 +86,10 @@ class Event(BaseModel):
     agent_id: Id = Field(description="Which agent (gen_ai.agent.id).")
     session_id: Id = Field(description="Which session / conversation (gen_ai.conversation.id).")
     kind: EventKind = Field(description="What happened.")
-    schema_version: Literal[1] = Field(default=1, description="Contract version; only 1 exists.")
+    # a strict int in [1, 1], not Literal[1]: pydantic lets JSON `true` pass for Literal[1]
+    schema_version: Annotated[int, Field(ge=1, le=1, strict=True)] = Field(
+        default=1, description="Contract version; only 1 exists."
+    )
     tenant_id: TenantId = Field(default="default", description="Tenant; isolates all state.")
     trace_id: ShortText | None = None
     span_id: ShortText | None = None

@@ -1,1 +1,84 @@
-"""placeholder"""
+"""agentwatch sinks: the ClickHouse schema, its backends and the batch writer.
+
+::
+
+    from agentwatch.sinks import ClickHouseSink, migrate, open_backend
+
+    with open_backend("chdb:///var/lib/agentwatch") as backend:  # or http(s)://host:8123
+        migrate(backend)                        # idempotent, forward only
+        sink = ClickHouseSink(backend)
+        sink.add_events(events)
+        sink.flush(dedup_token_prefix="p0/1200-1499")   # then commit the offsets
+
+The same DDL and SQL run on chDB (embedded, one engine per process) and on a
+ClickHouse server (clickhouse-connect). Signed alert webhooks live in
+:mod:`agentwatch.sinks.webhooks`.
+"""
+
+from __future__ import annotations
+
+from agentwatch.sinks._ddl import (
+    ALERTS_TABLE,
+    DEAD_LETTERS_TABLE,
+    DEFAULT_DATABASE,
+    DEFAULT_TTL_DAYS,
+    EVENTS_TABLE,
+    MIGRATIONS,
+    SCHEMA_MIGRATIONS_TABLE,
+    Migration,
+    SchemaConfig,
+    applied_versions,
+    migrate,
+)
+from agentwatch.sinks._rows import (
+    ALERT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    EVENT_COLUMNS,
+    DeadLetter,
+    alerts_to_arrow,
+    attribute_text,
+    dead_letters_from_rejected,
+    dead_letters_to_arrow,
+    events_to_arrow,
+)
+from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
+from agentwatch.sinks.backends import (
+    Backend,
+    ChdbBackend,
+    ClickHouseBackend,
+    Parameters,
+    QueryResult,
+    open_backend,
+)
+
+__all__ = [
+    "ALERTS_TABLE",
+    "ALERT_COLUMNS",
+    "DEAD_LETTERS_TABLE",
+    "DEAD_LETTER_COLUMNS",
+    "DEFAULT_DATABASE",
+    "DEFAULT_TTL_DAYS",
+    "EVENTS_TABLE",
+    "EVENT_COLUMNS",
+    "MIGRATIONS",
+    "SCHEMA_MIGRATIONS_TABLE",
+    "Backend",
+    "ChdbBackend",
+    "ClickHouseBackend",
+    "ClickHouseSink",
+    "DeadLetter",
+    "FlushStats",
+    "Migration",
+    "Parameters",
+    "QueryResult",
+    "RowCounts",
+    "SchemaConfig",
+    "alerts_to_arrow",
+    "applied_versions",
+    "attribute_text",
+    "dead_letters_from_rejected",
+    "dead_letters_to_arrow",
+    "events_to_arrow",
+    "migrate",
+    "open_backend",
+]

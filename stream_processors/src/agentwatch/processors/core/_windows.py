@@ -177,9 +177,12 @@ class SlidingWindow:
         joining = [cell for cell in cells if cell[_B] > c]
         a, b = sum_a, sum_b
         i = j = 0
+        head = self.head
         while i < len(leaving) or j < len(joining):
             t = min(leaving[i][_B] + n if i < len(leaving) else 1 << 62,
                     joining[j][_B] if j < len(joining) else 1 << 62)
+            if t > head:
+                return None
             while i < len(leaving) and leaving[i][_B] + n == t:
                 a -= leaving[i][_A]
                 b -= leaving[i][_C]

@@ -1,0 +1,393 @@
+"""The client: ``Agentwatch``. ``emit()`` enqueues; a background thread does the rest.
+
+Counting (``client.stats``): every event given to ``emit()`` or made by a helper
+is ``emitted``; each one ends as exactly one of ``sent``, ``dropped`` (queue
+full, or emitted after ``close()``), ``invalid`` (breaks the event contract),
+``redacted`` (the redact hook returned None) or ``failed`` (the transport gave
+up, the hook raised, or an internal error), or is still pending
+(``queue_depth`` plus what the worker is packing):
+``emitted == sent + dropped + invalid + redacted + failed + pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+from agentwatch.producer._helpers import (
+    _CTX,
+    LLMCallScope,
+    SessionScope,
+    ToolCallScope,
+    _Context,
+)
+from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
+from agentwatch.producer._sender import Counters, QueueItem, Redactor, Sender
+from agentwatch.producer._settings import ProducerSettings
+from agentwatch.producer._transport import Transport, kafka_transport
+from agentwatch.schemas import ConfigError, Event, PriceTable, default_price_table
+
+__all__ = ["Agentwatch", "ProducerStats"]
+
+_FIELDS: Final = frozenset(Event.model_fields)
+_KINDS: Final = frozenset(
+    {
+        "llm_call",
+        "tool_call",
+        "agent_step",
+        "session_start",
+        "session_end",
+        "handoff",
+        "guardrail",
+        "custom",
+    }
+)
+_DEFAULT_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStats:
+    """A snapshot of the client's counters (see the module docs for their meaning)."""
+
+    emitted: int
+    sent: int
+    dropped: int
+    failed: int
+    redacted: int
+    invalid: int
+    queue_depth: int
+    records: int  # records handed to the transport
+
+
+class Agentwatch:
+    """Send agent telemetry without ever slowing down or breaking the agent.
+
+    ``None`` settings fall back to environment variables (see
+    :class:`ProducerSettings`). Exactly one of ``transport`` and
+    ``bootstrap_servers`` (or ``AGENTWATCH_BOOTSTRAP_SERVERS``) says where records
+    go; ``topic`` is used when the client builds the transport itself.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: Transport | None = None,
+        bootstrap_servers: str | None = None,
+        tenant_id: str | None = None,
+        agent_id: str | None = None,
+        topic: str | None = None,
+        queue_size: int | None = None,
+        linger_ms: int | None = None,
+        max_batch_events: int | None = None,
+        max_batch_bytes: int | None = None,
+        send_raw_tool_args: bool = False,
+        redact: Redactor | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        settings = ProducerSettings.resolve(
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            topic=topic,
+            bootstrap_servers=bootstrap_servers,
+            queue_size=queue_size,
+            linger_ms=linger_ms,
+            max_batch_events=max_batch_events,
+            max_batch_bytes=max_batch_bytes,
+            send_raw_tool_args=send_raw_tool_args,
+        )
+        if redact is not None and not callable(redact):
+            raise ConfigError(f"redact must be a callable or None, got {type(redact).__name__}")
+        if prices is not None and not isinstance(prices, PriceTable):
+            raise ConfigError(f"prices must be a PriceTable or None, got {type(prices).__name__}")
+        if transport is not None:
+            if bootstrap_servers is not None:
+                raise ConfigError("pass either transport= or bootstrap_servers=, not both")
+            if not isinstance(transport, Transport):
+                raise ConfigError(
+                    f"transport must have send(records), flush(timeout_s) and close(), "
+                    f"got {type(transport).__name__}"
+                )
+        elif settings.bootstrap_servers is not None:
+            transport = kafka_transport(settings)
+        else:
+            raise ConfigError(
+                "no transport: pass transport=InProcessTransport(...) or bootstrap_servers= "
+                "(or set AGENTWATCH_BOOTSTRAP_SERVERS)"
+            )
+        self._settings = settings
+        self._transport = transport
+        self._prices = prices if prices is not None else default_price_table()
+        self._redact = redact
+        self._default_session_id = settings.default_session_id or str(uuid.uuid4())
+        self._log = RateLimitedLog()
+        self._counters = Counters(threading.Lock())
+        self._state_lock = threading.Lock()
+        self._running = False
+        self._closed = False
+        self._setup_pipeline()
+        _track(self)
+
+    def _setup_pipeline(self) -> None:
+        s = self._settings
+        self._wake = threading.Event()
+        self._queue: BoundedQueue[QueueItem] = BoundedQueue(
+            s.queue_size, self._wake, 1 if s.linger_ms == 0 else s.max_batch_events
+        )
+        self._sender = Sender(
+            settings=s,
+            transport=self._transport,
+            prices=self._prices,
+            redact=self._redact,
+            queue=self._queue,
+            wake=self._wake,
+            counters=self._counters,
+            log=self._log,
+            default_session_id=self._default_session_id,
+        )
+
+    # -- properties ------------------------------------------------------------
+    @property
+    def settings(self) -> ProducerSettings:
+        return self._settings
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    @property
+    def default_session_id(self) -> str:
+        """Session id of events emitted outside any ``session()`` block."""
+        return self._default_session_id
+
+    @property
+    def sends_raw_tool_args(self) -> bool:
+        return self._settings.send_raw_tool_args
+
+    @property
+    def stats(self) -> ProducerStats:
+        counters, queue = self._counters, self._queue
+        return ProducerStats(
+            emitted=queue.accepted + queue.dropped + counters.invalid_at_emit,
+            sent=counters.sent,
+            dropped=queue.dropped,
+            failed=counters.failed,
+            redacted=counters.redacted,
+            invalid=counters.invalid + counters.invalid_at_emit,
+            queue_depth=len(queue),
+            records=counters.records,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread (``emit()`` does it on first use)."""
+        self._ensure_started()
+
+    def flush(self, timeout_s: float = _DEFAULT_TIMEOUT_S) -> bool:
+        """Block up to ``timeout_s`` until everything emitted so far is handed on and the
+        transport flushed. True when it was and nothing failed meanwhile. Never raises."""
+        try:
+            if not self._running:
+                return len(self._queue) == 0
+            return self._sender.flush(timeout_s)
+        except Exception as exc:  # noqa: BLE001 -- telemetry never raises into the agent
+            self._report("flush", exc)
+            return False
+
+    def close(self, timeout_s: float = _DEFAULT_TIMEOUT_S) -> None:
+        """Send what is queued (waiting up to ``timeout_s``), then close the transport.
+        Idempotent; later ``emit()`` calls are dropped. Never raises."""
+        try:
+            with self._state_lock:
+                if self._closed:
+                    return
+                self._closed = True
+                was_running, self._running = self._running, False
+            if not was_running:
+                self._transport.close()
+                return
+            atexit.unregister(self._at_exit)
+            if self._sender.stop(timeout_s):
+                leftover, _ = self._queue.drain()
+                if leftover:
+                    self._counters.add("failed", len(leftover))
+            else:
+                logger.warning(
+                    "agentwatch: close() gave up after %.1f s (transport not answering); "
+                    "%d queued events may be lost",
+                    timeout_s,
+                    len(self._queue),
+                )
+        except Exception as exc:  # noqa: BLE001 -- telemetry never raises into the agent
+            self._report("close", exc)
+
+    async def aflush(self, timeout_s: float = _DEFAULT_TIMEOUT_S) -> bool:
+        """:meth:`flush` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush, timeout_s)
+
+    async def aclose(self, timeout_s: float = _DEFAULT_TIMEOUT_S) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close, timeout_s)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _ensure_started(self) -> bool:
+        with self._state_lock:
+            if self._closed:
+                return False
+            if not self._running:
+                self._sender.start()
+                atexit.register(self._at_exit)
+                self._running = True
+            return True
+
+    def _at_exit(self) -> None:
+        self.close(_DEFAULT_TIMEOUT_S)
+
+    # -- the hot path ----------------------------------------------------------
+    def emit(self, event: Event | dict[str, Any]) -> None:
+        """Queue one event (a dict or an :class:`Event`); returns at once, never raises.
+
+        A dict needs only ``kind``; ``event_id``, ``ts`` (now), ``session_id``,
+        ``trace_id`` and ``parent_span_id`` (from the current ``session()`` / span),
+        ``agent_id``, ``tenant_id`` and ``cost_usd`` (from the price table) are filled
+        in when absent. The dict is copied (shallowly); full validation happens on the
+        background thread.
+        """
+        try:
+            if isinstance(event, dict):
+                kind = event.get("kind")
+                if not (isinstance(kind, str) and kind in _KINDS and event.keys() <= _FIELDS):
+                    self._invalid_at_emit(event)
+                    return
+                self._enqueue(dict(event), _CTX.get())
+            elif isinstance(event, Event):
+                self._enqueue(event, None)
+            else:
+                self._invalid_at_emit(event)
+        except Exception as exc:  # noqa: BLE001 -- telemetry never raises into the agent
+            self._report("emit", exc)
+
+    def _enqueue(self, payload: dict[str, Any] | Event, ctx: _Context | None) -> None:
+        if not self._running and not self._ensure_started():
+            self._queue.drop()
+            self._log.warn_limited("closed", "agentwatch: emit() after close(): event dropped")
+            return
+        if not self._queue.put((time.time_ns(), ctx, payload)):
+            self._log.warn_limited(
+                "queue_full",
+                "agentwatch: telemetry queue full (queue_size=%d), dropping events "
+                "(%d dropped so far); the agent is not affected",
+                self._settings.queue_size,
+                self._queue.dropped,
+            )
+
+    def _invalid_at_emit(self, event: object) -> None:
+        self._counters.add("invalid_at_emit")
+        if not isinstance(event, dict):
+            reason = f"expected an Event or a dict, got {type(event).__name__}"
+        elif not isinstance(event.get("kind"), str) or event.get("kind") not in _KINDS:
+            reason = f"field `kind`: must be one of {sorted(_KINDS)} (got {event.get('kind')!r})"
+        else:
+            unknown = sorted(str(k) for k in event.keys() - _FIELDS)
+            reason = f"unknown field(s) {', '.join(unknown)}"
+        self._log.warn_limited("invalid", "agentwatch: invalid event not sent: %s", reason)
+
+    def _report(self, where: str, exc: BaseException) -> None:
+        """Count and log a failure inside the telemetry code; never raises."""
+        try:
+            self._counters.add("failed")
+            self._log.warn_limited("internal", "agentwatch: error in %s: %r", where, exc)
+        except Exception:  # noqa: BLE001, S110 -- last resort: stay silent rather than raise
+            pass
+
+    # -- helpers -----------------------------------------------------------------
+    def session(
+        self,
+        session_id: str | None = None,
+        *,
+        agent_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> SessionScope:
+        """A session: ``with``/``async with``/decorator. Emits ``session_start`` and
+        ``session_end`` (``status=error`` if the block raised; the error propagates).
+        Without ``session_id`` a UUID is made; a trace id is made (or inherited)."""
+        return SessionScope(
+            self,
+            None if session_id is None else str(session_id),
+            None if agent_id is None else str(agent_id),
+            attributes,
+        )
+
+    def llm_call(
+        self,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+        name: str | None = None,
+    ) -> LLMCallScope:
+        """One ``llm_call`` event when the block or decorated call ends; the yielded
+        :class:`Span` takes token counts, cost and attributes."""
+        return LLMCallScope(self, model, provider, name)
+
+    def tool_call(self, name: str | None = None, args: Any = None) -> ToolCallScope:
+        """One ``tool_call`` event when the block or decorated call ends, with the hash
+        of ``args`` (as a decorator: of the call's arguments by parameter name; the
+        name defaults to the function's)."""
+        return ToolCallScope(self, name, args)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its locks may be held: start afresh
+        # (the parent sends what it had queued).
+        self._counters = Counters(threading.Lock())
+        self._state_lock = threading.Lock()
+        self._log = RateLimitedLog()
+        self._setup_pipeline()
+        if not self._closed:
+            self._running = False
+
+
+_CLIENTS: weakref.WeakSet[Agentwatch] = weakref.WeakSet()
+_fork_hook_registered = False
+
+
+def _track(client: Agentwatch) -> None:
+    global _fork_hook_registered  # noqa: PLW0603 -- one process-wide fork hook
+    _CLIENTS.add(client)
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_registered = True
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._after_fork_in_child()

@@ -1,0 +1,108 @@
+"""Fixtures for the ClickHouse layer: contract factories and a real chDB backend.
+
+chDB runs one engine per process, so a module that needs it opens one backend
+(module scope) and closes it at the end, leaving the engine free for the next.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentwatch.schemas import (
+    Alert,
+    AlertScope,
+    AlertState,
+    AlertType,
+    Event,
+    EventKind,
+    EventStatus,
+    Severity,
+)
+from agentwatch.sinks import ChdbBackend, migrate
+
+T0 = datetime(2026, 11, 20, 9, 0, 1, 250_001, tzinfo=UTC)
+
+EventFactory = Callable[..., Event]
+AlertFactory = Callable[..., Alert]
+
+
+@pytest.fixture(scope="module")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb") / "db"
+
+
+@pytest.fixture(scope="module")
+def backend(chdb_path: Path) -> Iterator[ChdbBackend]:
+    """One migrated chDB backend per test module (database ``agentwatch``)."""
+    with ChdbBackend(chdb_path) as b:
+        migrate(b)
+        yield b
+
+
+@pytest.fixture
+def make_event() -> EventFactory:
+    """``make_event(i=0, full=False, **overrides)``: a minimal event, or one with every field."""
+
+    def make(i: int = 0, *, full: bool = False, **overrides: Any) -> Event:
+        fields: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "ts": T0 + timedelta(microseconds=i * 1_001),
+            "agent_id": "agent-a",
+            "session_id": f"session-{i % 7}",
+            "kind": EventKind.TOOL_CALL,
+        }
+        if full:
+            fields |= {
+                "tenant_id": "acme",
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "span_id": "00f067aa0ba902b7",
+                "parent_span_id": "00f067aa0ba902b6",
+                "name": "search",
+                "status": EventStatus.ERROR,
+                "error_type": "TimeoutError",
+                "model": "gpt-4o",
+                "provider": "openai",
+                "input_tokens": 1200,
+                "output_tokens": 340,
+                "cached_input_tokens": 100,
+                "reasoning_tokens": 7,
+                "cost_usd": 0.0123,
+                "duration_ms": 812.5,
+                "tool_args_hash": "sha256:9f2c",
+                "attributes": {"region": "eu", "retries": 2, "ratio": 0.25, "cached": True},
+            }
+        return Event(**(fields | overrides))
+
+    return make
+
+
+@pytest.fixture
+def make_alert() -> AlertFactory:
+    def make(**overrides: Any) -> Alert:
+        fields: dict[str, Any] = {
+            "alert_id": str(uuid.uuid4()),
+            "rule": "session_cost",
+            "type": AlertType.COST,
+            "state": AlertState.FIRING,
+            "severity": Severity.WARNING,
+            "scope": AlertScope.SESSION,
+            "key": "session-1",
+            "tenant_id": "acme",
+            "agent_id": "agent-a",
+            "session_id": "session-1",
+            "value": 1.25,
+            "threshold": 1.0,
+            "window_s": 60,
+            "ts": T0,
+            "reason": "Session session-1 spent 1.25 USD in 60 s (limit 1.00).",
+            "event_ids": [str(uuid.uuid4()), str(uuid.uuid4())],
+        }
+        return Alert(**(fields | overrides))
+
+    return make

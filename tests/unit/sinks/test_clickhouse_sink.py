@@ -1,0 +1,251 @@
+"""ClickHouseSink on a real chDB: rows in == rows stored, dedup tokens, failures keep rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from agentwatch.schemas import Alert, Event, Rejected
+from agentwatch.schemas.errors import BackpressureError, SinkError
+from agentwatch.sinks import (
+    ChdbBackend,
+    ClickHouseSink,
+    DeadLetter,
+    SchemaConfig,
+    attribute_text,
+    events_to_arrow,
+    migrate,
+)
+
+EventFactory = Callable[..., Event]
+AlertFactory = Callable[..., Alert]
+
+
+@pytest.fixture
+def sink(backend: ChdbBackend) -> Iterator[ClickHouseSink]:
+    """A sink on a fresh database of the module's backend, so tests do not see each other."""
+    database = f"aw_{uuid.uuid4().hex[:12]}"
+    migrate(backend, SchemaConfig(database=database))
+    yield ClickHouseSink(backend, database=database)
+    backend.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+
+
+def _db(sink: ClickHouseSink) -> str:
+    return sink.database
+
+
+def _count(sink: ClickHouseSink, table: str) -> int:
+    return int(sink.query(f"SELECT count() FROM {_db(sink)}.{table}").rows[0][0])
+
+
+def _expected_row(event: Event) -> dict[str, Any]:
+    row = event.model_dump()
+    row["ts"] = event.ts  # model_dump() gives the RFC 3339 text
+    row["kind"] = event.kind.value
+    row["status"] = event.status.value
+    row["priced"] = 0 if event.cost_usd is None else 1
+    row["cost_usd"] = event.cost_usd or 0.0
+    row["attributes"] = {k: attribute_text(v) for k, v in (event.attributes or {}).items()}
+    return row
+
+
+def test_every_event_field_round_trips(sink: ClickHouseSink, make_event: EventFactory) -> None:
+    events = [make_event(0, full=True), make_event(1), make_event(2, cost_usd=0.0)]
+    sink.add_events(events)
+    stats = sink.flush()
+    assert stats.inserted.events == 3
+    rows = sink.query(
+        f"SELECT * EXCEPT ingested_at FROM {_db(sink)}.events "
+        "WHERE event_id IN {ids:Array(String)} ORDER BY ts",
+        {"ids": [e.event_id for e in events]},
+    ).dicts()
+    assert rows == [_expected_row(e) for e in events]
+
+
+def test_timestamps_keep_their_microseconds(sink: ClickHouseSink, make_event: EventFactory) -> None:
+    events = [make_event(i) for i in range(5)]
+    sink.add_events(events)
+    sink.flush()
+    stored = sink.query(f"SELECT ts FROM {_db(sink)}.events ORDER BY ts").rows
+    assert [r[0] for r in stored] == [e.ts for e in events]
+    assert {r[0].microsecond for r in stored} == {e.ts.microsecond for e in events}
+
+
+def test_n_events_in_are_n_rows_out(sink: ClickHouseSink, make_event: EventFactory) -> None:
+    events = [make_event(i, full=i % 2 == 0) for i in range(2_000)]
+    sink.add_events(events[:1_500])
+    sink.add_events(events[1_500:])
+    assert sink.buffered.events == 2_000
+    stats = sink.flush()
+    assert stats.inserted.events == 2_000
+    assert sink.buffered.total == 0
+    rows = sink.query(
+        "SELECT count(), uniqExact(event_id), sum(input_tokens), sum(priced) "
+        f"FROM {_db(sink)}.events"
+    ).rows
+    assert rows == [(2_000, 2_000, 1_000 * 1_200, 1_000)]
+
+
+def test_alerts_round_trip(sink: ClickHouseSink, make_alert: AlertFactory) -> None:
+    alerts = [
+        make_alert(),
+        make_alert(agent_id=None, session_id=None, window_s=None, event_ids=[], key="acme"),
+    ]
+    sink.add_alerts(alerts)
+    assert sink.flush().inserted.alerts == 2
+    rows = sink.query(
+        f"SELECT * EXCEPT (delivery_status, ingested_at) FROM {_db(sink)}.alerts ORDER BY key DESC"
+    ).dicts()
+    expected = [a.model_dump() | {"ts": a.ts} for a in alerts]
+    for row in expected:
+        for name in ("type", "state", "severity", "scope"):
+            row[name] = row[name].value
+    assert rows == expected
+    assert sink.query(f"SELECT DISTINCT delivery_status FROM {_db(sink)}.alerts").rows == [("",)]
+
+
+def test_dead_letters_are_stored_with_source_and_reason(sink: ClickHouseSink) -> None:
+    sink.add_dead_letters([("agentwatch.events/0/17", "malformed JSON", b"\xff{not json")])
+    sink.add_dead_letters([DeadLetter("replay.jsonl:3", "field `ts`: missing", b'{"a":1}')])
+    sink.add_rejected([Rejected(b"[]", "empty array", None)], "agentwatch.events/2/5")
+    assert sink.flush().inserted.dead_letters == 3
+    rows = sink.query(
+        "SELECT source, reason, hex(raw), received_at "
+        f"FROM {_db(sink)}.dead_letters ORDER BY source"
+    ).rows
+    assert [r[:3] for r in rows] == [
+        ("agentwatch.events/0/17", "malformed JSON", b"\xff{not json".hex().upper()),
+        ("agentwatch.events/2/5", "empty array", b"[]".hex().upper()),
+        ("replay.jsonl:3", "field `ts`: missing", b'{"a":1}'.hex().upper()),
+    ]
+    assert all(r[3] is not None for r in rows)
+
+
+def test_same_token_prefix_twice_stores_once(
+    sink: ClickHouseSink, make_event: EventFactory, make_alert: AlertFactory
+) -> None:
+    events, alerts = [make_event(i) for i in range(10)], [make_alert()]
+    for _ in range(2):  # a batch, then its retry after a crash before the offset commit
+        sink.add_events(events)
+        sink.add_alerts(alerts)
+        sink.flush("p0/0-9")
+    assert (_count(sink, "events"), _count(sink, "alerts")) == (10, 1)
+
+
+def test_a_different_token_prefix_inserts(sink: ClickHouseSink, make_event: EventFactory) -> None:
+    events = [make_event(i) for i in range(10)]
+    for prefix in ("p0/0-9", "p0/10-19"):
+        sink.add_events(events)
+        sink.flush(dedup_token_prefix=prefix)
+    assert _count(sink, "events") == 20
+
+
+def test_each_table_uses_prefix_colon_table_as_its_token(
+    sink: ClickHouseSink, make_event: EventFactory
+) -> None:
+    events = [make_event(i) for i in range(3)]
+    sink.add_events(events)
+    sink.flush("batch-7")
+    table = f"{_db(sink)}.events"
+    same, other = "batch-7:events", "batch-7:alerts"
+    sink.backend.insert_arrow(table, events_to_arrow(events), dedup_token=same)
+    assert _count(sink, "events") == 3
+    sink.backend.insert_arrow(table, events_to_arrow(events), dedup_token=other)
+    assert _count(sink, "events") == 6
+
+
+def test_without_a_prefix_nothing_is_deduplicated(
+    sink: ClickHouseSink, make_event: EventFactory
+) -> None:
+    events = [make_event(i) for i in range(4)]
+    for _ in range(2):
+        sink.add_events(events)
+        sink.flush()
+    assert _count(sink, "events") == 8
+
+
+def test_flush_with_nothing_buffered_writes_nothing(sink: ClickHouseSink) -> None:
+    stats = sink.flush("empty")
+    assert stats.inserted.total == 0
+    assert stats.duration_s >= 0
+
+
+def test_a_missing_table_raises_sink_error_and_keeps_the_rows(
+    backend: ChdbBackend, make_event: EventFactory, make_alert: AlertFactory
+) -> None:
+    database = f"aw_late_{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(backend, database=database)  # not migrated yet
+    sink.add_events([make_event(i) for i in range(5)])
+    sink.add_alerts([make_alert()])
+    with pytest.raises(SinkError, match=f"insert into {database}.events failed"):
+        sink.flush("p1/0-4")
+    assert (sink.buffered.events, sink.buffered.alerts) == (5, 1)
+    migrate(backend, SchemaConfig(database=database))
+    stats = sink.flush("p1/0-4")
+    assert (stats.inserted.events, stats.inserted.alerts) == (5, 1)
+    assert sink.buffered.total == 0
+    assert (_count(sink, "events"), _count(sink, "alerts")) == (5, 1)
+    backend.command(f"DROP DATABASE {database} SYNC")
+
+
+def test_an_overloaded_store_raises_backpressure_and_keeps_the_rows(
+    sink: ClickHouseSink, make_event: EventFactory
+) -> None:
+    sink.add_events([make_event(i) for i in range(5)])
+    sink.backend.command("SET max_execution_time = 0.000001")  # every statement times out
+    try:
+        with pytest.raises(BackpressureError) as info:
+            sink.flush("p2/0-4")
+    finally:
+        sink.backend.command("SET max_execution_time = 0")
+    assert info.value.retry_after_s > 0
+    assert sink.buffered.events == 5
+    assert sink.flush("p2/0-4").inserted.events == 5
+    assert _count(sink, "events") == 5
+
+
+def test_rows_added_after_a_failure_are_written_after_the_failed_batch(
+    backend: ChdbBackend, make_event: EventFactory
+) -> None:
+    database = f"aw_late_{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(backend, database=database)
+    sink.add_events([make_event(i) for i in range(3)])
+    with pytest.raises(SinkError):
+        sink.flush("a")
+    sink.add_events([make_event(i) for i in range(3, 7)])
+    assert sink.buffered.events == 7
+    migrate(backend, SchemaConfig(database=database))
+    assert sink.flush("b").inserted.events == 7
+    assert _count(sink, "events") == 7
+    backend.command(f"DROP DATABASE {database} SYNC")
+
+
+def test_reusing_the_prefix_of_a_failed_batch_for_new_rows_is_refused(
+    backend: ChdbBackend, make_event: EventFactory
+) -> None:
+    sink = ClickHouseSink(backend, database=f"aw_never_{uuid.uuid4().hex[:8]}")
+    sink.add_events([make_event(0)])
+    with pytest.raises(SinkError):
+        sink.flush("same")
+    sink.add_events([make_event(1)])
+    with pytest.raises(ValueError, match="already names a failed batch"):
+        sink.flush("same")
+    assert sink.buffered.events == 2
+
+
+def test_query_passes_values_as_parameters(sink: ClickHouseSink, make_event: EventFactory) -> None:
+    sink.add_events([make_event(0, agent_id="O'Brien"), make_event(1, agent_id="x")])
+    sink.flush()
+    rows = sink.query(
+        f"SELECT count() FROM {_db(sink)}.events WHERE agent_id = {{agent:String}}",
+        {"agent": "O'Brien"},
+    ).rows
+    assert rows == [(1,)]
+    injected = sink.query(
+        f"SELECT count() FROM {_db(sink)}.events WHERE agent_id = {{agent:String}}",
+        {"agent": "x' OR '1'='1"},
+    ).rows
+    assert injected == [(0,)]
