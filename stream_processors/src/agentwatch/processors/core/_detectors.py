@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Final, Generic, TypeVar
 
 from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
@@ -42,14 +43,6 @@ _US: Final = 1_000_000
 S = TypeVar("S")
 
 
-def key_of(scope: AlertScope, event: Event) -> ScopeKey:
-    if scope is AlertScope.SESSION:
-        return (event.tenant_id, event.session_id)
-    if scope is AlertScope.AGENT:
-        return (event.tenant_id, event.agent_id)
-    return (event.tenant_id, event.tenant_id)
-
-
 def tracker_for(scope: AlertScope, key: ScopeKey, event: Event) -> AlertTracker:
     if scope is AlertScope.SESSION:
         return AlertTracker(key, event.agent_id, event.session_id)
@@ -68,6 +61,12 @@ class Detector(Generic[S]):
         self._schedule = schedule
         self.states: dict[ScopeKey, S] = {}
         self.late = 0
+        self._by_session = scope is AlertScope.SESSION
+        #: event -> key for agent and tenant scopes (C-level attrgetter: this is the hot path)
+        self._key_of: Callable[[Event], ScopeKey] = (
+            attrgetter("tenant_id", "agent_id") if scope is AlertScope.AGENT
+            else attrgetter("tenant_id", "tenant_id")
+        )
         #: the event kinds this detector looks at (None: all); the engine routes by it
         self.kinds: frozenset[EventKind] | None = None
 
@@ -128,14 +127,15 @@ class _WindowDetector(Detector[_WindowState]):
     # the state machine -----------------------------------------------------------------
     def _update(self, event: Event, ts_us: int, skey: ScopeKey, a: int, b: int,
                 out: list[Alert]) -> None:
-        key = skey if self.scope is AlertScope.SESSION else key_of(self.scope, event)
+        key = skey if self._by_session else self._key_of(event)
         state = self.states.get(key)
         if state is None:
             window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
             state = self.states[key] = _WindowState(window, tracker_for(self.scope, key, event))
-            if self.scope is not AlertScope.SESSION:  # session state goes with the session
+            if not self._by_session:  # session state goes with the session
                 self._schedule(ts_us + self._window_us + self._disorder_us, self.index, key)
-        window, tracker = state.window, state.tracker
+        window = state.window
+        tracker = state.tracker
         if tracker.firing is not None and ts_us > window.max_ts_us:
             # event time moved on: did the condition stop holding before this event?
             ended = window.first_false_us(self.holds, until_us=ts_us)
@@ -316,11 +316,11 @@ class LoopRepeatDetector(Detector[_RepeatState]):
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind is not EventKind.TOOL_CALL or event.tool_args_hash is None:
             return
-        key = skey if self.scope is AlertScope.SESSION else key_of(self.scope, event)
+        key = skey if self._by_session else self._key_of(event)
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = _RepeatState(tracker_for(self.scope, key, event))
-            if self.scope is not AlertScope.SESSION:
+            if not self._by_session:
                 self._schedule(ts_us + self._window_us + self._disorder_us, self.index, key)
         if ts_us < state.max_ts_us - self._disorder_us:
             self.late += 1

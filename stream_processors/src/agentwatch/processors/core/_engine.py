@@ -11,9 +11,10 @@ around this class, so they agree by construction.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import count
+from operator import attrgetter
 from typing import Any
 
 from agentwatch.processors.core._alerting import ScopeKey
@@ -33,6 +34,7 @@ from agentwatch.schemas import (
 __all__ = ["Engine", "EngineStats"]
 
 _SESSION_TIMER = -1
+_session_key: Callable[[Event], ScopeKey] = attrgetter("tenant_id", "session_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,7 @@ class Engine:
         out: list[Alert] = []
         if ts_us is None:
             ts_us = to_us(event.ts)
-        skey = (event.tenant_id, event.session_id)
+        skey = _session_key(event)
         session = self._sessions.get(skey)
         if session is None:
             session = self._sessions[skey] = _Session(ts_us)
@@ -117,9 +119,10 @@ class Engine:
             and not self._prices.fill_cost(event)
         ):
             self._unpriced += 1
-        for detector in self._by_kind[event.kind]:
+        kind = event.kind
+        for detector in self._by_kind[kind]:
             detector.observe(event, ts_us, skey, out)
-        if event.kind is EventKind.SESSION_END:
+        if kind is EventKind.SESSION_END:
             self._close_session(skey, ts_us, "the session ended", out)
         if out:
             self._count(out)
