@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from agentwatch.processors.core import Engine
+from agentwatch.processors.core import Engine, EventTimeDriver
 from agentwatch.producer import InProcessLog
-from agentwatch.schemas import Alert, SinkError, decode_record, to_us
+from agentwatch.schemas import Alert, SinkError, decode_record
 from agentwatch.sinks import ClickHouseSink
 from agentwatch.sinks.webhooks import DeliveryResult, WebhookEndpoint, deliver
 
@@ -52,14 +52,13 @@ class EmbeddedPipeline:
         on_alert: Callable[[Alert], None] | None = None,
     ) -> None:
         self._log = log
-        self._engine = engine
         self._sink = sink
         self._endpoints = list(endpoints)
         self._topic = topic
         self._flush_interval_s = flush_interval_s
         self._on_alert = on_alert
         self._offset = 0
-        self._high_us = -(1 << 62)
+        self._driver = EventTimeDriver(engine)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentwatch-webhook")
@@ -119,7 +118,7 @@ class EmbeddedPipeline:
             done += len(batch)
 
     def _process_record(self, offset: int, value: bytes) -> None:
-        engine, stats = self._engine, self.stats
+        stats = self.stats
         decoded = decode_record(value)
         stats.records += 1
         if decoded.rejected:
@@ -127,11 +126,7 @@ class EmbeddedPipeline:
             self._sink.add_rejected(decoded.rejected, f"{self._topic}@{offset}")
         alerts: list[Alert] = []
         for event in decoded.events:
-            ts_us = to_us(event.ts)
-            alerts += engine.process(event, ts_us)
-            if ts_us > self._high_us:
-                self._high_us = ts_us
-                alerts += engine.advance(ts_us - engine.config.disorder_us)
+            alerts += self._driver.feed(event)
         stats.events += len(decoded.events)
         self._sink.add_events(decoded.events)  # after process(): cost_usd is filled in
         if alerts:

@@ -8,6 +8,7 @@ from agentwatch.processors.core._detectors import (
     LoopRepeatDetector,
     LoopStepsDetector,
 )
+from agentwatch.processors.core._driver import ADVANCE_STEP_US, EventTimeDriver
 from agentwatch.processors.core._engine import Engine, EngineStats
 from agentwatch.processors.core._rules import (
     DEFAULT_RULES,
@@ -24,6 +25,7 @@ from agentwatch.processors.core._windows import ADDED, LATE, REORDERED, SlidingW
 
 __all__ = [
     "ADDED",
+    "ADVANCE_STEP_US",
     "DEFAULT_RULES",
     "LATE",
     "REORDERED",
@@ -36,6 +38,7 @@ __all__ = [
     "EngineStats",
     "ErrorRateDetector",
     "ErrorRateRule",
+    "EventTimeDriver",
     "LoopRepeatDetector",
     "LoopRepeatRule",
     "LoopStepsDetector",

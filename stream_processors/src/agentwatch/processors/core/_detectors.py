@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
 from agentwatch.processors.core._rules import (
@@ -40,7 +40,11 @@ Schedule = Callable[[int, int, ScopeKey], None]
 NANO_USD: Final = 1_000_000_000
 _US: Final = 1_000_000
 
-S = TypeVar("S")
+class _KeyState(Protocol):
+    tracker: AlertTracker
+
+
+S = TypeVar("S", bound=_KeyState)
 
 
 def tracker_for(scope: AlertScope, key: ScopeKey, event: Event) -> AlertTracker:
@@ -82,7 +86,8 @@ class Detector(Generic[S]):
         raise NotImplementedError
 
     def tracker(self, key: ScopeKey) -> AlertTracker | None:
-        raise NotImplementedError
+        state = self.states.get(key)
+        return None if state is None else state.tracker
 
 
 # -- sliding-window sums: cost and error rate ----------------------------------------------
@@ -198,10 +203,6 @@ class _WindowDetector(Detector[_WindowState]):
         if state is not None and state.tracker.firing is not None:
             w = state.window
             out.append(self.resolve(state.tracker, ts_us, w.sum_a, w.sum_b, reason))
-
-    def tracker(self, key: ScopeKey) -> AlertTracker | None:
-        state = self.states.get(key)
-        return None if state is None else state.tracker
 
 
 class CostDetector(_WindowDetector):
@@ -449,10 +450,6 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         if state is not None and state.tracker.firing is not None:
             out.append(self._resolve(state.tracker, ts_us, self._k, reason))
 
-    def tracker(self, key: ScopeKey) -> AlertTracker | None:
-        state = self.states.get(key)
-        return None if state is None else state.tracker
-
 
 # -- runaway loop: too many steps in one session -------------------------------------------
 class _StepsState:
@@ -497,10 +494,6 @@ class LoopStepsDetector(Detector[_StepsState]):
                 f"{_who(state.tracker, AlertScope.SESSION)} made {state.steps} steps in all: "
                 f"{reason}",
             ))
-
-    def tracker(self, key: ScopeKey) -> AlertTracker | None:
-        state = self.states.get(key)
-        return None if state is None else state.tracker
 
 
 def _last_call(calls: list[int] | int) -> int:
