@@ -1,0 +1,63 @@
+"""Fixtures for the integration tests: one real Kafka broker per session, fresh topic names.
+
+``KAFKA_BOOTSTRAP_SERVERS`` points the suite at an existing cluster; otherwise a broker is
+started from cached jars (see ``kafka_broker.py``). Without one the tests skip with the reason,
+except under ``CI=true``, where they fail: CI must prove the Kafka path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from kafka_broker import KafkaBroker, KafkaUnavailable, start_broker
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.kafka)
+
+
+def _start_or_reason() -> KafkaBroker | KafkaUnavailable:
+    # Returned, not raised on: skip/fail from inside an except block chains a second traceback.
+    try:
+        return start_broker()
+    except KafkaUnavailable as exc:
+        return exc
+
+
+def _unavailable(exc: KafkaUnavailable) -> NoReturn:
+    reason = f"no Kafka broker: {exc.reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}\n{exc.detail}" if exc.detail else reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        yield external
+        return
+    broker = _start_or_reason()
+    if isinstance(broker, KafkaUnavailable):
+        _unavailable(broker)
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> str:
+    """A topic name no other test (or earlier run) used: deletion in Kafka is asynchronous."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:200]
+    return f"aw-{stem}-{uuid.uuid4().hex[:12]}"
