@@ -22,6 +22,7 @@ greater than 0 (got -1)``.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -256,8 +257,10 @@ def _describe(exc: ValidationError) -> str:
         elif err["type"] == "value_error":
             parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
-            parts.append(f"`{key}`: {err['msg']} (got {err.get('input')!r})")
+            msg = _ENUM_REPR.sub(r"\1", err["msg"])  # <AlertScope.SESSION: 'session'> -> 'session'
+            parts.append(f"`{key}`: {msg} (got {err.get('input')!r})")
     return "; ".join(parts)
 
 
+_ENUM_REPR: Final = re.compile(r"<\w+\.\w+: ('[^']*')>")
 DEFAULT_RULES_TYPES: Final = frozenset({"cost", "error_rate", "loop_repeat", "loop_steps"})
