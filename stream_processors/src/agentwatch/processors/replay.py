@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Final
 
 from pydantic import ValidationError
 
@@ -30,6 +32,20 @@ class ReplayStats:
     first_invalid: list[tuple[int, str]] = field(default_factory=list)
 
 
+_CHUNK_LINES: Final = 16
+_validate_json: Final = Event.__pydantic_validator__.validate_json
+
+
+def _fast_event(line: bytes) -> Event | None:
+    """The common case, one valid event per line, in one validator call; None otherwise."""
+    if line[:1] != b"{":
+        return None
+    try:
+        return _validate_json(line)  # type: ignore[no-any-return]
+    except ValidationError:
+        return None
+
+
 def replay_lines(
     lines: Iterable[bytes],
     engine: Engine,
@@ -42,15 +58,13 @@ def replay_lines(
     driver = EventTimeDriver(engine)
     disorder_us, step_us = engine.config.disorder_us, ADVANCE_STEP_US
     process, advance = engine.process, engine.advance
-    validate = Event.__pydantic_validator__.validate_json  # model_validate_json minus a layer
+    numbered = enumerate(lines, start=1)
     n_events = n_alerts = line_no = 0
-    for line_no, line in enumerate(lines, start=1):
-        if line[:1] == b"{":  # the common case: one event per line, validated in one call
-            try:
-                event = validate(line)
-            except ValidationError:
-                pass  # the slow path below says why
-            else:
+    while chunk := list(islice(numbered, _CHUNK_LINES)):
+        # Validate a few lines, then run the core over them: keeping each phase's working
+        # set warm measured ~10 % faster than alternating line by line.
+        for line_no, line, event in [(no, line, _fast_event(line)) for no, line in chunk]:
+            if event is not None:
                 # EventTimeDriver.feed, inlined: this loop is the replay benchmark's hot path
                 n_events += 1
                 ts_us = to_us(event.ts)
@@ -62,19 +76,19 @@ def replay_lines(
                     n_alerts += 1
                     on_alert(alert)
                 continue
-        if not line.strip():
-            continue
-        decoded = decode_record(line)
-        for rejected in decoded.rejected:
-            stats.invalid += 1
-            reason = rejected.reason if rejected.index is None else (
-                f"item {rejected.index}: {rejected.reason}")
-            if on_invalid is not None:
-                on_invalid(line_no, reason)
-        for event in decoded.events:
-            n_events += 1
-            for alert in driver.feed(event):
-                n_alerts += 1
-                on_alert(alert)
+            if not line.strip():
+                continue
+            decoded = decode_record(line)
+            for rejected in decoded.rejected:
+                stats.invalid += 1
+                reason = rejected.reason if rejected.index is None else (
+                    f"item {rejected.index}: {rejected.reason}")
+                if on_invalid is not None:
+                    on_invalid(line_no, reason)
+            for decoded_event in decoded.events:
+                n_events += 1
+                for alert in driver.feed(decoded_event):
+                    n_alerts += 1
+                    on_alert(alert)
     stats.lines, stats.events, stats.alerts = line_no, n_events, n_alerts
     return stats
