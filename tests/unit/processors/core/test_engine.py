@@ -92,6 +92,18 @@ def test_dedup_can_be_switched_off(ev: EventFactory) -> None:
     assert engine.stats.duplicates == 0
 
 
+def test_dedup_remembers_between_one_and_two_generations_of_ids(ev: EventFactory) -> None:
+    engine = Engine(rules_from_mapping({"dedup_ids_per_session": 2}))
+    first, second, third = ev(0, "custom"), ev(1, "custom"), ev(2, "custom")
+    engine.process_many([first, second, third])  # `first` and `second` are the older generation
+    engine.process(first)
+    assert engine.stats.duplicates == 1  # still remembered
+    engine.process_many([ev(3, "custom"), ev(4, "custom")])  # two new generations later...
+    engine.process(first)
+    assert engine.stats.duplicates == 1  # ...it is forgotten: memory per session is bounded
+    assert engine.stats.events == 6
+
+
 def test_late_event_is_counted(ev: EventFactory) -> None:
     engine = Engine()
     # custom events carry cost but no call: only the cost detector sees them

@@ -143,8 +143,10 @@ class RulesConfig(BaseModel):
     disorder_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
     step_ms: Annotated[int, Field(gt=0)] = 1000
     session_idle_timeout_s: PositiveInt = 1800
-    dedup_ids_per_session: Annotated[int, Field(ge=0)] = 4096
-    """How many recent event ids per session are remembered to drop redelivered events."""
+    dedup_ids_per_session: Annotated[int, Field(ge=0)] = 1024
+    """Recent event ids remembered per session to drop redelivered events: between this and
+    twice this many are kept (two generations), so memory per session stays bounded even
+    in a runaway loop; redeliveries arrive close to the original. 0 turns it off."""
     rules: dict[str, Rule] = Field(default_factory=dict)
 
     @model_validator(mode="after")
