@@ -45,6 +45,12 @@ class AlertTracker:
         self.cooldown_until_us = -(1 << 62)
         self.sample: deque[str] = deque(maxlen=SAMPLE_SIZE)
 
+    @property
+    def is_firing(self) -> bool:
+        """Read after a call that may resolve: a property is never narrowed by mypy, so code
+        compiled with mypyc re-checks it instead of trusting an earlier ``firing`` test."""
+        return self.firing is not None
+
     def can_fire(self, ts_us: int) -> bool:
         return self.firing is None and ts_us >= self.cooldown_until_us
 

@@ -222,7 +222,8 @@ class CostDetector(_WindowDetector):
     def fires(self, a: int, b: int) -> bool:
         return a > self._threshold_nano
 
-    holds = fires
+    def holds(self, a: int, b: int) -> bool:  # a plain method, not `holds = fires`: mypyc
+        return a > self._threshold_nano
 
     def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
         rule = self.rule
@@ -431,7 +432,7 @@ class LoopRepeatDetector(Detector[_RepeatState]):
             return
         if state.tracker.firing is not None:
             self._resolve_if_cold(state, now_us, out)
-            if state.tracker.firing is not None:
+            if state.tracker.is_firing:
                 self._schedule_resolve(key, state)
                 return
         if self.scope is AlertScope.SESSION:
