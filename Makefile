@@ -8,12 +8,14 @@ TOOLS       := .tools
 UV          := $(TOOLS)/bin/uv
 VENV        := .venv
 STAMP       := $(VENV)/.synced
+CORE        := stream_processors/src/agentwatch/processors/core
+CORE_STAMP  := $(VENV)/.core-compiled
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: setup demo test lint unit bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(CORE_STAMP)
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -21,6 +23,11 @@ $(UV):
 
 $(STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+# The detection core compiled with mypyc, in place (pure Python when that is not possible).
+$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py
+	-$(VENV)/bin/python tools/build_core.py
 	@touch $@
 
 demo: setup
@@ -40,4 +47,5 @@ bench: setup
 	@set -e; for f in bench/bench_*.py; do $(VENV)/bin/python $$f; done
 
 clean:
+	-python3 tools/build_core.py --clean
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import summary, synthetic_events
 
-from agentwatch.processors.core import Engine, RulesConfig
+from agentwatch.processors.core import COMPILED, Engine, RulesConfig
 from agentwatch.processors.replay import replay_lines
 from agentwatch.schemas import Event, default_price_table, to_us
 
@@ -88,7 +88,8 @@ def main() -> None:
     t0 = time.perf_counter()
     naive_replay(naive_lines, config)
     naive_rate = len(naive_lines) / (time.perf_counter() - t0)
-    print(f"replay: {n_events} events, {len(alerts)} alert state changes, "
+    print(f"replay: core {'compiled with mypyc' if COMPILED else 'pure Python'}; "
+          f"{n_events} events, {len(alerts)} alert state changes, "
           f"engine stats {engine.stats}", file=sys.stderr)
     summary("replay", "events_per_s", best_ours, naive_rate, higher_is_better=True)
     if best_ours < 100_000:

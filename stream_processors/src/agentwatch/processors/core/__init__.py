@@ -1,4 +1,8 @@
-"""The pure detection core: windows, detectors, alert state machine, engine. No I/O."""
+"""The pure detection core: windows, detectors, alert state machine, engine. No I/O.
+
+``make setup`` compiles it with mypyc (``tools/build_core.py``); :data:`COMPILED` says
+whether this process runs the compiled modules or the pure-Python ones (same code).
+"""
 
 from agentwatch.processors.core._alerting import SAMPLE_SIZE, AlertTracker, alert_id_for
 from agentwatch.processors.core._detectors import (
@@ -23,9 +27,15 @@ from agentwatch.processors.core._rules import (
 )
 from agentwatch.processors.core._windows import ADDED, LATE, REORDERED, SlidingWindow
 
+from agentwatch.processors.core import _engine as _engine_module  # isort: skip
+
+#: True when the core runs as C extension modules built by mypyc
+COMPILED: bool = not str(_engine_module.__file__).endswith(".py")
+
 __all__ = [
     "ADDED",
     "ADVANCE_STEP_US",
+    "COMPILED",
     "DEFAULT_RULES",
     "LATE",
     "REORDERED",

@@ -1,0 +1,31 @@
+"""Suite-wide guard: never test a stale compiled core.
+
+``make setup`` compiles the detection core with mypyc in place (tools/build_core.py);
+Python then imports the compiled modules instead of the .py files beside them. If a
+source changed after that, the tests would run old code: stop with a clear message.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+_CORE = Path(__file__).resolve().parents[1] / "stream_processors/src/agentwatch/processors/core"
+_EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stale = [
+        ext.name for ext in _CORE.glob(f"*{_EXT_SUFFIX}")
+        if (src := ext.with_name(ext.name.removesuffix(_EXT_SUFFIX) + ".py")).exists()
+        and src.stat().st_mtime > ext.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(
+            f"the compiled core is older than its source ({', '.join(sorted(stale))}): "
+            "run `make setup` to rebuild it, or `python tools/build_core.py --clean` to "
+            "test the pure-Python core",
+            returncode=4,
+        )

@@ -1,0 +1,78 @@
+"""Compile the detection core with mypyc, in place (``make setup`` runs this).
+
+The core (windows, detectors, alert state machine, engine) is plain, strictly typed
+Python; mypyc turns it into C extension modules that run the same code about 1.4x as
+fast, which is what takes ``agentwatch replay`` past 100,000 events/s on one core.
+Python imports ``_engine.cpython-*.so`` in preference to ``_engine.py`` in the same
+folder, so the editable install picks the compiled modules up with no other change.
+
+Without a C compiler (or if mypyc fails) nothing is installed and the pure-Python core
+runs: the behaviour is the same, only slower. ``--clean`` removes the compiled modules.
+A compiled module older than its source is refused by the test suite (see
+``tests/conftest.py``): rebuild with ``make setup``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "stream_processors" / "src"
+CORE = SRC / "agentwatch" / "processors" / "core"
+MODULES = ("_windows", "_alerting", "_detectors", "_engine")
+EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def compiled_files() -> list[Path]:
+    """Every file this script installs (the core's extension modules and mypyc's runtime)."""
+    return [*CORE.glob(f"*{EXT_SUFFIX}"), *SRC.glob(f"*__mypyc{EXT_SUFFIX}")]
+
+
+def clean() -> None:
+    for path in compiled_files():
+        path.unlink()
+
+
+def build() -> int:
+    clean()
+    mypy_paths = ":".join(str(ROOT / p / "src") for p in ("schemas", "stream_processors"))
+    with tempfile.TemporaryDirectory(prefix="agentwatch-mypyc-") as tmp:
+        work = Path(tmp)
+        config = work / "mypy.ini"
+        config.write_text(
+            "[mypy]\nstrict = True\nnamespace_packages = True\nexplicit_package_bases = True\n"
+            f"mypy_path = {mypy_paths}\nplugins = pydantic.mypy\n"
+            "[mypy-yaml.*]\nignore_missing_imports = True\n"
+        )
+        # mypyc builds in the working directory and copies each module to its path there:
+        # build from a copy of the source tree, then install only the extension modules.
+        shutil.copytree(SRC / "agentwatch", work / "agentwatch")
+        sources = [f"agentwatch/processors/core/{m}.py" for m in MODULES]
+        mypyc = Path(sys.executable).with_name("mypyc")
+        done = subprocess.run(  # noqa: S603 -- our venv's mypyc on our own sources
+            [str(mypyc), "--config-file", str(config), *sources],
+            cwd=work, capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            print(f"build_core: mypyc failed; the pure-Python core is used.\n{done.stdout[-2000:]}"
+                  f"{done.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        for module in MODULES:
+            shutil.copy2(work / "agentwatch" / "processors" / "core" / f"{module}{EXT_SUFFIX}",
+                         CORE / f"{module}{EXT_SUFFIX}")
+        for runtime in work.glob(f"*__mypyc{EXT_SUFFIX}"):
+            shutil.copy2(runtime, SRC / runtime.name)
+    print(f"build_core: compiled {', '.join(MODULES)} with mypyc", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--clean"]:
+        clean()
+        sys.exit(0)
+    sys.exit(build())
