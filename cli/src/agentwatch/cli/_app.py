@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agentwatch.schemas import ConfigError, encode_alert
+from agentwatch.schemas import Alert, ConfigError, encode_alert
 
 app = typer.Typer(
     name="agentwatch",
@@ -67,8 +67,8 @@ def replay(
     out = sys.stdout.buffer
     err = sys.stderr
 
-    def on_alert(alert: object) -> None:
-        out.write(encode_alert(alert) + b"\n")  # type: ignore[arg-type]
+    def on_alert(alert: Alert) -> None:
+        out.write(encode_alert(alert) + b"\n")
 
     def on_invalid(line_no: int, reason: str) -> None:
         print(f"{file}:{line_no}: invalid event: {reason}", file=err)

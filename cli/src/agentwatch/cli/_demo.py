@@ -130,8 +130,7 @@ def _seconds(ts: str) -> float:
 def _print_summary(console: Console, sink: ClickHouseSink, alerts: list[Alert],
                    elapsed_s: float) -> None:
     per_agent = sink.query(
-        "SELECT agent_id, count(), countIf(status = 'error'), sum(cost_usd), "
-        "countIf(priced = 0 AND (input_tokens IS NOT NULL)) "
+        "SELECT agent_id, count(), countIf(status = 'error'), sum(cost_usd) "
         "FROM agentwatch.events GROUP BY agent_id ORDER BY agent_id"
     )
     fired = {a.alert_id: a for a in alerts if a.state is AlertState.FIRING}
@@ -139,7 +138,7 @@ def _print_summary(console: Console, sink: ClickHouseSink, alerts: list[Alert],
     table = Table(title=f"Fleet summary ({elapsed_s:.1f} s)", title_justify="left")
     for column in ("agent", "events", "errors", "cost (USD)", "alerts fired", "resolved"):
         table.add_column(column, justify="left" if column == "agent" else "right")
-    for agent_id, n_events, n_errors, cost, _unpriced in per_agent.rows:
+    for agent_id, n_events, n_errors, cost in per_agent.rows:
         n_fired = sum(1 for a in fired.values() if a.agent_id == agent_id)
         n_resolved = sum(1 for i in resolved if fired.get(i) and fired[i].agent_id == agent_id)
         table.add_row(agent_id, f"{n_events:,}", f"{n_errors:,}", f"{cost:,.4f}",

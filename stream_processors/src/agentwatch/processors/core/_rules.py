@@ -186,6 +186,8 @@ class RulesConfig(BaseModel):
 
 
 _RULE_ADAPTER: Final = TypeAdapter(Rule)
+#: the rule types, one per default rule
+RULE_TYPES: Final = tuple(settings["type"] for settings in DEFAULT_RULES.values())
 
 
 def rules_from_mapping(data: Any, *, source: str = "rules") -> RulesConfig:
@@ -210,7 +212,7 @@ def rules_from_mapping(data: Any, *, source: str = "rules") -> RulesConfig:
         elif "type" not in settings:
             raise ConfigError(
                 f"{source}: `rules.{name}.type`: a new rule needs a type "
-                "(cost, error_rate, loop_repeat or loop_steps)"
+                f"({', '.join(RULE_TYPES[:-1])} or {RULE_TYPES[-1]})"
             )
         else:
             merged[name] = dict(settings)
@@ -251,7 +253,7 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False)[:3]:
         loc = [str(p) for p in err["loc"]]
         # a discriminated union puts the tag ("cost") into the location: drop it
-        if len(loc) >= 3 and loc[0] == "rules" and loc[2] in DEFAULT_RULES_TYPES:
+        if len(loc) >= 3 and loc[0] == "rules" and loc[2] in RULE_TYPES:
             del loc[2]
         key = ".".join(loc)
         if err["type"] == "extra_forbidden":
@@ -265,4 +267,3 @@ def _describe(exc: ValidationError) -> str:
 
 
 _ENUM_REPR: Final = re.compile(r"<\w+\.\w+: ('[^']*')>")
-DEFAULT_RULES_TYPES: Final = frozenset({"cost", "error_rate", "loop_repeat", "loop_steps"})
