@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from agentwatch.processors.core._rules import Rule
 from agentwatch.schemas import Alert, AlertScope, AlertState, from_us
@@ -50,6 +50,24 @@ class AlertTracker:
         """Read after a call that may resolve: a property is never narrowed by mypy, so code
         compiled with mypyc re-checks it instead of trusting an earlier ``firing`` test."""
         return self.firing is not None
+
+    def dump(self) -> list[Any]:
+        firing = self.firing
+        return [
+            self.agent_id, self.session_id,
+            None if firing is None else firing.alert_id,
+            None if firing is None else firing.fired_ts_us,
+            self.cooldown_until_us, list(self.sample),
+        ]
+
+    @staticmethod
+    def from_dump(key: ScopeKey, data: list[Any]) -> AlertTracker:
+        tracker = AlertTracker(key, data[0], data[1])
+        if data[2] is not None:
+            tracker.firing = Firing(data[2], data[3])
+        tracker.cooldown_until_us = data[4]
+        tracker.sample.extend(data[5])
+        return tracker
 
     def can_fire(self, ts_us: int) -> bool:
         return self.firing is None and ts_us >= self.cooldown_until_us

@@ -89,6 +89,14 @@ class Detector(Generic[S]):
         state = self.states.get(key)
         return None if state is None else state.tracker
 
+    def dump(self, key: ScopeKey) -> Any:
+        """The state of ``key`` as plain JSON-able data (None: no state)."""
+        raise NotImplementedError
+
+    def load(self, key: ScopeKey, data: Any) -> None:
+        """Install ``key``'s state from :meth:`dump` data (the engine re-arms its timers)."""
+        raise NotImplementedError
+
 
 # -- sliding-window sums: cost and error rate ----------------------------------------------
 class _WindowState:
@@ -202,7 +210,25 @@ class _WindowDetector(Detector[_WindowState]):
         state = self.states.pop(key, None)
         if state is not None and state.tracker.firing is not None:
             w = state.window
-            out.append(self.resolve(state.tracker, ts_us, w.sum_a, w.sum_b, reason))
+            # if the window fell back before the key closed, say so at that time: the result
+            # must not depend on whether a timer (the watermark) got there first
+            ended = w.first_false_us(self.holds, until_us=ts_us)
+            if ended is not None:
+                out.append(self.resolve(state.tracker, *ended, "the window fell back"))
+            else:
+                out.append(self.resolve(state.tracker, ts_us, w.sum_a, w.sum_b, reason))
+
+    # -- state as plain data (changelog tables) ---------------------------------------------
+    def dump(self, key: ScopeKey) -> Any:
+        state = self.states.get(key)
+        if state is None:
+            return None
+        return [state.window.dump(), state.tracker.dump()]
+
+    def load(self, key: ScopeKey, data: Any) -> None:
+        window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
+        window.load(data[0])
+        self.states[key] = _WindowState(window, AlertTracker.from_dump(key, data[1]))
 
 
 class CostDetector(_WindowDetector):
@@ -449,7 +475,29 @@ class LoopRepeatDetector(Detector[_RepeatState]):
     def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
         state = self.states.pop(key, None)
         if state is not None and state.tracker.firing is not None:
-            out.append(self._resolve(state.tracker, ts_us, self._k, reason))
+            self._resolve_if_cold(state, ts_us, out)  # went cold first? (timer-independent)
+            if state.tracker.is_firing:
+                out.append(self._resolve(state.tracker, ts_us, self._k, reason))
+
+    def dump(self, key: ScopeKey) -> Any:
+        state = self.states.get(key)
+        if state is None:
+            return None
+        return [
+            state.tracker.dump(), state.max_ts_us, state.sweep_at,
+            [[p[0], p[1], calls] for p, calls in state.patterns.items()],
+            [[p[0], p[1]] for p in state.hot],
+        ]
+
+    def load(self, key: ScopeKey, data: Any) -> None:
+        state = _RepeatState(AlertTracker.from_dump(key, data[0]))
+        state.max_ts_us = data[1]
+        state.sweep_at = data[2]
+        for name, args_hash, calls in data[3]:
+            state.patterns[(name, args_hash)] = calls
+        for name, args_hash in data[4]:
+            state.hot[(name, args_hash)] = None
+        self.states[key] = state
 
 
 # -- runaway loop: too many steps in one session -------------------------------------------
@@ -495,6 +543,15 @@ class LoopStepsDetector(Detector[_StepsState]):
                 f"{_who(state.tracker, AlertScope.SESSION)} made {state.steps} steps in all: "
                 f"{reason}",
             ))
+
+    def dump(self, key: ScopeKey) -> Any:
+        state = self.states.get(key)
+        return None if state is None else [state.tracker.dump(), state.steps]
+
+    def load(self, key: ScopeKey, data: Any) -> None:
+        state = _StepsState(AlertTracker.from_dump(key, data[0]))
+        state.steps = data[1]
+        self.states[key] = state
 
 
 def _last_call(calls: list[int] | int) -> int:

@@ -69,6 +69,7 @@ class Engine:
         *,
         prices: PriceTable | None = None,
         scopes: Iterable[AlertScope] | None = None,
+        track_sessions: bool = True,
     ) -> None:
         self.config = config or RulesConfig.default()
         self._prices = prices if prices is not None else default_price_table()
@@ -85,7 +86,13 @@ class Engine:
         self._sessions: dict[ScopeKey, _Session] = {}
         self._idle_us = self.config.session_idle_timeout_s * 1_000_000
         self._dedup = self.config.dedup_ids_per_session
+        #: without session detectors and dedup (a worker's agent/tenant stage) nothing needs
+        #: per-session state: it is not kept
+        self._track = track_sessions
         self.watermark_us = -(1 << 62)
+        #: keys whose state a timer may have changed since the runtime last cleared this
+        #: (a worker writes them to its changelog table with the keys of the events it fed)
+        self.touched: set[ScopeKey] = set()
         self._events = self._duplicates = self._unpriced = 0
         self._fired = self._resolved = 0
 
@@ -97,6 +104,8 @@ class Engine:
         if ts_us is None:
             ts_us = to_us(event.ts)
         skey = _session_key(event)
+        if not self._track:
+            return self._observe(event, ts_us, skey, out)
         session = self._sessions.get(skey)
         if session is None:
             session = self._sessions[skey] = _Session(ts_us)
@@ -112,6 +121,9 @@ class Engine:
             if len(seen) >= self._dedup:
                 session.older = seen
                 session.seen = set()
+        return self._observe(event, ts_us, skey, out)
+
+    def _observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> list[Alert]:
         self._events += 1
         if (
             event.cost_usd is None
@@ -137,6 +149,7 @@ class Engine:
         timers = self._timers
         while timers and timers[0][0] <= watermark_us:
             _, _, index, key = heapq.heappop(timers)
+            self.touched.add(key)
             if index == _SESSION_TIMER:
                 self._on_session_timer(key, watermark_us, out)
             else:
@@ -150,6 +163,53 @@ class Engine:
         for event in events:
             out.extend(self.process(event))
         return out
+
+    # -- state as plain data, one key at a time (a worker's changelog tables) ----------------
+    def dump_key(self, key: ScopeKey) -> dict[str, Any] | None:
+        """Everything the engine keeps for ``key`` (a session key, or an agent/tenant key)
+        as JSON-able data; None when it keeps nothing (the key is gone)."""
+        out: dict[str, Any] = {}
+        session = self._sessions.get(key)
+        if session is not None:
+            out["s"] = [session.last_ts_us, list(session.seen), list(session.older)]
+        states = {}
+        for detector in self.detectors:
+            data = detector.dump(key)
+            if data is not None:
+                states[detector.name] = data
+        if states:
+            out["d"] = states
+        return out or None
+
+    def load_key(self, key: ScopeKey, data: dict[str, Any]) -> None:
+        """Install :meth:`dump_key` data for ``key``; its timers run at the next advance.
+        State of rules that no longer exist is dropped."""
+        session_data = data.get("s")
+        if session_data is not None and self._track:
+            session = self._sessions[key] = _Session(session_data[0])
+            session.seen = set(session_data[1])
+            session.older = set(session_data[2])
+            self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
+        states = data.get("d") or {}
+        for detector in self.detectors:
+            state = states.get(detector.name)
+            if state is not None:
+                detector.load(key, state)
+                # on_due re-derives what it waits for (resolution, cleanup) from the state
+                self._schedule(self.watermark_us, detector.index, key)
+
+    def restore_watermark(self, watermark_us: int) -> None:
+        """Set the watermark of a restored engine (no timers run)."""
+        self.watermark_us = max(self.watermark_us, watermark_us)
+
+    def is_new(self, event: Event) -> bool:
+        """False when ``event`` is a duplicate :meth:`process` already dropped or would drop
+        (its id is among its session's recent ids). Call it before ``process``."""
+        session = self._sessions.get(_session_key(event))
+        if session is None or not self._dedup:
+            return True
+        event_id = event.event_id
+        return event_id not in session.seen and event_id not in session.older
 
     # -- reading -----------------------------------------------------------------------------
     @property

@@ -185,7 +185,7 @@ class RulesConfig(BaseModel):
         return rules_from_mapping({})
 
 
-_RULE_ADAPTER: Final = TypeAdapter(Rule)
+_RULE_ADAPTER: Final[TypeAdapter[Rule]] = TypeAdapter(Rule)
 #: the rule types, one per default rule
 RULE_TYPES: Final = tuple(settings["type"] for settings in DEFAULT_RULES.values())
 

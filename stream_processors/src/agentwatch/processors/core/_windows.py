@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["ADDED", "LATE", "REORDERED", "SlidingWindow"]
 
@@ -86,6 +86,20 @@ class SlidingWindow:
     def buckets(self) -> list[tuple[int, int, int, int]]:
         """Retained buckets (older ones first): (index, a, b, max_ts_us). For tests/snapshots."""
         return [(b[_B], b[_A], b[_C], b[_T]) for b in (*self._old, *self._win)]
+
+    def dump(self) -> list[Any]:
+        """``[max_ts_us, old buckets, window buckets]`` (each bucket flattened to 4 ints)."""
+        return [self.max_ts_us, [v for cell in self._old for v in cell],
+                [v for cell in self._win for v in cell]]
+
+    def load(self, data: list[Any]) -> None:
+        """Replace the contents with :meth:`dump` data (same window, step and disorder)."""
+        self.max_ts_us = data[0]
+        old, win = data[1], data[2]
+        self._old = deque([old[i:i + 4] for i in range(0, len(old), 4)])
+        self._win = deque([win[i:i + 4] for i in range(0, len(win), 4)])
+        self.sum_a = sum(cell[_A] for cell in self._win)
+        self.sum_b = sum(cell[_C] for cell in self._win)
 
     # -- writing ---------------------------------------------------------------------------
     def add(self, ts_us: int, a: int, b: int) -> int:

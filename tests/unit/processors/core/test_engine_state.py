@@ -1,0 +1,151 @@
+"""Engine state per key as plain data: what a worker writes to its changelog table.
+
+The guarantee the worker relies on: dump every key and the watermark at any point,
+load them into a fresh engine, carry on, and the alerts are exactly those of an engine
+that never stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from conftest import US, EventFactory
+
+from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
+from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us
+
+
+def _stream(seed: int, n: int) -> list[Event]:
+    """Sessions over 3 agents with costs, errors, a repeated tool call and disorder."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    t_us = 0
+    for i in range(n):
+        t_us += rng.randrange(0, 400_000)
+        session = f"s{rng.randrange(12)}"
+        jitter = rng.randrange(0, 3 * US) if rng.random() < 0.2 else 0  # within disorder
+        fields: dict[str, Any] = {}
+        kind = rng.choice((EventKind.LLM_CALL, EventKind.TOOL_CALL, EventKind.TOOL_CALL))
+        if i % 97 == 96:
+            kind = EventKind.SESSION_END
+        elif kind is EventKind.LLM_CALL:
+            fields["cost_usd"] = rng.choice((0.01, 0.2, 0.45))
+        else:
+            fields["name"] = rng.choice(("search", "lookup"))
+            fields["tool_args_hash"] = rng.choice(("same", f"{rng.getrandbits(32):x}"))
+        if rng.random() < 0.3:
+            fields["status"] = EventStatus.ERROR
+        events.append(Event(
+            event_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            ts=from_us(max(0, t_us - jitter)),
+            agent_id=f"agent-{hash(session) % 3}",
+            session_id=session,
+            kind=kind,
+            **fields,
+        ))
+    return events
+
+
+def _engine(scopes: set[AlertScope] | None = None) -> Engine:
+    config = rules_from_mapping({
+        "rules": {"agent_error_rate": {"min_events": 10}, "session_cost": {"cooldown_s": 5},
+                  "loop_repeat": {"min_repeats": 3}},
+        "session_idle_timeout_s": 20,
+    })
+    return Engine(config, scopes=scopes)
+
+
+def _run(driver: EventTimeDriver, events: list[Event]) -> list[dict[str, Any]]:
+    return [a.model_dump(mode="json") for e in events for a in driver.feed(e)]
+
+
+def _restart(driver: EventTimeDriver, scopes: set[AlertScope] | None) -> EventTimeDriver:
+    """Dump every key through JSON, as a worker's table would, into a fresh engine."""
+    old = driver.engine
+    keys = {k for d in old.detectors for k in d.states} | set(old._sessions)
+    table = {orjson.dumps(k): orjson.dumps(old.dump_key(k)) for k in keys}
+    fresh = _engine(scopes)
+    fresh.restore_watermark(old.watermark_us)
+    for raw_key, raw in table.items():
+        data = orjson.loads(raw)
+        if data is not None:
+            fresh.load_key(tuple(orjson.loads(raw_key)), data)  # type: ignore[arg-type]
+    restarted = EventTimeDriver(fresh)
+    restarted.next_advance_us = driver.next_advance_us
+    return restarted
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_restart_from_dumped_state_changes_no_alert(seed: int) -> None:
+    events = _stream(seed, 1500)
+    expected = _run(EventTimeDriver(_engine()), events)
+    assert any(a["state"] == "resolved" for a in expected)  # the stream exercises resolution
+
+    cuts = sorted(random.Random(seed).sample(range(1, len(events)), 3))
+    driver = EventTimeDriver(_engine())
+    got: list[dict[str, Any]] = []
+    start = 0
+    for cut in [*cuts, len(events)]:
+        got += _run(driver, events[start:cut])
+        driver = _restart(driver, None)
+        start = cut
+    assert got == expected
+
+
+def test_dump_of_an_unknown_key_is_none() -> None:
+    assert _engine().dump_key(("default", "nobody")) is None
+
+
+def test_timers_touch_keys_and_a_gone_session_dumps_none(ev: EventFactory) -> None:
+    engine = _engine()
+    driver = EventTimeDriver(engine)
+    driver.feed(ev(0, cost_usd=0.5))
+    key = ("default", "sess-1")
+    assert engine.dump_key(key) is not None
+    engine.touched.clear()
+    driver.feed(ev(100, session_id="other"))  # 100 s later: sess-1 idles out (20 s)
+    assert key in engine.touched
+    assert engine.dump_key(key) is None
+
+
+def test_an_agent_stage_engine_keeps_no_sessions(ev: EventFactory) -> None:
+    engine = Engine(_engine().config, scopes={AlertScope.AGENT}, track_sessions=False)
+    for i in range(12):
+        engine.process(ev(i, "tool_call", status="error", session_id=f"s{i}"))
+    assert engine.stats.active_sessions == 0
+    assert engine.stats.firing == 1
+    state = engine.dump_key(("default", "agent-1"))
+    assert state is not None
+    assert "s" not in state
+
+
+def test_is_new_reports_recent_duplicates(ev: EventFactory) -> None:
+    engine = _engine()
+    event = ev(1)
+    assert engine.is_new(event)
+    engine.process(event)
+    assert not engine.is_new(event)
+    assert engine.is_new(ev(2))
+
+
+@pytest.mark.parametrize("tick", [False, True])
+def test_session_close_reports_an_earlier_fall_back_whatever_the_timers(
+    ev: EventFactory, tick: bool
+) -> None:
+    """The cost window fell back at 61 s; the session ends at 90 s. Whether a watermark
+    timer ran in between (another session's event) or not, the resolution is the same."""
+    engine = Engine()
+    fired = engine.process(ev(1, cost_usd=1.5))
+    assert [a.state for a in fired] == ["firing"]
+    if tick:
+        engine.process(ev(80, session_id="other"))
+        resolved = engine.advance(75 * US)
+    else:
+        resolved = engine.process(ev(90, "session_end"))
+    assert len(resolved) == 1
+    assert resolved[0].ts == from_us(61 * US)
+    assert "fell back" in resolved[0].reason
