@@ -94,6 +94,41 @@ def replay(
 
 
 @app.command()
+def worker(
+    config: ConfigOption = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        "--bootstrap-servers", help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS).",
+        show_default=False)] = None,
+    group_id: Annotated[str | None, typer.Option(
+        "--group-id", help="Consumer group / app id shared by the workers "
+        "(env AGENTWATCH_WORKER_GROUP; default agentwatch-worker).", show_default=False)] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Local table store of this worker (env AGENTWATCH_DATA_DIR); "
+        "one per worker process.", show_default=False)] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="rocksdb or memory (env AGENTWATCH_STORE; default rocksdb when "
+        "rocksdict is installed).", show_default=False)] = None,
+    loglevel: Annotated[str, typer.Option("--loglevel", help="faust's log level.")] = "warning",
+) -> None:
+    """Run the detection core on Kafka: consume agentwatch.events, produce alert state
+    changes to agentwatch.alerts and invalid input to agentwatch.events.dlq.
+
+    Start more workers with the same group id to share the partitions; state lives in
+    changelog-backed tables and survives restarts. Topics and more settings come from
+    AGENTWATCH_* environment variables (see the README).
+    """
+    from agentwatch.processors.core import load_rules  # noqa: PLC0415
+    from agentwatch.processors.worker import WorkerSettings  # noqa: PLC0415
+    from agentwatch.processors.worker._run import run_worker  # noqa: PLC0415
+
+    settings = WorkerSettings.from_env(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, data_dir=data_dir,
+        store=store, rules_file=config)
+    rules = load_rules(settings.rules_file)
+    run_worker(settings, rules, loglevel=loglevel)
+
+
+@app.command()
 def schema(
     name: Annotated[str, typer.Argument(help="event or alert", show_default=False)],
 ) -> None:

@@ -1,0 +1,220 @@
+"""The faust-streaming shell around the two pure stages: topics, tables, batches, signals.
+
+faust does what it is for: group membership, partition assignment, changelog-backed
+tables and their recovery, offset commits, the worker process. The hot path works per
+batch (``take_events``): records are grouped by partition and handed to a stage, which
+returns what to send and what to write. Per batch, in this order:
+
+1. send alerts, dead letters and forwarded events, and wait for the broker's acks;
+2. write the state of every key the batch touched to the table (one write per key);
+3. faust acks the batch's records; before committing their offsets it flushes the
+   producer, so a committed offset always has its state and outputs on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # the partition table writes go to (see _write)
+from faust.types import TP, EventT
+
+from agentwatch.processors.core import RulesConfig
+from agentwatch.processors.worker._forward import MARK_KEY
+from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
+from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
+from agentwatch.processors.worker._settings import WorkerSettings
+from agentwatch.schemas import encode_alert
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("agentwatch.worker")
+
+_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                        "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def _by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
+    groups: dict[int, list[EventT[Any]]] = {}
+    for event in batch:
+        groups.setdefault(event.message.partition, []).append(event)
+    return groups
+
+
+def _records(events: list[EventT[Any]]) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    for event in events:
+        message = event.message
+        yield message.offset, message.key, message.value
+
+
+def _table_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """The table entries of one partition (keys start with ``[<partition>,``)."""
+    prefix = b"[%d," % partition
+    for key, value in table.data.items():
+        if key.startswith(prefix) and value is not None:
+            yield key, value
+
+
+def _write(table: Any, groups: dict[int, list[EventT[Any]]],
+           writes: list[tuple[int, bytes, bytes | None]]) -> None:
+    """Write (or delete) table keys, each in its partition's changelog and local store.
+
+    A batch holds records of several partitions, but faust picks the partition of a table
+    write from the stream's *current event*. So each partition's writes are made with one
+    of that partition's events as the current event (faust's own context variable).
+    """
+    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for partition, key, value in writes:
+        by_partition.setdefault(partition, []).append((key, value))
+    for partition, items in by_partition.items():
+        token = _current_event.set(weakref.ref(groups[partition][-1]))
+        try:
+            for key, value in items:
+                if value is not None:
+                    table[key] = value
+                elif key in table:
+                    del table[key]
+        finally:
+            _current_event.reset(token)
+
+
+class _Worker:
+    """The app, its topics and tables, and the two stages (one instance per process)."""
+
+    def __init__(self, settings: WorkerSettings, config: RulesConfig, partitions: int) -> None:
+        self.settings = settings
+        self.n = n = partitions
+        self.app = app = faust.App(
+            settings.group_id,
+            broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
+            store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+            datadir=str(settings.data_dir),
+            web_enabled=False,
+            topic_partitions=n,
+            topic_replication_factor=settings.replication_factor,
+            consumer_auto_offset_reset="earliest",
+            broker_max_poll_records=10_000,  # KAFKA.md: 500 halves the record rate
+            producer_acks=-1,
+        )
+        self.events_topic = app.topic(settings.events_topic, partitions=n, **_RAW)
+        self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,
+                                       **_RAW)
+        raw = faust.Schema(**_RAW)
+        self.session_table: Any = app.Table("session-state", partitions=n, schema=raw)
+        self.rekeyed_table: Any = app.Table("rekeyed-state", partitions=n, schema=raw)
+        self.session_stage = SessionStage(config, settings.events_topic)
+        self.rekeyed_stage = RekeyedStage(config, n)
+        self.last_batch_s: dict[int, float] = {}
+        app.agent(self.events_topic, name="agentwatch-session-stage")(self.session_agent)
+        app.agent(self.rekeyed_topic, name="agentwatch-rekeyed-stage")(self.rekeyed_agent)
+        app.timer(interval=max(0.1, settings.idle_after_s / 2))(self.announce_idle)
+        app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
+
+    # -- sending ---------------------------------------------------------------------------
+    async def _send(self, topic: str, key: bytes | None, value: bytes,
+                    partition: int | None = None) -> Awaitable[Any]:
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    async def send_outputs(self, out: StageOutput) -> None:
+        """Send, then wait until the broker has every message (acks=all)."""
+        s = self.settings
+        pending = [await self._send(s.alerts_topic, a.alert_id.encode(), encode_alert(a))
+                   for a in out.alerts]
+        pending += [await self._send(s.dlq_topic, d.key, d.to_json())
+                    for d in out.dead_letters]
+        pending += [await self._send(s.rekeyed_topic, k, v) for k, v in out.forwards]
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def announce(self, partitions: Iterable[int], *, idle: bool) -> None:
+        """Tell every rekeyed partition how far these input partitions have got."""
+        pending = []
+        for partition in partitions:
+            mark = b'{"p":%d,"w":%d,"idle":%s}' % (
+                partition, self.session_stage.max_ts_us(partition),
+                b"true" if idle else b"false")
+            pending += [await self._send(self.settings.rekeyed_topic, MARK_KEY, mark, q)
+                        for q in range(self.n)]
+        if pending:
+            await asyncio.gather(*pending)
+
+    # -- the agents --------------------------------------------------------------------------
+    async def session_agent(self, stream: Any) -> None:
+        stage, table = self.session_stage, self.session_table
+        consumer: Any = self.app.consumer
+        topic = self.settings.events_topic
+        async for batch in stream.take_events(self.settings.batch_max_records,
+                                              within=self.settings.batch_within_s):
+            groups = _by_partition(batch)
+            out = StageOutput()
+            for partition, events in groups.items():
+                if partition not in stage.partitions:
+                    stage.restore(partition, _table_items(table, partition))
+                stage.process(partition, _records(events), out)
+                committed = consumer._committed_offset.get(TP(topic, partition))
+                if committed is not None:
+                    stage.forget_closed(partition, committed, out)
+            await self.send_outputs(out)
+            if stage.forward_scopes:
+                await self.announce(groups, idle=False)
+            _write(table, groups, out.writes)
+            now = time.monotonic()
+            for partition in groups:
+                self.last_batch_s[partition] = now
+
+    async def rekeyed_agent(self, stream: Any) -> None:
+        stage, table = self.rekeyed_stage, self.rekeyed_table
+        async for batch in stream.take_events(self.settings.batch_max_records,
+                                              within=self.settings.batch_within_s):
+            groups = _by_partition(batch)
+            out = StageOutput()
+            for partition, events in groups.items():
+                if partition not in stage.partitions:
+                    stage.restore(partition, _table_items(table, partition))
+                stage.process(partition, _records(events), out)
+            await self.send_outputs(out)
+            _write(table, groups, out.writes)
+
+    async def announce_idle(self) -> None:
+        """Input partitions with nothing left to read stop holding back the rekeyed stage."""
+        stage = self.session_stage
+        tables: Any = self.app.tables
+        if not stage.forward_scopes or not tables.recovery.completed.is_set():
+            return
+        now = time.monotonic()
+        idle = []
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.settings.events_topic:
+                continue
+            if tp.partition not in stage.partitions:  # no record since the assignment
+                stage.restore(tp.partition, _table_items(self.session_table, tp.partition))
+            highwater = self.app.consumer.highwater(tp)
+            caught_up = highwater is not None and stage.last_offset(tp.partition) + 1 >= highwater
+            quiet = now - self.last_batch_s.get(tp.partition, 0.0) >= self.settings.idle_after_s
+            if caught_up and quiet:
+                idle.append(tp.partition)
+        await self.announce(idle, idle=True)
+
+    async def on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Another worker may have owned a partition meanwhile: rebuild every partition from
+        the tables (on its next batch; faust has recovered the tables by then)."""
+        for partition in list(self.session_stage.partitions):
+            self.session_stage.drop(partition)
+        for partition in list(self.rekeyed_stage.partitions):
+            self.rekeyed_stage.drop(partition)
+
+
+def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: int
+              ) -> faust.App:
+    """The worker app. ``input_partitions``: partitions of the events topic (the rekeyed
+    topic and both tables get as many, so faust assigns them together)."""
+    worker = _Worker(settings, config, input_partitions)
+    log.info("worker %s: %d partitions, store %s, forwarding %s", settings.group_id,
+             input_partitions, settings.store,
+             [s.value for s in worker.session_stage.forward_scopes] or "nothing")
+    return worker.app

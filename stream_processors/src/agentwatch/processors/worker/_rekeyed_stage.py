@@ -1,0 +1,233 @@
+"""Stage 2 of the worker, pure: agent- and tenant-scoped rules over the rekeyed topic.
+
+Why re-key through a topic: an agent's sessions are spread over every input partition,
+so an agent window needs all of them in one place; a Kafka topic keyed by agent (or
+tenant) is how faust moves data between workers, and it keeps the at-least-once
+guarantees of the rest of the pipeline. What keeps the result exact:
+
+* Partitions are consumed at different speeds (a worker catching up reads partition 0
+  for a while, then partition 1): an agent's events arrive here far out of event-time
+  order. So this stage buffers them and releases them in ``(ts, event_id)`` order only
+  once every input partition's watermark (the largest event time seen there, minus
+  ``disorder_s``, announced by marks from the session stage) has passed them. The engine
+  then sees the same ordered stream whatever the interleaving, and ``agentwatch replay``
+  of a time-ordered file computes the same alerts.
+* An input partition with nothing left to read is announced idle and stops holding the
+  others back (with none left active, everything buffered is released). An event that
+  arrives after its time was released (more disorder than ``disorder_s``, or from a
+  partition that was idle) goes to the engine at once, out of order, which accepts it
+  within its own disorder bound, like any runtime.
+* Buffered events are not lost in a crash: each incoming message still holding
+  unreleased events is stored in the table (once, as received) and deleted when its last
+  event is released; every key's state records the last ``(ts, event_id)`` released to
+  it, so a replayed message feeds nothing twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Any, Final
+
+import orjson
+
+from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
+from agentwatch.processors.worker._forward import event_from_compact, table_key
+from agentwatch.processors.worker._session_stage import StageOutput, config_fingerprint
+from agentwatch.schemas import AlertScope, PriceTable
+
+__all__ = ["RekeyedStage"]
+
+_PENDING: Final = "pend"
+_META: Final = "meta"
+_NEVER: Final = -(1 << 62)
+_ALWAYS: Final = 1 << 62
+
+# a buffered event: (ts_us, event_id, scope value, key tuple, compact event, message offset)
+_Item = tuple[int, str, str, tuple[str, str], list[Any], int]
+
+
+class _Driver:
+    __slots__ = ("engine", "next_advance_us")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.next_advance_us = _NEVER
+
+
+class _Partition:
+    __slots__ = ("buffered", "drivers", "frontier", "heap", "late", "messages", "released_us",
+                 "sources", "stored")
+
+    def __init__(self, drivers: dict[str, _Driver]) -> None:
+        self.drivers = drivers
+        self.sources: dict[int, tuple[int, bool]] = {}  # input partition -> (max ts, idle)
+        self.heap: list[_Item] = []
+        self.buffered: set[tuple[str, tuple[str, str], int, str]] = set()
+        self.frontier: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
+        self.messages: dict[int, int] = {}  # message offset -> events not yet released
+        self.stored: set[int] = set()  # message offsets whose pending entry is in the table
+        self.released_us = _NEVER
+        self.late = 0
+
+
+class RekeyedStage:
+    """Agent- and tenant-scoped rules; one engine per (rekeyed partition, scope)."""
+
+    def __init__(self, config: RulesConfig, input_partitions: int, *,
+                 prices: PriceTable | None = None) -> None:
+        self.config = config
+        self.input_partitions = input_partitions
+        self._prices = prices
+        self._disorder_us = config.disorder_us
+        self._fingerprint = config_fingerprint(config)
+        self.partitions: dict[int, _Partition] = {}
+
+    def _new_partition(self) -> _Partition:
+        drivers = {}
+        for scope in (AlertScope.AGENT, AlertScope.TENANT):
+            engine = Engine(self.config, scopes=[scope], track_sessions=False,
+                            prices=self._prices)
+            if engine.detectors:
+                drivers[scope.value] = _Driver(engine)
+        return _Partition(drivers)
+
+    # -- partitions come and go with rebalances -----------------------------------------------
+    def restore(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
+        part = self._new_partition()
+        entries = [(orjson.loads(k), v) for k, v in items]
+        meta = next((orjson.loads(v) for k, v in entries if k[1:] == [_META]), None)
+        if meta is not None and meta["f"] == self._fingerprint:
+            for scope, (watermark_us, next_us) in meta["d"].items():
+                driver = part.drivers.get(scope)
+                if driver is not None:
+                    driver.engine.restore_watermark(watermark_us)
+                    driver.next_advance_us = next_us
+            pending = []
+            for key, raw in entries:
+                if key[1] == _PENDING:
+                    pending.append((key[2], raw))
+                elif len(key) == 4 and key[1] in part.drivers:
+                    value = orjson.loads(raw)
+                    skey = (key[2], key[3])
+                    if value["f"] is not None:
+                        part.frontier[(key[1], skey)] = (value["f"][0], value["f"][1])
+                    if value.get("k") is not None:
+                        part.drivers[key[1]].engine.load_key(skey, value["k"])
+            for offset, raw in sorted(pending):
+                fkey, message = orjson.loads(raw)
+                if self._buffer(part, offset, (fkey[0], fkey[1]), message):
+                    part.stored.add(offset)
+        self.partitions[partition] = part
+
+    def drop(self, partition: int) -> None:
+        self.partitions.pop(partition, None)
+
+    def buffered(self, partition: int) -> int:
+        part = self.partitions.get(partition)
+        return 0 if part is None else len(part.heap)
+
+    # -- the hot path -------------------------------------------------------------------------
+    def process(self, partition: int,
+                messages: Iterable[tuple[int, bytes | None, bytes | None]],
+                out: StageOutput) -> None:
+        """Feed ``(offset, key, value)`` messages of one rekeyed partition, in order."""
+        part = self.partitions[partition]
+        new: list[tuple[int, bytes, bytes]] = []
+        for offset, key, value in messages:
+            if value is None or key is None:
+                continue
+            message = orjson.loads(value)
+            if "e" not in message:  # a mark: an input partition's progress
+                source = message["p"]
+                max_ts_us = max(message["w"], part.sources.get(source, (_NEVER, False))[0])
+                part.sources[source] = (max_ts_us, bool(message.get("idle")))
+                continue
+            fkey = orjson.loads(key)
+            if self._buffer(part, offset, (fkey[0], fkey[1]), message):
+                new.append((offset, key, value))
+        touched = self._release(part, out)
+        for offset, key, value in new:
+            if part.messages.get(offset):  # still holds unreleased events: keep it safe
+                part.stored.add(offset)
+                out.writes.append((partition, table_key(partition, _PENDING, offset),
+                                   b"[" + key + b"," + value + b"]"))
+        for offset in [o for o in part.stored if not part.messages.get(o)]:
+            part.stored.discard(offset)
+            out.writes.append((partition, table_key(partition, _PENDING, offset), None))
+        for scope, skey in touched:
+            driver = part.drivers[scope]
+            data = driver.engine.dump_key(skey)
+            frontier = part.frontier.get((scope, skey))
+            out.writes.append((partition, table_key(partition, scope, *skey), orjson.dumps(
+                {"f": frontier, "k": data})))
+        out.writes.append((partition, table_key(partition, _META), orjson.dumps({
+            "f": self._fingerprint,
+            "d": {s: [d.engine.watermark_us, d.next_advance_us]
+                  for s, d in part.drivers.items()},
+        })))
+
+    def _buffer(self, part: _Partition, offset: int, fkey: tuple[str, str],
+                message: dict[str, Any]) -> bool:
+        """Queue a data message's events; False when it brought nothing new."""
+        scope = message["s"]
+        if scope not in part.drivers:
+            return False
+        frontier = part.frontier.get((scope, fkey), (_NEVER, ""))
+        n = 0
+        for compact in message["e"]:
+            ts_us, event_id = compact[1], compact[0]
+            if (ts_us, event_id) <= frontier:
+                continue  # released before a restart
+            ident = (scope, fkey, ts_us, event_id)
+            if ident in part.buffered:
+                continue  # forwarded twice (the session stage replayed after a crash)
+            part.buffered.add(ident)
+            if ts_us <= part.released_us:
+                part.late += 1
+            heapq.heappush(part.heap, (ts_us, event_id, scope, fkey, compact, offset))
+            n += 1
+        if n:
+            part.messages[offset] = part.messages.get(offset, 0) + n
+        return n > 0
+
+    def _aligned_us(self, part: _Partition) -> int:
+        """Event time up to which every input partition has been seen (minus disorder)."""
+        sources = part.sources
+        active = [ts for ts, idle in sources.values() if not idle]
+        if len(sources) < self.input_partitions:  # not heard from every partition yet
+            return _NEVER
+        if not active:
+            return _ALWAYS
+        return min(active) - self._disorder_us
+
+    def _release(self, part: _Partition, out: StageOutput) -> set[tuple[str, tuple[str, str]]]:
+        touched: set[tuple[str, tuple[str, str]]] = set()
+        aligned_us = self._aligned_us(part)
+        heap, disorder_us, step_us = part.heap, self._disorder_us, ADVANCE_STEP_US
+        alerts = out.alerts
+        n = 0
+        while heap and heap[0][0] <= aligned_us:
+            ts_us, event_id, scope, fkey, compact, offset = heapq.heappop(heap)
+            part.buffered.discard((scope, fkey, ts_us, event_id))
+            part.messages[offset] -= 1
+            if not part.messages[offset]:
+                del part.messages[offset]
+            frontier_key = (scope, fkey)
+            previous = part.frontier.get(frontier_key)
+            if previous is None or (ts_us, event_id) > previous:
+                part.frontier[frontier_key] = (ts_us, event_id)
+            driver = part.drivers[scope]
+            engine = driver.engine
+            alerts += engine.process(event_from_compact(compact), ts_us)
+            if ts_us >= driver.next_advance_us:
+                alerts += engine.advance(ts_us - disorder_us)
+                driver.next_advance_us = ts_us + step_us
+            touched.add(frontier_key)
+            n += 1
+            part.released_us = max(part.released_us, ts_us)
+        out.events += n
+        for scope, driver in part.drivers.items():
+            touched.update((scope, k) for k in driver.engine.touched)
+            driver.engine.touched.clear()
+        return touched

@@ -1,0 +1,68 @@
+"""Start a worker: check the broker, create missing topics, run the faust app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from agentwatch.processors.core import RulesConfig
+from agentwatch.processors.worker._settings import WorkerSettings
+from agentwatch.schemas import ConfigError, TransportError
+
+__all__ = ["ensure_topics", "run_worker"]
+
+log = logging.getLogger("agentwatch.worker")
+
+
+async def ensure_topics(settings: WorkerSettings, *, timeout_s: float = 15.0) -> int:
+    """Create the events, alerts and dead-letter topics when missing; return how many
+    partitions the events topic has."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await admin.close()
+        raise TransportError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} "
+            f"(KAFKA_BOOTSTRAP_SERVERS): {exc or type(exc).__name__}") from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, settings.partitions, settings.replication_factor)
+            for name in (settings.events_topic, settings.alerts_topic, settings.dlq_topic)
+            if name not in existing
+        ]
+        if missing:
+            log.info("creating topics %s", [t.name for t in missing])
+            await admin.create_topics(missing)
+        described = await admin.describe_topics([settings.events_topic])
+        partitions = described[0]["partitions"]
+        if not partitions:
+            raise TransportError(f"topic {settings.events_topic} has no partitions")
+        return len(partitions)
+    finally:
+        await admin.close()
+
+
+def run_worker(settings: WorkerSettings, config: RulesConfig, *, loglevel: str = "warning"
+               ) -> None:
+    """Run until SIGTERM/SIGINT (faust's worker handles both and shuts down cleanly)."""
+    import faust  # noqa: PLC0415 -- heavy: only when a worker runs
+
+    from agentwatch.processors.worker._app import build_app  # noqa: PLC0415
+
+    if settings.store == "rocksdb":
+        try:
+            import rocksdict  # noqa: F401, PLC0415
+        except ImportError:
+            raise ConfigError("store: rocksdb needs the rocksdict package "
+                              "(pip install 'agentwatch-processors[rocksdb]')") from None
+    partitions = asyncio.run(ensure_topics(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(settings, config, partitions)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,243 @@
+"""Stage 1 of the worker, pure: input records of one partition in, everything to send out.
+
+One :class:`Engine` per input partition (sessions never cross partitions), fed in offset
+order, its watermark that partition's own: results do not depend on how the consumer
+interleaves partitions.
+
+Crash safety (the faust shell keeps this order): for a batch, the stage computes alerts,
+forwards and dead letters; the shell sends them and waits for the broker's acks; only
+then does it write the state of every key the batch touched (one table write per key per
+batch, not per event). faust flushes those writes before it commits the input offsets.
+Each key's state carries the offset of the last record applied to it, so after a crash
+the records replayed from the committed offset are skipped for keys whose state already
+has them: no event is counted twice and no alert is lost. An alert sent just before a
+crash whose state write did not reach the broker is sent again, identical (same
+``alert_id``, state and values): at-least-once, with the id as the idempotency key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
+from agentwatch.processors.worker._forward import compact_event, scope_key, table_key
+from agentwatch.schemas import Alert, AlertScope, EventKind, PriceTable, decode_record, to_us
+
+__all__ = ["DeadLetter", "SessionStage", "StageOutput", "config_fingerprint"]
+
+_META: Final = "meta"
+_NON_SESSION: Final = (AlertScope.AGENT, AlertScope.TENANT)
+
+
+def config_fingerprint(config: RulesConfig) -> str:
+    """Changes when the rules change: state saved under other rules is not reloaded."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    key: bytes | None
+    raw: bytes
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    index: int | None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "reason": self.reason,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "index": self.index,
+            "key": None if self.key is None else self.key.decode("utf-8", "replace"),
+            "raw": self.raw.decode("utf-8", "replace"),
+        })
+
+
+@dataclass(slots=True)
+class StageOutput:
+    """What one batch produces. The shell sends ``alerts``, ``forwards`` and
+    ``dead_letters`` first, then writes ``writes`` (partition, table key, value or None)."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    forwards: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
+    events: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+
+
+class _Partition:
+    __slots__ = ("applied", "closed", "engine", "last_offset", "max_ts_us", "next_advance_us")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.applied: dict[tuple[str, str], int] = {}  # session key -> last record offset
+        self.closed: dict[tuple[str, str], int] = {}  # ended sessions: markers in the table
+        self.last_offset = -1
+        self.max_ts_us = -(1 << 62)
+        self.next_advance_us = -(1 << 62)
+
+
+class SessionStage:
+    """Session-scoped rules over the input topic, per partition; forwards the rest."""
+
+    def __init__(self, config: RulesConfig, topic: str, *, prices: PriceTable | None = None
+                 ) -> None:
+        self.config = config
+        self.topic = topic
+        self._prices = prices
+        self._fingerprint = config_fingerprint(config)
+        self._disorder_us = config.disorder_us
+        probe = Engine(config, scopes=_NON_SESSION, track_sessions=False, prices=prices)
+        #: scopes the rekeyed stage computes (empty: nothing is forwarded)
+        self.forward_scopes = sorted({d.scope for d in probe.detectors}, key=str)
+        kinds: set[EventKind] = set()
+        every_kind = False
+        for detector in probe.detectors:
+            if detector.kinds is None:
+                every_kind = True
+            else:
+                kinds |= detector.kinds
+        self._forward_kinds: frozenset[EventKind] = (
+            frozenset(EventKind) if every_kind else frozenset(kinds))
+        self.partitions: dict[int, _Partition] = {}
+
+    # -- partitions come and go with rebalances -----------------------------------------------
+    def restore(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """(Re)build ``partition`` from its table entries (key, value)."""
+        part = _Partition(Engine(self.config, scopes=[AlertScope.SESSION], prices=self._prices))
+        entries = [(orjson.loads(k), orjson.loads(v)) for k, v in items]
+        meta = next((v for k, v in entries if k[1:] == [_META]), None)
+        if meta is not None and meta["f"] == self._fingerprint:
+            part.engine.restore_watermark(meta["w"])
+            part.next_advance_us = meta["n"]
+            part.max_ts_us = meta["m"]
+            part.last_offset = meta["o"]
+            for key, value in entries:
+                if len(key) != 3:
+                    continue
+                skey = (key[1], key[2])
+                data = value.get("k")
+                if data is None:
+                    part.closed[skey] = value["o"]
+                else:
+                    part.applied[skey] = value["o"]
+                    part.engine.load_key(skey, data)
+        self.partitions[partition] = part
+
+    def drop(self, partition: int) -> None:
+        self.partitions.pop(partition, None)
+
+    def last_offset(self, partition: int) -> int:
+        part = self.partitions.get(partition)
+        return -1 if part is None else part.last_offset
+
+    def max_ts_us(self, partition: int) -> int:
+        part = self.partitions.get(partition)
+        return -(1 << 62) if part is None else part.max_ts_us
+
+    # -- the hot path: one call per partition per batch -----------------------------------------
+    def process(self, partition: int,
+                records: Iterable[tuple[int, bytes | None, bytes | None]],
+                out: StageOutput) -> None:
+        """Feed ``(offset, key, value)`` records of ``partition`` in offset order."""
+        part = self.partitions[partition]
+        engine = part.engine
+        process, advance, is_new = engine.process, engine.advance, engine.is_new
+        applied = part.applied
+        disorder_us, step_us = self._disorder_us, ADVANCE_STEP_US
+        forward_kinds = self._forward_kinds if self.forward_scopes else frozenset()
+        forwards: dict[tuple[AlertScope, tuple[str, str]], list[list[Any]]] = defaultdict(list)
+        alerts = out.alerts
+        touched: set[tuple[str, str]] = set()
+        max_ts_us = part.max_ts_us
+        n_events = duplicates = replayed = 0
+        for offset, key, value in records:
+            if offset <= part.last_offset:  # a whole record this partition already has
+                replayed += 1
+                continue
+            part.last_offset = offset
+            if value is None:
+                out.dead_letters.append(DeadLetter(
+                    key, b"", "empty record (no value)", self.topic, partition, offset, None))
+                continue
+            decoded = decode_record(value)
+            for rejected in decoded.rejected:
+                out.dead_letters.append(DeadLetter(
+                    key, rejected.raw, rejected.reason, self.topic, partition, offset,
+                    rejected.index))
+            this_record: set[tuple[str, str]] = set()
+            for event in decoded.events:
+                skey = (event.tenant_id, event.session_id)
+                if skey not in this_record:
+                    if applied.get(skey, -1) >= offset:  # this key's state already has it
+                        replayed += 1
+                        continue
+                    applied[skey] = offset
+                    this_record.add(skey)
+                    touched.add(skey)
+                if not is_new(event):
+                    duplicates += 1
+                    continue
+                n_events += 1
+                ts_us = to_us(event.ts)
+                alerts += process(event, ts_us)
+                max_ts_us = max(max_ts_us, ts_us)
+                if ts_us >= part.next_advance_us:  # EventTimeDriver.feed, inlined
+                    alerts += advance(ts_us - disorder_us)
+                    part.next_advance_us = ts_us + step_us
+                if event.kind in forward_kinds:
+                    compact = compact_event(event, ts_us)
+                    for scope in self.forward_scopes:
+                        forwards[(scope, scope_key(scope, event))].append(compact)
+        part.max_ts_us = max_ts_us
+        out.events += n_events
+        out.duplicates += duplicates
+        out.replayed += replayed
+        for (scope, fkey), compacts in forwards.items():
+            out.forwards.append((orjson.dumps(fkey), orjson.dumps(
+                {"s": scope.value, "p": partition, "e": compacts})))
+        self._collect_writes(partition, part, touched, out)
+
+    def forget_closed(self, partition: int, committed_offset: int, out: StageOutput) -> None:
+        """Markers of ended sessions are needed only until the input offsets that could
+        replay their records are committed; then they are deleted."""
+        part = self.partitions.get(partition)
+        if part is None:
+            return
+        done = [k for k, off in part.closed.items() if off < committed_offset]
+        for skey in done:
+            del part.closed[skey]
+            out.writes.append((partition, table_key(partition, *skey), None))
+
+    def _collect_writes(self, partition: int, part: _Partition,
+                        touched: set[tuple[str, str]], out: StageOutput) -> None:
+        engine = part.engine
+        touched |= engine.touched
+        engine.touched.clear()
+        writes = out.writes
+        for skey in touched:
+            data = engine.dump_key(skey)
+            offset = part.applied.get(skey, -1)
+            if data is None:  # the session ended or expired: keep a marker with its offset
+                part.applied.pop(skey, None)
+                part.closed[skey] = offset
+                value = orjson.dumps({"o": offset})
+            else:
+                part.closed.pop(skey, None)
+                value = orjson.dumps({"o": offset, "k": data})
+            writes.append((partition, table_key(partition, *skey), value))
+        writes.append((partition, table_key(partition, _META), orjson.dumps({
+            "f": self._fingerprint, "w": engine.watermark_us, "n": part.next_advance_us,
+            "m": part.max_ts_us, "o": part.last_offset,
+        })))

@@ -1,0 +1,103 @@
+"""Worker settings: broker and topics from the environment, overridable by the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from agentwatch.schemas import ConfigError
+
+__all__ = ["ENV_VARS", "WorkerSettings"]
+
+
+def _default_store() -> str:
+    return "rocksdb" if importlib.util.find_spec("rocksdict") is not None else "memory"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    bootstrap_servers: str = "localhost:9092"
+    events_topic: str = "agentwatch.events"
+    alerts_topic: str = "agentwatch.alerts"
+    dlq_topic: str = ""  # default: <events_topic>.dlq
+    group_id: str = "agentwatch-worker"
+    """Consumer group and faust app id: workers with the same id share the partitions."""
+    data_dir: Path = Path("agentwatch-worker-data")
+    store: str = ""  # "rocksdb" when rocksdict is installed, else "memory"
+    partitions: int = 8
+    """Partitions of the events topic when the worker has to create it."""
+    replication_factor: int = 1
+    """Of the topics the worker creates (events, alerts, dead letters, internal ones)."""
+    rules_file: Path | None = None
+    batch_max_records: int = 1000
+    batch_within_s: float = 0.05
+    idle_after_s: float = 1.0
+    """An input partition with nothing new for this long (and nothing left to read) is
+    idle: it no longer holds back agent- and tenant-scoped windows."""
+
+    def __post_init__(self) -> None:
+        if not self.dlq_topic:
+            object.__setattr__(self, "dlq_topic", f"{self.events_topic}.dlq")
+        if not self.store:
+            object.__setattr__(self, "store", _default_store())
+        if self.store not in {"memory", "rocksdb"}:
+            raise ConfigError(f"store: {self.store!r} is not one of memory, rocksdb")
+        if self.partitions < 1:
+            raise ConfigError(f"partitions: {self.partitions} is not a positive number")
+
+    @property
+    def rekeyed_topic(self) -> str:
+        """The internal topic keyed by agent (or tenant); one per worker group."""
+        return f"{self.group_id}-rekeyed"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WorkerSettings:
+        """Settings from ``AGENTWATCH_*`` / ``KAFKA_BOOTSTRAP_SERVERS``; ``overrides`` that are
+        not None win (the CLI's options)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            raw = env.get(var, "").strip()
+            if raw:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._coerce(values)
+
+    @classmethod
+    def _coerce(cls, values: dict[str, Any]) -> WorkerSettings:
+        types = {f.name: f.type for f in fields(cls)}
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            kind = types[name]
+            try:
+                if kind == "int":
+                    out[name] = int(value)
+                elif kind == "float":
+                    out[name] = float(value)
+                elif kind in {"Path", "Path | None"}:
+                    out[name] = Path(value)
+                else:
+                    out[name] = str(value)
+            except ValueError:
+                raise ConfigError(
+                    f"{ENV_VARS.get(name, name)}: {value!r} is not a valid {kind}") from None
+        return cls(**out)
+
+
+#: setting -> environment variable
+ENV_VARS: dict[str, str] = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "events_topic": "AGENTWATCH_EVENTS_TOPIC",
+    "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
+    "dlq_topic": "AGENTWATCH_DLQ_TOPIC",
+    "group_id": "AGENTWATCH_WORKER_GROUP",
+    "data_dir": "AGENTWATCH_DATA_DIR",
+    "store": "AGENTWATCH_STORE",
+    "partitions": "AGENTWATCH_PARTITIONS",
+    "replication_factor": "AGENTWATCH_REPLICATION_FACTOR",
+    "rules_file": "AGENTWATCH_RULES",
+}
