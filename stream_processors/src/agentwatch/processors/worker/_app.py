@@ -104,7 +104,7 @@ class _Worker:
         self.events_topic = app.topic(settings.events_topic, partitions=n, **_RAW)
         self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,
                                        **_RAW)
-        raw = faust.Schema(**_RAW)
+        raw: Any = faust.Schema(**_RAW)
         self.session_table: Any = app.Table("session-state", partitions=n, schema=raw)
         self.rekeyed_table: Any = app.Table("rekeyed-state", partitions=n, schema=raw)
         self.session_stage = SessionStage(config, settings.events_topic)
