@@ -5,7 +5,10 @@ it polls the committed offsets of the consumer's group and turns them into event
 per-offset event counts recorded while preloading (a record may hold many events). The rate
 is the events committed between the first and the last commit observed, over the time
 between those two observations, so process start-up, group join and topic creation are not
-in the figure (they are reported apart).
+in the figure (they are reported apart). The end is late by at most one commit interval
+of the consumer (it finished, then waited for its commit timer): the figure says how much
+that can weigh, and a run with fewer than three commits, or whose first commit already
+covered half the events, gives no figure at all.
 """
 
 from __future__ import annotations
@@ -80,8 +83,11 @@ def kafka_bootstrap() -> Iterator[str]:
         broker = fixture.start_broker()
     except fixture.KafkaUnavailable as exc:
         raise BenchError(f"no Kafka broker: {exc.reason}", exc.detail) from None
-    print(f"kafka: started a broker at {broker.bootstrap_servers} in "
-          f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(
+        f"kafka: started a broker at {broker.bootstrap_servers} in {time.monotonic() - t0:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         yield str(broker.bootstrap_servers)
     finally:
@@ -142,14 +148,16 @@ def preload(
     Keys are partitioned with murmur2, as Kafka's Java client and aiokafka do (librdkafka's
     own default, ``consistent_random``, hashes with CRC32 and would put sessions elsewhere).
     """
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "partitioner": "murmur2_random",
-        "enable.idempotence": True,  # in order, no duplicates: offsets map to records 1:1
-        "linger.ms": 20,
-        "compression.type": compression,
-        "queue.buffering.max.messages": 200_000,
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,  # in order, no duplicates: offsets map to records 1:1
+            "linger.ms": 20,
+            "compression.type": compression,
+            "queue.buffering.max.messages": 200_000,
+        }
+    )
     landed: dict[int, dict[int, int]] = {}  # partition -> offset -> events
     errors: list[str] = []
 
@@ -196,11 +204,13 @@ class GroupWatcher:
     """
 
     def __init__(self, bootstrap: str, group: str, loaded: Loaded) -> None:
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+            }
+        )
         self._partitions = [TopicPartition(loaded.topic, p) for p in loaded.partitions]
 
     def committed(self) -> dict[int, int]:
@@ -224,19 +234,38 @@ class Throughput:
     startup_s: float  # from process launch to the first commit observed
     first_commit_events: int  # events the first commit observed already covered
     commits_seen: int  # distinct committed positions observed (the resolution)
+    #: (events, seconds) from the first commit observed to the last one before the end:
+    #: leaves out the last commit interval, in which the consumer may have idled
+    before_end: tuple[int, float]
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.elapsed_s
 
+    @property
+    def steady_events_per_s(self) -> float:
+        events, seconds = self.before_end
+        return events / seconds
+
+    @property
+    def tail_bound(self) -> float:
+        """About how low ``events_per_s`` may be from the consumer idling between its last
+        event and its last commit: one mean commit interval over the elapsed time."""
+        return 1 / (self.commits_seen - 1)
+
     def describe(self, total_events: int) -> str:
         with_startup = total_events / (self.startup_s + self.elapsed_s)
         return (
             f"{self.events_per_s:,.0f} events/s ({self.events:,} events between the first "
-            f"and last commit, {self.elapsed_s:.2f} s; {self.commits_seen} commits seen; "
-            f"first commit after {self.startup_s:.1f} s covered {self.first_commit_events:,}; "
-            f"{with_startup:,.0f} events/s counting start-up)"
+            f"and last commit in {self.elapsed_s:.2f} s, {self.commits_seen} commits seen: "
+            f"may be low by up to {self.tail_bound:.0%}; the first commit, "
+            f"{self.startup_s:.1f} s after launch, covered {self.first_commit_events:,}; "
+            f"{with_startup:,.0f} events/s counting start-up; "
+            f"{self.steady_events_per_s:,.0f} events/s without the last commit interval)"
         )
+
+
+MIN_COMMITS = 3  # the first, one in between, the last: fewer and there is no rate to speak of
 
 
 def measure_group(
@@ -250,18 +279,13 @@ def measure_group(
 ) -> Throughput:
     """Poll committed offsets until they reach the end of ``loaded``; see the module doc."""
     deadline = launched_at + timeout_s
-    first: tuple[float, int] | None = None
-    last_done = 0
-    commits = 0
+    seen: list[tuple[float, int]] = []  # (when observed, events committed), on each change
     while True:
         committed = watcher.committed()
         now = time.monotonic()
         done = loaded.events_below(committed)
-        if done > last_done:
-            commits += 1
-            last_done = done
-            if first is None:
-                first = (now, done)
+        if done > (seen[-1][1] if seen else 0):
+            seen.append((now, done))
         if done >= loaded.events:
             break
         code = proc.poll()
@@ -276,19 +300,21 @@ def measure_group(
                 f"events committed"
             )
         time.sleep(poll_s)
-    assert first is not None
-    first_t, first_done = first
-    if first_done >= loaded.events:
+    (first_t, first_done), (last_t, _) = seen[0], seen[-1]
+    if len(seen) < MIN_COMMITS or first_done > loaded.events // 2:
         raise BenchError(
-            "the first commit observed already covered every event: too few events to "
-            "measure a rate (raise --events)"
+            f"too few commits to measure a rate: {len(seen)} seen, the first already "
+            f"covered {first_done:,} of {loaded.events:,} events (the consumer commits "
+            f"too rarely for this run's length: raise --events)"
         )
+    prev_t, prev_done = seen[-2]
     return Throughput(
         events=loaded.events - first_done,
-        elapsed_s=now - first_t,
+        elapsed_s=last_t - first_t,
         startup_s=first_t - launched_at,
         first_commit_events=first_done,
-        commits_seen=commits,
+        commits_seen=len(seen),
+        before_end=(prev_done - first_done, prev_t - first_t),
     )
 
 

@@ -15,7 +15,8 @@ Method: each consumer is its own process with a fresh consumer group, reading it
 the start. Its rate is the events committed between the first and the last commit observed
 (committed offsets polled every 50 ms, mapped to events through the preloaded layout) over
 the time between those two observations: start-up and group join are excluded (and printed
-apart), and the end is late by at most one commit interval of the consumer.
+apart), and the end is late by at most one commit interval of the consumer (printed as a
+bound; a run too short for the consumer's commit cadence fails and asks for more --events).
 
 Ours: the worker on the packed topic (the ratio line); also the worker on the
 one-event-per-record topic (an extra line against the same peer figure).
@@ -66,6 +67,7 @@ from bench._kafka import (
 TENANT = "default"  # the producer's default tenant_id
 AGENTWATCH = Path(sys.executable).parent / "agentwatch"  # the venv's console script
 GOAL_EVENTS_PER_S = 50_000
+MAX_TAIL_BOUND = 0.1  # above it, say the run was too short for the consumer's commit cadence
 WINDOW_MS = 60_000
 QUIX_CHILD = "--quix-child"  # argv marker: this file run as the quixstreams consumer
 
@@ -86,8 +88,12 @@ def producer_events(n_events: int, sessions: int) -> Iterator[tuple[bytes, bytes
         if event.get("tenant_id") is None:
             event["tenant_id"] = TENANT
         if event.get("cost_usd") is None and isinstance(event.get("model"), str):
-            cost = prices.cost_usd(event["model"], event.get("input_tokens"),
-                                   event.get("output_tokens"), event.get("cached_input_tokens"))
+            cost = prices.cost_usd(
+                event["model"],
+                event.get("input_tokens"),
+                event.get("output_tokens"),
+                event.get("cached_input_tokens"),
+            )
             if cost is not None:
                 event["cost_usd"] = cost
         yield f"{event['tenant_id']}/{event['session_id']}".encode(), orjson.dumps(event)
@@ -150,8 +156,12 @@ def quix_child(argv: list[str]) -> None:
         loglevel="WARNING",
     )
     if mode == "single":
-        topic = app.topic(topic_name, key_deserializer="str", value_deserializer="json",
-                          timestamp_extractor=_ts_from_value)
+        topic = app.topic(
+            topic_name,
+            key_deserializer="str",
+            value_deserializer="json",
+            timestamp_extractor=_ts_from_value,
+        )
         sdf = app.dataframe(topic)
     else:  # packed: one record holds a JSON array of one session's events
         topic = app.topic(topic_name, key_deserializer="str", value_deserializer="json")
@@ -188,11 +198,11 @@ def measure(
     watcher = GroupWatcher(bootstrap, group, loaded)
     proc, launched_at = start_process(cmd, env, log)
     try:
-        result = measure_group(watcher, loaded, proc, launched_at=launched_at,
-                               timeout_s=timeout_s)
+        result = measure_group(watcher, loaded, proc, launched_at=launched_at, timeout_s=timeout_s)
     except BenchError as exc:
-        raise BenchError(f"{label}: {exc.reason}", f"--- tail of {log} ---\n"
-                          f"{log_tail(log)}") from None
+        raise BenchError(
+            f"{label}: {exc.reason}", f"--- tail of {log} ---\n{log_tail(log)}"
+        ) from None
     finally:
         stop_process(proc)
         watcher.close()
@@ -200,21 +210,40 @@ def measure(
     return Run(label, loaded, result)
 
 
-def run_quix(
-    mode: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
-) -> Run:
+def run_quix(mode: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace) -> Run:
     group = fresh_name(f"bench-quix-{mode}")
     state_dir = tmp / group
-    cmd = [sys.executable, "-W", "ignore", str(Path(__file__).resolve()), QUIX_CHILD,
-           bootstrap, loaded.topic, group, mode, str(state_dir), str(args.quix_commit_s)]
-    what = ("one event per record" if mode == "single"
-            else "packed records, arrays expanded with apply(expand=True)")
-    return measure(f"quixstreams ({what})", cmd, dict(os.environ), bootstrap=bootstrap,
-                   group=group, loaded=loaded, log=tmp / f"{group}.log", timeout_s=args.timeout_s)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        QUIX_CHILD,
+        bootstrap,
+        loaded.topic,
+        group,
+        mode,
+        str(state_dir),
+        str(args.quix_commit_s),
+    ]
+    what = (
+        "one event per record"
+        if mode == "single"
+        else "packed records, arrays expanded with apply(expand=True)"
+    )
+    return measure(
+        f"quixstreams ({what})",
+        cmd,
+        dict(os.environ),
+        bootstrap=bootstrap,
+        group=group,
+        loaded=loaded,
+        log=tmp / f"{group}.log",
+        timeout_s=args.timeout_s,
+    )
 
 
-def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path,
-               args: argparse.Namespace) -> Run:
+def run_worker(
+    label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
+) -> Run:
     group = fresh_name("bench-worker")
     data_dir = tmp / group
     data_dir.mkdir()
@@ -227,24 +256,35 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path,
         "AGENTWATCH_WORKER_GROUP": group,  # the worker's consumer group id
         "AGENTWATCH_DATA_DIR": str(data_dir),
     }
-    return measure(f"agentwatch worker ({label})", [str(AGENTWATCH), "worker"], env,
-                   bootstrap=bootstrap, group=group, loaded=loaded, log=tmp / f"{group}.log",
-                   timeout_s=args.timeout_s)
+    return measure(
+        f"agentwatch worker ({label})",
+        [str(AGENTWATCH), "worker"],
+        env,
+        bootstrap=bootstrap,
+        group=group,
+        loaded=loaded,
+        log=tmp / f"{group}.log",
+        timeout_s=args.timeout_s,
+    )
 
 
 def worker_available() -> str | None:
     """None when ``agentwatch worker`` exists, else why not."""
     try:
         done = subprocess.run(  # noqa: S603 -- the venv's own console script
-            [str(AGENTWATCH), "worker", "--help"], capture_output=True, text=True,
-            timeout=120, check=False,
+            [str(AGENTWATCH), "worker", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"`{AGENTWATCH} worker --help` failed: {exc}"
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         return f"`{AGENTWATCH} worker --help` exited with {done.returncode}: " + (
-            " ".join(line.strip(" │╭╮╰╯─") for line in lines[-3:]).strip())
+            " ".join(line.strip(" │╭╮╰╯─") for line in lines[-3:]).strip()
+        )
     return None
 
 
@@ -262,7 +302,8 @@ def describe_workload(args: argparse.Namespace, work: Workload, compression: str
         f"{len(per_record):,} records, mean {n / len(per_record):.1f} events/record "
         f"(max {max(per_record)}), mean {packed_bytes / len(per_record):,.0f} B/record; "
         f"one-event-per-record topic: {n:,} records",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
 
 
@@ -270,21 +311,34 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--sessions", type=int, default=500)
-    parser.add_argument("--linger-events", type=int, default=5000,
-                        help="events the fleet emits per producer linger interval")
+    parser.add_argument(
+        "--linger-events",
+        type=int,
+        default=5000,
+        help="events the fleet emits per producer linger interval",
+    )
     parser.add_argument("--max-events", type=int, default=500, help="Packer max_events")
     parser.add_argument("--max-bytes", type=int, default=1_000_000, help="Packer max_bytes")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--compression", default="none",
-                        choices=("none", "gzip", "snappy", "lz4", "zstd"))
+    parser.add_argument(
+        "--compression", default="none", choices=("none", "gzip", "snappy", "lz4", "zstd")
+    )
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per consumer run")
-    parser.add_argument("--quix-commit-s", type=float, default=1.0,
-                        help="quixstreams commit_interval (its default, 5 s, would blur the "
-                             "end of a run by up to 5 s)")
-    parser.add_argument("--keep-tmp", action="store_true",
-                        help="keep the scratch dir (consumer logs, state dirs)")
-    parser.add_argument("--peer-only", action="store_true",
-                        help="run only the quixstreams peer (no `agentwatch worker`)")
+    parser.add_argument(
+        "--quix-commit-s",
+        type=float,
+        default=1.0,
+        help="quixstreams commit_interval (its default, 5 s, would blur the "
+        "end of a run by up to 5 s)",
+    )
+    parser.add_argument(
+        "--keep-tmp", action="store_true", help="keep the scratch dir (consumer logs, state dirs)"
+    )
+    parser.add_argument(
+        "--peer-only",
+        action="store_true",
+        help="run only the quixstreams peer (no `agentwatch worker`)",
+    )
     return parser.parse_args()
 
 
@@ -293,8 +347,10 @@ def main() -> int:
     if not args.peer_only:
         missing = worker_available()
         if missing is not None:
-            print(f"worker: FAILED: {missing}; run with --peer-only for the peer alone",
-                  file=sys.stderr)
+            print(
+                f"worker: FAILED: {missing}; run with --peer-only for the peer alone",
+                file=sys.stderr,
+            )
             return 1
     work = build_workload(args)
     describe_workload(args, work, args.compression)
@@ -322,12 +378,17 @@ def run_all(args: argparse.Namespace, work: Workload, bootstrap: str, tmp: Path)
     single = preload(bootstrap, single_topic, work.single, compression=args.compression)
     del work  # the topics hold it now
 
-    peers = [run_quix("single", single, bootstrap, tmp, args),
-             run_quix("packed", packed, bootstrap, tmp, args)]
+    peers = [
+        run_quix("single", single, bootstrap, tmp, args),
+        run_quix("packed", packed, bootstrap, tmp, args),
+    ]
     peer = max(peers, key=lambda run: run.result.events_per_s)
     peer_rate = peer.result.events_per_s
-    print(f"worker: peer = {peer.label}: {peer_rate:,.0f} events/s (the faster variant)",
-          file=sys.stderr, flush=True)
+    print(
+        f"worker: peer = {peer.label}: {peer_rate:,.0f} events/s (the faster variant)",
+        file=sys.stderr,
+        flush=True,
+    )
     if args.peer_only:
         for run in peers:
             print(f"worker_peer: events_per_s {run.label} = {run.result.events_per_s:.6g}")
@@ -335,14 +396,28 @@ def run_all(args: argparse.Namespace, work: Workload, bootstrap: str, tmp: Path)
 
     ours = run_worker("packed records", packed, bootstrap, tmp, args)
     ours_single = run_worker("one event per record", single, bootstrap, tmp, args)
-    summary("worker", "events_per_s", ours.result.events_per_s, peer_rate,
-            higher_is_better=True)
+    summary("worker", "events_per_s", ours.result.events_per_s, peer_rate, higher_is_better=True)
     # same peer figure; ours on the records a third-party producer might send
-    summary("worker_one_event_per_record", "events_per_s", ours_single.result.events_per_s,
-            peer_rate, higher_is_better=True)
+    summary(
+        "worker_one_event_per_record",
+        "events_per_s",
+        ours_single.result.events_per_s,
+        peer_rate,
+        higher_is_better=True,
+    )
+    for run in (ours, ours_single):
+        if run.result.tail_bound > MAX_TAIL_BOUND:
+            print(
+                f"worker: {run.label}: only {run.result.commits_seen} commits seen, the "
+                f"figure may be low by up to {run.result.tail_bound:.0%}: raise --events",
+                file=sys.stderr,
+            )
     if ours.result.events_per_s < GOAL_EVENTS_PER_S:
-        print(f"worker: below the {GOAL_EVENTS_PER_S:,} events/s goal "
-              f"({ours.result.events_per_s:,.0f})", file=sys.stderr)
+        print(
+            f"worker: below the {GOAL_EVENTS_PER_S:,} events/s goal "
+            f"({ours.result.events_per_s:,.0f})",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -104,9 +104,11 @@ class _Worker:
         self.events_topic = app.topic(settings.events_topic, partitions=n, **_RAW)
         self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,
                                        **_RAW)
-        raw: Any = faust.Schema(**_RAW)
-        self.session_table: Any = app.Table("session-state", partitions=n, schema=raw)
-        self.rekeyed_table: Any = app.Table("rekeyed-state", partitions=n, schema=raw)
+        # bytes in, bytes out: faust picks the "raw" codec from these types
+        self.session_table: Any = app.Table("session-state", partitions=n, key_type=bytes,
+                                            value_type=bytes)
+        self.rekeyed_table: Any = app.Table("rekeyed-state", partitions=n, key_type=bytes,
+                                            value_type=bytes)
         self.session_stage = SessionStage(config, settings.events_topic)
         self.rekeyed_stage = RekeyedStage(config, n)
         self.last_batch_s: dict[int, float] = {}

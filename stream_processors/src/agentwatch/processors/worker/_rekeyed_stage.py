@@ -227,6 +227,14 @@ class RekeyedStage:
             n += 1
             part.released_us = max(part.released_us, ts_us)
         out.events += n
+        # event time has reached the aligned watermark everywhere: quiet keys resolve (with
+        # every partition idle: the largest event time seen, like replay at the end of a file)
+        if aligned_us == _ALWAYS:
+            aligned_us = max((ts for ts, _ in part.sources.values()), default=_NEVER)
+            aligned_us -= disorder_us
+        for driver in part.drivers.values():
+            if aligned_us > driver.engine.watermark_us:
+                alerts += driver.engine.advance(aligned_us)
         for scope, driver in part.drivers.items():
             touched.update((scope, k) for k in driver.engine.touched)
             driver.engine.touched.clear()
