@@ -21,7 +21,7 @@ from worker_harness import (
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-from _common import synthetic_events  # noqa: E402
+from _common import synthetic_events
 
 PARTITIONS = 4
 
