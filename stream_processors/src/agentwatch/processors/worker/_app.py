@@ -205,6 +205,10 @@ class _Worker:
     async def on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Another worker may have owned a partition meanwhile: rebuild every partition from
         the tables (on its next batch; faust has recovered the tables by then)."""
+        assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
+        mine = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
+        log.info("agentwatch worker: assigned partitions %s of %s", mine,
+                 self.settings.events_topic)
         for partition in list(self.session_stage.partitions):
             self.session_stage.drop(partition)
         for partition in list(self.rekeyed_stage.partitions):
