@@ -114,7 +114,8 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
     first.kill()
     assert producer.is_alive(), "the stream ended before the kill: nothing was tested"
     time.sleep(1)
-    second = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data",
+    # a fresh data dir (a new machine): the state can only come from the changelog topics
+    second = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data-2",
                            tmp_path / "worker-2.log").start()
     producer.join()
     try:

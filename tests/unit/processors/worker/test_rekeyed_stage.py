@@ -59,11 +59,11 @@ def _mark(stage: SessionStage, p: int, *, idle: bool = False) -> Message:
     return MARK_KEY, orjson.dumps({"p": p, "w": stage.max_ts_us(p), "idle": idle})
 
 
-def _forwarded(events: list[Event], seed: int) -> tuple[list[list[Message]], SessionStage]:
+def _forwarded(events: list[Event], seed: int) -> tuple[list[list[list[Message]]], SessionStage]:
     """Per input partition, the batches of messages its session stage sends (data, mark)."""
     rng = random.Random(seed)
     stage = SessionStage(CONFIG, "agentwatch.events")
-    batches: list[list[Message]] = []
+    batches: list[list[list[Message]]] = []
     for p in range(INPUTS):
         stage.restore(p, [])
         mine = [e for e in events if _partition(e) == p]
@@ -74,7 +74,8 @@ def _forwarded(events: list[Event], seed: int) -> tuple[list[list[Message]], Ses
             else:
                 records.append([event])
         values = [(b"k", encode_events(r)) for r in records]
-        offset, part_batches = 0, []
+        offset = 0
+        part_batches: list[list[Message]] = []
         while offset < len(values):
             size = rng.randint(1, 12)
             out = StageOutput()
@@ -82,8 +83,8 @@ def _forwarded(events: list[Event], seed: int) -> tuple[list[list[Message]], Ses
                               if o < len(values)], out)
             part_batches.append([*out.forwards, _mark(stage, p)])
             offset += size
-        batches.append(part_batches)  # type: ignore[arg-type]
-    return batches, stage  # type: ignore[return-value]
+        batches.append(part_batches)
+    return batches, stage
 
 
 def _arrival(seed: int, order: str) -> tuple[list[Message], list[Event]]:

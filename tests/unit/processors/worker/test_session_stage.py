@@ -96,7 +96,7 @@ def _dump(alerts: list[Any]) -> list[dict[str, Any]]:
     return [a.model_dump(mode="json") for a in alerts]
 
 
-def _stage(config: Any = SESSION_RULES, table: dict[bytes, bytes] | None = None) -> SessionStage:
+def _stage(table: dict[bytes, bytes] | None = None, config: Any = SESSION_RULES) -> SessionStage:
     stage = SessionStage(config, TOPIC)
     stage.restore(P, list((table or {}).items()))
     return stage
@@ -175,8 +175,9 @@ def _payload(n: int, **fields: Any) -> dict[str, Any]:
     (orjson.dumps(_payload(1, schema_version=2)), "field `schema_version`"),
     (b"[]", "empty array"),
     (b"42", "not a JSON object"),
+    (None, "empty record (no value)"),
 ])
-def test_an_invalid_record_is_dead_lettered(value: bytes, reason: str) -> None:
+def test_an_invalid_record_is_dead_lettered(value: bytes | None, reason: str) -> None:
     out = _dead([(b"default/s", value)])
     assert out.events == 0
     assert out.alerts == []
@@ -184,7 +185,7 @@ def test_an_invalid_record_is_dead_lettered(value: bytes, reason: str) -> None:
     assert reason in dead.reason
     assert orjson.loads(dead.to_json()) == {
         "reason": dead.reason, "topic": TOPIC, "partition": P, "offset": 0, "index": None,
-        "key": "default/s", "raw": value.decode(),
+        "key": "default/s", "raw": (value or b"").decode(),
     }
 
 
@@ -203,18 +204,8 @@ def test_a_bad_item_of_a_packed_record_is_dead_lettered_alone() -> None:
     assert "input_tokens" in body["reason"]
 
 
-def test_an_empty_value_is_dead_lettered() -> None:
-    out = _dead([(None, None)])
-    [dead] = out.dead_letters
-    assert orjson.loads(dead.to_json()) == {
-        "reason": "empty record (no value)", "topic": TOPIC, "partition": P, "offset": 0,
-        "index": None, "key": None, "raw": "",
-    }
-
-
 def test_a_duplicate_event_is_counted_and_forwarded_once() -> None:
-    stage = SessionStage(rules_from_mapping({}), TOPIC)
-    stage.restore(P, [])
+    stage = _stage(config=rules_from_mapping({}))  # the defaults: agent_error_rate is on
     first, second = _event(1, 0, "tool_call"), _event(2, US, "tool_call")
     out = StageOutput()
     stage.process(P, [(0, b"k", encode_events([first, second])),
@@ -225,8 +216,7 @@ def test_a_duplicate_event_is_counted_and_forwarded_once() -> None:
 
 
 def test_operations_are_forwarded_by_agent_for_the_agent_rule() -> None:
-    stage = SessionStage(rules_from_mapping({}), TOPIC)
-    stage.restore(P, [])
+    stage = _stage(config=rules_from_mapping({}))  # the defaults: agent_error_rate is on
     events = [_event(1, 0, "llm_call", cost_usd=0.1), _event(2, 1, "tool_call", name="t"),
               _event(3, 2, "tool_call", agent_id="agent-2", session_id="other"),
               _event(4, 3, "session_end")]
@@ -253,7 +243,7 @@ def test_nothing_is_forwarded_without_agent_or_tenant_rules() -> None:
 
 def test_an_ended_session_leaves_a_marker_until_its_offset_is_committed() -> None:
     table: dict[bytes, bytes] = {}
-    stage = _stage(table=table)
+    stage = _stage(table)
     key = table_key(P, "default", "sess-1")
     out = StageOutput()
     stage.process(P, [(4, b"k", encode_event(_event(1, 0))),
@@ -261,7 +251,7 @@ def test_an_ended_session_leaves_a_marker_until_its_offset_is_committed() -> Non
     _apply(table, out.writes)
     assert orjson.loads(table[key]) == {"o": 5}
 
-    stage = _stage(table=table)  # markers survive a restart too
+    stage = _stage(table)  # markers survive a restart too
     out = StageOutput()
     stage.forget_closed(P, 5, out)  # offset 5 itself could still be re-delivered
     assert out.writes == []
@@ -280,7 +270,7 @@ def test_a_crash_replayed_from_the_committed_offset_changes_no_alert(seed: int) 
     committed = rng.randrange(crash - 50, crash + 1)  # Kafka re-delivers from here
     table: dict[bytes, bytes] = {}
     got, _ = _run(_stage(), records, 0, crash, table=table)
-    more, replayed = _run(_stage(table=table), records, committed, len(records), table=table)
+    more, replayed = _run(_stage(table), records, committed, len(records), table=table)
     assert got + more == expected
     assert replayed == crash - committed
 
@@ -307,7 +297,7 @@ def test_a_crash_with_part_of_a_batch_written_loses_no_alert(seed: int) -> None:
     size = 7
     crash = size * rng.randrange(10, 35)
     table: dict[bytes, bytes] = {}
-    stage = _stage(table=table)
+    stage = _stage(table)
     got, _ = _run(stage, records, 0, crash - size, size=size, table=table)
     out = StageOutput()
     stage.process(P, [(o, *records[o]) for o in range(crash - size, crash)], out)
@@ -315,14 +305,12 @@ def test_a_crash_with_part_of_a_batch_written_loses_no_alert(seed: int) -> None:
     *keys, _meta = out.writes
     _apply(table, [w for w in keys if rng.random() < 0.5])
     committed = crash - size - rng.randrange(0, 3 * size)  # at or before the last batch
-    more, _ = _run(_stage(table=table), records, committed, len(records), table=table)
+    more, _ = _run(_stage(table), records, committed, len(records), table=table)
 
-    everything = got + more
-    seen = _keys(everything)
-    assert set(seen) == set(_keys(expected))  # nothing lost, nothing new
-    for alert in everything:  # a repeated alert is the same alert again
-        assert alert == next(a for a in expected
-                             if (a["alert_id"], a["state"]) == (alert["alert_id"], alert["state"]))
+    assert set(_keys(got + more)) == set(_keys(expected))  # nothing lost, nothing new
+    by_key = {(a["alert_id"], a["state"]): a for a in expected}
+    for alert in got + more:  # a repeated alert is the same alert again
+        assert alert == by_key[alert["alert_id"], alert["state"]]
 
 
 @_ENDED_SESSION_BUG
@@ -334,7 +322,7 @@ def test_a_replayed_record_of_an_ended_session_is_not_applied_again() -> None:
                (b"k", encode_event(_event(2, US, cost_usd=1.2))),
                (b"k", encode_event(_event(3, 2 * US, "session_end")))]
     table: dict[bytes, bytes] = {}
-    stage = _stage(table=table)
+    stage = _stage(table)
     got, _ = _run(stage, records, 0, 1, table=table)
     out = StageOutput()
     stage.process(P, [(o, *records[o]) for o in (1, 2)], out)
@@ -344,6 +332,6 @@ def test_a_replayed_record_of_an_ended_session_is_not_applied_again() -> None:
     assert meta[1] == table_key(P, "meta")
     _apply(table, keys)  # the session's end marker was written, the meta entry was not
 
-    more, replayed = _run(_stage(table=table), records, 1, 3, table=table)
+    more, replayed = _run(_stage(table), records, 1, 3, table=table)
     assert more == []  # got: firing and resolved again, same alert_id, value 1.2 not 1.8
     assert replayed == 2

@@ -100,6 +100,9 @@ class _Worker:
             consumer_auto_offset_reset="earliest",
             broker_max_poll_records=10_000,  # KAFKA.md: 500 halves the record rate
             producer_acks=-1,
+            # a crashed worker's partitions move to the others after this long (faust: 60 s);
+            # heartbeats come from faust's consumer thread, not from the busy agent loop
+            broker_session_timeout=10.0,
         )
         self.events_topic = app.topic(settings.events_topic, partitions=n, **_RAW)
         self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,

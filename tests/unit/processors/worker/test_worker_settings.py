@@ -1,0 +1,110 @@
+"""Worker settings: the environment, then the CLI's options, then derived defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentwatch.processors.worker import WorkerSettings
+from agentwatch.processors.worker._settings import ENV_VARS
+from agentwatch.schemas import ConfigError
+
+ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+    "AGENTWATCH_EVENTS_TOPIC": "t.events",
+    "AGENTWATCH_ALERTS_TOPIC": "t.alerts",
+    "AGENTWATCH_DLQ_TOPIC": "t.dead",
+    "AGENTWATCH_WORKER_GROUP": "g1",
+    "AGENTWATCH_DATA_DIR": "/var/lib/aw",
+    "AGENTWATCH_STORE": "memory",
+    "AGENTWATCH_PARTITIONS": "12",
+    "AGENTWATCH_REPLICATION_FACTOR": "3",
+    "AGENTWATCH_RULES": "rules.yaml",
+}
+
+
+def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
+    assert set(ENV) == set(ENV_VARS.values())
+    settings = WorkerSettings.from_env(ENV)
+    assert settings == WorkerSettings(
+        bootstrap_servers="k1:9092,k2:9092", events_topic="t.events", alerts_topic="t.alerts",
+        dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
+        partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
+    )
+
+
+def test_without_variables_the_defaults_apply() -> None:
+    settings = WorkerSettings.from_env({})
+    assert settings.bootstrap_servers == "localhost:9092"
+    assert settings.events_topic == "agentwatch.events"
+    assert settings.dlq_topic == "agentwatch.events.dlq"
+    assert settings.partitions == 8
+    assert settings.rules_file is None
+    assert settings.store in {"memory", "rocksdb"}
+
+
+def test_blank_variables_count_as_unset() -> None:
+    env = {"AGENTWATCH_PARTITIONS": "  ", "KAFKA_BOOTSTRAP_SERVERS": ""}
+    settings = WorkerSettings.from_env(env)
+    assert settings.partitions == 8
+    assert settings.bootstrap_servers == "localhost:9092"
+
+
+def test_cli_overrides_win_and_none_means_not_given() -> None:
+    settings = WorkerSettings.from_env(ENV, group_id="cli-group", partitions=4, events_topic=None,
+                                       data_dir="/srv/aw")
+    assert settings.group_id == "cli-group"
+    assert settings.partitions == 4
+    assert settings.events_topic == "t.events"
+    assert settings.data_dir == Path("/srv/aw")
+
+
+def test_the_dead_letter_topic_follows_the_events_topic() -> None:
+    env = {"AGENTWATCH_EVENTS_TOPIC": "prod.events"}
+    assert WorkerSettings.from_env(env).dlq_topic == "prod.events.dlq"
+    assert WorkerSettings.from_env(env, events_topic="cli.events").dlq_topic == "cli.events.dlq"
+    assert WorkerSettings.from_env(env, dlq_topic="mine").dlq_topic == "mine"
+
+
+def test_the_rekeyed_topic_is_derived_from_the_group() -> None:
+    assert WorkerSettings.from_env({"AGENTWATCH_WORKER_GROUP": "g7"}).rekeyed_topic == "g7-rekeyed"
+    assert WorkerSettings().rekeyed_topic == "agentwatch-worker-rekeyed"
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("AGENTWATCH_PARTITIONS", "eight"),
+    ("AGENTWATCH_PARTITIONS", "2.5"),
+    ("AGENTWATCH_REPLICATION_FACTOR", "x"),
+])
+def test_a_bad_number_names_its_variable(var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{var}: '{value}' is not a valid int"):
+        WorkerSettings.from_env({var: value})
+
+
+def test_a_bad_number_from_the_cli_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"^batch_within_s: 'soon' is not a valid float"):
+        WorkerSettings.from_env({}, batch_within_s="soon")
+
+
+def test_numbers_are_converted() -> None:
+    settings = WorkerSettings.from_env({}, batch_max_records="50", idle_after_s="0.5")
+    assert settings.batch_max_records == 50
+    assert settings.idle_after_s == 0.5
+
+
+@pytest.mark.parametrize("store", ["redis", "Memory", "rocksdb://"])
+def test_an_unknown_store_is_rejected(store: str) -> None:
+    with pytest.raises(ConfigError, match=r"^store: .* is not one of memory, rocksdb$"):
+        WorkerSettings.from_env({"AGENTWATCH_STORE": store})
+
+
+@pytest.mark.parametrize("partitions", ["0", "-2"])
+def test_partitions_must_be_positive(partitions: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^partitions: {partitions} is not a positive number$"):
+        WorkerSettings.from_env({"AGENTWATCH_PARTITIONS": partitions})
+
+
+def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTWATCH_WORKER_GROUP", "from-os")
+    assert WorkerSettings.from_env().group_id == "from-os"
