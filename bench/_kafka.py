@@ -229,7 +229,8 @@ class GroupWatcher:
 class Throughput:
     """What one consumer run did, seen through its group's committed offsets."""
 
-    events: int  # events committed after the first commit observed, up to the end
+    events: int  # events committed after the first commit observed, up to the last
+    reached_end: bool  # False: stopped after a prefix of the topic, the consumer still busy
     elapsed_s: float  # from the first commit observed to the one that reached the end
     startup_s: float  # from process launch to the first commit observed
     first_commit_events: int  # events the first commit observed already covered
@@ -250,15 +251,22 @@ class Throughput:
     @property
     def tail_bound(self) -> float:
         """About how low ``events_per_s`` may be from the consumer idling between its last
-        event and its last commit: one mean commit interval over the elapsed time."""
-        return 1 / (self.commits_seen - 1)
+        event and its last commit: one mean commit interval over the elapsed time (none
+        when the run stopped while the consumer was still busy)."""
+        return 1 / (self.commits_seen - 1) if self.reached_end else 0.0
 
-    def describe(self, total_events: int) -> str:
-        with_startup = total_events / (self.startup_s + self.elapsed_s)
+    def describe(self) -> str:
+        total = self.first_commit_events + self.events
+        with_startup = total / (self.startup_s + self.elapsed_s)
         return (
             f"{self.events_per_s:,.0f} events/s ({self.events:,} events between the first "
             f"and last commit in {self.elapsed_s:.2f} s, {self.commits_seen} commits seen: "
-            f"may be low by up to {self.tail_bound:.0%}; the first commit, "
+            + (
+                f"may be low by up to {self.tail_bound:.0%}"
+                if self.reached_end
+                else f"stopped after {total:,} events, a prefix of the topic"
+            )
+            + f"; the first commit, "
             f"{self.startup_s:.1f} s after launch, covered {self.first_commit_events:,}; "
             f"{with_startup:,.0f} events/s counting start-up; "
             f"{self.steady_events_per_s:,.0f} events/s without the last commit interval)"
@@ -275,10 +283,13 @@ def measure_group(
     *,
     launched_at: float,
     timeout_s: float,
+    until_events: int = 0,
     poll_s: float = 0.05,
 ) -> Throughput:
-    """Poll committed offsets until they reach the end of ``loaded``; see the module doc."""
+    """Poll committed offsets until they reach the end of ``loaded``, or cover
+    ``until_events`` events when that is set (a prefix of the topic); see the module doc."""
     deadline = launched_at + timeout_s
+    target = min(until_events, loaded.events) if until_events > 0 else loaded.events
     seen: list[tuple[float, int]] = []  # (when observed, events committed), on each change
     while True:
         committed = watcher.committed()
@@ -286,7 +297,7 @@ def measure_group(
         done = loaded.events_below(committed)
         if done > (seen[-1][1] if seen else 0):
             seen.append((now, done))
-        if done >= loaded.events:
+        if done >= target:
             break
         code = proc.poll()
         if code is not None:
@@ -300,16 +311,17 @@ def measure_group(
                 f"events committed"
             )
         time.sleep(poll_s)
-    (first_t, first_done), (last_t, _) = seen[0], seen[-1]
-    if len(seen) < MIN_COMMITS or first_done > loaded.events // 2:
+    (first_t, first_done), (last_t, last_done) = seen[0], seen[-1]
+    if len(seen) < MIN_COMMITS or first_done > target // 2:
         raise BenchError(
             f"too few commits to measure a rate: {len(seen)} seen, the first already "
-            f"covered {first_done:,} of {loaded.events:,} events (the consumer commits "
+            f"covered {first_done:,} of {target:,} events (the consumer commits "
             f"too rarely for this run's length: raise --events)"
         )
     prev_t, prev_done = seen[-2]
     return Throughput(
-        events=loaded.events - first_done,
+        events=last_done - first_done,
+        reached_end=last_done >= loaded.events,
         elapsed_s=last_t - first_t,
         startup_s=first_t - launched_at,
         first_commit_events=first_done,

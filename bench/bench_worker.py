@@ -193,12 +193,14 @@ def measure(
     loaded: Loaded,
     log: Path,
     timeout_s: float,
+    until_events: int = 0,
 ) -> Run:
     print(f"worker: running {label} ...", file=sys.stderr, flush=True)
     watcher = GroupWatcher(bootstrap, group, loaded)
     proc, launched_at = start_process(cmd, env, log)
     try:
-        result = measure_group(watcher, loaded, proc, launched_at=launched_at, timeout_s=timeout_s)
+        result = measure_group(watcher, loaded, proc, launched_at=launched_at, timeout_s=timeout_s, until_events=until_events
+        )
     except BenchError as exc:
         raise BenchError(
             f"{label}: {exc.reason}", f"--- tail of {log} ---\n{log_tail(log)}"
@@ -206,7 +208,7 @@ def measure(
     finally:
         stop_process(proc)
         watcher.close()
-    print(f"worker: {label}: {result.describe(loaded.events)}", file=sys.stderr, flush=True)
+    print(f"worker: {label}: {result.describe()}", file=sys.stderr, flush=True)
     return Run(label, loaded, result)
 
 
