@@ -156,6 +156,7 @@ def preload(
             "linger.ms": 20,
             "compression.type": compression,
             "queue.buffering.max.messages": 200_000,
+            "log_level": 3,  # errors only: a fresh broker makes it retry its PID, noisily
         }
     )
     landed: dict[int, dict[int, int]] = {}  # partition -> offset -> events

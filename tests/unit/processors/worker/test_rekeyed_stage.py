@@ -235,9 +235,6 @@ def test_a_pending_message_is_stored_once_and_deleted_when_released() -> None:
     assert table_key(Q, "meta") in [k for _, k, _ in out.writes]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: process() writes a released message's pending deletion before the states of the "
-    "keys its events went to; a crash between the two writes loses those events"))
 def test_a_crash_between_the_writes_of_a_batch_loses_no_buffered_event() -> None:
     """Agent-1's 12 errors wait in a pending entry (their offset is committed); they are
     released and fire; the crash comes after the entry's deletion reached the table, before

@@ -147,14 +147,10 @@ class RekeyedStage:
             if self._buffer(part, offset, (fkey[0], fkey[1]), message):
                 new.append((offset, key, value))
         touched = self._release(part, out)
-        for offset, key, value in new:
-            if part.messages.get(offset):  # still holds unreleased events: keep it safe
-                part.stored.add(offset)
-                out.writes.append((partition, table_key(partition, _PENDING, offset),
-                                   b"[" + key + b"," + value + b"]"))
-        for offset in [o for o in part.stored if not part.messages.get(o)]:
-            part.stored.discard(offset)
-            out.writes.append((partition, table_key(partition, _PENDING, offset), None))
+        # Write order matters: a crash can cut the batch's writes anywhere, and the broker
+        # keeps a prefix. Key states (and their release frontiers) go first, then new pending
+        # messages, and only last the deletion of messages whose events are all released:
+        # a deletion never lands without the state that has those events.
         for scope, skey in touched:
             driver = part.drivers[scope]
             data = driver.engine.dump_key(skey)
@@ -166,6 +162,14 @@ class RekeyedStage:
             "d": {s: [d.engine.watermark_us, d.next_advance_us]
                   for s, d in part.drivers.items()},
         })))
+        for offset, key, value in new:
+            if part.messages.get(offset):  # still holds unreleased events: keep it safe
+                part.stored.add(offset)
+                out.writes.append((partition, table_key(partition, _PENDING, offset),
+                                   b"[" + key + b"," + value + b"]"))
+        for offset in [o for o in part.stored if not part.messages.get(o)]:
+            part.stored.discard(offset)
+            out.writes.append((partition, table_key(partition, _PENDING, offset), None))
 
     def _buffer(self, part: _Partition, offset: int, fkey: tuple[str, str],
                 message: dict[str, Any]) -> bool:

@@ -27,7 +27,15 @@ import orjson
 
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
 from agentwatch.processors.worker._forward import compact_event, scope_key, table_key
-from agentwatch.schemas import Alert, AlertScope, EventKind, PriceTable, decode_record, to_us
+from agentwatch.schemas import (
+    Alert,
+    AlertScope,
+    Event,
+    EventKind,
+    PriceTable,
+    decode_record,
+    to_us,
+)
 
 __all__ = ["DeadLetter", "SessionStage", "StageOutput", "config_fingerprint"]
 
@@ -154,7 +162,7 @@ class SessionStage:
         part = self.partitions[partition]
         engine = part.engine
         process, advance, is_new = engine.process, engine.advance, engine.is_new
-        applied = part.applied
+        applied, closed = part.applied, part.closed
         disorder_us, step_us = self._disorder_us, ADVANCE_STEP_US
         forward_kinds = self._forward_kinds if self.forward_scopes else frozenset()
         forwards: dict[tuple[AlertScope, tuple[str, str]], list[list[Any]]] = defaultdict(list)
@@ -167,20 +175,14 @@ class SessionStage:
                 replayed += 1
                 continue
             part.last_offset = offset
-            if value is None:
-                out.dead_letters.append(DeadLetter(
-                    key, b"", "empty record (no value)", self.topic, partition, offset, None))
-                continue
-            decoded = decode_record(value)
-            for rejected in decoded.rejected:
-                out.dead_letters.append(DeadLetter(
-                    key, rejected.raw, rejected.reason, self.topic, partition, offset,
-                    rejected.index))
             this_record: set[tuple[str, str]] = set()
-            for event in decoded.events:
+            for event in self._decode(partition, offset, key, value, out):
                 skey = (event.tenant_id, event.session_id)
                 if skey not in this_record:
-                    if applied.get(skey, -1) >= offset:  # this key's state already has it
+                    last = applied.get(skey)
+                    if last is None:  # an ended session's marker counts too
+                        last = closed.get(skey, -1)
+                    if last >= offset:  # this key's state already has it
                         replayed += 1
                         continue
                     applied[skey] = offset
@@ -201,13 +203,27 @@ class SessionStage:
                     for scope in self.forward_scopes:
                         forwards[(scope, scope_key(scope, event))].append(compact)
         part.max_ts_us = max_ts_us
-        out.events += n_events
-        out.duplicates += duplicates
+        out.events, out.duplicates = out.events + n_events, out.duplicates + duplicates
         out.replayed += replayed
-        for (scope, fkey), compacts in forwards.items():
-            out.forwards.append((orjson.dumps(fkey), orjson.dumps(
-                {"s": scope.value, "p": partition, "e": compacts})))
+        out.forwards += [
+            (orjson.dumps(fkey), orjson.dumps({"s": scope.value, "p": partition, "e": compacts}))
+            for (scope, fkey), compacts in forwards.items()
+        ]
         self._collect_writes(partition, part, touched, out)
+
+    def _decode(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                out: StageOutput) -> list[Event]:
+        """The record's valid events; everything else becomes a dead letter."""
+        if value is None:
+            out.dead_letters.append(DeadLetter(
+                key, b"", "empty record (no value)", self.topic, partition, offset, None))
+            return []
+        decoded = decode_record(value)
+        out.dead_letters += [
+            DeadLetter(key, r.raw, r.reason, self.topic, partition, offset, r.index)
+            for r in decoded.rejected
+        ]
+        return decoded.events
 
     def forget_closed(self, partition: int, committed_offset: int, out: StageOutput) -> None:
         """Markers of ended sessions are needed only until the input offsets that could
