@@ -18,15 +18,16 @@ the time between those two observations: start-up and group join are excluded (a
 apart), and the end is late by at most one commit interval of the consumer (printed as a
 bound; a run too short for the consumer's commit cadence fails and asks for more --events).
 
-Ours: the worker on the packed topic (the ratio line); also the worker on the
+Ours: the worker on the whole packed topic (the ratio line); also the worker on the
 one-event-per-record topic (an extra line against the same peer figure).
 Peer: quixstreams on the one-event-per-record topic (how its users would consume it), and on
 the packed topic with the arrays expanded by ``sdf.apply(..., expand=True)``; the faster of
 the two is the peer. Its per-event cost grows with the events of a key inside the window
-(each event updates every sliding window it falls in: ~60 here), so it is slow; it is
-measured over the first ``--peer-events`` events of each topic (default 100,000), a prefix
-that includes the window's warm-up (the first 60 s of event time, when it is faster): a bias
-in the peer's favour. Goal (issue 3, not asserted): >= 50,000 events/s per worker, and faster
+(each event updates every sliding window it falls in: ~60 here), so it is slow.
+The slow runs (both quixstreams runs and the worker's one-event-per-record run) are measured
+over the first ``--prefix-events`` events of their topic (default 100,000): for the peer that
+prefix includes its window's warm-up (the first 60 s of event time, when it is faster), a
+bias in its favour. Goal (issue 3, not asserted): >= 50,000 events/s per worker, and faster
 than quixstreams.
 
 ``--peer-only`` runs the quixstreams half alone.
@@ -183,7 +184,6 @@ def quix_child(argv: list[str]) -> None:
 @dataclass(frozen=True)
 class Run:
     label: str
-    loaded: Loaded
     result: Throughput
 
 
@@ -219,7 +219,7 @@ def measure(
         stop_process(proc)
         watcher.close()
     print(f"worker: {label}: {result.describe()}", file=sys.stderr, flush=True)
-    return Run(label, loaded, result)
+    return Run(label, result)
 
 
 def run_quix(mode: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace) -> Run:
@@ -250,12 +250,18 @@ def run_quix(mode: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argpars
         loaded=loaded,
         log=tmp / f"{group}.log",
         timeout_s=args.timeout_s,
-        until_events=args.peer_events,
+        until_events=args.prefix_events,
     )
 
 
 def run_worker(
-    label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
+    label: str,
+    loaded: Loaded,
+    bootstrap: str,
+    tmp: Path,
+    args: argparse.Namespace,
+    *,
+    until_events: int = 0,
 ) -> Run:
     group = fresh_name("bench-worker")
     data_dir = tmp / group
@@ -278,6 +284,7 @@ def run_worker(
         loaded=loaded,
         log=tmp / f"{group}.log",
         timeout_s=args.timeout_s,
+        until_events=until_events,
     )
 
 
@@ -337,11 +344,11 @@ def parse_args() -> argparse.Namespace:
         "--compression", default="none", choices=("none", "gzip", "snappy", "lz4", "zstd")
     )
     parser.add_argument(
-        "--peer-events",
+        "--prefix-events",
         type=int,
         default=100_000,
-        help="measure quixstreams over this many events from the start of each topic "
-        "(0: all); it runs at ~1-2k events/s here",
+        help="measure the slow runs (quixstreams, the worker on one event per record) over "
+        "this many events from the start of their topic (0: all)",
     )
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per consumer run")
     parser.add_argument(
@@ -358,6 +365,11 @@ def parse_args() -> argparse.Namespace:
         "--peer-only",
         action="store_true",
         help="run only the quixstreams peer (no `agentwatch worker`)",
+    )
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="run only the worker on packed records (no peer, no ratio): for profiling",
     )
     return parser.parse_args()
 
@@ -396,8 +408,11 @@ def run_all(args: argparse.Namespace, work: Workload, bootstrap: str, tmp: Path)
     create_topics(bootstrap, [packed_topic, single_topic], args.partitions)
     packed = preload(bootstrap, packed_topic, work.packed, compression=args.compression)
     single = preload(bootstrap, single_topic, work.single, compression=args.compression)
-    del work  # the topics hold it now
 
+    if args.ours_only:
+        ours = run_worker("packed records", packed, bootstrap, tmp, args)
+        print(f"worker_ours: events_per_s packed = {ours.result.events_per_s:.6g}")
+        return 0
     peers = [
         run_quix("single", single, bootstrap, tmp, args),
         run_quix("packed", packed, bootstrap, tmp, args),
@@ -415,7 +430,9 @@ def run_all(args: argparse.Namespace, work: Workload, bootstrap: str, tmp: Path)
         return 0
 
     ours = run_worker("packed records", packed, bootstrap, tmp, args)
-    ours_single = run_worker("one event per record", single, bootstrap, tmp, args)
+    ours_single = run_worker(
+        "one event per record", single, bootstrap, tmp, args, until_events=args.prefix_events
+    )
     summary("worker", "events_per_s", ours.result.events_per_s, peer_rate, higher_is_better=True)
     # same peer figure; ours on the records a third-party producer might send
     summary(

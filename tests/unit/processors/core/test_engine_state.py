@@ -149,3 +149,21 @@ def test_session_close_reports_an_earlier_fall_back_whatever_the_timers(
     assert len(resolved) == 1
     assert resolved[0].ts == from_us(61 * US)
     assert "fell back" in resolved[0].reason
+
+
+def test_a_dump_can_keep_only_the_most_recent_event_ids(ev: EventFactory) -> None:
+    config = rules_from_mapping({"dedup_ids_per_session": 4})
+    engine = Engine(config)
+    events = [ev(i) for i in range(6)]  # 4 ids fill a generation, 2 start the next
+    for event in events:
+        engine.process(event)
+    state = engine.dump_key(("default", "sess-1"), max_ids=3)
+    assert state is not None
+    _, recent, older = state["s"]
+    assert recent == [events[4].event_id, events[5].event_id]
+    assert older == [events[3].event_id]
+    restored = Engine(config)
+    restored.load_key(("default", "sess-1"), state)
+    assert not restored.is_new(events[5])
+    assert not restored.is_new(events[3])
+    assert restored.is_new(events[2])  # beyond what the dump kept

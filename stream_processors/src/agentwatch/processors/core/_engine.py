@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import count
+from itertools import count, islice
 from operator import attrgetter
 from typing import Any
 
@@ -56,8 +56,9 @@ class _Session:
     def __init__(self, ts_us: int) -> None:
         self.last_ts_us = ts_us
         # recent event ids in two generations: between limit and 2 x limit ids are kept
-        self.seen: set[str] = set()
-        self.older: set[str] = set()
+        # (dicts as insertion-ordered sets: a snapshot can take the most recent ones)
+        self.seen: dict[str, None] = {}
+        self.older: dict[str, None] = {}
 
 
 class Engine:
@@ -117,10 +118,10 @@ class Engine:
             if event_id in seen or event_id in session.older:
                 self._duplicates += 1
                 return out
-            seen.add(event_id)
+            seen[event_id] = None
             if len(seen) >= self._dedup:
                 session.older = seen
-                session.seen = set()
+                session.seen = {}
         return self._observe(event, ts_us, skey, out)
 
     def _observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> list[Alert]:
@@ -165,13 +166,23 @@ class Engine:
         return out
 
     # -- state as plain data, one key at a time (a worker's changelog tables) ----------------
-    def dump_key(self, key: ScopeKey) -> dict[str, Any] | None:
+    def dump_key(self, key: ScopeKey, *, max_ids: int | None = None) -> dict[str, Any] | None:
         """Everything the engine keeps for ``key`` (a session key, or an agent/tenant key)
-        as JSON-able data; None when it keeps nothing (the key is gone)."""
+        as JSON-able data; None when it keeps nothing (the key is gone). ``max_ids``: keep
+        only that many of the session's most recent event ids for deduplication (a worker
+        writes a session's state every batch; all 1,024-2,048 ids would dominate it)."""
         out: dict[str, Any] = {}
         session = self._sessions.get(key)
         if session is not None:
-            out["s"] = [session.last_ts_us, list(session.seen), list(session.older)]
+            seen, older = session.seen, session.older
+            if max_ids is None:
+                out["s"] = [session.last_ts_us, list(seen), list(older)]
+            else:
+                recent = list(islice(reversed(seen), max_ids))
+                recent.reverse()
+                rest = list(islice(reversed(older), max(0, max_ids - len(recent))))
+                rest.reverse()
+                out["s"] = [session.last_ts_us, recent, rest]
         states = {}
         for detector in self.detectors:
             data = detector.dump(key)
@@ -187,8 +198,8 @@ class Engine:
         session_data = data.get("s")
         if session_data is not None and self._track:
             session = self._sessions[key] = _Session(session_data[0])
-            session.seen = set(session_data[1])
-            session.older = set(session_data[2])
+            session.seen = dict.fromkeys(session_data[1])
+            session.older = dict.fromkeys(session_data[2])
             self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
         states = data.get("d") or {}
         for detector in self.detectors:

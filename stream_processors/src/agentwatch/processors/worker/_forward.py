@@ -40,12 +40,34 @@ def compact_event(event: Event, ts_us: int) -> list[Any]:
     ]
 
 
+_FIELDS: Final = (
+    "event_id", "ts", "tenant_id", "agent_id", "session_id", "kind", "status", "cost_usd",
+    "name", "tool_args_hash",
+)
+_DEFAULTS: Final = {
+    name: info.get_default(call_default_factory=True)
+    for name, info in Event.model_fields.items() if not info.is_required()
+}
+_FIELDS_SET: Final = frozenset(_FIELDS)
+_KINDS: Final = {k.value: k for k in EventKind}
+_STATUSES: Final = {s.value: s for s in EventStatus}
+_new_event = Event.__new__
+_set = object.__setattr__
+
+
 def event_from_compact(c: list[Any]) -> Event:
-    return Event.model_construct(
-        event_id=c[0], ts=from_us(c[1]), tenant_id=c[2], agent_id=c[3], session_id=c[4],
-        kind=EventKind(c[5]), status=EventStatus(c[6]), cost_usd=c[7], name=c[8],
-        tool_args_hash=c[9],
-    )
+    """What ``Event.model_construct`` builds (no validation: the session stage validated
+    it), ~20x faster: model_construct resolves every default field by field."""
+    event = _new_event(Event)
+    values = _DEFAULTS.copy()
+    values.update(zip(_FIELDS, (
+        c[0], from_us(c[1]), c[2], c[3], c[4], _KINDS[c[5]], _STATUSES[c[6]], c[7], c[8], c[9],
+    ), strict=True))
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
 
 
 def scope_key(scope: AlertScope, event: Event) -> tuple[str, str]:

@@ -40,6 +40,11 @@ from agentwatch.schemas import (
 __all__ = ["DeadLetter", "SessionStage", "StageOutput", "config_fingerprint"]
 
 _META: Final = "meta"
+#: event ids per session that survive a restart for deduplication. Records replayed from
+#: Kafka after a crash are skipped by offset, not by id; ids catch a producer sending an
+#: event twice, which happens close together (a retry). In a running worker the engine
+#: keeps its full 1,024-2,048 ids per session.
+DEDUP_IDS_KEPT: Final = 64
 _NON_SESSION: Final = (AlertScope.AGENT, AlertScope.TENANT)
 
 
@@ -243,7 +248,7 @@ class SessionStage:
         engine.touched.clear()
         writes = out.writes
         for skey in touched:
-            data = engine.dump_key(skey)
+            data = engine.dump_key(skey, max_ids=DEDUP_IDS_KEPT)
             offset = part.applied.get(skey, -1)
             if data is None:  # the session ended or expired: keep a marker with its offset
                 part.applied.pop(skey, None)

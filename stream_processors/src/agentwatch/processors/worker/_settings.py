@@ -100,4 +100,6 @@ ENV_VARS: dict[str, str] = {
     "partitions": "AGENTWATCH_PARTITIONS",
     "replication_factor": "AGENTWATCH_REPLICATION_FACTOR",
     "rules_file": "AGENTWATCH_RULES",
+    "batch_max_records": "AGENTWATCH_BATCH_MAX_RECORDS",
+    "batch_within_s": "AGENTWATCH_BATCH_WITHIN_S",
 }
