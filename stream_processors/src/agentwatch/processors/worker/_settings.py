@@ -33,7 +33,7 @@ class WorkerSettings:
     replication_factor: int = 1
     """Of the topics the worker creates (events, alerts, dead letters, internal ones)."""
     rules_file: Path | None = None
-    batch_max_records: int = 1000
+    batch_max_records: int = 5000
     batch_within_s: float = 0.05
     idle_after_s: float = 1.0
     """An input partition with nothing new for this long (and nothing left to read) is
