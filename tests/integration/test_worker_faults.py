@@ -23,6 +23,8 @@ from worker_harness import (
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 
 PARTITIONS = 4
+#: scenarios here are produced ~100x faster than real time (see WorkerSettings.idle_after_s)
+IDLE_AFTER_S = 6.0
 
 
 def _topics(name: str) -> dict[str, str]:
@@ -104,7 +106,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
     expected = replay_alerts(events)
     group = f"{topic_name}-g"
     first = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data",
-                          tmp_path / "worker-1.log").start()
+                          tmp_path / "worker-1.log", idle_after_s=IDLE_AFTER_S).start()
     # the stream keeps flowing for ~20 s while the worker is killed and restarted
     producer = threading.Thread(target=produce, args=(kafka_bootstrap, topics["events"],
                                                       records), kwargs={"pace_s": 0.04})
@@ -116,7 +118,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
     time.sleep(1)
     # a fresh data dir (a new machine): the state can only come from the changelog topics
     second = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data-2",
-                           tmp_path / "worker-2.log").start()
+                           tmp_path / "worker-2.log", idle_after_s=IDLE_AFTER_S).start()
     producer.join()
     try:
         got = [orjson.loads(v) for v in read_topic(
@@ -137,8 +139,11 @@ def test_two_workers_split_the_partitions_and_together_match_one(
     events = list(fleet_events(FleetPlan()))
     expected = replay_alerts(events)
     group = f"{topic_name}-g"
+    # the scenario is produced ~100x faster than real time: a partition quiet for a second
+    # of wall time would be minutes of event time behind (see WorkerSettings.idle_after_s)
     workers = [WorkerProcess(kafka_bootstrap, topics, group, tmp_path / f"data-{i}",
-                             tmp_path / f"worker-{i}.log").start() for i in (1, 2)]
+                             tmp_path / f"worker-{i}.log", idle_after_s=IDLE_AFTER_S).start()
+               for i in (1, 2)]
     try:
         # both in the group before any data: then they split the partitions
         deadline = time.monotonic() + 60

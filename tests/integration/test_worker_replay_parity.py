@@ -19,6 +19,7 @@ from worker_harness import (
 )
 
 from agentwatch.cli._fleet import FleetPlan, fleet_events
+from agentwatch.processors.core import load_rules
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 from _common import synthetic_events
@@ -31,13 +32,13 @@ def _topics(name: str) -> dict[str, str]:
 
 
 def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
-                events: list[dict[str, Any]], expected: list[dict[str, Any]]
-                ) -> list[dict[str, Any]]:
+                events: list[dict[str, Any]], expected: list[dict[str, Any]],
+                rules: Path | None = None) -> list[dict[str, Any]]:
     topics = _topics(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     produce(kafka_bootstrap, topics["events"], pack(events))
     worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
-                           tmp_path / "worker.log").start()
+                           tmp_path / "worker.log", rules=rules).start()
     try:
         got = read_topic(kafka_bootstrap, topics["alerts"],
                          until=lambda values: len(values) >= len(expected), timeout_s=90)
@@ -64,15 +65,26 @@ def test_the_demo_fleet_gives_the_same_alerts_as_replay(
 def test_many_sessions_over_every_partition_give_the_same_alerts_as_replay(
     kafka_bootstrap: str, topic_name: str, tmp_path: Path, n_events: int
 ) -> None:
-    """500 sessions of 5 agents over 4 partitions: agent error-rate windows need events from
-    every partition, consumed in whatever order the worker gets them."""
+    """500 sessions of 5 agents over 4 partitions: agent error-rate and tenant cost windows
+    need events from every partition, consumed in whatever order the worker gets them."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  tenant_cost:\n"
+        "    type: cost\n"
+        "    scope: tenant\n"
+        "    window_s: 30\n"
+        "    threshold_usd: 1.5\n"
+    )
+    config = load_rules(rules)
     events = [orjson.loads(line) for line in synthetic_events(n_events, loops_every=2000)]
     for i, event in enumerate(events):  # an error burst of agent-1 half-way through
         if 6000 <= i < 14000 and event["kind"] == "tool_call" and event["agent_id"] == "agent-1":
             event["status"] = "error"
-    expected = replay_alerts(events)
+    expected = replay_alerts(events, config)
     assert any(a["rule"] == "agent_error_rate" for a in expected)
+    assert any(a["rule"] == "tenant_cost" for a in expected)
     assert sum(a["rule"] == "loop_repeat" for a in expected) >= 10
-    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected)
+    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected, rules)
     assert len(got) == len(expected)
     assert alert_set(got) == alert_set(expected)

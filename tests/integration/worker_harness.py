@@ -26,7 +26,8 @@ class WorkerProcess:
     """One ``agentwatch worker`` subprocess; its log goes to ``log_path``."""
 
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, data_dir: Path,
-                 log_path: Path, *, rules: Path | None = None) -> None:
+                 log_path: Path, *, rules: Path | None = None, idle_after_s: float | None = None
+                 ) -> None:
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -38,6 +39,8 @@ class WorkerProcess:
         }
         if rules is not None:
             self.env["AGENTWATCH_RULES"] = str(rules)
+        if idle_after_s is not None:
+            self.env["AGENTWATCH_IDLE_AFTER_S"] = str(idle_after_s)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -23,6 +23,7 @@ ENV = {
     "AGENTWATCH_RULES": "rules.yaml",
     "AGENTWATCH_BATCH_MAX_RECORDS": "5000",
     "AGENTWATCH_BATCH_WITHIN_S": "0.2",
+    "AGENTWATCH_IDLE_AFTER_S": "3",
 }
 
 
@@ -33,7 +34,7 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
         bootstrap_servers="k1:9092,k2:9092", events_topic="t.events", alerts_topic="t.alerts",
         dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
         partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
-        batch_max_records=5000, batch_within_s=0.2,
+        batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
     )
 
 
@@ -86,8 +87,8 @@ def test_a_bad_number_names_its_variable(var: str, value: str) -> None:
 
 
 def test_a_bad_number_from_the_cli_names_the_setting() -> None:
-    with pytest.raises(ConfigError, match=r"^idle_after_s: 'soon' is not a valid float"):
-        WorkerSettings.from_env({}, idle_after_s="soon")
+    with pytest.raises(ConfigError, match=r"^partitions: 'many' is not a valid int"):
+        WorkerSettings.from_env({}, partitions="many")
 
 
 def test_numbers_are_converted() -> None:

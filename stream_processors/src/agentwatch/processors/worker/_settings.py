@@ -37,7 +37,10 @@ class WorkerSettings:
     batch_within_s: float = 0.05
     idle_after_s: float = 1.0
     """An input partition with nothing new for this long (and nothing left to read) is
-    idle: it no longer holds back agent- and tenant-scoped windows."""
+    idle: it no longer holds back agent- and tenant-scoped windows. This assumes event time
+    runs with the wall clock: a stream replayed faster than real time (a recorded scenario
+    at 100x) needs a longer idle time, or a partition quiet for a second of wall time
+    comes back a hundred seconds of event time behind the others (late)."""
 
     def __post_init__(self) -> None:
         if not self.dlq_topic:
@@ -60,15 +63,18 @@ class WorkerSettings:
         not None win (the CLI's options)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        source: dict[str, str] = {}  # where each value came from, for error messages
         for name, var in ENV_VARS.items():
             raw = env.get(var, "").strip()
             if raw:
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls._coerce(values)
+                values[name], source[name] = raw, var
+        for name, value in overrides.items():
+            if value is not None:
+                values[name], source[name] = value, name
+        return cls._coerce(values, source)
 
     @classmethod
-    def _coerce(cls, values: dict[str, Any]) -> WorkerSettings:
+    def _coerce(cls, values: dict[str, Any], source: dict[str, str]) -> WorkerSettings:
         types = {f.name: f.type for f in fields(cls)}
         out: dict[str, Any] = {}
         for name, value in values.items():
@@ -83,8 +89,7 @@ class WorkerSettings:
                 else:
                     out[name] = str(value)
             except ValueError:
-                raise ConfigError(
-                    f"{ENV_VARS.get(name, name)}: {value!r} is not a valid {kind}") from None
+                raise ConfigError(f"{source[name]}: {value!r} is not a valid {kind}") from None
         return cls(**out)
 
 
@@ -102,4 +107,5 @@ ENV_VARS: dict[str, str] = {
     "rules_file": "AGENTWATCH_RULES",
     "batch_max_records": "AGENTWATCH_BATCH_MAX_RECORDS",
     "batch_within_s": "AGENTWATCH_BATCH_WITHIN_S",
+    "idle_after_s": "AGENTWATCH_IDLE_AFTER_S",
 }
