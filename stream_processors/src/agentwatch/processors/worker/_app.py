@@ -36,6 +36,8 @@ __all__ = ["build_app"]
 
 log = logging.getLogger("agentwatch.worker")
 
+#: a partition with records to read that delivers none for this long is resumed
+_STALL_S = 5.0
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                         "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -116,6 +118,11 @@ class _Worker:
             # a crashed worker's partitions move to the others after this long (faust: 60 s);
             # heartbeats come from faust's consumer thread, not from the busy agent loop
             broker_session_timeout=10.0,
+            # faust stops fetching a partition whose stream buffer is under pressure and
+            # should resume it when the buffer drains; that resume can be lost (faust-streaming
+            # #471: a partition is never read again). A batch takes up to 5,000 records, so a
+            # buffer this size is never under pressure; the watchdog below covers the rest.
+            stream_buffer_maxsize=65_536,
         )
         self.events_topic = app.topic(settings.events_topic, partitions=n, **_RAW)
         self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,
@@ -128,6 +135,10 @@ class _Worker:
         self.session_stage = SessionStage(config, settings.events_topic)
         self.rekeyed_stage = RekeyedStage(config, n)
         self.last_batch_s: dict[int, float] = {}
+        #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
+        #: watchdog's view of which partitions make progress
+        self.progress: dict[TP, tuple[float, int]] = {}
+        self.started_s = time.monotonic()
         self._stats = {"batches": 0, "records": 0, "events": 0, "writes": 0, "alerts": 0,
                        "dead": 0, "process_s": 0.0, "send_s": 0.0, "write_s": 0.0}
         self._stats_logged_s = time.monotonic()
@@ -190,6 +201,7 @@ class _Worker:
             now = time.monotonic()
             for partition in groups:
                 self.last_batch_s[partition] = now
+            self._progressed(topic, groups)
             self._count(len(batch), out, t1 - t0, t2 - t1, time.perf_counter() - t2)
 
     def _count(self, records: int, out: StageOutput, process_s: float, send_s: float,
@@ -211,6 +223,33 @@ class _Worker:
             log.info("agentwatch worker: %s", " ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()))
 
+    def _progressed(self, topic: str, groups: dict[int, list[EventT[Any]]]) -> None:
+        now = time.monotonic()
+        for partition, events in groups.items():
+            self.progress[TP(topic, partition)] = (now, events[-1].message.offset)
+
+    def _kick_stalled(self) -> None:
+        """Resume partitions that have records to read but deliver none (faust-streaming
+        #471: a partition taken out of fetching under buffer pressure is never put back)."""
+        consumer: Any = self.app.consumer
+        now = time.monotonic()
+        topics = {self.settings.events_topic, self.settings.rekeyed_topic}
+        for tp in consumer.assignment():
+            if tp.topic not in topics:
+                continue
+            highwater = consumer.highwater(tp)
+            seen_s, offset = self.progress.get(tp, (self.started_s, -1))
+            if tp.topic == self.settings.events_topic:
+                offset = max(offset, self.session_stage.last_offset(tp.partition))
+            if highwater is None or offset + 1 >= highwater or now - seen_s < _STALL_S:
+                continue
+            log.warning("agentwatch worker: %s[%d] has records from offset %d but none came "
+                        "for %.0f s: resuming it", tp.topic, tp.partition, offset + 1,
+                        now - seen_s)
+            consumer.on_buffer_drop(tp)
+            consumer.resume_partitions({tp})
+            self.progress[tp] = (now, offset)
+
     async def rekeyed_agent(self, stream: Any) -> None:
         stage, table = self.rekeyed_stage, self.rekeyed_table
         async for batch in stream.take_events(self.settings.batch_max_records,
@@ -223,12 +262,16 @@ class _Worker:
                 stage.process(partition, _records(events), out)
             await self.send_outputs(out)
             await _write(table, groups, out.writes)
+            self._progressed(self.settings.rekeyed_topic, groups)
 
     async def announce_idle(self) -> None:
         """Input partitions with nothing left to read stop holding back the rekeyed stage."""
         stage = self.session_stage
         tables: Any = self.app.tables
-        if not stage.forward_scopes or not tables.recovery.completed.is_set():
+        if not tables.recovery.completed.is_set():
+            return
+        self._kick_stalled()
+        if not stage.forward_scopes:
             return
         now = time.monotonic()
         idle = []

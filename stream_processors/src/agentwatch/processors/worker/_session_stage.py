@@ -49,8 +49,20 @@ _NON_SESSION: Final = (AlertScope.AGENT, AlertScope.TENANT)
 
 
 def config_fingerprint(config: RulesConfig) -> str:
-    """Changes when the rules change: state saved under other rules is not reloaded."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    """Changes when the rules change: state saved under other rules is not reloaded.
+    The same in every process: sets (a rule's ``kinds``) iterate in an order that depends
+    on string hashing, which differs per process, so they are sorted first."""
+    return hashlib.sha256(orjson.dumps(_canonical(config.model_dump(mode="json")),
+                                       option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +188,7 @@ class SessionStage:
         max_ts_us = part.max_ts_us
         n_events = duplicates = replayed = 0
         for offset, key, value in records:
-            if offset <= part.last_offset:  # a whole record this partition already has
-                replayed += 1
-                continue
-            part.last_offset = offset
+            part.last_offset = max(part.last_offset, offset)
             this_record: set[tuple[str, str]] = set()
             for event in self._decode(partition, offset, key, value, out):
                 skey = (event.tenant_id, event.session_id)
