@@ -80,17 +80,29 @@ def test_config_error_is_a_value_error() -> None:
         Agentwatch(transport=_transport(), queue_size=-5)
 
 
-def test_bootstrap_servers_says_kafka_is_not_available_yet() -> None:
-    with pytest.raises(ConfigError, match="Kafka transport is not available yet"):
-        Agentwatch(bootstrap_servers="localhost:9092")
+def test_bootstrap_servers_builds_the_kafka_transport() -> None:
+    from agentwatch.producer._kafka import KafkaTransport  # noqa: PLC0415
+
+    # nothing listens on port 1: building the client must not connect (or block, or raise)
+    client = Agentwatch(bootstrap_servers="127.0.0.1:1", topic="t.events")
+    try:
+        assert isinstance(client.transport, KafkaTransport)
+        assert client.transport.topic == "t.events"
+    finally:
+        client.close(timeout_s=2)
 
 
-def test_bootstrap_servers_from_environment_also_reaches_the_kafka_hook(
+def test_bootstrap_servers_from_environment_also_builds_the_kafka_transport(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AGENTWATCH_BOOTSTRAP_SERVERS", "localhost:9092")
-    with pytest.raises(ConfigError, match="Kafka transport"):
-        Agentwatch()
+    from agentwatch.producer._kafka import KafkaTransport  # noqa: PLC0415
+
+    monkeypatch.setenv("AGENTWATCH_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    client = Agentwatch()
+    try:
+        assert isinstance(client.transport, KafkaTransport)
+    finally:
+        client.close(timeout_s=2)
 
 
 def test_missing_transport_raises_config_error() -> None:
