@@ -162,6 +162,25 @@ class KafkaBroker:
         props = self._write_config(root)
         cluster_id = self._tool(["random-uuid"]).strip().splitlines()[-1]
         self._tool(["format", "-t", cluster_id, "-c", str(props)])
+        self._launch(root)
+        self._wait_ready(root)
+
+    def restart(self, down_s: float) -> None:
+        """Stop the broker (SIGTERM), wait ``down_s``, start it again on the same ports and
+        data: an outage its clients must ride out."""
+        assert self._dir is not None
+        assert self._proc is not None
+        proc, self._proc = self._proc, None
+        self._signal(proc, signal.SIGTERM)
+        proc.wait(STOP_TIMEOUT_S)
+        time.sleep(down_s)
+        log = self._dir / "broker.log"
+        seen = log.stat().st_size if log.is_file() else 0
+        self._launch(self._dir)
+        self._wait_ready(self._dir, after=seen)
+
+    def _launch(self, root: Path) -> None:
+        props = root / "server.properties"
         log4j = root / "log4j2.properties"
         cmd = [
             self._java, "-Xmx512m", "-cp", self._classpath,
@@ -175,7 +194,6 @@ class KafkaBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() signals the whole tree
             )
-        self._wait_ready(root)
 
     def _write_config(self, root: Path) -> Path:
         port, cport = self.port, self.controller_port
@@ -234,7 +252,8 @@ class KafkaBroker:
             raise KafkaUnavailable(f"StorageTool {args[0]} failed: {_one_line(output)}", output)
         return done.stdout
 
-    def _wait_ready(self, root: Path) -> None:
+    def _wait_ready(self, root: Path, *, after: int = 0) -> None:
+        """Until the log shows the ready line (past byte ``after``) and the port is open."""
         assert self._proc is not None
         log = root / "broker.log"
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -244,7 +263,7 @@ class KafkaBroker:
                 raise KafkaUnavailable(
                     f"Kafka broker exited with code {code} during start-up", self._logs(root)
                 )
-            ready_line = log.is_file() and READY_LINE in log.read_text(errors="replace")
+            ready_line = log.is_file() and READY_LINE in _read_from(log, after)
             if ready_line and _port_open(self.port):
                 return
             time.sleep(0.1)
@@ -287,3 +306,11 @@ def start_broker() -> KafkaBroker:
     broker = KafkaBroker(ensure_jars(), java)
     broker.start()
     return broker
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        if offset > path.stat().st_size:  # the log was rotated: read it all
+            offset = 0
+        f.seek(offset)
+        return f.read().decode(errors="replace")
