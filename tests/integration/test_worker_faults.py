@@ -18,6 +18,7 @@ from worker_harness import (
     produce,
     read_topic,
     replay_alerts,
+    topics_for,
 )
 
 from agentwatch.cli._fleet import FleetPlan, fleet_events
@@ -31,10 +32,6 @@ IDLE_AFTER_S = 6.0
 FLUSH_EVERY = 4
 
 
-def _topics(name: str) -> dict[str, str]:
-    return {"events": f"{name}.events", "alerts": f"{name}.alerts", "dlq": f"{name}.dlq"}
-
-
 def _good(i: int, session: str = "s-dlq") -> dict[str, Any]:
     return {"event_id": f"00000000-0000-4000-8000-{i:012d}", "ts": f"2026-11-20T09:00:{i:02d}Z",
             "agent_id": "a", "session_id": session, "kind": "tool_call", "name": "lookup",
@@ -44,7 +41,7 @@ def _good(i: int, session: str = "s-dlq") -> dict[str, Any]:
 def test_bad_input_lands_in_the_dlq_with_reasons_and_good_events_still_count(
     kafka_bootstrap: str, topic_name: str, tmp_path: Path
 ) -> None:
-    topics = _topics(topic_name)
+    topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     wrong_type = {**_good(90), "input_tokens": "ten"}
     future_version = {**_good(91), "schema_version": 2}
@@ -104,7 +101,7 @@ def _assert_exactly(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -
 def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
     kafka_bootstrap: str, topic_name: str, tmp_path: Path
 ) -> None:
-    topics = _topics(topic_name)
+    topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     events, records = _paced_fleet(kafka_bootstrap, topics["events"])
     expected = replay_alerts(events)
@@ -138,7 +135,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
 def test_two_workers_split_the_partitions_and_together_match_one(
     kafka_bootstrap: str, topic_name: str, tmp_path: Path
 ) -> None:
-    topics = _topics(topic_name)
+    topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     events = list(fleet_events(FleetPlan()))
     expected = replay_alerts(events)

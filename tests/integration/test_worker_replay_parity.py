@@ -16,6 +16,7 @@ from worker_harness import (
     produce,
     read_topic,
     replay_alerts,
+    topics_for,
 )
 
 from agentwatch.cli._fleet import FleetPlan, fleet_events
@@ -27,14 +28,10 @@ from _common import synthetic_events
 PARTITIONS = 4
 
 
-def _topics(name: str) -> dict[str, str]:
-    return {"events": f"{name}.events", "alerts": f"{name}.alerts", "dlq": f"{name}.dlq"}
-
-
 def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
                 events: list[dict[str, Any]], expected: list[dict[str, Any]],
                 rules: Path | None = None) -> list[dict[str, Any]]:
-    topics = _topics(topic_name)
+    topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     produce(kafka_bootstrap, topics["events"], pack(events))
     worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",

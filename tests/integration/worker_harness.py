@@ -72,6 +72,11 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def topics_for(name: str) -> dict[str, str]:
+    """The worker's events, alerts and dead-letter topic names for one test."""
+    return {"events": f"{name}.events", "alerts": f"{name}.alerts", "dlq": f"{name}.dlq"}
+
+
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     async def go() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -63,6 +63,18 @@ def _table_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
             yield key, value
 
 
+def _feed(stage: SessionStage | RekeyedStage, table: Any,
+          groups: dict[int, list[EventT[Any]]]) -> StageOutput:
+    """Run a stage over a batch, partition by partition; a partition this process has not
+    seen since its assignment is first rebuilt from the table."""
+    out = StageOutput()
+    for partition, events in groups.items():
+        if partition not in stage.partitions:
+            stage.restore(partition, _table_items(table, partition))
+        stage.process(partition, _records(events), out)
+    return out
+
+
 async def _write(table: Any, groups: dict[int, list[EventT[Any]]],
                  writes: list[tuple[int, bytes, bytes | None]]) -> None:
     """Write (or delete) table keys: the local store, then the key's changelog partition.
@@ -134,7 +146,6 @@ class _Worker:
                                             value_type=bytes)
         self.session_stage = SessionStage(config, settings.events_topic)
         self.rekeyed_stage = RekeyedStage(config, n)
-        self.last_batch_s: dict[int, float] = {}
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
@@ -184,11 +195,8 @@ class _Worker:
                                               within=self.settings.batch_within_s):
             t0 = time.perf_counter()
             groups = _by_partition(batch)
-            out = StageOutput()
-            for partition, events in groups.items():
-                if partition not in stage.partitions:
-                    stage.restore(partition, _table_items(table, partition))
-                stage.process(partition, _records(events), out)
+            out = _feed(stage, table, groups)
+            for partition in groups:
                 committed = consumer._committed_offset.get(TP(topic, partition))
                 if committed is not None:
                     stage.forget_closed(partition, committed, out)
@@ -198,9 +206,6 @@ class _Worker:
                 await self.announce(groups, idle=False)
             t2 = time.perf_counter()
             await _write(table, groups, out.writes)
-            now = time.monotonic()
-            for partition in groups:
-                self.last_batch_s[partition] = now
             self._progressed(topic, groups)
             self._count(len(batch), out, t1 - t0, t2 - t1, time.perf_counter() - t2)
 
@@ -255,11 +260,7 @@ class _Worker:
         async for batch in stream.take_events(self.settings.batch_max_records,
                                               within=self.settings.batch_within_s):
             groups = _by_partition(batch)
-            out = StageOutput()
-            for partition, events in groups.items():
-                if partition not in stage.partitions:
-                    stage.restore(partition, _table_items(table, partition))
-                stage.process(partition, _records(events), out)
+            out = _feed(stage, table, groups)
             await self.send_outputs(out)
             await _write(table, groups, out.writes)
             self._progressed(self.settings.rekeyed_topic, groups)
@@ -282,7 +283,7 @@ class _Worker:
                 stage.restore(tp.partition, _table_items(self.session_table, tp.partition))
             highwater = self.app.consumer.highwater(tp)
             caught_up = highwater is not None and stage.last_offset(tp.partition) + 1 >= highwater
-            quiet = now - self.last_batch_s.get(tp.partition, 0.0) >= self.settings.idle_after_s
+            quiet = now - self.progress.get(tp, (0.0, -1))[0] >= self.settings.idle_after_s
             if caught_up and quiet:
                 idle.append(tp.partition)
         await self.announce(idle, idle=True)

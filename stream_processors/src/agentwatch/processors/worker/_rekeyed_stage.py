@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import orjson
 
-from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
+from agentwatch.processors.core import ADVANCE_STEP_US, Engine, EventTimeDriver, RulesConfig
 from agentwatch.processors.worker._forward import event_from_compact, table_key
 from agentwatch.processors.worker._session_stage import StageOutput, config_fingerprint
 from agentwatch.schemas import AlertScope, PriceTable
@@ -47,19 +47,11 @@ _ALWAYS: Final = 1 << 62
 _Item = tuple[int, str, str, tuple[str, str], list[Any], int]
 
 
-class _Driver:
-    __slots__ = ("engine", "next_advance_us")
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.next_advance_us = _NEVER
-
-
 class _Partition:
     __slots__ = ("buffered", "drivers", "frontier", "heap", "late", "messages", "released_us",
                  "sources", "stored")
 
-    def __init__(self, drivers: dict[str, _Driver]) -> None:
+    def __init__(self, drivers: dict[str, EventTimeDriver]) -> None:
         self.drivers = drivers
         self.sources: dict[int, tuple[int, bool]] = {}  # input partition -> (max ts, idle)
         self.heap: list[_Item] = []
@@ -89,7 +81,7 @@ class RekeyedStage:
             engine = Engine(self.config, scopes=[scope], track_sessions=False,
                             prices=self._prices)
             if engine.detectors:
-                drivers[scope.value] = _Driver(engine)
+                drivers[scope.value] = EventTimeDriver(engine)
         return _Partition(drivers)
 
     # -- partitions come and go with rebalances -----------------------------------------------
