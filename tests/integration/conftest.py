@@ -61,3 +61,15 @@ def topic_name(request: pytest.FixtureRequest) -> str:
     """A topic name no other test (or earlier run) used: deletion in Kafka is asynchronous."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:200]
     return f"aw-{stem}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def own_broker() -> Iterator[KafkaBroker]:
+    """A broker of the test's own, for tests that stop and start it (or read its data dir)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        pytest.skip("stops and starts a broker it runs itself (KAFKA_BOOTSTRAP_SERVERS is set)")
+    broker = _start_or_reason()
+    if isinstance(broker, KafkaUnavailable):
+        _unavailable(broker)
+    yield broker
+    broker.stop()

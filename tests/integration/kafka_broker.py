@@ -168,16 +168,38 @@ class KafkaBroker:
     def restart(self, down_s: float) -> None:
         """Stop the broker (SIGTERM), wait ``down_s``, start it again on the same ports and
         data: an outage its clients must ride out."""
-        assert self._dir is not None
+        self.pause()
+        time.sleep(down_s)
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the broker process (SIGTERM); ``resume()`` starts it on the same ports and data."""
         assert self._proc is not None
         proc, self._proc = self._proc, None
         self._signal(proc, signal.SIGTERM)
         proc.wait(STOP_TIMEOUT_S)
-        time.sleep(down_s)
+
+    def resume(self) -> None:
+        assert self._dir is not None
+        assert self._proc is None
         log = self._dir / "broker.log"
         seen = log.stat().st_size if log.is_file() else 0
         self._launch(self._dir)
         self._wait_ready(self._dir, after=seen)
+
+    def log_codecs(self, topic: str) -> set[str]:
+        """The compression codecs of the record batches stored for ``topic`` (all partitions),
+        as Kafka's own DumpLogSegments tool reads them from the data dir."""
+        assert self._dir is not None
+        segments = sorted(str(p) for p in (self._dir / "data").glob(f"{topic}-*/*.log"))
+        cmd = [
+            self._java, "-XX:TieredStopAtLevel=1", "-cp", self._classpath,
+            "kafka.tools.DumpLogSegments", "--files", ",".join(segments),
+        ]  # fmt: skip
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=True
+        )
+        return set(re.findall(r"compresscodec: (\w+)", done.stdout))
 
     def _launch(self, root: Path) -> None:
         props = root / "server.properties"

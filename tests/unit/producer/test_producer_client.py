@@ -317,6 +317,7 @@ def test_stats_add_up(aw: Collector) -> None:
     assert (stats.emitted, stats.sent, stats.invalid, stats.queue_depth) == (3, 1, 2, 0)
     assert stats.emitted == (
         stats.sent + stats.dropped + stats.invalid + stats.redacted + stats.failed
+        + stats.queue_depth + stats.buffered
     )
 
 
@@ -363,16 +364,18 @@ def test_full_queue_warns_once_per_interval(
 
 
 @pytest.mark.usefixtures("no_backoff")
-def test_transport_that_always_raises_counts_failed_and_never_raises(
+def test_transport_that_always_raises_is_retried_until_close_then_counted_failed(
     failing_transport: Any,
 ) -> None:
     transport = failing_transport()
     client = Agentwatch(transport=transport, linger_ms=0)
     client.emit({"kind": "custom"})
-    assert client.flush() is False
-    client.close()
-    assert client.stats.failed == 1
-    assert transport.calls == 1 + client.settings.send_retries
+    assert client.flush(timeout_s=0.3) is False
+    assert client.stats.buffered == 1  # kept, not given up
+    client.close(timeout_s=0.3)
+    assert (client.stats.failed, client.stats.sent, client.stats.buffered) == (1, 0, 0)
+    assert transport.calls >= 3
+    assert client.stats.retries == transport.calls
 
 
 @pytest.mark.usefixtures("no_backoff")
@@ -381,7 +384,7 @@ def test_transient_send_failures_are_retried(failing_transport: Any) -> None:
     client = Agentwatch(transport=transport, linger_ms=0)
     client.emit({"kind": "custom"})
     assert client.flush()
-    assert (client.stats.sent, client.stats.failed) == (1, 0)
+    assert (client.stats.sent, client.stats.failed, client.stats.retries) == (1, 0, 2)
     assert len(transport.records) == 1
     client.close()
 
@@ -393,9 +396,10 @@ def test_failures_are_logged_as_warnings(
     client = Agentwatch(transport=failing_transport(), linger_ms=0)
     with caplog.at_level(logging.WARNING, logger="agentwatch.producer"):
         client.emit({"kind": "custom"})
-        client.flush()
-    assert "could not send 1 events" in caplog.text
-    client.close()
+        client.flush(timeout_s=0.2)
+    assert "delivery failed (RuntimeError('broker unreachable'))" in caplog.text
+    assert "1 events kept" in caplog.text
+    client.close(timeout_s=0.1)
 
 
 def test_flush_returns_false_in_bounded_time_when_the_transport_hangs(

@@ -128,3 +128,78 @@ def test_non_callable_redact_hook_is_refused() -> None:
 def test_non_price_table_prices_are_refused() -> None:
     with pytest.raises(ConfigError, match="prices"):
         Agentwatch(transport=_transport(), prices={"gpt-4o": 1})  # type: ignore[arg-type]
+
+
+# -- delivery settings: compression, acks, idempotence, spool, kafka_options -----------------
+
+
+def test_delivery_settings_default_to_safe_values() -> None:
+    s = ProducerSettings.resolve(environ={})
+    assert (s.compression, s.acks, s.enable_idempotence) == ("auto", "all", True)
+    assert (s.spool_dir, s.spool_max_bytes) == (None, 1 << 30)
+
+
+def test_delivery_settings_come_from_the_environment() -> None:
+    env = {
+        "AGENTWATCH_COMPRESSION": "LZ4",
+        "AGENTWATCH_ACKS": "1",
+        "AGENTWATCH_IDEMPOTENCE": "off",
+        "AGENTWATCH_SPOOL_DIR": "/var/spool/aw",
+        "AGENTWATCH_SPOOL_MAX_BYTES": "2097152",
+    }
+    s = ProducerSettings.resolve(environ=env)
+    assert (s.compression, s.acks, s.enable_idempotence) == ("lz4", "1", False)
+    assert (s.spool_dir, s.spool_max_bytes) == ("/var/spool/aw", 2 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"AGENTWATCH_COMPRESSION": "brotli"}, "AGENTWATCH_COMPRESSION"),
+        ({"AGENTWATCH_ACKS": "2"}, "AGENTWATCH_ACKS"),
+        ({"AGENTWATCH_IDEMPOTENCE": "maybe"}, "AGENTWATCH_IDEMPOTENCE"),
+        ({"AGENTWATCH_SPOOL_MAX_BYTES": "10"}, "AGENTWATCH_SPOOL_MAX_BYTES"),
+    ],
+)
+def test_bad_delivery_setting_names_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        ProducerSettings.resolve(environ=env)
+
+
+def _kafka_config(**kwargs: object) -> dict[str, object]:
+    from agentwatch.producer._kafka import aiokafka_config  # noqa: PLC0415
+
+    options = kwargs.pop("kafka_options", {})
+    settings = ProducerSettings.resolve(environ={}, bootstrap_servers="b:9092", **kwargs)  # type: ignore[arg-type]
+    return aiokafka_config(settings, options)  # type: ignore[arg-type]
+
+
+def test_kafka_config_maps_the_settings() -> None:
+    config = _kafka_config(max_batch_bytes=2 * 1024 * 1024)
+    assert config["acks"] == "all"
+    assert config["enable_idempotence"] is True
+    assert config["compression_type"] == "zstd"  # cramjam is a dependency: auto picks zstd
+    # a packed record of max_batch_bytes fits in one aiokafka batch and one request
+    assert config["max_batch_size"] > 2 * 1024 * 1024
+    assert config["max_request_size"] > 2 * 1024 * 1024
+    assert _kafka_config(compression="none")["compression_type"] is None
+    assert _kafka_config(acks=1, enable_idempotence=False)["acks"] == 1
+
+
+def test_kafka_options_pass_through_and_bad_ones_name_the_key() -> None:
+    config = _kafka_config(kafka_options={"security_protocol": "SSL", "client_id": "bot-7"})
+    assert (config["security_protocol"], config["client_id"]) == ("SSL", "bot-7")
+    with pytest.raises(ConfigError, match=r"kafka_options\.sasl_mechanizm: not an"):
+        _kafka_config(kafka_options={"sasl_mechanizm": "PLAIN"})
+    with pytest.raises(ConfigError, match=r"kafka_options\.compression_type: .*compression"):
+        _kafka_config(kafka_options={"compression_type": "gzip"})
+
+
+def test_idempotence_without_acks_all_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigError, match="acks: idempotence needs acks='all'"):
+        Agentwatch(bootstrap_servers="127.0.0.1:1", acks=1)
+
+
+def test_kafka_options_without_kafka_are_refused() -> None:
+    with pytest.raises(ConfigError, match="kafka_options"):
+        Agentwatch(transport=_transport(), kafka_options={"client_id": "x"})

@@ -1,12 +1,15 @@
 """The client: ``Agentwatch``. ``emit()`` enqueues; a background thread does the rest.
 
 Counting (``client.stats``): every event given to ``emit()`` or made by a helper
-is ``emitted``; each one ends as exactly one of ``sent``, ``dropped`` (queue
-full, or emitted after ``close()``), ``invalid`` (breaks the event contract),
-``redacted`` (the redact hook returned None) or ``failed`` (the transport gave
-up, the hook raised, or an internal error), or is still pending
-(``queue_depth`` plus what the worker is packing):
-``emitted == sent + dropped + invalid + redacted + failed + pending``.
+is ``emitted``; each one ends as exactly one of ``sent`` (delivery confirmed),
+``dropped`` (queue full, or emitted after ``close()``), ``invalid`` (breaks the
+event contract), ``redacted`` (the redact hook returned None) or ``failed`` (the
+hook raised, an internal error, or still undelivered when ``close()`` gave up
+without a spool), or is still on its way (``queue_depth`` plus ``buffered``:
+packed, awaiting delivery, or kept in the spool at close). Events found in the
+spool at start are ``recovered`` and count as ``sent`` once delivered:
+``emitted + recovered == sent + dropped + invalid + redacted + failed +
+queue_depth + buffered``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -29,6 +33,7 @@ from agentwatch.producer._helpers import (
     ToolCallScope,
     _Context,
 )
+from agentwatch.producer._outbox import MemoryOutbox, Outbox, open_outbox
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._sender import Counters, QueueItem, Redactor, Sender
 from agentwatch.producer._settings import ProducerSettings
@@ -64,7 +69,10 @@ class ProducerStats:
     redacted: int
     invalid: int
     queue_depth: int
-    records: int  # records handed to the transport
+    records: int  # records delivered
+    buffered: int = 0  # events packed and not yet delivered (or kept in the spool at close)
+    retries: int = 0  # failed deliveries, each followed by a retry
+    recovered: int = 0  # events found in the spool at start (sent by this client)
 
 
 class Agentwatch:
@@ -91,6 +99,12 @@ class Agentwatch:
         send_raw_tool_args: bool = False,
         redact: Redactor | None = None,
         prices: PriceTable | None = None,
+        compression: str | None = None,
+        acks: str | int | None = None,
+        enable_idempotence: bool | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         settings = ProducerSettings.resolve(
             tenant_id=tenant_id,
@@ -102,6 +116,11 @@ class Agentwatch:
             max_batch_events=max_batch_events,
             max_batch_bytes=max_batch_bytes,
             send_raw_tool_args=send_raw_tool_args,
+            compression=compression,
+            acks=acks,
+            enable_idempotence=enable_idempotence,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
         )
         if redact is not None and not callable(redact):
             raise ConfigError(f"redact must be a callable or None, got {type(redact).__name__}")
@@ -115,8 +134,10 @@ class Agentwatch:
                     f"transport must have send(records), flush(timeout_s) and close(), "
                     f"got {type(transport).__name__}"
                 )
+            if kafka_options:
+                raise ConfigError("kafka_options: only used with bootstrap_servers=")
         elif settings.bootstrap_servers is not None:
-            transport = kafka_transport(settings)
+            transport = kafka_transport(settings, kafka_options or {})
         else:
             raise ConfigError(
                 "no transport: pass transport=InProcessTransport(...) or bootstrap_servers= "
@@ -132,8 +153,12 @@ class Agentwatch:
         self._state_lock = threading.Lock()
         self._running = False
         self._closed = False
+        self._outbox: Outbox = open_outbox(settings)  # raises ConfigError for a bad spool_dir
+        self._recovered = self._outbox.events
         self._setup_pipeline()
         _track(self)
+        if self._recovered:  # deliver what a previous run left in the spool, now
+            self.start()
 
     def _setup_pipeline(self) -> None:
         s = self._settings
@@ -151,6 +176,8 @@ class Agentwatch:
             counters=self._counters,
             log=self._log,
             default_session_id=self._default_session_id,
+            keeps_on_disk=not isinstance(self._outbox, MemoryOutbox),
+            outbox=self._outbox,
         )
 
     # -- properties ------------------------------------------------------------
@@ -183,6 +210,9 @@ class Agentwatch:
             invalid=counters.invalid + counters.invalid_at_emit,
             queue_depth=len(queue),
             records=counters.records,
+            buffered=self._sender.buffered if self._running else counters.kept_on_disk,
+            retries=counters.retries,
+            recovered=self._recovered,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -212,6 +242,7 @@ class Agentwatch:
                 was_running, self._running = self._running, False
             if not was_running:
                 self._transport.close()
+                self._outbox.close()
                 return
             atexit.unregister(self._at_exit)
             if self._sender.stop(timeout_s):
@@ -367,7 +398,13 @@ class Agentwatch:
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its locks may be held: start afresh
-        # (the parent sends what it had queued).
+        # (the parent sends what it had queued). The spool stays the parent's: the child
+        # buffers in memory.
+        if not isinstance(self._outbox, MemoryOutbox):
+            logger.warning("agentwatch: forked child buffers in memory; spool_dir stays "
+                           "with the parent process")
+            self._outbox = MemoryOutbox(self._settings.queue_size)
+        self._recovered = 0
         self._counters = Counters(threading.Lock())
         self._state_lock = threading.Lock()
         self._log = RateLimitedLog()

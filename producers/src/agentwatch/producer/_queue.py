@@ -57,11 +57,16 @@ class BoundedQueue(Generic[T]):
         with self._lock:
             self.dropped += count
 
-    def drain(self) -> tuple[list[T], int]:
-        """Take everything queued: ``(items, sequence number of the last item taken)``."""
+    def drain(self, max_items: int | None = None) -> tuple[list[T], int]:
+        """Take what is queued, oldest first, at most ``max_items`` (default: everything):
+        ``(items, sequence number of the last item taken)``."""
         with self._lock:
-            items, self._items = self._items, deque()
-            return list(items), self.accepted
+            if max_items is None or max_items >= len(self._items):
+                items, self._items = self._items, deque()
+                return list(items), self.accepted
+            popleft = self._items.popleft
+            taken = [popleft() for _ in range(max(0, max_items))]
+            return taken, self.accepted - len(self._items)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -1,11 +1,19 @@
-"""The background thread: drain the queue, complete and validate events, pack, send.
+"""The background thread: drain the queue, complete and validate events, pack, deliver.
 
-It wakes when the queue holds ``max_batch_events`` items or on the linger timer.
-Each wake it turns queued items into validated event JSON and adds them to the
-packer; records that reached a bound are sent at once, and once per linger
-interval (or on flush / close) every open record is sent. Only this thread
-touches the transport, so sends are strictly ordered and per-session order holds
-end to end. ``send`` failures are retried with exponential backoff, then counted.
+It wakes when the queue holds ``max_batch_events`` items, on the linger timer, and
+while records await delivery every 20 ms. Each wake it turns queued items into
+validated event JSON and adds them to the packer; records that reached a bound go
+to the outbox at once, and once per linger interval (or on flush / close) every
+open record does. Only this thread touches the transport, so sends are strictly
+ordered and per-session order holds end to end.
+
+Delivery (see ``_outbox``): records stay in the outbox until the transport confirms
+them (``poll_deliveries`` for a transport that reports, acceptance otherwise). A
+failed send or delivery sends every unconfirmed record again, in order, after an
+exponential backoff (``retry_backoff_ms`` doubled up to 5 s), for as long as it
+takes. While the outbox is full the thread stops taking from the queue, so a
+broker that is down fills the queue and ``emit()`` drops and counts: memory stays
+bounded and the agent never waits.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -22,7 +31,8 @@ import orjson
 from pydantic import ValidationError
 
 from agentwatch.producer._helpers import _Context
-from agentwatch.producer._packing import PackedRecord, Packer
+from agentwatch.producer._outbox import Outbox
+from agentwatch.producer._packing import Packer
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Transport
@@ -38,6 +48,8 @@ Redactor: TypeAlias = Callable[[dict[str, Any]], dict[str, Any] | None]
 _NS_PER_S: Final = 1_000_000_000
 _NS_PER_MS: Final = 1_000_000
 _MAX_BACKOFF_MS: Final = 5_000
+#: while records await confirmation, the thread looks for delivery reports this often
+_POLL_NS: Final = 20 * _NS_PER_MS
 
 
 _VALIDATOR: Final = Event.__pydantic_validator__
@@ -73,6 +85,8 @@ class Counters:
     invalid: int = 0
     invalid_at_emit: int = 0
     records: int = 0
+    retries: int = 0
+    kept_on_disk: int = 0
 
     def add(self, name: str, count: int = 1) -> None:
         with self.lock:
@@ -87,6 +101,7 @@ class Sender:
         *,
         settings: ProducerSettings,
         transport: Transport,
+        outbox: Outbox,
         prices: PriceTable,
         redact: Redactor | None,
         queue: BoundedQueue[QueueItem],
@@ -94,9 +109,15 @@ class Sender:
         counters: Counters,
         log: RateLimitedLog,
         default_session_id: str,
+        keeps_on_disk: bool = False,
     ) -> None:
         self._settings = settings
         self._transport = transport
+        self._outbox = outbox
+        self._keeps_on_disk = keeps_on_disk
+        self._poll: Callable[[], tuple[int, str | None]] | None = getattr(
+            transport, "poll_deliveries", None
+        )
         self._prices = prices
         self._redact = redact
         self._queue = queue
@@ -108,23 +129,35 @@ class Sender:
         self._ts_second = -1
         self._ts_prefix = ""
         self._linger_ns = settings.linger_ms * _NS_PER_MS
+        # delivery bookkeeping: records ever appended to / acknowledged by the outbox, and
+        # marks (records appended, queue seq): every item up to seq is in those records
+        self._recovered_records = outbox.unsent  # a previous run's, first in line (spool)
+        self._appended_records = self._recovered_records
+        self._acked_records = 0
+        self._marks: deque[tuple[int, int]] = deque()
+        self._held_back = False  # the last drain left items in the queue for lack of room
+        self._attempt = 0  # failed deliveries in a row
+        self._retry_at_ns = 0
         self._cond = threading.Condition()
+        self._delivered_seq = 0  # every queue item up to here is delivered (or discarded)
         self._flush_pending = False
         self._flush_deadline_ns = 0
-        self._flushed_seq = 0
-        self._flush_ok = True
         self._closing = False
         self._close_deadline_ns = 0
-        self._interrupt = threading.Event()  # cuts retry backoff short at close
         self._thread = threading.Thread(target=self._run, name="agentwatch-producer", daemon=True)
 
     # -- called from other threads ----------------------------------------
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def buffered(self) -> int:
+        """Events in packed records not yet confirmed delivered (a racy read: a hint)."""
+        return self._outbox.events + self._packer.pending
+
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything queued before the call was handed to the transport and the
-        transport flushed; False on timeout or when a send failed meanwhile."""
+        """Wait until everything queued before the call is delivered (confirmed by the
+        transport); False on timeout or when an event failed meanwhile."""
         timeout_s = max(0.0, float(timeout_s))
         failed_before = self._counters.failed
         with self._cond:
@@ -135,29 +168,29 @@ class Sender:
             )
         self._wake.set()
         with self._cond:
-            reached = self._cond.wait_for(lambda: self._flushed_seq >= target, timeout_s)
-            ok = self._flush_ok
-        return reached and ok and self._counters.failed == failed_before
+            reached = self._cond.wait_for(
+                lambda: self._delivered_seq >= target
+                and self._acked_records >= self._recovered_records,
+                timeout_s,
+            )
+        return reached and self._counters.failed == failed_before
 
     def stop(self, timeout_s: float) -> bool:
-        """Send what is queued, flush and close the transport; True if done in time."""
+        """Deliver what is queued (up to ``timeout_s``), then close the transport and the
+        outbox; True if the thread ended in time."""
         timeout_s = max(0.0, float(timeout_s))
         with self._cond:
             self._closing = True
             self._close_deadline_ns = time.monotonic_ns() + int(timeout_s * _NS_PER_S)
-        self._interrupt.set()
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._thread.join(timeout_s + 1.0)  # the thread keeps to the deadline; 1 s grace
         return not self._thread.is_alive()
 
     # -- the thread --------------------------------------------------------
     def _run(self) -> None:
         next_tick_ns = time.monotonic_ns() + self._linger_ns
         while True:
-            if self._linger_ns:
-                self._wake.wait(max(0, next_tick_ns - time.monotonic_ns()) / _NS_PER_S)
-            else:
-                self._wake.wait()
+            self._wake.wait(self._wait_s(next_tick_ns))
             self._wake.clear()
             with self._cond:
                 flush_deadline_ns = self._flush_deadline_ns if self._flush_pending else None
@@ -168,7 +201,10 @@ class Sender:
                 due = closing or flush_deadline_ns is not None or now_ns >= next_tick_ns
                 if due:
                     next_tick_ns = now_ns + self._linger_ns
-                self._cycle(due=due, closing=closing, flush_deadline_ns=flush_deadline_ns)
+                if closing:
+                    self._finish()
+                else:
+                    self._cycle(due=due, flush_deadline_ns=flush_deadline_ns)
             except Exception as exc:  # noqa: BLE001 -- the worker must outlive any bug
                 self._counters.add("failed", self._packer.pending)
                 self._packer = Packer(
@@ -178,25 +214,146 @@ class Sender:
                     "worker", "agentwatch: internal error: %r", exc, exc_info=True
                 )
             if closing:
-                self._shut_transport()
+                self._shut_down()
                 return
 
-    def _cycle(self, *, due: bool, closing: bool, flush_deadline_ns: int | None) -> None:
-        items, seq = self._queue.drain()
+    def _wait_s(self, next_tick_ns: int) -> float | None:
+        """How long to sleep: to the linger tick, and no later than a due retry; with
+        ``linger_ms=0`` only while records await delivery (to poll for it)."""
+        now_ns = time.monotonic_ns()
+        if self._held_back and self._room() > 0:
+            return 0.0  # the queue holds what a full outbox held back: take it now
+        wait_ns: int | None = max(0, next_tick_ns - now_ns) if self._linger_ns else None
+        if self._outbox.events:
+            poll_ns = _POLL_NS
+            if self._outbox.unsent and self._retry_at_ns > now_ns:
+                poll_ns = max(poll_ns, self._retry_at_ns - now_ns)
+            wait_ns = poll_ns if wait_ns is None else min(wait_ns, poll_ns)
+        return None if wait_ns is None else wait_ns / _NS_PER_S
+
+    def _cycle(self, *, due: bool, flush_deadline_ns: int | None) -> None:
+        self._take_from_queue(due=due, unbounded=False)
+        self._poll_deliveries()
+        self._pump()
+        if flush_deadline_ns is None:
+            return
+        if self._outbox.in_flight:
+            self._flush_transport(flush_deadline_ns)
+            self._poll_deliveries()
+        if self._outbox.events and time.monotonic_ns() < flush_deadline_ns:
+            with self._cond:  # not there yet: keep the flush going on later wakes
+                self._flush_pending = True
+
+    def _finish(self) -> None:
+        """Closing: move everything out of the queue (into the spool even past its bound:
+        nothing is lost there), and deliver until done or the close deadline."""
+        deadline_ns = self._close_deadline_ns
+        while True:
+            self._take_from_queue(due=True, unbounded=self._keeps_on_disk)
+            self._poll_deliveries()
+            failures = self._attempt
+            self._pump()
+            if self._outbox.in_flight:
+                self._flush_transport(deadline_ns)
+                self._poll_deliveries()
+            if not self._outbox.events and not len(self._queue):
+                return
+            now_ns = time.monotonic_ns()
+            if now_ns >= deadline_ns or (self._keeps_on_disk and self._attempt > failures):
+                return  # (on disk, the next start delivers it: no need to wait here)
+            time.sleep(max(0, min(deadline_ns, max(self._retry_at_ns, now_ns + _POLL_NS))
+                           - now_ns) / _NS_PER_S)
+
+    def _room(self) -> int:
+        return max(0, self._outbox.room_events(self._settings.queue_size) - self._packer.pending)
+
+    def _take_from_queue(self, *, due: bool, unbounded: bool) -> None:
+        limit = None if unbounded else self._room()
+        items, seq = self._queue.drain(limit)
+        self._held_back = limit is not None and len(self._queue) > 0
         for item in items:
             self._add(item)
         records = self._packer.take(all_open=due)
         if records:
-            self._send(records)
-        if flush_deadline_ns is None and not closing:
+            self._outbox.append(records)
+            self._appended_records += len(records)
+        if self._packer.pending == 0 and (not self._marks or self._marks[-1][1] < seq):
+            self._marks.append((self._appended_records, seq))
+            self._advance_delivered()
+
+    def _pump(self) -> None:
+        """Hand every unsent record to the transport, unless a retry is not due yet."""
+        outbox = self._outbox
+        if not outbox.unsent or time.monotonic_ns() < self._retry_at_ns:
             return
-        deadline_ns = self._close_deadline_ns if closing else flush_deadline_ns
-        ok = self._flush_transport(deadline_ns or 0)
+        records = outbox.take_unsent(outbox.unsent)
+        try:
+            self._transport.send([(r.key, r.value) for r in records])
+        except Exception as exc:  # noqa: BLE001 -- any transport failure: keep, retry later
+            self._delivery_failed(exc)
+            return
+        if self._poll is None:  # a plain transport: accepted means delivered
+            self._acknowledge(len(records))
+
+    def _poll_deliveries(self) -> None:
+        while self._poll is not None and self._outbox.in_flight:
+            try:
+                delivered, failure = self._poll()
+            except Exception as exc:  # noqa: BLE001 -- a failing poll: re-send to be sure
+                delivered, failure = 0, "retry"
+                self._log.warn_limited("poll", "agentwatch: delivery poll failed: %r", exc)
+            if delivered:
+                self._acknowledge(delivered)
+            if failure == "retry":
+                self._delivery_failed(None)
+            elif failure == "reject":
+                self._reject_oldest()
+                continue  # more may be confirmed behind it
+            return
+
+    def _reject_oldest(self) -> None:
+        """The transport can never deliver the oldest record in flight (e.g. larger than
+        the broker takes): count its events as failed and go on with the rest."""
+        events = self._outbox.acknowledge(1)
+        self._acked_records += 1
+        self._counters.add("failed", events)
+        self._log.warn_limited(
+            "reject", "agentwatch: Kafka refused a record of %d events for good; dropped", events
+        )
+        self._advance_delivered()
+
+    def _acknowledge(self, records: int) -> None:
+        events = self._outbox.acknowledge(records)
+        self._acked_records += records
+        self._attempt = 0
+        with self._counters.lock:
+            self._counters.sent += events
+            self._counters.records += records
+        self._advance_delivered()
+
+    def _advance_delivered(self) -> None:
+        marks, seq = self._marks, self._delivered_seq
+        while marks and marks[0][0] <= self._acked_records:
+            seq = marks.popleft()[1]
         with self._cond:
-            if self._packer.pending == 0:
-                self._flushed_seq = max(self._flushed_seq, seq)
-            self._flush_ok = ok
+            self._delivered_seq = max(self._delivered_seq, seq)
             self._cond.notify_all()
+
+    def _delivery_failed(self, exc: BaseException | None) -> None:
+        """Go back: every record in flight is sent again, in order, after a backoff."""
+        self._outbox.rewind()
+        backoff_s = self._backoff_s(self._attempt)
+        self._attempt += 1
+        self._retry_at_ns = time.monotonic_ns() + int(backoff_s * _NS_PER_S)
+        with self._counters.lock:
+            self._counters.retries += 1
+        self._log.warn_limited(
+            "send",
+            "agentwatch: delivery failed (%s); %d events kept, retrying in %.1f s",
+            "a record was not acknowledged" if exc is None else repr(exc),
+            self._outbox.events,
+            backoff_s,
+        )
 
     def _add(self, item: QueueItem) -> None:
         try:
@@ -302,33 +459,8 @@ class Sender:
         self._counters.add("invalid")
         self._log.warn_limited("invalid", "agentwatch: invalid event not sent: %s", reason)
 
-    def _send(self, records: list[PackedRecord]) -> None:
-        pairs = [(r.key, r.value) for r in records]
-        count = sum(r.events for r in records)
-        retries = self._settings.send_retries
-        for attempt in range(retries + 1):
-            try:
-                self._transport.send(pairs)
-            except Exception as exc:  # noqa: BLE001 -- any transport failure is retried, then counted
-                if attempt == retries:
-                    self._counters.add("failed", count)
-                    self._log.warn_limited(
-                        "send",
-                        "agentwatch: could not send %d events after %d attempts: %r",
-                        count,
-                        attempt + 1,
-                        exc,
-                    )
-                    return
-                self._interrupt.wait(self._backoff_s(attempt))
-                continue
-            with self._counters.lock:
-                self._counters.sent += count
-                self._counters.records += len(records)
-            return
-
     def _backoff_s(self, attempt: int) -> float:
-        base_ms = min(self._settings.retry_backoff_ms << attempt, _MAX_BACKOFF_MS)
+        base_ms = min(self._settings.retry_backoff_ms << min(attempt, 16), _MAX_BACKOFF_MS)
         jitter = 0.8 + 0.4 * random.random()  # noqa: S311 -- spreading retries, not security
         return base_ms * jitter / 1000.0
 
@@ -340,8 +472,24 @@ class Sender:
             self._log.warn_limited("flush", "agentwatch: transport flush failed: %r", exc)
             return False
 
-    def _shut_transport(self) -> None:
+    def _shut_down(self) -> None:
+        """Close the transport and the outbox; what the outbox still holds is kept on disk
+        (``spool_dir``) or counted as failed (memory)."""
         try:
             self._transport.close()
         except Exception as exc:  # noqa: BLE001 -- closing is best effort
             logger.debug("agentwatch: transport close failed: %r", exc)
+        left = self._outbox.events + self._packer.pending
+        if left and self._keeps_on_disk:
+            self._counters.add("kept_on_disk", left)
+            logger.info("agentwatch: %d undelivered events kept in the spool for the next start",
+                        left)
+        elif left:
+            self._counters.add("failed", left)
+            self._log.warn_limited(
+                "close", "agentwatch: closing with %d undelivered events: they are lost", left
+            )
+        try:
+            self._outbox.close()
+        except Exception as exc:  # noqa: BLE001 -- closing is best effort
+            logger.debug("agentwatch: outbox close failed: %r", exc)

@@ -15,10 +15,18 @@ setting                   environment variable             default
 ``linger_ms``             ``AGENTWATCH_LINGER_MS``         50
 ``max_batch_events``      ``AGENTWATCH_MAX_BATCH_EVENTS``  500 events per record
 ``max_batch_bytes``       ``AGENTWATCH_MAX_BATCH_BYTES``   524288 (512 KiB) per record
-``send_retries``          ``AGENTWATCH_SEND_RETRIES``      3 retries after a failed send
 ``retry_backoff_ms``      ``AGENTWATCH_RETRY_BACKOFF_MS``  100, doubled per retry (max 5 s)
 ``default_session_id``    ``AGENTWATCH_SESSION_ID``        a UUID per client
+``compression``           ``AGENTWATCH_COMPRESSION``       ``auto``: zstd, else lz4, else none
+``acks``                  ``AGENTWATCH_ACKS``              ``all`` (or ``1``, ``0``)
+``enable_idempotence``    ``AGENTWATCH_IDEMPOTENCE``       ``true``
+``spool_dir``             ``AGENTWATCH_SPOOL_DIR``         (none: buffer in memory)
+``spool_max_bytes``       ``AGENTWATCH_SPOOL_MAX_BYTES``   1073741824 (1 GiB)
 ========================  ===============================  ======================
+
+Undelivered events are retried for as long as it takes; what bounds them is
+``queue_size`` (events waiting in the queue, plus as many again in packed records
+waiting for delivery) or, with ``spool_dir``, ``spool_max_bytes`` on disk.
 """
 
 from __future__ import annotations
@@ -43,10 +51,20 @@ ENV: Final[Mapping[str, str]] = {
     "linger_ms": "AGENTWATCH_LINGER_MS",
     "max_batch_events": "AGENTWATCH_MAX_BATCH_EVENTS",
     "max_batch_bytes": "AGENTWATCH_MAX_BATCH_BYTES",
-    "send_retries": "AGENTWATCH_SEND_RETRIES",
     "retry_backoff_ms": "AGENTWATCH_RETRY_BACKOFF_MS",
     "default_session_id": "AGENTWATCH_SESSION_ID",
+    "compression": "AGENTWATCH_COMPRESSION",
+    "acks": "AGENTWATCH_ACKS",
+    "enable_idempotence": "AGENTWATCH_IDEMPOTENCE",
+    "spool_dir": "AGENTWATCH_SPOOL_DIR",
+    "spool_max_bytes": "AGENTWATCH_SPOOL_MAX_BYTES",
 }
+
+#: Accepted values of ``compression`` (``auto`` picks the best codec installed).
+COMPRESSIONS: Final = ("auto", "zstd", "lz4", "gzip", "none")
+_ACKS: Final = ("all", "1", "0")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 DEFAULT_TOPIC: Final = "agentwatch.events"
 
@@ -56,8 +74,8 @@ _INT_BOUNDS: Final[Mapping[str, tuple[int, int, int]]] = {
     "linger_ms": (50, 0, 60_000),
     "max_batch_events": (500, 1, 100_000),
     "max_batch_bytes": (512 * 1024, 1024, 64 * 1024 * 1024),
-    "send_retries": (3, 0, 100),
     "retry_backoff_ms": (100, 0, 60_000),
+    "spool_max_bytes": (1 << 30, 1 << 20, 1 << 40),
 }
 
 _TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -75,10 +93,14 @@ class ProducerSettings:
     linger_ms: int = 50
     max_batch_events: int = 500
     max_batch_bytes: int = 512 * 1024
-    send_retries: int = 3
     retry_backoff_ms: int = 100
     default_session_id: str | None = None
     send_raw_tool_args: bool = False
+    compression: str = "auto"
+    acks: str = "all"
+    enable_idempotence: bool = True
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1 << 30
 
     @classmethod
     def resolve(
@@ -92,10 +114,14 @@ class ProducerSettings:
         linger_ms: int | None = None,
         max_batch_events: int | None = None,
         max_batch_bytes: int | None = None,
-        send_retries: int | None = None,
         retry_backoff_ms: int | None = None,
         default_session_id: str | None = None,
         send_raw_tool_args: bool = False,
+        compression: str | None = None,
+        acks: str | int | None = None,
+        enable_idempotence: bool | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ProducerSettings:
         """Arguments first, then ``environ`` (``os.environ`` by default), then defaults."""
@@ -113,12 +139,18 @@ class ProducerSettings:
             linger_ms=_int("linger_ms", linger_ms, env),
             max_batch_events=_int("max_batch_events", max_batch_events, env),
             max_batch_bytes=_int("max_batch_bytes", max_batch_bytes, env),
-            send_retries=_int("send_retries", send_retries, env),
             retry_backoff_ms=_int("retry_backoff_ms", retry_backoff_ms, env),
             default_session_id=_session(
                 _optional_text("default_session_id", default_session_id, env)
             ),
             send_raw_tool_args=send_raw_tool_args,
+            compression=_choice("compression", compression, env, COMPRESSIONS, "auto"),
+            acks=_choice("acks", None if acks is None else str(acks), env, _ACKS, "all"),
+            enable_idempotence=_flag("enable_idempotence", enable_idempotence, env, True),
+            spool_dir=_optional_text(
+                "spool_dir", None if spool_dir is None else os.fspath(spool_dir), env
+            ),
+            spool_max_bytes=_int("spool_max_bytes", spool_max_bytes, env),
         )
 
 
@@ -185,3 +217,32 @@ def _int(name: str, value: int | None, env: Mapping[str, str]) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{_where(name, from_env)} must be between {low} and {high}, got {value}")
     return value
+
+
+def _choice(
+    name: str, value: str | None, env: Mapping[str, str], allowed: tuple[str, ...], default: str
+) -> str:
+    from_env = value is None
+    got = _optional_text(name, value, env)
+    if got is None:
+        return default
+    if got.lower() not in allowed:
+        raise ConfigError(
+            f"{_where(name, from_env)} must be one of {', '.join(allowed)}, got {got!r}"
+        )
+    return got.lower()
+
+
+def _flag(name: str, value: bool | None, env: Mapping[str, str], default: bool) -> bool:
+    if value is not None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+        return value
+    raw = env.get(ENV[name], "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{_where(name, True)} must be true or false, got {raw!r}")

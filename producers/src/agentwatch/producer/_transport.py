@@ -9,11 +9,18 @@ concurrently, so a transport needs no locking of its own:
 
 * ``send(records)`` hands records on **in order** (records of one key must keep
   their order). It may buffer; it may raise any exception, and the client then
-  retries the whole call a bounded number of times with backoff before counting
-  its events as failed (so a retried partial send can duplicate events: at least
-  once; consumers deduplicate on ``event_id``). It should bound its own time.
+  sends every record it has not seen confirmed again, in order, after a backoff
+  (so a retried partial send can duplicate events: at least once; consumers
+  deduplicate on ``event_id``). It should bound its own time.
 * ``flush(timeout_s)`` waits until what was sent is delivered; True when it is.
 * ``close()`` releases resources; ``send`` after ``close`` raises.
+* optional ``poll_deliveries() -> (delivered, failed)``: a transport that delivers
+  asynchronously reports here. ``delivered`` is how many of the oldest records
+  handed to ``send`` since the last report are confirmed (a prefix, in send
+  order); ``failed`` says the record right after them failed. After a failure
+  (or after ``send`` raised) the transport forgets every record it was tracking:
+  the client sends them all again. Without this method, a ``send`` that returns
+  means delivered.
 
 ``flush()`` and ``close()`` of the client stay bounded even when a transport hangs.
 """
@@ -21,8 +28,8 @@ concurrently, so a transport needs no locking of its own:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import Protocol, TypeAlias, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.schemas import ConfigError
@@ -50,7 +57,9 @@ class Transport(Protocol):
         """Release resources. Called once, after the last ``flush``."""
 
 
-def kafka_transport(settings: ProducerSettings) -> Transport:
+def kafka_transport(
+    settings: ProducerSettings, kafka_options: Mapping[str, Any] | None = None
+) -> Transport:
     """Build the Kafka transport for ``settings.bootstrap_servers``.
 
     Hook for ``agentwatch.producer._kafka``: that module provides
@@ -69,5 +78,5 @@ def kafka_transport(settings: ProducerSettings) -> Transport:
             f"bootstrap_servers: the Kafka transport needs {exc.name!r}: "
             "pip install agentwatch-producer"
         ) from None
-    transport: Transport = module.KafkaTransport.from_settings(settings)
+    transport: Transport = module.KafkaTransport.from_settings(settings, kafka_options or {})
     return transport
