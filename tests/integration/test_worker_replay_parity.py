@@ -21,6 +21,7 @@ from worker_harness import (
 
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import load_rules
+from agentwatch.producer import Agentwatch
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 from _common import synthetic_events
@@ -30,10 +31,19 @@ PARTITIONS = 4
 
 def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
                 events: list[dict[str, Any]], expected: list[dict[str, Any]],
-                rules: Path | None = None) -> list[dict[str, Any]]:
+                rules: Path | None = None, *, via_client: bool = False) -> list[dict[str, Any]]:
     topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
-    produce(kafka_bootstrap, topics["events"], pack(events))
+    if via_client:  # the producer library end to end: its packing, zstd, acks=all
+        with Agentwatch(bootstrap_servers=kafka_bootstrap, topic=topics["events"],
+                        linger_ms=20) as client:
+            for event in events:
+                client.emit(event)
+            assert client.flush(timeout_s=60)
+            stats = client.stats
+        assert (stats.sent, stats.invalid, stats.failed) == (len(events), 0, 0)
+    else:
+        produce(kafka_bootstrap, topics["events"], pack(events))
     worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
                            tmp_path / "worker.log", rules=rules).start()
     try:
@@ -45,7 +55,7 @@ def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
     return [orjson.loads(v) for v in got]
 
 
-def test_the_demo_fleet_gives_the_same_alerts_as_replay(
+def test_the_demo_fleet_sent_by_the_producer_gives_the_same_alerts_as_replay(
     kafka_bootstrap: str, topic_name: str, tmp_path: Path
 ) -> None:
     events = list(fleet_events(FleetPlan()))
@@ -53,7 +63,7 @@ def test_the_demo_fleet_gives_the_same_alerts_as_replay(
     # the three injected failures: a loop (2 rules), a cost spike, an error burst
     assert {a["rule"] for a in expected} >= {
         "loop_repeat", "loop_steps", "session_cost", "agent_error_rate"}
-    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected)
+    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected, via_client=True)
     assert len(got) == len(expected)
     assert alert_set(got) == alert_set(expected)
 
