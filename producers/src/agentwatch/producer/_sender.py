@@ -148,6 +148,7 @@ class Sender:
         self._cond = threading.Condition()
         self._delivered_seq = 0  # every queue item up to here is delivered (or discarded)
         self._flush_pending = False
+        self._flush_target = 0
         self._flush_deadline_ns = 0
         self._closing = False
         self._close_deadline_ns = 0
@@ -169,6 +170,7 @@ class Sender:
         failed_before = self._counters.failed
         with self._cond:
             target = self._queue.accepted
+            self._flush_target = max(self._flush_target, target)
             self._flush_pending = True
             self._flush_deadline_ns = max(
                 self._flush_deadline_ns, time.monotonic_ns() + int(timeout_s * _NS_PER_S)
@@ -247,8 +249,10 @@ class Sender:
         if self._outbox.in_flight:
             self._flush_transport(flush_deadline_ns)
             self._poll_deliveries()
-        if self._outbox.events and time.monotonic_ns() < flush_deadline_ns:
-            with self._cond:  # not there yet: keep the flush going on later wakes
+        with self._cond:  # not there yet: keep the flush going on later wakes
+            waiting = (self._delivered_seq < self._flush_target
+                       or self._acked_records < self._recovered_records)
+            if waiting and time.monotonic_ns() < flush_deadline_ns:
                 self._flush_pending = True
 
     def _finish(self) -> None:
