@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
+from agentwatch.producer._fastcheck import KINDS
 from agentwatch.producer._helpers import (
     _CTX,
     LLMCallScope,
@@ -43,18 +44,6 @@ from agentwatch.schemas import ConfigError, Event, PriceTable, default_price_tab
 __all__ = ["Agentwatch", "ProducerStats"]
 
 _FIELDS: Final = frozenset(Event.model_fields)
-_KINDS: Final = frozenset(
-    {
-        "llm_call",
-        "tool_call",
-        "agent_step",
-        "session_start",
-        "session_end",
-        "handoff",
-        "guardrail",
-        "custom",
-    }
-)
 _DEFAULT_TIMEOUT_S: Final = 5.0
 
 
@@ -176,7 +165,6 @@ class Agentwatch:
             counters=self._counters,
             log=self._log,
             default_session_id=self._default_session_id,
-            keeps_on_disk=not isinstance(self._outbox, MemoryOutbox),
             outbox=self._outbox,
         )
 
@@ -317,7 +305,7 @@ class Agentwatch:
         try:
             if isinstance(event, dict):
                 kind = event.get("kind")
-                if not (isinstance(kind, str) and kind in _KINDS and event.keys() <= _FIELDS):
+                if not (isinstance(kind, str) and kind in KINDS and event.keys() <= _FIELDS):
                     self._invalid_at_emit(event)
                     return
                 self._enqueue(dict(event), _CTX.get())
@@ -346,8 +334,8 @@ class Agentwatch:
         self._counters.add("invalid_at_emit")
         if not isinstance(event, dict):
             reason = f"expected an Event or a dict, got {type(event).__name__}"
-        elif not isinstance(event.get("kind"), str) or event.get("kind") not in _KINDS:
-            reason = f"field `kind`: must be one of {sorted(_KINDS)} (got {event.get('kind')!r})"
+        elif not isinstance(event.get("kind"), str) or event.get("kind") not in KINDS:
+            reason = f"field `kind`: must be one of {sorted(KINDS)} (got {event.get('kind')!r})"
         else:
             unknown = sorted(str(k) for k in event.keys() - _FIELDS)
             reason = f"unknown field(s) {', '.join(unknown)}"

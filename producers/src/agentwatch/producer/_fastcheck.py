@@ -16,23 +16,15 @@ from collections.abc import Callable
 from math import isfinite
 from typing import Any, Final
 
-__all__ = ["plainly_valid"]
+from agentwatch.schemas import EventKind
+
+__all__ = ["KINDS", "plainly_valid"]
 
 _MAX_SHORT: Final = 256
 _MAX_TENANT: Final = 128
 _INT64: Final = 1 << 63
-_KINDS: Final = frozenset(
-    {
-        "llm_call",
-        "tool_call",
-        "agent_step",
-        "session_start",
-        "session_end",
-        "handoff",
-        "guardrail",
-        "custom",
-    }
-)
+#: the ``kind`` values of the contract, as plain strings (emit() checks them too)
+KINDS: Final = frozenset(kind.value for kind in EventKind)
 
 
 def _short_text(value: Any) -> bool:
@@ -56,7 +48,7 @@ def _non_negative(value: Any) -> bool:
 
 
 def _kind(value: Any) -> bool:
-    return type(value) is str and value in _KINDS
+    return type(value) is str and value in KINDS
 
 
 def _status(value: Any) -> bool:

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from agentwatch.producer._fastcheck import plainly_valid
 from agentwatch.producer._helpers import _Context
-from agentwatch.producer._outbox import Outbox
+from agentwatch.producer._outbox import MemoryOutbox, Outbox
 from agentwatch.producer._packing import Packer
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._settings import ProducerSettings
@@ -115,12 +115,11 @@ class Sender:
         counters: Counters,
         log: RateLimitedLog,
         default_session_id: str,
-        keeps_on_disk: bool = False,
     ) -> None:
         self._settings = settings
         self._transport = transport
         self._outbox = outbox
-        self._keeps_on_disk = keeps_on_disk
+        self._keeps_on_disk = not isinstance(outbox, MemoryOutbox)  # a spool keeps records
         self._poll: Callable[[], tuple[int, str | None]] | None = getattr(
             transport, "poll_deliveries", None
         )
@@ -132,7 +131,6 @@ class Sender:
         self._log = log
         self._default_session_id = default_session_id
         self._packer = Packer(settings.max_batch_events, settings.max_batch_bytes)
-        self._trusted = _MADE_NOTHING  # set by _complete for the event at hand
         self._ts_second = -1
         self._ts_prefix = ""
         self._linger_ns = settings.linger_ms * _NS_PER_MS
@@ -368,15 +366,15 @@ class Sender:
 
     def _add(self, item: QueueItem) -> None:
         try:
-            event = self._complete(item)
+            event, made = self._complete(item)
             if self._redact is not None:
                 redacted = self._apply_redact(event)
                 if redacted is None:
                     return
                 event = redacted
-                self._trusted = _MADE_NOTHING  # the hook may have changed any field
+                made = _MADE_NOTHING  # the hook may have changed any field
             try:
-                if plainly_valid(event, self._trusted):  # the common case: ~1 µs
+                if plainly_valid(event, made):  # the common case: ~1 µs
                     raw = orjson.dumps(event)
                     key = f"{event['tenant_id']}/{event['session_id']}"
                 else:  # pydantic decides, and names what is wrong
@@ -395,22 +393,22 @@ class Sender:
             self._counters.add("failed")
             self._log.warn_limited("prepare", "agentwatch: could not prepare an event: %r", exc)
 
-    def _complete(self, item: QueueItem) -> dict[str, Any]:
-        """Fill what the caller left out: ids, time, session, agent, tenant, cost."""
+    def _complete(self, item: QueueItem) -> tuple[dict[str, Any], frozenset[str]]:
+        """Fill what the caller left out: ids, time, session, agent, tenant, cost. Returns
+        the event and which of ``event_id`` and ``ts`` the client made itself."""
         ts_ns, ctx, payload = item
         event: dict[str, Any]
         if isinstance(payload, Event):
             event = payload.model_dump(mode="json", exclude_none=True)
         else:
             event = payload
-        trusted = _MADE_NOTHING
+        made = _MADE_NOTHING
         if event.get("event_id") is None:
             event["event_id"] = new_event_id()
-            trusted = _MADE_ID
+            made = _MADE_ID
         if event.get("ts") is None:
             event["ts"] = self._format_ts(ts_ns)
-            trusted = _MADE_ID_AND_TS if trusted is _MADE_ID else _MADE_TS
-        self._trusted = trusted
+            made = _MADE_ID_AND_TS if made is _MADE_ID else _MADE_TS
         session_id = event.get("session_id")
         if session_id is None:
             session_id = event["session_id"] = (
@@ -433,7 +431,7 @@ class Sender:
             event["tenant_id"] = self._settings.tenant_id
         if event.get("cost_usd") is None:
             self._fill_cost(event)
-        return event
+        return event, made
 
     def _format_ts(self, ts_ns: int) -> str:
         seconds, rest = divmod(ts_ns, _NS_PER_S)
