@@ -28,15 +28,13 @@ RATE_PER_S = 400
 SESSIONS = 8
 
 
-def test_a_broker_down_for_10_s_mid_stream_loses_nothing(
-    own_broker: KafkaBroker, topic_name: str
-) -> None:
-    bootstrap = own_broker.bootstrap_servers
-    create_topic(bootstrap, topic_name, 4)
+def _emit_through_a_restart(client: Agentwatch, broker: KafkaBroker, *, around_s: float,
+                            down_s: float) -> int:
+    """An agent thread emits ``RATE_PER_S`` events/s (``seq`` numbered, over ``SESSIONS``
+    sessions) for ``around_s``, through a broker restart of ``down_s``, and ``around_s``
+    more; returns how many it emitted."""
     stop = threading.Event()
     emitted = 0
-    client = Agentwatch(bootstrap_servers=bootstrap, topic=topic_name, linger_ms=20,
-                        queue_size=20_000)
 
     def agent() -> None:
         nonlocal emitted
@@ -49,12 +47,24 @@ def test_a_broker_down_for_10_s_mid_stream_loses_nothing(
     thread = threading.Thread(target=agent)
     thread.start()
     try:
-        time.sleep(3)
-        own_broker.restart(down_s=10)  # ~4,000 events are emitted while it is down
-        time.sleep(3)
+        time.sleep(around_s)
+        broker.restart(down_s=down_s)
+        time.sleep(around_s)
     finally:
         stop.set()
         thread.join()
+    return emitted
+
+
+def test_a_broker_down_for_10_s_mid_stream_loses_nothing(
+    own_broker: KafkaBroker, topic_name: str
+) -> None:
+    bootstrap = own_broker.bootstrap_servers
+    create_topic(bootstrap, topic_name, 4)
+    client = Agentwatch(bootstrap_servers=bootstrap, topic=topic_name, linger_ms=20,
+                        queue_size=20_000)
+    # ~4,000 events are emitted while it is down
+    emitted = _emit_through_a_restart(client, own_broker, around_s=3, down_s=10)
     assert client.flush(timeout_s=60)
     stats = client.stats
     client.close(timeout_s=10)
@@ -146,26 +156,7 @@ def test_an_outage_longer_than_the_request_timeout_loses_nothing(
     create_topic(bootstrap, topic_name, 4)
     client = Agentwatch(bootstrap_servers=bootstrap, topic=topic_name, linger_ms=20,
                         queue_size=20_000, kafka_options={"request_timeout_ms": 3_000})
-    emitted = 0
-    stop = threading.Event()
-
-    def agent() -> None:
-        nonlocal emitted
-        while not stop.is_set():
-            client.emit({"kind": "agent_step", "session_id": f"s{emitted % SESSIONS}",
-                         "attributes": {"seq": emitted}})
-            emitted += 1
-            time.sleep(1 / RATE_PER_S)
-
-    thread = threading.Thread(target=agent)
-    thread.start()
-    try:
-        time.sleep(2)
-        own_broker.restart(down_s=10)
-        time.sleep(2)
-    finally:
-        stop.set()
-        thread.join()
+    emitted = _emit_through_a_restart(client, own_broker, around_s=2, down_s=10)
     assert client.flush(timeout_s=60)
     stats = client.stats
     client.close(timeout_s=10)
