@@ -27,7 +27,6 @@ concurrently, so a transport needs no locking of its own:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -38,9 +37,6 @@ __all__ = ["Record", "Transport", "kafka_transport"]
 
 #: One record: (key, value), both bytes.
 Record: TypeAlias = tuple[bytes, bytes]
-
-# Module of the Kafka transport (aiokafka), imported only when bootstrap_servers is set.
-_KAFKA_MODULE = "agentwatch.producer._kafka"
 
 
 @runtime_checkable
@@ -60,23 +56,13 @@ class Transport(Protocol):
 def kafka_transport(
     settings: ProducerSettings, kafka_options: Mapping[str, Any] | None = None
 ) -> Transport:
-    """Build the Kafka transport for ``settings.bootstrap_servers``.
-
-    Hook for ``agentwatch.producer._kafka``: that module provides
-    ``KafkaTransport.from_settings(settings) -> Transport``. It is imported lazily
-    so an agent that never uses Kafka never imports aiokafka.
-    """
+    """Build the Kafka transport for ``settings.bootstrap_servers``. Imported here, lazily,
+    so an agent that never uses Kafka never imports aiokafka."""
     try:
-        module = importlib.import_module(_KAFKA_MODULE)
+        from agentwatch.producer._kafka import KafkaTransport  # noqa: PLC0415
     except ModuleNotFoundError as exc:
-        if exc.name == _KAFKA_MODULE:
-            raise ConfigError(
-                "bootstrap_servers: the Kafka transport is not available yet in this version "
-                "of agentwatch-producer; pass transport=InProcessTransport(...) instead"
-            ) from None
         raise ConfigError(
             f"bootstrap_servers: the Kafka transport needs {exc.name!r}: "
             "pip install agentwatch-producer"
         ) from None
-    transport: Transport = module.KafkaTransport.from_settings(settings, kafka_options or {})
-    return transport
+    return KafkaTransport.from_settings(settings, kafka_options or {})
