@@ -24,6 +24,7 @@ from agentwatch.schemas import Alert, Event
 from agentwatch.schemas.errors import SinkError
 from agentwatch.sinks import (
     EVENT_COLUMNS,
+    MIGRATIONS,
     ClickHouseBackend,
     ClickHouseSink,
     SchemaConfig,
@@ -74,7 +75,9 @@ def database(server: ClickHouseBackend) -> Iterator[str]:
 
 def test_migrate_is_idempotent_on_a_server(server: ClickHouseBackend, database: str) -> None:
     assert migrate(server, SchemaConfig(database=database)) == []
-    assert applied_versions(server, SchemaConfig(database=database)) == [1]
+    assert applied_versions(server, SchemaConfig(database=database)) == [
+        m.version for m in MIGRATIONS
+    ]
     columns = server.query(
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'events' "
         "ORDER BY position",

@@ -24,11 +24,14 @@ from agentwatch.sinks._ddl import (
     DEFAULT_TTL_DAYS,
     EVENTS_TABLE,
     MIGRATIONS,
+    ROLLUPS_TABLE,
     SCHEMA_MIGRATIONS_TABLE,
+    VIEWS,
     Migration,
     SchemaConfig,
     applied_versions,
     migrate,
+    schema_statements,
 )
 from agentwatch.sinks._rows import (
     ALERT_COLUMNS,
@@ -41,6 +44,8 @@ from agentwatch.sinks._rows import (
     dead_letters_to_arrow,
     events_to_arrow,
 )
+from agentwatch.sinks._saved import SAVED_QUERIES, SavedQuery, saved_query
+from agentwatch.sinks._settings import SinkSettings, StoreSettings
 from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
 from agentwatch.sinks.backends import (
     Backend,
@@ -61,7 +66,10 @@ __all__ = [
     "EVENTS_TABLE",
     "EVENT_COLUMNS",
     "MIGRATIONS",
+    "ROLLUPS_TABLE",
+    "SAVED_QUERIES",
     "SCHEMA_MIGRATIONS_TABLE",
+    "VIEWS",
     "Backend",
     "ChdbBackend",
     "ClickHouseBackend",
@@ -72,7 +80,10 @@ __all__ = [
     "Parameters",
     "QueryResult",
     "RowCounts",
+    "SavedQuery",
     "SchemaConfig",
+    "SinkSettings",
+    "StoreSettings",
     "alerts_to_arrow",
     "applied_versions",
     "attribute_text",
@@ -81,4 +92,6 @@ __all__ = [
     "events_to_arrow",
     "migrate",
     "open_backend",
+    "saved_query",
+    "schema_statements",
 ]

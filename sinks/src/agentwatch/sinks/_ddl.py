@@ -13,6 +13,7 @@ Adding a migration: write ``ddl/NNN_what.sql`` and append it to
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -29,11 +30,14 @@ __all__ = [
     "DEFAULT_TTL_DAYS",
     "EVENTS_TABLE",
     "MIGRATIONS",
+    "ROLLUPS_TABLE",
     "SCHEMA_MIGRATIONS_TABLE",
+    "VIEWS",
     "Migration",
     "SchemaConfig",
     "applied_versions",
     "migrate",
+    "schema_statements",
     "split_statements",
 ]
 
@@ -42,6 +46,18 @@ DEFAULT_TTL_DAYS: Final = 30
 EVENTS_TABLE: Final = "events"
 ALERTS_TABLE: Final = "alerts"
 DEAD_LETTERS_TABLE: Final = "dead_letters"
+ROLLUPS_TABLE: Final = "rollups_1m"
+#: The BI views (migration 3), in the order the README documents them.
+VIEWS: Final = (
+    "cost_per_agent_hourly",
+    "error_rate_per_agent_5m",
+    "top_sessions_by_cost",
+    "open_alerts",
+    "loop_incidents",
+)
+#: Tables that hold data (as opposed to the ledger): on a cluster each gets a
+#: Distributed ``<name>_all`` table next to it, which the views read.
+DATA_TABLES: Final = (EVENTS_TABLE, ROLLUPS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
 SCHEMA_MIGRATIONS_TABLE: Final = "schema_migrations"
 
 _BOOTSTRAP_FILE: Final = "000_bootstrap.sql"
@@ -54,17 +70,30 @@ class SchemaConfig:
     ``ttl_days`` applies to ``events`` and ``dead_letters`` (whole daily
     partitions are dropped once older); ``None`` keeps them forever. Alerts are
     kept. The TTL is fixed when a table is created; change it later with
-    ``ALTER TABLE ... MODIFY TTL``.
+    ``ALTER TABLE ... MODIFY TTL``. ``rollups_ttl_days`` does the same for
+    ``rollups_1m`` (default: kept; a minute of one agent is a few rows).
+
+    ``cluster`` names a ClickHouse cluster (``<remote_servers>``): the DDL then
+    carries ``ON CLUSTER``, MergeTree engines become their Replicated* form, each
+    data table gets a Distributed ``<name>_all`` table, and the BI views read
+    those. Leave it ``None`` for one server and for chDB.
     """
 
     database: str = DEFAULT_DATABASE
     ttl_days: int | None = DEFAULT_TTL_DAYS
+    rollups_ttl_days: int | None = None
+    cluster: str | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.database, what="database")
-        ttl = self.ttl_days
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-            raise ConfigError(f"ttl_days must be a whole number of days >= 1 or None, got {ttl!r}")
+        for name in ("ttl_days", "rollups_ttl_days"):
+            ttl = getattr(self, name)
+            if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+                raise ConfigError(
+                    f"{name} must be a whole number of days >= 1 or None, got {ttl!r}"
+                )
+        if self.cluster is not None:
+            check_identifier(self.cluster, what="cluster")
 
     def table(self, name: str) -> str:
         """``database.name`` (unquoted; backends quote it)."""
@@ -74,10 +103,19 @@ class SchemaConfig:
         ttl = ""
         if self.ttl_days is not None:
             ttl = f"TTL toDateTime({{column}}) + INTERVAL {int(self.ttl_days)} DAY DELETE"
+        rollups_ttl = ""
+        if self.rollups_ttl_days is not None:
+            rollups_ttl = f"TTL minute + INTERVAL {int(self.rollups_ttl_days)} DAY DELETE"
+        read_suffix = "" if self.cluster is None else "_all"
+        database = quote_identifier(self.database)
         return {
-            "database": quote_identifier(self.database),
+            "database": database,
             "events_ttl": ttl.format(column="ts"),
             "dead_letters_ttl": ttl.format(column="received_at"),
+            "rollups_ttl": rollups_ttl,
+            "events_read": f"{database}.{quote_identifier(EVENTS_TABLE + read_suffix)}",
+            "rollups_read": f"{database}.{quote_identifier(ROLLUPS_TABLE + read_suffix)}",
+            "alerts_read": f"{database}.{quote_identifier(ALERTS_TABLE + read_suffix)}",
         }
 
 
@@ -94,6 +132,8 @@ class Migration:
 #: Every migration, in order. Forward only: append, never edit or reorder.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "events, alerts and dead_letters tables", "001_core_tables.sql"),
+    Migration(2, "rollups_1m and the materialized view that feeds it", "002_rollups_1m.sql"),
+    Migration(3, "BI views", "003_bi_views.sql"),
 )
 
 
@@ -102,9 +142,57 @@ def _sql_text(file: str) -> str:
 
 
 def render(file: str, config: SchemaConfig) -> list[str]:
-    """The statements of ``ddl/<file>`` with the placeholders of ``config`` filled in."""
+    """The statements of ``ddl/<file>`` with the placeholders of ``config`` filled in
+    (in their cluster form when ``config.cluster`` is set)."""
     text = string.Template(_sql_text(file)).substitute(config.placeholders())
-    return split_statements(text)
+    statements = split_statements(text)
+    if config.cluster is None:
+        return statements
+    return [out for statement in statements for out in _for_cluster(statement, config)]
+
+
+def schema_statements(config: SchemaConfig | None = None) -> list[str]:
+    """Every statement ``migrate()`` can run, in order: the bootstrap, then each
+    migration. ``agentwatch db ddl`` prints these (``--cluster`` for the cluster form)."""
+    config = config or SchemaConfig()
+    statements = render(_BOOTSTRAP_FILE, config)
+    for migration in sorted(MIGRATIONS, key=lambda m: m.version):
+        statements.extend(migration.statements(config))
+    return statements
+
+
+_CREATE: Final = re.compile(
+    r"^(?P<head>(?:--[^\n]*\n|\s)*CREATE\s+(?:DATABASE|TABLE|(?:MATERIALIZED\s+)?VIEW)"
+    r"\s+IF\s+NOT\s+EXISTS\s+)(?P<name>[`\w.]+)",
+    re.IGNORECASE,
+)
+_ENGINE: Final = re.compile(r"\bENGINE\s*=\s*(?P<engine>\w*MergeTree)\b(?!\s*\()")
+
+
+def _for_cluster(statement: str, config: SchemaConfig) -> list[str]:
+    """One statement in its cluster form: ``ON CLUSTER``, Replicated* engines, and a
+    Distributed ``<table>_all`` after each data table."""
+    cluster_name = config.cluster or "default"
+    match = _CREATE.match(statement)
+    if match is None:
+        return [statement]
+    name = match.group("name")
+    cluster = quote_identifier(cluster_name)
+    clustered = f"{match.group('head')}{name} ON CLUSTER {cluster}{statement[match.end() :]}"
+    table = name.replace("`", "").rpartition(".")[2]
+    path = f"/clickhouse/tables/{{shard}}/{config.database}/{table}"
+    clustered = _ENGINE.sub(
+        lambda m: f"ENGINE = Replicated{m.group('engine')}('{path}', '{{replica}}')", clustered
+    )
+    out = [clustered]
+    if table in DATA_TABLES and re.search(r"\bENGINE\s*=", statement):
+        database = quote_identifier(config.database)
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {database}.{quote_identifier(table + '_all')} "
+            f"ON CLUSTER {cluster} AS {database}.{quote_identifier(table)}\n"
+            f"ENGINE = Distributed('{cluster_name}', '{config.database}', '{table}', rand())"
+        )
+    return out
 
 
 def split_statements(text: str) -> list[str]:

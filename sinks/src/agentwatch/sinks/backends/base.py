@@ -32,8 +32,14 @@ Parameters = Mapping[str, Any]
 
 #: Settings every backend applies to ``insert_arrow``. A batch of old events (a
 #: replay) may span more than 100 days, i.e. partitions; by default ClickHouse
-#: refuses such a block, and every retry of it, which would wedge the sink.
-INSERT_SETTINGS: Final[Mapping[str, int]] = {"throw_on_max_partitions_per_insert_block": 0}
+#: refuses such a block, and every retry of it, which would wedge the sink. A
+#: retried batch must also be dropped by the materialized views' targets
+#: (rollups_1m), not only by the table inserted into: older servers default the
+#: second setting to 0.
+INSERT_SETTINGS: Final[Mapping[str, int]] = {
+    "throw_on_max_partitions_per_insert_block": 0,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+}
 
 
 @dataclass(frozen=True, slots=True)

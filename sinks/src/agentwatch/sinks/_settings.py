@@ -1,0 +1,201 @@
+"""Where ClickHouse is (``StoreSettings``) and how the Kafka sink runs (``SinkSettings``).
+
+Both come from environment variables, overridable by CLI options (an option that is
+not ``None`` wins). Errors name the variable or option::
+
+    CLICKHOUSE_URL       a path or chdb://PATH (embedded, the default), http(s)://host:port
+                         or clickhouse(s)://user:password@host:port/database
+    CLICKHOUSE_USER, CLICKHOUSE_PASSWORD, CLICKHOUSE_DATABASE, CLICKHOUSE_SECURE
+    AGENTWATCH_TTL_DAYS  retention of events and dead letters, set when tables are created
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+from agentwatch.schemas.errors import ConfigError
+from agentwatch.sinks._ddl import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, SchemaConfig
+from agentwatch.sinks.backends._open import open_backend
+from agentwatch.sinks.backends.base import Backend
+
+__all__ = [
+    "DEFAULT_CHDB_PATH",
+    "SINK_ENV_VARS",
+    "STORE_ENV_VARS",
+    "SinkSettings",
+    "StoreSettings",
+]
+
+#: The embedded store when CLICKHOUSE_URL is not set (relative to the working dir).
+DEFAULT_CHDB_PATH: Final = "agentwatch-data/clickhouse"
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in _TRUE | _FALSE:
+        raise ValueError(value)
+    return lowered in _TRUE
+
+
+def _coerce(cls: type[Any], values: Mapping[str, Any], source: Mapping[str, str]) -> Any:
+    """Strings from the environment -> the dataclass field types; errors name the source."""
+    types = {f.name: str(f.type) for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = types[name]
+        if not isinstance(value, str):
+            out[name] = value
+            continue
+        try:
+            if kind.startswith("int"):
+                out[name] = (
+                    None if kind.endswith("None") and value.lower() == "none" else int(value)
+                )
+            elif kind.startswith("float"):
+                out[name] = float(value)
+            elif kind.startswith("bool"):
+                out[name] = _bool(value)
+            else:
+                out[name] = value
+        except ValueError:
+            raise ConfigError(
+                f"{source[name]}: {value!r} is not a valid {kind.replace(' | None', '')}"
+            ) from None
+    return cls(**out)
+
+
+def _gather(
+    env_vars: Mapping[str, str], env: Mapping[str, str] | None, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for name, var in env_vars.items():
+        raw = env.get(var, "").strip()
+        if raw:
+            values[name], source[name] = raw, var
+    for name, value in overrides.items():
+        if value is not None:
+            values[name], source[name] = value, f"--{name.replace('_', '-')}"
+    return values, source
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Which ClickHouse to use: chDB on disk (default) or a server."""
+
+    url: str = DEFAULT_CHDB_PATH
+    user: str | None = None
+    password: str | None = None
+    database: str = DEFAULT_DATABASE
+    secure: bool | None = None
+    ttl_days: int | None = DEFAULT_TTL_DAYS
+
+    def __post_init__(self) -> None:
+        self.schema()  # checks database and ttl_days
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> StoreSettings:
+        values, source = _gather(STORE_ENV_VARS, env, overrides)
+        settings: StoreSettings = _coerce(cls, values, source)
+        return settings
+
+    @property
+    def is_embedded(self) -> bool:
+        lowered = self.url.strip().lower()
+        return lowered.startswith("chdb://") or "://" not in lowered
+
+    def describe(self) -> str:
+        """Where, for messages (never the password)."""
+        if self.is_embedded:
+            return f"chDB at {self.url.removeprefix('chdb://')}"
+        return f"ClickHouse at {self.url.split('@')[-1]}"
+
+    def schema(self, cluster: str | None = None) -> SchemaConfig:
+        return SchemaConfig(database=self.database, ttl_days=self.ttl_days, cluster=cluster)
+
+    def open(self) -> Backend:
+        """Open the backend (for chDB, the directory is created)."""
+        if self.is_embedded:
+            path = Path(
+                self.url.strip()[len("chdb://") :]
+                if self.url.lower().startswith("chdb://")
+                else self.url.strip()
+            )
+            path.mkdir(parents=True, exist_ok=True)
+            return open_backend(path)
+        return open_backend(
+            self.url,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+            secure=self.secure,
+        )
+
+
+#: setting -> environment variable
+STORE_ENV_VARS: Final[dict[str, str]] = {
+    "url": "CLICKHOUSE_URL",
+    "user": "CLICKHOUSE_USER",
+    "password": "CLICKHOUSE_PASSWORD",
+    "database": "CLICKHOUSE_DATABASE",
+    "secure": "CLICKHOUSE_SECURE",
+    "ttl_days": "AGENTWATCH_TTL_DAYS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    """The Kafka side of ``agentwatch sink``.
+
+    A batch is inserted when it holds ``batch_max_events`` events (and alerts), or
+    ``batch_max_ms`` after its first record, whichever comes first. One batch covers
+    one input partition (see :mod:`agentwatch.sinks.kafka`, why).
+    """
+
+    bootstrap_servers: str = "localhost:9092"
+    events_topic: str = "agentwatch.events"
+    alerts_topic: str = "agentwatch.alerts"
+    group_id: str = "agentwatch-sink"
+    batch_max_events: int = 100_000
+    batch_max_ms: int = 1000
+    max_backoff_s: float = 30.0
+    """Longest wait between two attempts while ClickHouse is down or overloaded."""
+
+    def __post_init__(self) -> None:
+        if self.batch_max_events < 1:
+            raise ConfigError(f"batch_max_events: {self.batch_max_events} is not >= 1")
+        if self.batch_max_ms < 1:
+            raise ConfigError(f"batch_max_ms: {self.batch_max_ms} is not >= 1")
+        if not self.max_backoff_s > 0:
+            raise ConfigError(f"max_backoff_s: {self.max_backoff_s} is not > 0")
+        if not self.events_topic and not self.alerts_topic:
+            raise ConfigError("events_topic and alerts_topic are both empty: nothing to sink")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> SinkSettings:
+        values, source = _gather(SINK_ENV_VARS, env, overrides)
+        settings: SinkSettings = _coerce(cls, values, source)
+        return settings
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.events_topic, self.alerts_topic) if t)
+
+
+SINK_ENV_VARS: Final[dict[str, str]] = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "events_topic": "AGENTWATCH_EVENTS_TOPIC",
+    "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
+    "group_id": "AGENTWATCH_SINK_GROUP",
+    "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
+    "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",
+    "max_backoff_s": "AGENTWATCH_SINK_MAX_BACKOFF_S",
+}
