@@ -1,0 +1,353 @@
+"""``agentwatch sink``: a Kafka consumer group that writes exact batches to ClickHouse.
+
+The loop: read records (``getmany``) into one :class:`PartitionBatch` per partition;
+when the rows held reach ``batch_max_events`` or the oldest is ``batch_max_ms`` old,
+run a *flush round* over every partition that holds something:
+
+1. one commit of every batch's intent (``start`` + ``pending <last>``);
+2. per batch, its inserts (events and dead letters, or alerts), each with its token;
+3. one commit of every batch's end (``last + 1``).
+
+See :mod:`._batches` for why that stores each row exactly once across crashes and
+rebalances. While ClickHouse fails, step 2 retries the same batch with exponential
+backoff (the consumer keeps polling with every partition paused, so it stays in its
+group), and nothing else is read; when ClickHouse is back, the sink carries on by
+itself. Bad records never stop it: they become ``dead_letters`` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from agentwatch.schemas.errors import BackpressureError, SinkError
+from agentwatch.sinks._ddl import ALERTS_TABLE, DEAD_LETTERS_TABLE, EVENTS_TABLE, SchemaConfig
+from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, events_to_arrow
+from agentwatch.sinks.kafka._batches import (
+    PartitionBatch,
+    RecentIds,
+    intent_metadata,
+    parse_intent,
+)
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from agentwatch.sinks._settings import SinkSettings
+    from agentwatch.sinks.backends.base import Backend
+
+__all__ = ["KafkaSink", "SinkStats"]
+
+log = logging.getLogger("agentwatch.sink")
+
+#: Event ids remembered per partition to drop a producer's re-sent copies.
+RECENT_IDS_PER_PARTITION: Final = 100_000
+_FIRST_BACKOFF_S: Final = 0.2
+_POLL_MS: Final = 100
+_STATS_EVERY_S: Final = 30.0
+
+
+@dataclass(slots=True)
+class SinkStats:
+    records: int = 0
+    events: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    rounds: int = 0
+    retries: int = 0
+
+
+class _RevokedError(Exception):
+    """A rebalance took partitions away during a flush round: abandon the round."""
+
+
+class KafkaSink:
+    """One sink process. ``await sink.run()`` until :meth:`stop`."""
+
+    def __init__(self, settings: SinkSettings, backend: Backend, schema: SchemaConfig) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._tables = {
+            name: schema.table(name) for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
+        }
+        self._batches: dict[TopicPartition, PartitionBatch] = {}
+        self._recent: dict[TopicPartition, RecentIds] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()  # a flush round, or a rebalance, at a time
+        self._revoking = False
+        self._stopping = asyncio.Event()
+        self.stats = SinkStats()
+        self.ready = asyncio.Event()  # set once partitions are assigned
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to flush what it holds, commit and return."""
+        self._stopping.set()
+
+    # -- the consumer ---------------------------------------------------------------
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 (optional runtime dependency)
+
+        s = self._settings
+        return AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.group_id,
+            client_id=f"{s.group_id}-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+
+    async def run(self) -> SinkStats:
+        from aiokafka.abc import ConsumerRebalanceListener  # noqa: PLC0415
+
+        sink = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await sink._on_revoked(list(revoked))
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                await sink._on_assigned(list(assigned))
+
+        consumer = self._consumer = self._make_consumer()
+        await consumer.start()
+        try:
+            consumer.subscribe(list(self._settings.topics), listener=Listener())
+            await self._loop(consumer)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        return self.stats
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        s = self._settings
+        max_age_s = s.batch_max_ms / 1000
+        next_stats = time.monotonic() + _STATS_EVERY_S
+        while not self._stopping.is_set():
+            data = await consumer.getmany(timeout_ms=_POLL_MS, max_records=s.batch_max_events)
+            async with self._lock:
+                for tp, records in data.items():
+                    await self._take(tp, records)
+                if self._due(max_age_s):
+                    await self._round()
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + _STATS_EVERY_S
+                log.info("sink: %s", self.stats)
+        async with self._lock:
+            await self._round()
+
+    async def _take(self, tp: TopicPartition, records: Iterable[Any]) -> None:
+        batch = self._batches.get(tp)
+        if batch is None:  # revoked while these were in flight
+            return
+        recent = self._recent.get(tp)
+        for record in records:
+            if not batch.accepts(record.offset):
+                # Past an intent's cut: the re-formed batch is complete. Store it,
+                # then go on with this record in the next batch.
+                await self._round()
+            batch.add(record.offset, record.value, recent)
+            self.stats.records += 1
+            if batch.must_flush:
+                await self._round()
+
+    def _due(self, max_age_s: float) -> bool:
+        rows = 0
+        oldest: float | None = None
+        for batch in self._batches.values():
+            if batch.empty:
+                continue
+            rows += batch.rows
+            if batch.opened_at is not None and (oldest is None or batch.opened_at < oldest):
+                oldest = batch.opened_at
+        if oldest is None:
+            return False
+        return rows >= self._settings.batch_max_events or time.monotonic() - oldest >= max_age_s
+
+    # -- a flush round ----------------------------------------------------------------
+
+    async def _round(self) -> None:
+        """Intents, inserts, commits for every non-empty batch (call with the lock)."""
+        consumer = self._consumer
+        ready = {tp: b for tp, b in self._batches.items() if not b.empty}
+        if consumer is None or not ready:
+            return
+        from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
+
+        try:
+            intents = {
+                tp: OffsetAndMetadata(b.start, intent_metadata(b.last))
+                for tp, b in ready.items()
+                if not b.intent_committed and b.start is not None and b.last is not None
+            }
+            if intents:
+                await consumer.commit(intents)
+                for tp in intents:
+                    ready[tp].intent_committed = True
+            for batch in ready.values():
+                await self._insert(batch)
+            await consumer.commit(
+                {
+                    tp: OffsetAndMetadata(b.last + 1, "")
+                    for tp, b in ready.items()
+                    if b.last is not None
+                }
+            )
+        except _RevokedError:
+            log.info("sink: partitions revoked during a flush; the next owner completes it")
+            return
+        except Exception as exc:
+            from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+            if not isinstance(exc, KafkaError):
+                raise
+            # A commit failed (a rebalance, the coordinator moved): what was inserted
+            # stays; whoever owns the partitions next re-forms the batches from the
+            # intents and ClickHouse drops the copies.
+            log.warning("sink: commit failed (%s); re-reading from the last commit", exc)
+            await self._reset(list(ready))
+            return
+        for batch in ready.values():
+            self.stats.events += len(batch.events)
+            self.stats.alerts += len(batch.alerts)
+            self.stats.dead_letters += len(batch.dead_letters)
+            self.stats.duplicates += batch.duplicates
+            batch.committed()
+        self.stats.rounds += 1
+        gc.collect(1)  # the batch's objects die by refcount; collect the young rest
+
+    async def _insert(self, batch: PartitionBatch) -> None:
+        token = batch.token(self._settings.group_id)
+        parts = []
+        if batch.events:
+            parts.append((EVENTS_TABLE, events_to_arrow(batch.events)))
+        if batch.alerts:
+            parts.append((ALERTS_TABLE, alerts_to_arrow(batch.alerts)))
+        if batch.dead_letters:
+            parts.append((DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters)))
+        for name, data in parts:
+            await self._insert_with_retry(self._tables[name], data, f"{token}:{name}")
+
+    async def _insert_with_retry(self, table: str, data: Any, token: str) -> None:
+        backoff_s = _FIRST_BACKOFF_S
+        paused = False
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(
+                        self._backend.insert_arrow, table, data, dedup_token=token
+                    )
+                except SinkError as exc:
+                    wait_s = backoff_s
+                    if isinstance(exc, BackpressureError):
+                        wait_s = max(wait_s, exc.retry_after_s)
+                    wait_s = min(wait_s, self._settings.max_backoff_s)
+                    self.stats.retries += 1
+                    log.warning("sink: %s; retrying in %.1f s (nothing is lost)", exc, wait_s)
+                    if not paused and self._consumer is not None:
+                        self._consumer.pause(*self._consumer.assignment())
+                        paused = True
+                    await self._wait(wait_s)
+                    backoff_s = min(backoff_s * 2, self._settings.max_backoff_s)
+                else:
+                    return
+        finally:
+            if paused and self._consumer is not None:
+                self._consumer.resume(*self._consumer.assignment())
+
+    async def _wait(self, wait_s: float) -> None:
+        """Wait while polling (every partition paused), so the group keeps us; give up
+        the round when a rebalance wants our partitions."""
+        consumer = self._consumer
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self._revoking:
+                raise _RevokedError
+            if consumer is not None:
+                # Paused partitions return nothing; the call keeps max_poll_interval_ms happy.
+                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                await consumer.getmany(timeout_ms=min(_POLL_MS, remaining_ms))
+            else:
+                await asyncio.sleep(min(0.1, wait_s))
+
+    # -- rebalances -------------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._revoking = True
+        try:
+            async with self._lock:
+                for tp in revoked:
+                    self._batches.pop(tp, None)
+                    self._recent.pop(tp, None)
+        finally:
+            self._revoking = False
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            await self._reset(assigned)
+        self.ready.set()
+        log.info("sink: assigned %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+    async def _reset(self, partitions: list[TopicPartition]) -> None:
+        """Start these partitions over from their committed offset, honouring intents."""
+        consumer = self._consumer
+        if consumer is None or not partitions:
+            return
+        committed = await _committed_with_metadata(consumer, partitions)
+        for tp in partitions:
+            batch = PartitionBatch(
+                tp.topic, tp.partition, is_alerts=tp.topic == self._settings.alerts_topic
+            )
+            offset, metadata = committed.get(tp, (None, ""))
+            if offset is not None:
+                batch.start = offset
+                batch.cut_at = parse_intent(metadata)
+                consumer.seek(tp, offset)
+                if batch.cut_at is not None:
+                    log.info(
+                        "sink: %s/%d: completing a batch that may be stored (offsets %d-%d)",
+                        tp.topic,
+                        tp.partition,
+                        offset,
+                        batch.cut_at,
+                    )
+            else:
+                await consumer.seek_to_beginning(tp)  # auto_offset_reset="earliest"
+            self._batches[tp] = batch
+            if not batch.is_alerts:
+                self._recent.setdefault(tp, RecentIds(RECENT_IDS_PER_PARTITION))
+
+
+async def _committed_with_metadata(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, tuple[int | None, str]]:
+    """Committed offsets *and their metadata* (the public ``committed()`` drops the
+    metadata). Uses the group coordinator aiokafka keeps; aiokafka is pinned."""
+    coordinator = consumer._coordinator  # private: see docstring
+    offsets = await coordinator.fetch_committed_offsets(partitions)
+    out: dict[TopicPartition, tuple[int | None, str]] = {}
+    for tp in partitions:
+        meta = offsets.get(tp)
+        if meta is None or meta.offset < 0:
+            out[tp] = (None, "")
+        else:
+            out[tp] = (meta.offset, meta.metadata or "")
+    return out
+
+
+def install_signal_handlers(sink: KafkaSink) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, sink.stop)
