@@ -1,0 +1,148 @@
+"""Runs ``agentwatch sink`` as a process for the integration tests, and reads the group's
+committed offsets (with their metadata) from Kafka.
+
+Run as a script it is the sink itself; ``--kill-after-inserts N`` makes the process
+SIGKILL itself right after its N-th batch insert, i.e. after ClickHouse stored the
+batch and before the offsets are committed: the crash the dedup tokens are for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+class SinkProcess:
+    def __init__(self, bootstrap: str, *, events_topic: str, alerts_topic: str, group: str,
+                 chdb_path: Path, log_path: Path, batch_max_events: int = 500,
+                 batch_max_ms: int = 300, kill_after_inserts: int | None = None) -> None:
+        self.log_path = log_path
+        self.args = [sys.executable, str(HERE / "sink_harness.py"), "--chdb", str(chdb_path)]
+        if kill_after_inserts is not None:
+            self.args += ["--kill-after-inserts", str(kill_after_inserts)]
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "AGENTWATCH_EVENTS_TOPIC": events_topic,
+            "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
+            "AGENTWATCH_SINK_GROUP": group,
+            "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(batch_max_events),
+            "AGENTWATCH_SINK_BATCH_MAX_MS": str(batch_max_ms),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SinkProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], tuple[int, str]]:
+    """``(topic, partition) -> (committed offset, metadata)`` of a consumer group."""
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+
+    async def go() -> dict[tuple[str, int], tuple[int, str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return {(tp.topic, tp.partition): (m.offset, m.metadata) for tp, m in offsets.items()}
+
+    return asyncio.run(go())
+
+
+def end_offsets(bootstrap: str, topics: dict[str, int]) -> dict[tuple[str, int], int]:
+    """End offsets of every partition of ``topics`` (name -> partition count)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    async def go() -> dict[tuple[str, int], int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    return asyncio.run(go())
+
+
+def wait_caught_up(bootstrap: str, group: str, topics: dict[str, int], *, timeout_s: float,
+                   sink: SinkProcess | None = None) -> None:
+    """Until the group committed the end of every partition of ``topics`` (name ->
+    partition count), with no intent pending."""
+    ends = end_offsets(bootstrap, topics)
+    deadline = time.monotonic() + timeout_s
+    committed: dict[tuple[str, int], tuple[int, str]] = {}
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    while time.monotonic() < deadline:
+        try:
+            committed = group_offsets(bootstrap, group)
+        except KafkaError:  # the group does not exist yet
+            committed = {}
+        if all(committed.get(tp, (-1, ""))[0] >= end and not committed[tp][1]
+               for tp, end in ends.items() if end > 0):
+            return
+        if sink is not None and sink.proc is not None and sink.proc.poll() is not None:
+            raise AssertionError(f"sink exited ({sink.proc.returncode}):\n{sink.log()[-3000:]}")
+        time.sleep(0.3)
+    log = sink.log()[-3000:] if sink is not None else ""
+    raise AssertionError(f"not caught up after {timeout_s} s: ends {ends}, committed "
+                         f"{committed}\n{log}")
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chdb", required=True)
+    parser.add_argument("--kill-after-inserts", type=int, default=None)
+    args = parser.parse_args()
+
+    from agentwatch.sinks import SinkSettings, StoreSettings  # noqa: PLC0415
+    from agentwatch.sinks.kafka import KafkaSink, run_sink  # noqa: PLC0415
+
+    if args.kill_after_inserts is not None:
+        original = KafkaSink._insert  # noqa: SLF001 (the crash is injected by the test only)
+        done = 0
+
+        async def insert_then_die(self: KafkaSink, batch: Any) -> None:
+            nonlocal done
+            await original(self, batch)
+            done += 1
+            if done >= args.kill_after_inserts:
+                print(f"harness: SIGKILL after insert {done} of {batch.topic}/"
+                      f"{batch.partition} {batch.start}-{batch.last}", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        KafkaSink._insert = insert_then_die  # type: ignore[method-assign]
+
+    sys.exit(run_sink(SinkSettings.from_env(), StoreSettings.from_env(url=args.chdb)))
+
+
+if __name__ == "__main__":
+    _main()
