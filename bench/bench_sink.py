@@ -1,0 +1,158 @@
+"""sink: sustained events/s from the topic into chDB through ONE `agentwatch sink`, against
+the limit: the bare chDB insert of the same rows, already in memory as Arrow tables, in the
+same batch sizes, into the same schema (rollups materialized view included). Same run.
+
+Workload: ``_common.synthetic_events`` completed and packed as ``agentwatch.producer`` does
+(the worker bench's workload: 500 sessions, a linger flush every 5,000 events), preloaded on
+a 4-partition topic. The sink reads it from the start with a fresh consumer group and its
+default batches (100,000 events or 1 s); its rate is the events committed between the first
+and the last commit observed over the time between them (``bench._kafka.measure_group``:
+start-up, migration and group join excluded and printed apart).
+
+The limit: the same records decoded to events in this process (not timed), turned into
+Arrow tables of the same batch size (not timed), then only the ``insert_arrow`` calls timed,
+into a fresh chDB database. ``ratio = sink / limit`` (1.0 would mean the sink adds nothing to
+the insert itself). Goal (issue 5, not asserted): >= 100,000 events/s per sink process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
+
+from agentwatch.schemas import decode_record
+from agentwatch.sinks import ChdbBackend, events_to_arrow, migrate
+from bench._common import summary
+from bench._kafka import (
+    BenchError,
+    GroupWatcher,
+    Loaded,
+    create_topics,
+    fresh_name,
+    kafka_bootstrap,
+    log_tail,
+    measure_group,
+    preload,
+    start_process,
+    stop_process,
+)
+from bench.bench_worker import Workload, build_workload
+
+GOAL_EVENTS_PER_S = 100_000
+
+
+def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace) -> float:
+    group = fresh_name("bench-sink")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTWATCH_EVENTS_TOPIC": loaded.topic,
+        "AGENTWATCH_ALERTS_TOPIC": fresh_name("bench-alerts"),
+        "AGENTWATCH_SINK_GROUP": group,
+        "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(args.batch_events),
+        "CLICKHOUSE_URL": str(tmp / "sink-chdb"),
+    }
+    log = tmp / "sink.log"
+    cmd = [*os.environ.get("BENCH_SINK_PREFIX", "").split(), sys.executable, "-c", "import sys; from agentwatch.sinks.kafka import run_sink; from agentwatch.sinks import SinkSettings as S, StoreSettings as T; sys.exit(run_sink(S.from_env(), T.from_env()))"]
+    print("sink: running agentwatch sink ...", file=sys.stderr, flush=True)
+    watcher = GroupWatcher(bootstrap, group, loaded)
+    proc, launched_at = start_process(cmd, env, log)
+    try:
+        result = measure_group(
+            watcher, loaded, proc, launched_at=launched_at, timeout_s=args.timeout_s
+        )
+    except BenchError as exc:
+        raise BenchError(f"sink: {exc.reason}", f"--- tail of {log} ---\n{log_tail(log)}") from None
+    finally:
+        stop_process(proc)
+        watcher.close()
+    print(f"sink: agentwatch sink: {result.describe()}", file=sys.stderr, flush=True)
+    with ChdbBackend(tmp / "sink-chdb") as db:
+        stored = db.query("SELECT count() FROM agentwatch.events").rows[0][0]
+    if stored != loaded.events:
+        raise BenchError(f"sink stored {stored:,} events of {loaded.events:,}")
+    return result.events_per_s
+
+
+def run_limit(work: Workload, tmp: Path, args: argparse.Namespace) -> float:
+    events = [e for _, value, _ in work.packed for e in decode_record(value).events]
+    tables = [
+        events_to_arrow(events[i : i + args.batch_events])
+        for i in range(0, len(events), args.batch_events)
+    ]
+    best = 0.0
+    for round_ in range(args.limit_rounds):
+        with ChdbBackend(tmp / f"limit-chdb-{round_}") as db:
+            migrate(db)
+            started = time.perf_counter()
+            for i, table in enumerate(tables):
+                db.insert_arrow("agentwatch.events", table, dedup_token=f"limit/{i}")
+            elapsed = time.perf_counter() - started
+            stored = db.query("SELECT count() FROM agentwatch.events").rows[0][0]
+        if stored != len(events):
+            raise BenchError(f"limit stored {stored:,} of {len(events):,}")
+        best = max(best, len(events) / elapsed)
+    print(
+        f"sink: limit (bare insert_arrow of {len(tables)} in-memory Arrow tables, best of "
+        f"{args.limit_rounds}): {best:,.0f} events/s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return best
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=600_000)
+    parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument("--linger-events", type=int, default=5000)
+    parser.add_argument("--max-events", type=int, default=500, help="Packer max_events")
+    parser.add_argument("--max-bytes", type=int, default=1_000_000, help="Packer max_bytes")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--batch-events", type=int, default=100_000, help="sink batch size")
+    parser.add_argument("--limit-rounds", type=int, default=2)
+    parser.add_argument("--timeout-s", type=float, default=300.0)
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    work = build_workload(args)
+    n = sum(events for _, _, events in work.packed)
+    print(
+        f"sink: workload {n:,} events of {work.sessions} sessions in {len(work.packed):,} "
+        f"packed records ({n / len(work.packed):.1f} events/record), {args.partitions} "
+        f"partitions",
+        file=sys.stderr,
+        flush=True,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="agentwatch-bench-sink-"))
+    try:
+        with kafka_bootstrap() as bootstrap:
+            topic = fresh_name("bench-sink-events")
+            create_topics(bootstrap, [topic], args.partitions)
+            loaded = preload(bootstrap, topic, work.packed)
+            ours = run_sink(loaded, bootstrap, tmp, args)
+        limit = run_limit(work, tmp, args)
+    except BenchError as exc:
+        print(f"sink: FAILED: {exc.reason}", file=sys.stderr)
+        if exc.detail:
+            print(exc.detail, file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    summary("sink", "events_per_s", ours, limit, higher_is_better=True)
+    verdict = "met" if ours >= GOAL_EVENTS_PER_S else "missed"
+    print(f"sink: goal >= {GOAL_EVENTS_PER_S:,} events/s per sink process: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
