@@ -20,7 +20,7 @@ import pytest
 from sink_harness import SinkProcess, group_offsets, wait_caught_up
 from worker_harness import create_topic, pack, produce
 
-from agentwatch.schemas import Alert, encode_alert
+from agentwatch.schemas import Alert, default_price_table, encode_alert
 from agentwatch.sinks import ChdbBackend, SchemaConfig, SinkSettings, migrate
 from agentwatch.sinks.kafka import INTENT_PREFIX, KafkaSink
 
@@ -64,8 +64,8 @@ def make_alerts(n: int) -> list[Alert]:
             "type": "runaway_loop" if i % 2 else "cost", "state": state, "severity": "warning",
             "scope": "session", "key": f"s{i}", "tenant_id": "t0", "agent_id": "agent-0",
             "session_id": f"s{i}", "value": float(i), "threshold": 1.0, "window_s": 60,
-            "ts": (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "reason": f"alert {i}",
-            "event_ids": [f"e{i}"]})))
+            "ts": (T0 + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reason": f"alert {i}", "event_ids": [f"e{i}"]})))
     return alerts
 
 
@@ -143,7 +143,17 @@ def test_sink_stores_every_event_once_with_rollups_alerts_and_dead_letters(
     finally:
         assert sink.stop() == 0, sink.log()[-3000:]
     _check_store(tmp_path / "ch", events)
+    prices = default_price_table()
+    expected_cost = sum(
+        prices.cost_usd(e["model"], e["input_tokens"], e["output_tokens"], None) or 0.0
+        for e in events if e["kind"] == "llm_call")
+    assert expected_cost > 0
     with ChdbBackend(tmp_path / "ch") as db:
+        # Events sent without cost_usd are priced as the detection core prices them.
+        cost = db.query("SELECT sum(cost_usd), min(priced) FROM agentwatch.events"
+                        " WHERE kind = 'llm_call'").rows[0]
+        assert cost[0] == pytest.approx(expected_cost, rel=1e-9)
+        assert cost[1] == 1
         stored_alerts = db.query(
             "SELECT alert_id, state, value FROM agentwatch.alerts ORDER BY value").rows
         assert stored_alerts == [(a.alert_id, a.state.value, a.value) for a in alerts]
@@ -201,7 +211,7 @@ class _InProcessSink:
         try:
             self.sink = KafkaSink(self._settings, self._backend, SchemaConfig())
             self._loop.run_until_complete(self.sink.run())
-        except BaseException as exc:  # reported by the test
+        except BaseException as exc:  # noqa: BLE001 (handed to the test, which asserts on it)
             self.error = exc
 
     def __enter__(self) -> _InProcessSink:

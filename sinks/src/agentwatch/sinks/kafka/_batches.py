@@ -32,7 +32,14 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from agentwatch.schemas import Alert, Event, Rejected, decode_record, describe_validation_error
+from agentwatch.schemas import (
+    Alert,
+    Event,
+    PriceTable,
+    Rejected,
+    decode_record,
+    describe_validation_error,
+)
 from agentwatch.sinks._rows import DeadLetter, dead_letters_from_rejected
 
 __all__ = [
@@ -133,8 +140,16 @@ class PartitionBatch:
         """False when ``offset`` belongs to the next batch (past an intent's cut)."""
         return self.cut_at is None or offset <= self.cut_at
 
-    def add(self, offset: int, value: bytes | None, recent: RecentIds | None) -> None:
-        """Decode one record into rows; bad input becomes dead letters."""
+    def add(
+        self,
+        offset: int,
+        value: bytes | None,
+        recent: RecentIds | None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        """Decode one record into rows; bad input becomes dead letters. With ``prices``,
+        an event without ``cost_usd`` is priced as the detection core prices it, so the
+        stored cost is the cost the alert rules saw."""
         if self.start is None:
             self.start = offset
         if self.opened_at is None:
@@ -150,14 +165,13 @@ class PartitionBatch:
         decoded = decode_record(value)
         if decoded.rejected:
             self.dead_letters.extend(dead_letters_from_rejected(decoded.rejected, source))
-        if recent is None:
-            self.events.extend(decoded.events)
-            return
         for event in decoded.events:
-            if recent.seen(event.event_id):
+            if recent is not None and recent.seen(event.event_id):
                 self.duplicates += 1
-            else:
-                self.events.append(event)
+                continue
+            if prices is not None and event.cost_usd is None:
+                prices.fill_cost(event)
+            self.events.append(event)
 
     def _add_alert(self, source: str, value: bytes) -> None:
         try:

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from agentwatch.schemas import default_price_table
 from agentwatch.schemas.errors import BackpressureError, SinkError
 from agentwatch.sinks._ddl import ALERTS_TABLE, DEAD_LETTERS_TABLE, EVENTS_TABLE, SchemaConfig
 from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, events_to_arrow
@@ -80,6 +81,7 @@ class KafkaSink:
         }
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._recent: dict[TopicPartition, RecentIds] = {}
+        self._prices = default_price_table()
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()  # a flush round, or a rebalance, at a time
         self._revoking = False
@@ -157,7 +159,7 @@ class KafkaSink:
                 # Past an intent's cut: the re-formed batch is complete. Store it,
                 # then go on with this record in the next batch.
                 await self._round()
-            batch.add(record.offset, record.value, recent)
+            batch.add(record.offset, record.value, recent, self._prices)
             self.stats.records += 1
             if batch.must_flush:
                 await self._round()
