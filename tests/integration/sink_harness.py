@@ -127,7 +127,7 @@ def _main() -> None:
     from agentwatch.sinks.kafka import KafkaSink, run_sink  # noqa: PLC0415
 
     if args.kill_after_inserts is not None:
-        original = KafkaSink._insert  # noqa: SLF001 (the crash is injected by the test only)
+        original = KafkaSink._insert  # the crash is injected by the test only
         done = 0
 
         async def insert_then_die(self: KafkaSink, batch: Any) -> None:
