@@ -1,0 +1,116 @@
+"""The pure part of `agentwatch sink`: intents, tokens, batch cuts, duplicates, dead letters."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from conftest import AlertFactory
+
+from agentwatch.schemas import default_price_table, encode_alert
+from agentwatch.sinks.kafka import (
+    INTENT_PREFIX,
+    PartitionBatch,
+    RecentIds,
+    batch_token,
+    intent_metadata,
+    parse_intent,
+)
+
+
+def _event(event_id: str, **fields: object) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "ts": "2026-11-20T09:00:00.000001Z",
+        "agent_id": "a",
+        "session_id": "s",
+        "kind": "llm_call",
+        **fields,
+    }
+
+
+def _id(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def test_intent_metadata_round_trips_and_ignores_foreign_metadata() -> None:
+    assert parse_intent(intent_metadata(41)) == 41
+    assert intent_metadata(41).startswith(INTENT_PREFIX)
+    assert parse_intent("") is None
+    assert parse_intent(None) is None
+    assert parse_intent("written by another tool") is None
+    assert parse_intent(INTENT_PREFIX + "x12") is None
+
+
+def test_token_names_group_topic_partition_and_range() -> None:
+    assert batch_token("g", "agentwatch.events", 3, 100, 199) == "g/agentwatch.events/3/100-199"
+    batch = PartitionBatch("agentwatch.events", 3, is_alerts=False, start=100)
+    with pytest.raises(ValueError, match="empty batch"):
+        batch.token("g")
+    batch.add(100, orjson.dumps(_event(_id(1))), None)
+    batch.add(101, orjson.dumps(_event(_id(2))), None)
+    assert batch.token("g") == "g/agentwatch.events/3/100-101"
+
+
+def test_batch_without_a_commit_starts_at_its_first_record() -> None:
+    batch = PartitionBatch("t", 0, is_alerts=False)
+    batch.add(7, orjson.dumps([_event(_id(1)), _event(_id(2))]), None)
+    assert (batch.start, batch.last, len(batch.events)) == (7, 7, 2)
+
+
+def test_a_batch_from_an_intent_is_cut_at_exactly_its_last_offset() -> None:
+    batch = PartitionBatch("t", 0, is_alerts=False, start=10, cut_at=12)
+    for offset in (10, 11):
+        assert batch.accepts(offset)
+        batch.add(offset, orjson.dumps(_event(_id(offset))), None)
+        assert not batch.must_flush
+    batch.add(12, orjson.dumps(_event(_id(12))), None)
+    assert batch.must_flush
+    assert not batch.accepts(13)
+    assert batch.token("g") == "g/t/0/10-12"
+    batch.committed()
+    assert (batch.start, batch.cut_at, batch.empty, batch.events) == (13, None, True, [])
+    assert batch.accepts(13)
+
+
+def test_recent_ids_drop_a_resent_event_and_forget_the_oldest() -> None:
+    recent = RecentIds(capacity=2)
+    batch = PartitionBatch("t", 0, is_alerts=False)
+    batch.add(0, orjson.dumps([_event(_id(1)), _event(_id(2))]), recent)
+    batch.add(1, orjson.dumps([_event(_id(1)), _event(_id(3))]), recent)
+    assert [e.event_id for e in batch.events] == [_id(1), _id(2), _id(3)]
+    assert batch.duplicates == 1
+    assert len(recent) == 2
+    assert not recent.seen(_id(1))  # forgotten: capacity 2 kept ids 2 and 3
+
+
+def test_bad_records_become_dead_letters_with_their_source() -> None:
+    batch = PartitionBatch("ev", 2, is_alerts=False)
+    batch.add(5, b"{oops", None)
+    batch.add(6, orjson.dumps([_event(_id(1)), _event("not-a-uuid")]), None)
+    batch.add(7, None, None)
+    assert len(batch.events) == 1
+    sources = [d.source for d in batch.dead_letters]
+    assert sources == ["ev/2/5", "ev/2/6#1", "ev/2/7"]
+    assert "malformed JSON" in batch.dead_letters[0].reason
+    assert "event_id" in batch.dead_letters[1].reason
+    assert batch.rows == 4
+
+
+def test_alerts_topic_records_become_alerts_or_dead_letters(make_alert: AlertFactory) -> None:
+    batch = PartitionBatch("al", 0, is_alerts=True)
+    alert = make_alert()
+    batch.add(0, encode_alert(alert), None)
+    batch.add(1, b'{"rule": 1}', None)
+    assert batch.alerts == [alert]
+    assert [d.source for d in batch.dead_letters] == ["al/0/1"]
+
+
+def test_events_without_cost_are_priced_like_the_core_prices_them() -> None:
+    prices = default_price_table()
+    batch = PartitionBatch("t", 0, is_alerts=False)
+    sent = _event(_id(1), model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+    own = _event(_id(2), model="gpt-4o-mini", input_tokens=1000, cost_usd=0.5)
+    batch.add(0, orjson.dumps([sent, own]), None, prices)
+    assert batch.events[0].cost_usd == prices.cost_usd("gpt-4o-mini", 1000, 100, None)
+    assert batch.events[0].cost_usd is not None and batch.events[0].cost_usd > 0
+    assert batch.events[1].cost_usd == 0.5
