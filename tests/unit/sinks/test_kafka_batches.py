@@ -112,5 +112,6 @@ def test_events_without_cost_are_priced_like_the_core_prices_them() -> None:
     own = _event(_id(2), model="gpt-4o-mini", input_tokens=1000, cost_usd=0.5)
     batch.add(0, orjson.dumps([sent, own]), None, prices)
     assert batch.events[0].cost_usd == prices.cost_usd("gpt-4o-mini", 1000, 100, None)
-    assert batch.events[0].cost_usd is not None and batch.events[0].cost_usd > 0
+    assert batch.events[0].cost_usd is not None
+    assert batch.events[0].cost_usd > 0
     assert batch.events[1].cost_usd == 0.5
