@@ -60,7 +60,14 @@ def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
         "CLICKHOUSE_URL": str(tmp / "sink-chdb"),
     }
     log = tmp / "sink.log"
-    cmd = [*os.environ.get("BENCH_SINK_PREFIX", "").split(), sys.executable, "-c", "import sys; from agentwatch.sinks.kafka import run_sink; from agentwatch.sinks import SinkSettings as S, StoreSettings as T; sys.exit(run_sink(S.from_env(), T.from_env()))"]
+    # BENCH_SINK_PREFIX: a command to run the sink under, e.g. a profiler
+    cmd = [
+        *os.environ.get("BENCH_SINK_PREFIX", "").split(),
+        sys.executable,
+        "-m",
+        "agentwatch.cli",
+        "sink",
+    ]
     print("sink: running agentwatch sink ...", file=sys.stderr, flush=True)
     watcher = GroupWatcher(bootstrap, group, loaded)
     proc, launched_at = start_process(cmd, env, log)

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from agentwatch.producer._fastcheck import plainly_valid
 from agentwatch.schemas import Event
+from agentwatch.schemas._fastcheck import plainly_valid
 
 MADE = frozenset({"event_id", "ts"})
 VALIDATOR = Event.__pydantic_validator__

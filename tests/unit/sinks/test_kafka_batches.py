@@ -77,7 +77,7 @@ def test_recent_ids_drop_a_resent_event_and_forget_the_oldest() -> None:
     batch = PartitionBatch("t", 0, is_alerts=False)
     batch.add(0, orjson.dumps([_event(_id(1)), _event(_id(2))]), recent)
     batch.add(1, orjson.dumps([_event(_id(1)), _event(_id(3))]), recent)
-    assert [e.event_id for e in batch.events] == [_id(1), _id(2), _id(3)]
+    assert [e["event_id"] for e in batch.events] == [_id(1), _id(2), _id(3)]
     assert batch.duplicates == 1
     assert len(recent) == 2
     assert not recent.seen(_id(1))  # forgotten: capacity 2 kept ids 2 and 3
@@ -111,7 +111,36 @@ def test_events_without_cost_are_priced_like_the_core_prices_them() -> None:
     sent = _event(_id(1), model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
     own = _event(_id(2), model="gpt-4o-mini", input_tokens=1000, cost_usd=0.5)
     batch.add(0, orjson.dumps([sent, own]), None, prices)
-    assert batch.events[0].cost_usd == prices.cost_usd("gpt-4o-mini", 1000, 100, None)
-    assert batch.events[0].cost_usd is not None
-    assert batch.events[0].cost_usd > 0
-    assert batch.events[1].cost_usd == 0.5
+    assert batch.events[0]["cost_usd"] == prices.cost_usd("gpt-4o-mini", 1000, 100, None)
+    assert batch.events[0]["cost_usd"] is not None
+    assert batch.events[0]["cost_usd"] > 0
+    assert batch.events[1]["cost_usd"] == 0.5
+
+
+def test_a_batch_from_an_intent_is_incomplete_until_its_cut() -> None:
+    batch = PartitionBatch("t", 0, is_alerts=False, start=10, cut_at=12)
+    batch.add(10, orjson.dumps(_event(_id(10))), None)
+    # Storing it now would give it another token than the first attempt's.
+    assert not batch.complete
+    assert not batch.must_flush
+    assert batch.token("g") == "g/t/0/10-12"
+
+
+def test_a_cut_whose_last_records_are_gone_still_carries_the_first_token() -> None:
+    batch = PartitionBatch("t", 0, is_alerts=False, start=10, cut_at=12)
+    batch.add(10, orjson.dumps(_event(_id(10))), None)
+    assert not batch.accepts(14)  # 11 and 12 were deleted (retention, compaction)
+    batch.passed_cut()
+    assert batch.complete
+    assert batch.must_flush
+    assert batch.token("g") == "g/t/0/10-12"
+    batch.committed()
+    assert batch.start == 13
+
+
+def test_a_cut_range_entirely_gone_leaves_nothing_to_complete() -> None:
+    batch = PartitionBatch("t", 0, is_alerts=False, start=10, cut_at=12)
+    assert not batch.accepts(20)
+    batch.passed_cut()
+    assert batch.cut_at is None
+    assert batch.accepts(20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -138,3 +138,138 @@ def schema(
     if name not in SCHEMA_NAMES:
         raise ConfigError(f"unknown schema {name!r}: choose one of {', '.join(SCHEMA_NAMES)}")
     sys.stdout.buffer.write(json_schema_bytes(name))
+
+
+# -- the ClickHouse store: db, query, sink ----------------------------------------------
+
+UrlOption = Annotated[str | None, typer.Option(
+    "--url", metavar="URL", help="ClickHouse: a chDB directory (embedded), "
+    "http(s)://host:8123 or clickhouse://user:pw@host/db (env CLICKHOUSE_URL; default "
+    "agentwatch-data/clickhouse; credentials also from CLICKHOUSE_USER, CLICKHOUSE_PASSWORD).",
+    show_default=False)]
+DatabaseOption = Annotated[str | None, typer.Option(
+    "--database", metavar="NAME", help="Database of the agentwatch tables "
+    "(env CLICKHOUSE_DATABASE; default agentwatch).", show_default=False)]
+TtlDaysOption = Annotated[str | None, typer.Option(
+    "--ttl-days", metavar="DAYS", help="Days to keep events and dead letters, or 'none' "
+    "to keep them; fixed when the tables are created (env AGENTWATCH_TTL_DAYS; default 30).",
+    show_default=False)]
+ClusterOption = Annotated[str | None, typer.Option(
+    "--cluster", metavar="NAME", help="ClickHouse cluster (remote_servers) to create the "
+    "tables on: ON CLUSTER, Replicated engines, Distributed *_all tables. Servers only; "
+    "no env var.", show_default=False)]
+
+db_app = typer.Typer(
+    help="Create, upgrade and inspect the ClickHouse schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def db_migrate(
+    url: UrlOption = None,
+    database: DatabaseOption = None,
+    ttl_days: TtlDaysOption = None,
+    cluster: ClusterOption = None,
+) -> None:
+    """Create the database and tables, or apply the migrations not applied yet.
+
+    Idempotent and forward only: a second run changes nothing.
+    """
+    from agentwatch.cli._store import run_migrate  # noqa: PLC0415
+    from agentwatch.sinks import StoreSettings  # noqa: PLC0415
+
+    settings = StoreSettings.from_env(url=url, database=database, ttl_days=ttl_days)
+    run_migrate(settings, sys.stdout, sys.stderr, cluster=cluster, ttl_given=ttl_days is not None)
+
+
+@db_app.command("ddl")
+def db_ddl(
+    database: DatabaseOption = None,
+    ttl_days: TtlDaysOption = None,
+    cluster: ClusterOption = None,
+) -> None:
+    """Print the schema's SQL (every statement `db migrate` may run), to apply it yourself.
+
+    Needs no ClickHouse. Running `agentwatch db migrate` afterwards records the versions.
+    """
+    from agentwatch.cli._store import ddl_text  # noqa: PLC0415
+    from agentwatch.sinks import StoreSettings  # noqa: PLC0415
+
+    settings = StoreSettings.from_env(database=database, ttl_days=ttl_days)
+    sys.stdout.write(ddl_text(settings.schema(cluster=cluster)))
+
+
+@db_app.command("status")
+def db_status(url: UrlOption = None, database: DatabaseOption = None) -> None:
+    """Show the applied migrations against those this agentwatch knows, and row counts."""
+    from agentwatch.cli._store import run_status  # noqa: PLC0415
+    from agentwatch.sinks import StoreSettings  # noqa: PLC0415
+
+    run_status(StoreSettings.from_env(url=url, database=database), sys.stdout)
+
+
+@app.command()
+def query(
+    sql: Annotated[str | None, typer.Argument(
+        help="A read query (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS).",
+        show_default=False)] = None,
+    url: UrlOption = None,
+    database: DatabaseOption = None,
+    saved: Annotated[str | None, typer.Option(
+        "--saved", metavar="NAME", help="Run a saved query instead of SQL (see --list).",
+        show_default=False)] = None,
+    output: Annotated[Literal["table", "csv", "json"], typer.Option(
+        "--format", "-f", help="table (aligned text), csv, or json (one object per line).",
+    )] = "table",
+    limit: Annotated[int, typer.Option(
+        "--limit", "-n", min=0, metavar="N", help="At most this many rows (0: no limit).")] = 100,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", metavar="NAME=VALUE", help="A query parameter, used as "
+        "{name:Type} in the SQL (the value is text ClickHouse parses as Type); repeat for "
+        "more.", show_default=False)] = None,
+    list_saved: Annotated[bool, typer.Option(
+        "--list", help="List the saved queries and exit.")] = False,
+) -> None:
+    """Run a read query against the store and print the result.
+
+    agentwatch query --saved cost-by-agent
+
+    agentwatch query "SELECT count() FROM agentwatch.events WHERE agent_id = {a:String}" -p a=bot
+    """
+    from agentwatch.cli import _store  # noqa: PLC0415
+    from agentwatch.sinks import StoreSettings  # noqa: PLC0415
+
+    settings = StoreSettings.from_env(url=url, database=database)
+    if list_saved:
+        if sql is not None or saved is not None:
+            raise ConfigError("--list takes no SQL and no --saved")
+        _store.list_saved(sys.stdout, settings.database)
+        return
+    _store.run_query(settings, sys.stdout, sys.stderr, sql=sql, saved=saved, fmt=output,
+                     limit=limit, params=param or ())
+
+
+@app.command()
+def sink(
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        "--bootstrap-servers", help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default "
+        "localhost:9092).", show_default=False)] = None,
+    group_id: Annotated[str | None, typer.Option(
+        "--group-id", help="Consumer group shared by the sinks (env AGENTWATCH_SINK_GROUP; "
+        "default agentwatch-sink).", show_default=False)] = None,
+    url: UrlOption = None,
+) -> None:
+    """Write events and alerts from Kafka to ClickHouse in batches.
+
+    Consumes agentwatch.events and agentwatch.alerts until interrupted; a batch is
+    stored once even when retried. The schema is migrated at start (idempotent).
+    Batch sizes and topics come from AGENTWATCH_SINK_* and AGENTWATCH_*_TOPIC
+    environment variables (see the README).
+    """
+    from agentwatch.sinks import SinkSettings, StoreSettings  # noqa: PLC0415
+
+    sink_settings = SinkSettings.from_env(bootstrap_servers=bootstrap_servers, group_id=group_id)
+    store_settings = StoreSettings.from_env(url=url)
+    from agentwatch.sinks.kafka import run_sink  # noqa: PLC0415 -- after the settings parse
+
+    raise typer.Exit(run_sink(sink_settings, store_settings))

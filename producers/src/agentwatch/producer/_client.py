@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
-from agentwatch.producer._fastcheck import KINDS
 from agentwatch.producer._helpers import (
     _CTX,
     LLMCallScope,
@@ -40,6 +39,7 @@ from agentwatch.producer._sender import Counters, QueueItem, Redactor, Sender
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Transport, kafka_transport
 from agentwatch.schemas import ConfigError, Event, PriceTable, default_price_table
+from agentwatch.schemas._fastcheck import KINDS
 
 __all__ = ["Agentwatch", "ProducerStats"]
 

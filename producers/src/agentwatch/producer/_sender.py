@@ -30,7 +30,6 @@ from typing import Any, Final, TypeAlias
 import orjson
 from pydantic import ValidationError
 
-from agentwatch.producer._fastcheck import plainly_valid
 from agentwatch.producer._helpers import _Context
 from agentwatch.producer._outbox import MemoryOutbox, Outbox
 from agentwatch.producer._packing import Packer
@@ -38,6 +37,7 @@ from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Transport
 from agentwatch.schemas import Event, PriceTable, describe_validation_error
+from agentwatch.schemas._fastcheck import plainly_valid
 
 __all__ = ["Counters", "QueueItem", "Redactor", "Sender", "format_ts_ns", "new_event_id"]
 

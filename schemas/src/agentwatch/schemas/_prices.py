@@ -56,8 +56,12 @@ class PriceTable:
         self._rates: dict[str, _Rates] = {
             name.lower(): _Rates(
                 p.input_per_mtok / _PER_MTOK,
-                (p.cached_input_per_mtok if p.cached_input_per_mtok is not None
-                 else p.input_per_mtok) / _PER_MTOK,
+                (
+                    p.cached_input_per_mtok
+                    if p.cached_input_per_mtok is not None
+                    else p.input_per_mtok
+                )
+                / _PER_MTOK,
                 p.output_per_mtok / _PER_MTOK,
             )
             for name, p in prices.items()
@@ -68,8 +72,13 @@ class PriceTable:
 
     @classmethod
     def builtin(cls) -> PriceTable:
-        return cls(_parse(resources.files(__package__).joinpath("prices.toml").read_bytes(),
-                          "built-in prices.toml", toml=True))
+        return cls(
+            _parse(
+                resources.files(__package__).joinpath("prices.toml").read_bytes(),
+                "built-in prices.toml",
+                toml=True,
+            )
+        )
 
     @classmethod
     def load(cls, path: str | Path, *, base: PriceTable | None = None) -> PriceTable:
@@ -128,9 +137,11 @@ class PriceTable:
             return None
         inp = input_tokens or 0
         cached = min(cached_input_tokens or 0, inp)
-        return (inp - cached) * rates.input + cached * rates.cached_input + (
-            output_tokens or 0
-        ) * rates.output
+        return (
+            (inp - cached) * rates.input
+            + cached * rates.cached_input
+            + (output_tokens or 0) * rates.output
+        )
 
     def fill_cost(self, event: Event) -> bool:
         """Set ``event.cost_usd`` from the table when it is absent. Returns False when the

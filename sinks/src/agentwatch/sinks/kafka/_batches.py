@@ -28,19 +28,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from pydantic import ValidationError
 
-from agentwatch.schemas import (
-    Alert,
-    Event,
-    PriceTable,
-    Rejected,
-    decode_record,
-    describe_validation_error,
-)
+from agentwatch.schemas import Alert, PriceTable, Rejected, describe_validation_error
 from agentwatch.sinks._rows import DeadLetter, dead_letters_from_rejected
+from agentwatch.sinks.kafka._decode import decode_rows
 
 __all__ = [
     "INTENT_PREFIX",
@@ -111,12 +105,14 @@ class PartitionBatch:
     cut_at: int | None = None
     """From an intent: the batch must end at exactly this offset."""
     last: int | None = None
-    events: list[Event] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Event rows (contract-valid dicts, see :func:`decode_rows`)."""
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     opened_at: float | None = None  # monotonic time of the first record
     intent_committed: bool = False
+    cut_reached: bool = False
 
     @property
     def empty(self) -> bool:
@@ -127,18 +123,41 @@ class PartitionBatch:
         return len(self.events) + len(self.alerts) + len(self.dead_letters)
 
     @property
+    def end(self) -> int | None:
+        """The last offset the batch covers: an intent's cut, else the last record read."""
+        return self.cut_at if self.cut_at is not None else self.last
+
+    @property
+    def complete(self) -> bool:
+        """False while a batch re-formed from an intent has not reached its cut: it must
+        not be stored before, or it would carry another token than the first attempt."""
+        if self.cut_at is None:
+            return True
+        return self.cut_reached or (self.last is not None and self.last >= self.cut_at)
+
+    @property
     def must_flush(self) -> bool:
         """A batch re-formed from an intent is complete: flush it before reading on."""
-        return self.cut_at is not None and self.last is not None and self.last >= self.cut_at
+        return self.cut_at is not None and not self.empty and self.complete
 
     def token(self, group: str) -> str:
-        if self.start is None or self.last is None:
+        end = self.end
+        if self.start is None or self.last is None or end is None:
             raise ValueError("an empty batch has no token")
-        return batch_token(group, self.topic, self.partition, self.start, self.last)
+        return batch_token(group, self.topic, self.partition, self.start, end)
 
     def accepts(self, offset: int) -> bool:
         """False when ``offset`` belongs to the next batch (past an intent's cut)."""
         return self.cut_at is None or offset <= self.cut_at
+
+    def passed_cut(self) -> None:
+        """A record after the cut arrived: the re-formed batch holds all Kafka still has
+        of its range (records can be gone: retention, compaction). With nothing left of
+        the range, there is nothing to complete."""
+        if self.empty:
+            self.cut_at = None
+        else:
+            self.cut_reached = True
 
     def add(
         self,
@@ -162,16 +181,16 @@ class PartitionBatch:
         if self.is_alerts:
             self._add_alert(source, value)
             return
-        decoded = decode_record(value)
-        if decoded.rejected:
-            self.dead_letters.extend(dead_letters_from_rejected(decoded.rejected, source))
-        for event in decoded.events:
-            if recent is not None and recent.seen(event.event_id):
+        rows, rejected = decode_rows(value)
+        if rejected:
+            self.dead_letters.extend(dead_letters_from_rejected(rejected, source))
+        for row in rows:
+            if recent is not None and recent.seen(row["event_id"]):
                 self.duplicates += 1
                 continue
-            if prices is not None and event.cost_usd is None:
-                prices.fill_cost(event)
-            self.events.append(event)
+            if prices is not None and row.get("cost_usd") is None:
+                _fill_cost(row, prices)
+            self.events.append(row)
 
     def _add_alert(self, source: str, value: bytes) -> None:
         try:
@@ -182,9 +201,11 @@ class PartitionBatch:
 
     def committed(self) -> None:
         """The batch is stored and its end committed: start the next one after it."""
-        if self.last is not None:
-            self.start = self.last + 1
+        end = self.end
+        if end is not None and self.last is not None:
+            self.start = end + 1
         self.cut_at = None
+        self.cut_reached = False
         self.last = None
         self.events = []
         self.alerts = []
@@ -192,3 +213,18 @@ class PartitionBatch:
         self.duplicates = 0
         self.opened_at = None
         self.intent_committed = False
+
+
+def _fill_cost(row: dict[str, Any], prices: PriceTable) -> None:
+    """``PriceTable.fill_cost`` for an event row: priced from the model and tokens when
+    it has tokens and a known model; left unpriced otherwise."""
+    if row.get("input_tokens") is None and row.get("output_tokens") is None:
+        return
+    cost = prices.cost_usd(
+        row.get("model"),
+        row.get("input_tokens"),
+        row.get("output_tokens"),
+        row.get("cached_input_tokens"),
+    )
+    if cost is not None:
+        row["cost_usd"] = cost

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agentwatch.schemas import default_price_table
 from agentwatch.schemas.errors import BackpressureError, SinkError
 from agentwatch.sinks._ddl import ALERTS_TABLE, DEAD_LETTERS_TABLE, EVENTS_TABLE, SchemaConfig
-from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, events_to_arrow
+from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, event_rows_to_arrow
 from agentwatch.sinks.kafka._batches import (
     PartitionBatch,
     RecentIds,
@@ -155,9 +155,14 @@ class KafkaSink:
             return
         recent = self._recent.get(tp)
         for record in records:
+            if (batch.last is not None and record.offset <= batch.last) or (
+                batch.start is not None and record.offset < batch.start
+            ):
+                continue  # taken already (a fetch from before a seek): batches are contiguous
             if not batch.accepts(record.offset):
                 # Past an intent's cut: the re-formed batch is complete. Store it,
                 # then go on with this record in the next batch.
+                batch.passed_cut()
                 await self._round()
             batch.add(record.offset, record.value, recent, self._prices)
             self.stats.records += 1
@@ -168,7 +173,7 @@ class KafkaSink:
         rows = 0
         oldest: float | None = None
         for batch in self._batches.values():
-            if batch.empty:
+            if batch.empty or not batch.complete:
                 continue
             rows += batch.rows
             if batch.opened_at is not None and (oldest is None or batch.opened_at < oldest):
@@ -182,16 +187,17 @@ class KafkaSink:
     async def _round(self) -> None:
         """Intents, inserts, commits for every non-empty batch (call with the lock)."""
         consumer = self._consumer
-        ready = {tp: b for tp, b in self._batches.items() if not b.empty}
+        # A batch re-formed from an intent waits for its cut (see PartitionBatch.complete).
+        ready = {tp: b for tp, b in self._batches.items() if not b.empty and b.complete}
         if consumer is None or not ready:
             return
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
         try:
             intents = {
-                tp: OffsetAndMetadata(b.start, intent_metadata(b.last))
+                tp: OffsetAndMetadata(b.start, intent_metadata(b.end))
                 for tp, b in ready.items()
-                if not b.intent_committed and b.start is not None and b.last is not None
+                if not b.intent_committed and b.start is not None and b.end is not None
             }
             if intents:
                 await consumer.commit(intents)
@@ -201,9 +207,9 @@ class KafkaSink:
                 await self._insert(batch)
             await consumer.commit(
                 {
-                    tp: OffsetAndMetadata(b.last + 1, "")
+                    tp: OffsetAndMetadata(b.end + 1, "")
                     for tp, b in ready.items()
-                    if b.last is not None
+                    if b.end is not None
                 }
             )
         except _RevokedError:
@@ -233,7 +239,7 @@ class KafkaSink:
         token = batch.token(self._settings.group_id)
         parts = []
         if batch.events:
-            parts.append((EVENTS_TABLE, events_to_arrow(batch.events)))
+            parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events)))
         if batch.alerts:
             parts.append((ALERTS_TABLE, alerts_to_arrow(batch.alerts)))
         if batch.dead_letters:
@@ -307,6 +313,11 @@ class KafkaSink:
         if consumer is None or not partitions:
             return
         committed = await _committed_with_metadata(consumer, partitions)
+        # Explicit offsets for partitions without a commit: seek_to_beginning() only
+        # schedules a reset, which can land after records were fetched and hand them
+        # over a second time.
+        fresh = [tp for tp in partitions if committed.get(tp, (None, ""))[0] is None]
+        beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in partitions:
             batch = PartitionBatch(
                 tp.topic, tp.partition, is_alerts=tp.topic == self._settings.alerts_topic
@@ -325,7 +336,7 @@ class KafkaSink:
                         batch.cut_at,
                     )
             else:
-                await consumer.seek_to_beginning(tp)  # auto_offset_reset="earliest"
+                consumer.seek(tp, beginnings[tp])  # as auto_offset_reset="earliest"
             self._batches[tp] = batch
             if not batch.is_alerts:
                 self._recent.setdefault(tp, RecentIds(RECENT_IDS_PER_PARTITION))

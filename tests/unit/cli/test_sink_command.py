@@ -1,0 +1,82 @@
+"""`agentwatch sink`: its help, and settings checked before Kafka is touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+AGENTWATCH = Path(sys.executable).with_name("agentwatch")  # the installed entry point
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(AGENTWATCH), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "250", **env},  # rich wraps help at 80 without a tty
+    )
+
+
+def test_help_names_the_options_and_their_env_vars() -> None:
+    proc = run("sink", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for text in (
+        "--bootstrap-servers",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "--group-id",
+        "AGENTWATCH_SINK_GROUP",
+        "--url",
+        "CLICKHOUSE_URL",
+        "AGENTWATCH_SINK_",
+    ):
+        assert text in proc.stdout
+    assert "sink" in run("--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            [],
+            {"AGENTWATCH_SINK_BATCH_MAX_MS": "soon"},
+            "AGENTWATCH_SINK_BATCH_MAX_MS: 'soon' is not a valid int",
+        ),
+        ([], {"AGENTWATCH_SINK_BATCH_MAX_EVENTS": "0"}, "batch_max_events: 0 is not >= 1"),
+        ([], {"CLICKHOUSE_DATABASE": "my-db"}, "database 'my-db' is not a plain identifier"),
+        (["--group-id", "g"], {"AGENTWATCH_TTL_DAYS": "-1"}, "ttl_days must be a whole number"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(
+    args: list[str], env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    # CLICKHOUSE_URL points at a path that must stay untouched: settings fail first
+    proc = run("sink", *args, **{"CLICKHOUSE_URL": str(tmp_path / "chdb"), **env})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"agentwatch: error: {message}")
+    assert proc.stderr.count("\n") == 1
+    assert not (tmp_path / "chdb").exists()
+
+
+def test_settings_are_parsed_before_the_kafka_module_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from agentwatch.cli.__main__ import main\n"
+        "rc = main(['sink'])\n"
+        "print(rc, 'agentwatch.sinks.kafka' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "AGENTWATCH_SINK_BATCH_MAX_MS": "soon"},
+    )
+    assert proc.stdout == "2 False\n", proc.stderr
