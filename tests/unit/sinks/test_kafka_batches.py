@@ -73,14 +73,17 @@ def test_a_batch_from_an_intent_is_cut_at_exactly_its_last_offset() -> None:
 
 
 def test_recent_ids_drop_a_resent_event_and_forget_the_oldest() -> None:
-    recent = RecentIds(capacity=2)
+    recent = RecentIds(capacity=4)
     batch = PartitionBatch("t", 0, is_alerts=False)
     batch.add(0, orjson.dumps([_event(_id(1)), _event(_id(2))]), recent)
     batch.add(1, orjson.dumps([_event(_id(1)), _event(_id(3))]), recent)
     assert [e["event_id"] for e in batch.events] == [_id(1), _id(2), _id(3)]
     assert batch.duplicates == 1
-    assert len(recent) == 2
-    assert not recent.seen(_id(1))  # forgotten: capacity 2 kept ids 2 and 3
+    assert len(recent) == 3
+    for n in (4, 5):  # ids 1 and 2 age out once two newer generations of 2 came in
+        assert not recent.seen(_id(n))
+    assert recent.seen(_id(3))
+    assert not recent.seen(_id(1))
 
 
 def test_bad_records_become_dead_letters_with_their_source() -> None:

@@ -26,7 +26,6 @@ batch sizes used (up to ``batch_max_events``).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -68,27 +67,29 @@ def batch_token(group: str, topic: str, partition: int, start: int, last: int) -
 
 
 class RecentIds:
-    """The last ``capacity`` event ids of one partition, to drop events a producer sent
-    twice (a re-send after a lost acknowledgement lands on the same partition, soon
-    after the first copy). Oldest ids are forgotten first."""
+    """Recent event ids of one partition, to drop events a producer sent twice (a
+    re-send after a lost acknowledgement lands on the same partition, soon after the
+    first copy). Two generations of ``capacity / 2`` ids: when the newer fills up it
+    becomes the older and the oldest are forgotten at once, so between ``capacity / 2``
+    and ``capacity`` of the latest ids are remembered, at the cost of two set lookups."""
 
-    __slots__ = ("_capacity", "_ids")
+    __slots__ = ("_half", "_newer", "_older")
 
     def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._half = max(1, capacity // 2)
+        self._newer: set[str] = set()
+        self._older: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._newer) + len(self._older)
 
     def seen(self, event_id: str) -> bool:
         """True when ``event_id`` was seen (recently); otherwise remember it."""
-        ids = self._ids
-        if event_id in ids:
+        if event_id in self._newer or event_id in self._older:
             return True
-        ids[event_id] = None
-        if len(ids) > self._capacity:
-            ids.popitem(last=False)
+        if len(self._newer) >= self._half:
+            self._older, self._newer = self._newer, set()
+        self._newer.add(event_id)
         return False
 
 
