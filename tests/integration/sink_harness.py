@@ -127,19 +127,18 @@ def _main() -> None:
     from agentwatch.sinks.kafka import KafkaSink, run_sink  # noqa: PLC0415
 
     if args.kill_after_inserts is not None:
-        original = KafkaSink._insert  # the crash is injected by the test only
+        original = KafkaSink._insert_with_retry  # the crash is injected by the test only
         done = 0
 
-        async def insert_then_die(self: KafkaSink, batch: Any) -> None:
+        async def insert_then_die(self: KafkaSink, table: str, data: Any, token: str) -> None:
             nonlocal done
-            await original(self, batch)
+            await original(self, table, data, token)
             done += 1
             if done >= args.kill_after_inserts:
-                print(f"harness: SIGKILL after insert {done} of {batch.topic}/"
-                      f"{batch.partition} {batch.start}-{batch.last}", flush=True)
+                print(f"harness: SIGKILL after insert {done} ({table}, {token})", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        KafkaSink._insert = insert_then_die  # type: ignore[method-assign]
+        KafkaSink._insert_with_retry = insert_then_die  # type: ignore[method-assign]
 
     sys.exit(run_sink(SinkSettings.from_env(), StoreSettings.from_env(url=args.chdb)))
 

@@ -109,12 +109,14 @@ def _check_store(path: Path, events: list[dict[str, Any]]) -> None:
         stored = {r[0] for r in db.query("SELECT event_id FROM agentwatch.events").rows}
         assert stored == {e["event_id"] for e in events}
         dims = "minute, tenant_id, agent_id, model, tool, kind"
+        # minute as text: the same on both sides whatever its exact DateTime type
         rollups = db.query(
-            f"SELECT {dims}, sum(events), sum(errors), sum(input_tokens), sum(output_tokens),"
+            f"SELECT toString(minute) AS minute, tenant_id, agent_id, model, tool, kind,"
+            f" sum(events), sum(errors), sum(input_tokens), sum(output_tokens),"
             f" round(sum(cost_usd), 9), sum(timed) FROM agentwatch.rollups_1m GROUP BY {dims}"
             f" ORDER BY {dims}").rows
         recomputed = db.query(
-            "SELECT toStartOfMinute(ts) AS minute, tenant_id, agent_id, ifNull(model, '') AS"
+            "SELECT toString(toStartOfMinute(ts)) AS minute, tenant_id, agent_id, ifNull(model, '') AS"
             " model, if(kind = 'tool_call', ifNull(name, ''), '') AS tool, kind, count(),"
             " countIf(status = 'error'), sum(ifNull(input_tokens, 0)),"
             " sum(ifNull(output_tokens, 0)), round(sum(cost_usd), 9), count(duration_ms)"
@@ -202,15 +204,18 @@ class _InProcessSink:
     def __init__(self, settings: SinkSettings, backend: ChdbBackend) -> None:
         self.sink: KafkaSink | None = None
         self._settings, self._backend = settings, backend
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
 
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.sink = KafkaSink(self._settings, self._backend, SchemaConfig())
+        await self.sink.run()
+
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
         try:
-            self.sink = KafkaSink(self._settings, self._backend, SchemaConfig())
-            self._loop.run_until_complete(self.sink.run())
+            asyncio.run(self._main())  # closes the loop and its executor at the end
         except BaseException as exc:  # noqa: BLE001 (handed to the test, which asserts on it)
             self.error = exc
 
@@ -219,7 +224,7 @@ class _InProcessSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.sink is not None:
+        if self.sink is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.sink.stop)
         self._thread.join(timeout=30)
 

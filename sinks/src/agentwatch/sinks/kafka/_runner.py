@@ -24,7 +24,7 @@ import logging
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas import default_price_table
@@ -66,6 +66,18 @@ class SinkStats:
     retries: int = 0
 
 
+@dataclass(slots=True)
+class _Job:
+    """One round, detached from the batches: its tables, where it ends, what it holds."""
+
+    parts: list[tuple[str, Any, str]] = field(default_factory=list)  # (table, Arrow, token)
+    ends: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> last offset
+    events: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+
+
 class _RevokedError(Exception):
     """A rebalance took partitions away during a flush round: abandon the round."""
 
@@ -86,6 +98,9 @@ class KafkaSink:
         self._lock = asyncio.Lock()  # a flush round, or a rebalance, at a time
         self._revoking = False
         self._stopping = asyncio.Event()
+        self._inflight: asyncio.Task[None] | None = None
+        self._inflight_job: _Job | None = None
+        self._paused = False  # every partition paused while ClickHouse fails
         self.stats = SinkStats()
         self.ready = asyncio.Event()  # set once partitions are assigned
 
@@ -148,6 +163,7 @@ class KafkaSink:
                 log.info("sink: %s", self.stats)
         async with self._lock:
             await self._round()
+            await self._settle()
 
     async def _take(self, tp: TopicPartition, records: Iterable[Any]) -> None:
         batch = self._batches.get(tp)
@@ -185,71 +201,112 @@ class KafkaSink:
     # -- a flush round ----------------------------------------------------------------
 
     async def _round(self) -> None:
-        """Intents, inserts, commits for every non-empty batch (call with the lock)."""
+        """Store every complete, non-empty batch (call with the lock held).
+
+        The inserts and the final commit run in the background (:meth:`_store`) while
+        the loop reads and decodes on; the next round waits for them before it commits
+        its own intents, since an intent at ``start = previous end + 1`` says the
+        previous batch is stored.
+        """
         consumer = self._consumer
         # A batch re-formed from an intent waits for its cut (see PartitionBatch.complete).
         ready = {tp: b for tp, b in self._batches.items() if not b.empty and b.complete}
         if consumer is None or not ready:
             return
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
+        job = self._job(ready)  # Arrow tables: CPU work that overlaps the insert in flight
+        if not await self._settle() or any(
+            self._batches.get(tp) is not b for tp, b in ready.items()
+        ):
+            return  # the round in flight failed: these partitions are read again
+        intents = {
+            tp: OffsetAndMetadata(b.start, intent_metadata(b.end))
+            for tp, b in ready.items()
+            if not b.intent_committed and b.start is not None and b.end is not None
+        }
         try:
-            intents = {
-                tp: OffsetAndMetadata(b.start, intent_metadata(b.end))
-                for tp, b in ready.items()
-                if not b.intent_committed and b.start is not None and b.end is not None
-            }
             if intents:
                 await consumer.commit(intents)
-                for tp in intents:
-                    ready[tp].intent_committed = True
-            for batch in ready.values():
-                await self._insert(batch)
-            await consumer.commit(
-                {
-                    tp: OffsetAndMetadata(b.end + 1, "")
-                    for tp, b in ready.items()
-                    if b.end is not None
-                }
-            )
-        except _RevokedError:
-            log.info("sink: partitions revoked during a flush; the next owner completes it")
-            return
-        except Exception as exc:
-            from aiokafka.errors import KafkaError  # noqa: PLC0415
-
-            if not isinstance(exc, KafkaError):
-                raise
-            # A commit failed (a rebalance, the coordinator moved): what was inserted
-            # stays; whoever owns the partitions next re-forms the batches from the
-            # intents and ClickHouse drops the copies.
+        except KafkaError as exc:
             log.warning("sink: commit failed (%s); re-reading from the last commit", exc)
             await self._reset(list(ready))
             return
         for batch in ready.values():
-            self.stats.events += len(batch.events)
-            self.stats.alerts += len(batch.alerts)
-            self.stats.dead_letters += len(batch.dead_letters)
-            self.stats.duplicates += batch.duplicates
-            batch.committed()
-        self.stats.rounds += 1
-        gc.collect(1)  # the batch's objects die by refcount; collect the young rest
+            batch.committed()  # the next records start the next batch
+        self._inflight = asyncio.create_task(self._store(job))
+        self._inflight_job = job
 
-    async def _insert(self, batch: PartitionBatch) -> None:
-        token = batch.token(self._settings.group_id)
-        parts = []
-        if batch.events:
-            parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events)))
-        if batch.alerts:
-            parts.append((ALERTS_TABLE, alerts_to_arrow(batch.alerts)))
-        if batch.dead_letters:
-            parts.append((DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters)))
-        for name, data in parts:
+    def _job(self, ready: dict[TopicPartition, PartitionBatch]) -> _Job:
+        job = _Job()
+        group = self._settings.group_id
+        for tp, batch in ready.items():
+            token = batch.token(group)
+            if batch.events:
+                job.parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events), token))
+            if batch.alerts:
+                job.parts.append((ALERTS_TABLE, alerts_to_arrow(batch.alerts), token))
+            if batch.dead_letters:
+                job.parts.append(
+                    (DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters), token)
+                )
+            if batch.end is not None:
+                job.ends[tp] = batch.end
+            job.events += len(batch.events)
+            job.alerts += len(batch.alerts)
+            job.dead_letters += len(batch.dead_letters)
+            job.duplicates += batch.duplicates
+        return job
+
+    async def _store(self, job: _Job) -> None:
+        """Insert a round's tables (each with its batch's token), then commit its ends."""
+        from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
+
+        for name, data, token in job.parts:
             await self._insert_with_retry(self._tables[name], data, f"{token}:{name}")
+        if self._consumer is not None:
+            await self._consumer.commit(
+                {tp: OffsetAndMetadata(end + 1, "") for tp, end in job.ends.items()}
+            )
+
+    async def _settle(self) -> bool:
+        """Wait for the round in flight. False when it failed: its partitions then start
+        over from their last commit (whose intent makes the retry store nothing twice)."""
+        task, job = self._inflight, self._inflight_job
+        if task is None or job is None:
+            return True
+        while not task.done():
+            await asyncio.wait({task}, timeout=_POLL_MS / 1000)
+            if not task.done() and self._paused and self._consumer is not None:
+                # Every partition is paused (ClickHouse fails): polling returns nothing
+                # but keeps this consumer in its group (max_poll_interval_ms).
+                await self._consumer.getmany(timeout_ms=0)
+        self._inflight = self._inflight_job = None
+        exc = task.exception()
+        if exc is None:
+            self.stats.events += job.events
+            self.stats.alerts += job.alerts
+            self.stats.dead_letters += job.dead_letters
+            self.stats.duplicates += job.duplicates
+            self.stats.rounds += 1
+            gc.collect(1)  # the batches' objects die by refcount; collect the young rest
+            return True
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        if isinstance(exc, _RevokedError):
+            log.info("sink: partitions revoked during a flush; the next owner completes it")
+            return False
+        if isinstance(exc, KafkaError):
+            # The final commit failed (a rebalance, the coordinator moved): what was
+            # inserted stays; the partitions are read again from the intents.
+            log.warning("sink: commit failed (%s); re-reading from the last commit", exc)
+            await self._reset([tp for tp in job.ends if tp in self._batches])
+            return False
+        raise exc
 
     async def _insert_with_retry(self, table: str, data: Any, token: str) -> None:
         backoff_s = _FIRST_BACKOFF_S
-        paused = False
         try:
             while True:
                 try:
@@ -263,31 +320,27 @@ class KafkaSink:
                     wait_s = min(wait_s, self._settings.max_backoff_s)
                     self.stats.retries += 1
                     log.warning("sink: %s; retrying in %.1f s (nothing is lost)", exc, wait_s)
-                    if not paused and self._consumer is not None:
+                    if not self._paused and self._consumer is not None:
+                        # Read nothing more until ClickHouse takes this batch.
                         self._consumer.pause(*self._consumer.assignment())
-                        paused = True
+                        self._paused = True
                     await self._wait(wait_s)
                     backoff_s = min(backoff_s * 2, self._settings.max_backoff_s)
                 else:
                     return
         finally:
-            if paused and self._consumer is not None:
+            if self._paused and self._consumer is not None:
                 self._consumer.resume(*self._consumer.assignment())
+                self._paused = False
 
     async def _wait(self, wait_s: float) -> None:
-        """Wait while polling (every partition paused), so the group keeps us; give up
-        the round when a rebalance wants our partitions."""
-        consumer = self._consumer
+        """Sleep before a retry; give up the round when a rebalance wants our partitions.
+        (The loop keeps polling meanwhile, so the group keeps us.)"""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self._revoking:
                 raise _RevokedError
-            if consumer is not None:
-                # Paused partitions return nothing; the call keeps max_poll_interval_ms happy.
-                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                await consumer.getmany(timeout_ms=min(_POLL_MS, remaining_ms))
-            else:
-                await asyncio.sleep(min(0.1, wait_s))
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     # -- rebalances -------------------------------------------------------------------
 
@@ -295,6 +348,7 @@ class KafkaSink:
         self._revoking = True
         try:
             async with self._lock:
+                await self._settle()
                 for tp in revoked:
                     self._batches.pop(tp, None)
                     self._recent.pop(tp, None)
