@@ -117,7 +117,7 @@ def run_limit(work: Workload, tmp: Path, args: argparse.Namespace) -> float:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=600_000)
+    parser.add_argument("--events", type=int, default=1_200_000)
     parser.add_argument("--sessions", type=int, default=500)
     parser.add_argument("--linger-events", type=int, default=5000)
     parser.add_argument("--max-events", type=int, default=500, help="Packer max_events")

@@ -116,8 +116,9 @@ def _check_store(path: Path, events: list[dict[str, Any]]) -> None:
             f" round(sum(cost_usd), 9), sum(timed) FROM agentwatch.rollups_1m GROUP BY {dims}"
             f" ORDER BY {dims}").rows
         recomputed = db.query(
-            "SELECT toString(toStartOfMinute(ts)) AS minute, tenant_id, agent_id, ifNull(model, '') AS"
-            " model, if(kind = 'tool_call', ifNull(name, ''), '') AS tool, kind, count(),"
+            "SELECT toString(toStartOfMinute(ts)) AS minute, tenant_id, agent_id,"
+            " ifNull(model, '') AS model, if(kind = 'tool_call', ifNull(name, ''), '') AS tool,"
+            " kind, count(),"
             " countIf(status = 'error'), sum(ifNull(input_tokens, 0)),"
             " sum(ifNull(output_tokens, 0)), round(sum(cost_usd), 9), count(duration_ms)"
             f" FROM agentwatch.events GROUP BY {dims} ORDER BY {dims}").rows
@@ -263,3 +264,40 @@ def test_sink_waits_while_clickhouse_refuses_inserts_and_loses_nothing(
     assert stored.rows == [(2000, 2000)]
     rollup = chdb_backend.query("SELECT sum(events) FROM agentwatch.rollups_1m").rows
     assert rollup == [(2000,)]
+
+
+def test_two_sinks_in_one_group_share_partitions_and_a_rebalance_stores_each_row_once(
+    kafka_bootstrap: str, topics: dict[str, str], topic_name: str, chdb_backend: ChdbBackend
+) -> None:
+    group = f"{topic_name}-sink"
+    settings = SinkSettings(bootstrap_servers=kafka_bootstrap, events_topic=topics["events"],
+                            alerts_topic=topics["alerts"], group_id=group,
+                            batch_max_events=150, batch_max_ms=100)
+    events = make_events(6000, seed=5)
+    records = pack(events, flush_every=40)
+    third = len(records) // 3
+    produce(kafka_bootstrap, topics["events"], records[:third])
+    with _InProcessSink(settings, chdb_backend) as first:
+        wait_caught_up(kafka_bootstrap, group, events_only(topics), timeout_s=60)
+        with _InProcessSink(settings, chdb_backend) as second:
+            # The second joins while records flow: a rebalance in the middle of rounds.
+            producer = threading.Thread(target=produce, args=(
+                kafka_bootstrap, topics["events"], records[third:2 * third]),
+                kwargs={"pace_s": 0.002})
+            producer.start()
+            producer.join()
+            wait_caught_up(kafka_bootstrap, group, events_only(topics), timeout_s=60)
+            assert second.sink is not None
+            assert first.sink is not None
+            assert second.sink.ready.is_set()
+            assert first.sink.stats.events > 0
+        # The second leaves: its partitions go back to the first (another rebalance).
+        produce(kafka_bootstrap, topics["events"], records[2 * third:])
+        wait_caught_up(kafka_bootstrap, group, events_only(topics), timeout_s=60)
+    assert first.error is None, first.error
+    assert second.error is None, second.error
+    assert second.sink.stats.events > 0  # it really took a share
+    stored = chdb_backend.query("SELECT count(), uniqExact(event_id) FROM agentwatch.events")
+    assert stored.rows == [(len(events), len(events))]
+    assert chdb_backend.query("SELECT sum(events) FROM agentwatch.rollups_1m").rows == [
+        (len(events),)]

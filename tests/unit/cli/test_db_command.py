@@ -131,7 +131,7 @@ def test_ttl_days_is_set_when_the_tables_are_created(
     ("args", "message"),
     [
         (["--ttl-days", "soon"], "--ttl-days: 'soon' is not a valid int"),
-        (["--ttl-days", "0"], "ttl_days must be a whole number of days >= 1"),
+        (["--ttl-days", "0"], "--ttl-days: 0 is not a whole number of days >= 1"),
         (["--database", "my-db"], "database 'my-db' is not a plain identifier"),
         (["--cluster", "c"], "--cluster c: chDB is a single embedded engine"),
     ],
@@ -143,6 +143,27 @@ def test_migrate_mistakes_are_one_line_errors(
     assert (code, out) == (2, "")
     assert message in error_line(err)
     assert not (tmp_path / "chdb" / "metadata").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "migrate", "--url", "chdb://"],
+        ["db", "status", "--url", "chdb://"],
+        ["query", "--url", "chdb://", "SELECT 1"],
+    ],
+)
+def test_a_url_naming_no_directory_is_refused_not_the_working_directory(
+    args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *args)
+    assert (code, out) == (2, "")
+    assert error_line(err).startswith("agentwatch: error: --url: 'chdb://' names no chDB directory")
+    assert list(tmp_path.iterdir()) == []  # no database in the working directory
 
 
 def test_a_bad_env_var_is_named(
@@ -163,6 +184,19 @@ def test_ddl_prints_every_statement_terminated(capsys: pytest.CaptureFixture[str
     assert out == "".join(f"{s};\n\n" for s in statements)
     assert "CREATE VIEW IF NOT EXISTS `agentwatch`.open_alerts" in out
     assert "INTERVAL 30 DAY" in out
+
+
+@pytest.mark.parametrize("args", [[], ["--cluster", "c"], ["--ttl-days", "none"]])
+def test_ddl_comments_show_no_template_syntax(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The .sql files are string.Template text; the printed DDL has every field filled
+    in, and its comments name the fields without $-syntax that looks unfilled."""
+    code, out, _ = run(capsys, "db", "ddl", *args)
+    assert code == 0
+    assert "$" not in out
+    comments = [line for line in out.splitlines() if line.lstrip().startswith("--")]
+    assert any("Template fields" in line for line in comments)
 
 
 def test_ddl_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,7 @@ from agentwatch.schemas import (
     EventStatus,
     Severity,
 )
-from agentwatch.sinks import SAVED_QUERIES, ChdbBackend, ClickHouseSink, migrate
+from agentwatch.sinks import SAVED_QUERIES, ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 
 T0 = datetime(2026, 11, 20, 9, 0, 1, 250_001, tzinfo=UTC)
 LOOP_ID = str(uuid.uuid4())
@@ -119,7 +119,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
         "threshold": 5.0,
     }
     with ChdbBackend(path) as backend:
-        migrate(backend)
+        # No TTL: with the default 30 days, ClickHouse would drop these fixed-time rows
+        # as they are inserted once the wall clock is 30 days past T0.
+        migrate(backend, SchemaConfig(ttl_days=None))
         sink = ClickHouseSink(backend)
         sink.add_events(events)
         sink.add_alerts(
@@ -329,6 +331,19 @@ def test_show_and_describe_run_unwrapped(store: str, capsys: pytest.CaptureFixtu
         capsys, "query", "--url", store, "-f", "json", "-n", "2", "DESCRIBE TABLE agentwatch.events"
     )
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["event_id", "ts"]
+
+
+def test_the_store_keeps_its_fixed_time_events_whatever_the_date(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No TTL on the store: its events (at T0) stay however long after T0 the tests run."""
+    sql = (
+        "SELECT engine_full FROM system.tables WHERE database = 'agentwatch' AND name = {t:String}"
+    )
+    for table in ("events", "dead_letters"):
+        code, out, _ = run(capsys, "query", "--url", store, "-f", "json", "-p", f"t={table}", sql)
+        assert code == 0
+        assert "TTL" not in json.loads(out)["engine_full"], table
 
 
 @pytest.mark.parametrize("name", list(SAVED_QUERIES))

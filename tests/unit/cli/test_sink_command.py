@@ -47,9 +47,17 @@ def test_help_names_the_options_and_their_env_vars() -> None:
             {"AGENTWATCH_SINK_BATCH_MAX_MS": "soon"},
             "AGENTWATCH_SINK_BATCH_MAX_MS: 'soon' is not a valid int",
         ),
-        ([], {"AGENTWATCH_SINK_BATCH_MAX_EVENTS": "0"}, "batch_max_events: 0 is not >= 1"),
+        (
+            [],
+            {"AGENTWATCH_SINK_BATCH_MAX_EVENTS": "0"},
+            "AGENTWATCH_SINK_BATCH_MAX_EVENTS: 0 is not >= 1",
+        ),
         ([], {"CLICKHOUSE_DATABASE": "my-db"}, "database 'my-db' is not a plain identifier"),
-        (["--group-id", "g"], {"AGENTWATCH_TTL_DAYS": "-1"}, "ttl_days must be a whole number"),
+        (
+            ["--group-id", "g"],
+            {"AGENTWATCH_TTL_DAYS": "-1"},
+            "AGENTWATCH_TTL_DAYS: -1 is not a whole number of days >= 1",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(
@@ -62,6 +70,24 @@ def test_a_bad_setting_is_one_line_and_exit_2(
     assert proc.stderr.startswith(f"agentwatch: error: {message}")
     assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "chdb").exists()
+
+
+def test_a_store_url_naming_no_directory_is_refused_before_anything(tmp_path: Path) -> None:
+    """`chdb://` (no path) once opened the working directory as the database."""
+    proc = subprocess.run(
+        [str(AGENTWATCH), "sink", "--url", "chdb://"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "agentwatch: error: --url: 'chdb://' names no chDB directory (give a path or chdb://PATH)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_settings_are_parsed_before_the_kafka_module_is_imported() -> None:
@@ -80,3 +106,24 @@ def test_settings_are_parsed_before_the_kafka_module_is_imported() -> None:
         env={**os.environ, "AGENTWATCH_SINK_BATCH_MAX_MS": "soon"},
     )
     assert proc.stdout == "2 False\n", proc.stderr
+
+
+def test_an_unknown_log_level_is_one_line_and_exit_2() -> None:
+    proc = run("sink", "--loglevel", "loud")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "agentwatch: error: --loglevel: 'loud' is not one of debug, info, warning, error"
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_python_dash_m_runs_without_a_warning() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "agentwatch.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr

@@ -2,6 +2,11 @@
 
 chDB runs one engine per process, so a module that needs it opens one backend
 (module scope) and closes it at the end, leaving the engine free for the next.
+
+The event times are fixed (``T0``), so every test database is created without a TTL
+(``KEEP_FOREVER``): with the default 30 days, ClickHouse drops rows older than that
+as they are inserted, and the tests would lose their rows once the wall clock is
+30 days past ``T0``.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from agentwatch.schemas import (
     EventStatus,
     Severity,
 )
-from agentwatch.sinks import ChdbBackend, migrate
+from agentwatch.sinks import ChdbBackend, SchemaConfig, migrate
 
 T0 = datetime(2026, 11, 20, 9, 0, 1, 250_001, tzinfo=UTC)
+#: The schema of every test database that holds events with fixed times.
+KEEP_FOREVER = SchemaConfig(ttl_days=None)
 
 EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]
@@ -39,9 +46,9 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(chdb_path: Path) -> Iterator[ChdbBackend]:
-    """One migrated chDB backend per test module (database ``agentwatch``)."""
+    """One migrated chDB backend per test module (database ``agentwatch``, no TTL)."""
     with ChdbBackend(chdb_path) as b:
-        migrate(b)
+        migrate(b, KEEP_FOREVER)
         yield b
 
 

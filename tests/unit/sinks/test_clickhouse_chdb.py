@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from agentwatch.schemas import Event
 from agentwatch.schemas.errors import BackpressureError, SinkError
 from agentwatch.sinks import (
     ALERT_COLUMNS,
@@ -16,6 +19,7 @@ from agentwatch.sinks import (
     EVENT_COLUMNS,
     MIGRATIONS,
     ChdbBackend,
+    ClickHouseSink,
     SchemaConfig,
     applied_versions,
     migrate,
@@ -68,6 +72,22 @@ def test_migrate_without_ttl_keeps_data(backend: ChdbBackend) -> None:
     migrate(backend, SchemaConfig(database="aw_forever", ttl_days=None))
     create = backend.query("SHOW CREATE TABLE aw_forever.events").rows[0][0]
     assert "TTL" not in create
+
+
+def test_the_module_database_keeps_events_older_than_any_ttl(
+    backend: ChdbBackend, make_event: Callable[..., Event]
+) -> None:
+    """The tests write events with fixed times (conftest T0): under the default 30-day
+    TTL ClickHouse drops such rows as they are inserted once T0 is 30 days old."""
+    old = make_event(event_id=str(uuid.uuid4()), ts=datetime.now(UTC) - timedelta(days=400))
+    sink = ClickHouseSink(backend)
+    sink.add_events([old])
+    sink.flush()
+    stored = backend.query(
+        "SELECT count() FROM agentwatch.events WHERE event_id = {id:String}",
+        {"id": old.event_id},
+    ).rows
+    assert stored == [(1,)]
 
 
 def test_query_returns_names_and_typed_rows(backend: ChdbBackend) -> None:

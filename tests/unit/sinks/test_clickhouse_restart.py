@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentwatch.schemas import Event
-from agentwatch.sinks import ChdbBackend, ClickHouseSink, migrate
+from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 
 
 def _write(path: Path, events: list[Event], prefix: str) -> int:
     with ChdbBackend(path) as backend:
-        migrate(backend)
+        migrate(backend, SchemaConfig(ttl_days=None))  # the events have fixed times
         sink = ClickHouseSink(backend)
         sink.add_events(events)
         sink.flush(dedup_token_prefix=prefix)

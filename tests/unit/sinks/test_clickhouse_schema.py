@@ -59,12 +59,6 @@ def database(backend: ChdbBackend) -> Iterator[str]:
     backend.command(f"DROP DATABASE IF EXISTS {name} SYNC")
 
 
-def _utc(value: datetime | int) -> datetime:
-    """A ``DateTime`` (not ``DateTime64``) column: ClickHouse's Arrow output sends it as
-    UInt32 seconds, so rollups_1m.minute and the views' hour / bucket arrive as ints."""
-    return value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-
-
 def _event(ts: datetime, **fields: Any) -> Event:
     base: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
@@ -218,7 +212,7 @@ GROUP BY minute, tenant_id, agent_id, model, tool, kind
 def _assert_rollups_match(backend: ChdbBackend, database: str, events: list[Event]) -> None:
     expected = _expected_rollups(events)
     rows = backend.query(_ROLLUP_SQL.format(db=database)).rows
-    stored = {(_utc(row[0]), *row[1:6]): row[6:] for row in rows}
+    stored = {(row[0], *row[1:6]): row[6:] for row in rows}
     assert len(stored) == len(rows)
     assert set(stored) == set(expected)
     for key, m in expected.items():
@@ -306,21 +300,87 @@ def test_rollup_latency_digests_approximate_the_true_quantiles(
     assert checked == 9 * len(QUANTILES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rollups_1m.minute is DateTime (1970 to 2106-02-07) but events.ts is "
-    "DateTime64(6) (1900 to 2299): an event time outside is clamped into the wrong minute",
+#: Event times outside DateTime's 1970 to 2106-02-07 (a DateTime minute clamped them to
+#: 1970-01-01 00:00:00 or 2106-02-07 06:28:15), down to the ends of DateTime64's range.
+#: Before 1970 the epoch offsets are negative: a minute, hour or bucket must round
+#: down (23:58:59.5 is in minute 23:58, not 23:59).
+OUTSIDE_DATETIME = (
+    datetime(1900, 1, 1, tzinfo=UTC),
+    datetime(1900, 1, 1, 0, 0, 59, 999_999, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 58, 59, 500_000, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 30, tzinfo=UTC),
+    datetime(2106, 2, 7, 6, 28, 16, tzinfo=UTC),
+    datetime(2150, 1, 1, 0, 0, 30, tzinfo=UTC),
+    datetime(2299, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
 )
-def test_an_event_time_outside_1970_to_2106_keeps_its_minute(
+
+
+def _floor(ts: datetime, seconds: int) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + timedelta(seconds=(ts - epoch) // timedelta(seconds=seconds) * seconds)
+
+
+def test_an_event_time_outside_1970_to_2106_keeps_its_minute_hour_and_bucket(
     backend: ChdbBackend, database: str
 ) -> None:
     events = [
-        _event(datetime(1969, 12, 31, 23, 59, 30, tzinfo=UTC)),  # -> 1970-01-01 00:00:00
-        _event(datetime(2150, 1, 1, 0, 0, 30, tzinfo=UTC)),  # -> 2106-02-07 06:28:15
+        _event(ts, agent_id=f"agent-{i}", kind=EventKind.TOOL_CALL, name="search", cost_usd=1.0)
+        for i, ts in enumerate(OUTSIDE_DATETIME)
     ]
     _write_events(backend, database, events, "clock-skew")
-    assert backend.query(f"SELECT count() FROM {database}.events").rows == [(2,)]
+    assert backend.query(f"SELECT count() FROM {database}.events").rows == [(len(events),)]
     _assert_rollups_match(backend, database, events)
+    hourly = backend.query(
+        f"SELECT agent_id, hour, events FROM {database}.cost_per_agent_hourly ORDER BY agent_id"
+    ).rows
+    assert hourly == [(e.agent_id, _floor(e.ts, 3600), 1) for e in events]
+    buckets = backend.query(
+        f"SELECT agent_id, bucket, calls FROM {database}.error_rate_per_agent_5m ORDER BY agent_id"
+    ).rows
+    assert buckets == [(e.agent_id, _floor(e.ts, 300), 1) for e in events]
+
+
+def test_minute_hour_and_bucket_are_datetime64_and_read_as_aware_datetimes(
+    backend: ChdbBackend, database: str
+) -> None:
+    """A plain DateTime comes out of ClickHouse's Arrow output as bare seconds (an int):
+    these columns are DateTime64(0, 'UTC') so every reader gets a datetime in UTC."""
+    at = datetime(2026, 11, 2, 10, 7, 30, tzinfo=UTC)
+    _write_events(backend, database, [_event(at)], "types")
+    columns = {
+        "rollups_1m": "minute",
+        "cost_per_agent_hourly": "hour",
+        "error_rate_per_agent_5m": "bucket",
+    }
+    expected = {"minute": _floor(at, 60), "hour": _floor(at, 3600), "bucket": _floor(at, 300)}
+    for table, column in columns.items():
+        result = backend.query(f"SELECT {column}, toTypeName({column}) FROM {database}.{table}")
+        ((value, type_name),) = result.rows
+        assert type_name == "DateTime64(0, 'UTC')", table
+        assert isinstance(value, datetime), (table, value)
+        assert value.utcoffset() == timedelta(0), table
+        assert value == expected[column], table
+
+
+def test_filters_on_hour_and_bucket_still_use_the_rollups_indexes(
+    backend: ChdbBackend, database: str
+) -> None:
+    """The time columns are computed from rollups_1m.minute by a monotonic function, so a
+    filter on them prunes rollups_1m's partitions and primary key ranges; ClickHouse
+    refuses the query (INDEX_NOT_USED) under these settings when it would not."""
+    _write_events(backend, database, [_event(H), _event(H + timedelta(days=40))], "months")
+    force = "SETTINGS force_index_by_date = 1, force_primary_key = 1"
+    since = {"t": H + timedelta(days=1)}
+    for view, column, total in [
+        ("cost_per_agent_hourly", "hour", "sum(events)"),
+        ("error_rate_per_agent_5m", "bucket", "sum(calls)"),
+    ]:
+        rows = backend.query(
+            f"SELECT {total} FROM {database}.{view} WHERE {column} >= {{t:DateTime('UTC')}} "
+            f"{force}",
+            since,
+        ).rows
+        assert rows == [(1,)], view
 
 
 # --- a retried batch ------------------------------------------------------------------
@@ -391,7 +451,7 @@ def test_cost_per_agent_hourly_sums_the_minutes_of_each_hour(
         f"output_tokens, cost_usd, unpriced_events FROM {database}.cost_per_agent_hourly "
         "ORDER BY hour, tenant_id, agent_id"
     ).rows
-    assert [(_utc(r[0]), *r[1:]) for r in rows] == [
+    assert rows == [
         (H, "default", "agent-a", 4, 3, 1, 150, 15, 1.75, 1),
         (H, "default", "agent-b", 1, 1, 0, 0, 0, 4.0, 0),
         (H, "other", "agent-a", 1, 1, 0, 0, 0, 8.0, 0),
@@ -434,7 +494,7 @@ def test_error_rate_counts_only_calls_and_skips_buckets_without_calls(
     rows = backend.query(
         f"SELECT * FROM {database}.error_rate_per_agent_5m ORDER BY bucket, agent_id"
     ).rows
-    assert [(_utc(r[0]), *r[1:]) for r in rows] == [
+    assert rows == [
         (b0, "default", "agent-a", 4, 2, 0.5),
         (b2, "default", "agent-a", 1, 0, 0.0),
         (b2, "default", "agent-b", 1, 1, 1.0),
@@ -497,6 +557,38 @@ def test_top_sessions_by_cost_orders_sessions_by_their_total(
     )
     limited = backend.query(SAVED_QUERIES["top-sessions"].sql(database), {"limit": 2}).rows
     assert [r[2] for r in limited] == ["pricey", "middle"]
+
+
+def test_top_sessions_by_cost_gives_a_handed_off_session_one_row_per_agent(
+    backend: ChdbBackend, database: str
+) -> None:
+    t = H
+    events = [
+        _event(t, session_id="handoff", agent_id="triage", cost_usd=0.25),
+        _event(
+            t + timedelta(seconds=1),
+            session_id="handoff",
+            kind=EventKind.HANDOFF,
+            agent_id="triage",
+        ),
+        _event(t + timedelta(seconds=2), session_id="handoff", agent_id="billing", cost_usd=1.0),
+        _event(t + timedelta(seconds=3), session_id="handoff", agent_id="billing", cost_usd=0.5),
+    ]
+    _write_events(backend, database, events, "handoff")
+    result = backend.query(SAVED_QUERIES["top-sessions"].sql(database), {"limit": 10})
+    rows = [
+        (r["session_id"], r["agent_id"], r["events"], r["cost_usd"], r["started_at"])
+        for r in result.dicts()
+    ]
+    assert rows == [
+        ("handoff", "billing", 2, 1.5, t + timedelta(seconds=2)),
+        ("handoff", "triage", 2, 0.25, t),
+    ]
+    # ... and the documentation says so (the view's SQL comment and the saved query)
+    assert "one row per session and agent" in SAVED_QUERIES["top-sessions"].description
+    ddl = "\n".join(schema_statements(SchemaConfig()))
+    assert "-- One row per session and agent, most expensive first" in ddl
+    assert "One row per session," not in ddl
 
 
 def test_open_alerts_shows_only_alerts_whose_latest_change_is_firing(
@@ -577,6 +669,15 @@ def test_loop_incidents_lists_runaway_loops_open_or_resolved(
             alert_id="l-same", ts=t + timedelta(minutes=1), state=AlertState.RESOLVED, **loop
         ),
     ]
+    # only the resolution was stored (its firing never reached the table)
+    orphan = make_alert(
+        alert_id="l-orphan",
+        ts=t + timedelta(minutes=8),
+        state=AlertState.RESOLVED,
+        value=7.0,
+        reason="Session session-1 ended.",
+        **loop,
+    )
     others = [
         make_alert(alert_id="c-1", ts=t + timedelta(minutes=4)),  # a cost alert
         make_alert(
@@ -589,13 +690,19 @@ def test_loop_incidents_lists_runaway_loops_open_or_resolved(
         ),
     ]
     _write_alerts(backend, database, [closed, open_firing, *others], "a")
-    _write_alerts(backend, database, [closed_firing, *same_ts], "b")
+    _write_alerts(backend, database, [closed_firing, *same_ts, orphan], "b")
     rows = backend.query(SAVED_QUERIES["loop-incidents"].sql(database), {"limit": 10}).dicts()
     assert [(r["alert_id"], r["status"], r["resolved_at"]) for r in rows] == [
         ("l-open", "open", None),
         ("l-same", "resolved", t + timedelta(minutes=1)),
         ("l-closed", "resolved", t + timedelta(minutes=2)),
+        ("l-orphan", "resolved", t + timedelta(minutes=8)),  # fired_at NULL: sorted last
     ]
+    orphan_row = rows[3]
+    assert orphan_row["fired_at"] is None  # not 1970-01-01
+    assert (orphan_row["reason"], orphan_row["event_ids"]) == (orphan.reason, orphan.event_ids)
+    assert orphan_row["value"] == 7.0
+    assert rows[0]["fired_at"] == t + timedelta(minutes=3)
     closed_row = rows[2]
     assert closed_row["fired_at"] == t
     assert closed_row["value"] == 9  # the highest measured value, resolution included
@@ -743,7 +850,7 @@ def test_a_version_1_database_upgrades_and_rollups_fill_from_new_inserts(
         hourly = backend.query(
             f"SELECT hour, events, cost_usd FROM {name}.cost_per_agent_hourly"
         ).rows
-        assert [(_utc(h), n, cost) for h, n, cost in hourly] == [(H, 4, 2.0)]
+        assert hourly == [(H, 4, 2.0)]
         assert backend.query(f"SELECT count() FROM {name}.events").rows == [(7,)]
     finally:
         backend.command(f"DROP DATABASE IF EXISTS {name} SYNC")

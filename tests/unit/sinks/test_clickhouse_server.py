@@ -68,7 +68,7 @@ def server(
 @pytest.fixture
 def database(server: ClickHouseBackend) -> Iterator[str]:
     name = f"aw_test_{uuid.uuid4().hex[:12]}"
-    migrate(server, SchemaConfig(database=name))
+    migrate(server, SchemaConfig(database=name, ttl_days=None))  # fixed event times
     yield name
     server.command(f"DROP DATABASE IF EXISTS {name}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,9 +27,10 @@ AlertFactory = Callable[..., Alert]
 
 @pytest.fixture
 def sink(backend: ChdbBackend) -> Iterator[ClickHouseSink]:
-    """A sink on a fresh database of the module's backend, so tests do not see each other."""
+    """A sink on a fresh database of the module's backend, so tests do not see each other
+    (no TTL: the events have fixed times, see conftest)."""
     database = f"aw_{uuid.uuid4().hex[:12]}"
-    migrate(backend, SchemaConfig(database=database))
+    migrate(backend, SchemaConfig(database=database, ttl_days=None))
     yield ClickHouseSink(backend, database=database)
     backend.command(f"DROP DATABASE IF EXISTS {database} SYNC")
 
@@ -63,6 +65,16 @@ def test_every_event_field_round_trips(sink: ClickHouseSink, make_event: EventFa
         {"ids": [e.event_id for e in events]},
     ).dicts()
     assert rows == [_expected_row(e) for e in events]
+
+
+def test_the_test_databases_keep_events_older_than_any_ttl(
+    sink: ClickHouseSink, make_event: EventFactory
+) -> None:
+    """The events have fixed times (conftest T0): under the default 30-day TTL,
+    ClickHouse drops such rows as they are inserted once T0 is 30 days old."""
+    sink.add_events([make_event(ts=datetime.now(UTC) - timedelta(days=400))])
+    assert sink.flush().inserted.events == 1
+    assert _count(sink, "events") == 1
 
 
 def test_timestamps_keep_their_microseconds(sink: ClickHouseSink, make_event: EventFactory) -> None:
@@ -183,7 +195,7 @@ def test_a_missing_table_raises_sink_error_and_keeps_the_rows(
     with pytest.raises(SinkError, match=f"insert into {database}.events failed"):
         sink.flush("p1/0-4")
     assert (sink.buffered.events, sink.buffered.alerts) == (5, 1)
-    migrate(backend, SchemaConfig(database=database))
+    migrate(backend, SchemaConfig(database=database, ttl_days=None))
     stats = sink.flush("p1/0-4")
     assert (stats.inserted.events, stats.inserted.alerts) == (5, 1)
     assert sink.buffered.total == 0
@@ -217,7 +229,7 @@ def test_rows_added_after_a_failure_are_written_after_the_failed_batch(
         sink.flush("a")
     sink.add_events([make_event(i) for i in range(3, 7)])
     assert sink.buffered.events == 7
-    migrate(backend, SchemaConfig(database=database))
+    migrate(backend, SchemaConfig(database=database, ttl_days=None))
     assert sink.flush("b").inserted.events == 7
     assert _count(sink, "events") == 7
     backend.command(f"DROP DATABASE {database} SYNC")

@@ -258,6 +258,8 @@ def sink(
         "--group-id", help="Consumer group shared by the sinks (env AGENTWATCH_SINK_GROUP; "
         "default agentwatch-sink).", show_default=False)] = None,
     url: UrlOption = None,
+    loglevel: Annotated[str, typer.Option(
+        "--loglevel", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Write events and alerts from Kafka to ClickHouse in batches.
 
@@ -272,4 +274,6 @@ def sink(
     store_settings = StoreSettings.from_env(url=url)
     from agentwatch.sinks.kafka import run_sink  # noqa: PLC0415 -- after the settings parse
 
-    raise typer.Exit(run_sink(sink_settings, store_settings))
+    if loglevel.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
+    raise typer.Exit(run_sink(sink_settings, store_settings, loglevel=loglevel))

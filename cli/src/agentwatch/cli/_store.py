@@ -65,7 +65,6 @@ _WRAPPABLE: Final = frozenset({"select", "with"})  # these take an outer LIMIT
 _SYNTAX_ERROR: Final = 62
 _NO_LIMIT: Final = 2**64 - 1  # UInt64 max: --limit 0 on a saved query
 
-_CHDB_SCHEME: Final = "chdb://"
 _CODE: Final = re.compile(r"\bCode:\s*(\d+)")
 _DB_EXCEPTION: Final = re.compile(r"Code: \d+\. DB::Exception: ")
 _ERROR_NAME: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
@@ -100,34 +99,14 @@ def short_error(exc: SinkError) -> SinkError:
     return SinkError(line)
 
 
-def _chdb_path(settings: StoreSettings) -> Path | None:
-    """The directory of an embedded store; None for a server."""
-    if not settings.is_embedded:
-        return None
-    text = settings.url.strip()
-    if text.lower().startswith(_CHDB_SCHEME):
-        text = text[len(_CHDB_SCHEME) :]
-    if not text:
-        raise ConfigError(f"chDB location {settings.url!r} names no directory")
-    return Path(text)
-
-
-def _check_chdb_path(path: Path, *, create: bool) -> None:
-    if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the chDB directory {path}: {exc.strerror or exc}"
-            ) from None
-        return
+def _check_chdb_path(path: Path) -> None:
+    """A chDB directory to read: what to do when it is missing or is the demo's parent
+    (``StoreSettings.open(create=False)`` refuses it too, without these hints)."""
     if not path.exists():
         raise ConfigError(
             f"no chDB database at {path}: create one with `agentwatch db migrate --url "
             f"{path}` (`agentwatch demo --data-dir D` leaves one at D/chdb)"
         )
-    if not path.is_dir():
-        raise ConfigError(f"{path} is not a directory (a chDB database is one)")
     if not (path / "metadata").exists() and (path / "chdb" / "metadata").is_dir():
         raise ConfigError(
             f"{path} holds no chDB database but {path / 'chdb'} does "
@@ -141,11 +120,11 @@ def open_store(settings: StoreSettings, *, create: bool = False) -> Iterator[Bac
 
     ``create``: make the chDB directory if missing (else a missing one is an error).
     """
-    path = _chdb_path(settings)
-    if path is not None:
-        _check_chdb_path(path, create=create)
+    path = settings.chdb_path
+    if path is not None and not create:
+        _check_chdb_path(path)
     try:
-        with settings.open() as backend:
+        with settings.open(create=create) as backend:
             yield backend
     except SinkError as exc:
         raise short_error(exc) from None

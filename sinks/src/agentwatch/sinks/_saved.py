@@ -71,14 +71,15 @@ SAVED_QUERIES: Final[dict[str, SavedQuery]] = {
         SavedQuery(
             "top-sessions",
             "top_sessions_by_cost",
-            "Sessions, most expensive first",
+            "Sessions, most expensive first; one row per session and agent "
+            "(a handoff gives one row per agent)",
             "cost_usd DESC",
             (
                 _TENANT,
                 _AGENT,
                 ("session_id", "Session (gen_ai.conversation.id)"),
-                ("started_at", "First event time"),
-                ("last_event_at", "Last event time"),
+                ("started_at", "First event time (of this agent in the session)"),
+                ("last_event_at", "Last event time (of this agent in the session)"),
                 ("events", "Events"),
                 ("llm_calls", "llm_call events"),
                 ("tool_calls", "tool_call events"),
@@ -123,13 +124,16 @@ SAVED_QUERIES: Final[dict[str, SavedQuery]] = {
                 _AGENT,
                 ("session_id", "The looping session"),
                 ("key", "The scoped entity's id"),
-                ("fired_at", "Event time at which it fired"),
+                (
+                    "fired_at",
+                    "Event time at which it fired (NULL when only the resolution was stored)",
+                ),
                 ("resolved_at", "Event time at which it resolved (NULL: open)"),
                 ("status", "open or resolved"),
                 ("value", "Highest measured value (repeats or steps)"),
                 ("threshold", "The rule's threshold"),
-                ("reason", "The firing's sentence"),
-                ("event_ids", "A sample of the looping events"),
+                ("reason", "The firing's sentence (the resolution's when only it was stored)"),
+                ("event_ids", "A sample of the looping events (from the firing, as for reason)"),
             ),
         ),
     )

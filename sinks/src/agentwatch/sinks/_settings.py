@@ -1,7 +1,8 @@
 """Where ClickHouse is (``StoreSettings``) and how the Kafka sink runs (``SinkSettings``).
 
 Both come from environment variables, overridable by CLI options (an option that is
-not ``None`` wins). Errors name the variable or option::
+not ``None`` wins). Errors name the variable or option a bad value came from (the
+field, when the dataclass is built directly)::
 
     CLICKHOUSE_URL       a path or chdb://PATH (embedded, the default), http(s)://host:port
                          or clickhouse(s)://user:password@host:port/database
@@ -33,8 +34,18 @@ __all__ = [
 #: The embedded store when CLICKHOUSE_URL is not set (relative to the working dir).
 DEFAULT_CHDB_PATH: Final = "agentwatch-data/clickhouse"
 
+_CHDB_SCHEME: Final = "chdb://"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+class _SettingError(ConfigError):
+    """A value one setting does not accept: ``from_env`` names where it came from."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
 
 
 def _bool(value: str) -> bool:
@@ -68,7 +79,10 @@ def _coerce(cls: type[Any], values: Mapping[str, Any], source: Mapping[str, str]
             raise ConfigError(
                 f"{source[name]}: {value!r} is not a valid {kind.replace(' | None', '')}"
             ) from None
-    return cls(**out)
+    try:
+        return cls(**out)
+    except _SettingError as exc:
+        raise ConfigError(f"{source.get(exc.name, exc.name)}: {exc.problem}") from None
 
 
 def _gather(
@@ -99,7 +113,17 @@ class StoreSettings:
     ttl_days: int | None = DEFAULT_TTL_DAYS
 
     def __post_init__(self) -> None:
-        self.schema()  # checks database and ttl_days
+        ttl = self.ttl_days
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+            raise _SettingError(
+                "ttl_days", f"{ttl!r} is not a whole number of days >= 1 (or none: keep forever)"
+            )
+        if self.is_embedded and not self._chdb_location():
+            # Path("") is the working directory: never open that by accident.
+            raise _SettingError(
+                "url", f"{self.url!r} names no chDB directory (give a path or chdb://PATH)"
+            )
+        self.schema()  # checks database
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> StoreSettings:
@@ -110,26 +134,46 @@ class StoreSettings:
     @property
     def is_embedded(self) -> bool:
         lowered = self.url.strip().lower()
-        return lowered.startswith("chdb://") or "://" not in lowered
+        return lowered.startswith(_CHDB_SCHEME) or "://" not in lowered
+
+    def _chdb_location(self) -> str:
+        text = self.url.strip()
+        return text[len(_CHDB_SCHEME) :] if text.lower().startswith(_CHDB_SCHEME) else text
+
+    @property
+    def chdb_path(self) -> Path | None:
+        """The directory of the embedded store (chDB); ``None`` for a server."""
+        return Path(self._chdb_location()) if self.is_embedded else None
 
     def describe(self) -> str:
         """Where, for messages (never the password)."""
         if self.is_embedded:
-            return f"chDB at {self.url.removeprefix('chdb://')}"
+            return f"chDB at {self._chdb_location()}"
         return f"ClickHouse at {self.url.split('@')[-1]}"
 
     def schema(self, cluster: str | None = None) -> SchemaConfig:
         return SchemaConfig(database=self.database, ttl_days=self.ttl_days, cluster=cluster)
 
-    def open(self) -> Backend:
-        """Open the backend (for chDB, the directory is created)."""
-        if self.is_embedded:
-            path = Path(
-                self.url.strip()[len("chdb://") :]
-                if self.url.lower().startswith("chdb://")
-                else self.url.strip()
-            )
-            path.mkdir(parents=True, exist_ok=True)
+    def open(self, *, create: bool = True) -> Backend:
+        """Open the backend.
+
+        For chDB, ``create`` makes the directory when it is missing; without it (to
+        read), a missing directory is an error rather than a new empty database.
+        Either way a path that cannot be used is a :class:`ConfigError` naming it.
+        """
+        path = self.chdb_path
+        if path is not None:
+            if create:
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot create the chDB directory {path}: {exc.strerror or exc}"
+                    ) from None
+            elif not path.exists():
+                raise ConfigError(f"no chDB database at {path}: the directory does not exist")
+            elif not path.is_dir():
+                raise ConfigError(f"{path} is not a directory (a chDB database is one)")
             return open_backend(path)
         return open_backend(
             self.url,
@@ -171,11 +215,11 @@ class SinkSettings:
 
     def __post_init__(self) -> None:
         if self.batch_max_events < 1:
-            raise ConfigError(f"batch_max_events: {self.batch_max_events} is not >= 1")
+            raise _SettingError("batch_max_events", f"{self.batch_max_events} is not >= 1")
         if self.batch_max_ms < 1:
-            raise ConfigError(f"batch_max_ms: {self.batch_max_ms} is not >= 1")
+            raise _SettingError("batch_max_ms", f"{self.batch_max_ms} is not >= 1")
         if not self.max_backoff_s > 0:
-            raise ConfigError(f"max_backoff_s: {self.max_backoff_s} is not > 0")
+            raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
         if not self.events_topic and not self.alerts_topic:
             raise ConfigError("events_topic and alerts_topic are both empty: nothing to sink")
 

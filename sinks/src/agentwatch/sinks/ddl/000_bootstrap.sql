@@ -1,7 +1,8 @@
 -- Bootstrap: the database and the ledger of applied migrations. Not a migration
 -- itself: migrate() runs it first, every time (each statement is IF NOT EXISTS).
 --
--- Placeholders: $${database}. Statements end with ';' at the end of a line.
+-- Template fields, filled in by agentwatch before it runs the file (`agentwatch db ddl`
+-- prints the result): database. Statements end with ';' at the end of a line.
 
 CREATE DATABASE IF NOT EXISTS ${database};
 

@@ -1,8 +1,8 @@
 -- Migration 1: raw events, alerts and dead letters.
 --
--- Placeholders: $${database}, $${events_ttl} and $${dead_letters_ttl} (a TTL clause,
--- or nothing when retention is unlimited). Statements end with ';' at the end of
--- a line. Column order is the contract of agentwatch.sinks._rows: Arrow batches
+-- Template fields, filled in by agentwatch before it runs the file: database,
+-- events_ttl and dead_letters_ttl (a TTL clause, or nothing when retention is
+-- unlimited). Statements end with ';' at the end of a line. Column order is the contract of agentwatch.sinks._rows: Arrow batches
 -- are built in exactly this order (ingested_at is left to its DEFAULT).
 --
 -- Conventions (why the types are what they are):

@@ -1,6 +1,7 @@
 -- Migration 2: per-minute rollups, fed by a materialized view on events.
 --
--- Placeholders: $${database}, $${rollups_ttl} (a TTL clause, or nothing: kept).
+-- Template fields, filled in by agentwatch before it runs the file: database,
+-- rollups_ttl (a TTL clause, or nothing: kept).
 --
 -- Why a materialized view and not rollups computed in the sink: ClickHouse runs
 -- the view on exactly the block inserted into events, inside the same INSERT, so
@@ -15,10 +16,16 @@
 -- Reading it: rows are partial aggregates until ClickHouse merges them, so always
 -- GROUP BY and sum(...) (quantilesTDigestMerge(...) for latency). The views of
 -- migration 3 do that.
+--
+-- minute is DateTime64(0), not DateTime: events.ts is a DateTime64 (years 1900 to
+-- 2299) and DateTime only holds 1970 to 2106, so an agent with a wrong clock would
+-- be counted in a clamped minute (1970-01-01 00:00 or 2106-02-07 06:28). And
+-- ClickHouse's Arrow output sends a DateTime as bare seconds, a DateTime64 as a
+-- timestamp with its time zone.
 
 CREATE TABLE IF NOT EXISTS ${database}.rollups_1m
 (
-    minute          DateTime('UTC')             COMMENT 'Start of the minute (event time, UTC)',
+    minute          DateTime64(0, 'UTC')        COMMENT 'Start of the minute (event time, UTC)',
     tenant_id       LowCardinality(String),
     agent_id        LowCardinality(String),
     model           LowCardinality(String)      COMMENT 'gen_ai.request.model; empty when the event has none',
@@ -43,7 +50,10 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${database}.rollups_1m_mv TO ${database}.rollups_1m
 AS SELECT
-    toStartOfMinute(ts)                                       AS minute,
+    -- Not toStartOfMinute(ts): it returns a DateTime (clamped to 1970..2106). An interval
+    -- in milliseconds keeps a DateTime64 over the whole range of ts, rounding down
+    -- (1969-12-31 23:59:30.5 -> 23:59:00); the CAST drops the zero milliseconds.
+    CAST(toStartOfInterval(ts, INTERVAL 60000 MILLISECOND) AS DateTime64(0, 'UTC')) AS minute,
     tenant_id,
     agent_id,
     ifNull(model, '')                                         AS model,

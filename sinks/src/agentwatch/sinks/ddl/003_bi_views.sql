@@ -1,18 +1,27 @@
 -- Migration 3: the stable views for BI tools (Grafana, Superset, Metabase, SQL).
 --
--- Placeholders: $${database}; $${events_read}, $${rollups_read} and $${alerts_read},
--- the tables the views read (database.events etc.; on a sharded cluster the
--- Distributed tables database.events_all etc.).
+-- Template fields, filled in by agentwatch before it runs the file: database;
+-- events_read, rollups_read and alerts_read, the tables the views read
+-- (database.events etc.; on a sharded cluster the Distributed tables
+-- database.events_all etc.).
 --
 -- These columns are a contract: later migrations may add columns, never rename or
 -- drop one (docs: README, "The ClickHouse schema"). Filter on the time and id
 -- columns (hour, bucket, tenant_id, agent_id): ClickHouse pushes those filters
 -- into the view before it aggregates.
+--
+-- hour and bucket are DateTime64(0, 'UTC'), like rollups_1m.minute: toStartOfHour and
+-- toStartOfFiveMinutes would return a DateTime (clamped to 1970..2106, and sent by the
+-- Arrow output as bare seconds). toStartOfInterval with an interval in milliseconds
+-- stays DateTime64 over the whole range and is monotonic, so a filter on hour or
+-- bucket still narrows the rollups_1m parts and granules read; the CAST drops the
+-- zero milliseconds.
 
 -- Cost per agent per hour, from rollups_1m.
 CREATE VIEW IF NOT EXISTS ${database}.cost_per_agent_hourly
 AS SELECT
-    toStartOfHour(r.minute)                AS hour,
+    CAST(toStartOfInterval(r.minute, INTERVAL 3600000 MILLISECOND) AS DateTime64(0, 'UTC'))
+                                           AS hour,
     r.tenant_id                            AS tenant_id,
     r.agent_id                             AS agent_id,
     sum(r.events)                          AS events,
@@ -29,7 +38,8 @@ GROUP BY hour, tenant_id, agent_id;
 -- with status = error (what the default agent error-rate rule measures).
 CREATE VIEW IF NOT EXISTS ${database}.error_rate_per_agent_5m
 AS SELECT
-    toStartOfFiveMinutes(r.minute)                              AS bucket,
+    CAST(toStartOfInterval(r.minute, INTERVAL 300000 MILLISECOND) AS DateTime64(0, 'UTC'))
+                                                                AS bucket,
     r.tenant_id                                                 AS tenant_id,
     r.agent_id                                                  AS agent_id,
     sumIf(r.events, r.kind IN ('llm_call', 'tool_call'))        AS calls,
@@ -39,7 +49,8 @@ FROM ${rollups_read} AS r
 GROUP BY bucket, tenant_id, agent_id
 HAVING calls > 0;
 
--- One row per session, most expensive first.
+-- One row per session and agent, most expensive first: a session handed off between
+-- agents gives one row per agent.
 CREATE VIEW IF NOT EXISTS ${database}.top_sessions_by_cost
 AS SELECT
     e.tenant_id                            AS tenant_id,
@@ -86,7 +97,9 @@ FROM
 )
 WHERE state = 'firing';
 
--- Runaway-loop incidents: one row per loop alert, open or resolved.
+-- Runaway-loop incidents: one row per loop alert, open or resolved. fired_at is NULL
+-- when only the resolution was stored (its firing never reached the alerts table);
+-- reason and event_ids are then the resolution's.
 CREATE VIEW IF NOT EXISTS ${database}.loop_incidents
 AS SELECT
     a.alert_id                                                   AS alert_id,
@@ -95,13 +108,14 @@ AS SELECT
     any(a.agent_id)                                              AS agent_id,
     any(a.session_id)                                            AS session_id,
     any(a.key)                                                   AS key,
-    minIf(a.ts, a.state = 'firing')                              AS fired_at,
-    if(countIf(a.state = 'resolved') > 0, maxIf(a.ts, a.state = 'resolved'), NULL) AS resolved_at,
+    minIfOrNull(a.ts, a.state = 'firing')                        AS fired_at,
+    maxIfOrNull(a.ts, a.state = 'resolved')                      AS resolved_at,
     if(resolved_at IS NULL, 'open', 'resolved')                  AS status,
     max(a.value)                                                 AS value,
     any(a.threshold)                                             AS threshold,
-    argMinIf(a.reason, a.ts, a.state = 'firing')                 AS reason,
-    argMinIf(a.event_ids, a.ts, a.state = 'firing')              AS event_ids
+    -- the first firing's; without one, the first resolution's
+    argMin(a.reason, (a.state != 'firing', a.ts))                AS reason,
+    argMin(a.event_ids, (a.state != 'firing', a.ts))             AS event_ids
 FROM ${alerts_read} AS a
 WHERE a.type = 'runaway_loop'
 GROUP BY alert_id;
