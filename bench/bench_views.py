@@ -13,7 +13,7 @@ reach), and the events table keeps every row (no TTL).
 
 Timed, best of ``--runs``: each saved query (``SAVED_QUERIES[name].sql``, limit 100) and
 a Grafana-style query per view (one tenant, last 24 h / 7 days), each against its raw
-baseline. Output per query: ``view <name>: s ours=… baseline=… ratio=baseline/ours``,
+baseline (the "peer"). Output per query: ``view <name>: s ours=… peer=… ratio=peer/ours``,
 then one summary line with the slowest view query and whether each is under 1 s.
 
     .venv/bin/python bench/bench_views.py [--events N] [--data-dir DIR] [--runs 3]
@@ -409,7 +409,7 @@ def run(backend: ChdbBackend, runs: int) -> list[tuple[str, float]]:
             ours_s, base_s, ours, base = best_of(backend, case, params, runs)
             check_same(label, case, ours, base)
             print(
-                f"view {label}: s ours={ours_s:.4f} baseline={base_s:.4f} "
+                f"view {label}: s ours={ours_s:.4f} peer={base_s:.4f} "
                 f"ratio={base_s / ours_s:.2f}",
                 flush=True,
             )
