@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
 
 from agentwatch.schemas import decode_record
-from agentwatch.sinks import ChdbBackend, events_to_arrow, migrate
+from agentwatch.sinks import ChdbBackend, SchemaConfig, events_to_arrow, migrate
 from bench._common import summary
 from bench._kafka import (
     BenchError,
@@ -58,6 +58,9 @@ def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
         "AGENTWATCH_SINK_GROUP": group,
         "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(args.batch_events),
         "CLICKHOUSE_URL": str(tmp / "sink-chdb"),
+        # The workload's event times start on a fixed date: without this, once that date
+        # is older than the default 30-day TTL, ClickHouse drops the rows as they arrive.
+        "AGENTWATCH_TTL_DAYS": "none",
     }
     log = tmp / "sink.log"
     # BENCH_SINK_PREFIX: a command to run the sink under, e.g. a profiler
@@ -97,7 +100,7 @@ def run_limit(work: Workload, tmp: Path, args: argparse.Namespace) -> float:
     best = 0.0
     for round_ in range(args.limit_rounds):
         with ChdbBackend(tmp / f"limit-chdb-{round_}") as db:
-            migrate(db)
+            migrate(db, SchemaConfig(ttl_days=None))
             started = time.perf_counter()
             for i, table in enumerate(tables):
                 db.insert_arrow("agentwatch.events", table, dedup_token=f"limit/{i}")

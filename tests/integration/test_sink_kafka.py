@@ -24,7 +24,9 @@ from agentwatch.schemas import Alert, default_price_table, encode_alert
 from agentwatch.sinks import ChdbBackend, SchemaConfig, SinkSettings, migrate
 from agentwatch.sinks.kafka import INTENT_PREFIX, KafkaSink
 
-T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+# Event times near now: the sink creates its tables with the default 30-day TTL, and
+# ClickHouse drops rows already past it as they are inserted.
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 KINDS = ("llm_call", "llm_call", "tool_call", "tool_call", "agent_step")
 
 

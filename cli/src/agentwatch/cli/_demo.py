@@ -17,7 +17,7 @@ from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import Engine, load_rules
 from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport
 from agentwatch.schemas import Alert, AlertState, AlertType
-from agentwatch.sinks import ChdbBackend, ClickHouseSink, migrate
+from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 from agentwatch.sinks.webhooks import ReceivedDelivery, WebhookEndpoint, WebhookReceiver
 
 __all__ = ["EXAMPLE_SQL", "run_demo"]
@@ -48,7 +48,9 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentwatch-")))
         data_dir.mkdir(parents=True, exist_ok=True)
         backend = stack.enter_context(ChdbBackend(data_dir / "chdb"))
-        migrate(backend)
+        # No retention: the simulated fleet's clock starts on a fixed date, and ClickHouse
+        # drops rows already past a table's TTL as they are inserted.
+        migrate(backend, SchemaConfig(ttl_days=None))
         sink = ClickHouseSink(backend)
 
         def on_webhook(delivery: ReceivedDelivery) -> None:

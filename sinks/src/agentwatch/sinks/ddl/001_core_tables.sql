@@ -2,8 +2,9 @@
 --
 -- Template fields, filled in by agentwatch before it runs the file: database,
 -- events_ttl and dead_letters_ttl (a TTL clause, or nothing when retention is
--- unlimited). Statements end with ';' at the end of a line. Column order is the contract of agentwatch.sinks._rows: Arrow batches
--- are built in exactly this order (ingested_at is left to its DEFAULT).
+-- unlimited). Statements end with ';' at the end of a line. Column order is the
+-- contract of agentwatch.sinks._rows: Arrow batches are built in exactly this order
+-- (ingested_at is left to its DEFAULT).
 --
 -- Conventions (why the types are what they are):
 -- * LowCardinality(String) for the columns with few distinct values that BI tools
