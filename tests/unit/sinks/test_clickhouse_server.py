@@ -25,12 +25,14 @@ from agentwatch.schemas.errors import SinkError
 from agentwatch.sinks import (
     EVENT_COLUMNS,
     MIGRATIONS,
+    SAVED_QUERIES,
     ClickHouseBackend,
     ClickHouseSink,
     SchemaConfig,
     applied_versions,
     migrate,
     open_backend,
+    saved_query,
 )
 
 _NO_SERVER = "set CLICKHOUSE_URL (e.g. http://localhost:8123) to run against a ClickHouse server"
@@ -123,3 +125,35 @@ def test_parameters_are_data_on_a_server(server: ClickHouseBackend) -> None:
 def test_missing_table_is_a_sink_error_on_a_server(server: ClickHouseBackend) -> None:
     with pytest.raises(SinkError):
         server.insert_arrow("aw_no_such_db.events", pa.table({"a": [1]}))
+
+
+def test_rollups_follow_events_and_a_retried_batch_on_a_server(
+    server: ClickHouseBackend, database: str, make_event: Callable[..., Event]
+) -> None:
+    sink = ClickHouseSink(server, database=database)
+    events = [make_event(i, full=i % 2 == 0) for i in range(30)]
+    for _ in range(2):  # the retry carries the same token: neither table counts it twice
+        sink.add_events(events)
+        sink.flush("server/rollups/0-29")
+    rollup = server.query(
+        f"SELECT sum(events), sum(input_tokens) FROM {database}.rollups_1m"
+    ).rows
+    raw = server.query(
+        f"SELECT count(), sum(ifNull(input_tokens, 0)) FROM {database}.events"
+    ).rows
+    assert rollup == raw
+    assert raw[0][0] == len(events)
+
+
+def test_every_saved_query_runs_on_a_server(
+    server: ClickHouseBackend, database: str, make_event: Callable[..., Event]
+) -> None:
+    sink = ClickHouseSink(server, database=database)
+    sink.add_events([make_event(i, full=True) for i in range(10)])
+    sink.flush()
+    for name, saved in SAVED_QUERIES.items():
+        result = server.query(saved.sql(database), {"limit": 5})
+        assert list(result.column_names) == [c for c, _ in saved.columns], name
+    hourly = server.query(saved_query("cost-by-agent").sql(database), {"limit": 5})
+    assert hourly.rows
+    assert isinstance(hourly.rows[0][0], datetime)
