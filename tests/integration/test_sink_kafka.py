@@ -303,3 +303,32 @@ def test_two_sinks_in_one_group_share_partitions_and_a_rebalance_stores_each_row
     assert stored.rows == [(len(events), len(events))]
     assert chdb_backend.query("SELECT sum(events) FROM agentwatch.rollups_1m").rows == [
         (len(events),)]
+
+
+def test_a_sink_stopped_while_clickhouse_refuses_exits_and_the_next_completes_its_batch(
+    kafka_bootstrap: str, topics: dict[str, str], topic_name: str, chdb_backend: ChdbBackend
+) -> None:
+    group = f"{topic_name}-sink"
+    settings = SinkSettings(bootstrap_servers=kafka_bootstrap, events_topic=topics["events"],
+                            alerts_topic=topics["alerts"], group_id=group,
+                            batch_max_events=10_000, batch_max_ms=200, max_backoff_s=0.5)
+    events = make_events(800, seed=6)
+    produce(kafka_bootstrap, topics["events"], pack(events, flush_every=50))
+    chdb_backend.command("RENAME TABLE agentwatch.events TO agentwatch.events_away")
+    with _InProcessSink(settings, chdb_backend) as refused:
+        deadline = time.monotonic() + 30
+        while refused.sink is None or refused.sink.stats.retries < 2:
+            assert time.monotonic() < deadline, "the sink never retried"
+            time.sleep(0.1)
+        stopping_at = time.monotonic()
+    assert not refused._thread.is_alive()  # stopped although ClickHouse still refused
+    assert time.monotonic() - stopping_at < 15
+    assert refused.error is None, refused.error
+    pending = [m for _, m in group_offsets(kafka_bootstrap, group).values()]
+    assert any(m.startswith(INTENT_PREFIX) for m in pending), pending
+    chdb_backend.command("RENAME TABLE agentwatch.events_away TO agentwatch.events")
+    with _InProcessSink(settings, chdb_backend) as running:
+        wait_caught_up(kafka_bootstrap, group, events_only(topics), timeout_s=60)
+    assert running.error is None, running.error
+    stored = chdb_backend.query("SELECT count(), uniqExact(event_id) FROM agentwatch.events")
+    assert stored.rows == [(len(events), len(events))]

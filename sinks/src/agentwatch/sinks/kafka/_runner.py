@@ -78,8 +78,9 @@ class _Job:
     duplicates: int = 0
 
 
-class _RevokedError(Exception):
-    """A rebalance took partitions away during a flush round: abandon the round."""
+class _AbandonedError(Exception):
+    """A round in flight is given up (a rebalance takes the partitions, or the sink stops
+    while ClickHouse fails): its intents let whoever reads the partitions next complete it."""
 
 
 class KafkaSink:
@@ -294,8 +295,8 @@ class KafkaSink:
             return True
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-        if isinstance(exc, _RevokedError):
-            log.info("sink: partitions revoked during a flush; the next owner completes it")
+        if isinstance(exc, _AbandonedError):
+            log.info("sink: a flush was given up (rebalance or stop); its intent completes it")
             return False
         if isinstance(exc, KafkaError):
             # The final commit failed (a rebalance, the coordinator moved): what was
@@ -334,12 +335,12 @@ class KafkaSink:
                 self._paused = False
 
     async def _wait(self, wait_s: float) -> None:
-        """Sleep before a retry; give up the round when a rebalance wants our partitions.
-        (The loop keeps polling meanwhile, so the group keeps us.)"""
+        """Sleep before a retry; give up the round when a rebalance wants our partitions or
+        the sink is asked to stop. (The loop keeps polling meanwhile, so the group keeps us.)"""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if self._revoking:
-                raise _RevokedError
+            if self._revoking or self._stopping.is_set():
+                raise _AbandonedError
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     # -- rebalances -------------------------------------------------------------------
