@@ -127,3 +127,27 @@ def test_python_dash_m_runs_without_a_warning() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr
+
+
+def test_an_unreachable_broker_is_retried_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    log = tmp_path / "sink.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(AGENTWATCH), "sink", "--url", str(tmp_path / "ch")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+        )
+    deadline = time.monotonic() + 60
+    while "cannot reach Kafka at 127.0.0.1:1" not in log.read_text():
+        assert proc.poll() is None, log.read_text()  # still running: it waits for Kafka
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "sink: stopped" in text

@@ -138,8 +138,10 @@ class KafkaSink:
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 await sink._on_assigned(list(assigned))
 
-        consumer = self._consumer = self._make_consumer()
-        await consumer.start()
+        consumer = await self._start_consumer()
+        if consumer is None:  # asked to stop before Kafka could be reached
+            return self.stats
+        self._consumer = consumer
         try:
             consumer.subscribe(list(self._settings.topics), listener=Listener())
             await self._loop(consumer)
@@ -147,6 +149,33 @@ class KafkaSink:
             with contextlib.suppress(Exception):
                 await consumer.stop()
         return self.stats
+
+    async def _start_consumer(self) -> AIOKafkaConsumer | None:
+        """Connect, retrying with backoff while Kafka cannot be reached (a service starts
+        before its broker, or the broker restarts); None when stopped meanwhile."""
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        wait_s = 1.0
+        while True:
+            consumer = self._make_consumer()
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                log.warning(
+                    "sink: cannot reach Kafka at %s (%s); retrying in %.0f s",
+                    self._settings.bootstrap_servers,
+                    exc,
+                    wait_s,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait_s)
+                if self._stopping.is_set():
+                    return None
+                wait_s = min(wait_s * 2, self._settings.max_backoff_s)
+            else:
+                return consumer
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
         s = self._settings
