@@ -249,6 +249,37 @@ def query(
                      limit=limit, params=param or ())
 
 
+# -- webhooks ------------------------------------------------------------------------------
+
+webhooks_app = typer.Typer(help="Check webhook endpoints.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("test")
+def webhooks_test(
+    url: Annotated[str, typer.Argument(
+        help="The endpoint: http:// or https:// URL.", show_default=False)],
+    secret: Annotated[str | None, typer.Option(
+        "--secret", envvar="AGENTWATCH_WEBHOOK_SECRET", metavar="S",
+        help="Signing secret (env AGENTWATCH_WEBHOOK_SECRET).", show_default=False)] = None,
+    fmt: Annotated[Literal["json", "slack"], typer.Option(
+        "--format", help="json (the alert contract) or slack (an incoming-webhook message).",
+    )] = "json",
+    timeout_s: Annotated[float, typer.Option(
+        "--timeout-s", min=0.001, max=60.0, metavar="N", help="Seconds to wait for the answer.",
+    )] = 5.0,
+) -> None:
+    """Send one signed sample alert (a runaway loop, fresh alert id) to URL, once.
+
+    Prints the delivery id, the signature header, the HTTP status and the time taken;
+    exits 0 on a 2xx answer, 1 otherwise.
+    """
+    from agentwatch.cli._webhooks import run_test  # noqa: PLC0415
+
+    raise typer.Exit(run_test(url, secret, fmt=fmt, timeout_s=timeout_s,
+                              out=sys.stdout, err=sys.stderr))
+
+
 @app.command()
 def sink(
     bootstrap_servers: Annotated[str | None, typer.Option(

@@ -22,12 +22,36 @@ A receiver checks the signature over the **raw** body, before parsing it::
 Answer 5xx, 408 or 429 (optionally with ``Retry-After: <seconds>``) to be retried later;
 any other 4xx is final. :func:`deliver` sends one alert to one endpoint;
 :class:`WebhookReceiver` is a real local HTTP server for demos and tests.
+
+Which alerts go where, and as what: :func:`load_endpoints` reads an endpoints file
+(YAML or TOML) into :class:`EndpointConfig` objects (``matches(alert)``, format
+``json`` = :func:`json_body` or ``slack`` = :func:`slack_body`).
 """
 
 from __future__ import annotations
 
+from agentwatch.sinks.webhooks._endpoints import (
+    EndpointConfig,
+    EndpointFilters,
+    EndpointsFile,
+    endpoints_from_mapping,
+    load_endpoints,
+)
+from agentwatch.sinks.webhooks._formats import (
+    LINK_FIELDS,
+    check_link_template,
+    json_body,
+    render_link,
+    slack_body,
+)
 from agentwatch.sinks.webhooks._receiver import ReceivedDelivery, WebhookReceiver
-from agentwatch.sinks.webhooks._sender import DeliveryResult, WebhookEndpoint, deliver
+from agentwatch.sinks.webhooks._sender import (
+    AttemptOutcome,
+    DeliveryResult,
+    WebhookEndpoint,
+    deliver,
+    post_once,
+)
 from agentwatch.sinks.webhooks._signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -39,14 +63,26 @@ from agentwatch.sinks.webhooks._signing import (
 
 __all__ = [
     "DELIVERY_HEADER",
+    "LINK_FIELDS",
     "SIGNATURE_HEADER",
+    "AttemptOutcome",
     "DeliveryResult",
+    "EndpointConfig",
+    "EndpointFilters",
+    "EndpointsFile",
     "ReceivedDelivery",
     "SignatureError",
     "WebhookEndpoint",
     "WebhookReceiver",
+    "check_link_template",
     "deliver",
     "delivery_id",
+    "endpoints_from_mapping",
+    "json_body",
+    "load_endpoints",
+    "post_once",
+    "render_link",
     "sign",
+    "slack_body",
     "verify",
 ]

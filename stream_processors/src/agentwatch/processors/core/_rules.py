@@ -23,14 +23,13 @@ greater than 0 (got -1)``.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from agentwatch.schemas import AlertScope, AlertType, ConfigError, EventKind, Severity
+from agentwatch.schemas._files import read_config_file
 
 __all__ = [
     "DEFAULT_RULES",
@@ -227,20 +226,7 @@ def load_rules(path: str | Path | None) -> RulesConfig:
     if path is None:
         return RulesConfig.default()
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read rules file {file}: {exc.strerror or exc}") from None
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix in {".yaml", ".yml", ".json"}:
-            data = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"{file}: unknown rules file type {suffix!r}; use .yaml or .toml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
+    data = read_config_file(file, "rules")
     return rules_from_mapping(data, source=str(file))
 
 

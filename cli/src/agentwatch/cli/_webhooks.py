@@ -1,0 +1,108 @@
+"""``agentwatch webhooks test``: one signed sample alert to a URL, and what came back."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Final, Literal, TextIO
+
+from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, ConfigError, Severity
+from agentwatch.sinks.webhooks import (
+    WebhookEndpoint,
+    delivery_id,
+    json_body,
+    post_once,
+    sign,
+    slack_body,
+)
+
+__all__ = ["TEST_ENDPOINT_NAME", "run_test", "sample_alert"]
+
+#: the endpoint name in the test delivery's id
+TEST_ENDPOINT_NAME: Final = "agentwatch-webhooks-test"
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+_BODY_PREVIEW_CHARS: Final = 500
+
+
+def sample_alert() -> Alert:
+    """A realistic runaway-loop alert with a fresh ``alert_id`` (a receiver that
+    deduplicates on it treats every test as new)."""
+    session = f"sess-{uuid.uuid4().hex[:12]}"
+    return Alert(
+        alert_id=str(uuid.uuid4()),
+        rule="loop_repeat",
+        type=AlertType.RUNAWAY_LOOP,
+        state=AlertState.FIRING,
+        severity=Severity.CRITICAL,
+        scope=AlertScope.SESSION,
+        key=session,
+        tenant_id="acme",
+        agent_id="support-bot",
+        session_id=session,
+        value=6.0,
+        threshold=5.0,
+        window_s=120,
+        ts=datetime.now(UTC),
+        reason=(
+            f"session {session} of agent support-bot called tool `search_docs` 6 times "
+            "with the same arguments within 120 s (threshold 5) [agentwatch webhooks test]"
+        ),
+        event_ids=[str(uuid.uuid4()) for _ in range(3)],
+    )
+
+
+def run_test(
+    url: str,
+    secret: str | None,
+    *,
+    fmt: Literal["json", "slack"],
+    timeout_s: float,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """POST one signed sample alert to ``url`` (a single attempt, no retries) and print
+    the outcome. 0 for a 2xx answer, 1 otherwise; ConfigError for bad arguments."""
+    if not secret:
+        raise ConfigError(
+            "a signing secret is needed: --secret S or the AGENTWATCH_WEBHOOK_SECRET "
+            "environment variable"
+        )
+    try:
+        endpoint = WebhookEndpoint(
+            name=TEST_ENDPOINT_NAME, url=url, secret=secret, timeout_s=timeout_s, max_attempts=1
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    alert = sample_alert()
+    body = slack_body(alert) if fmt == "slack" else json_body(alert)
+    did = delivery_id(alert.alert_id, alert.state, endpoint.name)
+    timestamp_s = int(time.time())
+    # HMAC is deterministic: this is the header post_once sends with the same timestamp
+    signature = sign(secret, body, timestamp_s=timestamp_s)
+
+    print(f"POST {url}  ({fmt}, {len(body)} bytes, alert {alert.alert_id})", file=out)
+    print(f"delivery:  {did}", file=out)
+    print(f"signature: {signature}", file=out)
+    started = time.perf_counter()
+    outcome = post_once(endpoint, body, delivery_id=did, timestamp_s=timestamp_s)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    out.flush()
+
+    if outcome.status_code is None:  # no HTTP answer at all
+        print(
+            f"agentwatch: webhook test failed: no response from {url} after "
+            f"{elapsed_ms:.0f} ms: {outcome.error}",
+            file=err,
+        )
+        return EXIT_FAILED
+    print(f"status:    {outcome.status_code}  ({elapsed_ms:.1f} ms)", file=out)
+    if outcome.ok:
+        print("result:    delivered", file=out)
+        return EXIT_OK
+    detail = (outcome.error or "").removeprefix(f"HTTP {outcome.status_code}").removeprefix(": ")
+    if detail:
+        print(f"response:  {detail[:_BODY_PREVIEW_CHARS]}", file=out)
+    print(f"result:    not delivered (HTTP {outcome.status_code})", file=out)
+    return EXIT_FAILED

@@ -1,0 +1,258 @@
+"""Webhook endpoints: where alerts go, which ones, and in which format.
+
+An endpoints file (YAML ``.yaml``/``.yml`` or TOML ``.toml``) holds a top-level
+``endpoints`` **list** (a list keeps the order and puts the name next to the rest of
+the endpoint; names must still be unique)::
+
+    endpoints:
+      - name: pagerduty-bridge        # stable: it is part of every delivery id
+        url: https://hooks.example.com/agentwatch
+        secret_env: AGENTWATCH_HOOK_SECRET   # or `secret: ...` (exactly one of the two)
+        timeout_s: 5                  # default 5; > 0 and <= 60
+        filters:                      # every given list must contain the alert's value
+          severities: [critical]
+          types: [runaway_loop, cost]
+      - name: team-slack
+        url: https://hooks.slack.com/services/T000/B000/XXXX
+        secret: s3cr3t
+        format: slack                 # json (default: the alert contract) or slack
+        link_template: https://grafana.example/d/agentwatch?var-tenant={tenant_id}&var-agent={agent_id}
+        filters:
+          tenants: [acme]
+
+or in TOML ``[[endpoints]]`` tables with an ``[endpoints.filters]`` sub-table.
+
+Filters: ``rules``, ``types``, ``severities``, ``tenants``, ``agents`` (matched against
+``agent_id``; an alert without one never matches a given ``agents`` list). A key left
+out matches everything; an empty list is an error (it would match nothing).
+Every error names the file and the key: ``endpoints.yaml: `endpoints[1].timeout_s`:
+Input should be less than or equal to 60 (got 90)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agentwatch.schemas import Alert, AlertType, ConfigError, Severity
+from agentwatch.schemas._files import read_config_file
+from agentwatch.sinks.webhooks._formats import check_link_template
+from agentwatch.sinks.webhooks._sender import WebhookEndpoint
+
+__all__ = [
+    "EndpointConfig",
+    "EndpointFilters",
+    "EndpointsFile",
+    "endpoints_from_mapping",
+    "load_endpoints",
+]
+
+_NonEmptyStr = Annotated[str, Field(min_length=1)]
+_MAX_ERRORS: Final = 3
+
+
+def _non_empty(values: list[Any] | None, what: str) -> None:
+    if values is not None and not values:
+        raise ValueError(f"{what}: an empty list matches nothing; leave the key out to match all")
+
+
+class EndpointFilters(BaseModel):
+    """Which alerts an endpoint receives: every list given must contain the alert's
+    value (rule name, type, severity, tenant id, agent id); a list left out matches all."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    rules: list[_NonEmptyStr] | None = None
+    types: list[Annotated[AlertType, Field(strict=False)]] | None = None
+    severities: list[Annotated[Severity, Field(strict=False)]] | None = None
+    tenants: list[_NonEmptyStr] | None = None
+    agents: list[_NonEmptyStr] | None = None
+
+    @model_validator(mode="after")
+    def _no_empty_lists(self) -> Self:
+        for name in ("rules", "types", "severities", "tenants", "agents"):
+            _non_empty(getattr(self, name), name)
+        return self
+
+    def matches(self, alert: Alert) -> bool:
+        return (
+            (self.rules is None or alert.rule in self.rules)
+            and (self.types is None or alert.type in self.types)
+            and (self.severities is None or alert.severity in self.severities)
+            and (self.tenants is None or alert.tenant_id in self.tenants)
+            and (
+                self.agents is None
+                or (alert.agent_id is not None and alert.agent_id in self.agents)
+            )
+        )
+
+
+class EndpointConfig(BaseModel):
+    """One webhook endpoint. ``secret`` holds the signing secret after loading, also
+    when it came from ``secret_env`` (which is kept to say where it came from)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    name: _NonEmptyStr
+    url: str
+    secret: _NonEmptyStr = Field(repr=False)
+    secret_env: _NonEmptyStr | None = None
+    format: Literal["json", "slack"] = "json"
+    timeout_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
+    filters: EndpointFilters = Field(default_factory=EndpointFilters)
+    link_template: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secret(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        has_secret, has_env = "secret" in data, "secret_env" in data
+        if has_secret and has_env:
+            raise ValueError("secret, secret_env: give one of them, not both")
+        if not has_secret and not has_env:
+            raise ValueError(
+                "secret: missing; every endpoint is signed: give `secret` or `secret_env`"
+            )
+        if has_env:
+            var = data["secret_env"]
+            if not isinstance(var, str) or not var:
+                raise ValueError(
+                    f"secret_env: expected the name of an environment variable (got {var!r})"
+                )
+            value = os.environ.get(var)
+            if not value:
+                raise ValueError(f"secret_env: environment variable {var} is not set or empty")
+            data = {**data, "secret": value}
+        return data
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+            raise ValueError("url: must be ASCII without spaces")
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("url: must be http:// or https:// with a host")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"url: bad port ({exc})") from None
+        return url
+
+    @field_validator("link_template", mode="after")
+    @classmethod
+    def _check_link_template(cls, template: str | None) -> str | None:
+        if template is not None:
+            try:
+                check_link_template(template)
+            except ValueError as exc:
+                raise ValueError(f"link_template: {exc}") from None
+        return template
+
+    @model_validator(mode="after")
+    def _link_needs_slack(self) -> Self:
+        if self.link_template is not None and self.format != "slack":
+            raise ValueError(
+                "link_template: only used with `format: slack` (the json body is the alert itself)"
+            )
+        return self
+
+    def matches(self, alert: Alert) -> bool:
+        """Whether this endpoint wants ``alert`` (see :class:`EndpointFilters`)."""
+        return self.filters.matches(alert)
+
+    def webhook_endpoint(self) -> WebhookEndpoint:
+        """The delivery settings for :func:`~agentwatch.sinks.webhooks.deliver` /
+        :func:`post_once`."""
+        return WebhookEndpoint(
+            name=self.name, url=self.url, secret=self.secret, timeout_s=self.timeout_s
+        )
+
+
+class EndpointsFile(BaseModel):
+    """The whole endpoints file."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    endpoints: list[EndpointConfig]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, endpoint in enumerate(self.endpoints):
+            if endpoint.name in seen:
+                raise ValueError(
+                    f"endpoints[{index}].name: duplicate endpoint name {endpoint.name!r} "
+                    f"(also endpoints[{seen[endpoint.name]}])"
+                )
+            seen[endpoint.name] = index
+        return self
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:_MAX_ERRORS]:
+        loc = tuple(p for p in err["loc"] if p not in {"str", "float", "int"})
+        key = _key(loc)
+        if err["type"] == "extra_forbidden":
+            parts.append(f"`{key}`: unknown key")
+        elif err["type"] == "missing":
+            parts.append(f"`{key}`: missing")
+        elif err["type"] == "value_error":
+            # our validators say "<key>: <why>"; <key> is relative to the error's location
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            sub, _, why = msg.partition(": ")
+            if not why:
+                parts.append(f"`{key}`: {msg}")
+            elif not loc:
+                parts.append(f"`{sub}`: {why}")
+            elif key.rsplit(".", 1)[-1] == sub:  # a field validator: loc names the key
+                parts.append(f"`{key}`: {why}")
+            else:
+                parts.append(f"`{key}.{sub}`: {why}")
+        else:
+            parts.append(f"`{key}`: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def endpoints_from_mapping(data: Any, *, source: str = "endpoints") -> list[EndpointConfig]:
+    """Validate parsed file content. Raises ConfigError naming ``source`` and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping with an `endpoints` list at the top level, "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return EndpointsFile.model_validate(data).endpoints
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_endpoints(path: str | Path) -> list[EndpointConfig]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) endpoints file (module docstring).
+    ``secret_env`` variables are read now. Raises ConfigError naming the file and key."""
+    file = Path(path)
+    data = read_config_file(file, "endpoints")
+    return endpoints_from_mapping(data, source=str(file))

@@ -1,0 +1,146 @@
+"""`agentwatch webhooks test` against a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agentwatch.schemas import AlertState, AlertType, Severity
+from agentwatch.sinks.webhooks import WebhookReceiver, delivery_id
+
+AGENTWATCH = Path(sys.executable).with_name("agentwatch")  # the installed entry point
+SECRET = "test-secret"
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    base.pop("AGENTWATCH_WEBHOOK_SECRET", None)
+    return subprocess.run(
+        [str(AGENTWATCH), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**base, "COLUMNS": "250", **env},
+    )
+
+
+def field(stdout: str, name: str) -> str:
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith(f"{name}:")]
+    return line.removeprefix(f"{name}:").strip()
+
+
+def test_delivers_one_signed_alert() -> None:
+    with WebhookReceiver(secret=SECRET) as receiver:
+        proc = run("webhooks", "test", receiver.url + "hooks/aw", "--secret", SECRET)
+        assert receiver.wait_for(1, 5)
+        received = receiver.received
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(received) == 1
+    (delivery,) = received
+    assert delivery.path == "/hooks/aw"
+    assert delivery.verified is True, delivery.verify_error
+    alert = delivery.alert()
+    assert alert.type is AlertType.RUNAWAY_LOOP
+    assert alert.state is AlertState.FIRING
+    assert alert.severity is Severity.CRITICAL
+    # what the command printed is what was sent
+    assert field(proc.stdout, "delivery") == delivery.delivery_id
+    assert delivery.delivery_id == delivery_id(
+        alert.alert_id, alert.state, "agentwatch-webhooks-test"
+    )
+    assert field(proc.stdout, "signature") == delivery.signature
+    assert field(proc.stdout, "status").startswith("200 ")
+    assert field(proc.stdout, "status").endswith(" ms)")
+    assert alert.alert_id in proc.stdout
+
+
+def test_fresh_alert_id_each_time_and_secret_from_env() -> None:
+    with WebhookReceiver(secret=SECRET) as receiver:
+        first = run("webhooks", "test", receiver.url, AGENTWATCH_WEBHOOK_SECRET=SECRET)
+        second = run("webhooks", "test", receiver.url, AGENTWATCH_WEBHOOK_SECRET=SECRET)
+        assert receiver.wait_for(2, 5)
+        received = receiver.received
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    assert all(d.verified for d in received)
+    assert received[0].alert().alert_id != received[1].alert().alert_id
+    assert received[0].delivery_id != received[1].delivery_id
+
+
+def test_slack_format_sends_the_slack_message() -> None:
+    with WebhookReceiver(secret=SECRET) as receiver:
+        proc = run("webhooks", "test", receiver.url, "--secret", SECRET, "--format", "slack")
+        assert receiver.wait_for(1, 5)
+        (delivery,) = receiver.received
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert delivery.verified is True
+    message = orjson.loads(delivery.body)
+    assert set(message) == {"text", "blocks"}
+    assert "loop_repeat" in message["text"]
+    assert "FIRING" in message["text"]
+    assert "search_docs" in message["text"]
+    assert "(slack," in proc.stdout
+
+
+def test_server_error_exits_1_with_the_status() -> None:
+    with WebhookReceiver(secret=SECRET, default_status=500) as receiver:
+        proc = run("webhooks", "test", receiver.url, "--secret", SECRET, "--timeout-s", "3")
+        assert receiver.wait_for(1, 5)
+        received = receiver.received
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert len(received) == 1  # a single attempt: no retries
+    assert field(proc.stdout, "status").startswith("500 ")
+    assert field(proc.stdout, "response") == '{"ok":false}'
+    assert "not delivered (HTTP 500)" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_client_error_exits_1() -> None:
+    with WebhookReceiver(secret=SECRET, statuses=[404]) as receiver:
+        proc = run("webhooks", "test", receiver.url, "--secret", SECRET)
+    assert proc.returncode == 1
+    assert field(proc.stdout, "status").startswith("404 ")
+
+
+def test_unreachable_port_is_one_line_and_exit_1() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = run("webhooks", "test", f"http://127.0.0.1:{port}/", "--secret", SECRET)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("agentwatch: webhook test failed: no response from")
+    assert "Connection refused" in lines[0] or "ConnectionRefused" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["http://127.0.0.1:1/"], {}, "a signing secret is needed"),
+        (["ftp://example.com/", "--secret", "s"], {}, "must be http:// or https://"),
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
+    proc = run("webhooks", "test", *args, **env)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_the_group() -> None:
+    assert "webhooks" in run("--help").stdout
+    proc = run("webhooks", "test", "--help")
+    assert proc.returncode == 0
+    for text in ("--secret", "AGENTWATCH_WEBHOOK_SECRET", "--format", "--timeout-s"):
+        assert text in proc.stdout
