@@ -7,22 +7,10 @@ import io
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_line, run
 
 from agentwatch.cli.__main__ import main
 from agentwatch.sinks import MIGRATIONS, ChdbBackend, SchemaConfig, schema_statements
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("agentwatch: error: "), err
-    return lines[0]
 
 
 def test_migrate_applies_every_migration_then_is_up_to_date(

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_line, run
 
 from agentwatch.cli.__main__ import main
 from agentwatch.cli._render import table_lines, write_json_lines
@@ -33,18 +34,6 @@ T0 = datetime(2026, 11, 20, 9, 0, 1, 250_001, tzinfo=UTC)
 LOOP_ID = str(uuid.uuid4())
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err: str) -> str:
-    """The one line a user mistake prints (and nothing else)."""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("agentwatch: error: "), err
-    return lines[0]
 
 
 def alert(**fields: object) -> Alert:

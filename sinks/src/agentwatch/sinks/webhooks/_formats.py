@@ -28,25 +28,9 @@ from agentwatch.schemas import Alert, AlertState, AlertType, Severity, encode_al
 
 __all__ = ["LINK_FIELDS", "check_link_template", "json_body", "render_link", "slack_body"]
 
-#: alert fields a link template may name
-LINK_FIELDS: Final = frozenset(
-    {
-        "alert_id",
-        "rule",
-        "type",
-        "state",
-        "severity",
-        "scope",
-        "key",
-        "tenant_id",
-        "agent_id",
-        "session_id",
-        "value",
-        "threshold",
-        "window_s",
-        "ts",
-    }
-)
+#: alert fields a link template may name: every scalar field of the alert contract
+#: (not the free-text reason, not the event id list)
+LINK_FIELDS: Final = frozenset(Alert.model_fields) - {"reason", "event_ids"}
 
 _SEVERITY_EMOJI: Final = {
     Severity.CRITICAL: ":red_circle:",
