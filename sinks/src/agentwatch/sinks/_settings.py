@@ -27,8 +27,10 @@ __all__ = [
     "DEFAULT_CHDB_PATH",
     "SINK_ENV_VARS",
     "STORE_ENV_VARS",
+    "WEBHOOKS_ENV_VARS",
     "SinkSettings",
     "StoreSettings",
+    "WebhooksSettings",
 ]
 
 #: The embedded store when CLICKHOUSE_URL is not set (relative to the working dir).
@@ -242,4 +244,60 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",
     "max_backoff_s": "AGENTWATCH_SINK_MAX_BACKOFF_S",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksSettings:
+    """The Kafka side of ``agentwatch webhooks`` (the alert dispatcher).
+
+    ``endpoints_file`` is the endpoints file (see :mod:`agentwatch.sinks.webhooks`).
+    At most ``max_in_flight`` alerts are held undelivered (waiting, being sent or
+    between retries) before the dispatcher stops reading; ``drain_s`` is how long a stop
+    waits for deliveries under way before it commits and leaves them to the next run.
+    """
+
+    endpoints_file: str = ""
+    bootstrap_servers: str = "localhost:9092"
+    alerts_topic: str = "agentwatch.alerts"
+    dlq_topic: str = "agentwatch.alerts.dlq"
+    group_id: str = "agentwatch-webhooks"
+    max_in_flight: int = 10_000
+    drain_s: float = 10.0
+    max_backoff_s: float = 30.0
+    """Longest wait between two attempts to reach Kafka."""
+
+    def __post_init__(self) -> None:
+        if not self.endpoints_file:
+            raise _SettingError(
+                "endpoints_file",
+                "no endpoints file: set AGENTWATCH_WEBHOOKS_FILE or pass --endpoints FILE",
+            )
+        if self.max_in_flight < 1:
+            raise _SettingError("max_in_flight", f"{self.max_in_flight} is not >= 1")
+        if not self.drain_s >= 0:
+            raise _SettingError("drain_s", f"{self.drain_s} is not >= 0")
+        if not self.max_backoff_s > 0:
+            raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
+        if not self.alerts_topic or not self.dlq_topic:
+            raise ConfigError("alerts_topic and dlq_topic must not be empty")
+        if self.alerts_topic == self.dlq_topic:
+            raise ConfigError(f"alerts_topic and dlq_topic are the same ({self.dlq_topic!r})")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WebhooksSettings:
+        values, source = _gather(WEBHOOKS_ENV_VARS, env, overrides)
+        settings: WebhooksSettings = _coerce(cls, values, source)
+        return settings
+
+
+WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
+    "endpoints_file": "AGENTWATCH_WEBHOOKS_FILE",
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
+    "dlq_topic": "AGENTWATCH_ALERTS_DLQ_TOPIC",
+    "group_id": "AGENTWATCH_WEBHOOKS_GROUP",
+    "max_in_flight": "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT",
+    "drain_s": "AGENTWATCH_WEBHOOKS_DRAIN_S",
+    "max_backoff_s": "AGENTWATCH_WEBHOOKS_MAX_BACKOFF_S",
 }

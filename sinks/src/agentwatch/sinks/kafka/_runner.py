@@ -37,6 +37,7 @@ from agentwatch.sinks.kafka._batches import (
     intent_metadata,
     parse_intent,
 )
+from agentwatch.sinks.kafka._group import committed_with_metadata, start_with_retry
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -151,31 +152,16 @@ class KafkaSink:
         return self.stats
 
     async def _start_consumer(self) -> AIOKafkaConsumer | None:
-        """Connect, retrying with backoff while Kafka cannot be reached (a service starts
-        before its broker, or the broker restarts); None when stopped meanwhile."""
-        from aiokafka.errors import KafkaError  # noqa: PLC0415
-
-        wait_s = 1.0
-        while True:
-            consumer = self._make_consumer()
-            try:
-                await consumer.start()
-            except KafkaError as exc:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                log.warning(
-                    "sink: cannot reach Kafka at %s (%s); retrying in %.0f s",
-                    self._settings.bootstrap_servers,
-                    exc,
-                    wait_s,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), wait_s)
-                if self._stopping.is_set():
-                    return None
-                wait_s = min(wait_s * 2, self._settings.max_backoff_s)
-            else:
-                return consumer
+        """Connect, retrying with backoff while Kafka cannot be reached; None when
+        stopped meanwhile."""
+        return await start_with_retry(
+            self._make_consumer,
+            self._stopping,
+            log=log,
+            what="sink",
+            bootstrap_servers=self._settings.bootstrap_servers,
+            max_backoff_s=self._settings.max_backoff_s,
+        )
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
         s = self._settings
@@ -396,7 +382,7 @@ class KafkaSink:
         consumer = self._consumer
         if consumer is None or not partitions:
             return
-        committed = await _committed_with_metadata(consumer, partitions)
+        committed = await committed_with_metadata(consumer, partitions)
         # Explicit offsets for partitions without a commit: seek_to_beginning() only
         # schedules a reset, which can land after records were fetched and hand them
         # over a second time.
@@ -424,23 +410,6 @@ class KafkaSink:
             self._batches[tp] = batch
             if not batch.is_alerts:
                 self._recent.setdefault(tp, RecentIds(RECENT_IDS_PER_PARTITION))
-
-
-async def _committed_with_metadata(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> dict[TopicPartition, tuple[int | None, str]]:
-    """Committed offsets *and their metadata* (the public ``committed()`` drops the
-    metadata). Uses the group coordinator aiokafka keeps; aiokafka is pinned."""
-    coordinator = consumer._coordinator  # private: see docstring
-    offsets = await coordinator.fetch_committed_offsets(partitions)
-    out: dict[TopicPartition, tuple[int | None, str]] = {}
-    for tp in partitions:
-        meta = offsets.get(tp)
-        if meta is None or meta.offset < 0:
-            out[tp] = (None, "")
-        else:
-            out[tp] = (meta.offset, meta.metadata or "")
-    return out
 
 
 def install_signal_handlers(sink: KafkaSink) -> None:

@@ -1,0 +1,82 @@
+"""Consumer-group helpers shared by ``agentwatch sink`` and ``agentwatch webhooks``:
+starting a Kafka client while the broker is not up yet, and reading committed offsets
+together with their metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+__all__ = ["committed_with_metadata", "start_with_retry"]
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+
+async def start_with_retry(
+    make: Callable[[], C],
+    stopping: asyncio.Event,
+    *,
+    log: logging.Logger,
+    what: str,
+    bootstrap_servers: str,
+    max_backoff_s: float,
+) -> C | None:
+    """Start a client from ``make()``, retrying with backoff (1 s doubling up to
+    ``max_backoff_s``) while Kafka cannot be reached: a service often starts before its
+    broker, or the broker restarts. None when ``stopping`` is set meanwhile."""
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 (optional runtime dependency)
+
+    wait_s = 1.0
+    while True:
+        client = make()
+        try:
+            await client.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            log.warning(
+                "%s: cannot reach Kafka at %s (%s); retrying in %.0f s",
+                what,
+                bootstrap_servers,
+                exc,
+                wait_s,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), wait_s)
+            if stopping.is_set():
+                return None
+            wait_s = min(wait_s * 2, max_backoff_s)
+        else:
+            return client
+
+
+async def committed_with_metadata(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, tuple[int | None, str]]:
+    """Committed offsets *and their metadata* (the public ``committed()`` drops the
+    metadata). Uses the group coordinator aiokafka keeps (private API: aiokafka is pinned
+    in ``agentwatch-sinks``)."""
+    coordinator: Any = consumer._coordinator
+    offsets = await coordinator.fetch_committed_offsets(partitions)
+    out: dict[TopicPartition, tuple[int | None, str]] = {}
+    for tp in partitions:
+        meta = offsets.get(tp)
+        if meta is None or meta.offset < 0:
+            out[tp] = (None, "")
+        else:
+            out[tp] = (meta.offset, meta.metadata or "")
+    return out
