@@ -251,8 +251,46 @@ def query(
 
 # -- webhooks ------------------------------------------------------------------------------
 
-webhooks_app = typer.Typer(help="Check webhook endpoints.", no_args_is_help=True)
+webhooks_app = typer.Typer(invoke_without_command=True)
 app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.callback()
+def webhooks(
+    ctx: typer.Context,
+    endpoints: Annotated[str | None, typer.Option(
+        "--endpoints", metavar="FILE", help="The endpoints file, YAML or TOML (env "
+        "AGENTWATCH_WEBHOOKS_FILE).", show_default=False)] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        "--bootstrap-servers", help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default "
+        "localhost:9092).", show_default=False)] = None,
+    group_id: Annotated[str | None, typer.Option(
+        "--group-id", help="Consumer group shared by the dispatchers (env "
+        "AGENTWATCH_WEBHOOKS_GROUP; default agentwatch-webhooks).", show_default=False)] = None,
+    loglevel: Annotated[str, typer.Option(
+        "--loglevel", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Deliver alerts from Kafka to signed webhooks (until interrupted); `test` checks one.
+
+    Reads agentwatch.alerts and POSTs each alert to every endpoint of the endpoints file
+    whose filters match, retrying with backoff; what finally fails goes to
+    agentwatch.alerts.dlq. Offsets are committed once an alert is delivered or
+    dead-lettered. Settings: AGENTWATCH_WEBHOOKS_* (see the README).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from agentwatch.sinks._settings import WebhooksSettings  # noqa: PLC0415
+    from agentwatch.sinks.webhooks import load_endpoints  # noqa: PLC0415
+
+    settings = WebhooksSettings.from_env(
+        endpoints_file=endpoints, bootstrap_servers=bootstrap_servers, group_id=group_id
+    )
+    configs = load_endpoints(settings.endpoints_file)
+    if loglevel.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
+    from agentwatch.sinks.webhooks.kafka import run_dispatcher  # noqa: PLC0415
+
+    raise typer.Exit(run_dispatcher(settings, configs, loglevel=loglevel))
 
 
 @webhooks_app.command("test")

@@ -25,11 +25,15 @@ any other 4xx is final. :func:`deliver` sends one alert to one endpoint;
 
 Which alerts go where, and as what: :func:`load_endpoints` reads an endpoints file
 (YAML or TOML) into :class:`EndpointConfig` objects (``matches(alert)``, format
-``json`` = :func:`json_body` or ``slack`` = :func:`slack_body`).
+``json`` = :func:`json_body` or ``slack`` = :func:`slack_body`). :class:`Dispatcher`
+delivers alerts to many endpoints at once (a queue and threads per endpoint, retries,
+dead letters as :class:`DeliveryFailure`); :mod:`agentwatch.sinks.webhooks.kafka` runs it
+on Kafka's alerts topic (``agentwatch webhooks``).
 """
 
 from __future__ import annotations
 
+from agentwatch.sinks.webhooks._dispatcher import Dispatcher, EndpointStats
 from agentwatch.sinks.webhooks._endpoints import (
     EndpointConfig,
     EndpointFilters,
@@ -37,6 +41,7 @@ from agentwatch.sinks.webhooks._endpoints import (
     endpoints_from_mapping,
     load_endpoints,
 )
+from agentwatch.sinks.webhooks._failures import FAILED_PREFIX, DeliveryFailure
 from agentwatch.sinks.webhooks._formats import (
     LINK_FIELDS,
     check_link_template,
@@ -63,12 +68,16 @@ from agentwatch.sinks.webhooks._signing import (
 
 __all__ = [
     "DELIVERY_HEADER",
+    "FAILED_PREFIX",
     "LINK_FIELDS",
     "SIGNATURE_HEADER",
     "AttemptOutcome",
+    "DeliveryFailure",
     "DeliveryResult",
+    "Dispatcher",
     "EndpointConfig",
     "EndpointFilters",
+    "EndpointStats",
     "EndpointsFile",
     "ReceivedDelivery",
     "SignatureError",

@@ -9,6 +9,10 @@ the endpoint; names must still be unique)::
         url: https://hooks.example.com/agentwatch
         secret_env: AGENTWATCH_HOOK_SECRET   # or `secret: ...` (exactly one of the two)
         timeout_s: 5                  # default 5; > 0 and <= 60
+        max_attempts: 8               # default 8; then the alert goes to the dead-letter topic
+        backoff_initial_s: 0.5        # retries wait rand() * min(backoff_max_s, initial * 2**n)
+        backoff_max_s: 30
+        concurrency: 4                # requests in flight to this endpoint at once
         filters:                      # every given list must contain the alert's value
           severities: [critical]
           types: [runaway_loop, cost]
@@ -47,7 +51,7 @@ from pydantic import (
 
 from agentwatch.schemas import Alert, AlertType, ConfigError, Severity
 from agentwatch.schemas._files import read_config_file
-from agentwatch.sinks.webhooks._formats import check_link_template
+from agentwatch.sinks.webhooks._formats import check_link_template, json_body, slack_body
 from agentwatch.sinks.webhooks._sender import WebhookEndpoint
 
 __all__ = [
@@ -112,6 +116,12 @@ class EndpointConfig(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
     filters: EndpointFilters = Field(default_factory=EndpointFilters)
     link_template: str | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    """Attempts per alert before it goes to the dead-letter topic."""
+    backoff_initial_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 0.5
+    backoff_max_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 30.0
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    """Requests in flight to this endpoint at once (its own sending threads)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -169,6 +179,15 @@ class EndpointConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Self:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_initial_s: {self.backoff_initial_s} is more than backoff_max_s "
+                f"({self.backoff_max_s})"
+            )
+        return self
+
     def matches(self, alert: Alert) -> bool:
         """Whether this endpoint wants ``alert`` (see :class:`EndpointFilters`)."""
         return self.filters.matches(alert)
@@ -177,8 +196,20 @@ class EndpointConfig(BaseModel):
         """The delivery settings for :func:`~agentwatch.sinks.webhooks.deliver` /
         :func:`post_once`."""
         return WebhookEndpoint(
-            name=self.name, url=self.url, secret=self.secret, timeout_s=self.timeout_s
+            name=self.name,
+            url=self.url,
+            secret=self.secret,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            backoff_initial_s=self.backoff_initial_s,
+            backoff_max_s=self.backoff_max_s,
         )
+
+    def body(self, alert: Alert) -> bytes:
+        """The request body for ``alert`` in this endpoint's format."""
+        if self.format == "slack":
+            return slack_body(alert, link_template=self.link_template)
+        return json_body(alert)
 
 
 class EndpointsFile(BaseModel):
