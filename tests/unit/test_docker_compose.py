@@ -4,8 +4,9 @@ No Docker engine runs on the CI machines, so these tests parse the files and hol
 against the code: the variables the services set are the ones the settings classes read
 (and parse with them), the Kafka address is an advertised listener, the commands are real
 ``agentwatch`` subcommands, credentials agree between ClickHouse, the sink and Grafana,
-and every SQL statement of the Grafana dashboard runs on chDB against a freshly migrated
-database (with the plugin's macros expanded the way the plugin expands them).
+the webhooks endpoints file loads, and every SQL statement of the Grafana dashboard runs
+on chDB against a freshly migrated database (with the plugin's macros expanded the way
+the plugin expands them).
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from agentwatch.sinks import (
     migrate,
     open_backend,
 )
-from agentwatch.sinks._settings import SINK_ENV_VARS, STORE_ENV_VARS
+from agentwatch.sinks._settings import (
+    SINK_ENV_VARS,
+    STORE_ENV_VARS,
+    WEBHOOKS_ENV_VARS,
+    WebhooksSettings,
+)
+from agentwatch.sinks.webhooks import load_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -56,9 +63,10 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DATASOURCE_FILE = GRAFANA / "provisioning" / "datasources" / "clickhouse.yaml"
 PROVIDER_FILE = GRAFANA / "provisioning" / "dashboards" / "agentwatch.yaml"
 DASHBOARD_FILE = GRAFANA / "dashboards" / "agentwatch.json"
+ENDPOINTS_FILE = ROOT / "deploy" / "webhooks" / "endpoints.yaml"
 
-SERVICES = {"kafka", "clickhouse", "migrate", "worker", "sink", "grafana"}
-AGENTWATCH_SERVICES = ("migrate", "worker", "sink")
+SERVICES = {"kafka", "clickhouse", "migrate", "worker", "sink", "webhooks", "grafana"}
+AGENTWATCH_SERVICES = ("migrate", "worker", "sink", "webhooks")
 IMAGE = "agentwatch:local"
 PLUGIN = "grafana-clickhouse-datasource"
 
@@ -67,6 +75,8 @@ READS: dict[str, frozenset[str]] = {
     "worker": frozenset(ENV_VARS.values()),
     "sink": frozenset(SINK_ENV_VARS.values()) | frozenset(STORE_ENV_VARS.values()),
     "migrate": frozenset(STORE_ENV_VARS.values()),
+    # and the secret_env variables its endpoints file names (see secret_env_vars)
+    "webhooks": frozenset(WEBHOOKS_ENV_VARS.values()),
 }
 
 #: ``agentwatch sink`` and ``agentwatch db migrate`` are being added to the CLI in a
@@ -198,7 +208,7 @@ def test_every_dependency_exists_and_has_the_right_condition(compose: dict[str, 
     assert depends_on(compose, "migrate")["clickhouse"] == "service_healthy"
     for name in ("sink", "grafana"):
         assert depends_on(compose, name)["migrate"] == "service_completed_successfully"
-    for name in ("worker", "sink"):
+    for name in ("worker", "sink", "webhooks"):
         assert depends_on(compose, name)["kafka"] == "service_healthy"
     assert depends_on(compose, "sink")["clickhouse"] == "service_healthy"
     assert services["migrate"].get("restart", "no") == "no"  # a one-shot job
@@ -250,7 +260,10 @@ def test_services_set_only_variables_their_code_reads(
 ) -> None:
     env = env_of(compose, service)
     assert env, f"{service} sets no environment"
-    unknown = set(env) - READS[service]
+    reads = READS[service]
+    if service == "webhooks":
+        reads |= secret_env_vars(webhooks_endpoints_file(compose))
+    unknown = set(env) - reads
     assert not unknown, f"{service} sets variables the code does not read: {sorted(unknown)}"
 
 
@@ -274,8 +287,10 @@ def test_the_sink_and_migrate_settings_parse_and_agree(compose: dict[str, Any]) 
     sink_env = env_of(compose, "sink")
     sink = SinkSettings.from_env(sink_env)
     worker = WorkerSettings.from_env(env_of(compose, "worker"))
+    webhooks = WebhooksSettings.from_env(env_of(compose, "webhooks"))
     assert sink.bootstrap_servers == worker.bootstrap_servers
-    assert sink.topics == (worker.events_topic, worker.alerts_topic)
+    # what the worker writes, and the deliveries the webhooks dispatcher gave up on
+    assert sink.topics == (worker.events_topic, worker.alerts_topic, webhooks.dlq_topic)
     assert sink.group_id != worker.group_id  # separate consumer groups: both read everything
     assert "AGENTWATCH_SINK_BATCH_MAX_EVENTS" in sink_env
     assert "AGENTWATCH_SINK_BATCH_MAX_MS" in sink_env
@@ -291,6 +306,130 @@ def test_the_sink_and_migrate_settings_parse_and_agree(compose: dict[str, Any]) 
     assert url.hostname in compose["services"]
     assert compose["services"][url.hostname or ""]["image"].startswith("clickhouse/")
     assert url.port == 8123  # the server's HTTP port (clickhouse-connect speaks HTTP)
+
+
+# --- the webhooks dispatcher and its endpoints file -------------------------------------
+
+
+def webhooks_endpoints_file(compose: dict[str, Any]) -> Path:
+    """The endpoints file the webhooks service reads, on this machine."""
+    settings = WebhooksSettings.from_env(env_of(compose, "webhooks"))
+    return host_path(compose, "webhooks", settings.endpoints_file)
+
+
+def secret_env_vars(path: Path) -> frozenset[str]:
+    """The ``secret_env`` variables an endpoints file names (read as plain YAML)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return frozenset(e["secret_env"] for e in data["endpoints"] if "secret_env" in e)
+
+
+def uncommented(text: str) -> str:
+    """The endpoints file with its commented-out examples switched on: optional keys of an
+    endpoint (``    # key: value``) and whole commented endpoints (``  # - name: ...`` and
+    the ``  #   ...`` lines under it)."""
+    lines, in_example = [], False
+    for line in text.splitlines():
+        key = re.match(r"^( {4,})# (\w+: .*)$", line)
+        if re.match(r"^  # - name: ", line):
+            in_example = True
+        elif not line.startswith("  #   "):
+            in_example = False
+        if in_example:
+            lines.append("  " + line.removeprefix("  # "))
+        elif key:
+            lines.append(key.group(1) + key.group(2))
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_the_webhooks_settings_parse_and_agree(compose: dict[str, Any]) -> None:
+    env = env_of(compose, "webhooks")
+    webhooks = WebhooksSettings.from_env(env)
+    worker = WorkerSettings.from_env(env_of(compose, "worker"))
+    sink = SinkSettings.from_env(env_of(compose, "sink"))
+    assert webhooks.bootstrap_servers == worker.bootstrap_servers
+    assert webhooks.alerts_topic == worker.alerts_topic  # it reads what the worker writes
+    # its own consumer group: the sink and the dispatcher both read every alert
+    assert webhooks.group_id not in {worker.group_id, sink.group_id}
+    assert webhooks.dlq_topic not in {worker.events_topic, worker.alerts_topic}
+    assert webhooks.dlq_topic != (worker.dlq_topic or f"{worker.events_topic}.dlq")
+    # the endpoints file is this repository's, mounted read-only
+    assert webhooks_endpoints_file(compose).resolve() == ENDPOINTS_FILE.resolve()
+    ((_source, target, *options),) = [
+        item.split(":") for item in compose["services"]["webhooks"]["volumes"]
+    ]
+    assert target == webhooks.endpoints_file
+    assert options == ["ro"]
+
+
+def test_the_mounted_endpoints_file_loads(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = env_of(compose, "webhooks")
+    names = secret_env_vars(ENDPOINTS_FILE)
+    assert names, "the example endpoints file should show secret_env"
+    for name in names:
+        # passed through from the shell of `docker compose up` (a key without a value),
+        # never written into docker-compose.yml
+        assert name in env, f"webhooks: {name} (a secret_env of the endpoints file) is not set"
+        assert env[name] == "", f"webhooks: {name} should come from the shell, not the file"
+        monkeypatch.setenv(name, f"test-secret-{name}")
+    endpoints = load_endpoints(webhooks_endpoints_file(compose))
+    assert [e.format for e in endpoints] == ["json"]
+    (endpoint,) = endpoints
+    assert endpoint.secret_env in names
+    assert endpoint.secret == f"test-secret-{endpoint.secret_env}"
+    assert endpoint.webhook_endpoint().url == endpoint.url
+
+
+def test_the_commented_examples_of_the_endpoints_file_are_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = uncommented(ENDPOINTS_FILE.read_text(encoding="utf-8"))
+    assert text != ENDPOINTS_FILE.read_text(encoding="utf-8")
+    switched_on = tmp_path / "endpoints.yaml"
+    switched_on.write_text(text, encoding="utf-8")
+    for name in secret_env_vars(switched_on):
+        monkeypatch.setenv(name, "test-secret")
+    endpoints = {e.name: e for e in load_endpoints(switched_on)}
+    assert [e.format for e in endpoints.values()] == ["json", "slack"]
+    slack = endpoints["team-slack"]
+    assert slack.link_template
+    assert "{tenant_id}" in slack.link_template
+    # the optional keys show their defaults
+    json_endpoint = next(e for e in endpoints.values() if e.format == "json")
+    defaults = {
+        name: field.default
+        for name, field in type(json_endpoint).model_fields.items()
+        if name in {"max_attempts", "backoff_initial_s", "backoff_max_s", "concurrency"}
+    }
+    assert len(defaults) == 4
+    for name, default in defaults.items():
+        assert getattr(json_endpoint, name) == default, name
+
+
+def test_uncommented_switches_on_keys_and_whole_endpoints() -> None:
+    text = (
+        "endpoints:\n"
+        "  - name: a\n"
+        "    # max_attempts: 3   # note\n"
+        "    # just a comment\n"
+        "  # A comment about b.\n"
+        "  # - name: b\n"
+        "  #   url: https://b.example/\n"
+        "# the end\n"
+    )
+    assert uncommented(text) == (
+        "endpoints:\n"
+        "  - name: a\n"
+        "    max_attempts: 3   # note\n"
+        "    # just a comment\n"
+        "  # A comment about b.\n"
+        "  - name: b\n"
+        "    url: https://b.example/\n"
+        "# the end\n"
+    )
 
 
 def test_clickhouse_credentials_agree_everywhere(
@@ -351,7 +490,8 @@ def subcommands(command: Any) -> dict[str, Any] | None:
 
 def resolve(group: Any, words: list[str]) -> tuple[str, ...] | None:
     """The subcommand path ``words`` names in the CLI, or None when its first word is not
-    registered. A path that names a group, or an unknown subcommand of one, fails."""
+    registered. A path that names a group (unless the group runs by itself, as
+    ``agentwatch webhooks`` does), or an unknown subcommand of one, fails."""
     top = subcommands(group)
     assert top is not None
     if words[0] not in top:
@@ -360,12 +500,13 @@ def resolve(group: Any, words: list[str]) -> tuple[str, ...] | None:
     command = group
     for word in words:
         commands = subcommands(command)
-        if commands is None:
+        if commands is None or (path and word.startswith("-")):
             break  # the rest are the command's own arguments
         assert word in commands, f"agentwatch {' '.join(path)}: no subcommand {word}"
         command = commands[word]
         path.append(word)
-    assert subcommands(command) is None, f"agentwatch {' '.join(path)} is a group"
+    runs_alone = getattr(command, "invoke_without_command", False) is True
+    assert subcommands(command) is None or runs_alone, f"agentwatch {' '.join(path)} is a group"
     return tuple(path)
 
 
@@ -377,7 +518,12 @@ def test_service_commands_are_agentwatch_subcommands(compose: dict[str, Any], se
     path = resolve(typer.main.get_command(app), words[1:])
     if path is None:  # not registered yet (see PENDING_COMMANDS)
         assert tuple(words[1:]) in PENDING_COMMANDS, f"{service}: unknown command {words}"
-    expected = {"migrate": ("db", "migrate"), "worker": ("worker",), "sink": ("sink",)}
+    expected = {
+        "migrate": ("db", "migrate"),
+        "worker": ("worker",),
+        "sink": ("sink",),
+        "webhooks": ("webhooks",),
+    }
     assert tuple(words[1 : 1 + len(expected[service])]) == expected[service]
 
 
@@ -397,6 +543,19 @@ def test_resolve_refuses_unknown_subcommands_and_groups() -> None:
     with pytest.raises(AssertionError, match="is a group"):
         resolve(group, ["db"])
     assert resolve(typer.main.get_command(app), ["worker"]) == ("worker",)
+
+
+def test_resolve_accepts_a_group_that_runs_by_itself() -> None:
+    hooks = typer.Typer(invoke_without_command=True)
+    hooks.callback()(lambda: None)
+    hooks.command("test")(lambda: None)
+    cli = typer.Typer()
+    cli.add_typer(hooks, name="webhooks")
+    cli.command("sink")(lambda: None)
+    group = typer.main.get_command(cli)
+    assert resolve(group, ["webhooks"]) == ("webhooks",)
+    assert resolve(group, ["webhooks", "--endpoints", "f.yaml"]) == ("webhooks",)
+    assert resolve(group, ["webhooks", "test", "http://x/"]) == ("webhooks", "test")
 
 
 # --- the image ------------------------------------------------------------------------

@@ -12,6 +12,10 @@ import orjson
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import Engine
 from agentwatch.schemas import AlertState, decode_event, to_us
+from agentwatch.sinks.webhooks import WebhookReceiver
+
+OUR_SECRET = "ours-secret"
+GONE_SECRET = "gone-secret"
 
 
 def test_fleet_is_deterministic_and_time_ordered() -> None:
@@ -55,7 +59,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     n_events = len(list(fleet_events(FleetPlan())))
     assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
     assert f"{n_events:,} events, 0 invalid" in out
-    assert "webhooks: 8/8 delivered, 8 received" in out
+    assert "webhooks: 8/8 delivered, 8 received by the local receiver, 0 failed" in out
     assert out.count("signature ok") == 8
     assert "BAD SIGNATURE" not in out
     assert "Fleet summary" in out
@@ -75,3 +79,56 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     events_rows, (alert_rows, alert_ids) = orjson.loads(counted.stdout)
     assert events_rows == n_events
     assert (alert_rows, alert_ids) == (8, 4)
+
+
+def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
+    tmp_path: Path,
+) -> None:
+    """--endpoints: alerts also go to the user's endpoints, through the same dispatcher
+    as `agentwatch webhooks`; a refused delivery is recorded in the alerts table."""
+    data_dir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    with (
+        WebhookReceiver(secret=OUR_SECRET) as ours,
+        WebhookReceiver(secret=GONE_SECRET, default_status=410) as gone,
+    ):
+        endpoints = tmp_path / "endpoints.toml"
+        endpoints.write_text(
+            f'[[endpoints]]\nname = "ours"\nurl = "{ours.url}"\nsecret_env = "OUR_SECRET"\n'
+            '[endpoints.filters]\ntypes = ["runaway_loop"]\n'
+            f'[[endpoints]]\nname = "gone"\nurl = "{gone.url}"\nsecret = "{GONE_SECRET}"\n'
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "agentwatch.cli", "demo", "--duration-s", "3",
+             "--data-dir", str(data_dir), "--endpoints", str(endpoints)],
+            capture_output=True, timeout=120, check=False,
+            env=env | {"COLUMNS": "250", "OUR_SECRET": OUR_SECRET},
+        )
+        out = proc.stdout.decode()
+        assert proc.returncode == 0, out + proc.stderr.decode()
+        received, refused = ours.received, gone.received
+
+    # 2 runaway-loop alerts (repeat, steps) fire and resolve: 4 state changes
+    assert sorted((d.json["rule"], d.json["state"]) for d in received) == [
+        ("loop_repeat", "firing"), ("loop_repeat", "resolved"),
+        ("loop_steps", "firing"), ("loop_steps", "resolved")]
+    assert all(d.verified for d in received)
+    assert len(refused) == 8  # 410 is final: one attempt each
+    assert "8 received by the local receiver, 8 failed" in out
+    assert "webhook gone: delivery" in out
+
+    check = (
+        "import orjson; from agentwatch.sinks import ChdbBackend\n"
+        f"b = ChdbBackend({str(data_dir / 'chdb')!r})\n"
+        "s = b.query('SELECT delivery_status, count() FROM agentwatch.alerts "
+        "GROUP BY delivery_status ORDER BY delivery_status').rows\n"
+        "d = b.query(\"SELECT count() FROM agentwatch.dead_letters "
+        "WHERE source = 'webhook/gone' AND reason LIKE '%HTTP 410%'\").rows[0][0]\n"
+        "print(orjson.dumps([[list(r) for r in s], d]).decode())\n"
+        "b.close()\n"
+    )
+    counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
+                             check=True)
+    statuses, dead_letters = orjson.loads(counted.stdout)
+    assert statuses == [["", 8], ["failed:gone", 8]]
+    assert dead_letters == 8

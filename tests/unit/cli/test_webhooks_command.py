@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agentwatch.cli._webhooks import run_test
 from agentwatch.schemas import AlertState, AlertType, Severity
 from agentwatch.sinks.webhooks import WebhookReceiver, delivery_id
 
@@ -61,6 +63,90 @@ def test_delivers_one_signed_alert() -> None:
     assert field(proc.stdout, "status").startswith("200 ")
     assert field(proc.stdout, "status").endswith(" ms)")
     assert alert.alert_id in proc.stdout
+
+
+def run_in_process(url: str, **receiver_options: object) -> tuple[int, str, str]:
+    """``run_test`` in this process against a receiver: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with WebhookReceiver(secret=SECRET, **receiver_options) as receiver:  # type: ignore[arg-type]
+        code = run_test(receiver.url + url, SECRET, fmt="json", timeout_s=5.0, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_prints_the_body_and_content_type_of_a_2xx_answer() -> None:
+    body = '{"received": true, "ticket": "OPS-1234"}'
+    with WebhookReceiver(secret=SECRET, response_body=body) as receiver:
+        proc = run("webhooks", "test", receiver.url, "--secret", SECRET)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert field(proc.stdout, "response") == body
+    assert field(proc.stdout, "content") == f"application/json, {len(body)} bytes"
+    assert field(proc.stdout, "result") == "delivered"
+    # in order: status, then what came back, then the verdict
+    labels = [line.split(":", 1)[0] for line in proc.stdout.splitlines()[-4:]]
+    assert labels == ["status", "response", "content", "result"]
+
+
+@pytest.mark.usefixtures("_no_proxy")
+def test_a_multi_line_text_body_is_printed_on_one_line() -> None:
+    code, out, _ = run_in_process(
+        "",
+        response_body="accepted\nqueued as 42\t\x1b[31m",
+        response_headers={"Content-Type": "text/plain; charset=utf-8"},
+    )
+    assert code == 0
+    assert field(out, "response") == "accepted\\nqueued as 42\\t\\x1b[31m"
+    assert "\x1b" not in out  # no terminal escape from the endpoint reaches the terminal
+    assert field(out, "content").startswith("text/plain; charset=utf-8, ")
+
+
+@pytest.mark.usefixtures("_no_proxy")
+def test_the_body_is_decoded_with_the_declared_charset() -> None:
+    code, out, _ = run_in_process(
+        "",
+        response_body="reçu".encode("latin-1"),
+        response_headers={"Content-Type": "text/plain; charset=iso-8859-1"},
+    )
+    assert code == 0
+    assert field(out, "response") == "reçu"
+
+
+@pytest.mark.usefixtures("_no_proxy")
+def test_a_long_body_is_cut_at_500_chars() -> None:
+    code, out, _ = run_in_process("", response_body="a" * 1200)
+    assert code == 0
+    assert field(out, "response") == "a" * 500 + " ... (700 more chars)"
+    assert field(out, "content") == "application/json, 1200 bytes"
+
+
+@pytest.mark.usefixtures("_no_proxy")
+def test_a_huge_body_says_only_the_start_was_read() -> None:
+    code, out, _ = run_in_process("", response_body=b"b" * 100_000)
+    assert code == 0
+    assert field(out, "content") == "application/json, at least 65536 bytes (read no further)"
+
+
+@pytest.mark.usefixtures("_no_proxy")
+def test_an_empty_body_says_so() -> None:
+    code, out, _ = run_in_process("", statuses=[204], response_body=b"")
+    assert code == 0
+    assert field(out, "status").startswith("204 ")
+    assert field(out, "response") == "(empty body)"
+    assert field(out, "content") == "application/json, 0 bytes"
+
+
+@pytest.mark.usefixtures("_no_proxy")
+def test_an_error_body_is_printed_whole_up_to_500_chars() -> None:
+    detail = "invalid signature: " + "x" * 300  # longer than the sender's error snippet
+    code, out, _ = run_in_process("", statuses=[401], response_body=detail)
+    assert code == 1
+    assert field(out, "response") == detail
+    assert field(out, "result") == "not delivered (HTTP 401)"
 
 
 def test_fresh_alert_id_each_time_and_secret_from_env() -> None:

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pytest
 
 from agentwatch.schemas import Alert, Event, EventKind, Rejected
 from agentwatch.sinks import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
+    DELIVERY_STATUS_COLUMN,
     EVENT_COLUMNS,
     DeadLetter,
     alerts_to_arrow,
@@ -109,6 +111,28 @@ def test_alerts_table_has_the_alert_columns_in_order(make_alert: AlertFactory) -
     assert row["event_ids"] == alert.event_ids
     assert row["type"] == "cost"
     assert row["ts"] == alert.ts
+
+
+def test_alerts_with_delivery_status_get_that_column_last(make_alert: AlertFactory) -> None:
+    alerts = [make_alert(), make_alert()]
+    table = alerts_to_arrow(alerts, delivery_status=["", "failed:team-slack"])
+    assert tuple(table.column_names) == (*ALERT_COLUMNS, DELIVERY_STATUS_COLUMN)
+    assert table.schema.field(DELIVERY_STATUS_COLUMN).type == pa.string()
+    assert table.column(DELIVERY_STATUS_COLUMN).to_pylist() == ["", "failed:team-slack"]
+    assert table.drop_columns([DELIVERY_STATUS_COLUMN]).equals(alerts_to_arrow(alerts))
+
+
+def test_no_alerts_with_delivery_status_give_an_empty_table_with_that_column() -> None:
+    table = alerts_to_arrow([], delivery_status=[])
+    assert (table.num_rows, tuple(table.column_names)) == (
+        0,
+        (*ALERT_COLUMNS, DELIVERY_STATUS_COLUMN),
+    )
+
+
+def test_one_delivery_status_per_alert_is_required(make_alert: AlertFactory) -> None:
+    with pytest.raises(ValueError, match="1 delivery_status values for 2 alerts"):
+        alerts_to_arrow([make_alert(), make_alert()], delivery_status=["failed:x"])
 
 
 def test_alert_window_is_null_for_whole_session_rules(make_alert: AlertFactory) -> None:

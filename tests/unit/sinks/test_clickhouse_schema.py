@@ -38,6 +38,7 @@ from agentwatch.sinks import (
     migrate,
     schema_statements,
 )
+from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]
@@ -713,6 +714,66 @@ def test_loop_incidents_lists_runaway_loops_open_or_resolved(
         "acme",
         "session-1",
     )
+
+
+def test_failed_delivery_rows_change_no_answer_of_the_alert_views(
+    backend: ChdbBackend, database: str, make_alert: AlertFactory
+) -> None:
+    """A failed webhook delivery adds a second ``alerts`` row for the same state change
+    (same alert, ``delivery_status = 'failed:<endpoint>'``): open_alerts and
+    loop_incidents still give one row per alert, with the same values."""
+    t = H
+    loop: dict[str, Any] = {"type": AlertType.RUNAWAY_LOOP, "rule": "loop_repeat"}
+    open_loop = make_alert(alert_id="l-open", ts=t, value=5.0, **loop)
+    closed_loop = [
+        make_alert(alert_id="l-closed", ts=t, value=5.0, **loop),
+        make_alert(
+            alert_id="l-closed",
+            ts=t + timedelta(minutes=2),
+            state=AlertState.RESOLVED,
+            value=6.0,
+            reason="Resolved.",
+            **loop,
+        ),
+    ]
+    cost = make_alert(alert_id="c-open", ts=t + timedelta(minutes=1))
+    alerts = [open_loop, *closed_loop, cost]
+    _write_alerts(backend, database, alerts, "a")
+
+    def views() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        def run(name: str) -> list[dict[str, Any]]:
+            rows = backend.query(SAVED_QUERIES[name].sql(database), {"limit": 10}).dicts()
+            return sorted(rows, key=lambda r: str(r["alert_id"]))  # ties in fired_at
+
+
+        return run("open-alerts"), run("loop-incidents")
+
+    before = views()
+    assert [r["alert_id"] for r in before[0]] == ["c-open", "l-open"]
+    assert [(r["alert_id"], r["status"]) for r in before[1]] == [
+        ("l-closed", "resolved"),
+        ("l-open", "open"),
+    ]
+    sink = ClickHouseSink(backend, database=database)
+    sink.add_delivery_failures(
+        DeliveryFailure(
+            alert=alert,
+            endpoint=endpoint,
+            delivery_id=f"{alert.alert_id}-{alert.state.value}-{endpoint}",
+            attempts=8,
+            status_code=503,
+            error="HTTP 503",
+        )
+        for alert in alerts
+        for endpoint in ("team-slack", "pager")
+    )
+    assert sink.flush("failures").inserted.alerts == 2 * len(alerts)
+    stored = backend.query(
+        f"SELECT alert_id, count(), countIf(delivery_status = '') FROM {database}.alerts"
+        " WHERE alert_id = 'l-open' GROUP BY alert_id"
+    ).rows
+    assert stored == [("l-open", 3, 1)]  # the alert and its two failed deliveries
+    assert views() == before
 
 
 # --- the cluster form of the DDL -------------------------------------------------------

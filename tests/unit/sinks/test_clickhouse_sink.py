@@ -1,7 +1,10 @@
-"""ClickHouseSink on a real chDB: rows in == rows stored, dedup tokens, failures keep rows."""
+"""ClickHouseSink on a real chDB: rows in == rows stored, dedup tokens, failures keep rows,
+failed webhook deliveries stored as alert rows and dead letters."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +18,13 @@ from agentwatch.sinks import (
     ChdbBackend,
     ClickHouseSink,
     DeadLetter,
+    RowCounts,
     SchemaConfig,
     attribute_text,
     events_to_arrow,
     migrate,
 )
+from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]
@@ -261,3 +266,120 @@ def test_query_passes_values_as_parameters(sink: ClickHouseSink, make_event: Eve
         {"agent": "x' OR '1'='1"},
     ).rows
     assert injected == [(0,)]
+
+
+# --- webhook deliveries that finally failed ---------------------------------------------
+
+
+def _failure(alert: Alert, endpoint: str = "team-slack", delivery: str = "d-1") -> DeliveryFailure:
+    return DeliveryFailure(
+        alert=alert,
+        endpoint=endpoint,
+        delivery_id=delivery,
+        attempts=8,
+        status_code=503,
+        error="HTTP 503: upstream unavailable",
+    )
+
+
+def test_a_delivery_failure_is_an_alert_row_with_its_status_and_a_dead_letter(
+    sink: ClickHouseSink, make_alert: AlertFactory
+) -> None:
+    alert = make_alert()
+    failure = _failure(alert)
+    sink.add_alerts([alert])
+    sink.add_delivery_failures([failure])
+    assert sink.buffered == RowCounts(alerts=2, dead_letters=1)
+    stats = sink.flush("p0/0-1")
+    assert (stats.inserted.alerts, stats.inserted.dead_letters) == (2, 1)
+    rows = sink.query(
+        f"SELECT * EXCEPT ingested_at FROM {_db(sink)}.alerts ORDER BY delivery_status"
+    ).dicts()
+    expected = alert.model_dump() | {"ts": alert.ts}
+    for name in ("type", "state", "severity", "scope"):
+        expected[name] = expected[name].value
+    assert rows == [
+        expected | {"delivery_status": ""},
+        expected | {"delivery_status": "failed:team-slack"},
+    ]
+    letters = sink.query(f"SELECT source, reason, raw FROM {_db(sink)}.dead_letters").rows
+    assert letters == [("webhook/team-slack", failure.reason, failure.encode().decode())]
+    assert DeliveryFailure.decode(letters[0][2]) == failure
+
+
+def test_delivery_failures_retried_with_one_token_prefix_are_stored_once(
+    sink: ClickHouseSink, make_alert: AlertFactory
+) -> None:
+    alert = make_alert()
+    failures = [_failure(alert, "team-slack"), _failure(alert, "pager", "d-2")]
+    for _ in range(2):  # a flush, then its retry after a crash before the offset commit
+        sink.add_alerts([alert])
+        sink.add_delivery_failures(failures)
+        sink.flush("p3/0-2")
+    statuses = sink.query(
+        f"SELECT delivery_status FROM {_db(sink)}.alerts ORDER BY delivery_status"
+    ).rows
+    assert statuses == [("",), ("failed:pager",), ("failed:team-slack",)]
+    assert _count(sink, "dead_letters") == 2
+
+
+def test_a_failed_flush_keeps_the_delivery_failures(
+    backend: ChdbBackend, make_alert: AlertFactory
+) -> None:
+    database = f"aw_late_{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(backend, database=database)  # not migrated yet
+    sink.add_delivery_failures([_failure(make_alert())])
+    with pytest.raises(SinkError):
+        sink.flush("p4/0-0")
+    assert sink.buffered == RowCounts(alerts=1, dead_letters=1)
+    migrate(backend, SchemaConfig(database=database, ttl_days=None))
+    assert sink.flush("p4/0-0").inserted == RowCounts(alerts=1, dead_letters=1)
+    assert sink.query(f"SELECT delivery_status FROM {database}.alerts").rows == [
+        ("failed:team-slack",)
+    ]
+    backend.command(f"DROP DATABASE {database} SYNC")
+
+
+def test_delivery_failures_added_while_another_thread_flushes_are_all_stored_once(
+    sink: ClickHouseSink, make_alert: AlertFactory
+) -> None:
+    """The embedded pipeline adds failures from a webhook thread while its writer
+    thread flushes: no row is lost or written twice, whatever the interleaving."""
+    per_thread, threads = 150, 3
+    started = threading.Barrier(threads + 1)
+    done = threading.Event()
+
+    def add(lane: int) -> None:
+        started.wait()
+        for i in range(per_thread):
+            alert = make_alert(alert_id=f"a-{lane}-{i}")
+            sink.add_delivery_failures([_failure(alert, f"lane-{lane}", f"d-{lane}-{i}")])
+            sink.add_alerts([alert])
+
+    def flush_until_done() -> None:
+        started.wait()
+        while not done.is_set():
+            sink.flush()
+            time.sleep(0.001)
+
+    adders = [threading.Thread(target=add, args=(lane,)) for lane in range(threads)]
+    flusher = threading.Thread(target=flush_until_done)
+    for thread in (*adders, flusher):
+        thread.start()
+    for thread in adders:
+        thread.join()
+    done.set()
+    flusher.join()
+    sink.flush()
+    assert sink.buffered.total == 0
+    total = per_thread * threads
+    rows = sink.query(
+        "SELECT countIf(delivery_status = ''), countIf(delivery_status LIKE 'failed:lane-%'),"
+        f" uniqExact(alert_id, delivery_status) FROM {_db(sink)}.alerts"
+    ).rows
+    assert rows == [(total, total, 2 * total)]
+    letters = sink.query(
+        f"SELECT count(), uniqExact(raw) FROM {_db(sink)}.dead_letters"
+        " WHERE source LIKE 'webhook/lane-%'"
+    ).rows
+    assert letters == [(total, total)]

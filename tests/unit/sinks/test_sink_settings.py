@@ -10,6 +10,7 @@ import pytest
 
 from agentwatch.schemas.errors import ConfigError
 from agentwatch.sinks import ChdbBackend, SinkSettings, StoreSettings
+from agentwatch.sinks._settings import SINK_ENV_VARS
 
 # -- chdb_path ----------------------------------------------------------------------
 
@@ -147,3 +148,45 @@ def test_a_bad_sink_setting_names_the_variable_too() -> None:
         SinkSettings.from_env({}, batch_max_ms="-5")
     with pytest.raises(ConfigError, match=r"^max_backoff_s: 0.0 is not > 0$"):
         SinkSettings(max_backoff_s=0.0)
+
+
+# -- the failed-deliveries topic -------------------------------------------------------
+
+
+def test_the_sink_also_consumes_the_failed_deliveries_topic_by_default() -> None:
+    settings = SinkSettings.from_env({})
+    assert settings.alerts_dlq_topic == "agentwatch.alerts.dlq"
+    assert settings.topics == ("agentwatch.events", "agentwatch.alerts", "agentwatch.alerts.dlq")
+
+
+def test_the_failed_deliveries_topic_comes_from_its_variable() -> None:
+    settings = SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": "t.alerts.dlq"})
+    assert settings.topics[-1] == "t.alerts.dlq"
+    assert SINK_ENV_VARS["alerts_dlq_topic"] == "AGENTWATCH_ALERTS_DLQ_TOPIC"
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_failed_deliveries_variable_disables_that_topic(value: str) -> None:
+    settings = SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": value})
+    assert settings.alerts_dlq_topic == ""
+    assert settings.topics == ("agentwatch.events", "agentwatch.alerts")
+    assert SinkSettings(alerts_dlq_topic="").topics == ("agentwatch.events", "agentwatch.alerts")
+
+
+def test_an_option_wins_over_an_empty_failed_deliveries_variable() -> None:
+    settings = SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": ""}, alerts_dlq_topic="x")
+    assert settings.alerts_dlq_topic == "x"
+
+
+def test_only_the_failed_deliveries_topic_is_enough_to_run() -> None:
+    settings = SinkSettings(events_topic="", alerts_topic="")
+    assert settings.topics == ("agentwatch.alerts.dlq",)
+    with pytest.raises(ConfigError, match="all empty: nothing to sink"):
+        SinkSettings(events_topic="", alerts_topic="", alerts_dlq_topic="")
+
+
+def test_one_topic_for_two_kinds_of_record_is_refused() -> None:
+    with pytest.raises(ConfigError, match="must differ"):
+        SinkSettings(alerts_dlq_topic="agentwatch.alerts")
+    with pytest.raises(ConfigError, match="must differ"):
+        SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": "agentwatch.events"})

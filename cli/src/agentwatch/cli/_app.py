@@ -36,6 +36,10 @@ def demo(
         "--data-dir", help="Keep the chDB database here (default: a temporary directory).",
         show_default=False)] = None,
     config: ConfigOption = None,
+    endpoints: Annotated[Path | None, typer.Option(
+        "--endpoints", metavar="FILE", help="Also deliver the alerts to the webhooks of "
+        "this endpoints file (YAML or TOML), e.g. your Slack channel.",
+        show_default=False)] = None,
 ) -> None:
     """Run the whole pipeline in this process on a simulated fleet of agents.
 
@@ -44,7 +48,8 @@ def demo(
     """
     from agentwatch.cli._demo import run_demo  # noqa: PLC0415 -- keep `--help` fast
 
-    raise typer.Exit(run_demo(duration_s=duration_s, data_dir=data_dir, rules_path=config))
+    raise typer.Exit(run_demo(duration_s=duration_s, data_dir=data_dir, rules_path=config,
+                              endpoints_path=endpoints))
 
 
 @app.command()
@@ -309,8 +314,8 @@ def webhooks_test(
 ) -> None:
     """Send one signed sample alert (a runaway loop, fresh alert id) to URL, once.
 
-    Prints the delivery id, the signature header, the HTTP status and the time taken;
-    exits 0 on a 2xx answer, 1 otherwise.
+    Prints the delivery id, the signature header, the HTTP status, the time taken and the
+    response (its first 500 characters); exits 0 on a 2xx answer, 1 otherwise.
     """
     from agentwatch.cli._webhooks import run_test  # noqa: PLC0415
 
@@ -332,8 +337,9 @@ def sink(
 ) -> None:
     """Write events and alerts from Kafka to ClickHouse in batches.
 
-    Consumes agentwatch.events and agentwatch.alerts until interrupted; a batch is
-    stored once even when retried. The schema is migrated at start (idempotent).
+    Consumes agentwatch.events, agentwatch.alerts and agentwatch.alerts.dlq (webhook
+    deliveries that finally failed) until interrupted; a batch is stored once even when
+    retried. The schema is migrated at start (idempotent).
     Batch sizes and topics come from AGENTWATCH_SINK_* and AGENTWATCH_*_TOPIC
     environment variables (see the README).
     """

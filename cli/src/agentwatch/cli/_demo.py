@@ -18,7 +18,12 @@ from agentwatch.processors.core import Engine, load_rules
 from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport
 from agentwatch.schemas import Alert, AlertState, AlertType
 from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
-from agentwatch.sinks.webhooks import ReceivedDelivery, WebhookEndpoint, WebhookReceiver
+from agentwatch.sinks.webhooks import (
+    EndpointConfig,
+    ReceivedDelivery,
+    WebhookReceiver,
+    load_endpoints,
+)
 
 __all__ = ["EXAMPLE_SQL", "run_demo"]
 
@@ -36,10 +41,12 @@ _EXPECTED_TYPES = {AlertType.RUNAWAY_LOOP, AlertType.COST, AlertType.ERROR_RATE}
 
 
 def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | None,
-             console: Console | None = None) -> int:
-    """Run the demo; returns the exit code (0 when every injected failure was caught)."""
+             endpoints_path: Path | None = None, console: Console | None = None) -> int:
+    """Run the demo; returns the exit code (0 when every injected failure was caught).
+    Alerts go to a local receiver, and to the endpoints of ``endpoints_path`` if given."""
     console = console or Console()
     rules = load_rules(rules_path)  # a bad rules file fails before anything starts
+    extra = load_endpoints(endpoints_path) if endpoints_path is not None else []
     plan = FleetPlan()
     events = list(fleet_events(plan))
     secret = secrets.token_hex(16)
@@ -64,22 +71,23 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
             )
 
         receiver = stack.enter_context(WebhookReceiver(secret=secret, on_receive=on_webhook))
-        endpoint = WebhookEndpoint(name="demo", url=receiver.url, secret=secret)
+        endpoints = [EndpointConfig(name="demo", url=receiver.url, secret=secret), *extra]
         log = InProcessLog()
         client = Agentwatch(transport=InProcessTransport(log), tenant_id=plan.tenant_id,
                             agent_id="demo", linger_ms=20)
-        pipeline = EmbeddedPipeline(log, Engine(rules), sink, [endpoint]).start()
+        pipeline = EmbeddedPipeline(log, Engine(rules), sink, endpoints).start()
 
         console.print(
             f"[bold]agentwatch demo[/]: 3 agents, {len(events):,} events over "
             f"{plan.duration_s // 60} minutes of agent time, played in {duration_s:.0f} s.\n"
-            f"  chDB at {data_dir / 'chdb'}; webhooks to {receiver.url}\n"
+            f"  chDB at {data_dir / 'chdb'}; webhooks to {receiver.url}"
+            + "".join(f", {e.name} ({e.format})" for e in extra) + "\n"
         )
         started = time.monotonic()
         _play(events, client, duration_s, plan, console)
         client.flush(timeout_s=10.0)
         pipeline.wait_until(log.end_offset("agentwatch.events"), timeout_s=30.0)
-        pipeline.stop()
+        pipeline.stop(timeout_s=60.0 if extra else 10.0)
         produced = client.stats
         client.close()
         receiver.wait_for(len(pipeline.stats.alerts), timeout_s=10.0)
@@ -92,8 +100,11 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
             f"{produced.dropped} dropped; pipeline: {stats.records:,} records, "
             f"{stats.events:,} events, {stats.invalid} invalid; "
             f"webhooks: {sum(d.delivered for d in stats.deliveries)}/"
-            f"{len(stats.deliveries)} delivered, {len(receiver.received)} received"
+            f"{len(stats.deliveries)} delivered, {len(receiver.received)} received by the "
+            f"local receiver, {len(stats.failures)} failed"
         )
+        for failure in stats.failures[:5]:
+            console.print(f"  [red]failed:[/] {failure.reason}", highlight=False)
         caught = {a.type for a in stats.alerts if a.state is AlertState.FIRING}
         missing = _EXPECTED_TYPES - caught
         if missing:

@@ -3,8 +3,12 @@
 An :class:`~agentwatch.producer.InProcessLog` stands in for Kafka (same packed
 records, same keys), the detection core runs exactly as in the worker, a
 :class:`~agentwatch.sinks.ClickHouseSink` writes to chDB (or any backend) and
-alerts go to signed webhooks. One thread consumes; webhook deliveries run on a
-small pool so a slow endpoint never holds up detection.
+alerts go to signed webhooks through the same
+:class:`~agentwatch.sinks.webhooks.Dispatcher` as ``agentwatch webhooks`` (a queue and
+threads per endpoint, retries, firing before resolution). One thread consumes; a slow
+endpoint never holds up detection, nor another endpoint. A delivery that finally fails
+is stored by the sink (an ``alerts`` row with ``delivery_status = 'failed:<endpoint>'``
+and a ``dead_letters`` row), as ``agentwatch sink`` stores the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from agentwatch.processors.core import Engine, EventTimeDriver
 from agentwatch.producer import InProcessLog
 from agentwatch.schemas import Alert, SinkError, decode_record
 from agentwatch.sinks import ClickHouseSink
-from agentwatch.sinks.webhooks import DeliveryResult, WebhookEndpoint, deliver
+from agentwatch.sinks.webhooks import (
+    DeliveryFailure,
+    DeliveryResult,
+    Dispatcher,
+    EndpointConfig,
+)
 
 __all__ = ["EmbeddedPipeline", "PipelineStats"]
 
@@ -34,6 +42,7 @@ class PipelineStats:
     invalid: int = 0
     alerts: list[Alert] = field(default_factory=list)
     deliveries: list[DeliveryResult] = field(default_factory=list)
+    failures: list[DeliveryFailure] = field(default_factory=list)
     sink_errors: int = 0
 
 
@@ -45,7 +54,7 @@ class EmbeddedPipeline:
         log: InProcessLog,
         engine: Engine,
         sink: ClickHouseSink,
-        endpoints: Sequence[WebhookEndpoint] = (),
+        endpoints: Sequence[EndpointConfig] = (),
         *,
         topic: str = "agentwatch.events",
         flush_interval_s: float = 0.5,
@@ -53,7 +62,6 @@ class EmbeddedPipeline:
     ) -> None:
         self._log = log
         self._sink = sink
-        self._endpoints = list(endpoints)
         self._topic = topic
         self._flush_interval_s = flush_interval_s
         self._on_alert = on_alert
@@ -61,9 +69,10 @@ class EmbeddedPipeline:
         self._driver = EventTimeDriver(engine)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentwatch-webhook")
-        self._pending: list[Future[DeliveryResult]] = []
         self.stats = PipelineStats()
+        self._dispatcher = Dispatcher(
+            endpoints, on_dead_letter=self._dead_letter, on_result=self._delivered
+        )
 
     @property
     def offset(self) -> int:
@@ -85,14 +94,30 @@ class EmbeddedPipeline:
         return True
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop consuming, write what is buffered, wait for webhook deliveries."""
+        """Stop consuming, wait up to ``timeout_s`` for webhook deliveries (and their
+        retries), write what is buffered."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if not self._dispatcher.wait_idle(timeout_s):
+            _log.warning(
+                "%d alert(s) not delivered within %.0f s; given up",
+                self._dispatcher.in_flight,
+                timeout_s,
+            )
+        self._dispatcher.close()
         self._flush_sink()
-        for future in self._pending:
-            self.stats.deliveries.append(future.result(timeout=timeout_s))
-        self._pool.shutdown(wait=True)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self._dispatcher
+
+    def _delivered(self, _ref: object, result: DeliveryResult) -> None:
+        self.stats.deliveries.append(result)  # on a lane thread; list.append is atomic
+
+    def _dead_letter(self, failure: DeliveryFailure) -> None:
+        self.stats.failures.append(failure)
+        self._sink.add_delivery_failures([failure])
 
     # -- the loop -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -135,8 +160,7 @@ class EmbeddedPipeline:
                 stats.alerts.append(alert)
                 if self._on_alert is not None:
                     self._on_alert(alert)
-                for endpoint in self._endpoints:
-                    self._pending.append(self._pool.submit(deliver, endpoint, alert))
+                self._dispatcher.submit(alert)
 
     def _flush_sink(self) -> None:
         try:

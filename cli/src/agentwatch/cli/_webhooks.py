@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import time
 import uuid
 from datetime import UTC, datetime
+from email.message import Message
 from typing import Final, Literal, TextIO
 
 from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, ConfigError, Severity
@@ -24,6 +26,8 @@ TEST_ENDPOINT_NAME: Final = "agentwatch-webhooks-test"
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 _BODY_PREVIEW_CHARS: Final = 500
+#: post_once reads at most this much of a response body
+_MAX_BODY_BYTES_READ: Final = 64 * 1024
 
 
 def sample_alert() -> Alert:
@@ -98,11 +102,45 @@ def run_test(
         )
         return EXIT_FAILED
     print(f"status:    {outcome.status_code}  ({elapsed_ms:.1f} ms)", file=out)
+    _print_response(outcome.body, outcome.content_type, out)
     if outcome.ok:
         print("result:    delivered", file=out)
         return EXIT_OK
-    detail = (outcome.error or "").removeprefix(f"HTTP {outcome.status_code}").removeprefix(": ")
-    if detail:
-        print(f"response:  {detail[:_BODY_PREVIEW_CHARS]}", file=out)
     print(f"result:    not delivered (HTTP {outcome.status_code})", file=out)
     return EXIT_FAILED
+
+
+def _charset(content_type: str | None) -> str:
+    """The ``charset`` of a Content-Type when Python knows it, else UTF-8."""
+    if content_type:
+        header = Message()
+        header["Content-Type"] = content_type
+        charset = header.get_content_charset()
+        if charset:
+            try:
+                return codecs.lookup(charset).name
+            except LookupError:
+                pass
+    return "utf-8"
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, safe for a terminal: control characters escaped (``\\n``)."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def _print_response(body: bytes | None, content_type: str | None, out: TextIO) -> None:
+    """``response:`` the body's first characters on one line; ``content:`` its type and size."""
+    if body is None:
+        return
+    text = body.decode(_charset(content_type), "replace")
+    preview = _one_line(text[:_BODY_PREVIEW_CHARS].strip())
+    if len(text) > _BODY_PREVIEW_CHARS:
+        preview += f" ... ({len(text) - _BODY_PREVIEW_CHARS} more chars)"
+    print(f"response:  {preview or '(empty body)'}", file=out)
+    size = f"{len(body)} bytes"
+    if len(body) >= _MAX_BODY_BYTES_READ:
+        size = f"at least {size} (read no further)"
+    print(f"content:   {content_type or '(no Content-Type)'}, {size}", file=out)

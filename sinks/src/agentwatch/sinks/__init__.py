@@ -36,6 +36,7 @@ from agentwatch.sinks._ddl import (
 from agentwatch.sinks._rows import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
+    DELIVERY_STATUS_COLUMN,
     EVENT_COLUMNS,
     DeadLetter,
     alerts_to_arrow,
@@ -63,6 +64,7 @@ __all__ = [
     "DEAD_LETTER_COLUMNS",
     "DEFAULT_DATABASE",
     "DEFAULT_TTL_DAYS",
+    "DELIVERY_STATUS_COLUMN",
     "EVENTS_TABLE",
     "EVENT_COLUMNS",
     "MIGRATIONS",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALERT_COLUMNS",
     "DEAD_LETTER_COLUMNS",
+    "DELIVERY_STATUS_COLUMN",
     "EVENT_COLUMNS",
     "DeadLetter",
     "alerts_schema",
@@ -99,6 +100,9 @@ ALERT_COLUMNS: Final = (
     "reason",
     "event_ids",
 )
+#: The alerts column that records the webhook delivery outcome; not an Alert field. Left
+#: to its DEFAULT ('') unless :func:`alerts_to_arrow` is given the values.
+DELIVERY_STATUS_COLUMN: Final = "delivery_status"
 DEAD_LETTER_COLUMNS: Final = ("received_at", "source", "reason", "raw")
 
 
@@ -132,7 +136,8 @@ def events_schema() -> pa.Schema:
 
 
 @functools.cache
-def alerts_schema() -> pa.Schema:
+def alerts_schema(*, delivery_status: bool = False) -> pa.Schema:
+    """:data:`ALERT_COLUMNS`, then :data:`DELIVERY_STATUS_COLUMN` when asked for."""
     import pyarrow as pa  # noqa: PLC0415 (see module docstring)
 
     text = pa.string()
@@ -143,7 +148,8 @@ def alerts_schema() -> pa.Schema:
         "ts": pa.timestamp("us", tz="UTC"),
         "event_ids": pa.list_(text),
     }
-    return pa.schema([(name, types.get(name, text)) for name in ALERT_COLUMNS])
+    names = (*ALERT_COLUMNS, DELIVERY_STATUS_COLUMN) if delivery_status else ALERT_COLUMNS
+    return pa.schema([(name, types.get(name, text)) for name in names])
 
 
 @functools.cache
@@ -283,11 +289,24 @@ def _as_datetime(value: str | datetime) -> datetime:
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def alerts_to_arrow(alerts: Sequence[Alert]) -> pa.Table:
-    """Alerts -> a table with :data:`ALERT_COLUMNS` (the alerts table minus its defaults)."""
+def alerts_to_arrow(
+    alerts: Sequence[Alert], *, delivery_status: Sequence[str] | None = None
+) -> pa.Table:
+    """Alerts -> a table with :data:`ALERT_COLUMNS` (the alerts table minus its defaults).
+
+    With ``delivery_status`` (one value per alert: ``''`` for an alert as raised,
+    ``failed:<endpoint>`` for a delivery that finally failed) the table also has
+    :data:`DELIVERY_STATUS_COLUMN`.
+    """
+    if delivery_status is not None and len(delivery_status) != len(alerts):
+        raise ValueError(f"{len(delivery_status)} delivery_status values for {len(alerts)} alerts")
+    schema = alerts_schema(delivery_status=delivery_status is not None)
     if not alerts:
-        return alerts_schema().empty_table()
-    return _table(alerts_schema(), _columns(alerts, ALERT_COLUMNS))
+        return schema.empty_table()
+    columns = _columns(alerts, ALERT_COLUMNS)
+    if delivery_status is not None:
+        columns[DELIVERY_STATUS_COLUMN] = delivery_status
+    return _table(schema, columns)
 
 
 def dead_letters_to_arrow(

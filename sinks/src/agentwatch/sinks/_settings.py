@@ -204,11 +204,18 @@ class SinkSettings:
     A batch is inserted when it holds ``batch_max_events`` events (and alerts), or
     ``batch_max_ms`` after its first record, whichever comes first. One batch covers
     one input partition (see :mod:`agentwatch.sinks.kafka`, why).
+
+    ``alerts_dlq_topic`` is where the webhook dispatcher puts the deliveries that finally
+    failed: each record becomes an ``alerts`` row with ``delivery_status =
+    'failed:<endpoint>'`` and a ``dead_letters`` row. An empty topic name skips that
+    topic. ``AGENTWATCH_ALERTS_DLQ_TOPIC`` set to an empty string disables the failures
+    topic (for the other variables, empty means unset: the default applies).
     """
 
     bootstrap_servers: str = "localhost:9092"
     events_topic: str = "agentwatch.events"
     alerts_topic: str = "agentwatch.alerts"
+    alerts_dlq_topic: str = "agentwatch.alerts.dlq"
     group_id: str = "agentwatch-sink"
     batch_max_events: int = 100_000
     batch_max_ms: int = 1000
@@ -222,24 +229,37 @@ class SinkSettings:
             raise _SettingError("batch_max_ms", f"{self.batch_max_ms} is not >= 1")
         if not self.max_backoff_s > 0:
             raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
-        if not self.events_topic and not self.alerts_topic:
-            raise ConfigError("events_topic and alerts_topic are both empty: nothing to sink")
+        topics = self.topics
+        if not topics:
+            raise ConfigError(
+                "events_topic, alerts_topic and alerts_dlq_topic are all empty: nothing to sink"
+            )
+        if len(set(topics)) < len(topics):
+            raise ConfigError(
+                f"events_topic, alerts_topic and alerts_dlq_topic must differ: {topics!r}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> SinkSettings:
         values, source = _gather(SINK_ENV_VARS, env, overrides)
+        var = SINK_ENV_VARS["alerts_dlq_topic"]
+        given = (os.environ if env is None else env).get(var)
+        if "alerts_dlq_topic" not in values and given is not None and not given.strip():
+            values["alerts_dlq_topic"], source["alerts_dlq_topic"] = "", var  # disabled
         settings: SinkSettings = _coerce(cls, values, source)
         return settings
 
     @property
     def topics(self) -> tuple[str, ...]:
-        return tuple(t for t in (self.events_topic, self.alerts_topic) if t)
+        """The topics to consume: events, alerts, failed deliveries (empty names left out)."""
+        return tuple(t for t in (self.events_topic, self.alerts_topic, self.alerts_dlq_topic) if t)
 
 
 SINK_ENV_VARS: Final[dict[str, str]] = {
     "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "events_topic": "AGENTWATCH_EVENTS_TOPIC",
     "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
+    "alerts_dlq_topic": "AGENTWATCH_ALERTS_DLQ_TOPIC",
     "group_id": "AGENTWATCH_SINK_GROUP",
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",

@@ -11,6 +11,12 @@ When the backend fails, :meth:`flush` raises :class:`SinkError` (or
 overloaded) and loses nothing: a batch that failed is kept, with its token, and is
 retried first by the next :meth:`flush`, before anything added since. A prefix
 must name exactly one set of input rows; never reuse it for other rows.
+
+A webhook delivery that finally failed (:meth:`ClickHouseSink.add_delivery_failures`)
+is stored as the ``agentwatch.sinks.kafka`` sink stores the records of the dead-letter
+topic: an ``alerts`` row with ``delivery_status = 'failed:<endpoint>'`` and a
+``dead_letters`` row with the reason. Plain alerts go into the same insert with
+``delivery_status = ''`` (one alerts insert per flush, so one token per table).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from agentwatch.schemas import Alert, Event, Rejected
 from agentwatch.schemas.errors import SinkError
@@ -42,6 +48,8 @@ from agentwatch.sinks.backends.base import Backend, Parameters, QueryResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 __all__ = ["ClickHouseSink", "FlushStats", "RowCounts"]
 
@@ -73,6 +81,19 @@ class _Batch:
     token: str | None
 
 
+class _AlertRow(NamedTuple):
+    """An alert and its ``delivery_status`` (``''``, or ``failed:<endpoint>``)."""
+
+    alert: Alert
+    delivery_status: str
+
+
+def _alert_rows_to_arrow(rows: Sequence[_AlertRow]) -> pa.Table:
+    return alerts_to_arrow(
+        [r.alert for r in rows], delivery_status=[r.delivery_status for r in rows]
+    )
+
+
 @dataclass(slots=True)
 class _TableBuffer(Generic[T]):
     table: str  # database.table
@@ -85,7 +106,8 @@ class _TableBuffer(Generic[T]):
 
 
 class ClickHouseSink:
-    """Writes events, alerts and dead letters to ClickHouse through a :class:`Backend`.
+    """Writes events, alerts (and failed deliveries) and dead letters to ClickHouse
+    through a :class:`Backend`.
 
     The tables must exist (run :func:`agentwatch.sinks.migrate` once). ``add_*``
     and :meth:`flush` may be called from different threads. The sink does not
@@ -97,7 +119,7 @@ class ClickHouseSink:
         self._database = database
         self._backend = backend
         self._events = _TableBuffer[Event](schema.table(EVENTS_TABLE), events_to_arrow)
-        self._alerts = _TableBuffer[Alert](schema.table(ALERTS_TABLE), alerts_to_arrow)
+        self._alerts = _TableBuffer[_AlertRow](schema.table(ALERTS_TABLE), _alert_rows_to_arrow)
         self._dead_letters = _TableBuffer[DeadLetter](
             schema.table(DEAD_LETTERS_TABLE), dead_letters_to_arrow
         )
@@ -117,8 +139,30 @@ class ClickHouseSink:
             self._events.items.extend(events)
 
     def add_alerts(self, alerts: Iterable[Alert]) -> None:
+        rows = [_AlertRow(alert, "") for alert in alerts]
         with self._lock:
-            self._alerts.items.extend(alerts)
+            self._alerts.items.extend(rows)
+
+    def add_delivery_failures(self, failures: Iterable[DeliveryFailure]) -> None:
+        """Webhook deliveries that finally failed: per failure, an ``alerts`` row (its
+        alert, ``delivery_status = 'failed:<endpoint>'``) and a ``dead_letters`` row
+        (source ``webhook/<endpoint>``, the failure's reason, the failure as JSON).
+
+        Both rows of every failure are buffered under one lock: safe to call from a
+        webhook thread while another flushes. (A flush running meanwhile may write the
+        alert row now and the dead letter at the next flush: both are kept.)
+        """
+        now = datetime.now(UTC)
+        rows: list[_AlertRow] = []
+        letters: list[DeadLetter] = []
+        for failure in failures:
+            rows.append(_AlertRow(failure.alert, failure.delivery_status))
+            letters.append(
+                DeadLetter(f"webhook/{failure.endpoint}", failure.reason, failure.encode(), now)
+            )
+        with self._lock:
+            self._alerts.items.extend(rows)
+            self._dead_letters.items.extend(letters)
 
     def add_dead_letters(self, items: Iterable[DeadLetter | tuple[str, str, bytes | str]]) -> None:
         """``(source, reason, raw)`` tuples or :class:`DeadLetter` s (stamped ``received_at``)."""

@@ -123,6 +123,57 @@ def test_adds_the_configured_response_headers() -> None:
     assert caught.value.headers["Retry-After"] == "2"
 
 
+def _answer(url: str) -> tuple[int, str | None, bytes, list[str]]:
+    """Status, Content-Type, body and every Content-Type header of one POST's answer."""
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+            return (
+                response.status,
+                response.headers["Content-Type"],
+                response.read(),
+                response.headers.get_all("Content-Type") or [],
+            )
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return (
+                exc.code,
+                exc.headers["Content-Type"],
+                exc.read(),
+                exc.headers.get_all("Content-Type") or [],
+            )
+
+
+def test_default_answer_body_says_ok_or_not() -> None:
+    with WebhookReceiver(statuses=[200, 500]) as receiver:
+        ok, failed = _answer(receiver.url), _answer(receiver.url)
+    assert ok[:3] == (200, "application/json", b'{"ok":true}')
+    assert failed[:3] == (500, "application/json", b'{"ok":false}')
+
+
+def test_answers_every_post_with_the_configured_body() -> None:
+    with WebhookReceiver(statuses=[200, 503], response_body=b'{"ticket":"OPS-1"}') as receiver:
+        answers = [_answer(receiver.url) for _ in range(2)]
+    assert [a[2] for a in answers] == [b'{"ticket":"OPS-1"}'] * 2
+    assert [a[0] for a in answers] == [200, 503]
+
+
+def test_a_str_response_body_is_sent_as_utf8() -> None:
+    with WebhookReceiver(response_body="déjà reçu") as receiver:
+        _, _, body, _ = _answer(receiver.url)
+    assert body == "déjà reçu".encode()
+
+
+def test_a_content_type_in_response_headers_replaces_the_default() -> None:
+    with WebhookReceiver(
+        response_body="accepted", response_headers={"content-type": "text/plain"}
+    ) as receiver:
+        _, content_type, body, all_types = _answer(receiver.url)
+    assert content_type == "text/plain"
+    assert all_types == ["text/plain"]
+    assert body == b"accepted"
+
+
 def test_wait_for_returns_false_when_nothing_arrives() -> None:
     with WebhookReceiver() as receiver:
         assert receiver.wait_for(1, timeout_s=0.05) is False

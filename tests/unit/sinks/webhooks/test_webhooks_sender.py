@@ -8,11 +8,13 @@ import pytest
 
 from agentwatch.schemas import Alert, AlertState, encode_alert
 from agentwatch.sinks.webhooks import (
+    AttemptOutcome,
     DeliveryResult,
     WebhookEndpoint,
     WebhookReceiver,
     deliver,
     delivery_id,
+    post_once,
 )
 from agentwatch.sinks.webhooks._sender import backoff_delay_s, parse_retry_after_s
 
@@ -232,6 +234,68 @@ def test_result_names_the_endpoint_and_measures_elapsed(alert: Alert) -> None:
     assert isinstance(result, DeliveryResult)
     assert result.endpoint == "ops"
     assert result.elapsed_s >= 0
+
+
+# --- the response body ------------------------------------------------------------------
+
+
+def _post_once(url: str) -> AttemptOutcome:
+    return post_once(_endpoint(url), b"{}", delivery_id="d-1")
+
+
+def test_post_once_keeps_the_body_and_content_type_of_a_2xx_answer() -> None:
+    body = b'{"received":true,"ticket":"OPS-1"}'
+    with WebhookReceiver(response_body=body) as receiver:
+        outcome = _post_once(receiver.url)
+    assert outcome.ok
+    assert outcome.body == body
+    assert outcome.content_type == "application/json"
+    assert outcome.error is None
+
+
+def test_post_once_keeps_the_body_of_an_error_answer_raw() -> None:
+    body = "upstream unavailable: ünïcode\nsecond line"
+    with WebhookReceiver(
+        default_status=503,
+        response_body=body,
+        response_headers={"Content-Type": "text/plain; charset=utf-8"},
+    ) as receiver:
+        outcome = _post_once(receiver.url)
+    assert not outcome.ok
+    assert outcome.retryable
+    assert outcome.body == body.encode()
+    assert outcome.content_type == "text/plain; charset=utf-8"
+    assert outcome.error is not None
+    assert outcome.error.startswith("HTTP 503: upstream unavailable")
+
+
+def test_post_once_reads_at_most_64_kib_of_the_body() -> None:
+    with WebhookReceiver(response_body=b"x" * 200_000) as receiver:
+        outcome = _post_once(receiver.url)
+    assert outcome.ok
+    assert outcome.body == b"x" * 64 * 1024
+
+
+def test_post_once_empty_body_is_empty_bytes() -> None:
+    with WebhookReceiver(statuses=[204], response_body=b"") as receiver:
+        outcome = _post_once(receiver.url)
+    assert outcome.ok
+    assert outcome.status_code == 204
+    assert outcome.body == b""
+
+
+def test_post_once_without_an_answer_has_no_body(closed_port: int) -> None:
+    outcome = _post_once(f"http://127.0.0.1:{closed_port}/")
+    assert outcome.status_code is None
+    assert outcome.body is None
+    assert outcome.content_type is None
+
+
+def test_attempt_outcome_keeps_its_old_signature_and_hides_the_body_in_repr() -> None:
+    outcome = AttemptOutcome(True, False, 200, None, None)
+    assert (outcome.body, outcome.content_type) == (None, None)
+    with_body = AttemptOutcome(ok=True, retryable=False, body=b"secret-token")
+    assert "secret-token" not in repr(with_body)
 
 
 # --- endpoint settings ------------------------------------------------------------------

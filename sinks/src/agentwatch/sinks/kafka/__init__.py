@@ -1,4 +1,4 @@
-"""``agentwatch sink``: Kafka (events and alerts topics) -> ClickHouse, exactly once.
+"""``agentwatch sink``: Kafka (events, alerts, failed deliveries) -> ClickHouse, exactly once.
 
 ::
 
@@ -21,6 +21,7 @@ from agentwatch.sinks._ddl import migrate
 from agentwatch.sinks._settings import SinkSettings, StoreSettings
 from agentwatch.sinks.kafka._batches import (
     INTENT_PREFIX,
+    BatchKind,
     PartitionBatch,
     RecentIds,
     batch_token,
@@ -31,6 +32,7 @@ from agentwatch.sinks.kafka._runner import KafkaSink, SinkStats, install_signal_
 
 __all__ = [
     "INTENT_PREFIX",
+    "BatchKind",
     "KafkaSink",
     "PartitionBatch",
     "RecentIds",

@@ -6,7 +6,8 @@ partition. Its ClickHouse inserts carry ``insert_deduplication_token =
 
 1. commit offset ``start`` (where the partition already stands) with the metadata
    ``agentwatch-sink/1 pending <last>``: an *intent*, stored by Kafka with the offset;
-2. insert the batch's rows (events, dead letters; or alerts), each insert with its token;
+2. insert the batch's rows (events, dead letters; or alerts; or the alert rows and dead
+   letters of failed webhook deliveries), each insert with its token;
 3. commit ``last + 1`` with empty metadata.
 
 After a crash (or a rebalance) anywhere in between, whoever owns the partition next
@@ -21,22 +22,33 @@ Why one partition per batch: after a rebalance the partitions of a crashed batch
 can belong to different sinks, and each must be able to re-form its own share
 with its own token. One insert per partition per round is cheap next to the
 batch sizes used (up to ``batch_max_events``).
+
+What a record becomes depends on the topic's :data:`BatchKind`: ``"events"`` records
+(one event or a packed array) become ``events`` rows, ``"alerts"`` records ``alerts``
+rows, and ``"alert_failures"`` records (a
+:class:`~agentwatch.sinks.webhooks._failures.DeliveryFailure` from the webhook
+dispatcher's dead-letter topic) an ``alerts`` row with ``delivery_status =
+'failed:<endpoint>'`` **and** a ``dead_letters`` row with the failure's reason. A batch
+holds one partition, so of one kind: its ``alerts`` insert is its only one into that
+table, and the per-table token stays unique.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
 from agentwatch.schemas import Alert, PriceTable, Rejected, describe_validation_error
 from agentwatch.sinks._rows import DeadLetter, dead_letters_from_rejected
 from agentwatch.sinks.kafka._decode import decode_rows
+from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 __all__ = [
     "INTENT_PREFIX",
+    "BatchKind",
     "PartitionBatch",
     "RecentIds",
     "batch_token",
@@ -45,6 +57,9 @@ __all__ = [
 ]
 
 INTENT_PREFIX: Final = "agentwatch-sink/1 pending "
+
+BatchKind = Literal["events", "alerts", "alert_failures"]
+"""What a topic's records are: events, alerts, or failed webhook deliveries."""
 
 
 def intent_metadata(last: int) -> str:
@@ -99,7 +114,7 @@ class PartitionBatch:
 
     topic: str
     partition: int
-    is_alerts: bool
+    kind: BatchKind
     start: int | None = None
     """The committed position: the batch covers offsets from here. None until known
     (no commit yet: the first record read sets it)."""
@@ -109,6 +124,9 @@ class PartitionBatch:
     events: list[dict[str, Any]] = field(default_factory=list)
     """Event rows (contract-valid dicts, see :func:`decode_rows`)."""
     alerts: list[Alert] = field(default_factory=list)
+    failures: list[DeliveryFailure] = field(default_factory=list)
+    """Failed deliveries: each one an ``alerts`` row (its alert, its ``delivery_status``);
+    its ``dead_letters`` row is in :attr:`dead_letters` already."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
     opened_at: float | None = None  # monotonic time of the first record
@@ -121,7 +139,17 @@ class PartitionBatch:
 
     @property
     def rows(self) -> int:
-        return len(self.events) + len(self.alerts) + len(self.dead_letters)
+        return len(self.events) + len(self.alerts) + len(self.failures) + len(self.dead_letters)
+
+    def alert_rows(self) -> tuple[list[Alert], list[str] | None]:
+        """The rows of the batch's one ``alerts`` insert: the alerts, then the failed
+        deliveries' alerts; with their ``delivery_status`` values when there are failures
+        (``''`` for a plain alert), else None (the column keeps its DEFAULT)."""
+        if not self.failures:
+            return self.alerts, None
+        alerts = [*self.alerts, *(f.alert for f in self.failures)]
+        status = [""] * len(self.alerts) + [f.delivery_status for f in self.failures]
+        return alerts, status
 
     @property
     def end(self) -> int | None:
@@ -179,8 +207,11 @@ class PartitionBatch:
         if value is None:
             self.dead_letters.append(DeadLetter(source, "record has no value", b""))
             return
-        if self.is_alerts:
+        if self.kind == "alerts":
             self._add_alert(source, value)
+            return
+        if self.kind == "alert_failures":
+            self._add_failure(source, value)
             return
         rows, rejected = decode_rows(value)
         if rejected:
@@ -200,6 +231,16 @@ class PartitionBatch:
             reason = describe_validation_error(exc)
             self.dead_letters.extend(dead_letters_from_rejected([Rejected(value, reason)], source))
 
+    def _add_failure(self, source: str, value: bytes) -> None:
+        try:
+            failure = DeliveryFailure.decode(value)
+        except ValidationError as exc:
+            reason = describe_validation_error(exc)
+            self.dead_letters.extend(dead_letters_from_rejected([Rejected(value, reason)], source))
+            return
+        self.failures.append(failure)
+        self.dead_letters.append(DeadLetter(source, failure.reason, value))
+
     def committed(self) -> None:
         """The batch is stored and its end committed: start the next one after it."""
         end = self.end
@@ -210,6 +251,7 @@ class PartitionBatch:
         self.last = None
         self.events = []
         self.alerts = []
+        self.failures = []
         self.dead_letters = []
         self.duplicates = 0
         self.opened_at = None

@@ -5,7 +5,8 @@ when the rows held reach ``batch_max_events`` or the oldest is ``batch_max_ms`` 
 run a *flush round* over every partition that holds something:
 
 1. one commit of every batch's intent (``start`` + ``pending <last>``);
-2. per batch, its inserts (events and dead letters, or alerts), each with its token;
+2. per batch, its inserts (events and dead letters, alerts, or failed deliveries: alerts
+   and dead letters), each with its token;
 3. one commit of every batch's end (``last + 1``).
 
 See :mod:`._batches` for why that stores each row exactly once across crashes and
@@ -32,6 +33,7 @@ from agentwatch.schemas.errors import BackpressureError, SinkError
 from agentwatch.sinks._ddl import ALERTS_TABLE, DEAD_LETTERS_TABLE, EVENTS_TABLE, SchemaConfig
 from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, event_rows_to_arrow
 from agentwatch.sinks.kafka._batches import (
+    BatchKind,
     PartitionBatch,
     RecentIds,
     intent_metadata,
@@ -92,6 +94,10 @@ class KafkaSink:
         self._backend = backend
         self._tables = {
             name: schema.table(name) for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
+        }
+        self._kinds: dict[str, BatchKind] = {
+            settings.alerts_topic: "alerts",
+            settings.alerts_dlq_topic: "alert_failures",
         }
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._recent: dict[TopicPartition, RecentIds] = {}
@@ -261,8 +267,11 @@ class KafkaSink:
             token = batch.token(group)
             if batch.events:
                 job.parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events), token))
-            if batch.alerts:
-                job.parts.append((ALERTS_TABLE, alerts_to_arrow(batch.alerts), token))
+            alerts, delivery_status = batch.alert_rows()
+            if alerts:
+                job.parts.append(
+                    (ALERTS_TABLE, alerts_to_arrow(alerts, delivery_status=delivery_status), token)
+                )
             if batch.dead_letters:
                 job.parts.append(
                     (DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters), token)
@@ -270,7 +279,7 @@ class KafkaSink:
             if batch.end is not None:
                 job.ends[tp] = batch.end
             job.events += len(batch.events)
-            job.alerts += len(batch.alerts)
+            job.alerts += len(alerts)
             job.dead_letters += len(batch.dead_letters)
             job.duplicates += batch.duplicates
         return job
@@ -389,9 +398,7 @@ class KafkaSink:
         fresh = [tp for tp in partitions if committed.get(tp, (None, ""))[0] is None]
         beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in partitions:
-            batch = PartitionBatch(
-                tp.topic, tp.partition, is_alerts=tp.topic == self._settings.alerts_topic
-            )
+            batch = PartitionBatch(tp.topic, tp.partition, self._kinds.get(tp.topic, "events"))
             offset, metadata = committed.get(tp, (None, ""))
             if offset is not None:
                 batch.start = offset
@@ -408,7 +415,7 @@ class KafkaSink:
             else:
                 consumer.seek(tp, beginnings[tp])  # as auto_offset_reset="earliest"
             self._batches[tp] = batch
-            if not batch.is_alerts:
+            if batch.kind == "events":
                 self._recent.setdefault(tp, RecentIds(RECENT_IDS_PER_PARTITION))
 
 

@@ -2,8 +2,9 @@
 
 It listens on 127.0.0.1 (a free port by default), records every POST, checks its
 signature when it knows the secret, and answers with a scripted behaviour: a status
-sequence (``statuses=[500, 500, 200]``), extra response headers (``Retry-After``) or a
-delay before answering (``hang_s``) to provoke client timeouts.
+sequence (``statuses=[500, 500, 200]``), extra response headers (``Retry-After``), a
+response body of your own (``response_body``) or a delay before answering (``hang_s``)
+to provoke client timeouts.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _MAX_BODY_BYTES: Final = 1024 * 1024
 _CONNECTION_TIMEOUT_S: Final = 5.0
 _POLL_INTERVAL_S: Final = 0.05
 _JOIN_TIMEOUT_S: Final = 10.0
+_OK_BODY: Final = b'{"ok":true}'
+_NOT_OK_BODY: Final = b'{"ok":false}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,15 +101,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, extra_headers, hang_s = self.server.receiver._record(self.path, headers, body)
+        receiver = self.server.receiver
+        status, extra_headers, hang_s = receiver._record(self.path, headers, body)
         if hang_s > 0:
-            self.server.receiver._stopping.wait(hang_s)
-        self._reply(status, extra_headers)
+            receiver._stopping.wait(hang_s)
+        self._reply(status, extra_headers, receiver._response_body)
 
-    def _reply(self, status: int, extra_headers: Mapping[str, str]) -> None:
-        payload = b'{"ok":true}' if 200 <= status < 300 else b'{"ok":false}'
+    def _reply(
+        self, status: int, extra_headers: Mapping[str, str], payload: bytes | None = None
+    ) -> None:
+        if payload is None:
+            payload = _OK_BODY if 200 <= status < 300 else _NOT_OK_BODY
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if not any(name.lower() == "content-type" for name in extra_headers):
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         for name, value in extra_headers.items():
             self.send_header(name, value)
@@ -123,7 +131,10 @@ class WebhookReceiver:
 
     - ``secret``: check each request's signature (``verified`` on the delivery);
     - ``statuses``: the status of the 1st, 2nd, ... POST; later ones get ``default_status``;
-    - ``response_headers``: added to every answer (e.g. ``{"Retry-After": "2"}``);
+    - ``response_headers``: added to every answer (e.g. ``{"Retry-After": "2"}``); a
+      ``Content-Type`` given here replaces the default ``application/json``;
+    - ``response_body``: the body of every answer (a str is sent UTF-8 encoded); by
+      default ``{"ok":true}`` for a 2xx status and ``{"ok":false}`` otherwise;
     - ``hang_s``: wait this long before answering (cut short by :meth:`stop`);
     - ``on_receive``: called with each :class:`ReceivedDelivery`, in the handler thread,
       before the answer is sent; its exceptions are logged, not propagated.
@@ -136,6 +147,7 @@ class WebhookReceiver:
         statuses: Sequence[int] = (),
         default_status: int = 200,
         response_headers: Mapping[str, str] | None = None,
+        response_body: bytes | str | None = None,
         hang_s: float = 0.0,
         tolerance_s: int = 300,
         on_receive: Callable[[ReceivedDelivery], None] | None = None,
@@ -150,6 +162,9 @@ class WebhookReceiver:
         self._statuses = tuple(statuses)
         self._default_status = default_status
         self._response_headers = dict(response_headers or {})
+        self._response_body = (
+            response_body.encode() if isinstance(response_body, str) else response_body
+        )
         self._hang_s = hang_s
         self._tolerance_s = tolerance_s
         self._on_receive = on_receive

@@ -109,13 +109,20 @@ class WebhookEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """What one POST did. ``status_code`` is None when no HTTP response came back."""
+    """What one POST did. ``status_code`` is None when no HTTP response came back.
+
+    ``body`` is the start of the response body (at most the first 64 KiB, raw bytes; empty
+    when the answer had none) and ``content_type`` its ``Content-Type`` header, for 2xx
+    and other answers alike; both are None when no HTTP response came back.
+    """
 
     ok: bool
     retryable: bool
     status_code: int | None = None
     error: str | None = None
     retry_after_s: float | None = None
+    body: bytes | None = field(default=None, repr=False)
+    content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,17 +228,21 @@ def post_once(
     request = urllib.request.Request(endpoint.url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked in WebhookEndpoint
     try:
         with _opener().open(request, timeout=endpoint.timeout_s) as response:
-            response.read(_MAX_RESPONSE_BYTES)
+            raw = response.read(_MAX_RESPONSE_BYTES)
             status: int = response.status
+            content_type: str | None = response.headers.get("Content-Type")
     except urllib.error.HTTPError as exc:
         raw = _read_and_close(exc)
-        retry_after_s = parse_retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
+        answer = exc.headers
+        retry_after_s = parse_retry_after_s(answer.get("Retry-After") if answer else None)
         return AttemptOutcome(
             ok=False,
             retryable=is_retryable_status(exc.code),
             status_code=exc.code,
             error=f"HTTP {exc.code}{_snippet(raw)}",
             retry_after_s=retry_after_s,
+            body=raw,
+            content_type=answer.get("Content-Type") if answer else None,
         )
     except urllib.error.URLError as exc:
         reason = exc.reason
@@ -244,9 +255,16 @@ def post_once(
     except ValueError as exc:  # e.g. http.client.InvalidURL: retrying cannot help
         return AttemptOutcome(ok=False, retryable=False, error=f"{type(exc).__name__}: {exc}")
     if 200 <= status < 300:
-        return AttemptOutcome(ok=True, retryable=False, status_code=status)
+        return AttemptOutcome(
+            ok=True, retryable=False, status_code=status, body=raw, content_type=content_type
+        )
     return AttemptOutcome(
-        ok=False, retryable=is_retryable_status(status), status_code=status, error=f"HTTP {status}"
+        ok=False,
+        retryable=is_retryable_status(status),
+        status_code=status,
+        error=f"HTTP {status}{_snippet(raw)}",
+        body=raw,
+        content_type=content_type,
     )
 
 
