@@ -190,3 +190,39 @@ def test_one_topic_for_two_kinds_of_record_is_refused() -> None:
         SinkSettings(alerts_dlq_topic="agentwatch.alerts")
     with pytest.raises(ConfigError, match="must differ"):
         SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": "agentwatch.events"})
+
+
+# -- agentwatch webhooks ------------------------------------------------------------------
+
+
+def test_webhooks_settings_defaults_and_environment() -> None:
+    from agentwatch.sinks import WebhooksSettings  # noqa: PLC0415
+
+    s = WebhooksSettings.from_env({"AGENTWATCH_WEBHOOKS_FILE": "endpoints.yaml"})
+    assert (s.endpoints_file, s.alerts_topic, s.dlq_topic, s.group_id) == (
+        "endpoints.yaml", "agentwatch.alerts", "agentwatch.alerts.dlq", "agentwatch-webhooks")
+    assert (s.max_in_flight, s.drain_s) == (10_000, 10.0)
+    s = WebhooksSettings.from_env(
+        {"AGENTWATCH_WEBHOOKS_FILE": "a.yaml", "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT": "5",
+         "AGENTWATCH_ALERTS_DLQ_TOPIC": "dead", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"},
+        endpoints_file="b.toml",
+    )
+    assert (s.endpoints_file, s.max_in_flight, s.dlq_topic, s.bootstrap_servers) == (
+        "b.toml", 5, "dead", "k:9092")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "no endpoints file"),
+        ({"AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT": "0"}, "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT"),
+        ({"AGENTWATCH_WEBHOOKS_DRAIN_S": "soon"}, "AGENTWATCH_WEBHOOKS_DRAIN_S"),
+        ({"AGENTWATCH_ALERTS_DLQ_TOPIC": "agentwatch.alerts"}, "the same"),
+    ],
+)
+def test_webhooks_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    from agentwatch.sinks import WebhooksSettings  # noqa: PLC0415
+
+    base = {"AGENTWATCH_WEBHOOKS_FILE": "e.yaml"} if env else {}
+    with pytest.raises(ConfigError, match=message):
+        WebhooksSettings.from_env(base | env)

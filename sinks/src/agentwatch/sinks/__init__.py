@@ -46,7 +46,7 @@ from agentwatch.sinks._rows import (
     events_to_arrow,
 )
 from agentwatch.sinks._saved import SAVED_QUERIES, SavedQuery, saved_query
-from agentwatch.sinks._settings import SinkSettings, StoreSettings
+from agentwatch.sinks._settings import SinkSettings, StoreSettings, WebhooksSettings
 from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
 from agentwatch.sinks.backends import (
     Backend,
@@ -86,6 +86,7 @@ __all__ = [
     "SchemaConfig",
     "SinkSettings",
     "StoreSettings",
+    "WebhooksSettings",
     "alerts_to_arrow",
     "applied_versions",
     "attribute_text",

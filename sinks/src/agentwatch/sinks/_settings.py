@@ -289,9 +289,8 @@ class WebhooksSettings:
 
     def __post_init__(self) -> None:
         if not self.endpoints_file:
-            raise _SettingError(
-                "endpoints_file",
-                "no endpoints file: set AGENTWATCH_WEBHOOKS_FILE or pass --endpoints FILE",
+            raise ConfigError(
+                "no endpoints file: set AGENTWATCH_WEBHOOKS_FILE or pass --endpoints FILE"
             )
         if self.max_in_flight < 1:
             raise _SettingError("max_in_flight", f"{self.max_in_flight} is not >= 1")
