@@ -220,3 +220,44 @@ def test_a_crash_resends_at_most_what_was_unfinished_with_the_same_delivery_ids(
     assert len(by_id) == len(alerts)  # a re-sent alert carries the same delivery id ...
     assert all(len(bodies) == 1 for bodies in by_id.values())  # ... and the same body
     assert before >= 10
+
+
+def test_two_dispatchers_share_the_partitions_and_lose_nothing_across_rebalances(
+    kafka_bootstrap: str, names: dict[str, str], tmp_path: Path
+) -> None:
+    """A second dispatcher joins while alerts flow, then leaves (two rebalances): every
+    alert arrives; a copy is possible only for a delivery under way at a rebalance, and
+    then carries the same delivery id."""
+    create_topic(kafka_bootstrap, names["alerts"], 4)
+    create_topic(kafka_bootstrap, names["dlq"], 1)
+    alerts = make_alerts(60)
+    expected = Counter((a.alert_id, a.state.value) for a in alerts)
+
+    with WebhookReceiver(secret=SECRET, hang_s=0.02) as receiver:
+        file = write_endpoints(tmp_path / "endpoints.yaml", [endpoint("ops", receiver.url)])
+
+        def dispatcher(log: str) -> DispatcherProcess:
+            return DispatcherProcess(kafka_bootstrap, alerts_topic=names["alerts"],
+                                     dlq_topic=names["dlq"], group=names["group"],
+                                     endpoints_file=file, log_path=tmp_path / log)
+
+        first = dispatcher("first.log").start()
+        second = dispatcher("second.log")
+        try:
+            produce(kafka_bootstrap, names["alerts"], records(alerts[:40]), pace_s=0.05)
+            second.start()
+            produce(kafka_bootstrap, names["alerts"], records(alerts[40:80]), pace_s=0.05)
+            wait_until(lambda: "assigned" in second.log(), 60, "the second to join", second)
+            assert second.stop() == 0, second.log()[-3000:]
+            produce(kafka_bootstrap, names["alerts"], records(alerts[80:]), pace_s=0.02)
+            wait_caught_up(kafka_bootstrap, names["group"], {names["alerts"]: 4},
+                           timeout_s=90, sink=first)  # type: ignore[arg-type]
+        finally:
+            assert first.stop() == 0, first.log()[-3000:]
+
+    got = deliveries(receiver)
+    assert set(got) == set(expected)  # nothing lost
+    assert sum(got.values()) - len(expected) <= 8, got  # copies only of deliveries under way
+    assert {d.delivery_id for d in receiver.received} == {
+        delivery_id(a.alert_id, a.state, "ops") for a in alerts}
+    assert all(d.verified for d in receiver.received)

@@ -7,8 +7,10 @@ finished with: delivered, or dead-lettered to ``agentwatch.alerts.dlq`` (acknowl
 Kafka before it counts). The commit's metadata names the endpoints finished with the
 alerts past it (:mod:`agentwatch.sinks.webhooks._progress`), so a restart or a
 rebalance re-reads the unfinished alerts without re-sending them to endpoints that
-already have them. Only a crash between a delivery and the next commit (every
-:data:`COMMIT_EVERY_S`) can send an alert twice, with the same delivery id.
+already have them. An alert can be sent twice, with the same delivery id, only after a
+crash between a delivery and the next commit (every :data:`COMMIT_EVERY_S`), or when a
+rebalance moves a partition while its deliveries are still under way after a short wait
+(the old owner finishes them; the new one starts from the last commit).
 
 While :attr:`WebhooksSettings.max_in_flight` alerts are unfinished (a dead endpoint
 holds its alerts through their retries), every partition is paused; the consumer keeps
@@ -56,6 +58,7 @@ _POLL_MS: Final = 100
 _MAX_RECORDS: Final = 500
 _STATS_EVERY_S: Final = 60.0
 _DLQ_RETRY_MAX_S: Final = 10.0
+_REVOKE_WAIT_S: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -358,6 +361,12 @@ class KafkaDispatcher:
             )
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        # give the deliveries under way a moment (fewer alerts sent twice), then commit
+        deadline = time.monotonic() + min(self._settings.drain_s, _REVOKE_WAIT_S)
+        while time.monotonic() < deadline and any(
+            (p := self._progress.get(tp)) is not None and p.open for tp in revoked
+        ):
+            await asyncio.sleep(0.05)
         async with self._lock:
             await self._commit(revoked)
             for tp in revoked:
