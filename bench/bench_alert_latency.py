@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -244,9 +245,14 @@ def warm_up_then_measure(receiver: WebhookReceiver, measuring: threading.Event,
     return time.monotonic() - started
 
 
-def report(mode: str, got: list[Sample], work: Workload, loops: int, dropped: int) -> float:
+def report(mode: str, got: list[Sample], work: Workload, loops: int, dropped: int,
+           received: list[ReceivedDelivery]) -> float:
     if not got:
         raise BenchError(f"{mode}: no alert measured")
+    by_rule = Counter(f"{d.json.get('rule')}/{d.json.get('state')}" for d in received
+                      if isinstance(d.json, dict))
+    print(f"alert_latency ({mode}): webhooks received: "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(by_rule.items()))}", file=sys.stderr)
     latencies = [s.latency_s for s in got]
     print(f"alert_latency ({mode}): {describe(latencies)}; {len(got)}/{loops} loops "
           f"alerted; {work.emitted / work.load_s:,.0f} events/s emitted (background and "
@@ -276,7 +282,8 @@ def run_embedded(args: argparse.Namespace, tmp: Path) -> float:
             client.close()
             pipeline.stop()
         got = samples(receiver.received, work)
-        return report("embedded", got, work, loops, client.stats.dropped)
+        return report("embedded", got, work, loops, client.stats.dropped,
+                      receiver.received)
 
 
 def run_kafka(args: argparse.Namespace, tmp: Path) -> float:
@@ -327,7 +334,7 @@ def run_kafka(args: argparse.Namespace, tmp: Path) -> float:
         finally:
             client.close()
         got = samples(receiver.received, work)
-        p99 = report("kafka", got, work, loops, client.stats.dropped)
+        p99 = report("kafka", got, work, loops, client.stats.dropped, receiver.received)
 
         print_stages(bootstrap, topics, got)
         stats = [line for line in worker_log.read_text(errors="replace").splitlines()
