@@ -361,8 +361,10 @@ class KafkaDispatcher:
             )
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        # give the deliveries under way a moment (fewer alerts sent twice), then commit
-        deadline = time.monotonic() + min(self._settings.drain_s, _REVOKE_WAIT_S)
+        # give the deliveries under way a moment (fewer alerts sent twice), then commit;
+        # a stop has drained already
+        wait_s = 0.0 if self._stopping.is_set() else min(self._settings.drain_s, _REVOKE_WAIT_S)
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(
             (p := self._progress.get(tp)) is not None and p.open for tp in revoked
         ):
