@@ -16,32 +16,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 HERE = Path(__file__).parent
 
 
-class SinkProcess:
-    def __init__(self, bootstrap: str, *, events_topic: str, alerts_topic: str, group: str,
-                 chdb_path: Path, log_path: Path, batch_max_events: int = 500,
-                 batch_max_ms: int = 300, kill_after_inserts: int | None = None) -> None:
-        self.log_path = log_path
-        self.args = [sys.executable, str(HERE / "sink_harness.py"), "--chdb", str(chdb_path)]
-        if kill_after_inserts is not None:
-            self.args += ["--kill-after-inserts", str(kill_after_inserts)]
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "AGENTWATCH_EVENTS_TOPIC": events_topic,
-            "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
-            "AGENTWATCH_ALERTS_DLQ_TOPIC": "",  # not the shared default; a test sets its own
-            "AGENTWATCH_SINK_GROUP": group,
-            "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(batch_max_events),
-            "AGENTWATCH_SINK_BATCH_MAX_MS": str(batch_max_ms),
-        }
+class ServiceProcess:
+    """An ``agentwatch`` service run as a process: ``args`` and ``env`` set by a subclass,
+    output to ``log_path``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args, self.env, self.log_path = args, env, log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> SinkProcess:
+    def start(self) -> Self:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
         return self
@@ -56,8 +44,32 @@ class SinkProcess:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout_s)
 
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class SinkProcess(ServiceProcess):
+    def __init__(self, bootstrap: str, *, events_topic: str, alerts_topic: str, group: str,
+                 chdb_path: Path, log_path: Path, batch_max_events: int = 500,
+                 batch_max_ms: int = 300, kill_after_inserts: int | None = None) -> None:
+        args = [sys.executable, str(HERE / "sink_harness.py"), "--chdb", str(chdb_path)]
+        if kill_after_inserts is not None:
+            args += ["--kill-after-inserts", str(kill_after_inserts)]
+        super().__init__(args, {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "AGENTWATCH_EVENTS_TOPIC": events_topic,
+            "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
+            "AGENTWATCH_ALERTS_DLQ_TOPIC": "",  # not the shared default; a test sets its own
+            "AGENTWATCH_SINK_GROUP": group,
+            "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(batch_max_events),
+            "AGENTWATCH_SINK_BATCH_MAX_MS": str(batch_max_ms),
+        }, log_path)
 
 
 def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], tuple[int, str]]:
@@ -94,7 +106,7 @@ def end_offsets(bootstrap: str, topics: dict[str, int]) -> dict[tuple[str, int],
 
 
 def wait_caught_up(bootstrap: str, group: str, topics: dict[str, int], *, timeout_s: float,
-                   sink: SinkProcess | None = None) -> None:
+                   sink: ServiceProcess | None = None) -> None:
     """Until the group committed the end of every partition of ``topics`` (name ->
     partition count), with no intent pending."""
     ends = end_offsets(bootstrap, topics)

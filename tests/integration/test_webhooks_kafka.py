@@ -67,6 +67,14 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str,
         time.sleep(0.1)
 
 
+def dispatcher(bootstrap: str, names: dict[str, str], endpoints_file: Path, log_path: Path,
+               **options: float) -> DispatcherProcess:
+    """`agentwatch webhooks` on this test's topics and group (not started)."""
+    return DispatcherProcess(bootstrap, alerts_topic=names["alerts"], dlq_topic=names["dlq"],
+                             group=names["group"], endpoints_file=endpoints_file,
+                             log_path=log_path, **options)
+
+
 @pytest.fixture
 def names(topic_name: str) -> dict[str, str]:
     return {"alerts": f"{topic_name}.alerts", "dlq": f"{topic_name}.alerts.dlq",
@@ -93,12 +101,10 @@ def test_alerts_are_delivered_retried_and_dead_lettered_then_committed(
             endpoint("broken", broken.url, max_attempts=2,
                      filters={"types": ["runaway_loop"]}),
         ])
-        proc = DispatcherProcess(kafka_bootstrap, alerts_topic=names["alerts"],
-                                 dlq_topic=names["dlq"], group=names["group"],
-                                 endpoints_file=file, log_path=tmp_path / "webhooks.log").start()
+        proc = dispatcher(kafka_bootstrap, names, file, tmp_path / "webhooks.log").start()
         try:
             wait_caught_up(kafka_bootstrap, names["group"], {names["alerts"]: 2},
-                           timeout_s=90, sink=proc)  # type: ignore[arg-type]
+                           timeout_s=90, sink=proc)
             dlq = read_topic(kafka_bootstrap, names["dlq"], until=lambda v: len(v) >= len(loops),
                              timeout_s=30)
         finally:
@@ -146,12 +152,10 @@ def test_a_restart_neither_loses_nor_resends_delivered_alerts(
             endpoint("down", down.url, max_attempts=50, backoff_max_s=1),
         ])
 
-        def dispatcher(log: str) -> DispatcherProcess:
-            return DispatcherProcess(kafka_bootstrap, alerts_topic=names["alerts"],
-                                     dlq_topic=names["dlq"], group=names["group"],
-                                     endpoints_file=file, log_path=tmp_path / log, drain_s=1)
+        def start(log: str) -> DispatcherProcess:
+            return dispatcher(kafka_bootstrap, names, file, tmp_path / log, drain_s=1).start()
 
-        first = dispatcher("first.log").start()
+        first = start("first.log")
         try:
             wait_until(lambda: deliveries(healthy) == expected, 60, "the healthy endpoint", first)
 
@@ -168,10 +172,10 @@ def test_a_restart_neither_loses_nor_resends_delivered_alerts(
         down.stop()
 
         with WebhookReceiver(secret=SECRET, port=down_port) as back:
-            second = dispatcher("second.log").start()
+            second = start("second.log")
             try:
                 wait_caught_up(kafka_bootstrap, names["group"], {names["alerts"]: 1},
-                               timeout_s=90, sink=second)  # type: ignore[arg-type]
+                               timeout_s=90, sink=second)
             finally:
                 assert second.stop() == 0, second.log()[-3000:]
             assert deliveries(back) == expected  # nothing lost
@@ -193,19 +197,17 @@ def test_a_crash_resends_at_most_what_was_unfinished_with_the_same_delivery_ids(
         file = write_endpoints(tmp_path / "endpoints.yaml",
                                [endpoint("slow", slow.url, concurrency=1)])
 
-        def dispatcher(log: str) -> DispatcherProcess:
-            return DispatcherProcess(kafka_bootstrap, alerts_topic=names["alerts"],
-                                     dlq_topic=names["dlq"], group=names["group"],
-                                     endpoints_file=file, log_path=tmp_path / log)
+        def start(log: str) -> DispatcherProcess:
+            return dispatcher(kafka_bootstrap, names, file, tmp_path / log).start()
 
-        first = dispatcher("first.log").start()
+        first = start("first.log")
         wait_until(lambda: len(slow.received) >= 10, 60, "10 deliveries", first)
         first.kill()  # SIGKILL: no drain, no last commit
         before = len(slow.received)
-        second = dispatcher("second.log").start()
+        second = start("second.log")
         try:
             wait_caught_up(kafka_bootstrap, names["group"], {names["alerts"]: 1},
-                           timeout_s=90, sink=second)  # type: ignore[arg-type]
+                           timeout_s=90, sink=second)
         finally:
             assert second.stop() == 0, second.log()[-3000:]
 
@@ -236,13 +238,11 @@ def test_two_dispatchers_share_the_partitions_and_lose_nothing_across_rebalances
     with WebhookReceiver(secret=SECRET, hang_s=0.02) as receiver:
         file = write_endpoints(tmp_path / "endpoints.yaml", [endpoint("ops", receiver.url)])
 
-        def dispatcher(log: str) -> DispatcherProcess:
-            return DispatcherProcess(kafka_bootstrap, alerts_topic=names["alerts"],
-                                     dlq_topic=names["dlq"], group=names["group"],
-                                     endpoints_file=file, log_path=tmp_path / log)
+        def start(log: str) -> DispatcherProcess:
+            return dispatcher(kafka_bootstrap, names, file, tmp_path / log).start()
 
-        first = dispatcher("first.log").start()
-        second = dispatcher("second.log")
+        first = start("first.log")
+        second = dispatcher(kafka_bootstrap, names, file, tmp_path / "second.log")
         try:
             produce(kafka_bootstrap, names["alerts"], records(alerts[:40]), pace_s=0.05)
             second.start()
@@ -251,7 +251,7 @@ def test_two_dispatchers_share_the_partitions_and_lose_nothing_across_rebalances
             assert second.stop() == 0, second.log()[-3000:]
             produce(kafka_bootstrap, names["alerts"], records(alerts[80:]), pace_s=0.02)
             wait_caught_up(kafka_bootstrap, names["group"], {names["alerts"]: 4},
-                           timeout_s=90, sink=first)  # type: ignore[arg-type]
+                           timeout_s=90, sink=first)
         finally:
             assert first.stop() == 0, first.log()[-3000:]
 

@@ -4,13 +4,12 @@ tests, with its endpoints file written from Python dicts."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sink_harness import ServiceProcess
 
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
@@ -20,40 +19,22 @@ def write_endpoints(path: Path, endpoints: list[dict[str, Any]]) -> Path:
     return path
 
 
-class DispatcherProcess:
+class DispatcherProcess(ServiceProcess):
     """``python -m agentwatch.cli webhooks --endpoints FILE`` with its settings in the
     environment; output goes to ``log_path``."""
 
     def __init__(self, bootstrap: str, *, alerts_topic: str, dlq_topic: str, group: str,
                  endpoints_file: Path, log_path: Path, drain_s: float = 10.0) -> None:
-        self.log_path = log_path
-        self.args = [sys.executable, "-m", "agentwatch.cli", "webhooks",
-                     "--endpoints", str(endpoints_file)]
         env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-        self.env = env | {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
-            "AGENTWATCH_ALERTS_DLQ_TOPIC": dlq_topic,
-            "AGENTWATCH_WEBHOOKS_GROUP": group,
-            "AGENTWATCH_WEBHOOKS_DRAIN_S": str(drain_s),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> DispatcherProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-        return self
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(
+            [sys.executable, "-m", "agentwatch.cli", "webhooks", "--endpoints",
+             str(endpoints_file)],
+            env | {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
+                "AGENTWATCH_ALERTS_DLQ_TOPIC": dlq_topic,
+                "AGENTWATCH_WEBHOOKS_GROUP": group,
+                "AGENTWATCH_WEBHOOKS_DRAIN_S": str(drain_s),
+            },
+            log_path,
+        )

@@ -8,19 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-AGENTWATCH = Path(sys.executable).with_name("agentwatch")  # the installed entry point
-
-
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(AGENTWATCH), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "250", **env},  # rich wraps help at 80 without a tty
-    )
+from cli_helpers import AGENTWATCH, waits_for_kafka_then_stops_on_sigterm
+from cli_helpers import run_installed as run
 
 
 def test_help_names_the_options_and_their_env_vars() -> None:
@@ -130,24 +119,6 @@ def test_python_dash_m_runs_without_a_warning() -> None:
 
 
 def test_an_unreachable_broker_is_retried_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
-    import signal  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
-    log = tmp_path / "sink.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(AGENTWATCH), "sink", "--url", str(tmp_path / "ch")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
-        )
-    deadline = time.monotonic() + 60
-    while "cannot reach Kafka at 127.0.0.1:1" not in log.read_text():
-        assert proc.poll() is None, log.read_text()  # still running: it waits for Kafka
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    text = log.read_text()
-    assert "Traceback" not in text
+    text = waits_for_kafka_then_stops_on_sigterm(
+        ["sink", "--url", str(tmp_path / "ch")], tmp_path / "sink.log")
     assert "sink: stopped" in text

@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import io
-import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
+from cli_helpers import PROXY_VARS, run_installed
 
 from agentwatch.cli._webhooks import run_test
 from agentwatch.schemas import AlertState, AlertType, Severity
 from agentwatch.sinks.webhooks import WebhookReceiver, delivery_id
 
-AGENTWATCH = Path(sys.executable).with_name("agentwatch")  # the installed entry point
 SECRET = "test-secret"
-_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-    base.pop("AGENTWATCH_WEBHOOK_SECRET", None)
-    return subprocess.run(
-        [str(AGENTWATCH), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**base, "COLUMNS": "250", **env},
-    )
+    return run_installed(*args, drop=(*PROXY_VARS, "AGENTWATCH_WEBHOOK_SECRET"),
+                         timeout_s=60, **env)
 
 
 def field(stdout: str, name: str) -> str:
@@ -75,7 +63,7 @@ def run_in_process(url: str, **receiver_options: object) -> tuple[int, str, str]
 
 @pytest.fixture
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _PROXY_VARS:
+    for name in PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -4,22 +4,14 @@ Deliveries through a real broker: tests/integration/test_webhooks_kafka.py."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-AGENTWATCH = Path(sys.executable).with_name("agentwatch")  # the installed entry point
+from cli_helpers import run_installed, waits_for_kafka_then_stops_on_sigterm
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENTWATCH_WEBHOOKS")}
-    return subprocess.run(
-        [str(AGENTWATCH), *args], capture_output=True, text=True, timeout=120, check=False,
-        env={**clean, "COLUMNS": "250", **env},
-    )
+    return run_installed(*args, drop=("AGENTWATCH_WEBHOOKS",), **env)
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -61,18 +53,5 @@ def test_an_unreachable_broker_is_retried_and_sigterm_stops_cleanly(tmp_path: Pa
     endpoints = tmp_path / "endpoints.yaml"
     endpoints.write_text("endpoints:\n  - name: a\n    url: http://127.0.0.1:9/\n"
                          "    secret: s\n")
-    log = tmp_path / "webhooks.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(AGENTWATCH), "webhooks", "--endpoints", str(endpoints)],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
-        )
-    deadline = time.monotonic() + 60
-    while "cannot reach Kafka at 127.0.0.1:1" not in log.read_text():
-        assert proc.poll() is None, log.read_text()  # still running: it waits for Kafka
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    assert "Traceback" not in log.read_text()
+    waits_for_kafka_then_stops_on_sigterm(["webhooks", "--endpoints", str(endpoints)],
+                                          tmp_path / "webhooks.log")

@@ -28,7 +28,8 @@ from agentwatch.sinks.kafka._batches import (
     intent_metadata,
     parse_intent,
 )
-from agentwatch.sinks.kafka._runner import KafkaSink, SinkStats, install_signal_handlers
+from agentwatch.sinks.kafka._group import configure_logging, install_signal_handlers
+from agentwatch.sinks.kafka._runner import KafkaSink, SinkStats
 
 __all__ = [
     "INTENT_PREFIX",
@@ -48,9 +49,7 @@ log = logging.getLogger("agentwatch.sink")
 
 def run_sink(sink: SinkSettings, store: StoreSettings, *, loglevel: str = "info") -> int:
     """Migrate the schema (idempotent), then consume until SIGINT/SIGTERM. Returns 0."""
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(loglevel)
     with store.open() as backend:
         schema = store.schema()
         applied = migrate(backend, schema)

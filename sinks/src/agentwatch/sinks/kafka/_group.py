@@ -1,20 +1,27 @@
 """Consumer-group helpers shared by ``agentwatch sink`` and ``agentwatch webhooks``:
-starting a Kafka client while the broker is not up yet, and reading committed offsets
-together with their metadata."""
+logging, stopping on SIGINT/SIGTERM, starting a Kafka client while the broker is not up
+yet, a rebalance listener, and reading committed offsets together with their metadata."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-__all__ = ["committed_with_metadata", "start_with_retry"]
+__all__ = [
+    "committed_with_metadata",
+    "configure_logging",
+    "install_signal_handlers",
+    "rebalance_listener",
+    "start_with_retry",
+]
 
 
 class _Client(Protocol):
@@ -24,6 +31,42 @@ class _Client(Protocol):
 
 
 C = TypeVar("C", bound=_Client)
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def configure_logging(loglevel: str) -> None:
+    """The services' log format, at ``loglevel`` (debug, info, warning or error)."""
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def install_signal_handlers(runner: _Stoppable) -> None:
+    """SIGINT and SIGTERM call ``runner.stop()`` (call inside the running event loop)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, runner.stop)
+
+
+def rebalance_listener(
+    on_revoked: Callable[[list[TopicPartition]], Awaitable[None]],
+    on_assigned: Callable[[list[TopicPartition]], Awaitable[None]],
+) -> Any:
+    """An aiokafka ``ConsumerRebalanceListener`` calling these coroutines with lists."""
+    from aiokafka.abc import ConsumerRebalanceListener  # noqa: PLC0415
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await on_revoked(list(revoked))
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            await on_assigned(list(assigned))
+
+    return Listener()
 
 
 async def start_with_retry(

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,7 +38,11 @@ from agentwatch.sinks.kafka._batches import (
     intent_metadata,
     parse_intent,
 )
-from agentwatch.sinks.kafka._group import committed_with_metadata, start_with_retry
+from agentwatch.sinks.kafka._group import (
+    committed_with_metadata,
+    rebalance_listener,
+    start_with_retry,
+)
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -134,23 +137,13 @@ class KafkaSink:
         )
 
     async def run(self) -> SinkStats:
-        from aiokafka.abc import ConsumerRebalanceListener  # noqa: PLC0415
-
-        sink = self
-
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                await sink._on_revoked(list(revoked))
-
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                await sink._on_assigned(list(assigned))
-
         consumer = await self._start_consumer()
         if consumer is None:  # asked to stop before Kafka could be reached
             return self.stats
         self._consumer = consumer
         try:
-            consumer.subscribe(list(self._settings.topics), listener=Listener())
+            listener = rebalance_listener(self._on_revoked, self._on_assigned)
+            consumer.subscribe(list(self._settings.topics), listener=listener)
             await self._loop(consumer)
         finally:
             with contextlib.suppress(Exception):
@@ -417,10 +410,3 @@ class KafkaSink:
             self._batches[tp] = batch
             if batch.kind == "events":
                 self._recent.setdefault(tp, RecentIds(RECENT_IDS_PER_PARTITION))
-
-
-def install_signal_handlers(sink: KafkaSink) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, sink.stop)

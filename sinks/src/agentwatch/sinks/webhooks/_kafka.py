@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,7 +31,14 @@ from pydantic import ValidationError
 
 from agentwatch.schemas import Alert
 from agentwatch.sinks._settings import WebhooksSettings
-from agentwatch.sinks.kafka._group import committed_with_metadata, start_with_retry
+from agentwatch.sinks.kafka._group import (
+    C,
+    committed_with_metadata,
+    configure_logging,
+    install_signal_handlers,
+    rebalance_listener,
+    start_with_retry,
+)
 from agentwatch.sinks.webhooks._dispatcher import Dispatcher, EndpointStats
 from agentwatch.sinks.webhooks._endpoints import EndpointConfig
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
@@ -141,47 +147,35 @@ class KafkaDispatcher:
             enable_idempotence=True,
         )
 
-    async def run(self) -> DispatcherStats:
-        from aiokafka.abc import ConsumerRebalanceListener  # noqa: PLC0415
-
-        runner = self
-
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                await runner._on_revoked(list(revoked))
-
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                await runner._on_assigned(list(assigned))
-
-        s = self._settings
-        self._loop = asyncio.get_running_loop()
-        producer = await start_with_retry(
-            self._make_producer,
+    async def _start(self, make: Callable[[], C]) -> C | None:
+        """A client from ``make()``, once Kafka answers; None when stopped meanwhile."""
+        return await start_with_retry(
+            make,
             self._stopping,
             log=log,
             what="webhooks",
-            bootstrap_servers=s.bootstrap_servers,
-            max_backoff_s=s.max_backoff_s,
+            bootstrap_servers=self._settings.bootstrap_servers,
+            max_backoff_s=self._settings.max_backoff_s,
         )
+
+    async def run(self) -> DispatcherStats:
+        self._loop = asyncio.get_running_loop()
+        producer = await self._start(self._make_producer)
         if producer is None:
             self.dispatcher.close()
             return self.stats
         self._producer = producer
         try:
-            consumer = await start_with_retry(
-                self._make_consumer,
-                self._stopping,
-                log=log,
-                what="webhooks",
-                bootstrap_servers=s.bootstrap_servers,
-                max_backoff_s=s.max_backoff_s,
-            )
+            consumer = await self._start(self._make_consumer)
             if consumer is None:
                 self.dispatcher.close()
                 return self.stats
             self._consumer = consumer
             try:
-                consumer.subscribe([s.alerts_topic], listener=Listener())
+                consumer.subscribe(
+                    [self._settings.alerts_topic],
+                    listener=rebalance_listener(self._on_revoked, self._on_assigned),
+                )
                 await self._consume(consumer)
                 await self._drain()
             finally:
@@ -397,20 +391,11 @@ class KafkaDispatcher:
         self.ready.set()
 
 
-def install_signal_handlers(runner: KafkaDispatcher) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, runner.stop)
-
-
 def run_dispatcher(
     settings: WebhooksSettings, endpoints: Sequence[EndpointConfig], *, loglevel: str = "info"
 ) -> int:
     """Deliver alerts until SIGINT/SIGTERM. Returns 0."""
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(loglevel)
     log.info(
         "webhooks: %d endpoint(s): %s; reading %s at %s",
         len(endpoints),
