@@ -25,6 +25,14 @@ from agentwatch.schemas._prices import (
     PriceTable,
     default_price_table,
 )
+from agentwatch.schemas._records import (
+    PARTITION_BATCH_PREFIX,
+    PartitionCache,
+    is_partition_batch,
+    partition_batch_key,
+    partition_for,
+    session_key,
+)
 from agentwatch.schemas._time import format_ts, from_us, to_us, utc_now
 from agentwatch.schemas.errors import (
     AgentwatchError,
@@ -38,6 +46,7 @@ from agentwatch.schemas.errors import (
 
 __all__ = [
     "OPERATION_KINDS",
+    "PARTITION_BATCH_PREFIX",
     "PRICES_FILE_ENV",
     "SCHEMA_NAMES",
     "SCHEMA_VERSION",
@@ -54,6 +63,7 @@ __all__ = [
     "EventStatus",
     "EventValidationError",
     "ModelPrice",
+    "PartitionCache",
     "PriceTable",
     "PriceTableError",
     "Rejected",
@@ -68,9 +78,13 @@ __all__ = [
     "encode_event",
     "encode_events",
     "format_ts",
+    "is_partition_batch",
     "from_us",
     "json_schema",
     "json_schema_bytes",
+    "partition_batch_key",
+    "partition_for",
+    "session_key",
     "to_us",
     "utc_now",
 ]
