@@ -35,6 +35,13 @@ class WorkerSettings:
     rules_file: Path | None = None
     batch_max_records: int = 5000
     batch_within_s: float = 0.05
+    checkpoint_interval_s: float = 1.0
+    """How often the worker writes the state of the keys changed since the last checkpoint
+    to its changelog topics, waits for the broker's acks, then commits input offsets
+    (DESIGN.md, "Worker state"). Longer: fewer changelog bytes, more records re-read
+    after a crash (never an alert lost or a different one fired)."""
+    stats_interval_s: float = 30.0
+    """How often the worker logs its counters (``agentwatch worker stats {json}``, INFO)."""
     idle_after_s: float = 1.0
     """An input partition with nothing new for this long (and nothing left to read) is
     idle: it no longer holds back agent- and tenant-scoped windows. This assumes event time
@@ -49,6 +56,12 @@ class WorkerSettings:
             object.__setattr__(self, "store", _default_store())
         if self.store not in {"memory", "rocksdb"}:
             raise ConfigError(f"store: {self.store!r} is not one of memory, rocksdb")
+        if not self.checkpoint_interval_s > 0:
+            raise ConfigError(
+                f"checkpoint_interval_s: {self.checkpoint_interval_s} is not a positive number")
+        if not self.stats_interval_s > 0:
+            raise ConfigError(
+                f"stats_interval_s: {self.stats_interval_s} is not a positive number")
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} is not a positive number")
 
@@ -108,4 +121,6 @@ ENV_VARS: dict[str, str] = {
     "batch_max_records": "AGENTWATCH_BATCH_MAX_RECORDS",
     "batch_within_s": "AGENTWATCH_BATCH_WITHIN_S",
     "idle_after_s": "AGENTWATCH_IDLE_AFTER_S",
+    "checkpoint_interval_s": "AGENTWATCH_CHECKPOINT_INTERVAL_S",
+    "stats_interval_s": "AGENTWATCH_STATS_INTERVAL_S",
 }
