@@ -1,22 +1,31 @@
 """Bytes in and out (orjson), and validation errors as one readable sentence.
 
 A Kafka record value (and a line of a replay file) is either one JSON event
-object or a JSON array of events sharing one key. :func:`decode_record`
-accepts both and never raises for bad input: what does not validate comes back
-as a :class:`Rejected` with the reason, so callers can dead-letter it and go on.
+object or a JSON array of events (one session's, or a partition batch of many
+sessions': ``_records``). :func:`decode_record` accepts every form and never
+raises for bad input: what does not validate comes back as a :class:`Rejected`
+with the reason, so callers can dead-letter it and go on.
+
+The hot path has no pydantic: the record is parsed once with orjson, and an item
+that is *plainly* valid (``_fastcheck.plain_event``: what producers send) becomes
+an :class:`Event` directly (~1 µs, against ~4 µs of validation). Any other item is
+validated by pydantic, which gives the exact reason when it is bad; a differential
+test holds the two paths to the same events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agentwatch.schemas._alert import Alert
-from agentwatch.schemas._event import Event
+from agentwatch.schemas._event import Event, EventKind, EventStatus
+from agentwatch.schemas._fastcheck import plain_event
 from agentwatch.schemas.errors import EventValidationError
 
 __all__ = [
@@ -86,8 +95,72 @@ def decode_event(data: bytes | str | dict[str, Any]) -> Event:
         raise EventValidationError(describe_validation_error(exc)) from None
 
 
+#: every field in declaration order (pydantic's own ``__dict__`` order), with its default;
+#: ``update`` keeps that order, so dumps of both paths are byte-identical
+_DEFAULTS: Final = {
+    name: None if info.is_required() else info.get_default(call_default_factory=True)
+    for name, info in Event.model_fields.items()
+}
+_KINDS: Final = {k.value: k for k in EventKind}
+_STATUSES: Final = {s.value: s for s in EventStatus}
+_new_event = Event.__new__
+_set = object.__setattr__
+_from_iso = datetime.fromisoformat
+
+
+def event_from_plain(item: dict[str, Any]) -> Event:
+    """The :class:`Event` pydantic would build from ``item``, which ``plain_event``
+    accepted, without validating it again (what ``model_construct`` does, ~10x faster)."""
+    event = _new_event(Event)
+    values = _DEFAULTS.copy()
+    values.update(item)
+    values["ts"] = _from_iso(item["ts"])
+    values["kind"] = _KINDS[item["kind"]]
+    status = item.get("status")
+    if status is not None:
+        values["status"] = _STATUSES[status]
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", set(item))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
 def decode_record(value: bytes) -> DecodedRecord:
     """Decode a record value (one event object or an array of events). Never raises."""
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        parsed = None  # the reference path below says why
+    if type(parsed) is dict:
+        if plain_event(parsed):
+            return DecodedRecord([event_from_plain(parsed)])
+    elif type(parsed) is list and parsed:
+        out = DecodedRecord()
+        events = out.events
+        for index, item in enumerate(parsed):
+            if type(item) is dict and plain_event(item):
+                events.append(event_from_plain(item))
+            else:
+                _slow_item(index, item, out)
+        return out
+    return _decode_reference(value)
+
+
+def _slow_item(index: int, item: Any, out: DecodedRecord) -> None:
+    raw = orjson.dumps(item)
+    if not isinstance(item, dict):
+        reason = f"item {index} is {type(item).__name__}, not an object"
+        out.rejected.append(Rejected(raw, reason, index))
+        return
+    try:
+        out.events.append(Event.model_validate_json(raw))
+    except ValidationError as exc:
+        out.rejected.append(Rejected(raw, describe_validation_error(exc), index))
+
+
+def _decode_reference(value: bytes) -> DecodedRecord:
+    """Every record through pydantic (malformed JSON, empty arrays, unusual single events)."""
     out = DecodedRecord()
     if value[:1] != b"[":
         stripped = value.lstrip()

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from agentwatch.schemas._event import UUID_PATTERN, EventKind
 
-__all__ = ["KINDS", "plain_event_id", "plain_ts", "plainly_valid"]
+__all__ = ["KINDS", "plain_event", "plain_event_id", "plain_ts", "plainly_valid"]
 
 _MAX_SHORT: Final = 256
 _MAX_TENANT: Final = 128
@@ -139,3 +139,15 @@ def plainly_valid(event: dict[str, Any], trusted: frozenset[str]) -> bool:  # no
         elif not _attributes(value):
             return False
     return "agent_id" in event and "session_id" in event and "kind" in event
+
+
+_ID_AND_TS: Final = frozenset({"event_id", "ts"})
+
+
+def plain_event(item: dict[str, Any]) -> bool:
+    """A whole decoded event (``event_id`` and ``ts`` included) that surely validates."""
+    return (
+        plain_event_id(item.get("event_id"))
+        and plain_ts(item.get("ts"))
+        and plainly_valid(item, _ID_AND_TS)
+    )
