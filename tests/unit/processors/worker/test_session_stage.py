@@ -23,15 +23,18 @@ from agentwatch.processors.worker import SessionStage, StageOutput
 from agentwatch.processors.worker._forward import table_key
 from agentwatch.schemas import (
     Event,
+    PartitionCache,
     EventKind,
     EventStatus,
     encode_event,
     encode_events,
     from_us,
+    partition_batch_key,
     to_us,
 )
 
 P = 3  # the input partition under test
+N = 8  # partitions of the input topic
 TOPIC = "agentwatch.events"
 SESSION_RULES = rules_from_mapping({
     "rules": {"agent_error_rate": {"enabled": False}, "loop_steps": {"max_steps": 25}},
@@ -97,7 +100,7 @@ def _dump(alerts: list[Any]) -> list[dict[str, Any]]:
 
 
 def _stage(table: dict[bytes, bytes] | None = None, config: Any = SESSION_RULES) -> SessionStage:
-    stage = SessionStage(config, TOPIC)
+    stage = SessionStage(config, TOPIC, N)
     stage.restore(P, list((table or {}).items()))
     return stage
 
@@ -112,17 +115,19 @@ def _apply(table: dict[bytes, bytes], writes: list[tuple[int, bytes, bytes | Non
 
 
 def _run(stage: SessionStage, records: list[Record], start: int, stop: int, *, size: int = 7,
-         table: dict[bytes, bytes] | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Feed records ``start..stop-1`` (offsets = indexes) in batches; (alerts, replayed)."""
+         table: dict[bytes, bytes] | None = None, every: int = 1
+         ) -> tuple[list[dict[str, Any]], int]:
+    """Feed records ``start..stop-1`` (offsets = indexes) in batches; (alerts, replayed).
+    With a ``table``, a checkpoint is written to it after every ``every`` batches."""
     alerts: list[dict[str, Any]] = []
     replayed = 0
-    for lo in range(start, stop, size):
+    for n, lo in enumerate(range(start, stop, size), start=1):
         out = StageOutput()
         stage.process(P, [(o, *records[o]) for o in range(lo, min(lo + size, stop))], out)
         alerts += _dump(out.alerts)
         replayed += out.replayed
-        if table is not None:
-            _apply(table, out.writes)
+        if table is not None and n % every == 0:
+            _apply(table, stage.checkpoint(P, None))
     return alerts, replayed
 
 
@@ -144,16 +149,33 @@ def test_session_alerts_equal_replay_of_the_same_events(seed: int, size: int) ->
     assert replayed == 0
 
 
-def test_events_and_writes_are_counted_per_batch() -> None:
+def test_a_checkpoint_writes_each_dirty_key_once_then_nothing_until_it_changes() -> None:
+    records = _encode(_stream(4, 30))
+    stage = _stage()
+    for half in (records[:15], records[15:]):  # two batches, one checkpoint
+        out = StageOutput()
+        stage.process(P, [(o, *r) for o, r in enumerate(half)], out)
+        assert out.dead_letters == []
+    sessions = {k for k, _ in records}
+    assert stage.dirty(P) == len(sessions)
+    writes = stage.checkpoint(P, None)
+    keys = [k for _, k, _ in writes]
+    assert len(keys) == len(set(keys)) == len(sessions) + 1  # one write per key, and meta
+    assert keys[-1] == table_key(P, "meta")
+    meta = orjson.loads(writes[-1][2] or b"null")
+    assert meta["o"] == 14
+    assert stage.dirty(P) == 0
+    assert [k for _, k, _ in stage.checkpoint(P, None)] == [table_key(P, "meta")]
+
+
+def test_events_are_counted_per_batch() -> None:
     records = _stream(4, 30)
     stage, out = _stage(), StageOutput()
     stage.process(P, [(o, *r) for o, r in enumerate(_encode(records))], out)
     assert out.events == sum(len(r) for r in records)
     assert out.dead_letters == []
-    keys = [k for _, k, _ in out.writes]
-    assert len(keys) == len(set(keys))  # one write per key per batch
-    assert keys[-1] == table_key(P, "meta")
-    meta = orjson.loads(out.writes[-1][2] or b"null")
+    assert out.writes == []  # state is written by checkpoints only
+    meta = orjson.loads(stage.checkpoint(P, None)[-1][2] or b"null")
     assert meta["o"] == len(records) - 1
     assert meta["m"] == stage.max_ts_us(P) == max(to_us(e.ts) for r in records for e in r)
 
@@ -248,17 +270,17 @@ def test_an_ended_session_leaves_a_marker_until_its_offset_is_committed() -> Non
     out = StageOutput()
     stage.process(P, [(4, b"k", encode_event(_event(1, 0))),
                       (5, b"k", encode_event(_event(2, 1, "session_end")))], out)
-    _apply(table, out.writes)
+    _apply(table, stage.checkpoint(P, None))
     assert orjson.loads(table[key]) == {"o": 5}
 
     stage = _stage(table)  # markers survive a restart too
-    out = StageOutput()
-    stage.forget_closed(P, 5, out)  # offset 5 itself could still be re-delivered
-    assert out.writes == []
-    stage.forget_closed(P, 6, out)
-    assert out.writes == [(P, key, None)]
-    stage.forget_closed(P, 7, out)
-    assert out.writes == [(P, key, None)]  # deleted once
+
+    def deleted(committed: int) -> list[bytes]:
+        return [k for _, k, v in stage.checkpoint(P, committed) if v is None]
+
+    assert deleted(5) == []  # offset 5 itself could still be re-delivered
+    assert deleted(6) == [key]
+    assert deleted(7) == []  # deleted once
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -298,7 +320,7 @@ def test_a_crash_with_part_of_a_batch_written_loses_no_alert(seed: int) -> None:
     out = StageOutput()
     stage.process(P, [(o, *records[o]) for o in range(crash - size, crash)], out)
     got += _dump(out.alerts)
-    *keys, _meta = out.writes
+    *keys, _meta = stage.checkpoint(P, None)
     _apply(table, [w for w in keys if rng.random() < 0.5])
     committed = crash - size - rng.randrange(0, 3 * size)  # at or before the last batch
     more, _ = _run(_stage(table), records, committed, len(records), table=table)
@@ -323,10 +345,62 @@ def test_a_replayed_record_of_an_ended_session_is_not_applied_again() -> None:
     stage.process(P, [(o, *records[o]) for o in (1, 2)], out)
     got += _dump(out.alerts)
     assert [(a["state"], a["value"]) for a in got] == [("firing", 1.8), ("resolved", 1.8)]
-    *keys, meta = out.writes
+    *keys, meta = stage.checkpoint(P, None)
     assert meta[1] == table_key(P, "meta")
     _apply(table, keys)  # the session's end marker was written, the meta entry was not
 
     more, replayed = _run(_stage(table), records, 1, 3, table=table)
     assert more == []  # got: firing and resolved again, same alert_id, value 1.2 not 1.8
     assert replayed == 2
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_crash_between_checkpoints_loses_no_alert_and_counts_nothing_twice(
+        seed: int) -> None:
+    """Checkpoints every 4 batches; the worker dies some batches after the last one. Kafka
+    re-delivers from the committed offset, which is never past the last checkpoint: every
+    alert of replay, each the same again when repeated, and no event counted twice."""
+    records = _encode(_stream(seed, 300))
+    expected, _ = _run(_stage(), records, 0, len(records))
+    rng = random.Random(seed)
+    size, every = 7, 4
+    crash = size * rng.randrange(12, 38)  # batches processed before the crash
+    table: dict[bytes, bytes] = {}
+    got, _ = _run(_stage(table), records, 0, crash, size=size, table=table, every=every)
+    checkpointed = size * every * (crash // (size * every))  # records the table has
+    committed = rng.randrange(max(0, checkpointed - 3 * size), checkpointed + 1)
+    more, _ = _run(_stage(table), records, committed, len(records), table=table)
+    assert set(_keys(got + more)) == set(_keys(expected))
+    by_key = {(a["alert_id"], a["state"]): a for a in expected}
+    for alert in got + more:
+        assert alert == by_key[alert["alert_id"], alert["state"]]
+    # the alerts after the crash point are exactly replay's (nothing counted twice)
+    after = [a for a in more if (a["alert_id"], a["state"]) not in set(_keys(got))]
+    assert after == [a for a in expected if (a["alert_id"], a["state"]) not in set(_keys(got))]
+
+
+def test_a_partition_batch_event_of_another_partitions_session_is_dead_lettered() -> None:
+    owner = PartitionCache(N)
+    mine = [f"s{i}" for i in range(40) if owner.get("default", f"s{i}") == P][:3]
+    other = next(f"x{i}" for i in range(40) if owner.get("default", f"x{i}") != P)
+    events = [_event(i + 1, i * US, "tool_call", name="t", tool_args_hash="h", session_id=s)
+              for i, s in enumerate([mine[0], mine[1], other, mine[2]])]
+    out = StageOutput()
+    _stage().process(P, [(0, partition_batch_key(P), encode_events(events))], out)
+    assert out.events == 3
+    [dead] = out.dead_letters
+    assert dead.reason.startswith("wrong partition: session default/" + other)
+    assert f"partition {owner.get('default', other)} of {N}" in dead.reason
+    assert orjson.loads(dead.raw)["event_id"] == events[2].event_id
+    assert (dead.partition, dead.offset) == (P, 0)
+
+
+def test_a_one_session_record_is_taken_on_any_partition() -> None:
+    """Forms 1 and 2 (third-party producers hash keys their own way) are not checked."""
+    owner = PartitionCache(N)
+    other = next(f"x{i}" for i in range(40) if owner.get("default", f"x{i}") != P)
+    events = [_event(i + 1, i * US, "tool_call", session_id=other) for i in range(3)]
+    out = StageOutput()
+    _stage().process(P, [(0, f"default/{other}".encode(), encode_events(events[:2])),
+                         (1, f"default/{other}".encode(), encode_event(events[2]))], out)
+    assert (out.events, out.dead_letters) == (3, [])

@@ -24,6 +24,8 @@ ENV = {
     "AGENTWATCH_BATCH_MAX_RECORDS": "5000",
     "AGENTWATCH_BATCH_WITHIN_S": "0.2",
     "AGENTWATCH_IDLE_AFTER_S": "3",
+    "AGENTWATCH_CHECKPOINT_INTERVAL_S": "2.5",
+    "AGENTWATCH_STATS_INTERVAL_S": "10",
 }
 
 
@@ -35,7 +37,16 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
         dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
         partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
         batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
+        checkpoint_interval_s=2.5, stats_interval_s=10.0,
     )
+
+
+@pytest.mark.parametrize("variable", ["AGENTWATCH_CHECKPOINT_INTERVAL_S",
+                                      "AGENTWATCH_STATS_INTERVAL_S"])
+def test_a_non_positive_interval_is_refused_by_name(variable: str) -> None:
+    name = next(k for k, v in ENV_VARS.items() if v == variable)
+    with pytest.raises(ConfigError, match=name):
+        WorkerSettings.from_env({variable: "0"})
 
 
 def test_without_variables_the_defaults_apply() -> None:

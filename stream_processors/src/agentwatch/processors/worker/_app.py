@@ -2,13 +2,16 @@
 
 faust does what it is for: group membership, partition assignment, changelog-backed
 tables and their recovery, offset commits, the worker process. The hot path works per
-batch (``take_events``): records are grouped by partition and handed to a stage, which
-returns what to send and what to write. Per batch, in this order:
+batch of records (``noack_take``), grouped by partition and handed to a stage, which
+returns what to send; the batch's alerts, dead letters and forwarded events are sent and
+acknowledged by the broker right away (an alert's latency does not wait for state).
 
-1. send alerts, dead letters and forwarded events, and wait for the broker's acks;
-2. write the state of every key the batch touched to the table (one write per key);
-3. faust acks the batch's records; before committing their offsets it flushes the
-   producer, so a committed offset always has its state and outputs on the broker.
+State is checkpointed (DESIGN.md, "Worker state"): every ``checkpoint_interval_s`` the
+shell takes the stages' dirty keys, writes them to the changelog tables, waits for the
+broker's acks, and only then acks the records they came from, so faust commits input
+offsets never ahead of saved state. A record of the rekeyed stage is acked only once
+every event it brought is released (``RekeyedStage.safe_offset``): a restart reads the
+others again. Key state in memory, one changelog write per dirty key per checkpoint.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from typing import Any
 
 import faust
+import orjson
 from faust.streams import _current_event  # the partition table writes go to (see _write)
 from faust.types import TP, EventT
 
@@ -100,7 +105,7 @@ def _feed(stage: SessionStage | RekeyedStage, table: Any,
     return out
 
 
-async def _write(table: Any, groups: dict[int, list[EventT[Any]]],
+async def _write(table: Any, last_events: dict[int, EventT[Any]],
                  writes: list[tuple[int, bytes, bytes | None]]) -> None:
     """Write (or delete) table keys: the local store, then the key's changelog partition.
 
@@ -111,16 +116,16 @@ async def _write(table: Any, groups: dict[int, list[EventT[Any]]],
     for all of them (it flushes the producer) before it commits the input offsets, and
     records their offsets for the local store as it does for its own writes.
 
-    A batch holds records of several partitions, but the local store picks the partition
-    of a write from the stream's *current event*: each partition's writes are made with
-    one of its events as the current event (faust's own context variable).
+    The local store picks the partition of a write from the stream's *current event*:
+    each partition's writes are made with the last event read from it as the current
+    event (faust's own context variable).
     """
     by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for partition, key, value in writes:
         by_partition.setdefault(partition, []).append((key, value))
     store, changelog, on_sent = table.data, table.changelog_topic, table._on_changelog_sent
     for partition, items in by_partition.items():
-        token = _current_event.set(weakref.ref(groups[partition][-1]))
+        token = _current_event.set(weakref.ref(last_events[partition]))
         try:
             for key, value in items:
                 if value is not None:
@@ -133,6 +138,95 @@ async def _write(table: Any, groups: dict[int, list[EventT[Any]]],
         for key, value in items:
             await changelog.send(key=key, value=value, partition=partition, force=True,
                                  callback=on_sent)
+
+
+class _Held:
+    """Records processed by a stage and not acked yet, with the last one per partition."""
+
+    __slots__ = ("events", "last", "stream", "touched")
+
+    def __init__(self) -> None:
+        self.stream: Any = None
+        self.events: list[EventT[Any]] = []
+        self.last: dict[int, EventT[Any]] = {}
+        self.touched: set[int] = set()  # partitions with records since the last checkpoint
+
+    def add(self, stream: Any, batch: Sequence[EventT[Any]]) -> None:
+        self.stream = stream
+        self.events += batch
+        for event in batch:
+            partition = event.message.partition
+            self.last[partition] = event
+            self.touched.add(partition)
+
+    def take_touched(self) -> list[int]:
+        touched, self.touched = sorted(self.touched), set()
+        return touched
+
+    def forget(self) -> None:
+        """After a rebalance faust seeks every partition to its committed offset: what
+        was held is read again."""
+        self.events = []
+        self.last = {}
+        self.touched = set()
+
+
+class _Stats:
+    """Counters of the worker, logged as ``agentwatch worker stats {json}`` (INFO) every
+    ``stats_interval_s`` and read by the benchmarks."""
+
+    def __init__(self) -> None:
+        self.started_s = self.logged_s = time.monotonic()
+        self.total: dict[str, float] = dict.fromkeys((
+            "events", "records", "batches", "alerts", "dead_letters", "forwards", "checkpoints",
+            "changelog_bytes", "changelog_writes", "process_s", "send_s", "checkpoint_s",
+            "rekeyed_events", "rekeyed_records"), 0)
+        self.at_last_log = dict(self.total)
+        self.checkpoint_s_max = 0.0
+
+    def add(self, **counts: float) -> None:
+        total = self.total
+        for name, value in counts.items():
+            total[name] += value
+
+    def due(self, interval_s: float) -> bool:
+        return time.monotonic() - self.logged_s >= interval_s
+
+    def line(self, extra: dict[str, Any]) -> str:
+        now = time.monotonic()
+        dt = max(1e-9, now - self.logged_s)
+        total, last = self.total, self.at_last_log
+        delta = {k: total[k] - last[k] for k in total}
+        events, records = delta["events"], delta["records"]
+        checkpoints = delta["checkpoints"]
+        out: dict[str, Any] = {
+            "t_s": round(now - self.started_s, 3),
+            "interval_s": round(dt, 3),
+            "events_per_s": round(events / dt, 1),
+            "records_per_s": round(records / dt, 1),
+            "events_per_record": round(events / records, 2) if records else None,
+            "checkpoint_s_mean": round(delta["checkpoint_s"] / checkpoints, 4)
+            if checkpoints else None,
+            "checkpoint_s_max": round(self.checkpoint_s_max, 4),
+            "checkpoint_bytes": int(delta["changelog_bytes"]),
+            "changelog_bytes_per_event": round(delta["changelog_bytes"] / events, 1)
+            if events else None,
+        }
+        out.update({f"{k}_total": round(v, 4) if isinstance(v, float) and v % 1 else int(v)
+                    for k, v in total.items()})
+        out.update(extra)
+        self.at_last_log = dict(total)
+        self.logged_s = now
+        self.checkpoint_s_max = 0.0
+        return orjson.dumps(out).decode()
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:  # noqa: PTH123 -- a /proc read, Linux only
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _Worker:
@@ -153,9 +247,8 @@ class _Worker:
             broker_max_poll_records=10_000,  # KAFKA.md: 500 halves the record rate
             producer_acks=-1,
             # aiokafka holds one open batch per partition and makes the next send wait for
-            # it to be sent once it is full: at faust's 16 KiB, session-state changelog
-            # writes waited a broker round trip every few dozen keys (bench_alert_latency:
-            # 20 of 30 s in table writes at 5,000 events/s over 1,000 sessions)
+            # it to be sent once it is full: at faust's 16 KiB, changelog writes waited a
+            # broker round trip every few dozen keys
             producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
             # a crashed worker's partitions move to the others after this long (faust: 60 s);
             # heartbeats come from faust's consumer thread, not from the busy agent loop
@@ -165,6 +258,10 @@ class _Worker:
             # #471: a partition is never read again). A batch takes up to 5,000 records, so a
             # buffer this size is never under pressure; the watchdog below covers the rest.
             stream_buffer_maxsize=65_536,
+            # records are acked at checkpoints, and a rekeyed record only once its events
+            # are released: faust's wait for every record to be acked before a rebalance
+            # could wait forever. The shell checkpoints on revocation itself (on_revoked).
+            stream_wait_empty=False,
         )
         self.events_topic = app.topic(settings.events_topic, partitions=n, **_RAW)
         self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,
@@ -174,18 +271,24 @@ class _Worker:
                                             value_type=bytes)
         self.rekeyed_table: Any = app.Table("rekeyed-state", partitions=n, key_type=bytes,
                                             value_type=bytes)
-        self.session_stage = SessionStage(config, settings.events_topic)
+        self.session_stage = SessionStage(config, settings.events_topic, n)
         self.rekeyed_stage = RekeyedStage(config, n)
+        self.session_held = _Held()
+        self.rekeyed_held = _Held()
+        #: one batch or one checkpoint at a time: a checkpoint must not save the state of a
+        #: batch whose outputs the broker has not acknowledged yet
+        self.lock = asyncio.Lock()
+        self.last_checkpoint_s = time.monotonic()
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
-        #: watchdog's view of which partitions make progress
+        #: watchdog's and the idle detection's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
         self.started_s = time.monotonic()
-        self._stats = {"batches": 0, "records": 0, "events": 0, "writes": 0, "alerts": 0,
-                       "dead": 0, "process_s": 0.0, "send_s": 0.0, "write_s": 0.0}
-        self._stats_logged_s = time.monotonic()
+        self.stats = _Stats()
         app.agent(self.events_topic, name="agentwatch-session-stage")(self.session_agent)
         app.agent(self.rekeyed_topic, name="agentwatch-rekeyed-stage")(self.rekeyed_agent)
         app.timer(interval=max(0.1, settings.idle_after_s / 2))(self.announce_idle)
+        app.timer(interval=max(0.05, settings.checkpoint_interval_s / 4))(self.checkpoint_timer)
+        app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
 
     # -- sending ---------------------------------------------------------------------------
@@ -219,45 +322,103 @@ class _Worker:
     # -- the agents --------------------------------------------------------------------------
     async def session_agent(self, stream: Any) -> None:
         stage, table = self.session_stage, self.session_table
-        consumer: Any = self.app.consumer
-        topic = self.settings.events_topic
-        async for batch in stream.take_events(self.settings.batch_max_records,
-                                              within=self.settings.batch_within_s):
+        async for batch in stream.noack_take(self.settings.batch_max_records,
+                                             within=self.settings.batch_within_s):
+            async with self.lock:
+                t0 = time.perf_counter()
+                groups = _by_partition(batch)
+                out = _feed(stage, table, groups)
+                t1 = time.perf_counter()
+                await self.send_outputs(out)
+                if stage.forward_scopes:
+                    await self.announce(groups, idle=False)
+                self.session_held.add(stream, batch)
+                self._progressed(self.settings.events_topic, groups)
+                self.stats.add(events=out.events, records=len(batch), batches=1,
+                               alerts=len(out.alerts), dead_letters=len(out.dead_letters),
+                               forwards=len(out.forwards), process_s=t1 - t0,
+                               send_s=time.perf_counter() - t1)
+            await self.maybe_checkpoint()
+
+    async def rekeyed_agent(self, stream: Any) -> None:
+        stage, table = self.rekeyed_stage, self.rekeyed_table
+        async for batch in stream.noack_take(self.settings.batch_max_records,
+                                             within=self.settings.batch_within_s):
+            async with self.lock:
+                groups = _by_partition(batch)
+                out = _feed(stage, table, groups)
+                await self.send_outputs(out)
+                self.rekeyed_held.add(stream, batch)
+                self._progressed(self.settings.rekeyed_topic, groups)
+                self.stats.add(rekeyed_events=out.events, rekeyed_records=len(batch),
+                               alerts=len(out.alerts))
+            await self.maybe_checkpoint()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    async def maybe_checkpoint(self) -> None:
+        if time.monotonic() - self.last_checkpoint_s >= self.settings.checkpoint_interval_s:
+            await self.checkpoint()
+        if self.stats.due(self.settings.stats_interval_s):
+            log.info("agentwatch worker stats %s", self.stats.line(self._gauges()))
+
+    async def checkpoint_timer(self) -> None:
+        tables: Any = self.app.tables
+        if tables.recovery.completed.is_set():
+            await self.maybe_checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Write the dirty keys of both stages, wait for the broker, ack their records,
+        commit (DESIGN.md: quixstreams' and Flink's order)."""
+        async with self.lock:
+            self.last_checkpoint_s = time.monotonic()
             t0 = time.perf_counter()
-            groups = _by_partition(batch)
-            out = _feed(stage, table, groups)
-            for partition in groups:
+            consumer: Any = self.app.consumer
+            topic = self.settings.events_topic
+            session_writes: list[tuple[int, bytes, bytes | None]] = []
+            for partition in self.session_held.take_touched():
                 committed = consumer._committed_offset.get(TP(topic, partition))
-                if committed is not None:
-                    stage.forget_closed(partition, committed, out)
-            t1 = time.perf_counter()
-            await self.send_outputs(out)
-            if stage.forward_scopes:
-                await self.announce(groups, idle=False)
-            t2 = time.perf_counter()
-            await _write(table, groups, out.writes)
-            self._progressed(topic, groups)
-            self._count(len(batch), out, t1 - t0, t2 - t1, time.perf_counter() - t2)
+                session_writes += self.session_stage.checkpoint(partition, committed)
+            rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
+            for partition in self.rekeyed_held.take_touched():
+                rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
+            await _write(self.session_table, self.session_held.last, session_writes)
+            await _write(self.rekeyed_table, self.rekeyed_held.last, rekeyed_writes)
+            await self.app.producer.flush()  # every changelog write acknowledged (acks=all)
+            held = self.session_held
+            for event in held.events:
+                await held.stream.ack(event)
+            held.events = []
+            held = self.rekeyed_held
+            safe = {p: self.rekeyed_stage.safe_offset(p) for p in held.last}
+            keep = []
+            for event in held.events:
+                message = event.message
+                if message.offset < safe.get(message.partition, 0):
+                    await held.stream.ack(event)
+                else:
+                    keep.append(event)
+            held.events = keep
+            await consumer.commit()
+            writes = session_writes + rekeyed_writes
+            took_s = time.perf_counter() - t0
+            self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
+                           changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
+            self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
 
-    def _count(self, records: int, out: StageOutput, process_s: float, send_s: float,
-               write_s: float) -> None:
-        """Counters of the session stage, logged (INFO) every 30 s."""
-        st = self._stats
-        st["batches"] += 1
-        st["records"] += records
-        st["events"] += out.events
-        st["writes"] += len(out.writes)
-        st["alerts"] += len(out.alerts)
-        st["dead"] += len(out.dead_letters)
-        st["process_s"] += process_s
-        st["send_s"] += send_s
-        st["write_s"] += write_s
-        now = time.monotonic()
-        if now - self._stats_logged_s >= 30.0:
-            self._stats_logged_s = now
-            log.info("agentwatch worker: %s", " ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()))
+    def _gauges(self) -> dict[str, Any]:
+        consumer: Any = self.app.consumer
+        lag = 0
+        for tp in consumer.assignment():
+            if tp.topic == self.settings.events_topic:
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    lag += max(0, highwater - self.session_stage.last_offset(tp.partition) - 1)
+        sessions = sum(p.engine.stats.active_sessions
+                       for p in self.session_stage.partitions.values())
+        return {"lag": lag, "open_sessions": sessions, "rss_bytes": _rss_bytes(),
+                "held_records": len(self.session_held.events) + len(self.rekeyed_held.events)}
 
+    # -- progress, stalls, idle partitions --------------------------------------------------
     def _progressed(self, topic: str, groups: dict[int, list[EventT[Any]]]) -> None:
         now = time.monotonic()
         for partition, events in groups.items():
@@ -285,16 +446,6 @@ class _Worker:
             consumer.resume_partitions({tp})
             self.progress[tp] = (now, offset)
 
-    async def rekeyed_agent(self, stream: Any) -> None:
-        stage, table = self.rekeyed_stage, self.rekeyed_table
-        async for batch in stream.take_events(self.settings.batch_max_records,
-                                              within=self.settings.batch_within_s):
-            groups = _by_partition(batch)
-            out = _feed(stage, table, groups)
-            await self.send_outputs(out)
-            await _write(table, groups, out.writes)
-            self._progressed(self.settings.rekeyed_topic, groups)
-
     async def announce_idle(self) -> None:
         """Input partitions with nothing left to read stop holding back the rekeyed stage."""
         stage = self.session_stage
@@ -313,18 +464,38 @@ class _Worker:
                 stage.restore(tp.partition, _table_items(self.session_table, tp.partition))
             highwater = self.app.consumer.highwater(tp)
             caught_up = highwater is not None and stage.last_offset(tp.partition) + 1 >= highwater
-            quiet = now - self.progress.get(tp, (0.0, -1))[0] >= self.settings.idle_after_s
+            # quiet since its last record, or since the assignment when none came since: a
+            # restarted worker must not call every partition idle at once (it would release
+            # the agent windows ahead of partitions still catching up)
+            seen_s = self.progress.get(tp, (self.assigned_s, -1))[0]
+            quiet = now - max(seen_s, self.assigned_s) >= self.settings.idle_after_s
             if caught_up and quiet:
                 idle.append(tp.partition)
         await self.announce(idle, idle=True)
 
+    # -- rebalances --------------------------------------------------------------------------
+    assigned_s: float = 0.0
+
+    async def on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Save everything processed before the partitions move (faust then seeks every
+        partition to its committed offset)."""
+        tables: Any = self.app.tables
+        if tables.recovery.completed.is_set() and (
+                self.session_held.events or self.rekeyed_held.events):
+            await self.checkpoint()
+
     async def on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Another worker may have owned a partition meanwhile: rebuild every partition from
-        the tables (on its next batch; faust has recovered the tables by then)."""
+        the tables (on its next batch; faust has recovered the tables by then), and forget
+        the records held: faust reads every partition again from its committed offset."""
         assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
         mine = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
         log.info("agentwatch worker: assigned partitions %s of %s", mine,
                  self.settings.events_topic)
+        self.assigned_s = time.monotonic()
+        self.progress.clear()
+        self.session_held.forget()
+        self.rekeyed_held.forget()
         for partition in list(self.session_stage.partitions):
             self.session_stage.drop(partition)
         for partition in list(self.rekeyed_stage.partitions):

@@ -17,10 +17,11 @@ guarantees of the rest of the pipeline. What keeps the result exact:
   arrives after its time was released (more disorder than ``disorder_s``, or from a
   partition that was idle) goes to the engine at once, out of order, which accepts it
   within its own disorder bound, like any runtime.
-* Buffered events are not lost in a crash: each incoming message still holding
-  unreleased events is stored in the table (once, as received) and deleted when its last
-  event is released; every key's state records the last ``(ts, event_id)`` released to
-  it, so a replayed message feeds nothing twice.
+* Buffered events are not lost in a crash: the input offset of this stage is committed
+  only up to the first message still holding unreleased events (:meth:`RekeyedStage.
+  safe_offset`), so a restarted worker reads those messages again; every key's state
+  records the last ``(ts, event_id)`` released to it, so a message read again feeds
+  nothing twice. Key state is saved per checkpoint, like the session stage's.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from agentwatch.schemas import AlertScope, PriceTable
 
 __all__ = ["RekeyedStage"]
 
-_PENDING: Final = "pend"
 _META: Final = "meta"
 _NEVER: Final = -(1 << 62)
 _ALWAYS: Final = 1 << 62
@@ -48,8 +48,8 @@ _Item = tuple[int, str, str, tuple[str, str], list[Any], int]
 
 
 class _Partition:
-    __slots__ = ("buffered", "drivers", "frontier", "heap", "late", "messages", "released_us",
-                 "sources", "stored")
+    __slots__ = ("buffered", "dirty", "drivers", "frontier", "heap", "last_offset", "late",
+                 "messages", "released_us", "sources")
 
     def __init__(self, drivers: dict[str, EventTimeDriver]) -> None:
         self.drivers = drivers
@@ -58,7 +58,8 @@ class _Partition:
         self.buffered: set[tuple[str, tuple[str, str], int, str]] = set()
         self.frontier: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
-        self.stored: set[int] = set()  # message offsets whose pending entry is in the table
+        self.dirty: set[tuple[str, tuple[str, str]]] = set()  # changed since the checkpoint
+        self.last_offset = -1
         self.released_us = _NEVER
         self.late = 0
 
@@ -95,21 +96,14 @@ class RekeyedStage:
                 if driver is not None:
                     driver.engine.restore_watermark(watermark_us)
                     driver.next_advance_us = next_us
-            pending = []
             for key, raw in entries:
-                if key[1] == _PENDING:
-                    pending.append((key[2], raw))
-                elif len(key) == 4 and key[1] in part.drivers:
+                if len(key) == 4 and key[1] in part.drivers:
                     value = orjson.loads(raw)
                     skey = (key[2], key[3])
                     if value["f"] is not None:
                         part.frontier[(key[1], skey)] = (value["f"][0], value["f"][1])
                     if value.get("k") is not None:
                         part.drivers[key[1]].engine.load_key(skey, value["k"])
-            for offset, raw in sorted(pending):
-                fkey, message = orjson.loads(raw)
-                if self._buffer(part, offset, (fkey[0], fkey[1]), message):
-                    part.stored.add(offset)
         self.partitions[partition] = part
 
     def drop(self, partition: int) -> None:
@@ -125,8 +119,8 @@ class RekeyedStage:
                 out: StageOutput) -> None:
         """Feed ``(offset, key, value)`` messages of one rekeyed partition, in order."""
         part = self.partitions[partition]
-        new: list[tuple[int, bytes, bytes]] = []
         for offset, key, value in messages:
+            part.last_offset = max(part.last_offset, offset)
             if value is None or key is None:
                 continue
             message = orjson.loads(value)
@@ -136,32 +130,44 @@ class RekeyedStage:
                 part.sources[source] = (max_ts_us, bool(message.get("idle")))
                 continue
             fkey = orjson.loads(key)
-            if self._buffer(part, offset, (fkey[0], fkey[1]), message):
-                new.append((offset, key, value))
-        touched = self._release(part, out)
-        # Write order matters: a crash can cut the batch's writes anywhere, and the broker
-        # keeps a prefix. Key states (and their release frontiers) go first, then new pending
-        # messages, and only last the deletion of messages whose events are all released:
-        # a deletion never lands without the state that has those events.
-        for scope, skey in touched:
-            driver = part.drivers[scope]
-            data = driver.engine.dump_key(skey)
+            self._buffer(part, offset, (fkey[0], fkey[1]), message)
+        part.dirty |= self._release(part, out)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def safe_offset(self, partition: int) -> int:
+        """Messages below this offset hold no unreleased event: their offsets may be
+        committed (a restart reads the others again)."""
+        part = self.partitions.get(partition)
+        if part is None:
+            return 0
+        return min(part.messages, default=part.last_offset + 1)
+
+    def dirty(self, partition: int) -> int:
+        part = self.partitions.get(partition)
+        return 0 if part is None else len(part.dirty)
+
+    def checkpoint(self, partition: int) -> list[tuple[int, bytes, bytes | None]]:
+        """Table writes saving every key released to since the last checkpoint (its state
+        and release frontier) and the engines' watermarks; the keys are clean afterwards."""
+        part = self.partitions.get(partition)
+        if part is None:
+            return []
+        for scope, driver in part.drivers.items():
+            part.dirty.update((scope, k) for k in driver.engine.touched)
+            driver.engine.touched.clear()
+        writes: list[tuple[int, bytes, bytes | None]] = []
+        for scope, skey in part.dirty:
+            data = part.drivers[scope].engine.dump_key(skey)
             frontier = part.frontier.get((scope, skey))
-            out.writes.append((partition, table_key(partition, scope, *skey), orjson.dumps(
+            writes.append((partition, table_key(partition, scope, *skey), orjson.dumps(
                 {"f": frontier, "k": data})))
-        out.writes.append((partition, table_key(partition, _META), orjson.dumps({
+        part.dirty = set()
+        writes.append((partition, table_key(partition, _META), orjson.dumps({
             "f": self._fingerprint,
             "d": {s: [d.engine.watermark_us, d.next_advance_us]
                   for s, d in part.drivers.items()},
         })))
-        for offset, key, value in new:
-            if part.messages.get(offset):  # still holds unreleased events: keep it safe
-                part.stored.add(offset)
-                out.writes.append((partition, table_key(partition, _PENDING, offset),
-                                   b"[" + key + b"," + value + b"]"))
-        for offset in [o for o in part.stored if not part.messages.get(o)]:
-            part.stored.discard(offset)
-            out.writes.append((partition, table_key(partition, _PENDING, offset), None))
+        return writes
 
     def _buffer(self, part: _Partition, offset: int, fkey: tuple[str, str],
                 message: dict[str, Any]) -> bool:

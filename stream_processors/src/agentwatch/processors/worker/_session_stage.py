@@ -2,17 +2,19 @@
 
 One :class:`Engine` per input partition (sessions never cross partitions), fed in offset
 order, its watermark that partition's own: results do not depend on how the consumer
-interleaves partitions.
+interleaves partitions. A record is any of the three forms of ``agentwatch.schemas.
+_records``; inside a partition batch an event whose session maps to another partition is
+a dead letter (it would split that session's state).
 
-Crash safety (the faust shell keeps this order): for a batch, the stage computes alerts,
-forwards and dead letters; the shell sends them and waits for the broker's acks; only
-then does it write the state of every key the batch touched (one table write per key per
-batch, not per event). faust flushes those writes before it commits the input offsets.
-Each key's state carries the offset of the last record applied to it, so after a crash
-the records replayed from the committed offset are skipped for keys whose state already
-has them: no event is counted twice and no alert is lost. An alert sent just before a
-crash whose state write did not reach the broker is sent again, identical (same
-``alert_id``, state and values): at-least-once, with the id as the idempotency key.
+Crash safety (DESIGN.md, "Worker state: checkpoints"): alerts, forwards and dead letters
+of a batch are sent (and acknowledged) at once; key state stays in memory, and a key
+touched since the last checkpoint is *dirty*. :meth:`SessionStage.checkpoint` returns
+the dirty keys' state, which the shell writes to the changelog and waits for before it
+lets the input offsets be committed. Each key's state carries the offset of the last
+record applied to it, so after a crash the records re-read from the committed offset are
+skipped for keys whose state already has them: no event is counted twice, no alert is
+lost. An alert sent after the last checkpoint is sent again after a crash, identical
+(same ``alert_id``, state and values): at-least-once, with the id as the idempotency key.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from agentwatch.schemas import (
     AlertScope,
     Event,
     EventKind,
+    PartitionCache,
     PriceTable,
     decode_record,
+    encode_event,
+    is_partition_batch,
     to_us,
 )
 
@@ -102,10 +107,12 @@ class StageOutput:
 
 
 class _Partition:
-    __slots__ = ("applied", "closed", "engine", "last_offset", "max_ts_us", "next_advance_us")
+    __slots__ = ("applied", "closed", "dirty", "engine", "last_offset", "max_ts_us",
+                 "next_advance_us")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.dirty: set[tuple[str, str]] = set()  # keys changed since the last checkpoint
         self.applied: dict[tuple[str, str], int] = {}  # session key -> last record offset
         self.closed: dict[tuple[str, str], int] = {}  # ended sessions: markers in the table
         self.last_offset = -1
@@ -116,10 +123,12 @@ class _Partition:
 class SessionStage:
     """Session-scoped rules over the input topic, per partition; forwards the rest."""
 
-    def __init__(self, config: RulesConfig, topic: str, *, prices: PriceTable | None = None
-                 ) -> None:
+    def __init__(self, config: RulesConfig, topic: str, partitions: int, *,
+                 prices: PriceTable | None = None) -> None:
         self.config = config
         self.topic = topic
+        #: session -> partition as Kafka's default partitioner places it (partition batches)
+        self._owner = PartitionCache(partitions)
         self._prices = prices
         self._fingerprint = config_fingerprint(config)
         self._disorder_us = config.disorder_us
@@ -184,13 +193,16 @@ class SessionStage:
         forward_kinds = self._forward_kinds if self.forward_scopes else frozenset()
         forwards: dict[tuple[AlertScope, tuple[str, str]], list[list[Any]]] = defaultdict(list)
         alerts = out.alerts
-        touched: set[tuple[str, str]] = set()
+        touched = part.dirty
         max_ts_us = part.max_ts_us
         n_events = duplicates = replayed = 0
         for offset, key, value in records:
             part.last_offset = max(part.last_offset, offset)
             this_record: set[tuple[str, str]] = set()
-            for event in self._decode(partition, offset, key, value, out):
+            events = self._decode(partition, offset, key, value, out)
+            if is_partition_batch(key):
+                events = self._owned(partition, offset, key, events, out)
+            for event in events:
                 skey = (event.tenant_id, event.session_id)
                 if skey not in this_record:
                     last = applied.get(skey)
@@ -223,7 +235,6 @@ class SessionStage:
             (orjson.dumps(fkey), orjson.dumps({"s": scope.value, "p": partition, "e": compacts}))
             for (scope, fkey), compacts in forwards.items()
         ]
-        self._collect_writes(partition, part, touched, out)
 
     def _decode(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                 out: StageOutput) -> list[Event]:
@@ -239,23 +250,53 @@ class SessionStage:
         ]
         return decoded.events
 
-    def forget_closed(self, partition: int, committed_offset: int, out: StageOutput) -> None:
-        """Markers of ended sessions are needed only until the input offsets that could
-        replay their records are committed; then they are deleted."""
+    def _owned(self, partition: int, offset: int, key: bytes | None, events: list[Event],
+               out: StageOutput) -> list[Event]:
+        """The events of a partition batch whose sessions belong on ``partition``; the
+        others are dead letters."""
+        owner = self._owner.get
+        if all(owner(e.tenant_id, e.session_id) == partition for e in events):
+            return events
+        kept = []
+        for event in events:
+            home = owner(event.tenant_id, event.session_id)
+            if home == partition:
+                kept.append(event)
+                continue
+            out.dead_letters.append(DeadLetter(
+                key, encode_event(event),
+                f"wrong partition: session {event.tenant_id}/{event.session_id} belongs on "
+                f"partition {home} of {self._owner.partitions} (Kafka's default partitioner), "
+                f"not {partition}; a partition batch may hold only its partition's sessions "
+                "(was the producer's partition count stale?)",
+                self.topic, partition, offset, None))
+        return kept
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def dirty(self, partition: int) -> int:
+        part = self.partitions.get(partition)
+        return 0 if part is None else len(part.dirty) + len(part.engine.touched)
+
+    def checkpoint(self, partition: int, committed_offset: int | None
+                   ) -> list[tuple[int, bytes, bytes | None]]:
+        """The table writes (partition, key, value or None: delete) that save every key
+        changed since the last checkpoint, and the partition's progress; the keys are
+        clean afterwards. ``committed_offset``: the partition's committed input offset
+        (markers of ended sessions are kept until it passes their records)."""
         part = self.partitions.get(partition)
         if part is None:
-            return
-        done = [k for k, off in part.closed.items() if off < committed_offset]
-        for skey in done:
-            del part.closed[skey]
-            out.writes.append((partition, table_key(partition, *skey), None))
-
-    def _collect_writes(self, partition: int, part: _Partition,
-                        touched: set[tuple[str, str]], out: StageOutput) -> None:
+            return []
+        writes: list[tuple[int, bytes, bytes | None]] = []
+        if committed_offset is not None:
+            done = [k for k, off in part.closed.items() if off < committed_offset]
+            for skey in done:
+                del part.closed[skey]
+                writes.append((partition, table_key(partition, *skey), None))
         engine = part.engine
+        touched = part.dirty
         touched |= engine.touched
         engine.touched.clear()
-        writes = out.writes
+        part.dirty = set()
         for skey in touched:
             data = engine.dump_key(skey, max_ids=DEDUP_IDS_KEPT)
             offset = part.applied.get(skey, -1)
@@ -271,3 +312,4 @@ class SessionStage:
             "f": self._fingerprint, "w": engine.watermark_us, "n": part.next_advance_us,
             "m": part.max_ts_us, "o": part.last_offset,
         })))
+        return writes
