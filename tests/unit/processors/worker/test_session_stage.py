@@ -23,9 +23,9 @@ from agentwatch.processors.worker import SessionStage, StageOutput
 from agentwatch.processors.worker._forward import table_key
 from agentwatch.schemas import (
     Event,
-    PartitionCache,
     EventKind,
     EventStatus,
+    PartitionCache,
     encode_event,
     encode_events,
     from_us,
