@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator, Sequence
@@ -221,6 +222,20 @@ class _Stats:
         return orjson.dumps(out).decode()
 
 
+#: crash tests (tests/integration): ``<point>:<n>`` kills the worker (SIGKILL) at that point
+#: of its n-th checkpoint with changelog writes. Points: ``write`` (half of the changelog
+#: writes handed to the producer), ``commit`` (every write acknowledged, no record acked,
+#: no offset committed).
+CRASH_ENV = "AGENTWATCH_TEST_CRASH_AT"
+
+
+def _crash_point(point: str, checkpoints: int) -> None:
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted and wanted == f"{point}:{checkpoints}":
+        log.warning("agentwatch worker: %s=%s: killing myself", CRASH_ENV, wanted)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm", "rb") as f:  # noqa: PTH123 -- a /proc read, Linux only
@@ -279,6 +294,7 @@ class _Worker:
         #: batch whose outputs the broker has not acknowledged yet
         self.lock = asyncio.Lock()
         self.last_checkpoint_s = time.monotonic()
+        self.crashable = 0  # checkpoints with changelog writes (see _crash_point)
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
@@ -381,9 +397,15 @@ class _Worker:
             rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
             for partition in self.rekeyed_held.take_touched():
                 rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
-            await _write(self.session_table, self.session_held.last, session_writes)
+            if session_writes or rekeyed_writes:
+                self.crashable += 1
+            half = len(session_writes) // 2
+            await _write(self.session_table, self.session_held.last, session_writes[:half])
+            _crash_point("write", self.crashable)
+            await _write(self.session_table, self.session_held.last, session_writes[half:])
             await _write(self.rekeyed_table, self.rekeyed_held.last, rekeyed_writes)
             await self.app.producer.flush()  # every changelog write acknowledged (acks=all)
+            _crash_point("commit", self.crashable)
             held = self.session_held
             for event in held.events:
                 await held.stream.ack(event)
