@@ -21,7 +21,15 @@ from typing import Any, Final
 
 from agentwatch.schemas._event import UUID_PATTERN, EventKind
 
-__all__ = ["KINDS", "plain_event", "plain_event_id", "plain_ts", "plainly_valid"]
+__all__ = [
+    "KINDS",
+    "parse_plain_ts",
+    "plain_event",
+    "plain_event_id",
+    "plain_event_ts",
+    "plain_ts",
+    "plainly_valid",
+]
 
 _MAX_SHORT: Final = 256
 _MAX_TENANT: Final = 128
@@ -42,17 +50,21 @@ def plain_event_id(value: Any) -> bool:
 
 def plain_ts(value: Any) -> bool:
     """``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` naming a real instant (the form producers send)."""
+    return parse_plain_ts(value) is not None
+
+
+def parse_plain_ts(value: Any) -> datetime | None:
+    """The instant of a :func:`plain_ts` value; None when it is not one."""
     if type(value) is not str or len(value) not in _TS_LENGTHS or value[-1] != "Z":
-        return False
+        return None
     if value[4] != "-" or value[7] != "-" or value[10] != "T" or value[13] != ":":
-        return False
+        return None
     if len(value) > 20 and value[19] != ".":
-        return False
+        return None
     try:
-        datetime.fromisoformat(value)
+        return datetime.fromisoformat(value)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _attributes(value: Any) -> bool:
@@ -146,8 +158,16 @@ _ID_AND_TS: Final = frozenset({"event_id", "ts"})
 
 def plain_event(item: dict[str, Any]) -> bool:
     """A whole decoded event (``event_id`` and ``ts`` included) that surely validates."""
-    return (
-        plain_event_id(item.get("event_id"))
-        and plain_ts(item.get("ts"))
-        and plainly_valid(item, _ID_AND_TS)
-    )
+    return plain_event_ts(item) is not None
+
+
+def plain_event_ts(item: dict[str, Any]) -> datetime | None:
+    """The event's instant when the whole event (``event_id`` and ``ts`` included) surely
+    validates, else None (one parse of ``ts`` for the check and the value)."""
+    event_id = item.get("event_id")
+    if type(event_id) is not str or len(event_id) != 36 or _UUID.match(event_id) is None:
+        return None
+    ts = parse_plain_ts(item.get("ts"))
+    if ts is None or not plainly_valid(item, _ID_AND_TS):
+        return None
+    return ts

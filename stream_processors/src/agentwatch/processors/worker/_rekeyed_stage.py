@@ -48,14 +48,13 @@ _Item = tuple[int, str, str, tuple[str, str], list[Any], int]
 
 
 class _Partition:
-    __slots__ = ("buffered", "dirty", "drivers", "frontier", "heap", "last_offset", "late",
+    __slots__ = ("dirty", "drivers", "frontier", "heap", "last_offset", "late",
                  "messages", "released_us", "sources")
 
     def __init__(self, drivers: dict[str, EventTimeDriver]) -> None:
         self.drivers = drivers
         self.sources: dict[int, tuple[int, bool]] = {}  # input partition -> (max ts, idle)
         self.heap: list[_Item] = []
-        self.buffered: set[tuple[str, tuple[str, str], int, str]] = set()
         self.frontier: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
         self.dirty: set[tuple[str, tuple[str, str]]] = set()  # changed since the checkpoint
@@ -181,10 +180,6 @@ class RekeyedStage:
             ts_us, event_id = compact[1], compact[0]
             if (ts_us, event_id) <= frontier:
                 continue  # released before a restart
-            ident = (scope, fkey, ts_us, event_id)
-            if ident in part.buffered:
-                continue  # forwarded twice (the session stage replayed after a crash)
-            part.buffered.add(ident)
             if ts_us <= part.released_us:
                 part.late += 1
             heapq.heappush(part.heap, (ts_us, event_id, scope, fkey, compact, offset))
@@ -211,14 +206,19 @@ class RekeyedStage:
         n = 0
         while heap and heap[0][0] <= aligned_us:
             ts_us, event_id, scope, fkey, compact, offset = heapq.heappop(heap)
-            part.buffered.discard((scope, fkey, ts_us, event_id))
-            part.messages[offset] -= 1
-            if not part.messages[offset]:
+            left = part.messages[offset] - 1
+            if left:
+                part.messages[offset] = left
+            else:
                 del part.messages[offset]
             frontier_key = (scope, fkey)
+            released = (ts_us, event_id)
             previous = part.frontier.get(frontier_key)
-            if previous is None or (ts_us, event_id) > previous:
-                part.frontier[frontier_key] = (ts_us, event_id)
+            if previous is not None and released <= previous:
+                # forwarded twice (the session stage read records again after a crash): the
+                # heap pops the copy right after the original (same time and id)
+                continue
+            part.frontier[frontier_key] = released
             driver = part.drivers[scope]
             engine = driver.engine
             alerts += engine.process(event_from_compact(compact), ts_us)

