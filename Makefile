@@ -43,8 +43,15 @@ unit: setup
 test: lint
 	$(VENV)/bin/pytest
 
+# Every benchmark runs, even after one fails; then the failed ones are named (exit 1).
 bench: setup
-	@set -e; for f in bench/bench_*.py; do $(VENV)/bin/python $$f; done
+	@failed=""; \
+	for f in bench/bench_*.py; do \
+		echo "== $$f" >&2; \
+		$(VENV)/bin/python $$f || failed="$$failed $$f(exit $$?)"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "bench: all benchmarks ran" >&2
 
 clean:
 	-python3 tools/build_core.py --clean
