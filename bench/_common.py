@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -63,3 +65,66 @@ def synthetic_events(
                          tool_args_hash=f"{rng.getrandbits(64):016x}",
                          status="error" if rng.random() < 0.05 else "ok")
         yield orjson.dumps(event) + b"\n"
+
+
+# --- the session-packed workload of the earlier worker bench (bench_sink feeds on it) -------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``synthetic_events`` packed per session: the record shape before partition batches."""
+
+    packed: list[tuple[bytes, bytes, int]]  # (key, JSON array of one session, events in it)
+    single: list[tuple[bytes, bytes, int]]  # (key, JSON object, 1)
+    sessions: int
+    mean_event_bytes: float
+
+
+def completed(event: dict[str, Any], prices: Any, tenant_id: str = "default") -> dict[str, Any]:
+    """``event`` as ``agentwatch.producer`` completes it: ``tenant_id`` when absent and
+    ``cost_usd`` from the price table when a model and tokens say it (``prices``: an
+    ``agentwatch.schemas.PriceTable``)."""
+    if event.get("tenant_id") is None:
+        event["tenant_id"] = tenant_id
+    if event.get("cost_usd") is None and isinstance(event.get("model"), str):
+        cost = prices.cost_usd(
+            event["model"],
+            event.get("input_tokens"),
+            event.get("output_tokens"),
+            event.get("cached_input_tokens"),
+        )
+        if cost is not None:
+            event["cost_usd"] = cost
+    return event
+
+
+def producer_events(n_events: int, sessions: int) -> Iterator[tuple[bytes, bytes]]:
+    """(key, event JSON) of ``synthetic_events`` as ``agentwatch.producer`` completes and
+    encodes each event."""
+    from agentwatch.schemas import default_price_table  # noqa: PLC0415 -- light imports first
+
+    prices = default_price_table()
+    for line in synthetic_events(n_events, sessions=sessions):
+        event = completed(orjson.loads(line), prices)
+        yield f"{event['tenant_id']}/{event['session_id']}".encode(), orjson.dumps(event)
+
+
+def build_workload(args: Any) -> Workload:
+    """``args``: ``events``, ``sessions``, ``linger_events`` (a linger flush every that many
+    events), ``max_events`` and ``max_bytes`` (the session packer's bounds)."""
+    from agentwatch.producer._packing import Packer  # noqa: PLC0415 -- only this workload
+
+    packer = Packer(max_events=args.max_events, max_bytes=args.max_bytes)
+    packed: list[tuple[bytes, bytes, int]] = []
+    single: list[tuple[bytes, bytes, int]] = []
+    keys: set[bytes] = set()
+    nbytes = 0
+    for i, (key, raw) in enumerate(producer_events(args.events, args.sessions), 1):
+        keys.add(key)
+        nbytes += len(raw)
+        single.append((key, raw, 1))
+        packer.add(key, raw)
+        if i % args.linger_events == 0:  # one linger interval of the fleet's events
+            packed.extend(packer.take(all_open=True))
+    packed.extend(packer.take(all_open=True))
+    return Workload(packed, single, len(keys), nbytes / max(1, len(single)))

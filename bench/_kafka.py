@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +49,7 @@ __all__ = [
     "log_tail",
     "measure_group",
     "preload",
+    "read_worker_stats",
     "start_process",
     "stop_process",
 ]
@@ -141,17 +144,23 @@ class Loaded:
 
 
 def preload(
-    bootstrap: str, topic: str, records: Iterable[RecordSpec], *, compression: str = "none"
+    bootstrap: str,
+    topic: str,
+    records: Iterable[RecordSpec],
+    *,
+    compression: str = "none",
+    partitioner: str = "murmur2_random",
 ) -> Loaded:
     """Produce ``records`` in order with confluent-kafka (fastest client here; not measured).
 
-    Keys are partitioned with murmur2, as Kafka's Java client and aiokafka do (librdkafka's
-    own default, ``consistent_random``, hashes with CRC32 and would put sessions elsewhere).
+    Keys are partitioned with murmur2 by default, as Kafka's Java client and aiokafka do;
+    ``partitioner="consistent_random"`` is librdkafka's own default (CRC32 of the key: what
+    a third-party producer on its defaults does, sessions land elsewhere).
     """
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "partitioner": "murmur2_random",
+            "partitioner": partitioner,
             "enable.idempotence": True,  # in order, no duplicates: offsets map to records 1:1
             "linger.ms": 20,
             "compression.type": compression,
@@ -368,3 +377,23 @@ def log_tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+#: what ``agentwatch worker`` logs every ``AGENTWATCH_STATS_INTERVAL_S`` at INFO
+WORKER_STATS_RE = re.compile(rb"agentwatch worker stats (\{.*\})")
+
+
+def read_worker_stats(log: Path) -> list[dict[str, Any]]:
+    """The ``agentwatch worker stats {json}`` lines of a worker's log, in order (empty when
+    the worker logs none: an older worker, or a log level above INFO)."""
+    try:
+        text = log.read_bytes()
+    except OSError:
+        return []
+    out: list[dict[str, Any]] = []
+    for match in WORKER_STATS_RE.finditer(text):
+        with contextlib.suppress(ValueError):
+            value = json.loads(match.group(1))
+            if isinstance(value, dict):
+                out.append(value)
+    return out

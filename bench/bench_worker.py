@@ -1,36 +1,40 @@
-"""worker: sustained events/s through ONE `agentwatch worker` (faust-streaming, default rules)
-on a real Kafka broker, against quixstreams computing a per-session 60 s sliding-window sum
-(of ``cost_usd``) and count over the same events, both measured in the same run.
+"""worker: sustained events/s of ONE `agentwatch worker` (default rules) on a real Kafka
+broker, against a peer measured in the same run on the same events. Two figures:
 
-Workload: ``_common.synthetic_events`` (500 sessions plus one injected runaway-loop session
-every 5,000 events, 5 agents, 500 events/s of event time), each event completed as the
-project's producer completes it (``tenant_id`` "default", ``cost_usd`` from the price table)
-and packed as it packs them: key ``<tenant_id>/<session_id>``, value a JSON array of that
-session's events, ``agentwatch.producer._packing.Packer`` with a linger flush every
-``--linger-events`` events (default 5,000: a fleet emitting 5,000 events per linger
-interval). The same events are also preloaded one event (a JSON object) per record. Both
-topics: 4 partitions, keys partitioned with murmur2 like Kafka's Java client and aiokafka.
+``worker_fleet`` -- the fleet workload (``bench/_fleet.py``: 5,000 open sessions over 6 agents
+and 2 tenants, Poisson arrivals at 20,000 events/s of event time, a runaway loop every 3,000
+events) produced **by the project's producer with its default settings** (linger 50 ms, its
+own record form), paced on the wall clock at the events' timestamps (so each record holds
+what 50 ms of a real fleet packs), into a 4-partition topic; the events per record of that
+topic are printed. Ours: the worker on the whole topic (goal >= 50,000 events/s). Peer:
+quixstreams computing a per-session 60 s sliding-window sum (of ``cost_usd``) and count on
+the same events (a prefix) one JSON event per record keyed ``<tenant_id>/<session_id>`` --
+its best form: a sliding window is per message key, and a partition batch's key names a
+partition, not a session, so quixstreams could only window it after a ``group_by`` through
+a second topic.
+
+``worker_single`` -- the same events (a prefix, ``--single-events``) one JSON event per
+record, written by confluent-kafka with **its default partitioner** (CRC32 of the key: a
+third-party client). Ours: the worker on that topic. Peer: a bare faust-streaming agent
+that only decodes each record (``orjson.loads``), same consumer settings as the worker
+(goal >= 0.8x the peer).
 
 Method: each consumer is its own process with a fresh consumer group, reading its topic from
 the start. Its rate is the events committed between the first and the last commit observed
-(committed offsets polled every 50 ms, mapped to events through the preloaded layout) over
-the time between those two observations: start-up and group join are excluded (and printed
-apart), and the end is late by at most one commit interval of the consumer (printed as a
-bound; a run too short for the consumer's commit cadence fails and asks for more --events).
+(committed offsets polled every 50 ms, mapped to events through the topic's layout, read
+back record by record) over the time between those two observations: start-up and group
+join are excluded (and printed apart); the end is late by at most one commit interval
+(printed as a bound). The quixstreams peer is measured over the first ``--quix-events``
+events: that prefix includes its window's warm-up (the first 60 s of event time, when it
+is faster), a bias in its favour.
 
-Ours: the worker on the whole packed topic (the ratio line); also the worker on the
-one-event-per-record topic (an extra line against the same peer figure).
-Peer: quixstreams on the one-event-per-record topic (how its users would consume it), and on
-the packed topic with the arrays expanded by ``sdf.apply(..., expand=True)``; the faster of
-the two is the peer. Its per-event cost grows with the events of a key inside the window
-(each event updates every sliding window it falls in: ~60 here), so it is slow.
-The slow runs (both quixstreams runs and the worker's one-event-per-record run) are measured
-over the first ``--prefix-events`` events of their topic (default 100,000): for the peer that
-prefix includes its window's warm-up (the first 60 s of event time, when it is faster), a
-bias in its favour. Goal (issue 3, not asserted): >= 50,000 events/s per worker, and faster
-than quixstreams.
+The worker runs with ``AGENTWATCH_STATS_INTERVAL_S=1`` and ``--loglevel info``: its
+``agentwatch worker stats {json}`` lines give checkpoint time, changelog bytes per event,
+events per record, open sessions and RSS, printed after each run when present.
 
-``--peer-only`` runs the quixstreams half alone.
+The machine's cores are shared by the broker, the worker and the load generator (printed).
+
+    .venv/bin/python bench/bench_worker.py [--events 600000] [--only fleet|single]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,9 +56,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
 
-from agentwatch.producer._packing import Packer
-from agentwatch.schemas import default_price_table
-from bench._common import summary, synthetic_events
+from bench._common import Workload, build_workload, completed, summary
+from bench._fleet import ProducedLayout, fleet_events, produce_fleet
 from bench._kafka import (
     BenchError,
     GroupWatcher,
@@ -65,89 +69,50 @@ from bench._kafka import (
     log_tail,
     measure_group,
     preload,
+    read_worker_stats,
     start_process,
     stop_process,
 )
 
-TENANT = "default"  # the producer's default tenant_id
+# bench_sink builds its workload from here (the session-packed records of the earlier bench)
+__all__ = ["Workload", "build_workload", "main"]
+
 AGENTWATCH = Path(sys.executable).parent / "agentwatch"  # the venv's console script
-GOAL_EVENTS_PER_S = 50_000
+FLEET_GOAL_EVENTS_PER_S = 50_000
+SINGLE_GOAL_RATIO = 0.8
 MAX_TAIL_BOUND = 0.1  # above it, say the run was too short for the consumer's commit cadence
 WINDOW_MS = 60_000
 QUIX_CHILD = "--quix-child"  # argv marker: this file run as the quixstreams consumer
+FAUST_CHILD = "--faust-child"  # argv marker: this file run as the bare faust agent
+STATS_INTERVAL_S = 1.0
 
 
-@dataclass(frozen=True)
-class Workload:
-    packed: list[tuple[bytes, bytes, int]]  # (key, JSON array, events in it)
-    single: list[tuple[bytes, bytes, int]]  # (key, JSON object, 1)
-    sessions: int
-    mean_event_bytes: float
+def cores_note() -> str:
+    return (
+        f"note: this machine has {os.cpu_count()} cores, shared by the Kafka broker, the "
+        f"consumer measured and the load generator; figures are from one run"
+    )
 
 
-def producer_events(n_events: int, sessions: int) -> Iterator[tuple[bytes, bytes]]:
-    """(key, event JSON) as ``agentwatch.producer`` completes and encodes each event."""
-    prices = default_price_table()
-    for line in synthetic_events(n_events, sessions=sessions):
-        event: dict[str, Any] = orjson.loads(line)
-        if event.get("tenant_id") is None:
-            event["tenant_id"] = TENANT
-        if event.get("cost_usd") is None and isinstance(event.get("model"), str):
-            cost = prices.cost_usd(
-                event["model"],
-                event.get("input_tokens"),
-                event.get("output_tokens"),
-                event.get("cached_input_tokens"),
-            )
-            if cost is not None:
-                event["cost_usd"] = cost
-        yield f"{event['tenant_id']}/{event['session_id']}".encode(), orjson.dumps(event)
+def log(message: str) -> None:
+    print(f"worker: {message}", file=sys.stderr, flush=True)
 
 
-def build_workload(args: argparse.Namespace) -> Workload:
-    packer = Packer(max_events=args.max_events, max_bytes=args.max_bytes)
-    packed: list[tuple[bytes, bytes, int]] = []
-    single: list[tuple[bytes, bytes, int]] = []
-    keys: set[bytes] = set()
-    nbytes = 0
-    for i, (key, raw) in enumerate(producer_events(args.events, args.sessions), 1):
-        keys.add(key)
-        nbytes += len(raw)
-        single.append((key, raw, 1))
-        packer.add(key, raw)
-        if i % args.linger_events == 0:  # one linger interval of the fleet's events
-            packed.extend(packer.take(all_open=True))
-    packed.extend(packer.take(all_open=True))
-    return Workload(packed, single, len(keys), nbytes / max(1, len(single)))
-
-
-# --- quixstreams, the peer (run as a child process: app.run() blocks) -------------------------
+# --- peers, run as child processes ------------------------------------------------------------
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def _ts_ms(event: dict[str, Any]) -> int:
-    return (datetime.fromisoformat(event["ts"]) - _EPOCH) // _MS
-
-
 def _ts_from_value(value: Any, *_meta: Any) -> int:
     """quixstreams' TimestampExtractor: (value, headers, timestamp, timestamp_type)."""
-    return _ts_ms(value)
-
-
-def _ts_of_event(value: Any, *_meta: Any) -> int:
-    """For ``sdf.set_timestamp``: (value, key, timestamp, headers)."""
-    return _ts_ms(value)
-
-
-def _events_of_record(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+    return (datetime.fromisoformat(value["ts"]) - _EPOCH) // _MS
 
 
 def quix_child(argv: list[str]) -> None:
-    """``QUIX_CHILD <bootstrap> <topic> <group> <single|packed> <state_dir> <commit_s>``."""
-    bootstrap, topic_name, group, mode, state_dir, commit_interval_s = argv
+    """``QUIX_CHILD <bootstrap> <topic> <group> <state_dir> <commit_s>``: a per-session 60 s
+    sliding-window sum of ``cost_usd`` and count, on one JSON event per record."""
+    bootstrap, topic_name, group, state_dir, commit_interval_s = argv
     # only the child needs quixstreams (slow to import, warns on import: harmless)
     from quixstreams import Application  # noqa: PLC0415
     from quixstreams.dataframe.windows import Count, Sum  # noqa: PLC0415
@@ -160,22 +125,47 @@ def quix_child(argv: list[str]) -> None:
         state_dir=state_dir,
         loglevel="WARNING",
     )
-    if mode == "single":
-        topic = app.topic(
-            topic_name,
-            key_deserializer="str",
-            value_deserializer="json",
-            timestamp_extractor=_ts_from_value,
-        )
-        sdf = app.dataframe(topic)
-    else:  # packed: one record holds a JSON array of one session's events
-        topic = app.topic(topic_name, key_deserializer="str", value_deserializer="json")
-        sdf = app.dataframe(topic).apply(_events_of_record, expand=True)
-        sdf = sdf.set_timestamp(_ts_of_event)
+    topic = app.topic(
+        topic_name,
+        key_deserializer="str",
+        value_deserializer="json",
+        timestamp_extractor=_ts_from_value,
+    )
+    sdf = app.dataframe(topic)
     sdf.sliding_window(duration_ms=WINDOW_MS).agg(
         cost_usd=Sum("cost_usd"), events=Count()
     ).current()
     app.run()
+
+
+def faust_child(argv: list[str]) -> None:
+    """``FAUST_CHILD <bootstrap> <topic> <group> <data_dir> <commit_s>``: a faust-streaming
+    agent that decodes each record with orjson and does nothing else; the worker's consumer
+    settings (10,000 records per poll, a 64 Ki stream buffer)."""
+    bootstrap, topic_name, group, data_dir, commit_interval_s = argv
+    import faust  # noqa: PLC0415 -- heavy, and parses sys.argv: only in the child
+
+    app = faust.App(
+        group,
+        broker=[f"kafka://{hp.strip()}" for hp in bootstrap.split(",")],
+        store="memory://",
+        datadir=data_dir,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=10_000,
+        broker_commit_interval=float(commit_interval_s),
+        stream_buffer_maxsize=65_536,
+    )
+    topic = app.topic(topic_name, key_type=bytes, value_type=bytes, value_serializer="raw",
+                      key_serializer="raw")
+    loads = orjson.loads
+
+    @app.agent(topic)
+    async def decode(stream: Any) -> None:
+        async for value in stream:
+            loads(value)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -185,6 +175,7 @@ def quix_child(argv: list[str]) -> None:
 class Run:
     label: str
     result: Throughput
+    log: Path
 
 
 def measure(
@@ -195,13 +186,14 @@ def measure(
     bootstrap: str,
     group: str,
     loaded: Loaded,
-    log: Path,
+    log_path: Path,
     timeout_s: float,
     until_events: int = 0,
+    linger_for_stats: bool = False,
 ) -> Run:
-    print(f"worker: running {label} ...", file=sys.stderr, flush=True)
+    log(f"running {label} ...")
     watcher = GroupWatcher(bootstrap, group, loaded)
-    proc, launched_at = start_process(cmd, env, log)
+    proc, launched_at = start_process(cmd, env, log_path)
     try:
         result = measure_group(
             watcher,
@@ -211,58 +203,36 @@ def measure(
             timeout_s=timeout_s,
             until_events=until_events,
         )
+        if linger_for_stats:  # let the worker log the stats of its last interval
+            wait_for_stats(log_path, result.first_commit_events + result.events)
     except BenchError as exc:
         raise BenchError(
-            f"{label}: {exc.reason}", f"--- tail of {log} ---\n{log_tail(log)}"
+            f"{label}: {exc.reason}", f"--- tail of {log_path} ---\n{log_tail(log_path)}"
         ) from None
     finally:
         stop_process(proc)
         watcher.close()
-    print(f"worker: {label}: {result.describe()}", file=sys.stderr, flush=True)
-    return Run(label, result)
+    log(f"{label}: {result.describe()}")
+    if result.tail_bound > MAX_TAIL_BOUND:
+        log(
+            f"{label}: only {result.commits_seen} commits seen, the figure may be low by up "
+            f"to {result.tail_bound:.0%}: raise --events"
+        )
+    return Run(label, result, log_path)
 
 
-def run_quix(mode: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace) -> Run:
-    group = fresh_name(f"bench-quix-{mode}")
-    state_dir = tmp / group
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        QUIX_CHILD,
-        bootstrap,
-        loaded.topic,
-        group,
-        mode,
-        str(state_dir),
-        str(args.quix_commit_s),
-    ]
-    what = (
-        "one event per record"
-        if mode == "single"
-        else "packed records, arrays expanded with apply(expand=True)"
-    )
-    return measure(
-        f"quixstreams ({what})",
-        cmd,
-        dict(os.environ),
-        bootstrap=bootstrap,
-        group=group,
-        loaded=loaded,
-        log=tmp / f"{group}.log",
-        timeout_s=args.timeout_s,
-        until_events=args.prefix_events,
-    )
+def wait_for_stats(log_path: Path, events: int, *, timeout_s: float = 4 * STATS_INTERVAL_S
+                   ) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = read_worker_stats(log_path)
+        if lines and int(lines[-1].get("events_total") or 0) >= events:
+            return
+        time.sleep(0.2)
 
 
-def run_worker(
-    label: str,
-    loaded: Loaded,
-    bootstrap: str,
-    tmp: Path,
-    args: argparse.Namespace,
-    *,
-    until_events: int = 0,
-) -> Run:
+def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
+               ) -> Run:
     group = fresh_name("bench-worker")
     data_dir = tmp / group
     data_dir.mkdir()
@@ -274,18 +244,136 @@ def run_worker(
         "AGENTWATCH_DLQ_TOPIC": fresh_name("bench-dlq"),
         "AGENTWATCH_WORKER_GROUP": group,  # the worker's consumer group id
         "AGENTWATCH_DATA_DIR": str(data_dir),
+        "AGENTWATCH_STATS_INTERVAL_S": str(STATS_INTERVAL_S),
     }
     return measure(
         f"agentwatch worker ({label})",
-        [str(AGENTWATCH), "worker"],
+        [str(AGENTWATCH), "worker", "--loglevel", "info"],
         env,
         bootstrap=bootstrap,
         group=group,
         loaded=loaded,
-        log=tmp / f"{group}.log",
+        log_path=tmp / f"{group}.log",
+        timeout_s=args.timeout_s,
+        linger_for_stats=True,
+    )
+
+
+def run_child(marker: str, label: str, loaded: Loaded, bootstrap: str, tmp: Path,
+              args: argparse.Namespace, *, until_events: int = 0) -> Run:
+    group = fresh_name(f"bench-{marker.strip('-')}")
+    state_dir = tmp / group
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        marker,
+        bootstrap,
+        loaded.topic,
+        group,
+        str(state_dir),
+        str(args.peer_commit_s),
+    ]
+    return measure(
+        label,
+        cmd,
+        dict(os.environ),
+        bootstrap=bootstrap,
+        group=group,
+        loaded=loaded,
+        log_path=tmp / f"{group}.log",
         timeout_s=args.timeout_s,
         until_events=until_events,
     )
+
+
+def print_worker_stats(name: str, run: Run) -> None:
+    """What the worker said about itself (its stats lines), on one line; or that it said
+    nothing."""
+    lines = read_worker_stats(run.log)
+    if not lines:
+        print(f"{name}: worker stats: absent (no `agentwatch worker stats` line in its log: "
+              f"a worker without the stats line, or one that logged none in this run)",
+              flush=True)
+        return
+    last = lines[-1]
+
+    def total(key: str) -> float:
+        return float(last.get(key) or 0)
+
+    events, records = total("events_total"), total("records_total")
+    checkpoints = total("checkpoints_total")
+    changelog = total("changelog_bytes_total")
+    busy = [float(line["events_per_s"]) for line in lines if line.get("events_per_s")]
+    cp_max = max((float(line.get("checkpoint_s_max") or 0) for line in lines), default=0.0)
+    rss = max((int(line.get("rss_bytes") or 0) for line in lines), default=0)
+    sessions = max((int(line.get("open_sessions") or 0) for line in lines), default=0)
+    parts = [
+        f"events={events:,.0f} records={records:,.0f}",
+        f"events_per_record={events / records:.1f}" if records else "events_per_record=n/a",
+        f"peak_events_per_s={max(busy):,.0f}" if busy else "peak_events_per_s=n/a",
+        (f"checkpoints={checkpoints:,.0f} checkpoint_s_mean="
+         f"{total('checkpoint_s_total') / checkpoints:.4f}") if checkpoints else
+        "checkpoints=0",
+        f"checkpoint_s_max={cp_max:.4f}",
+        f"changelog_bytes_per_event={changelog / events:.1f}" if events else
+        "changelog_bytes_per_event=n/a",
+        f"changelog_bytes={changelog:,.0f}",
+        f"open_sessions_max={sessions:,}",
+        f"rss_max_mb={rss / 1e6:.0f}",
+        f"lag_at_end={last.get('lag')}",
+        f"dead_letters={total('dead_letters_total'):,.0f} alerts={total('alerts_total'):,.0f}",
+    ]
+    print(f"{name}: worker stats ({len(lines)} lines): " + " ".join(parts), flush=True)
+
+
+# --- workload ---------------------------------------------------------------------------------
+
+
+def fleet_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"sessions": args.sessions, "rate_per_s": args.rate, "seed": args.seed}
+
+
+def single_records(args: argparse.Namespace) -> Iterator[tuple[bytes, bytes, int]]:
+    """The first ``--single-events`` fleet events, completed as the producer completes them
+    (``cost_usd`` from the price table), one JSON object per record keyed
+    ``<tenant_id>/<session_id>``."""
+    from agentwatch.schemas import default_price_table  # noqa: PLC0415
+
+    prices = default_price_table()
+    for raw in fleet_events(args.single_events, **fleet_kwargs(args)):
+        event = completed(raw, prices)
+        key = f"{event['tenant_id']}/{event['session_id']}".encode()
+        yield key, orjson.dumps(event), 1
+
+
+def produce_fleet_topic(bootstrap: str, args: argparse.Namespace) -> ProducedLayout:
+    topic = fresh_name("bench-fleet")
+    create_topics(bootstrap, [topic], args.partitions)
+    pace = "at the events' timestamps" if args.pace is None else f"at {args.pace:,.0f}/s"
+    log(
+        f"producing {args.events:,} fleet events ({args.sessions:,} open sessions, "
+        f"{args.rate:,.0f} events/s of event time) through agentwatch.producer (defaults), "
+        f"paced {pace} on the wall clock, into {args.partitions} partitions ..."
+    )
+    layout = produce_fleet(
+        bootstrap, topic, fleet_events(args.events, **fleet_kwargs(args)),
+        pace_per_s=args.pace,
+    )
+    log(f"fleet topic: {layout.describe()}")
+    forms = ", ".join(f"{form}={n}" for form, n in sorted(layout.forms.items()))
+    print(
+        f"worker_fleet: events_per_record={layout.events_per_record:.1f} ({layout.events:,} "
+        f"events in {layout.records:,} records; forms {forms}; producer paced "
+        f"{layout.achieved_per_s:,.0f} events/s, {layout.dropped:,} dropped)",
+        flush=True,
+    )
+    if layout.events < args.events:
+        log(f"the topic holds {layout.events:,} of {args.events:,} events emitted "
+            f"(the rest dropped or failed in the producer)")
+    return layout
+
+
+# --- main -------------------------------------------------------------------------------------
 
 
 def worker_available() -> str | None:
@@ -308,158 +396,124 @@ def worker_available() -> str | None:
     return None
 
 
-def describe_workload(args: argparse.Namespace, work: Workload, compression: str) -> None:
-    n = len(work.single)
-    per_record = [events for _, _, events in work.packed]
-    packed_bytes = sum(len(value) for _, value, _ in work.packed)
-    print(
-        f"worker: workload {n:,} events of {work.sessions} sessions "
-        f"({args.sessions} + injected runaway loops), {n / 500:.0f} s of event time at "
-        f"500 events/s, mean {work.mean_event_bytes:.0f} B/event; "
-        f"{args.partitions} partitions, murmur2 key partitioning, compression {compression}\n"
-        f"worker: packed as agentwatch.producer packs (Packer max_events={args.max_events}, "
-        f"max_bytes={args.max_bytes}, a linger flush every {args.linger_events} events): "
-        f"{len(per_record):,} records, mean {n / len(per_record):.1f} events/record "
-        f"(max {max(per_record)}), mean {packed_bytes / len(per_record):,.0f} B/record; "
-        f"one-event-per-record topic: {n:,} records",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument("--events", type=int, default=600_000, help="fleet events produced")
+    parser.add_argument("--sessions", type=int, default=5000, help="open sessions")
+    parser.add_argument("--rate", type=float, default=20_000, help="events/s of event time")
     parser.add_argument(
-        "--linger-events",
-        type=int,
-        default=5000,
-        help="events the fleet emits per producer linger interval",
+        "--pace",
+        type=float,
+        default=None,
+        help="produce at this many events/s of wall clock (default: at the events' "
+        "timestamps, i.e. --rate with its Poisson bursts)",
     )
-    parser.add_argument("--max-events", type=int, default=500, help="Packer max_events")
-    parser.add_argument("--max-bytes", type=int, default=1_000_000, help="Packer max_bytes")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument(
-        "--compression", default="none", choices=("none", "gzip", "snappy", "lz4", "zstd")
+        "--single-events",
+        type=int,
+        default=200_000,
+        help="fleet events (a prefix) preloaded one per record by confluent-kafka",
     )
     parser.add_argument(
-        "--prefix-events",
+        "--quix-events",
         type=int,
         default=100_000,
-        help="measure the slow runs (quixstreams, the worker on one event per record) over "
-        "this many events from the start of their topic (0: all)",
+        help="measure quixstreams over this many events from the start of its topic",
     )
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per consumer run")
     parser.add_argument(
-        "--quix-commit-s",
+        "--peer-commit-s",
         type=float,
         default=1.0,
-        help="quixstreams commit_interval (its default, 5 s, would blur the "
-        "end of a run by up to 5 s)",
+        help="the peers' commit interval (the worker commits at its ~1 s checkpoints; "
+        "quixstreams' 5 s and faust's 2.8 s defaults would blur the end of a run)",
+    )
+    parser.add_argument("--only", choices=("fleet", "single"), default=None)
+    parser.add_argument(
+        "--ours-only", action="store_true", help="run only the worker (no peers, no ratio)"
     )
     parser.add_argument(
         "--keep-tmp", action="store_true", help="keep the scratch dir (consumer logs, state dirs)"
-    )
-    parser.add_argument(
-        "--peer-only",
-        action="store_true",
-        help="run only the quixstreams peer (no `agentwatch worker`)",
-    )
-    parser.add_argument(
-        "--ours-only",
-        action="store_true",
-        help="run only the worker on packed records (no peer, no ratio): for profiling",
     )
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    if not args.peer_only:
-        missing = worker_available()
-        if missing is not None:
-            print(
-                f"worker: FAILED: {missing}; run with --peer-only for the peer alone",
-                file=sys.stderr,
-            )
-            return 1
-    work = build_workload(args)
-    describe_workload(args, work, args.compression)
+    missing = worker_available()
+    if missing is not None:
+        log(f"FAILED: {missing}")
+        return 1
+    print(cores_note(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="agentwatch-bench-worker-"))
     try:
         with kafka_bootstrap() as bootstrap:
-            return run_all(args, work, bootstrap, tmp)
+            return run_all(args, bootstrap, tmp)
     except BenchError as exc:
-        print(f"worker: FAILED: {exc.reason}", file=sys.stderr)
+        log(f"FAILED: {exc.reason}")
         if exc.detail:
             print(exc.detail, file=sys.stderr)
         return 1
     finally:
         if args.keep_tmp:
-            print(f"worker: logs and state kept in {tmp}", file=sys.stderr)
+            log(f"logs and state kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_all(args: argparse.Namespace, work: Workload, bootstrap: str, tmp: Path) -> int:
-    packed_topic = fresh_name("bench-events-packed")
-    single_topic = fresh_name("bench-events-single")
-    create_topics(bootstrap, [packed_topic, single_topic], args.partitions)
-    packed = preload(bootstrap, packed_topic, work.packed, compression=args.compression)
-    single = preload(bootstrap, single_topic, work.single, compression=args.compression)
+def run_all(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
+    fleet: ProducedLayout | None = None
+    if args.only != "single":
+        fleet = produce_fleet_topic(bootstrap, args)
+    single_topic = fresh_name("bench-single")
+    create_topics(bootstrap, [single_topic], args.partitions)
+    single = preload(bootstrap, single_topic, single_records(args), partitioner="consistent_random")
+    log(
+        f"single topic: {single.events:,} events one per record, confluent-kafka's default "
+        f"partitioner (consistent_random, CRC32 of the key), {args.partitions} partitions"
+    )
 
-    if args.ours_only:
-        ours = run_worker("packed records", packed, bootstrap, tmp, args)
-        print(f"worker_ours: events_per_s packed = {ours.result.events_per_s:.6g}")
-        return 0
-    peers = [
-        run_quix("single", single, bootstrap, tmp, args),
-        run_quix("packed", packed, bootstrap, tmp, args),
-    ]
-    peer = max(peers, key=lambda run: run.result.events_per_s)
-    peer_rate = peer.result.events_per_s
-    print(
-        f"worker: peer = {peer.label}: {peer_rate:,.0f} events/s (the faster variant)",
-        file=sys.stderr,
-        flush=True,
-    )
-    if args.peer_only:
-        for run in peers:
-            print(f"worker_peer: events_per_s {run.label} = {run.result.events_per_s:.6g}")
-        return 0
-
-    ours = run_worker("packed records", packed, bootstrap, tmp, args)
-    ours_single = run_worker(
-        "one event per record", single, bootstrap, tmp, args, until_events=args.prefix_events
-    )
-    summary("worker", "events_per_s", ours.result.events_per_s, peer_rate, higher_is_better=True)
-    # same peer figure; ours on the records a third-party producer might send
-    summary(
-        "worker_one_event_per_record",
-        "events_per_s",
-        ours_single.result.events_per_s,
-        peer_rate,
-        higher_is_better=True,
-    )
-    for run in (ours, ours_single):
-        if run.result.tail_bound > MAX_TAIL_BOUND:
-            print(
-                f"worker: {run.label}: only {run.result.commits_seen} commits seen, the "
-                f"figure may be low by up to {run.result.tail_bound:.0%}: raise --events",
-                file=sys.stderr,
+    lines: list[str] = []
+    if fleet is not None:
+        ours = run_worker("fleet, the producer's records", fleet, bootstrap, tmp, args)
+        print_worker_stats("worker_fleet", ours)
+        if not args.ours_only:
+            peer = run_child(
+                QUIX_CHILD,
+                "quixstreams (per-session 60 s sliding sum+count, one event per record)",
+                single, bootstrap, tmp, args, until_events=args.quix_events,
             )
-    if ours.result.events_per_s < GOAL_EVENTS_PER_S:
-        print(
-            f"worker: below the {GOAL_EVENTS_PER_S:,} events/s goal "
-            f"({ours.result.events_per_s:,.0f})",
-            file=sys.stderr,
-        )
+            lines.append(summary("worker_fleet", "events/s", ours.result.events_per_s,
+                                 peer.result.events_per_s, higher_is_better=True))
+        rate = ours.result.events_per_s
+        verdict = "met" if rate >= FLEET_GOAL_EVENTS_PER_S else "MISSED"
+        print(f"worker_fleet: goal >= {FLEET_GOAL_EVENTS_PER_S:,} events/s per worker: "
+              f"{verdict} ({rate:,.0f}; {os.cpu_count()} cores shared by broker, worker and "
+              f"load generator)", flush=True)
+
+    if args.only != "fleet":
+        ours = run_worker("one event per record, confluent-kafka", single, bootstrap, tmp,
+                          args)
+        print_worker_stats("worker_single", ours)
+        if not args.ours_only:
+            peer = run_child(FAUST_CHILD, "faust-streaming agent that only decodes", single,
+                             bootstrap, tmp, args)
+            lines.append(summary("worker_single", "events/s", ours.result.events_per_s,
+                                 peer.result.events_per_s, higher_is_better=True))
+            ratio = ours.result.events_per_s / peer.result.events_per_s
+            verdict = "met" if ratio >= SINGLE_GOAL_RATIO else "MISSED"
+            print(f"worker_single: goal >= {SINGLE_GOAL_RATIO}x the bare faust agent: "
+                  f"{verdict} ({ratio:.2f}x; {os.cpu_count()} cores shared by broker, worker "
+                  f"and load generator)", flush=True)
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == QUIX_CHILD:
         quix_child(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == FAUST_CHILD:
+        faust_child(sys.argv[2:])
     else:
         sys.exit(main())
