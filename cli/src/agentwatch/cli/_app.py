@@ -113,6 +113,10 @@ def worker(
     store: Annotated[str | None, typer.Option(
         "--store", help="rocksdb or memory (env AGENTWATCH_STORE; default rocksdb when "
         "rocksdict is installed).", show_default=False)] = None,
+    stages: Annotated[str | None, typer.Option(
+        "--stages", help="all (one process), split (two processes: the session stage here, "
+        "the agent/tenant stage in a child; two cores for one worker), session or rekeyed "
+        "(env AGENTWATCH_WORKER_STAGES; default all).", show_default=False)] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="faust's log level.")] = "warning",
 ) -> None:
     """Run the detection core on Kafka: consume agentwatch.events, produce alert state
@@ -128,7 +132,7 @@ def worker(
 
     settings = WorkerSettings.from_env(
         bootstrap_servers=bootstrap_servers, group_id=group_id, data_dir=data_dir,
-        store=store, rules_file=config)
+        store=store, rules_file=config, stages=stages)
     rules = load_rules(settings.rules_file)
     run_worker(settings, rules, loglevel=loglevel)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from agentwatch.processors.worker import WorkerSettings
 from agentwatch.processors.worker._settings import ENV_VARS
+from agentwatch.processors.worker._split import child_env
 from agentwatch.schemas import ConfigError
 
 ENV = {
@@ -26,6 +28,7 @@ ENV = {
     "AGENTWATCH_IDLE_AFTER_S": "3",
     "AGENTWATCH_CHECKPOINT_INTERVAL_S": "2.5",
     "AGENTWATCH_STATS_INTERVAL_S": "10",
+    "AGENTWATCH_WORKER_STAGES": "all",
 }
 
 
@@ -123,3 +126,32 @@ def test_partitions_must_be_positive(partitions: str) -> None:
 def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTWATCH_WORKER_GROUP", "from-os")
     assert WorkerSettings.from_env().group_id == "from-os"
+
+
+def test_stages_are_checked_and_name_the_setting() -> None:
+    with pytest.raises(ConfigError, match="stages: 'both' is not one of all, split"):
+        WorkerSettings.from_env({"AGENTWATCH_WORKER_STAGES": "both"})
+
+
+@pytest.mark.parametrize(("stages", "session", "rekeyed", "app_id"), [
+    ("all", True, True, "g1"),
+    ("split", True, False, "g1"),
+    ("session", True, False, "g1"),
+    ("rekeyed", False, True, "g1-rekeyed-stage"),
+])
+def test_what_each_stages_value_runs(stages: str, session: bool, rekeyed: bool,
+                                     app_id: str) -> None:
+    settings = WorkerSettings(group_id="g1", stages=stages)
+    assert (settings.runs_session_stage, settings.runs_rekeyed_stage) == (session, rekeyed)
+    assert settings.app_id == app_id
+    assert settings.rekeyed_topic == "g1-rekeyed"  # the same topic in every layout
+
+
+def test_the_split_child_gets_every_setting_and_its_own_data_dir() -> None:
+    settings = WorkerSettings.from_env(ENV, stages="split")
+    env = child_env(settings)
+    child = WorkerSettings.from_env(env)
+    assert child.stages == "rekeyed"
+    assert child.data_dir == Path("/var/lib/aw/rekeyed-stage")
+    assert child == dataclasses.replace(settings, stages="rekeyed",
+                                        data_dir=Path("/var/lib/aw/rekeyed-stage"))

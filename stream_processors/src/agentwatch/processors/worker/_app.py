@@ -264,7 +264,7 @@ class _Worker:
         self.settings = settings
         self.n = n = partitions
         self.app = app = faust.App(
-            settings.group_id,
+            settings.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
             store="rocksdb://" if settings.store == "rocksdb" else "memory://",
             datadir=str(settings.data_dir),
@@ -295,10 +295,14 @@ class _Worker:
         self.rekeyed_topic = app.topic(settings.rekeyed_topic, partitions=n, internal=True,
                                        **_RAW)
         # bytes in, bytes out: faust picks the "raw" codec from these types
-        self.session_table: Any = app.Table("session-state", partitions=n, key_type=bytes,
-                                            value_type=bytes)
-        self.rekeyed_table: Any = app.Table("rekeyed-state", partitions=n, key_type=bytes,
-                                            value_type=bytes)
+        self.session_table: Any = None
+        self.rekeyed_table: Any = None
+        if settings.runs_session_stage:
+            self.session_table = app.Table("session-state", partitions=n, key_type=bytes,
+                                           value_type=bytes)
+        if settings.runs_rekeyed_stage:
+            self.rekeyed_table = app.Table("rekeyed-state", partitions=n, key_type=bytes,
+                                           value_type=bytes)
         self.session_stage = SessionStage(config, settings.events_topic, n)
         self.rekeyed_stage = RekeyedStage(config, n)
         self.session_held = _Held()
@@ -313,9 +317,13 @@ class _Worker:
         self.progress: dict[TP, tuple[float, int]] = {}
         self.started_s = time.monotonic()
         self.stats = _Stats()
-        app.agent(self.events_topic, name="agentwatch-session-stage")(self.session_agent)
-        app.agent(self.rekeyed_topic, name="agentwatch-rekeyed-stage")(self.rekeyed_agent)
-        app.timer(interval=max(0.1, settings.idle_after_s / 2))(self.announce_idle)
+        if settings.runs_session_stage:
+            app.agent(self.events_topic, name="agentwatch-session-stage")(self.session_agent)
+            app.timer(interval=max(0.1, settings.idle_after_s / 2))(self.announce_idle)
+            if not settings.runs_rekeyed_stage:  # it sends there: make sure it exists
+                app.task(self.rekeyed_topic.maybe_declare)
+        if settings.runs_rekeyed_stage:
+            app.agent(self.rekeyed_topic, name="agentwatch-rekeyed-stage")(self.rekeyed_agent)
         app.timer(interval=max(0.05, settings.checkpoint_interval_s / 4))(self.checkpoint_timer)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
@@ -415,16 +423,23 @@ class _Worker:
             producer: Any = self.app.producer
             # the outputs of every batch saved below are on the broker before their state
             await producer.flush()
-            last = await _write(producer, self.session_table, self.session_held.last,
-                                session_writes[:half])
+            last: dict[int, Any] = {}
+            if session_writes:
+                last = await _write(producer, self.session_table, self.session_held.last,
+                                    session_writes[:half])
             _crash_point("write", self.crashable)
-            last.update(await _write(producer, self.session_table, self.session_held.last,
-                                     session_writes[half:]))
-            last_rekeyed = await _write(producer, self.rekeyed_table, self.rekeyed_held.last,
-                                        rekeyed_writes)
+            if session_writes:
+                last.update(await _write(producer, self.session_table, self.session_held.last,
+                                         session_writes[half:]))
+            last_rekeyed: dict[int, Any] = {}
+            if rekeyed_writes:
+                last_rekeyed = await _write(producer, self.rekeyed_table,
+                                            self.rekeyed_held.last, rekeyed_writes)
             await producer.flush()  # every changelog write acknowledged (acks=all)
-            _persisted(self.session_table, last)
-            _persisted(self.rekeyed_table, last_rekeyed)
+            if last:
+                _persisted(self.session_table, last)
+            if last_rekeyed:
+                _persisted(self.rekeyed_table, last_rekeyed)
             _crash_point("commit", self.crashable)
             held = self.session_held
             for event in held.events:
@@ -531,9 +546,14 @@ class _Worker:
         the tables (on its next batch; faust has recovered the tables by then), and forget
         the records held: faust reads every partition again from its committed offset."""
         assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
-        mine = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
-        log.info("agentwatch worker: assigned partitions %s of %s", mine,
-                 self.settings.events_topic)
+        if self.settings.runs_session_stage:
+            topic = self.settings.events_topic
+            mine = sorted(tp.partition for tp in assigned if tp.topic == topic)
+            log.info("agentwatch worker: assigned partitions %s of %s", mine, topic)
+        else:
+            topic = self.settings.rekeyed_topic
+            mine = sorted(tp.partition for tp in assigned if tp.topic == topic)
+            log.info("agentwatch worker (rekeyed stage): got partitions %s of %s", mine, topic)
         self.assigned_s = time.monotonic()
         self.progress.clear()
         self.session_held.forget()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 
@@ -67,10 +68,6 @@ def tune_gc() -> None:
 def run_worker(settings: WorkerSettings, config: RulesConfig, *, loglevel: str = "warning"
                ) -> None:
     """Run until SIGTERM/SIGINT (faust's worker handles both and shuts down cleanly)."""
-    import faust  # noqa: PLC0415 -- heavy: only when a worker runs
-
-    from agentwatch.processors.worker._app import build_app  # noqa: PLC0415
-
     if settings.store == "rocksdb":
         try:
             import rocksdict  # noqa: F401, PLC0415
@@ -79,6 +76,22 @@ def run_worker(settings: WorkerSettings, config: RulesConfig, *, loglevel: str =
                               "(pip install 'agentwatch-processors[rocksdb]')") from None
     partitions = asyncio.run(ensure_topics(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.stages == "split":
+        from agentwatch.processors.worker._split import rekeyed_child  # noqa: PLC0415
+
+        with rekeyed_child(settings, loglevel):
+            _run_app(dataclasses.replace(settings, stages="session"), config, partitions,
+                     loglevel)
+    else:
+        _run_app(settings, config, partitions, loglevel)
+
+
+def _run_app(settings: WorkerSettings, config: RulesConfig, partitions: int, loglevel: str
+             ) -> None:
+    import faust  # noqa: PLC0415 -- heavy: only when a worker runs
+
+    from agentwatch.processors.worker._app import build_app  # noqa: PLC0415
+
     app = build_app(settings, config, partitions)
     tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

@@ -11,7 +11,10 @@ from typing import Any
 
 from agentwatch.schemas import ConfigError
 
-__all__ = ["ENV_VARS", "WorkerSettings"]
+__all__ = ["ENV_VARS", "STAGES", "WorkerSettings"]
+
+#: the values of ``WorkerSettings.stages``
+STAGES = ("all", "split", "session", "rekeyed")
 
 
 def _default_store() -> str:
@@ -35,6 +38,11 @@ class WorkerSettings:
     rules_file: Path | None = None
     batch_max_records: int = 5000
     batch_within_s: float = 0.05
+    stages: str = "all"
+    """Which stages this process runs: ``all`` (one process), ``split`` (this process runs
+    the session stage and starts a second one for the agent/tenant stage: two cores for
+    one worker), or ``session`` / ``rekeyed`` alone (what ``split`` runs; start them
+    yourself to place them apart)."""
     checkpoint_interval_s: float = 1.0
     """How often the worker writes the state of the keys changed since the last checkpoint
     to its changelog topics, waits for the broker's acks, then commits input offsets
@@ -56,6 +64,8 @@ class WorkerSettings:
             object.__setattr__(self, "store", _default_store())
         if self.store not in {"memory", "rocksdb"}:
             raise ConfigError(f"store: {self.store!r} is not one of memory, rocksdb")
+        if self.stages not in STAGES:
+            raise ConfigError(f"stages: {self.stages!r} is not one of {', '.join(STAGES)}")
         if not self.checkpoint_interval_s > 0:
             raise ConfigError(
                 f"checkpoint_interval_s: {self.checkpoint_interval_s} is not a positive number")
@@ -64,6 +74,20 @@ class WorkerSettings:
                 f"stats_interval_s: {self.stats_interval_s} is not a positive number")
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} is not a positive number")
+
+    @property
+    def runs_session_stage(self) -> bool:
+        return self.stages in {"all", "split", "session"}
+
+    @property
+    def runs_rekeyed_stage(self) -> bool:
+        return self.stages in {"all", "rekeyed"}
+
+    @property
+    def app_id(self) -> str:
+        """faust's app id: the consumer group of the process, and the prefix of its tables'
+        changelog topics. A process running the rekeyed stage alone has its own."""
+        return f"{self.group_id}-rekeyed-stage" if self.stages == "rekeyed" else self.group_id
 
     @property
     def rekeyed_topic(self) -> str:
@@ -121,6 +145,7 @@ ENV_VARS: dict[str, str] = {
     "batch_max_records": "AGENTWATCH_BATCH_MAX_RECORDS",
     "batch_within_s": "AGENTWATCH_BATCH_WITHIN_S",
     "idle_after_s": "AGENTWATCH_IDLE_AFTER_S",
+    "stages": "AGENTWATCH_WORKER_STAGES",
     "checkpoint_interval_s": "AGENTWATCH_CHECKPOINT_INTERVAL_S",
     "stats_interval_s": "AGENTWATCH_STATS_INTERVAL_S",
 }
