@@ -49,6 +49,7 @@ __all__ = [
     "log_tail",
     "measure_group",
     "preload",
+    "read_values",
     "read_worker_stats",
     "start_process",
     "stop_process",
@@ -397,3 +398,43 @@ def read_worker_stats(log: Path) -> list[dict[str, Any]]:
             if isinstance(value, dict):
                 out.append(value)
     return out
+
+
+def read_values(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[bytes]:
+    """Every record value of ``topic``, from its start to its end as of now (no group);
+    empty when the topic does not exist."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": fresh_name("bench-reader"),  # never subscribes, never commits
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",  # offset 0 gone to retention: the first one
+            "log_level": 3,
+        }
+    )
+    try:
+        found = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if found is None or found.error is not None:
+            return []
+        ends: dict[int, int] = {}
+        for partition in found.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30
+            )
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])  # 0: from the start
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise BenchError(f"reading {topic}: timed out after {timeout_s:.0f} s")
+            for message in consumer.consume(10_000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                values.append(message.value() or b"")
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        return values
+    finally:
+        consumer.close()

@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,7 +58,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
 
 from bench._common import Workload, build_workload, completed, summary
-from bench._fleet import ProducedLayout, fleet_events, produce_fleet
+from bench._fleet import ProducedLayout, fleet_events, is_loop_session, produce_fleet
 from bench._kafka import (
     BenchError,
     GroupWatcher,
@@ -69,6 +70,7 @@ from bench._kafka import (
     log_tail,
     measure_group,
     preload,
+    read_values,
     read_worker_stats,
     start_process,
     stop_process,
@@ -85,6 +87,7 @@ WINDOW_MS = 60_000
 QUIX_CHILD = "--quix-child"  # argv marker: this file run as the quixstreams consumer
 FAUST_CHILD = "--faust-child"  # argv marker: this file run as the bare faust agent
 STATS_INTERVAL_S = 1.0
+LOOP_REPEATS = 5  # the default rule `runaway loop: repeat` fires at this many repeats
 
 
 def cores_note() -> str:
@@ -176,6 +179,7 @@ class Run:
     label: str
     result: Throughput
     log: Path
+    alerts_topic: str = ""  # the worker's
 
 
 def measure(
@@ -190,6 +194,7 @@ def measure(
     timeout_s: float,
     until_events: int = 0,
     linger_for_stats: bool = False,
+    alerts_topic: str = "",
 ) -> Run:
     log(f"running {label} ...")
     watcher = GroupWatcher(bootstrap, group, loaded)
@@ -218,7 +223,7 @@ def measure(
             f"{label}: only {result.commits_seen} commits seen, the figure may be low by up "
             f"to {result.tail_bound:.0%}: raise --events"
         )
-    return Run(label, result, log_path)
+    return Run(label, result, log_path, alerts_topic)
 
 
 def wait_for_stats(log_path: Path, events: int, *, timeout_s: float = 4 * STATS_INTERVAL_S
@@ -236,11 +241,12 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argp
     group = fresh_name("bench-worker")
     data_dir = tmp / group
     data_dir.mkdir()
+    alerts_topic = fresh_name("bench-alerts")
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "AGENTWATCH_EVENTS_TOPIC": loaded.topic,
-        "AGENTWATCH_ALERTS_TOPIC": fresh_name("bench-alerts"),
+        "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
         "AGENTWATCH_DLQ_TOPIC": fresh_name("bench-dlq"),
         "AGENTWATCH_WORKER_GROUP": group,  # the worker's consumer group id
         "AGENTWATCH_DATA_DIR": str(data_dir),
@@ -256,6 +262,7 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argp
         log_path=tmp / f"{group}.log",
         timeout_s=args.timeout_s,
         linger_for_stats=True,
+        alerts_topic=alerts_topic,
     )
 
 
@@ -329,6 +336,53 @@ def print_worker_stats(name: str, run: Run) -> None:
 # --- workload ---------------------------------------------------------------------------------
 
 
+class LoopTally:
+    """Counts, while events pass, the repeated tool calls of each injected loop session:
+    a loop cut short by the end of the workload may not reach the rule's 5."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def count(self, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for event in events:
+            if event["kind"] == "tool_call" and is_loop_session(event["session_id"]):
+                self.calls[event["session_id"]] += 1
+            yield event
+
+    def complete(self) -> set[str]:
+        """Loop sessions with enough repeats for the default rule (``runaway loop: repeat``,
+        >= 5 in 120 s)."""
+        return {session for session, calls in self.calls.items() if calls >= LOOP_REPEATS}
+
+
+def print_loop_alerts(name: str, bootstrap: str, run: Run, loops: set[str]) -> None:
+    """Which injected loops the worker alerted on (and any other loop alerts)."""
+    rules: Counter[str] = Counter()
+    alerted: set[str] = set()
+    others = 0
+    for value in read_values(bootstrap, run.alerts_topic):
+        try:
+            alert = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(alert, dict) or alert.get("state") != "firing":
+            continue
+        rules[str(alert.get("rule"))] += 1
+        if alert.get("type") == "runaway_loop":
+            session = str(alert.get("session_id"))
+            if session in loops:
+                alerted.add(session)
+            elif not is_loop_session(session):
+                others += 1
+    by_rule = " ".join(f"{rule}={n}" for rule, n in sorted(rules.items())) or "none"
+    print(
+        f"{name}: loops alerted={len(alerted)}/{len(loops)} (injected loops with >= "
+        f"{LOOP_REPEATS} repeats; runaway-loop alerts on other sessions: {others}); firing "
+        f"alerts by rule: {by_rule}",
+        flush=True,
+    )
+
+
 def fleet_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"sessions": args.sessions, "rate_per_s": args.rate, "seed": args.seed}
 
@@ -346,7 +400,8 @@ def single_records(args: argparse.Namespace) -> Iterator[tuple[bytes, bytes, int
         yield key, orjson.dumps(event), 1
 
 
-def produce_fleet_topic(bootstrap: str, args: argparse.Namespace) -> ProducedLayout:
+def produce_fleet_topic(bootstrap: str, args: argparse.Namespace, tally: LoopTally
+                       ) -> ProducedLayout:
     topic = fresh_name("bench-fleet")
     create_topics(bootstrap, [topic], args.partitions)
     pace = "at the events' timestamps" if args.pace is None else f"at {args.pace:,.0f}/s"
@@ -356,7 +411,7 @@ def produce_fleet_topic(bootstrap: str, args: argparse.Namespace) -> ProducedLay
         f"paced {pace} on the wall clock, into {args.partitions} partitions ..."
     )
     layout = produce_fleet(
-        bootstrap, topic, fleet_events(args.events, **fleet_kwargs(args)),
+        bootstrap, topic, tally.count(fleet_events(args.events, **fleet_kwargs(args))),
         pace_per_s=args.pace,
     )
     log(f"fleet topic: {layout.describe()}")
@@ -371,6 +426,17 @@ def produce_fleet_topic(bootstrap: str, args: argparse.Namespace) -> ProducedLay
         log(f"the topic holds {layout.events:,} of {args.events:,} events emitted "
             f"(the rest dropped or failed in the producer)")
     return layout
+
+
+def preload_single(bootstrap: str, args: argparse.Namespace) -> Loaded:
+    topic = fresh_name("bench-single")
+    create_topics(bootstrap, [topic], args.partitions)
+    single = preload(bootstrap, topic, single_records(args), partitioner="consistent_random")
+    log(
+        f"single topic: {single.events:,} events one per record, confluent-kafka's default "
+        f"partitioner (consistent_random, CRC32 of the key), {args.partitions} partitions"
+    )
+    return single
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -465,20 +531,18 @@ def main() -> int:
 
 def run_all(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
     fleet: ProducedLayout | None = None
+    tally = LoopTally()
     if args.only != "single":
-        fleet = produce_fleet_topic(bootstrap, args)
-    single_topic = fresh_name("bench-single")
-    create_topics(bootstrap, [single_topic], args.partitions)
-    single = preload(bootstrap, single_topic, single_records(args), partitioner="consistent_random")
-    log(
-        f"single topic: {single.events:,} events one per record, confluent-kafka's default "
-        f"partitioner (consistent_random, CRC32 of the key), {args.partitions} partitions"
-    )
+        fleet = produce_fleet_topic(bootstrap, args, tally)
+    single = Loaded("", 0, 0, {})  # the quixstreams peer and worker_single read it
+    if args.only != "fleet" or not args.ours_only:
+        single = preload_single(bootstrap, args)
 
     lines: list[str] = []
     if fleet is not None:
         ours = run_worker("fleet, the producer's records", fleet, bootstrap, tmp, args)
         print_worker_stats("worker_fleet", ours)
+        print_loop_alerts("worker_fleet", bootstrap, ours, tally.complete())
         if not args.ours_only:
             peer = run_child(
                 QUIX_CHILD,
