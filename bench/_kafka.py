@@ -380,13 +380,16 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-#: what ``agentwatch worker`` logs every ``AGENTWATCH_STATS_INTERVAL_S`` at INFO
-WORKER_STATS_RE = re.compile(rb"agentwatch worker stats (\{.*\})")
+#: what ``agentwatch worker`` logs every ``AGENTWATCH_STATS_INTERVAL_S`` at INFO, after faust's
+#: ``[time] [pid] [level]`` prefix
+WORKER_STATS_RE = re.compile(rb"(?:\[(\d+)\] \[\w+\] )?agentwatch worker stats (\{.*\})")
 
 
 def read_worker_stats(log: Path) -> list[dict[str, Any]]:
-    """The ``agentwatch worker stats {json}`` lines of a worker's log, in order (empty when
-    the worker logs none: an older worker, or a log level above INFO)."""
+    """The ``agentwatch worker stats {json}`` lines of a worker's log, in order, each with
+    ``"_pid"``: the process that logged it when the prefix says (a worker may run a stage in
+    a child process that logs its own line), else 0. Empty when the worker logs none (an
+    older worker, or a log level above INFO)."""
     try:
         text = log.read_bytes()
     except OSError:
@@ -394,8 +397,9 @@ def read_worker_stats(log: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for match in WORKER_STATS_RE.finditer(text):
         with contextlib.suppress(ValueError):
-            value = json.loads(match.group(1))
+            value = json.loads(match.group(2))
             if isinstance(value, dict):
+                value["_pid"] = int(match.group(1) or 0)
                 out.append(value)
     return out
 

@@ -231,7 +231,7 @@ def wait_for_stats(log_path: Path, events: int, *, timeout_s: float = 4 * STATS_
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         lines = read_worker_stats(log_path)
-        if lines and int(lines[-1].get("events_total") or 0) >= events:
+        if max((int(line.get("events_total") or 0) for line in lines), default=0) >= events:
             return
         time.sleep(0.2)
 
@@ -254,7 +254,7 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argp
     }
     return measure(
         f"agentwatch worker ({label})",
-        [str(AGENTWATCH), "worker", "--loglevel", "info"],
+        [str(AGENTWATCH), "worker", "--loglevel", "info", *args.worker_arg],
         env,
         bootstrap=bootstrap,
         group=group,
@@ -294,14 +294,28 @@ def run_child(marker: str, label: str, loaded: Loaded, bootstrap: str, tmp: Path
 
 
 def print_worker_stats(name: str, run: Run) -> None:
-    """What the worker said about itself (its stats lines), on one line; or that it said
-    nothing."""
+    """What the worker said about itself (its stats lines): one line per process that
+    logged some (the worker, and the child of ``--stages split``); or that it said nothing."""
     lines = read_worker_stats(run.log)
     if not lines:
         print(f"{name}: worker stats: absent (no `agentwatch worker stats` line in its log: "
               f"a worker without the stats line, or one that logged none in this run)",
               flush=True)
         return
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for line in lines:
+        by_pid.setdefault(int(line["_pid"]), []).append(line)
+    events_all = max(float(ls[-1].get("events_total") or 0) for ls in by_pid.values())
+    changelog_all = sum(float(ls[-1].get("changelog_bytes_total") or 0) for ls in by_pid.values())
+    for pid, own in by_pid.items():
+        who = f" [pid {pid}]" if len(by_pid) > 1 else ""
+        print(f"{name}: worker stats{who} ({len(own)} lines): {_stats_text(own)}", flush=True)
+    if len(by_pid) > 1 and events_all:
+        print(f"{name}: worker stats, all processes: changelog_bytes_per_event="
+              f"{changelog_all / events_all:.1f}", flush=True)
+
+
+def _stats_text(lines: list[dict[str, Any]]) -> str:
     last = lines[-1]
 
     def total(key: str) -> float:
@@ -330,7 +344,9 @@ def print_worker_stats(name: str, run: Run) -> None:
         f"lag_at_end={last.get('lag')}",
         f"dead_letters={total('dead_letters_total'):,.0f} alerts={total('alerts_total'):,.0f}",
     ]
-    print(f"{name}: worker stats ({len(lines)} lines): " + " ".join(parts), flush=True)
+    if total("rekeyed_events_total"):
+        parts.append(f"rekeyed_events={total('rekeyed_events_total'):,.0f}")
+    return " ".join(parts)
 
 
 # --- workload ---------------------------------------------------------------------------------
@@ -495,6 +511,13 @@ def parse_args() -> argparse.Namespace:
         default=1.0,
         help="the peers' commit interval (the worker commits at its ~1 s checkpoints; "
         "quixstreams' 5 s and faust's 2.8 s defaults would blur the end of a run)",
+    )
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="an extra argument of `agentwatch worker` (repeat it), e.g. --worker-arg=--stages "
+        "--worker-arg=split",
     )
     parser.add_argument("--only", choices=("fleet", "single"), default=None)
     parser.add_argument(
