@@ -223,6 +223,8 @@ class _Stats:
             if checkpoints else None,
             "checkpoint_s_max": round(self.checkpoint_s_max, 4),
             "checkpoint_bytes": int(delta["changelog_bytes"]),
+            "bytes_per_key_written": round(delta["changelog_bytes"] / delta["changelog_writes"])
+            if delta["changelog_writes"] else None,
             "changelog_bytes_per_event": round(delta["changelog_bytes"] / events, 1)
             if events else None,
         }
