@@ -14,6 +14,7 @@ import pytest
 
 from agentwatch.schemas import Event, decode_record
 from agentwatch.schemas._codec import _decode_reference
+from agentwatch.schemas._fastcheck import plain_event
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sinks"))
 from test_kafka_decode import _random_event, _record
@@ -62,3 +63,16 @@ def test_a_partition_batch_of_many_sessions_keeps_its_order() -> None:
     assert [e.event_id for e in decoded.events] == [e.event_id for e in slow.events]
     assert [(e.session_id, e.event_id) for e in decoded.events] == [
         (e.session_id, e.event_id) for e in slow.events]
+
+
+def test_an_int_where_a_float_is_due_takes_the_fast_path_and_becomes_a_float() -> None:
+    item = {"event_id": "00000000-0000-4000-8000-000000000001", "ts": "2026-11-20T09:00:00Z",
+            "agent_id": "a", "session_id": "s", "kind": "tool_call", "duration_ms": 768,
+            "cost_usd": 0}
+    assert plain_event(item)
+    value = orjson.dumps(item)
+    [fast] = decode_record(value).events
+    [slow] = _decode_reference(value).events
+    _same(fast, slow)
+    assert (fast.duration_ms, type(fast.duration_ms)) == (768.0, float)
+    assert (fast.cost_usd, type(fast.cost_usd)) == (0.0, float)

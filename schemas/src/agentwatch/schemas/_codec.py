@@ -102,6 +102,7 @@ _DEFAULTS: Final = {
     for name, info in Event.model_fields.items()
 }
 _KINDS: Final = {k.value: k for k in EventKind}
+_FLOATS: Final = ("cost_usd", "duration_ms")
 _STATUSES: Final = {s.value: s for s in EventStatus}
 _new_event = Event.__new__
 _set = object.__setattr__
@@ -119,6 +120,10 @@ def event_from_plain(item: dict[str, Any], ts: datetime) -> Event:
     status = item.get("status")
     if status is not None:
         values["status"] = _STATUSES[status]
+    for name in _FLOATS:  # a JSON int where a float is due: pydantic makes it a float
+        number = item.get(name)
+        if type(number) is int:
+            values[name] = float(number)
     _set(event, "__dict__", values)
     _set(event, "__pydantic_fields_set__", set(item))
     _set(event, "__pydantic_extra__", None)

@@ -136,8 +136,11 @@ def plainly_valid(event: dict[str, Any], trusted: frozenset[str]) -> bool:  # no
         elif code == _TOKENS:
             if kind is not int or not 0 <= value < _INT64:
                 return False
-        elif code == _NON_NEGATIVE:
-            if kind is not float or not (value >= 0.0 and isfinite(value)):
+        elif code == _NON_NEGATIVE:  # pydantic's strict float takes a JSON int too
+            if kind is float:
+                if not (value >= 0.0 and isfinite(value)):
+                    return False
+            elif kind is not int or not 0 <= value < _INT64:
                 return False
         elif code == _KIND:
             if kind is not str or value not in KINDS:
