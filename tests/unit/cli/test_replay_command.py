@@ -178,3 +178,32 @@ def test_unknown_subcommand_prints_usage_not_traceback() -> None:
     assert proc.returncode == 2
     assert b"Traceback" not in proc.stderr
     assert b"No such command" in proc.stderr
+
+
+def test_a_dump_of_partition_batches_replays_to_the_alerts_of_one_event_per_line(
+    tmp_path: Path,
+) -> None:
+    """A topic dump of partition batches (DESIGN.md, "Kafka records", form 3: one array of
+    many sessions' events per line) gives the same alerts as the same events one per line,
+    in the dump's order (replay takes events in the order given: across partitions a dump
+    is in event-time order only to within a linger interval)."""
+    from agentwatch.cli._fleet import FleetPlan, fleet_events  # noqa: PLC0415
+    from agentwatch.schemas import partition_for, session_key  # noqa: PLC0415
+
+    partitions, linger_events = 4, 8  # a linger interval: ~4 s of the fleet's event time
+    events = list(fleet_events(FleetPlan()))
+    batches: list[bytes] = []
+    for i in range(0, len(events), linger_events):
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for e in events[i:i + linger_events]:
+            p = partition_for(session_key(e["tenant_id"], e["session_id"]), partitions)
+            by_partition.setdefault(p, []).append(e)
+        batches += [orjson.dumps(by_partition[p]) for p in sorted(by_partition)]
+    assert max(len({e["session_id"] for e in orjson.loads(b)}) for b in batches) > 1
+    in_dump_order = [e for b in batches for e in orjson.loads(b)]
+    singles = run("replay", str(write_jsonl(tmp_path / "events.jsonl", in_dump_order)))
+    packed = run("replay", str(write_jsonl(tmp_path / "batches.jsonl", [], batches)))
+    assert singles.returncode == packed.returncode == 0, packed.stderr
+    assert {a["rule"] for a in alerts_of(singles)} >= {"loop_repeat", "agent_error_rate"}
+    assert alerts_of(packed) == alerts_of(singles)
+    assert f"{len(events)} events from {len(batches)} lines".encode() in packed.stderr

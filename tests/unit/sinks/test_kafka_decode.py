@@ -126,3 +126,29 @@ def test_plain_events_skip_pydantic_but_land_identically() -> None:
     assert table.column("tenant_id").to_pylist() == ["default", "t"]
     assert table.column("status").to_pylist() == ["ok", "ok"]
     assert not math.isnan(table.column("duration_ms")[0].as_py())
+
+
+def test_a_partition_batch_of_many_sessions_decodes_into_every_row() -> None:
+    """DESIGN.md, "Kafka records", form 3: one array of many sessions' events (and tenants),
+    keyed ``~batch:<p>``; the sink stores every one, in the record's order."""
+    events = [
+        {
+            "event_id": str(uuid.UUID(int=1000 + i)),
+            "ts": f"2026-11-20T09:00:{i % 60:02d}.{i:06d}Z",
+            "tenant_id": f"t{i % 3}",
+            "agent_id": f"a{i % 5}",
+            "session_id": f"s{i % 40}",
+            "kind": "tool_call" if i % 2 else "llm_call",
+            **({"status": "error", "error_type": "Timeout"} if i % 17 == 0 else {}),
+        }
+        for i in range(200)
+    ]
+    value = orjson.dumps(events)
+    rows, rejects = decode_rows(value)
+    assert rejects == []
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in events]
+    table = event_rows_to_arrow(rows)
+    assert table.equals(events_to_arrow(decode_record(value).events))
+    assert set(zip(table.column("tenant_id").to_pylist(),
+                   table.column("session_id").to_pylist(), strict=True)) == {
+        (e["tenant_id"], e["session_id"]) for e in events}
