@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ import pytest
 from worker_harness import (
     WorkerProcess,
     alert_set,
+    assert_exactly,
     create_topic,
     pack,
     produce,
+    read_records,
     read_topic,
     replay_alerts,
     topics_for,
@@ -24,6 +27,7 @@ from worker_harness import (
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import load_rules
 from agentwatch.producer import Agentwatch
+from agentwatch.schemas import PARTITION_BATCH_PREFIX, partition_for, session_key
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 from _common import synthetic_events
@@ -122,3 +126,75 @@ def test_many_sessions_over_every_partition_give_the_same_alerts_as_replay(
     got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected, rules)
     assert len(got) == len(expected)
     assert alert_set(got) == alert_set(expected)
+
+
+#: demo fleets sent at once, one tenant each: ~16x the open sessions of one
+FLEET_TENANTS = 16
+
+
+def _many_fleets(tenants: int) -> list[dict[str, Any]]:
+    """The demo fleet of ``tenants`` tenants (seeds) at once, merged in event-time order:
+    each with its loop, cost spike and error burst; ~1,070 events per tenant."""
+    events = [e for t in range(tenants)
+              for e in fleet_events(FleetPlan(tenant_id=f"tenant-{t:02d}", seed=t))]
+    events.sort(key=lambda e: e["ts"])  # stable: a fleet's own order holds on equal ts
+    return events
+
+
+def _record_form(key: bytes | None, value: bytes) -> str:
+    if key is not None and key.startswith(PARTITION_BATCH_PREFIX):
+        return "partition batch"
+    return "one-session array" if value.startswith(b"[") else "event"
+
+
+def test_many_open_sessions_sent_by_the_producer_in_partition_batches_match_replay_exactly(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """The project's producer with its defaults (partition batches, linger 50 ms) on many
+    open sessions: records hold many sessions each, on the partition each session maps to
+    (DESIGN.md, "Kafka records"); the worker gives exactly replay's alerts."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("disorder_s: 20\n")  # as above: SPEEDUP and a loaded machine
+    events = _many_fleets(FLEET_TENANTS)
+    expected = replay_alerts(events, load_rules(rules))
+    assert {(a["tenant_id"], a["rule"]) for a in expected} >= {
+        (f"tenant-{t:02d}", rule) for t in range(FLEET_TENANTS)
+        for rule in ("loop_repeat", "session_cost", "agent_error_rate")}
+    topics = topics_for(topic_name)
+    create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
+    with Agentwatch(bootstrap_servers=kafka_bootstrap, topic=topics["events"]) as client:
+        _emit_paced(client, events)
+        assert client.flush(timeout_s=60)
+        stats = client.stats
+    assert (stats.sent, stats.invalid, stats.failed) == (len(events), 0, 0)
+    records = read_records(kafka_bootstrap, topics["events"], timeout_s=60, settle_s=0,
+                           until=lambda rs: sum(len(_events_of(r.value)) for r in rs)
+                           >= len(events))
+    worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
+                           tmp_path / "worker.log", rules=rules).start()
+    try:
+        got = [orjson.loads(v) for v in read_topic(
+            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
+                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
+    assert_exactly(got, expected)
+    assert len(got) == len(expected)
+    # what the producer wrote: every event once, in partition batches of many sessions
+    assert sorted(e["event_id"] for r in records for e in _events_of(r.value)) == sorted(
+        e["event_id"] for e in events)
+    forms = Counter(_record_form(r.key, r.value) for r in records)
+    assert set(forms) == {"partition batch"}, f"the producer wrote {dict(forms)}"
+    for r in records:
+        assert r.key == b"~batch:%d" % r.partition
+        assert {partition_for(session_key(e["tenant_id"], e["session_id"]), PARTITIONS)
+                for e in _events_of(r.value)} == {r.partition}
+    sessions = [len({(e["tenant_id"], e["session_id"]) for e in _events_of(r.value)})
+                for r in records]
+    assert sum(sessions) / len(sessions) > 2, Counter(sessions)
+
+
+def _events_of(value: bytes) -> list[dict[str, Any]]:
+    parsed = orjson.loads(value)
+    return parsed if isinstance(parsed, list) else [parsed]
