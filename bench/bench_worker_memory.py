@@ -1,0 +1,594 @@
+"""worker memory and checkpoint cost: RSS growth of ONE ``agentwatch worker`` per 100,000
+open sessions, and changelog bytes per event on the fleet workload, each against a peer
+measured in the same run.
+
+``worker_memory`` -- MB (10^6 bytes) of resident memory per 100,000 open sessions (goal
+<= 100 MB). A 4-partition topic gets, through ``agentwatch.producer`` (default settings; the
+emit loop waits while the client's queue is over half full, so nothing is dropped), the
+events of ``--warm-sessions`` sessions, then the worker starts and reads them (the warm-up:
+imports, buffers, caches; ``before`` is read once it has committed the end of the topic),
+then the events of ``--sessions`` more sessions arrive; ``after`` is read once those are
+committed too. Sessions are the fleet's (``bench/_fleet.py``: 6 agents, 2 tenants, llm and
+tool calls, a runaway loop every 3,000 events) with ``--events-per-session`` events each on
+average, all inside the rules' windows, and no ``session_end`` (each stays open: the default
+idle timeout is 30 minutes of event time). RSS: ``VmRSS`` of ``/proc/<pid>/status`` (the
+worker and its child processes, if any); open sessions: the worker's own gauge
+(``open_sessions`` of its ``agentwatch worker stats`` line). Growth =
+(RSS after - RSS before) / (open sessions after - before) x 100,000.
+
+Peer: a plain Python process that holds, for the same sessions and events (the same
+generator, seeds and filter), the least an in-memory per-session detector of the default
+rules needs: a dict of session -> a window object (``__slots__``) with a deque of the
+session's events inside the window (ts in us, kind, cost, tool + arguments key), the
+repeat count per tool + arguments, the running cost and step count, and the set of event ids
+seen (deduplication), measured the same way (VmRSS before/after). Why not quixstreams'
+state: it keeps window state in RocksDB, whose memory is its memtables and block cache
+(sized by configuration, not by the number of keys), so its RSS says little per session;
+the dict is the floor any Python detector holding the same windows pays.
+
+``worker_changelog`` -- changelog bytes written per event (key + value of every changelog
+record; goal <= 100 B) on the fleet workload (5,000 open sessions, 20,000 events/s of event
+time, ``--fleet-events`` events) produced live at the events' own pace by the project's
+producer (defaults) while a fresh worker consumes it (the steady state of a deployment:
+each checkpoint writes the sessions touched in the last second). From the worker's
+counters (``changelog_bytes_total`` / ``events_total``); when the worker logs no stats, from
+the changelog topics read back (``<group>-session-state-changelog``,
+``<group>-rekeyed-state-changelog``). Peer: the bytes the input events themselves take on the
+events topic as the broker stores them (its ``.log`` segment files, compressed as the
+producer sent them; when the broker's files are not on this machine, the records' key +
+value bytes as read, uncompressed, said so), per event.
+
+The machine's cores are shared by the broker, the worker and the load generator (printed).
+
+    .venv/bin/python bench/bench_worker_memory.py [--sessions 100000] [--only memory|changelog]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
+
+from confluent_kafka import Consumer, TopicPartition  # type: ignore[import-untyped]
+
+from bench._common import completed, summary
+from bench._fleet import DEFAULT_START, fleet_events, produce_fleet, read_layout
+from bench._kafka import (
+    BenchError,
+    GroupWatcher,
+    Loaded,
+    create_topics,
+    fresh_name,
+    kafka_bootstrap,
+    log_tail,
+    read_worker_stats,
+    start_process,
+    stop_process,
+)
+from bench._latency import listening_pid
+
+AGENTWATCH = Path(sys.executable).parent / "agentwatch"  # the venv's console script
+BASELINE_CHILD = "--baseline-child"  # argv marker: this file run as the dict peer
+MEMORY_GOAL_MB = 100.0
+CHANGELOG_GOAL_B = 100.0
+STATS_INTERVAL_S = 1.0
+PER = 100_000  # sessions
+
+
+def log(message: str) -> None:
+    print(f"worker_memory: {message}", file=sys.stderr, flush=True)
+
+
+def cores_note() -> str:
+    return (f"{os.cpu_count()} cores shared by the Kafka broker, the worker and the load "
+            f"generator")
+
+
+# --- the workload -----------------------------------------------------------------------------
+
+
+def open_sessions_events(sessions: int, events_per_session: int, seed: int,
+                         start: datetime) -> Iterator[dict[str, Any]]:
+    """Fleet events of ``sessions`` open sessions, ``events_per_session`` each on average,
+    without ``session_end`` (the fleet replaces a session that would end: a few more
+    sessions open than asked)."""
+    for event in fleet_events(sessions * events_per_session, sessions=sessions, seed=seed,
+                              rate_per_s=25_000, start=start):
+        if event["kind"] != "session_end":
+            yield event
+
+
+def phase_start(args: argparse.Namespace, phase: int) -> datetime:
+    """Phase 2's events follow phase 1's in event time (25,000 events/s of it)."""
+    if phase == 1:
+        return DEFAULT_START
+    return DEFAULT_START + timedelta(
+        seconds=args.warm_sessions * args.events_per_session / 25_000 + 1)
+
+
+def phase_events(args: argparse.Namespace, phase: int) -> Iterator[dict[str, Any]]:
+    sessions = args.warm_sessions if phase == 1 else args.sessions
+    return open_sessions_events(sessions, args.events_per_session, args.seed + phase,
+                                phase_start(args, phase))
+
+
+def produce_unpaced(bootstrap: str, topic: str, events: Iterator[dict[str, Any]]) -> int:
+    """Through ``agentwatch.producer`` (defaults), as fast as it takes them: the emit loop
+    waits while the queue is over half full. Returns the events sent."""
+    from agentwatch.producer import Agentwatch  # noqa: PLC0415
+
+    client = Agentwatch(bootstrap_servers=bootstrap, topic=topic)
+    half = client.settings.queue_size // 2
+    n = 0
+    try:
+        for event in events:
+            if not n & 255:
+                while client.stats.queue_depth > half:
+                    time.sleep(0.002)
+            client.emit(event)
+            n += 1
+        if not client.flush(timeout_s=300):
+            raise BenchError(f"producing to {topic}: flush timed out ({client.stats})")
+    finally:
+        client.close()
+    stats = client.stats
+    if stats.sent != n:
+        raise BenchError(f"producing to {topic}: {n:,} emitted, {stats}")
+    return n
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    proc: Any
+    log: Path
+    group: str
+
+
+def start_worker(bootstrap: str, topic: str, tmp: Path, args: argparse.Namespace) -> Worker:
+    group = fresh_name("bench-memory")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "AGENTWATCH_EVENTS_TOPIC": topic,
+        "AGENTWATCH_ALERTS_TOPIC": fresh_name("bench-alerts"),
+        "AGENTWATCH_DLQ_TOPIC": fresh_name("bench-dlq"),
+        "AGENTWATCH_WORKER_GROUP": group,
+        "AGENTWATCH_DATA_DIR": str(tmp / group),
+        "AGENTWATCH_STATS_INTERVAL_S": str(STATS_INTERVAL_S),
+    }
+    path = tmp / f"{group}.log"
+    proc, _ = start_process([str(AGENTWATCH), "worker", "--loglevel", "info", *args.worker_arg],
+                            env, path)
+    return Worker(proc, path, group)
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(text[text.rindex(")") + 2:].split()[1])
+    out = [pid]
+    for p in parents:
+        q = p
+        while q > 1 and q != pid:
+            q = parents.get(q, 0)
+        if q == pid and p != pid:
+            out.append(p)
+    return out
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``); 0 when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    return sum(status_kb(p, "VmRSS") for p in tree_pids(pid)) * 1024
+
+
+def wait_committed(worker: Worker, bootstrap: str, loaded: Loaded, timeout_s: float) -> float:
+    """Until the worker's group has committed the end of every partition of ``loaded``;
+    returns the seconds waited."""
+    watcher = GroupWatcher(bootstrap, worker.group, loaded)
+    ends = loaded.end_offsets()
+    t0 = time.monotonic()
+    try:
+        while True:
+            committed = watcher.committed()
+            if all(committed.get(p, 0) >= end for p, end in ends.items()):
+                return time.monotonic() - t0
+            if worker.proc.poll() is not None:
+                raise BenchError(f"the worker exited ({worker.proc.returncode})",
+                                 log_tail(worker.log))
+            if time.monotonic() - t0 > timeout_s:
+                done = loaded.events_below(committed)
+                raise BenchError(f"the worker committed {done:,} of {loaded.events:,} events "
+                                 f"in {timeout_s:.0f} s", log_tail(worker.log))
+            time.sleep(0.2)
+    finally:
+        watcher.close()
+
+
+def latest_stats(worker: Worker, after_events: int, timeout_s: float = 10.0
+                 ) -> dict[str, float] | None:
+    """The worker's latest counters once a stats line counts ``after_events`` events (the
+    processes' lines summed: ``--stages split`` logs one per process); None without any."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = read_worker_stats(worker.log)
+        by_pid: dict[int, dict[str, Any]] = {}
+        for line in lines:
+            by_pid[int(line["_pid"])] = line
+        total: dict[str, float] = {}
+        for line in by_pid.values():
+            for key in ("events_total", "changelog_bytes_total", "open_sessions",
+                        "changelog_writes_total", "records_total"):
+                total[key] = total.get(key, 0.0) + float(line.get(key) or 0)
+        if total.get("events_total", 0) >= after_events or time.monotonic() > deadline:
+            return total if lines else None
+        time.sleep(0.25)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Growth:
+    rss_before: int
+    rss_after: int
+    sessions_before: int
+    sessions_after: int
+
+    @property
+    def mb_per_100k(self) -> float:
+        return (self.rss_after - self.rss_before) / 1e6 / max(
+            1, self.sessions_after - self.sessions_before) * PER
+
+    def describe(self) -> str:
+        per_session = (self.rss_after - self.rss_before) / max(
+            1, self.sessions_after - self.sessions_before)
+        return (f"RSS {self.rss_before / 1e6:,.0f} MB with {self.sessions_before:,} open "
+                f"sessions -> {self.rss_after / 1e6:,.0f} MB with {self.sessions_after:,}: "
+                f"{self.mb_per_100k:,.1f} MB per 100,000 sessions ({per_session:,.0f} B per "
+                f"session)")
+
+
+def measure_worker_memory(bootstrap: str, tmp: Path, args: argparse.Namespace) -> Growth:
+    topic = fresh_name("bench-memory")
+    create_topics(bootstrap, [topic], args.partitions)
+    log(f"phase 1: {args.warm_sessions:,} sessions x ~{args.events_per_session} events "
+        f"through agentwatch.producer ...")
+    sent1 = produce_unpaced(bootstrap, topic, phase_events(args, 1))
+    loaded = read_layout(bootstrap, topic)
+    worker = start_worker(bootstrap, topic, tmp, args)
+    try:
+        took = wait_committed(worker, bootstrap, loaded, args.timeout_s)
+        stats = latest_stats(worker, sent1)
+        time.sleep(2)  # a quiet moment: the last checkpoint written, buffers released
+        before = rss_bytes(worker.proc.pid)
+        stats = latest_stats(worker, sent1)
+        if stats is None:
+            raise BenchError("the worker logs no `agentwatch worker stats` line: no open "
+                             "sessions count", log_tail(worker.log))
+        sessions_before = int(stats["open_sessions"])
+        log(f"phase 1 read in {took:.0f} s: {sent1:,} events, {sessions_before:,} open "
+            f"sessions, worker RSS {before / 1e6:,.0f} MB")
+        log(f"phase 2: {args.sessions:,} more sessions x ~{args.events_per_session} events, "
+            f"while the worker runs ...")
+        sent2 = produce_unpaced(bootstrap, topic, phase_events(args, 2))
+        loaded = read_layout(bootstrap, topic)
+        took = wait_committed(worker, bootstrap, loaded, args.timeout_s)
+        latest_stats(worker, sent1 + sent2)
+        time.sleep(2)
+        after = rss_bytes(worker.proc.pid)
+        stats = latest_stats(worker, sent1 + sent2) or {}
+        peak = sum(status_kb(p, "VmHWM") for p in tree_pids(worker.proc.pid)) * 1024
+        growth = Growth(before, after, sessions_before, int(stats.get("open_sessions", 0)))
+        log(f"phase 2 read {took:.0f} s after it was produced: {sent2:,} events "
+            f"({loaded.events / max(1, loaded.records):.1f} per record on the topic); worker "
+            f"{growth.describe()}; peak RSS {peak / 1e6:,.0f} MB")
+    finally:
+        stop_process(worker.proc)
+    return growth
+
+
+class SessionWindow:
+    """What a minimal in-memory detector of the default session rules keeps per session."""
+
+    __slots__ = ("calls", "cost", "events", "ids", "repeats")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[int, str, float, str | None]] = deque()
+        self.repeats: dict[str, int] = {}
+        self.cost = 0.0
+        self.calls = 0
+        self.ids: set[str] = set()
+
+    def add(self, ts_us: int, kind: str, cost: float, key: str | None, event_id: str) -> None:
+        self.events.append((ts_us, kind, cost, key))
+        if key is not None:
+            self.repeats[key] = self.repeats.get(key, 0) + 1
+        self.cost += cost
+        self.calls += kind in {"llm_call", "tool_call"}
+        self.ids.add(event_id)
+
+
+def baseline_child(argv: list[str]) -> None:
+    """``BASELINE_CHILD <warm_sessions> <sessions> <events_per_session> <seed>``: the dict
+    peer; prints ``{"before":..., "after":..., "sessions_before":..., ...}``."""
+    from agentwatch.schemas import default_price_table  # noqa: PLC0415
+
+    args = argparse.Namespace(warm_sessions=int(argv[0]), sessions=int(argv[1]),
+                              events_per_session=int(argv[2]), seed=int(argv[3]))
+    prices = default_price_table()
+    windows: dict[str, SessionWindow] = {}
+    epoch = datetime(1970, 1, 1, tzinfo=DEFAULT_START.tzinfo)
+    one_us = timedelta(microseconds=1)
+    out: dict[str, int] = {}
+    for phase in (1, 2):
+        for raw in phase_events(args, phase):
+            event = completed(raw, prices)
+            session = f"{event['tenant_id']}/{event['session_id']}"
+            window = windows.get(session)
+            if window is None:
+                window = windows[session] = SessionWindow()
+            name, args_hash = event.get("name"), event.get("tool_args_hash")
+            window.add((datetime.fromisoformat(event["ts"]) - epoch) // one_us, event["kind"],
+                       float(event.get("cost_usd") or 0.0),
+                       f"{name}\x00{args_hash}" if args_hash is not None else None,
+                       event["event_id"])
+        gc.collect()
+        out[f"rss_{phase}"] = status_kb(os.getpid(), "VmRSS") * 1024
+        out[f"sessions_{phase}"] = len(windows)
+    print(orjson.dumps(out).decode(), flush=True)
+
+
+def measure_baseline(args: argparse.Namespace) -> Growth:
+    import subprocess  # noqa: PLC0415
+
+    done = subprocess.run(  # noqa: S603 -- this file, argv built here
+        [sys.executable, str(Path(__file__).resolve()), BASELINE_CHILD,
+         str(args.warm_sessions), str(args.sessions), str(args.events_per_session),
+         str(args.seed)], capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"the dict peer exited with {done.returncode}", done.stderr[-3000:])
+    out = orjson.loads(done.stdout.strip().splitlines()[-1])
+    growth = Growth(out["rss_1"], out["rss_2"], out["sessions_1"], out["sessions_2"])
+    log(f"peer (a dict of per-session window objects, plain Python): {growth.describe()}")
+    return growth
+
+
+# --- changelog --------------------------------------------------------------------------------
+
+
+def broker_log_dirs(bootstrap: str) -> list[Path]:
+    """The broker's ``log.dirs`` when it runs on this machine (from its command line's
+    properties file), else empty."""
+    if "," in bootstrap:
+        return []
+    pid = listening_pid(int(bootstrap.rsplit(":", 1)[1]))
+    if pid is None:
+        return []
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+    for arg in argv:
+        if arg.endswith(b".properties") and b"log4j" not in arg:
+            try:
+                text = Path(arg.decode()).read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() in {"log.dirs", "log.dir"}:
+                    return [Path(v.strip()) for v in value.split(",") if v.strip()]
+    return []
+
+
+def stored_bytes(log_dirs: list[Path], topic: str) -> int | None:
+    """Bytes of ``topic``'s ``.log`` segments on the broker's disk (None: not found)."""
+    total, found = 0, False
+    for base in log_dirs:
+        for part in base.glob(f"{topic}-*"):
+            if part.name.rsplit("-", 1)[0] != topic:
+                continue
+            found = True
+            total += sum(f.stat().st_size for f in part.glob("*.log"))
+    return total if found else None
+
+
+def read_sizes(bootstrap: str, topic: str, timeout_s: float = 120.0) -> tuple[int, int]:
+    """(records, key + value bytes) of ``topic`` from its start to its end as of now."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": fresh_name("bench-size"),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "log_level": 3})
+    records = size = 0
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0, 0
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                records += 1
+                size += len(msg.key() or b"") + len(msg.value() or b"")
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+    finally:
+        consumer.close()
+    return records, size
+
+
+@dataclass(frozen=True)
+class Changelog:
+    ours: float
+    peer: float
+
+
+def measure_changelog(bootstrap: str, tmp: Path, args: argparse.Namespace) -> Changelog:
+    topic = fresh_name("bench-fleet-live")
+    create_topics(bootstrap, [topic], args.partitions)
+    worker = start_worker(bootstrap, topic, tmp, args)
+    try:
+        time.sleep(args.join_wait_s)  # the worker joins its group before the load starts
+        log(f"changelog: producing {args.fleet_events:,} fleet events live (5,000 open "
+            f"sessions, paced at the events' 20,000/s) while the worker consumes ...")
+        layout = produce_fleet(bootstrap, topic, fleet_events(args.fleet_events,
+                                                              seed=args.seed))
+        log(f"changelog: fleet topic: {layout.describe()}")
+        took = wait_committed(worker, bootstrap, layout, args.timeout_s)
+        stats = latest_stats(worker, layout.events)
+        lines = read_worker_stats(worker.log)
+    finally:
+        stop_process(worker.proc)
+    busy = [float(line["events_per_s"]) for line in lines if line.get("events_per_s")]
+    log(f"changelog: the worker committed the end {took:.1f} s after the producer's last "
+        f"flush (peak {max(busy, default=0):,.0f} events/s; it kept up when this is ~1 s)")
+    if stats and stats.get("events_total"):
+        events = stats["events_total"]
+        ours_bytes = stats["changelog_bytes_total"]
+        source = (f"the worker's counters: {ours_bytes:,.0f} bytes in "
+                  f"{stats.get('changelog_writes_total', 0):,.0f} writes for {events:,.0f} "
+                  f"events")
+    else:
+        events = float(layout.events)
+        ours_bytes = 0.0
+        writes = 0
+        for table in ("session-state", "rekeyed-state"):
+            n, size = read_sizes(bootstrap, f"{worker.group}-{table}-changelog")
+            writes += n
+            ours_bytes += size
+        source = (f"the changelog topics read back (no worker stats): {ours_bytes:,.0f} bytes "
+                  f"in {writes:,} records for {events:,.0f} events")
+    dirs = broker_log_dirs(bootstrap)
+    on_disk = stored_bytes(dirs, topic)
+    if on_disk is not None:
+        peer = on_disk / layout.events
+        peer_source = (f"the events topic's segment files: {on_disk:,} bytes for "
+                       f"{layout.events:,} events (as the broker stores them, compressed)")
+        for table in ("session-state", "rekeyed-state"):
+            changelog_disk = stored_bytes(dirs, f"{worker.group}-{table}-changelog")
+            if changelog_disk is not None:
+                log(f"changelog: {table} changelog on the broker's disk: {changelog_disk:,} "
+                    f"bytes ({changelog_disk / events:.1f} per event)")
+    else:
+        _records, size = read_sizes(bootstrap, topic)
+        peer = size / layout.events
+        peer_source = (f"the events topic's key + value bytes as read (uncompressed: the "
+                       f"broker's files are not on this machine): {size:,} for "
+                       f"{layout.events:,} events")
+    log(f"changelog: ours from {source}")
+    log(f"changelog: peer from {peer_source}; uncompressed values "
+        f"{layout.value_bytes / layout.events:.0f} B per event")
+    return Changelog(ours_bytes / events, peer)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=100_000,
+                        help="sessions opened after the warm-up (the growth is over them)")
+    parser.add_argument("--warm-sessions", type=int, default=10_000)
+    parser.add_argument("--events-per-session", type=int, default=10)
+    parser.add_argument("--fleet-events", type=int, default=400_000,
+                        help="fleet events produced live for the changelog figure")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout-s", type=float, default=900.0,
+                        help="for the worker to read a phase")
+    parser.add_argument("--join-wait-s", type=float, default=8.0)
+    parser.add_argument("--worker-arg", action="append", default=[],
+                        help="an extra argument of `agentwatch worker` (repeat it)")
+    parser.add_argument("--only", choices=("memory", "changelog"), default=None)
+    parser.add_argument("--keep-tmp", action="store_true")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    print(f"worker_memory: note: {cores_note()}; figures are from one run", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-worker-memory-"))
+    failed = False
+    try:
+        with kafka_bootstrap() as bootstrap:
+            if args.only != "changelog":
+                try:
+                    ours = measure_worker_memory(bootstrap, tmp, args)
+                    peer = measure_baseline(args)
+                    summary("worker_memory", "MB_per_100k_sessions", ours.mb_per_100k,
+                            peer.mb_per_100k, higher_is_better=False)
+                    verdict = "met" if ours.mb_per_100k <= MEMORY_GOAL_MB else "MISSED"
+                    print(f"worker_memory: goal <= {MEMORY_GOAL_MB:g} MB per 100,000 open "
+                          f"sessions: {verdict} ({ours.mb_per_100k:,.1f} MB; "
+                          f"~{args.events_per_session} events per session; {cores_note()})",
+                          flush=True)
+                except BenchError as exc:
+                    print(f"worker_memory: FAILED: {exc.reason}\n{exc.detail}", flush=True)
+                    failed = True
+            if args.only != "memory":
+                try:
+                    got = measure_changelog(bootstrap, tmp, args)
+                    summary("worker_changelog", "bytes_per_event", got.ours, got.peer,
+                            higher_is_better=False)
+                    verdict = "met" if got.ours <= CHANGELOG_GOAL_B else "MISSED"
+                    print(f"worker_changelog: goal <= {CHANGELOG_GOAL_B:g} B per event on the "
+                          f"fleet workload: {verdict} ({got.ours:,.1f} B; {cores_note()})",
+                          flush=True)
+                except BenchError as exc:
+                    print(f"worker_changelog: FAILED: {exc.reason}\n{exc.detail}", flush=True)
+                    failed = True
+    except BenchError as exc:  # no broker
+        print(f"worker_memory: FAILED: {exc.reason}\n{exc.detail}", flush=True)
+        failed = True
+    finally:
+        if args.keep_tmp:
+            log(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == BASELINE_CHILD:
+        baseline_child(sys.argv[2:])
+    else:
+        sys.exit(main())
