@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -77,7 +78,6 @@ from bench._kafka import (
     fresh_name,
     kafka_bootstrap,
     log_tail,
-    read_worker_stats,
     start_process,
     stop_process,
 )
@@ -307,7 +307,6 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
         worker_log, hooks_log = tmp / "worker.log", tmp / "webhooks.log"
         worker, _ = start_process(
             [str(AGENTWATCH), "worker", "--loglevel", "info", *args.worker_arg], env, worker_log)
-        worker_wall_s = time.time()
         stack.callback(stop_process, worker)
         hooks, _ = start_process([str(AGENTWATCH), "webhooks", "--endpoints", str(endpoints)],
                                  env, hooks_log)
@@ -350,7 +349,7 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
     report(name, result, receiver)
     print_generators(name, reports, rate)
     print_legs(name, bootstrap, topics, result)
-    print_worker(name, worker_log, worker_wall_s, window)
+    print_worker(name, worker_log, window)
     log(f"{name}: CPU during the measured window (cores): "
         f"{cpu.describe(window.end_s - window.start_s)}")
     return result
@@ -372,36 +371,60 @@ def print_generators(name: str, reports: list[dict[str, Any]], rate: int) -> Non
           f"{sum(r['dropped'] for r in reports):,} not sent", flush=True)
 
 
-def print_worker(name: str, worker_log: Path, launched_wall_s: float, window: Window) -> None:
-    """The worker's stats lines of the measured window (``t_s`` counts from about its
-    launch), or that it logged none."""
-    lines = [line for line in read_worker_stats(worker_log) if line.get("t_s") is not None]
-    inside = [line for line in lines
-              if window.start_s <= launched_wall_s + float(line["t_s"]) <= window.end_s + 1]
-    if not inside:
-        log(f"{name}: worker stats: none in the window ({len(lines)} lines in its log)")
-        return
-    first, last = lines[max(0, lines.index(inside[0]) - 1)], inside[-1]
-    span = float(last["t_s"]) - float(first["t_s"])
-    if span <= 0:
-        log(f"{name}: worker stats: one line in the window, no rate")
-        return
+#: a stats line of the worker with faust's prefix: local time, pid, level
+STATS_LINE = re.compile(
+    rb"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\] \[(\d+)\] \[\w+\] "
+    rb"agentwatch worker stats (\{.*\})\s*$", re.MULTILINE)
 
-    def per_s(key: str) -> float:
-        return (float(last.get(key) or 0) - float(first.get(key) or 0)) / span
 
-    events, records = per_s("events_total"), per_s("records_total")
-    lags = [int(line.get("lag") or 0) for line in inside]
-    cps = [float(line["checkpoint_s_mean"]) for line in inside if line.get("checkpoint_s_mean")]
-    log(f"{name}: worker (stats of the window, {span:.0f} s): {events:,.0f} events/s, "
-        f"{records:,.0f} records/s, {events / max(1e-9, records):.1f} events per record; lag "
-        f"(records) max {max(lags):,} at the end {lags[-1]:,}; checkpoints mean "
-        f"{statistics.fmean(cps) if cps else 0:.3f} s max "
-        f"{max(float(line.get('checkpoint_s_max') or 0) for line in inside):.3f} s, "
-        f"{per_s('changelog_bytes_total'):,.0f} changelog bytes/s; share of its wall time: "
-        f"process {per_s('process_s_total'):.0%}, send {per_s('send_s_total'):.0%}, "
-        f"checkpoint {per_s('checkpoint_s_total'):.0%}; open sessions "
-        f"{last.get('open_sessions')}, RSS {int(last.get('rss_bytes') or 0) / 1e6:.0f} MB")
+def stats_by_pid(worker_log: Path) -> dict[int, list[tuple[float, dict[str, Any]]]]:
+    """pid -> [(wall time, stats)] of the worker's ``agentwatch worker stats`` lines (a
+    worker with ``--stages split`` logs one line per process)."""
+    out: dict[int, list[tuple[float, dict[str, Any]]]] = {}
+    with contextlib.suppress(OSError):
+        for m in STATS_LINE.finditer(worker_log.read_bytes()):
+            with contextlib.suppress(ValueError):
+                at = time.mktime(time.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S"))
+                out.setdefault(int(m.group(3)), []).append(
+                    (at + int(m.group(2)) / 1000, orjson.loads(m.group(4))))
+    return out
+
+
+def print_worker(name: str, worker_log: Path, window: Window) -> None:
+    """What the worker's stats lines say about the measured window, per process."""
+    by_pid = stats_by_pid(worker_log)
+    if not by_pid:
+        log(f"{name}: worker stats: absent (no `agentwatch worker stats` line in its log)")
+    for pid, lines in by_pid.items():
+        who = f"worker [pid {pid}]" if len(by_pid) > 1 else "worker"
+        inside = [i for i, (at, _) in enumerate(lines)
+                  if window.start_s <= at <= window.end_s + STATS_INTERVAL_S]
+        if len(inside) < 2:
+            log(f"{name}: {who}: fewer than 2 stats lines in the window")
+            continue
+        (t0, first), (t1, last) = lines[inside[0]], lines[inside[-1]]
+        span = t1 - t0
+
+        def per_s(key: str, first: dict[str, Any] = first, last: dict[str, Any] = last,
+                  span: float = span) -> float:
+            return (float(last.get(key) or 0) - float(first.get(key) or 0)) / span
+
+        window_lines = [lines[i][1] for i in inside]
+        lags = [int(line.get("lag") or 0) for line in window_lines]
+        cp_max = max(float(line.get("checkpoint_s_max") or 0) for line in window_lines)
+        events, records = per_s("events_total"), per_s("records_total")
+        checkpoints = per_s("checkpoints_total")
+        log(f"{name}: {who} over {span:.0f} s of the window: {events:,.0f} events/s, "
+            f"{records:,.0f} records/s ({events / records if records else 0:.1f} events per "
+            f"record), rekeyed {per_s('rekeyed_events_total'):,.0f} events/s; lag (records) "
+            f"max {max(lags):,}, at the end {lags[-1]:,}; checkpoints "
+            f"{per_s('checkpoint_s_total') / checkpoints if checkpoints else 0:.3f} s mean, "
+            f"{cp_max:.3f} s max, changelog {per_s('changelog_bytes_total'):,.0f} B/s = "
+            f"{per_s('changelog_bytes_total') / events if events else 0:.0f} B per event; of "
+            f"its wall time: process {per_s('process_s_total'):.0%}, send "
+            f"{per_s('send_s_total'):.0%}, checkpoint {per_s('checkpoint_s_total'):.0%}; "
+            f"open sessions {last.get('open_sessions')}, RSS "
+            f"{int(last.get('rss_bytes') or 0) / 1e6:,.0f} MB")
 
 
 # --- the three legs ---------------------------------------------------------------------------
@@ -501,8 +524,32 @@ def start_profile(args: argparse.Namespace, pid: int, tmp: Path
     return proc, out
 
 
+#: (component, a substring of a frame that puts a sample in it), first match wins
+PROFILE_PARTS = (
+    ("checkpoint (state to the changelog, commit)", "checkpoint (processors/worker/"),
+    ("rekeyed stage (agent/tenant windows)", "RekeyedStage"),
+    ("rekeyed stage (agent/tenant windows)", "rekeyed_agent"),
+    ("session stage: decode, checks, forwards", "SessionStage."),
+    ("aiokafka (fetch, decompress, send)", "aiokafka/"),
+    ("faust / mode (streams, tables, timers)", "faust/"),
+    ("faust / mode (streams, tables, timers)", "mode/"),
+)
+
+
+def profile_part(frames: list[str]) -> str:
+    if "selectors.py" in frames[-1]:
+        return "idle (waiting in epoll)"
+    if frames[-1].startswith("SessionStage.process ("):  # mypyc code is invisible to py-spy
+        return "session stage: its own lines, with the compiled detection core"
+    for part, needle in PROFILE_PARTS:
+        if any(needle in f for f in frames):
+            return part
+    return "other"
+
+
 def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> None:
-    """Top functions by samples (self, and inclusive), from py-spy's collapsed stacks."""
+    """Where the worker's samples fall (components, and the top lines), from py-spy's
+    collapsed stacks."""
     if profiler is None:
         return
     proc, out = profiler
@@ -511,24 +558,25 @@ def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> Non
     if not out.exists():
         log("py-spy: no profile written")
         return
+    parts: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
     total = 0
     for line in out.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
-        frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f
-                  for f in stack.split(";")]
+        frames = stack.split(";")
         total += n
+        parts[profile_part(frames)] += n
         own[frames[-1]] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-    log(f"py-spy: {total} samples of the worker in the window ({out})")
-    for label, counter in (("self", own), ("inclusive", inclusive)):
-        for frame, n in counter.most_common(15):
-            log(f"py-spy {label}: {n / total:6.1%} {frame}")
+    if not total:
+        log("py-spy: no samples")
+        return
+    log(f"py-spy: {total} samples of the worker in the window ({out}); by component: "
+        + ", ".join(f"{part} {n / total:.0%}" for part, n in parts.most_common()))
+    for frame, n in own.most_common(12):
+        log(f"py-spy: self {n / total:5.1%} {frame}")
 
 
 # --- embedded (optional) ----------------------------------------------------------------------

@@ -3,18 +3,22 @@ open sessions, and changelog bytes per event on the fleet workload, each against
 measured in the same run.
 
 ``worker_memory`` -- MB (10^6 bytes) of resident memory per 100,000 open sessions (goal
-<= 100 MB). A 4-partition topic gets, through ``agentwatch.producer`` (default settings; the
-emit loop waits while the client's queue is over half full, so nothing is dropped), the
-events of ``--warm-sessions`` sessions, then the worker starts and reads them (the warm-up:
-imports, buffers, caches; ``before`` is read once it has committed the end of the topic),
-then the events of ``--sessions`` more sessions arrive; ``after`` is read once those are
-committed too. Sessions are the fleet's (``bench/_fleet.py``: 6 agents, 2 tenants, llm and
-tool calls, a runaway loop every 3,000 events) with ``--events-per-session`` events each on
-average, all inside the rules' windows, and no ``session_end`` (each stays open: the default
-idle timeout is 30 minutes of event time). RSS: ``VmRSS`` of ``/proc/<pid>/status`` (the
-worker and its child processes, if any); open sessions: the worker's own gauge
-(``open_sessions`` of its ``agentwatch worker stats`` line). Growth =
-(RSS after - RSS before) / (open sessions after - before) x 100,000.
+<= 100 MB). A 4-partition topic gets, through ``agentwatch.producer`` (default settings),
+the events of ``--warm-sessions`` sessions; then the worker starts and reads them (the
+warm-up: imports, buffers, caches; ``before`` is read once it has committed the end of the
+topic); then the events of ``--sessions`` more sessions arrive while it runs; ``after`` is
+read once those are committed too. Events go out at ``--pace`` events/s (default 20,000,
+the fleet's rate; event time runs at the same pace), so each checkpoint writes what one
+second of such a fleet touches, as in a deployment; the emit loop also waits while the
+client's queue is over half full, so none is dropped. Sessions are the fleet's
+(``bench/_fleet.py``: 6 agents, 2 tenants, llm and tool calls, a runaway loop every 3,000
+events) with ``--events-per-session`` events each on average, all inside the rules'
+windows, and no ``session_end`` (each stays open: the default idle timeout is 30 minutes
+of event time). RSS: ``VmRSS`` of ``/proc/<pid>/status`` (the worker and its child
+processes, if any); open sessions: the worker's own gauge (``open_sessions`` of its
+``agentwatch worker stats`` line). Growth = (RSS after - RSS before) / (open sessions
+after - before) x 100,000. For where it goes, the same is printed for the worker's session
+stage alone on the same events (decode, detection core, checkpoints; no faust or Kafka).
 
 Peer: a plain Python process that holds, for the same sessions and events (the same
 generator, seeds and filter), the least an in-memory per-session detector of the default
@@ -83,6 +87,7 @@ from bench._latency import listening_pid
 
 AGENTWATCH = Path(sys.executable).parent / "agentwatch"  # the venv's console script
 BASELINE_CHILD = "--baseline-child"  # argv marker: this file run as the dict peer
+CORE_CHILD = "--core-child"  # argv marker: this file run as the session stage alone
 MEMORY_GOAL_MB = 100.0
 CHANGELOG_GOAL_B = 100.0
 STATS_INTERVAL_S = 1.0
@@ -102,43 +107,49 @@ def cores_note() -> str:
 
 
 def open_sessions_events(sessions: int, events_per_session: int, seed: int,
-                         start: datetime) -> Iterator[dict[str, Any]]:
+                         start: datetime, rate_per_s: float) -> Iterator[dict[str, Any]]:
     """Fleet events of ``sessions`` open sessions, ``events_per_session`` each on average,
     without ``session_end`` (the fleet replaces a session that would end: a few more
     sessions open than asked)."""
     for event in fleet_events(sessions * events_per_session, sessions=sessions, seed=seed,
-                              rate_per_s=25_000, start=start):
+                              rate_per_s=rate_per_s, start=start):
         if event["kind"] != "session_end":
             yield event
 
 
 def phase_start(args: argparse.Namespace, phase: int) -> datetime:
-    """Phase 2's events follow phase 1's in event time (25,000 events/s of it)."""
+    """Phase 2's events follow phase 1's in event time."""
     if phase == 1:
         return DEFAULT_START
     return DEFAULT_START + timedelta(
-        seconds=args.warm_sessions * args.events_per_session / 25_000 + 1)
+        seconds=args.warm_sessions * args.events_per_session / args.pace + 1)
 
 
 def phase_events(args: argparse.Namespace, phase: int) -> Iterator[dict[str, Any]]:
     sessions = args.warm_sessions if phase == 1 else args.sessions
     return open_sessions_events(sessions, args.events_per_session, args.seed + phase,
-                                phase_start(args, phase))
+                                phase_start(args, phase), args.pace)
 
 
-def produce_unpaced(bootstrap: str, topic: str, events: Iterator[dict[str, Any]]) -> int:
-    """Through ``agentwatch.producer`` (defaults), as fast as it takes them: the emit loop
-    waits while the queue is over half full. Returns the events sent."""
+def produce_paced(bootstrap: str, topic: str, events: Iterator[dict[str, Any]],
+                  pace_per_s: float) -> int:
+    """Through ``agentwatch.producer`` (defaults) at ``pace_per_s`` events/s of wall clock,
+    none dropped: the emit loop also waits while the client's queue is over half full (it
+    then runs late). Returns the events sent."""
     from agentwatch.producer import Agentwatch  # noqa: PLC0415
 
     client = Agentwatch(bootstrap_servers=bootstrap, topic=topic)
     half = client.settings.queue_size // 2
     n = 0
+    t0 = time.perf_counter()
     try:
         for event in events:
             if not n & 255:
                 while client.stats.queue_depth > half:
                     time.sleep(0.002)
+                ahead = t0 + n / pace_per_s - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
             client.emit(event)
             n += 1
         if not client.flush(timeout_s=300):
@@ -148,6 +159,8 @@ def produce_unpaced(bootstrap: str, topic: str, events: Iterator[dict[str, Any]]
     stats = client.stats
     if stats.sent != n:
         raise BenchError(f"producing to {topic}: {n:,} emitted, {stats}")
+    took = time.perf_counter() - t0
+    log(f"produced {n:,} events in {took:.1f} s ({n / took:,.0f}/s)")
     return n
 
 
@@ -286,7 +299,7 @@ def measure_worker_memory(bootstrap: str, tmp: Path, args: argparse.Namespace) -
     create_topics(bootstrap, [topic], args.partitions)
     log(f"phase 1: {args.warm_sessions:,} sessions x ~{args.events_per_session} events "
         f"through agentwatch.producer ...")
-    sent1 = produce_unpaced(bootstrap, topic, phase_events(args, 1))
+    sent1 = produce_paced(bootstrap, topic, phase_events(args, 1), args.pace)
     loaded = read_layout(bootstrap, topic)
     worker = start_worker(bootstrap, topic, tmp, args)
     try:
@@ -303,7 +316,7 @@ def measure_worker_memory(bootstrap: str, tmp: Path, args: argparse.Namespace) -
             f"sessions, worker RSS {before / 1e6:,.0f} MB")
         log(f"phase 2: {args.sessions:,} more sessions x ~{args.events_per_session} events, "
             f"while the worker runs ...")
-        sent2 = produce_unpaced(bootstrap, topic, phase_events(args, 2))
+        sent2 = produce_paced(bootstrap, topic, phase_events(args, 2), args.pace)
         loaded = read_layout(bootstrap, topic)
         took = wait_committed(worker, bootstrap, loaded, args.timeout_s)
         latest_stats(worker, sent1 + sent2)
@@ -342,12 +355,13 @@ class SessionWindow:
 
 
 def baseline_child(argv: list[str]) -> None:
-    """``BASELINE_CHILD <warm_sessions> <sessions> <events_per_session> <seed>``: the dict
+    """``BASELINE_CHILD <warm_sessions> <sessions> <events_per_session> <seed> <pace>``: the dict
     peer; prints ``{"before":..., "after":..., "sessions_before":..., ...}``."""
     from agentwatch.schemas import default_price_table  # noqa: PLC0415
 
     args = argparse.Namespace(warm_sessions=int(argv[0]), sessions=int(argv[1]),
-                              events_per_session=int(argv[2]), seed=int(argv[3]))
+                              events_per_session=int(argv[2]), seed=int(argv[3]),
+                              pace=float(argv[4]))
     prices = default_price_table()
     windows: dict[str, SessionWindow] = {}
     epoch = datetime(1970, 1, 1, tzinfo=DEFAULT_START.tzinfo)
@@ -371,19 +385,83 @@ def baseline_child(argv: list[str]) -> None:
     print(orjson.dumps(out).decode(), flush=True)
 
 
-def measure_baseline(args: argparse.Namespace) -> Growth:
+def core_child(argv: list[str]) -> None:
+    """``CORE_CHILD <warm_sessions> <sessions> <events_per_session> <seed> <pace>``: the
+    same events through the worker's session stage alone (``SessionStage``: decode, the
+    detection core, a checkpoint every ``pace`` events, i.e. every second of the workload;
+    no faust, no Kafka, no agent/tenant stage), one event per record; prints the
+    same figures as the dict peer, ``rss_*`` being the bytes of the Python objects it holds
+    (``tracemalloc``: what the state retains, without the allocator's high-water)."""
+    import tracemalloc  # noqa: PLC0415
+
+    from agentwatch.processors.core import RulesConfig  # noqa: PLC0415
+    from agentwatch.processors.worker._session_stage import (  # noqa: PLC0415
+        SessionStage,
+        StageOutput,
+    )
+    from agentwatch.schemas import default_price_table  # noqa: PLC0415
+
+    args = argparse.Namespace(warm_sessions=int(argv[0]), sessions=int(argv[1]),
+                              events_per_session=int(argv[2]), seed=int(argv[3]),
+                              pace=float(argv[4]))
+    prices = default_price_table()
+    stage = SessionStage(RulesConfig(), "bench", 1)
+    tracemalloc.start(1)
+    stage.restore(0, [])
+    checkpoint_every = int(args.pace)  # events per second of the workload: 1 s checkpoints
+    out: dict[str, int] = {}
+    offset = 0
+    records: list[tuple[int, bytes | None, bytes | None]] = []
+    for phase in (1, 2):
+        for raw in phase_events(args, phase):
+            event = completed(raw, prices)
+            records.append((offset, f"{event['tenant_id']}/{event['session_id']}".encode(),
+                            orjson.dumps(event)))
+            offset += 1
+            if len(records) == 5000:
+                stage.process(0, records, StageOutput())
+                records = []
+            if offset % checkpoint_every == 0:
+                stage.checkpoint(0, offset)
+        stage.process(0, records, StageOutput())
+        records = []
+        stage.checkpoint(0, offset)
+        gc.collect()
+        out[f"rss_{phase}"] = tracemalloc.get_traced_memory()[0]
+        out[f"sessions_{phase}"] = stage.partitions[0].engine.stats.active_sessions
+    print(orjson.dumps(out).decode(), flush=True)
+
+
+def run_child(marker: str, args: argparse.Namespace) -> Growth:
+    """This file run as ``marker`` on the benchmark's sessions; its figures."""
     import subprocess  # noqa: PLC0415
 
     done = subprocess.run(  # noqa: S603 -- this file, argv built here
-        [sys.executable, str(Path(__file__).resolve()), BASELINE_CHILD,
+        [sys.executable, str(Path(__file__).resolve()), marker,
          str(args.warm_sessions), str(args.sessions), str(args.events_per_session),
-         str(args.seed)], capture_output=True, text=True, timeout=1800, check=False)
+         str(args.seed), str(args.pace)], capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
-        raise BenchError(f"the dict peer exited with {done.returncode}", done.stderr[-3000:])
+        raise BenchError(f"{marker} exited with {done.returncode}", done.stderr[-3000:])
     out = orjson.loads(done.stdout.strip().splitlines()[-1])
-    growth = Growth(out["rss_1"], out["rss_2"], out["sessions_1"], out["sessions_2"])
+    return Growth(out["rss_1"], out["rss_2"], out["sessions_1"], out["sessions_2"])
+
+
+def measure_baseline(args: argparse.Namespace) -> Growth:
+    growth = run_child(BASELINE_CHILD, args)
     log(f"peer (a dict of per-session window objects, plain Python): {growth.describe()}")
     return growth
+
+
+def measure_core(args: argparse.Namespace) -> None:
+    """Where the worker's memory goes: its session stage alone, same events."""
+    try:
+        growth = run_child(CORE_CHILD, args)
+    except BenchError as exc:
+        log(f"the session stage alone: not measured ({exc.reason})")
+        return
+    log(f"where it goes: Python objects held by the worker's session stage alone on the same "
+        f"events (decode, detection core, checkpoints; no faust, Kafka or agent/tenant stage; "
+        f"tracemalloc, not RSS): {growth.describe().replace('RSS ', '', 1)}")
 
 
 # --- changelog --------------------------------------------------------------------------------
@@ -481,6 +559,10 @@ def measure_changelog(bootstrap: str, tmp: Path, args: argparse.Namespace) -> Ch
     busy = [float(line["events_per_s"]) for line in lines if line.get("events_per_s")]
     log(f"changelog: the worker committed the end {took:.1f} s after the producer's last "
         f"flush (peak {max(busy, default=0):,.0f} events/s; it kept up when this is ~1 s)")
+    if took > 3 * STATS_INTERVAL_S:
+        log("changelog: the worker fell behind the live pace, so each checkpoint covered more "
+            "events per session than in a worker that keeps up: the bytes per event below are "
+            "LOWER than such a worker would write")
     if stats and stats.get("events_total"):
         events = stats["events_total"]
         ours_bytes = stats["changelog_bytes_total"]
@@ -529,6 +611,8 @@ def parse_args() -> argparse.Namespace:
                         help="sessions opened after the warm-up (the growth is over them)")
     parser.add_argument("--warm-sessions", type=int, default=10_000)
     parser.add_argument("--events-per-session", type=int, default=10)
+    parser.add_argument("--pace", type=float, default=20_000,
+                        help="events/s (wall clock and event time) of the sessions' events")
     parser.add_argument("--fleet-events", type=int, default=400_000,
                         help="fleet events produced live for the changelog figure")
     parser.add_argument("--partitions", type=int, default=4)
@@ -554,6 +638,7 @@ def main() -> int:
                 try:
                     ours = measure_worker_memory(bootstrap, tmp, args)
                     peer = measure_baseline(args)
+                    measure_core(args)
                     summary("worker_memory", "MB_per_100k_sessions", ours.mb_per_100k,
                             peer.mb_per_100k, higher_is_better=False)
                     verdict = "met" if ours.mb_per_100k <= MEMORY_GOAL_MB else "MISSED"
@@ -590,5 +675,7 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == BASELINE_CHILD:
         baseline_child(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == CORE_CHILD:
+        core_child(sys.argv[2:])
     else:
         sys.exit(main())
