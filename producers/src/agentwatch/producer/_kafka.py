@@ -36,7 +36,7 @@ from aiokafka.codec import has_gzip, has_lz4, has_zstd
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
 from agentwatch.producer._settings import ProducerSettings
-from agentwatch.schemas import ConfigError, TransportError
+from agentwatch.schemas import PARTITION_BATCH_PREFIX, ConfigError, TransportError
 
 __all__ = ["KafkaTransport", "aiokafka_config"]
 
@@ -49,6 +49,7 @@ _STOP_TIMEOUT_S: Final = 3.0
 #: Kafka's default message.max.bytes is ~1 MiB; a request must hold at least one record
 _MIN_REQUEST_BYTES: Final = 1 << 20
 _TRANSPORT_LINGER_MS: Final = 5
+_BATCH_PREFIX_LEN: Final = len(PARTITION_BATCH_PREFIX)
 #: errors that no retry can fix: the record is reported rejected, not re-sent
 _REJECTED: Final = (MessageSizeTooLargeError, RecordListTooLargeError)
 #: options the settings own (named by the setting that sets them)
@@ -134,6 +135,11 @@ class KafkaTransport:
         # exception that refused it at once
         self._flights: deque[asyncio.Future[Any] | BaseException] = deque()
         self._closed = False
+        self._partition_count: int | None = None
+        self._starting = asyncio.Lock()
+        # connect now, in the background: the partition count is then known (most often)
+        # before the first linger interval, and the first records are partition batches too
+        asyncio.run_coroutine_threadsafe(self._connect_early(), self._loop)
 
     @classmethod
     def from_settings(
@@ -185,7 +191,15 @@ class KafkaTransport:
         except Exception as exc:
             raise TransportError(f"Kafka: {exc or type(exc).__name__}") from exc
 
+    async def _connect_early(self) -> None:
+        with contextlib.suppress(Exception):  # the first send retries, and reports
+            await self._ensure_producer()
+
     async def _ensure_producer(self) -> AIOKafkaProducer:
+        async with self._starting:
+            return await self._start_producer()
+
+    async def _start_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(**self.config)
             try:
@@ -194,6 +208,9 @@ class KafkaTransport:
                 await producer.stop()
                 raise
             self._producer = producer
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(producer.partitions_for(self.topic), _SEND_TIMEOUT_S)
+            self._learn_partitions(producer)
         return self._producer
 
     async def _send(self, records: list[tuple[bytes, bytes]]) -> None:
@@ -201,13 +218,28 @@ class KafkaTransport:
             producer = await self._ensure_producer()
             topic, flights = self.topic, self._flights
             for key, value in records:
+                # a partition batch goes to the partition it was packed for, explicitly
+                partition = (int(key[_BATCH_PREFIX_LEN:]) if key.startswith(PARTITION_BATCH_PREFIX)
+                             else None)
                 try:
-                    flights.append(await producer.send(topic, value, key=key))
+                    flights.append(await producer.send(topic, value, key=key,
+                                                       partition=partition))
                 except _REJECTED as exc:  # too large for max_request_size: never fits
                     flights.append(exc)
+            self._learn_partitions(producer)
         except BaseException:
             await self._reset()  # the client re-sends everything unconfirmed
             raise
+
+    def _learn_partitions(self, producer: AIOKafkaProducer) -> None:
+        """The topic's partition count as the client's metadata has it (aiokafka refreshes
+        it every ``metadata_max_age_ms``, 5 minutes by default)."""
+        known = producer.client.cluster.partitions_for_topic(self.topic)
+        self._partition_count = len(known) if known else None
+
+    def partitions(self) -> int | None:
+        """The topic's partition count, once known (None before the first connection)."""
+        return self._partition_count
 
     async def _poll(self) -> tuple[int, Failure]:
         flights, delivered = self._flights, 0

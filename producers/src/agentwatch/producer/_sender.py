@@ -36,7 +36,13 @@ from agentwatch.producer._packing import Packer
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Transport
-from agentwatch.schemas import Event, PriceTable, describe_validation_error
+from agentwatch.schemas import (
+    Event,
+    PartitionCache,
+    PriceTable,
+    describe_validation_error,
+    partition_batch_key,
+)
 from agentwatch.schemas._fastcheck import plainly_valid
 
 __all__ = ["Counters", "QueueItem", "Redactor", "Sender", "format_ts_ns", "new_event_id"]
@@ -131,6 +137,12 @@ class Sender:
         self._log = log
         self._default_session_id = default_session_id
         self._packer = Packer(settings.max_batch_events, settings.max_batch_bytes)
+        #: the transport's partition count, when it has one (Kafka): events are then packed
+        #: per partition (partition batches) instead of per session
+        self._partitions: Callable[[], int | None] | None = getattr(
+            transport, "partitions", None)
+        self._owner: PartitionCache | None = None
+        self._batch_keys: list[bytes] = []
         self._ts_second = -1
         self._ts_prefix = ""
         self._linger_ns = settings.linger_ms * _NS_PER_MS
@@ -276,7 +288,24 @@ class Sender:
     def _room(self) -> int:
         return max(0, self._outbox.room_events(self._settings.queue_size) - self._packer.pending)
 
+    def _refresh_partitions(self) -> None:
+        """Partition batches need the topic's partition count (DESIGN.md, "Kafka records"):
+        the transport's latest, read once per wake; a change starts a new mapping."""
+        count = self._partitions() if self._partitions is not None else None
+        if count == (None if self._owner is None else self._owner.partitions):
+            return
+        if count is None or count < 1:
+            self._owner = None
+            return
+        if self._owner is not None:
+            logger.warning("agentwatch: %s now has %d partitions (was %d): sessions move to "
+                           "the partitions Kafka's default partitioner gives them now",
+                           self._settings.topic, count, self._owner.partitions)
+        self._owner = PartitionCache(count)
+        self._batch_keys = [partition_batch_key(p) for p in range(count)]
+
     def _take_from_queue(self, *, due: bool, unbounded: bool) -> None:
+        self._refresh_partitions()
         limit = None if unbounded else self._room()
         items, seq = self._queue.drain(limit)
         self._held_back = limit is not None and len(self._queue) > 0
@@ -376,11 +405,11 @@ class Sender:
             try:
                 if plainly_valid(event, made):  # the common case: ~1 µs
                     raw = orjson.dumps(event)
-                    key = f"{event['tenant_id']}/{event['session_id']}"
+                    tenant_id, session_id = event["tenant_id"], event["session_id"]
                 else:  # pydantic decides, and names what is wrong
                     raw = orjson.dumps({k: v for k, v in event.items() if v is not None})
                     model = _VALIDATOR.validate_json(raw)
-                    key = f"{model.tenant_id}/{model.session_id}"
+                    tenant_id, session_id = model.tenant_id, model.session_id
             except ValidationError as exc:
                 self._invalid(describe_validation_error(exc))
                 return
@@ -388,7 +417,12 @@ class Sender:
                 self._invalid(str(exc))
                 return
             # what was checked is what is sent (no re-encoding: it is the slow part)
-            self._packer.add(key.encode(), raw)
+            owner = self._owner
+            if owner is not None:  # a partition batch: every session of partition p
+                key = self._batch_keys[owner.get(tenant_id, session_id)]
+            else:  # a transport without partitions: one session's events per record
+                key = f"{tenant_id}/{session_id}".encode()
+            self._packer.add(key, raw)
         except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
             self._counters.add("failed")
             self._log.warn_limited("prepare", "agentwatch: could not prepare an event: %r", exc)

@@ -1,8 +1,12 @@
 """The transport contract: where packed records go (Kafka, an in-process log, memory).
 
-A record is ``(key, value)``: ``key`` is ``b"<tenant_id>/<session_id>"`` and
-``value`` a JSON array of 1..N events of that session (DESIGN.md, "Kafka records").
-The transport owns its destination (topic, broker connection).
+A record is ``(key, value)``, ``value`` a JSON array of 1..N events (DESIGN.md, "Kafka
+records"). With a transport that knows its topic's partition count (optional
+``partitions() -> int | None``, the Kafka transport), records are **partition batches**:
+``key`` is ``b"~batch:<p>"`` and the events are those of every session Kafka's default
+partitioner places on partition ``p``; the transport writes the record to ``p``
+explicitly. Without it, ``key`` is ``b"<tenant_id>/<session_id>"`` and the events are one
+session's. The transport owns its destination (topic, broker connection).
 
 The client calls every method from its one background thread, never
 concurrently, so a transport needs no locking of its own:
@@ -14,6 +18,8 @@ concurrently, so a transport needs no locking of its own:
   deduplicate on ``event_id``). It should bound its own time.
 * ``flush(timeout_s)`` waits until what was sent is delivered; True when it is.
 * ``close()`` releases resources; ``send`` after ``close`` raises.
+* optional ``partitions() -> int | None``: the topic's partition count when known; the
+  client reads it on every wake (keep it cheap: a cached value).
 * optional ``poll_deliveries() -> (delivered, failed)``: a transport that delivers
   asynchronously reports here. ``delivered`` is how many of the oldest records
   handed to ``send`` since the last report are confirmed (a prefix, in send

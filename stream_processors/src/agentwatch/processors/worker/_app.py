@@ -493,7 +493,7 @@ class _Worker:
             if tp.topic not in topics:
                 continue
             highwater = consumer.highwater(tp)
-            seen_s, offset = self.progress.get(tp, (self.started_s, -1))
+            seen_s, offset = self.progress.get(tp, (max(self.started_s, self.assigned_s), -1))
             if tp.topic == self.settings.events_topic:
                 offset = max(offset, self.session_stage.last_offset(tp.partition))
             if highwater is None or offset + 1 >= highwater or now - seen_s < _STALL_S:
