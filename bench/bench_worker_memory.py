@@ -227,25 +227,40 @@ def rss_bytes(pid: int) -> int:
     return sum(status_kb(p, "VmRSS") for p in tree_pids(pid)) * 1024
 
 
-def wait_committed(worker: Worker, bootstrap: str, loaded: Loaded, timeout_s: float) -> float:
-    """Until the worker's group has committed the end of every partition of ``loaded``;
-    returns the seconds waited."""
+def wait_committed(worker: Worker, bootstrap: str, loaded: Loaded, timeout_s: float,
+                   stall_s: float) -> float:
+    """Until the worker's group has committed the end of every partition of ``loaded``, or
+    neither its committed offsets nor its ``events_total`` moved for ``stall_s`` (then it
+    says so: the figures are taken on what it read); returns the seconds waited."""
     watcher = GroupWatcher(bootstrap, worker.group, loaded)
     ends = loaded.end_offsets()
-    t0 = time.monotonic()
+    t0 = moved_at = time.monotonic()
+    seen: tuple[Any, ...] = ()
     try:
         while True:
             committed = watcher.committed()
+            now = time.monotonic()
             if all(committed.get(p, 0) >= end for p, end in ends.items()):
-                return time.monotonic() - t0
+                return now - t0
             if worker.proc.poll() is not None:
                 raise BenchError(f"the worker exited ({worker.proc.returncode})",
                                  log_tail(worker.log))
-            if time.monotonic() - t0 > timeout_s:
+            stats = latest_stats(worker, 0, timeout_s=0) or {}
+            state = (tuple(sorted(committed.items())), stats.get("events_total"))
+            if state != seen:
+                seen, moved_at = state, now
+            elif now - moved_at > stall_s:
+                left = {p: end - committed.get(p, 0) for p, end in ends.items()}
+                log(f"WARNING: the worker STALLED: nothing committed nor read for "
+                    f"{stall_s:.0f} s with records left per partition {left} (its lag gauge: "
+                    f"{stats.get('lag')}); figures below are taken on what it read "
+                    f"({stats.get('events_total', 0):,.0f} of {loaded.events:,} events)")
+                return now - t0
+            if now - t0 > timeout_s:
                 done = loaded.events_below(committed)
                 raise BenchError(f"the worker committed {done:,} of {loaded.events:,} events "
                                  f"in {timeout_s:.0f} s", log_tail(worker.log))
-            time.sleep(0.2)
+            time.sleep(0.5)
     finally:
         watcher.close()
 
@@ -263,7 +278,7 @@ def latest_stats(worker: Worker, after_events: int, timeout_s: float = 10.0
         total: dict[str, float] = {}
         for line in by_pid.values():
             for key in ("events_total", "changelog_bytes_total", "open_sessions",
-                        "changelog_writes_total", "records_total"):
+                        "changelog_writes_total", "records_total", "lag"):
                 total[key] = total.get(key, 0.0) + float(line.get(key) or 0)
         if total.get("events_total", 0) >= after_events or time.monotonic() > deadline:
             return total if lines else None
@@ -303,7 +318,7 @@ def measure_worker_memory(bootstrap: str, tmp: Path, args: argparse.Namespace) -
     loaded = read_layout(bootstrap, topic)
     worker = start_worker(bootstrap, topic, tmp, args)
     try:
-        took = wait_committed(worker, bootstrap, loaded, args.timeout_s)
+        took = wait_committed(worker, bootstrap, loaded, args.timeout_s, args.stall_s)
         stats = latest_stats(worker, sent1)
         time.sleep(2)  # a quiet moment: the last checkpoint written, buffers released
         before = rss_bytes(worker.proc.pid)
@@ -318,16 +333,20 @@ def measure_worker_memory(bootstrap: str, tmp: Path, args: argparse.Namespace) -
             f"while the worker runs ...")
         sent2 = produce_paced(bootstrap, topic, phase_events(args, 2), args.pace)
         loaded = read_layout(bootstrap, topic)
-        took = wait_committed(worker, bootstrap, loaded, args.timeout_s)
+        took = wait_committed(worker, bootstrap, loaded, args.timeout_s, args.stall_s)
         latest_stats(worker, sent1 + sent2)
         time.sleep(2)
         after = rss_bytes(worker.proc.pid)
         stats = latest_stats(worker, sent1 + sent2) or {}
         peak = sum(status_kb(p, "VmHWM") for p in tree_pids(worker.proc.pid)) * 1024
         growth = Growth(before, after, sessions_before, int(stats.get("open_sessions", 0)))
-        log(f"phase 2 read {took:.0f} s after it was produced: {sent2:,} events "
-            f"({loaded.events / max(1, loaded.records):.1f} per record on the topic); worker "
-            f"{growth.describe()}; peak RSS {peak / 1e6:,.0f} MB")
+        read = int(stats.get("events_total", 0))
+        log(f"phase 2: {sent2:,} events produced ({loaded.events / max(1, loaded.records):.1f} "
+            f"per record on the topic), {took:.0f} s later the worker had read {read:,} of the "
+            f"{sent1 + sent2:,} on the topic"
+            + ("" if read >= sent1 + sent2 else " (the dict peer holds them all: its figure "
+               "covers more events per session than ours)")
+            + f"; worker {growth.describe()}; peak RSS {peak / 1e6:,.0f} MB")
     finally:
         stop_process(worker.proc)
     return growth
@@ -551,7 +570,7 @@ def measure_changelog(bootstrap: str, tmp: Path, args: argparse.Namespace) -> Ch
         layout = produce_fleet(bootstrap, topic, fleet_events(args.fleet_events,
                                                               seed=args.seed))
         log(f"changelog: fleet topic: {layout.describe()}")
-        took = wait_committed(worker, bootstrap, layout, args.timeout_s)
+        took = wait_committed(worker, bootstrap, layout, args.timeout_s, args.stall_s)
         stats = latest_stats(worker, layout.events)
         lines = read_worker_stats(worker.log)
     finally:
@@ -620,6 +639,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=900.0,
                         help="for the worker to read a phase")
     parser.add_argument("--join-wait-s", type=float, default=8.0)
+    parser.add_argument("--stall-s", type=float, default=60.0,
+                        help="a worker that reads and commits nothing for this long stalled")
     parser.add_argument("--worker-arg", action="append", default=[],
                         help="an extra argument of `agentwatch worker` (repeat it)")
     parser.add_argument("--only", choices=("memory", "changelog"), default=None)
