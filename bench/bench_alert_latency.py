@@ -247,8 +247,11 @@ class Cpu:
         cores = used.pop("_total")
         busy = used.pop("_busy")
         parts = [f"{k} {v:.2f}" for k, v in used.items()]
-        return (", ".join(parts) + f"; machine busy {busy:.2f} of {cores:.0f} cores (the rest "
-                f"of it: the broker when not found, other users)")
+        rest = busy - sum(used.values())
+        who = ("processes outside this benchmark" if "broker" in used else
+               "the broker (not found on this machine) and processes outside this benchmark")
+        return (", ".join(parts) + f"; machine busy {busy:.2f} of {cores:.0f} cores, of which "
+                f"{max(0.0, rest):.2f} {who}")
 
 
 @dataclass
