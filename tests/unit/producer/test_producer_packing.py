@@ -88,3 +88,23 @@ def test_event_larger_than_the_byte_bound_goes_alone() -> None:
     packer.add(b"t/s", _event(2))
     records = packer.take(all_open=True)
     assert [_items(r.value) for r in records] == [[0], [1], [2]]
+
+
+def test_records_carry_the_partition_count_they_were_packed_for() -> None:
+    packer = Packer(max_events=2, max_bytes=10_000)
+    packer.partitions = 4
+    for i in range(3):
+        packer.add(b"~batch:1", _event(i))
+    first = packer.take(all_open=True)
+    packer.partitions = 8  # (the sender changes it only with no chunk open)
+    packer.add(b"~batch:5", _event(3))
+    second = packer.take(all_open=True)
+    assert [(r.key, r.partitions) for r in first + second] == [
+        (b"~batch:1", 4), (b"~batch:1", 4), (b"~batch:5", 8)]
+
+
+def test_a_packer_without_a_partition_count_marks_records_with_none() -> None:
+    packer = Packer(max_events=100, max_bytes=10_000)
+    packer.add(b"t/s", _event(0))
+    (record,) = packer.take(all_open=True)
+    assert record.partitions == 0

@@ -9,8 +9,11 @@
         with aw.llm_call(model="gpt-4o") as span:
             span.input_tokens, span.output_tokens = 1200, 85
 
-``emit()`` only enqueues; a background thread packs each session's events into
-records keyed ``<tenant_id>/<session_id>`` and hands them to a :class:`Transport`.
+``emit()`` only enqueues; a background thread packs the events of each linger interval
+into records and hands them to a :class:`Transport`: with Kafka, one **partition batch**
+per partition (key ``~batch:<p>``, every session that partition owns), written to that
+partition; with a transport without partitions, one record per session (key
+``<tenant_id>/<session_id>``).
 """
 
 from agentwatch.producer._client import Agentwatch, ProducerStats

@@ -3,9 +3,18 @@
 The client's background thread calls :meth:`KafkaTransport.send`, ``flush`` and
 ``poll_deliveries``; each hands a coroutine to the transport's loop and waits for
 it with a bound, so the caller's thread (and the agent's own event loop, if it has
-one) never runs Kafka I/O. Records are produced keyed ``<tenant_id>/<session_id>``:
-Kafka's default partitioner keeps a session on one partition, and with idempotence
-on (the default) aiokafka's own retries cannot reorder them.
+one) never runs Kafka I/O. A partition batch (key ``~batch:<p>``) is written to
+partition ``p`` explicitly; a one-session record (key ``<tenant_id>/<session_id>``,
+sent only while the partition count is unknown) goes where Kafka's default partitioner
+puts its key, which is the same partition. With idempotence on (the default)
+aiokafka's own retries cannot reorder records.
+
+The partition count (:meth:`KafkaTransport.partitions`) is the client's metadata for
+the topic: learnt when the connection starts (which begins as soon as the transport is
+made; the first call waits up to 2 s for it, so that the first records are partition
+batches too) and learnt again on every metadata refresh of the client, so aiokafka's
+periodic refresh (``metadata_max_age_ms``, 30 s here unless ``kafka_options`` says
+otherwise) brings a topic's new partitions to the producer.
 
 Delivery is tracked per record (aiokafka's future), in send order, and reported by
 ``poll_deliveries``. When Kafka is unreachable at start, ``send`` raises; when it
@@ -14,7 +23,7 @@ not place (after ``request_timeout_ms``): either way the client re-sends everyth
 unconfirmed once Kafka answers again. A record Kafka can never take (larger than
 the broker allows) is reported as rejected instead, so it cannot block the rest.
 
-Settings mapping: the client packs a session's events per ``linger_ms`` itself, so
+Settings mapping: the client packs a partition's events per ``linger_ms`` itself, so
 aiokafka lingers only 5 ms; its batch size and request size are raised to hold a
 packed record of ``max_batch_bytes``. ``compression='auto'`` picks zstd, else lz4
 (both come with ``cramjam``, a dependency), else none.
@@ -32,6 +41,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Final, Literal, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.codec import has_gzip, has_lz4, has_zstd
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
@@ -49,6 +59,11 @@ _STOP_TIMEOUT_S: Final = 3.0
 #: Kafka's default message.max.bytes is ~1 MiB; a request must hold at least one record
 _MIN_REQUEST_BYTES: Final = 1 << 20
 _TRANSPORT_LINGER_MS: Final = 5
+#: how often aiokafka refreshes its metadata (its default is 5 minutes): how late the
+#: producer may learn that partitions were added
+_METADATA_MAX_AGE_MS: Final = 30_000
+#: how long the first ``partitions()`` waits for the first connection attempt
+_FIRST_CONNECT_WAIT_S: Final = 2.0
 _BATCH_PREFIX_LEN: Final = len(PARTITION_BATCH_PREFIX)
 #: errors that no retry can fix: the record is reported rejected, not re-sent
 _REJECTED: Final = (MessageSizeTooLargeError, RecordListTooLargeError)
@@ -109,6 +124,7 @@ def aiokafka_config(
         "linger_ms": _TRANSPORT_LINGER_MS,
         "max_batch_size": max(16_384, settings.max_batch_bytes + 1024),
         "max_request_size": max(_MIN_REQUEST_BYTES, settings.max_batch_bytes + 65_536),
+        "metadata_max_age_ms": _METADATA_MAX_AGE_MS,
     }
     for key, value in kafka_options.items():
         if key in _OWNED:
@@ -137,8 +153,9 @@ class KafkaTransport:
         self._closed = False
         self._partition_count: int | None = None
         self._starting = asyncio.Lock()
-        # connect now, in the background: the partition count is then known (most often)
-        # before the first linger interval, and the first records are partition batches too
+        # connect now, in the background: the partition count is then known before the
+        # first records are packed, and they are partition batches too
+        self._first_attempt = threading.Event()
         asyncio.run_coroutine_threadsafe(self._connect_early(), self._loop)
 
     @classmethod
@@ -192,8 +209,11 @@ class KafkaTransport:
             raise TransportError(f"Kafka: {exc or type(exc).__name__}") from exc
 
     async def _connect_early(self) -> None:
-        with contextlib.suppress(Exception):  # the first send retries, and reports
-            await self._ensure_producer()
+        try:
+            with contextlib.suppress(Exception):  # the first send retries, and reports
+                await self._ensure_producer()
+        finally:
+            self._first_attempt.set()
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         async with self._starting:
@@ -208,9 +228,11 @@ class KafkaTransport:
                 await producer.stop()
                 raise
             self._producer = producer
+            cluster = producer.client.cluster
+            cluster.add_listener(self._learn_partitions)  # on every metadata refresh
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(producer.partitions_for(self.topic), _SEND_TIMEOUT_S)
-            self._learn_partitions(producer)
+            self._learn_partitions(cluster)
         return self._producer
 
     async def _send(self, records: list[tuple[bytes, bytes]]) -> None:
@@ -226,19 +248,22 @@ class KafkaTransport:
                                                        partition=partition))
                 except _REJECTED as exc:  # too large for max_request_size: never fits
                     flights.append(exc)
-            self._learn_partitions(producer)
         except BaseException:
             await self._reset()  # the client re-sends everything unconfirmed
             raise
 
-    def _learn_partitions(self, producer: AIOKafkaProducer) -> None:
+    def _learn_partitions(self, cluster: ClusterMetadata) -> None:
         """The topic's partition count as the client's metadata has it (aiokafka refreshes
-        it every ``metadata_max_age_ms``, 5 minutes by default)."""
-        known = producer.client.cluster.partitions_for_topic(self.topic)
-        self._partition_count = len(known) if known else None
+        it every ``metadata_max_age_ms``); a refresh without the topic changes nothing."""
+        known = cluster.partitions_for_topic(self.topic)
+        if known:
+            self._partition_count = len(known)
 
     def partitions(self) -> int | None:
-        """The topic's partition count, once known (None before the first connection)."""
+        """The topic's partition count as last learnt (None until a connection learnt it).
+        The first call waits up to 2 s for the first connection attempt."""
+        if not self._first_attempt.is_set():
+            self._first_attempt.wait(_FIRST_CONNECT_WAIT_S)
         return self._partition_count
 
     async def _poll(self) -> tuple[int, Failure]:

@@ -1,12 +1,23 @@
 """The transport contract: where packed records go (Kafka, an in-process log, memory).
 
 A record is ``(key, value)``, ``value`` a JSON array of 1..N events (DESIGN.md, "Kafka
-records"). With a transport that knows its topic's partition count (optional
-``partitions() -> int | None``, the Kafka transport), records are **partition batches**:
-``key`` is ``b"~batch:<p>"`` and the events are those of every session Kafka's default
-partitioner places on partition ``p``; the transport writes the record to ``p``
-explicitly. Without it, ``key`` is ``b"<tenant_id>/<session_id>"`` and the events are one
-session's. The transport owns its destination (topic, broker connection).
+records"). Its form depends on what the transport says about partitions (optional
+``partitions() -> int | None``):
+
+* an ``int`` (the Kafka transport, once connected): records are **partition batches**.
+  ``key`` is ``b"~batch:<p>"`` and the events are those of one linger interval of every
+  session that Kafka's default partitioner (murmur2 of ``<tenant_id>/<session_id>``)
+  places on partition ``p`` of that many; the transport writes the record to ``p``
+  explicitly. The client places records again before handing them on when the count
+  changed since they were packed, so a record's events always belong to ``p`` under
+  the count the transport last reported.
+* ``None``, or no such method (the in-process log, the ``testing`` collector, most
+  transports of your own): ``key`` is ``b"<tenant_id>/<session_id>"`` and the events
+  are one session's (a transport without partitions keeps every record anyway). Such
+  a transport may still get partition batches read back from a spool (``spool_dir``)
+  written by a Kafka client.
+
+The transport owns its destination (topic, broker connection).
 
 The client calls every method from its one background thread, never
 concurrently, so a transport needs no locking of its own:
@@ -18,8 +29,10 @@ concurrently, so a transport needs no locking of its own:
   deduplicate on ``event_id``). It should bound its own time.
 * ``flush(timeout_s)`` waits until what was sent is delivered; True when it is.
 * ``close()`` releases resources; ``send`` after ``close`` raises.
-* optional ``partitions() -> int | None``: the topic's partition count when known; the
-  client reads it on every wake (keep it cheap: a cached value).
+* optional ``partitions() -> int | None``: the topic's partition count when known
+  (None: not known, pack per session). The client reads it on every wake of its
+  thread: keep it cheap (a cached value; the Kafka transport's first call waits up
+  to 2 s for its first connection, once). A change of count is logged by the client.
 * optional ``poll_deliveries() -> (delivered, failed)``: a transport that delivers
   asynchronously reports here. ``delivered`` is how many of the oldest records
   handed to ``send`` since the last report are confirmed (a prefix, in send
