@@ -24,6 +24,7 @@ from worker_harness import (
     produce,
     read_topic,
     replay_alerts,
+    save_alerts,
     topics_for,
 )
 
@@ -49,7 +50,7 @@ def _crash_then_recover(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
     group = f"{topic_name}-g"
     first = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data",
                           tmp_path / "worker-1.log", idle_after_s=IDLE_AFTER_S,
-                          crash_at=crash_at).start()
+                          crash_at=crash_at, stats_interval_s=1).start()
     # in the group before the stream starts: the crash then comes early in the stream, not
     # after it, whatever the worker's start-up time on a loaded machine
     assert first.wait_for_log("agentwatch worker: assigned", timeout_s=120), \
@@ -69,7 +70,8 @@ def _crash_then_recover(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
     time.sleep(1)
     # a fresh data dir (a new machine): the state can only come from the changelog topics
     second = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data-2",
-                           tmp_path / "worker-2.log", idle_after_s=IDLE_AFTER_S).start()
+                           tmp_path / "worker-2.log", idle_after_s=IDLE_AFTER_S,
+                           stats_interval_s=1).start()
     producer.join()
     try:
         got = [orjson.loads(v) for v in read_topic(
@@ -77,6 +79,7 @@ def _crash_then_recover(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
                 orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
     finally:
         second.stop()
+    save_alerts(tmp_path / "alerts.jsonl", got)
     assert "Traceback" not in second.log(), second.log()[-3000:]
     assert "killing myself" not in second.log()
     assert_exactly(got, expected)

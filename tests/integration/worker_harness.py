@@ -31,7 +31,8 @@ class WorkerProcess:
 
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, data_dir: Path,
                  log_path: Path, *, rules: Path | None = None, idle_after_s: float | None = None,
-                 crash_at: str | None = None) -> None:
+                 crash_at: str | None = None, stats_interval_s: float | None = None
+                 ) -> None:
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -45,6 +46,8 @@ class WorkerProcess:
             self.env["AGENTWATCH_RULES"] = str(rules)
         if idle_after_s is not None:
             self.env["AGENTWATCH_IDLE_AFTER_S"] = str(idle_after_s)
+        if stats_interval_s is not None:
+            self.env["AGENTWATCH_STATS_INTERVAL_S"] = str(stats_interval_s)
         if crash_at is not None:  # ``write:N`` or ``commit:N``: the worker SIGKILLs itself
             self.env[CRASH_ENV] = crash_at
         else:
@@ -267,9 +270,25 @@ def alert_set(alerts: Iterable[dict[str, Any]]) -> set[bytes]:
 def assert_exactly(got: Sequence[dict[str, Any]], expected: Sequence[dict[str, Any]]) -> None:
     """Every alert state change of replay, and nothing else. Re-sent identical records
     (at-least-once around a crash) may appear; an alert firing twice may not."""
-    assert alert_set(got) == alert_set(expected)
+    missing, extra = alert_set(expected) - alert_set(got), alert_set(got) - alert_set(expected)
+    diff = (f"{len(missing)} alerts of replay missing, {len(extra)} not in replay:\n"
+            + "\n".join(f"- {_brief(a)}" for a in sorted(missing))
+            + "\n" + "\n".join(f"+ {_brief(a)}" for a in sorted(extra)))
+    assert not missing, diff
+    assert not extra, diff
     variants = {(a["alert_id"], a["state"]): orjson.dumps(a, option=orjson.OPT_SORT_KEYS)
                 for a in got}
     assert len(variants) == len(alert_set(got))  # one content per (alert, state)
     assert set(Counter((a["alert_id"], a["state"]) for a in got)) == {
         (a["alert_id"], a["state"]) for a in expected}
+
+
+def _brief(alert_json: bytes) -> str:
+    a = orjson.loads(alert_json)
+    return (f"{a['rule']} {a['state']} {a['key']} ts={a['ts']} value={a['value']} "
+            f"reason={a['reason']!r} event_ids={a['event_ids']}")
+
+
+def save_alerts(path: Path, alerts: Iterable[dict[str, Any]]) -> None:
+    """Keep what a test read (JSON lines), as evidence next to the worker logs."""
+    path.write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
