@@ -374,9 +374,10 @@ def print_generators(name: str, reports: list[dict[str, Any]], rate: int) -> Non
             f"{r['behind_at_end_s'] * 1000:.0f} ms; {r['dropped']:,} not sent; "
             f"{r['emitted'] / max(1, r['records']):.1f} events per record sent; "
             f"CPU {r['cpu_s'] / r['elapsed_s']:.2f} cores")
+    dropped = sum(r["dropped"] for r in reports)
     print(f"{name}: load {emitted / elapsed:,.0f} events/s emitted live (asked {rate:,}) by "
-          f"{len(reports)} generator process(es), "
-          f"{sum(r['dropped'] for r in reports):,} not sent", flush=True)
+          f"{len(reports)} generator process(es), {(emitted - dropped) / elapsed:,.0f} events/s "
+          f"reached Kafka ({dropped:,} dropped by the producer: queue full)", flush=True)
 
 
 #: a stats line of the worker with faust's prefix: local time, pid, level
