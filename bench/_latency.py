@@ -335,6 +335,13 @@ class LiveLoad:
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self.children]
 
+    def kill(self) -> None:
+        """End the children that still run (after a failure)."""
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+
     def stop(self, timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Close the children's stdin; their reports (flushed, closed), in order."""
         for child in self.children:

@@ -323,8 +323,7 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
                         loop_every=args.loop_every, generators=args.generators,
                         seed=args.seed, log_dir=tmp)
         load.start()
-        stack.callback(lambda: [p.kill() for p in (c.proc for c in load.children)
-                                if p.poll() is None])
+        stack.callback(load.kill)
 
         def alive() -> str | None:
             for proc, path in ((worker, worker_log), (hooks, hooks_log)):
