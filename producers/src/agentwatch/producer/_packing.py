@@ -60,15 +60,15 @@ class Packer:
         chunk = self._open.get(key)
         if chunk is None:
             chunk = self._open[key] = _Chunk()
-        elif len(chunk.buf) + len(event_json) + 1 > self._max_bytes:
+        elif len(chunk.buf) + len(event_json) >= self._max_bytes:  # the "," counts too
             self._close(key, chunk)
             chunk = self._open[key] = _Chunk()
         buf = chunk.buf
         buf += event_json
-        buf.append(44)  # ","
-        chunk.events += 1
+        buf += b","
         self.pending += 1
-        if chunk.events >= self._max_events:
+        chunk.events = events = chunk.events + 1
+        if events >= self._max_events:
             self._close(key, chunk)
 
     def take(self, *, all_open: bool) -> list[PackedRecord]:

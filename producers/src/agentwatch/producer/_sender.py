@@ -57,6 +57,7 @@ from agentwatch.schemas import (
     PriceTable,
     describe_validation_error,
     partition_batch_key,
+    session_key,
 )
 from agentwatch.schemas._fastcheck import plainly_valid
 
@@ -78,6 +79,8 @@ _POLL_NS: Final = 20 * _NS_PER_MS
 
 _VALIDATOR: Final = Event.__pydantic_validator__
 _BATCH_PREFIX_LEN: Final = len(PARTITION_BATCH_PREFIX)
+#: sessions whose record key the sender remembers before it starts over
+_KEYS_MAX: Final = 200_000
 # which fields the client made itself for the event at hand (the fast check skips them)
 _MADE_NOTHING: Final = frozenset[str]()
 _MADE_ID: Final = frozenset({"event_id"})
@@ -99,7 +102,8 @@ def _new_id_source() -> None:
     _rng.seed()
     h = f"{(_rng.getrandbits(80) & _VERSION_CLEAR) | _VERSION_SET:020x}"
     _id_prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:]}-"
-    _id_counter = itertools.count(_rng.getrandbits(47))  # 2**47 ids before a 13th digit
+    # from 2**44 + (0 .. 2**46): 12 hex digits for 2**47 ids at least
+    _id_counter = itertools.count((1 << 44) + _rng.getrandbits(46))
 
 
 _new_id_source()
@@ -109,7 +113,7 @@ if hasattr(os, "register_at_fork"):
 
 def new_event_id() -> str:
     """A unique UUID string (version 4 layout), ~0.2 µs."""
-    return f"{_id_prefix}{next(_id_counter):012x}"
+    return _id_prefix + hex(next(_id_counter))[2:]
 
 
 def format_ts_ns(ts_ns: int) -> str:
@@ -181,8 +185,10 @@ class Sender:
         self._flight_parts: deque[int] = deque()
         self._part_credit = 0
         self._skip_parts = 0
-        self._ts_second = -1
-        self._ts_prefix = ""
+        #: session -> its record key, for the mapping in use (a bounded cache)
+        self._batch_key_of: dict[tuple[str, str], bytes] = {}
+        self._ts_second = ""  # the seconds digits of the last emit time formatted, and
+        self._ts_prefix = ""  # that second as RFC 3339, up to the "."
         self._linger_ns = settings.linger_ms * _NS_PER_MS
         # delivery bookkeeping: records ever appended to / acknowledged by the outbox, and
         # marks (records appended, queue seq): every item up to seq is in those records
@@ -339,6 +345,7 @@ class Sender:
         if count == current:
             return
         self._to_outbox(self._packer.take(all_open=True))
+        self._batch_key_of.clear()
         if count is None:
             self._owner, self._batch_keys, self._packer.partitions = None, [], 0
             return
@@ -507,16 +514,39 @@ class Sender:
         )
 
     def _pack(self, items: list[QueueItem]) -> None:
-        """Complete, check and encode each item, and add it to its record (the hot loop:
-        names bound locally, the common case inline)."""
-        complete, packer_add, redact = self._complete, self._packer.add, self._redact
-        owner = self._owner
-        place = None if owner is None else owner.get
-        batch_keys = self._batch_keys
-        dumps = orjson.dumps
+        """Complete, check and encode each item, and add it to its record. The hot loop:
+        names bound locally, the common case inline (an event as ``emit()`` queues it: its
+        JSON, without id, time, agent or tenant)."""
+        loads, dumps, packer_add = orjson.loads, orjson.dumps, self._packer.add
+        redact, settings = self._redact, self._settings
+        agent_default, tenant_default = settings.agent_id, settings.tenant_id
+        by_session = self._batch_key_of
+        second, ts_prefix = self._ts_second, self._ts_prefix
         for item in items:
             try:
-                event, made = complete(item)
+                ts_ns, ctx, payload = item
+                event: dict[str, Any] = (
+                    loads(payload) if type(payload) is bytes else self._as_dict(payload))
+                get = event.get
+                made = _MADE_NOTHING
+                if get("event_id") is None:
+                    event["event_id"] = _id_prefix + hex(next(_id_counter))[2:]
+                    made = _MADE_ID
+                if get("ts") is None:  # one strftime per second of emit time
+                    digits = str(ts_ns)  # (ns since the epoch: more than 9 digits)
+                    if digits[:-9] != second:
+                        second = digits[:-9]
+                        ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(second)))
+                    event["ts"] = f"{ts_prefix}{digits[-9:-3]}Z"
+                    made = _MADE_ID_AND_TS if made is _MADE_ID else _MADE_TS
+                if ctx is not None or get("session_id") is None:
+                    self._from_context(event, ctx)
+                if get("agent_id") is None:
+                    event["agent_id"] = agent_default
+                if get("tenant_id") is None:
+                    event["tenant_id"] = tenant_default
+                if "model" in event and get("cost_usd") is None:
+                    self._fill_cost(event)
                 if redact is not None:
                     redacted = self._apply_redact(event)
                     if redacted is None:
@@ -532,14 +562,53 @@ class Sender:
                         continue
                     raw, tenant_id, session_id = checked
                 # what was checked is what is sent (no re-encoding: it is the slow part)
-                if place is not None:  # a partition batch: every session of partition p
-                    packer_add(batch_keys[place(tenant_id, session_id)], raw)
-                else:  # a transport without partitions: one session's events per record
-                    packer_add(f"{tenant_id}/{session_id}".encode(), raw)
+                key = by_session.get((tenant_id, session_id))
+                packer_add(key if key is not None else self._key_of(tenant_id, session_id), raw)
             except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
                 self._counters.add("failed")
                 self._log.warn_limited(
                     "prepare", "agentwatch: could not prepare an event: %r", exc)
+        self._ts_second, self._ts_prefix = second, ts_prefix
+
+    def _key_of(self, tenant_id: str, session_id: str) -> bytes:
+        """The record key of a session's events: its partition's batch key (a partition
+        count known) or its own key; remembered (a bounded cache)."""
+        owner = self._owner
+        key = (self._batch_keys[owner.get(tenant_id, session_id)] if owner is not None
+               else session_key(tenant_id, session_id))
+        if len(self._batch_key_of) >= _KEYS_MAX:
+            self._batch_key_of.clear()
+        self._batch_key_of[tenant_id, session_id] = key
+        return key
+
+    @staticmethod
+    def _as_dict(payload: bytes | dict[str, Any] | Event) -> dict[str, Any]:
+        if isinstance(payload, Event):
+            return payload.model_dump(mode="json", exclude_none=True)
+        if isinstance(payload, bytes):
+            return dict(orjson.loads(payload))
+        return payload
+
+    def _from_context(self, event: dict[str, Any], ctx: _Context | None) -> None:
+        """The session (the context's, else the client's default) and, for an event of the
+        context's own session, its agent, trace and parent span."""
+        session_id = event.get("session_id")
+        if session_id is None:
+            session_id = event["session_id"] = (
+                ctx.session_id if ctx is not None else self._default_session_id
+            )
+        if ctx is None or session_id != ctx.session_id:
+            return
+        if event.get("agent_id") is None and ctx.agent_id is not None:
+            event["agent_id"] = ctx.agent_id
+        if event.get("trace_id") is None and ctx.trace_id is not None:
+            event["trace_id"] = ctx.trace_id
+        if (
+            event.get("parent_span_id") is None
+            and ctx.span_id is not None
+            and event.get("span_id") != ctx.span_id
+        ):
+            event["parent_span_id"] = ctx.span_id
 
     def _checked(self, event: dict[str, Any]) -> tuple[bytes, str, str] | None:
         """pydantic decides, and names what is wrong: ``(JSON, tenant_id, session_id)``, or
@@ -554,56 +623,6 @@ class Sender:
             self._invalid(str(exc))
             return None
         return raw, model.tenant_id, model.session_id
-
-    def _complete(self, item: QueueItem) -> tuple[dict[str, Any], frozenset[str]]:
-        """Fill what the caller left out: ids, time, session, agent, tenant, cost. Returns
-        the event and which of ``event_id`` and ``ts`` the client made itself."""
-        ts_ns, ctx, payload = item
-        event: dict[str, Any]
-        if type(payload) is bytes:  # emit(): the caller's dict, as JSON
-            event = orjson.loads(payload)
-        elif isinstance(payload, Event):
-            event = payload.model_dump(mode="json", exclude_none=True)
-        else:
-            assert isinstance(payload, dict)  # noqa: S101 -- for mypy: the one type left
-            event = payload
-        made = _MADE_NOTHING
-        if event.get("event_id") is None:
-            event["event_id"] = new_event_id()
-            made = _MADE_ID
-        if event.get("ts") is None:
-            event["ts"] = self._format_ts(ts_ns)
-            made = _MADE_ID_AND_TS if made is _MADE_ID else _MADE_TS
-        session_id = event.get("session_id")
-        if session_id is None:
-            session_id = event["session_id"] = (
-                ctx.session_id if ctx is not None else self._default_session_id
-            )
-        agent_id = None
-        if ctx is not None and session_id == ctx.session_id:
-            agent_id = ctx.agent_id
-            if event.get("trace_id") is None and ctx.trace_id is not None:
-                event["trace_id"] = ctx.trace_id
-            if (
-                event.get("parent_span_id") is None
-                and ctx.span_id is not None
-                and event.get("span_id") != ctx.span_id
-            ):
-                event["parent_span_id"] = ctx.span_id
-        if event.get("agent_id") is None:
-            event["agent_id"] = agent_id or self._settings.agent_id
-        if event.get("tenant_id") is None:
-            event["tenant_id"] = self._settings.tenant_id
-        if event.get("cost_usd") is None:
-            self._fill_cost(event)
-        return event, made
-
-    def _format_ts(self, ts_ns: int) -> str:
-        seconds, rest = divmod(ts_ns, _NS_PER_S)
-        if seconds != self._ts_second:  # one strftime per second of event time
-            self._ts_second = seconds
-            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        return f"{self._ts_prefix}.{rest // 1000:06d}Z"
 
     def _fill_cost(self, event: dict[str, Any]) -> None:
         model = event.get("model")
