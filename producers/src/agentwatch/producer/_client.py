@@ -320,7 +320,10 @@ class Agentwatch:
                     payload: bytes | dict[str, Any] = bytes(memoryview(_dumps(event)))
                 except TypeError:  # a value JSON cannot hold: the background thread says which
                     payload = dict(event)
-                self._enqueue(payload, _CTX.get())
+                if not self._running and not self._ensure_started():
+                    self._dropped_after_close()
+                elif not self._queue.put((time.time_ns(), _CTX.get(), payload)):
+                    self._queue_full()
             elif isinstance(event, Event):
                 self._enqueue(event, None)
             else:
@@ -329,18 +332,24 @@ class Agentwatch:
             self._report("emit", exc)
 
     def _enqueue(self, payload: bytes | dict[str, Any] | Event, ctx: _Context | None) -> None:
+        # (emit() of a dict does the same inline: it is the hot path)
         if not self._running and not self._ensure_started():
-            self._queue.drop()
-            self._log.warn_limited("closed", "agentwatch: emit() after close(): event dropped")
-            return
-        if not self._queue.put((time.time_ns(), ctx, payload)):
-            self._log.warn_limited(
-                "queue_full",
-                "agentwatch: telemetry queue full (queue_size=%d), dropping events "
-                "(%d dropped so far); the agent is not affected",
-                self._settings.queue_size,
-                self._queue.dropped,
-            )
+            self._dropped_after_close()
+        elif not self._queue.put((time.time_ns(), ctx, payload)):
+            self._queue_full()
+
+    def _dropped_after_close(self) -> None:
+        self._queue.drop()
+        self._log.warn_limited("closed", "agentwatch: emit() after close(): event dropped")
+
+    def _queue_full(self) -> None:
+        self._log.warn_limited(
+            "queue_full",
+            "agentwatch: telemetry queue full (queue_size=%d), dropping events "
+            "(%d dropped so far); the agent is not affected",
+            self._settings.queue_size,
+            self._queue.dropped,
+        )
 
     def _invalid_at_emit(self, event: object) -> None:
         self._counters.add("invalid_at_emit")

@@ -1,13 +1,25 @@
 """The Kafka transport: aiokafka on an event loop of its own, in a daemon thread.
 
 The client's background thread calls :meth:`KafkaTransport.send`, ``flush`` and
-``poll_deliveries``; each hands a coroutine to the transport's loop and waits for
-it with a bound, so the caller's thread (and the agent's own event loop, if it has
-one) never runs Kafka I/O. A partition batch (key ``~batch:<p>``) is written to
-partition ``p`` explicitly; a one-session record (key ``<tenant_id>/<session_id>``,
-sent only while the partition count is unknown) goes where Kafka's default partitioner
-puts its key, which is the same partition. With idempotence on (the default)
-aiokafka's own retries cannot reorder records.
+``poll_deliveries``; the Kafka I/O runs on the transport's loop, so the caller's
+thread (and the agent's own event loop, if it has one) never runs it. A partition
+batch (key ``~batch:<p>``) is written to partition ``p`` explicitly; a one-session
+record (key ``<tenant_id>/<session_id>``, sent only while the partition count is
+unknown) goes where Kafka's default partitioner puts its key, which is the same
+partition. With idempotence on (the default) aiokafka's own retries cannot reorder
+records.
+
+Neither ``send`` nor ``poll_deliveries`` waits for the loop (the client's thread shares
+the interpreter lock with it and with the agent: every round trip between threads cost
+milliseconds): ``send`` hands the records over, and one task on the loop gives them to
+aiokafka in order (waiting, when a partition's batch is full, for aiokafka to drain it);
+the loop learns each record's fate from aiokafka's futures and queues, in send order,
+what ``poll_deliveries`` reads. Only a ``send`` while not connected (at start, or after
+a failure) connects first, and raises when Kafka is unreachable. When Kafka goes away
+later, aiokafka keeps what it holds and finally expires batches it could not place
+(after ``request_timeout_ms``): either way the client re-sends everything unconfirmed
+once Kafka answers again. A record Kafka can never take (larger than the broker
+allows) is reported as rejected instead, so it cannot block the rest.
 
 The partition count (:meth:`KafkaTransport.partitions`) is the client's metadata for
 the topic: learnt when the connection starts (which begins as soon as the transport is
@@ -15,13 +27,6 @@ made; the first call waits up to 2 s for it, so that the first records are parti
 batches too) and learnt again on every metadata refresh of the client, so aiokafka's
 periodic refresh (``metadata_max_age_ms``, 30 s here unless ``kafka_options`` says
 otherwise) brings a topic's new partitions to the producer.
-
-Delivery is tracked per record (aiokafka's future), in send order, and reported by
-``poll_deliveries``. When Kafka is unreachable at start, ``send`` raises; when it
-goes away later, aiokafka keeps what it holds and finally expires batches it could
-not place (after ``request_timeout_ms``): either way the client re-sends everything
-unconfirmed once Kafka answers again. A record Kafka can never take (larger than
-the broker allows) is reported as rejected instead, so it cannot block the rest.
 
 Settings mapping: the client packs a partition's events per ``linger_ms`` itself, so
 aiokafka lingers only 5 ms; its batch size and request size are raised to hold a
@@ -147,9 +152,20 @@ class KafkaTransport:
         )
         self._thread.start()
         self._producer: AIOKafkaProducer | None = None
-        # one entry per record sent and not yet reported: aiokafka's future, or the
-        # exception that refused it at once
+        # -- on the loop only: records taken by send() and not yet given to aiokafka, the
+        # task that gives them, and one entry per record given and not yet reported:
+        # aiokafka's future, or the exception that refused it at once
+        self._waiting: deque[tuple[bytes, bytes]] = deque()
+        self._feeder: asyncio.Task[None] | None = None
         self._flights: deque[asyncio.Future[Any] | BaseException] = deque()
+        # -- written by the loop, read by poll_deliveries: what became of the records, in
+        # send order: (records delivered, None) or (0, "reject" | "retry")
+        self._reports: deque[tuple[int, Failure]] = deque()
+        # failures so far (counted by the loop: each forgets the futures of the records
+        # before it) and reported so far (by poll_deliveries): records sent before the
+        # client learnt of a failure are not fed (it sends them again after it, in order)
+        self._failures = 0
+        self._failures_reported = 0
         self._closed = False
         self._partition_count: int | None = None
         self._starting = asyncio.Lock()
@@ -168,10 +184,21 @@ class KafkaTransport:
     def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
         if self._closed:
             raise TransportError("the Kafka transport is closed")
-        self._run(self._send(list(records)), _SEND_TIMEOUT_S)
+        if self._producer is None:  # not connected (yet, or since a failure): connect first,
+            # so that an unreachable Kafka is an error here, with its reason
+            self._run(self._ensure_producer(), _SEND_TIMEOUT_S)
+        self._loop.call_soon_threadsafe(self._accept, list(records), self._failures_reported)
 
     def poll_deliveries(self) -> tuple[int, Failure]:
-        return self._run(self._poll(), _POLL_TIMEOUT_S)
+        reports, delivered = self._reports, 0
+        while reports:  # (the loop only appends, this thread only pops)
+            count, failure = reports.popleft()
+            delivered += count
+            if failure == "retry":
+                self._failures_reported += 1
+            if failure is not None:
+                return delivered, failure
+        return delivered, None
 
     def flush(self, timeout_s: float) -> bool:
         if self._closed:
@@ -194,6 +221,13 @@ class KafkaTransport:
             self._thread.join(5.0)
             if not self._thread.is_alive():
                 self._loop.close()
+
+    def partitions(self) -> int | None:
+        """The topic's partition count as last learnt (None until a connection learnt it).
+        The first call waits up to 2 s for the first connection attempt."""
+        if not self._first_attempt.is_set():
+            self._first_attempt.wait(_FIRST_CONNECT_WAIT_S)
+        return self._partition_count
 
     # -- on the transport's loop --------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
@@ -235,23 +269,6 @@ class KafkaTransport:
             self._learn_partitions(cluster)
         return self._producer
 
-    async def _send(self, records: list[tuple[bytes, bytes]]) -> None:
-        try:
-            producer = await self._ensure_producer()
-            topic, flights = self.topic, self._flights
-            for key, value in records:
-                # a partition batch goes to the partition it was packed for, explicitly
-                partition = (int(key[_BATCH_PREFIX_LEN:]) if key.startswith(PARTITION_BATCH_PREFIX)
-                             else None)
-                try:
-                    flights.append(await producer.send(topic, value, key=key,
-                                                       partition=partition))
-                except _REJECTED as exc:  # too large for max_request_size: never fits
-                    flights.append(exc)
-        except BaseException:
-            await self._reset()  # the client re-sends everything unconfirmed
-            raise
-
     def _learn_partitions(self, cluster: ClusterMetadata) -> None:
         """The topic's partition count as the client's metadata has it (aiokafka refreshes
         it every ``metadata_max_age_ms``); a refresh without the topic changes nothing."""
@@ -259,51 +276,104 @@ class KafkaTransport:
         if known:
             self._partition_count = len(known)
 
-    def partitions(self) -> int | None:
-        """The topic's partition count as last learnt (None until a connection learnt it).
-        The first call waits up to 2 s for the first connection attempt."""
-        if not self._first_attempt.is_set():
-            self._first_attempt.wait(_FIRST_CONNECT_WAIT_S)
-        return self._partition_count
+    def _accept(self, records: list[tuple[bytes, bytes]], failures_reported: int) -> None:
+        if failures_reported != self._failures:
+            return  # sent before the client learnt of a failure: it sends them again
+        self._waiting.extend(records)
+        if self._feeder is None or self._feeder.done():
+            self._feeder = self._loop.create_task(self._feed())
 
-    async def _poll(self) -> tuple[int, Failure]:
+    async def _feed(self) -> None:
+        """Give the waiting records to aiokafka, in order, until none is left."""
+        try:
+            producer = await self._ensure_producer()
+            topic, waiting = self.topic, self._waiting
+            while waiting:
+                key, value = waiting.popleft()
+                # a partition batch goes to the partition it was packed for, explicitly
+                partition = (int(key[_BATCH_PREFIX_LEN:]) if key.startswith(PARTITION_BATCH_PREFIX)
+                             else None)
+                try:
+                    flight: asyncio.Future[Any] | BaseException = await producer.send(
+                        topic, value, key=key, partition=partition)
+                except _REJECTED as exc:  # too large for max_request_size: never fits
+                    flight = exc
+                self._track(flight)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 -- (Kafka went away) the client sends it all again
+            self._fail()
+
+    def _track(self, flight: asyncio.Future[Any] | BaseException) -> None:
+        self._flights.append(flight)
+        if isinstance(flight, asyncio.Future):
+            failures = self._failures
+            flight.add_done_callback(lambda _: self._advance(failures))
+        else:
+            self._advance(self._failures)
+
+    def _advance(self, failures: int) -> None:
+        """Report the records at the head of the flights whose fate is known, in order."""
+        if failures != self._failures:
+            return  # a future of a record forgotten at a failure since
         flights, delivered = self._flights, 0
         while flights:
             head = flights[0]
-            if isinstance(head, BaseException):
-                flights.popleft()
-                return delivered, "reject"
-            if not head.done():
-                break
-            exc = None if head.cancelled() else head.exception()
-            if head.cancelled() or exc is not None:
-                if isinstance(exc, _REJECTED):
-                    flights.popleft()
-                    return delivered, "reject"
-                await self._reset()
-                return delivered, "retry"
+            if isinstance(head, asyncio.Future):
+                if not head.done():
+                    break
+                exc = None if head.cancelled() else head.exception()
+                if head.cancelled() or (exc is not None and not isinstance(exc, _REJECTED)):
+                    self._reports.append((delivered, None))
+                    self._fail()
+                    return
+            else:
+                exc = head
             flights.popleft()
-            delivered += 1
-        return delivered, None
+            if exc is None:
+                delivered += 1
+            else:  # refused for good: reported on its own, the rest goes on
+                self._reports.append((delivered, None))
+                self._reports.append((0, "reject"))
+                delivered = 0
+        if delivered:
+            self._reports.append((delivered, None))
 
-    async def _reset(self) -> None:
-        """Forget every tracked record and start a new producer on the next send.
+    def _fail(self) -> None:
+        """A record failed (or the feeder did): report a retry and forget every record;
+        a new producer starts on the next send.
 
         A new producer gets a new producer id: aiokafka's idempotent producer cannot
         resume after it expired batches (the broker answers OutOfOrderSequenceNumber),
         and what it still holds is re-sent by the client anyway."""
+        self._reports.append((0, "retry"))
+        self._failures += 1
+        feeder, self._feeder = self._feeder, None
+        if feeder is not None and feeder is not asyncio.current_task(self._loop):
+            feeder.cancel()
+        self._waiting.clear()
         for flight in self._flights:
             if isinstance(flight, asyncio.Future):
                 flight.add_done_callback(_retrieve)
         self._flights.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(TimeoutError, KafkaError):  # it is replaced anyway
-                await asyncio.wait_for(producer.stop(), _STOP_TIMEOUT_S)
+            self._loop.create_task(self._stop_quietly(producer))
+
+    @staticmethod
+    async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+        with contextlib.suppress(TimeoutError, KafkaError):  # it is replaced anyway
+            await asyncio.wait_for(producer.stop(), _STOP_TIMEOUT_S)
 
     async def _flush(self) -> bool:
-        """Wait for every tracked record; True when all were delivered. (``asyncio.wait``
-        never cancels what it waits for, so a flush that times out changes nothing.)"""
+        """Wait for every record sent to be given to aiokafka, then for every tracked
+        record; True when all were delivered. (``asyncio.wait`` never cancels what it waits
+        for, so a flush that times out changes nothing.)"""
+        feeder = self._feeder
+        if feeder is not None and not feeder.done():
+            await asyncio.wait([feeder])
+        if self._waiting:
+            return False
         pending = [f for f in self._flights if isinstance(f, asyncio.Future)]
         if len(pending) < len(self._flights):
             return False
@@ -312,5 +382,7 @@ class KafkaTransport:
         return not any(f.cancelled() or f.exception() is not None for f in pending)
 
     async def _stop(self) -> None:
+        if self._feeder is not None:
+            self._feeder.cancel()
         if self._producer is not None:
             await self._producer.stop()
