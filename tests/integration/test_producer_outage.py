@@ -23,6 +23,7 @@ from test_producer_kafka import _consume_all
 from worker_harness import create_topic
 
 from agentwatch.producer import Agentwatch
+from agentwatch.schemas import partition_batch_key, partition_for, session_key
 
 RATE_PER_S = 400
 SESSIONS = 8
@@ -204,3 +205,35 @@ def test_the_spool_keeps_events_of_an_agent_killed_while_kafka_is_down(
     events, copies = _consume_unique(bootstrap, topic_name, 600)
     _assert_complete_and_ordered(events, 600)
     assert copies == 0  # nothing had reached Kafka before the crash
+
+
+def test_a_spool_written_while_kafka_was_down_is_delivered_as_partition_batches(
+    own_broker: KafkaBroker, topic_name: str, tmp_path: Path
+) -> None:
+    """Never connected, the client packed per session (no partition count yet) into the
+    spool; the next client sends those records as partition batches, each on the
+    partition that owns its sessions."""
+    bootstrap = own_broker.bootstrap_servers
+    create_topic(bootstrap, topic_name, 4)
+    own_broker.pause()
+    spool = tmp_path / "spool"
+    client = Agentwatch(bootstrap_servers=bootstrap, topic=topic_name, spool_dir=spool,
+                        linger_ms=20)
+    for seq in range(400):
+        client.emit({"kind": "agent_step", "session_id": f"s{seq % 40}",
+                     "attributes": {"seq": seq}})
+    client.close(timeout_s=3)
+    assert client.stats.buffered == 400  # kept in the spool
+    own_broker.resume()
+    later = Agentwatch(bootstrap_servers=bootstrap, topic=topic_name, spool_dir=spool)
+    assert later.flush(timeout_s=60)
+    later.close(timeout_s=10)
+    records = _consume_all(bootstrap, topic_name, 400)
+    events = []
+    for key, partition, value in records:
+        assert key == partition_batch_key(partition)
+        batch = orjson.loads(value)
+        assert {partition_for(session_key(e["tenant_id"], e["session_id"]), 4)
+                for e in batch} == {partition}
+        events += batch
+    _assert_complete_and_ordered(events, 400)

@@ -24,6 +24,16 @@ On-disk layout::
 
 Only the last segment is ever written. A segment is deleted once every record in
 it is acknowledged. One thread uses a spool: there is no locking inside.
+
+Partitions: an entry keeps a record's key, value and event count, not the partition
+count a partition batch was packed for. Its key (``~batch:<p>``) names the partition;
+records read back from disk come out with ``partitions=0`` ("not known"), and the
+sender checks them against the topic's partition count before sending: a batch whose
+events all still belong to ``p`` goes as it is, one whose sessions moved (the topic
+grew while the records waited) is split into one record per partition, in order. A
+one-session record (key ``<tenant_id>/<session_id>``: written while the count was not
+known, or by a producer from before partition batches: the format is unchanged) gets
+the batch key of its session's partition. Records still in memory keep their count.
 """
 
 from __future__ import annotations
