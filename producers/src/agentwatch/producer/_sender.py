@@ -7,18 +7,12 @@ to the outbox at once, and once per linger interval (or on flush / close) every
 open record does. Only this thread touches the transport, so sends are strictly
 ordered and per-session order holds end to end.
 
-Partition batches (DESIGN.md, "Kafka records"): when the transport knows its topic's
-partition count (``partitions()``, read once per wake), every event of one linger
-interval bound for partition ``p`` goes into one record keyed ``~batch:<p>``, whatever
-its session (``PartitionCache``: Kafka's default partitioner, remembered per session);
-otherwise each session's events form their own records, keyed
-``<tenant_id>/<session_id>``. A record remembers the count it was packed for. When it
-is handed to the transport under another count (the topic grew, the count was not
-known yet, or the record was read back from a spool file, where only its key is
-kept), it is placed again first: a one-session record gets the batch key of its
-session's partition; a partition batch whose events no longer all belong to its
-partition is split into one record per partition, in order. The outbox still counts
-it as one record: it is confirmed once every one of its parts is.
+Partition batches (DESIGN.md, "Kafka records"; ``_placement``): when the transport
+knows its topic's partition count (``partitions()``, read once per wake), every event of
+one linger interval bound for partition ``p`` goes into one record keyed ``~batch:<p>``,
+whatever its session; otherwise each session's events form their own records. A change
+of count closes the open records and is logged; records packed for another count are
+placed again when they are sent.
 
 Delivery (see ``_outbox``): records stay in the outbox until the transport confirms
 them (``poll_deliveries`` for a transport that reports, acceptance otherwise). A
@@ -47,18 +41,11 @@ from pydantic import ValidationError
 from agentwatch.producer._helpers import _Context
 from agentwatch.producer._outbox import MemoryOutbox, Outbox
 from agentwatch.producer._packing import PackedRecord, Packer
+from agentwatch.producer._placement import Parts, Placement
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Record, Transport
-from agentwatch.schemas import (
-    PARTITION_BATCH_PREFIX,
-    Event,
-    PartitionCache,
-    PriceTable,
-    describe_validation_error,
-    partition_batch_key,
-    session_key,
-)
+from agentwatch.schemas import Event, PriceTable, describe_validation_error
 from agentwatch.schemas._fastcheck import plainly_valid
 
 __all__ = ["Counters", "QueueItem", "Redactor", "Sender", "format_ts_ns", "new_event_id"]
@@ -78,11 +65,8 @@ _POLL_NS: Final = 20 * _NS_PER_MS
 
 
 _VALIDATOR: Final = Event.__pydantic_validator__
-_BATCH_PREFIX_LEN: Final = len(PARTITION_BATCH_PREFIX)
 #: items taken from the queue per wake at most (then the records are handed on)
 _DRAIN_MAX: Final = 4_096
-#: sessions whose record key the sender remembers before it starts over
-_KEYS_MAX: Final = 200_000
 # which fields the client made itself for the event at hand (the fast check skips them)
 _MADE_NOTHING: Final = frozenset[str]()
 _MADE_ID: Final = frozenset({"event_id"})
@@ -179,16 +163,8 @@ class Sender:
         #: per partition (partition batches) instead of per session
         self._partitions: Callable[[], int | None] | None = getattr(
             transport, "partitions", None)
-        self._owner: PartitionCache | None = None
-        self._batch_keys: list[bytes] = []
-        # transport records each outbox record in flight was sent as (more than one when it
-        # was split: see the module docs), how many of the oldest one's are confirmed, and
-        # how many still to come belong to a record already refused
-        self._flight_parts: deque[int] = deque()
-        self._part_credit = 0
-        self._skip_parts = 0
-        #: session -> its record key, for the mapping in use (a bounded cache)
-        self._batch_key_of: dict[tuple[str, str], bytes] = {}
+        self._placement = Placement(0)
+        self._parts = Parts()  # transport records per outbox record in flight
         self._ts_second = ""  # the seconds digits of the last emit time formatted, and
         self._ts_prefix = ""  # that second as RFC 3339, up to the "."
         self._linger_ns = settings.linger_ms * _NS_PER_MS
@@ -275,7 +251,7 @@ class Sender:
                 self._packer = Packer(
                     self._settings.max_batch_events, self._settings.max_batch_bytes
                 )
-                self._packer.partitions = self._owner.partitions if self._owner else 0
+                self._packer.partitions = self._placement.partitions
                 self._log.warn_limited(
                     "worker", "agentwatch: internal error: %r", exc, exc_info=True
                 )
@@ -341,23 +317,17 @@ class Sender:
         were packed for the old count: they are placed again when sent) and starts a new
         mapping; a change between two known counts is logged."""
         count = self._partitions() if self._partitions is not None else None
-        if count is not None and count < 1:
-            count = None
-        current = None if self._owner is None else self._owner.partitions
+        count = count if count is not None and count >= 1 else 0
+        current = self._placement.partitions
         if count == current:
             return
         self._to_outbox(self._packer.take(all_open=True))
-        self._batch_key_of.clear()
-        if count is None:
-            self._owner, self._batch_keys, self._packer.partitions = None, [], 0
-            return
-        if current is not None:
+        if current and count:
             logger.warning("agentwatch: %s now has %d partitions (was %d): sessions move to "
                            "the partitions Kafka's default partitioner gives them now; "
                            "records not yet sent are placed again",
                            self._settings.topic, count, current)
-        self._owner = PartitionCache(count)
-        self._batch_keys = [partition_batch_key(p) for p in range(count)]
+        self._placement = Placement(count)
         self._packer.partitions = count
 
     def _to_outbox(self, records: list[PackedRecord]) -> None:
@@ -384,67 +354,20 @@ class Sender:
         if not outbox.unsent or time.monotonic_ns() < self._retry_at_ns:
             return
         records = outbox.take_unsent(outbox.unsent)
-        wire = self._place(records)
+        wire: list[Record] = []
+        placement, parts = self._placement, self._parts
+        for record in records:
+            placed = placement.wire(record)
+            wire += placed
+            parts.sent(len(placed))
         try:
             self._transport.send(wire)
         except Exception as exc:  # noqa: BLE001 -- any transport failure: keep, retry later
             self._delivery_failed(exc)
             return
         if self._poll is None:  # a plain transport: accepted means delivered
-            self._flight_parts.clear()
+            parts.clear()
             self._acknowledge(len(records), len(wire))
-
-    # -- placing records on partitions -------------------------------------------------------
-    def _place(self, records: list[PackedRecord]) -> list[Record]:
-        """The transport records for ``records`` (in order), noting how many each became."""
-        owner = self._owner
-        count = 0 if owner is None else owner.partitions
-        parts = self._flight_parts
-        wire: list[Record] = []
-        for record in records:
-            if record.partitions == count or owner is None:
-                wire.append((record.key, record.value))
-                parts.append(1)
-            else:
-                placed = self._placed_again(record, owner)
-                wire += placed
-                parts.append(len(placed))
-        return wire
-
-    def _placed_again(self, record: PackedRecord, owner: PartitionCache) -> list[Record]:
-        """``record`` (packed for another partition count, or for none) as records of
-        ``owner``'s partitions: its events in order, each session on its partition."""
-        key, value = record.key, record.value
-        try:
-            if not key.startswith(PARTITION_BATCH_PREFIX):  # one session's events
-                tenant_id, _, session_id = key.decode().partition("/")
-                return [(self._batch_keys[owner.get(tenant_id, session_id)], value)]
-            partition = int(key[_BATCH_PREFIX_LEN:])
-            events = orjson.loads(value)
-            homes = [owner.get(e["tenant_id"], e["session_id"]) for e in events]
-        except Exception:  # noqa: BLE001 -- not a record this client packed: send it as it is
-            return [(key, value)]
-        if all(home == partition for home in homes):
-            return [(key, value)]
-        by_partition: dict[int, list[bytes]] = {}
-        for home, event in zip(homes, events, strict=True):
-            by_partition.setdefault(home, []).append(orjson.dumps(event))
-        return [(self._batch_keys[home], b"[" + b",".join(parts) + b"]")
-                for home, parts in by_partition.items()]
-
-    def _confirmed(self, parts: int) -> int:
-        """How many in-flight records (oldest first) ``parts`` more confirmed transport
-        records complete."""
-        if self._skip_parts:  # first come the rest of a record refused (already counted)
-            skipped = min(self._skip_parts, parts)
-            self._skip_parts -= skipped
-            parts -= skipped
-        credit, flight, done = self._part_credit + parts, self._flight_parts, 0
-        while flight and credit >= flight[0]:
-            credit -= flight.popleft()
-            done += 1
-        self._part_credit = credit
-        return done
 
     def _poll_deliveries(self) -> None:
         while self._poll is not None and self._outbox.in_flight:
@@ -454,7 +377,7 @@ class Sender:
                 delivered, failure = 0, "retry"
                 self._log.warn_limited("poll", "agentwatch: delivery poll failed: %r", exc)
             if delivered:
-                self._acknowledge(self._confirmed(delivered), delivered)
+                self._acknowledge(self._parts.confirmed(delivered), delivered)
             if failure == "retry":
                 self._delivery_failed(None)
             elif failure == "reject":
@@ -466,12 +389,8 @@ class Sender:
         """The transport can never deliver the oldest record in flight (e.g. larger than
         the broker takes): count its events as failed and go on with the rest. (When that
         record was split, its other parts count with it, whatever becomes of them.)"""
-        if self._skip_parts:  # one more part of a record already refused
-            self._skip_parts -= 1
-            return
-        if self._flight_parts:
-            self._skip_parts = self._flight_parts.popleft() - self._part_credit - 1
-            self._part_credit = 0
+        if not self._parts.refused():
+            return  # one more part of a record refused already
         events = self._outbox.acknowledge(1)
         self._acked_records += 1
         self._counters.add("failed", events)
@@ -501,8 +420,7 @@ class Sender:
     def _delivery_failed(self, exc: BaseException | None) -> None:
         """Go back: every record in flight is sent again, in order, after a backoff."""
         self._outbox.rewind()
-        self._flight_parts.clear()
-        self._part_credit = self._skip_parts = 0
+        self._parts.clear()
         backoff_s = self._backoff_s(self._attempt)
         self._attempt += 1
         self._retry_at_ns = time.monotonic_ns() + int(backoff_s * _NS_PER_S)
@@ -523,7 +441,8 @@ class Sender:
         loads, dumps, packer_add = orjson.loads, orjson.dumps, self._packer.add
         redact, settings = self._redact, self._settings
         agent_default, tenant_default = settings.agent_id, settings.tenant_id
-        by_session = self._batch_key_of
+        placement = self._placement
+        key_memo = placement.keys
         second, ts_prefix = self._ts_second, self._ts_prefix
         for item in items:
             try:
@@ -565,24 +484,14 @@ class Sender:
                         continue
                     raw, tenant_id, session_id = checked
                 # what was checked is what is sent (no re-encoding: it is the slow part)
-                key = by_session.get((tenant_id, session_id))
-                packer_add(key if key is not None else self._key_of(tenant_id, session_id), raw)
+                key = key_memo.get((tenant_id, session_id))
+                packer_add(key if key is not None else placement.key_of(tenant_id, session_id),
+                           raw)
             except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
                 self._counters.add("failed")
                 self._log.warn_limited(
                     "prepare", "agentwatch: could not prepare an event: %r", exc)
         self._ts_second, self._ts_prefix = second, ts_prefix
-
-    def _key_of(self, tenant_id: str, session_id: str) -> bytes:
-        """The record key of a session's events: its partition's batch key (a partition
-        count known) or its own key; remembered (a bounded cache)."""
-        owner = self._owner
-        key = (self._batch_keys[owner.get(tenant_id, session_id)] if owner is not None
-               else session_key(tenant_id, session_id))
-        if len(self._batch_key_of) >= _KEYS_MAX:
-            self._batch_key_of.clear()
-        self._batch_key_of[tenant_id, session_id] = key
-        return key
 
     @staticmethod
     def _as_dict(payload: bytes | dict[str, Any] | Event) -> dict[str, Any]:
