@@ -300,7 +300,8 @@ class SessionStage:
         part.dirty = set()
         for skey in touched:
             data = engine.dump_key(skey, max_ids=DEDUP_IDS_KEPT)
-            offset = part.applied.get(skey, -1)
+            # a key touched again after its session ended keeps its end marker's offset
+            offset = part.applied.get(skey, part.closed.get(skey, -1))
             if data is None:  # the session ended or expired: keep a marker with its offset
                 part.applied.pop(skey, None)
                 part.closed[skey] = offset
