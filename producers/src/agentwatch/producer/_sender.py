@@ -65,8 +65,6 @@ _POLL_NS: Final = 20 * _NS_PER_MS
 
 
 _VALIDATOR: Final = Event.__pydantic_validator__
-#: items taken from the queue per wake at most (then the records are handed on)
-_DRAIN_MAX: Final = 4_096
 # which fields the client made itself for the event at hand (the fast check skips them)
 _MADE_NOTHING: Final = frozenset[str]()
 _MADE_ID: Final = frozenset({"event_id"})
@@ -174,7 +172,7 @@ class Sender:
         self._appended_records = self._recovered_records
         self._acked_records = 0
         self._marks: deque[tuple[int, int]] = deque()
-        self._held_back = False  # the last drain left items in the queue (room, or a slice)
+        self._held_back = False  # the last drain left items in the queue for lack of room
         self._attempt = 0  # failed deliveries in a row
         self._retry_at_ns = 0
         self._cond = threading.Condition()
@@ -264,7 +262,7 @@ class Sender:
         ``linger_ms=0`` only while records await delivery (to poll for it)."""
         now_ns = time.monotonic_ns()
         if self._held_back and self._room() > 0:
-            return 0.0  # the queue holds what the last drain left: take it now
+            return 0.0  # the queue holds what a full outbox held back: take it now
         wait_ns: int | None = max(0, next_tick_ns - now_ns) if self._linger_ns else None
         if self._outbox.events:
             poll_ns = _POLL_NS
@@ -337,8 +335,7 @@ class Sender:
 
     def _take_from_queue(self, *, due: bool, unbounded: bool) -> None:
         self._refresh_partitions()
-        # a slice at a time, so that what is packed goes out while the rest is packed
-        limit = None if unbounded else min(self._room(), _DRAIN_MAX)
+        limit = None if unbounded else self._room()
         items, seq = self._queue.drain(limit)
         self._held_back = limit is not None and len(self._queue) > 0
         if items:
