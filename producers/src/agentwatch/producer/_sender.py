@@ -538,13 +538,14 @@ class Sender:
         if not isinstance(model, str):
             return
         get = event.get
-        tokens = get("input_tokens"), get("output_tokens"), get("cached_input_tokens")
-        for count in tokens:
-            if count is not None and (type(count) is not int or count < 0):
-                return  # unpriceable, or invalid (validation says why)
-        cost = self._prices.cost_usd(model, *tokens)
-        if cost is not None:
-            event["cost_usd"] = cost
+        inp, out, cached = get("input_tokens"), get("output_tokens"), get("cached_input_tokens")
+        if ((inp is None or (type(inp) is int and inp >= 0))
+                and (out is None or (type(out) is int and out >= 0))
+                and (cached is None or (type(cached) is int and cached >= 0))):
+            cost = self._prices.cost_usd(model, inp, out, cached)
+            if cost is not None:
+                event["cost_usd"] = cost
+        # (else unpriceable, or invalid: validation says why)
 
     def _apply_redact(self, event: dict[str, Any]) -> dict[str, Any] | None:
         assert self._redact is not None  # noqa: S101 -- checked by the caller
