@@ -155,6 +155,7 @@ def decode_record(value: bytes) -> DecodedRecord:
 
 
 def _slow_item(index: int, item: Any, out: DecodedRecord) -> None:
+    """One item of an array through pydantic: the event, or why it is not one."""
     raw = orjson.dumps(item)
     if not isinstance(item, dict):
         reason = f"item {index} is {type(item).__name__}, not an object"
@@ -197,15 +198,7 @@ def _decode_reference(value: bytes) -> DecodedRecord:
         out.rejected.append(Rejected(value, "empty array: a record carries 1..N events"))
         return out
     for i, item in enumerate(items):
-        raw = orjson.dumps(item)
-        if not isinstance(item, dict):
-            reason = f"item {i} is {type(item).__name__}, not an object"
-            out.rejected.append(Rejected(raw, reason, i))
-            continue
-        try:
-            out.events.append(Event.model_validate_json(raw))
-        except ValidationError as exc:
-            out.rejected.append(Rejected(raw, describe_validation_error(exc), i))
+        _slow_item(i, item, out)
     return out
 
 
