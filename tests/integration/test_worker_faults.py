@@ -13,6 +13,7 @@ import orjson
 from worker_harness import (
     WorkerProcess,
     alert_set,
+    assert_exactly,
     create_topic,
     pack,
     produce,
@@ -87,17 +88,6 @@ def _paced_fleet(kafka_bootstrap: str, topic: str) -> tuple[list[dict[str, Any]]
     return events, pack(events, flush_every=FLUSH_EVERY)
 
 
-def _assert_exactly(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
-    """Every alert state change of replay, and nothing else. Re-sent identical records
-    (at-least-once around a crash) may appear; an alert firing twice may not."""
-    assert alert_set(got) == alert_set(expected)
-    variants = {(a["alert_id"], a["state"]): orjson.dumps(a, option=orjson.OPT_SORT_KEYS)
-                for a in got}
-    assert len(variants) == len(alert_set(got))  # one content per (alert, state)
-    assert set(Counter((a["alert_id"], a["state"]) for a in got)) == {
-        (a["alert_id"], a["state"]) for a in expected}
-
-
 def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
     kafka_bootstrap: str, topic_name: str, tmp_path: Path
 ) -> None:
@@ -129,7 +119,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
         second.stop()
     assert len(alerts_before) >= 2
     assert "Traceback" not in second.log(), second.log()[-3000:]
-    _assert_exactly(got, expected)
+    assert_exactly(got, expected)
 
 
 def test_two_workers_split_the_partitions_and_together_match_one(
@@ -164,7 +154,7 @@ def test_two_workers_split_the_partitions_and_together_match_one(
     assert owned[1], owned
     assert owned[0] | owned[1] == set(range(PARTITIONS))
     assert not owned[0] & owned[1]
-    _assert_exactly(got, expected)
+    assert_exactly(got, expected)
 
 
 def _assigned(worker: WorkerProcess) -> str:
