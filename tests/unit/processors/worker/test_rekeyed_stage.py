@@ -259,3 +259,16 @@ def test_the_safe_offset_is_the_first_message_still_holding_an_unreleased_event(
     assert rekeyed.buffered(Q) == 0
     assert rekeyed.safe_offset(Q) == len(messages)  # everything released
     assert table_key(Q, "meta") in [k for _, k, _ in rekeyed.checkpoint(Q)]
+
+
+def test_a_restored_partition_resumes_at_its_last_checkpoints_safe_offset() -> None:
+    per_partition, _ = _forwarded(_stream(10, 60), 10)
+    first = [m for batch in per_partition[0] for m in batch]
+    rekeyed = _stage()
+    assert rekeyed.resume_offset(Q) is None
+    table: dict[bytes, bytes] = {}
+    _feed(rekeyed, first, 0, len(first), size=len(first))
+    safe = rekeyed.safe_offset(Q)
+    assert safe < len(first)  # events held back: partition 1 sent no mark
+    _apply(table, rekeyed.checkpoint(Q))
+    assert _stage(table).resume_offset(Q) == safe

@@ -404,3 +404,19 @@ def test_a_one_session_record_is_taken_on_any_partition() -> None:
     _stage().process(P, [(0, f"default/{other}".encode(), encode_events(events[:2])),
                          (1, f"default/{other}".encode(), encode_event(events[2]))], out)
     assert (out.events, out.dead_letters) == (3, [])
+
+
+def test_a_restored_partition_resumes_after_the_last_record_its_state_saw() -> None:
+    # the worker's OffsetGuard starts there: a record past it that comes first is a hole
+    records = _encode(_stream(4, 30))
+    stage = _stage()
+    assert stage.resume_offset(P) is None  # nothing restored: no state to start from
+    table: dict[bytes, bytes] = {}
+    _run(stage, records, 0, 12, size=12, table=table)
+    restored = _stage(table)
+    assert restored.resume_offset(P) == 12
+    other_rules = _stage(table, config=rules_from_mapping({
+        "rules": {"agent_error_rate": {"enabled": False}, "loop_steps": {"max_steps": 26}},
+        "session_idle_timeout_s": 60,
+    }))
+    assert other_rules.resume_offset(P) is None  # other rules: the state is not used

@@ -33,6 +33,7 @@ from faust.types import TP, EventT
 
 from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker._forward import MARK_KEY
+from agentwatch.processors.worker._offsets import OffsetGuard, first_offset_from
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
@@ -44,6 +45,8 @@ log = logging.getLogger("agentwatch.worker")
 
 #: a partition with records to read that delivers none for this long is resumed
 _STALL_S = 5.0
+#: a partition sought back over a hole whose record has not come for this long is sought again
+_RESEEK_S = 2.0
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                         "key_serializer": "raw", "value_serializer": "raw"}
 #: How long the broker may hold a fetch that finds no new data. faust hard-codes 1,500 ms.
@@ -307,6 +310,14 @@ class _Worker:
         self.rekeyed_stage = RekeyedStage(config, n)
         self.session_held = _Held()
         self.rekeyed_held = _Held()
+        #: no record skipped: the next offset each stage needs, per partition (_offsets.py)
+        self.session_guard = OffsetGuard()
+        self.rekeyed_guard = OffsetGuard()
+        self._faust_add_gap: Any = None  # faust's own Consumer._add_gap (see _own_gaps)
+        #: topic -> since when its agent waits for records (None: busy with a batch); an
+        #: agent waiting longer than a batch window has nothing queued for it
+        self.waiting_since: dict[str, float | None] = dict.fromkeys(
+            (settings.events_topic, settings.rekeyed_topic), time.monotonic())
         #: one batch or one checkpoint at a time: a checkpoint must not save the state of a
         #: batch whose outputs the broker has not acknowledged yet
         self.lock = asyncio.Lock()
@@ -357,7 +368,8 @@ class _Worker:
 
     # -- the agents --------------------------------------------------------------------------
     async def run_slices(self, stage: SessionStage | RekeyedStage, table: Any, held: _Held,
-                         stream: Any, batch: Sequence[EventT[Any]]) -> StageOutput:
+                         guard: OffsetGuard, topic: str, stream: Any,
+                         batch: Sequence[EventT[Any]]) -> StageOutput:
         """Run ``stage`` over a batch a few records at a time, each slice's outputs handed to
         the producer and its records held for the next checkpoint, which may come between
         two slices. A batch of partition batches can hold a million events (5,000 records
@@ -366,11 +378,28 @@ class _Worker:
         1,473 of 2,230 records of a preloaded fleet topic, its commits stuck at a gap)."""
         total = StageOutput()
         groups = _by_partition(batch)
-        for partition, records in _slices(groups):
+        self.waiting_since[topic] = None
+        try:
+            await self._run_slices(stage, table, held, guard, topic, stream, groups, total)
+        finally:
+            self.waiting_since[topic] = time.monotonic()
+        return total
+
+    async def _run_slices(self, stage: SessionStage | RekeyedStage, table: Any, held: _Held,
+                          guard: OffsetGuard, topic: str, stream: Any,
+                          groups: dict[int, list[EventT[Any]]], total: StageOutput) -> None:
+        for partition, delivered in _slices(groups):
             async with self.lock:
-                t0 = time.perf_counter()
                 if partition not in stage.partitions:  # new since the assignment
                     stage.restore(partition, _table_items(table, partition))
+                if not guard.known(partition):
+                    resume = stage.resume_offset(partition)
+                    guard.start(partition, delivered[0].message.offset if resume is None
+                                else resume)
+                records = await self.admit(guard, TP(topic, partition), delivered)
+                if not records:
+                    continue
+                t0 = time.perf_counter()
                 out = StageOutput()
                 stage.process(partition, _records(records), out)
                 t1 = time.perf_counter()
@@ -382,14 +411,81 @@ class _Worker:
                 total.forwards += out.forwards
                 self.stats.add(process_s=t1 - t0, send_s=time.perf_counter() - t1)
             await self.maybe_checkpoint()
-        return total
+
+    async def admit(self, guard: OffsetGuard, tp: TP, records: list[EventT[Any]]
+                    ) -> list[EventT[Any]]:
+        """The records of one partition its stage may process: none past a hole in the
+        offsets (see _offsets.py). A hole the broker has records for is read again: the
+        partition is sought back, and what comes past the hole is dropped until then."""
+        offsets = [event.message.offset for event in records]
+        kept, hole = guard.admit(tp.partition, offsets)
+        while hole is not None:
+            expected, got = guard.next_offset(tp.partition), offsets[hole]
+            first = await first_offset_from(self.settings.bootstrap_servers, tp.topic,
+                                            tp.partition, expected)
+            if first is None or first < got:
+                log.warning("agentwatch worker: %s[%d]: records from offset %d were not "
+                            "delivered (offset %d came next): reading them again",
+                            tp.topic, tp.partition, expected, got)
+                await self.seek_back(guard, tp)
+                break
+            log.info("agentwatch worker: %s[%d] has no records from offset %d to %d "
+                     "(transaction markers or a trimmed log): going on", tp.topic,
+                     tp.partition, expected, got - 1)
+            guard.skip_to(tp.partition, got)
+            if self._faust_add_gap is not None:  # so that faust commits over it
+                await self._faust_add_gap(tp, expected, got - 1)
+            more, after = guard.admit(tp.partition, offsets[hole:])
+            kept += [hole + i for i in more]
+            hole = None if after is None else hole + after
+        if len(kept) == len(records):
+            return records
+        return [records[i] for i in kept]
+
+    async def seek_back(self, guard: OffsetGuard, tp: TP) -> None:
+        consumer: Any = self.app.consumer
+        consumer._gap.pop(tp, None)  # never commit over it
+        await consumer.seek_wait({tp: guard.next_offset(tp.partition)})
+        guard.sought_back(tp.partition)
+
+    async def reseek_overdue(self) -> None:
+        """Seek again where the record a seek back should bring has not come."""
+        for guard, topic in ((self.session_guard, self.settings.events_topic),
+                             (self.rekeyed_guard, self.settings.rekeyed_topic)):
+            for partition, offset in guard.overdue(_RESEEK_S):
+                tp = TP(topic, partition)
+                if tp not in self.app.consumer.assignment():
+                    continue
+                async with self.lock:
+                    if guard.awaiting(partition):
+                        log.warning("agentwatch worker: %s[%d]: offset %d has not come "
+                                    "since the seek back: seeking again", topic, partition,
+                                    offset)
+                        await self.seek_back(guard, tp)
+
+    def _own_gaps(self) -> None:
+        """faust records a jump in a partition's offsets as an "ack gap" and commits over
+        it; on the worker's topics a jump is a hole that the worker checks itself (see
+        _offsets.py): faust adds no gap there."""
+        consumer: Any = self.app.consumer
+        if self._faust_add_gap is not None:
+            return
+        self._faust_add_gap = faust_add_gap = consumer._add_gap
+        ours = {self.settings.events_topic, self.settings.rekeyed_topic}
+
+        async def add_gap(tp: TP, offset_from: int, offset_to: int) -> None:
+            if tp.topic not in ours:
+                await faust_add_gap(tp, offset_from, offset_to)
+
+        consumer._add_gap = add_gap
 
     async def session_agent(self, stream: Any) -> None:
         stage = self.session_stage
         async for batch in stream.noack_take(self.settings.batch_max_records,
                                              within=self.settings.batch_within_s):
-            out = await self.run_slices(stage, self.session_table, self.session_held, stream,
-                                        batch)
+            out = await self.run_slices(stage, self.session_table, self.session_held,
+                                        self.session_guard, self.settings.events_topic,
+                                        stream, batch)
             groups = _by_partition(batch)
             async with self.lock:
                 if stage.forward_scopes:  # after the forwards: one producer keeps the order
@@ -403,7 +499,8 @@ class _Worker:
         async for batch in stream.noack_take(self.settings.batch_max_records,
                                              within=self.settings.batch_within_s):
             out = await self.run_slices(self.rekeyed_stage, self.rekeyed_table,
-                                        self.rekeyed_held, stream, batch)
+                                        self.rekeyed_held, self.rekeyed_guard,
+                                        self.settings.rekeyed_topic, stream, batch)
             self._progressed(self.settings.rekeyed_topic, _by_partition(batch))
             self.stats.add(rekeyed_events=out.events, rekeyed_records=len(batch),
                            alerts=len(out.alerts))
@@ -418,6 +515,8 @@ class _Worker:
     async def checkpoint_timer(self) -> None:
         tables: Any = self.app.tables
         if tables.recovery.completed.is_set():
+            await self.reseek_overdue()
+            await self.kick_stalled()
             await self.maybe_checkpoint()
 
     async def checkpoint(self) -> None:
@@ -499,18 +598,24 @@ class _Worker:
         for partition, events in groups.items():
             self.progress[TP(topic, partition)] = (now, events[-1].message.offset)
 
-    def _kick_stalled(self) -> None:
+    async def kick_stalled(self) -> None:
         """Resume partitions that have records to read but deliver none (faust-streaming
-        #471: a partition taken out of fetching under buffer pressure is never put back)."""
+        #471: a partition taken out of fetching under buffer pressure is never put back),
+        and read them again from the stage's next offset (records lost at the end of a
+        partition leave no later record to show the hole: see _offsets.py)."""
         consumer: Any = self.app.consumer
         now = time.monotonic()
-        topics = {self.settings.events_topic, self.settings.rekeyed_topic}
+        guards = {self.settings.events_topic: self.session_guard,
+                  self.settings.rekeyed_topic: self.rekeyed_guard}
         for tp in consumer.assignment():
-            if tp.topic not in topics:
+            guard = guards.get(tp.topic)
+            if guard is None:
                 continue
             highwater = consumer.highwater(tp)
             seen_s, offset = self.progress.get(tp, (max(self.started_s, self.assigned_s), -1))
-            if tp.topic == self.settings.events_topic:
+            if guard.known(tp.partition):
+                offset = guard.next_offset(tp.partition) - 1
+            elif tp.topic == self.settings.events_topic:
                 offset = max(offset, self.session_stage.last_offset(tp.partition))
             if highwater is None or offset + 1 >= highwater or now - seen_s < _STALL_S:
                 continue
@@ -520,6 +625,11 @@ class _Worker:
             consumer.on_buffer_drop(tp)
             consumer.resume_partitions({tp})
             self.progress[tp] = (now, offset)
+            waiting_since = self.waiting_since[tp.topic]
+            if (guard.known(tp.partition) and waiting_since is not None
+                    and now - waiting_since >= _STALL_S):
+                async with self.lock:
+                    await self.seek_back(guard, tp)
 
     async def announce_idle(self) -> None:
         """Input partitions with nothing left to read stop holding back the rekeyed stage."""
@@ -527,7 +637,6 @@ class _Worker:
         tables: Any = self.app.tables
         if not tables.recovery.completed.is_set():
             return
-        self._kick_stalled()
         if not stage.forward_scopes:
             return
         now = time.monotonic()
@@ -574,8 +683,11 @@ class _Worker:
             log.info("agentwatch worker (rekeyed stage): got partitions %s of %s", mine, topic)
         self.assigned_s = time.monotonic()
         self.progress.clear()
+        self._own_gaps()
         self.session_held.forget()
         self.rekeyed_held.forget()
+        self.session_guard.forget()
+        self.rekeyed_guard.forget()
         for partition in list(self.session_stage.partitions):
             self.session_stage.drop(partition)
         for partition in list(self.rekeyed_stage.partitions):

@@ -49,7 +49,7 @@ _Item = tuple[int, str, str, tuple[str, str], list[Any], int]
 
 class _Partition:
     __slots__ = ("dirty", "drivers", "frontier", "heap", "last_offset", "late",
-                 "messages", "released_us", "sources")
+                 "messages", "released_us", "resume_offset", "sources")
 
     def __init__(self, drivers: dict[str, EventTimeDriver]) -> None:
         self.drivers = drivers
@@ -61,6 +61,8 @@ class _Partition:
         self.last_offset = -1
         self.released_us = _NEVER
         self.late = 0
+        #: the first offset the restored state has not seen all of (None: no state restored)
+        self.resume_offset: int | None = None
 
 
 class RekeyedStage:
@@ -95,6 +97,7 @@ class RekeyedStage:
                 if driver is not None:
                     driver.engine.restore_watermark(watermark_us)
                     driver.next_advance_us = next_us
+            part.resume_offset = meta.get("o")  # absent in state saved before it was kept
             for key, raw in entries:
                 if len(key) == 4 and key[1] in part.drivers:
                     value = orjson.loads(raw)
@@ -107,6 +110,12 @@ class RekeyedStage:
 
     def drop(self, partition: int) -> None:
         self.partitions.pop(partition, None)
+
+    def resume_offset(self, partition: int) -> int | None:
+        """The first offset of ``partition`` whose events the restored state may lack (the
+        safe offset of its last checkpoint); ``None`` when no state was restored."""
+        part = self.partitions.get(partition)
+        return None if part is None else part.resume_offset
 
     def buffered(self, partition: int) -> int:
         part = self.partitions.get(partition)
@@ -165,6 +174,7 @@ class RekeyedStage:
             "f": self._fingerprint,
             "d": {s: [d.engine.watermark_us, d.next_advance_us]
                   for s, d in part.drivers.items()},
+            "o": self.safe_offset(partition),
         })))
         return writes
 

@@ -109,7 +109,7 @@ class StageOutput:
 
 class _Partition:
     __slots__ = ("applied", "closed", "dirty", "engine", "last_offset", "max_ts_us",
-                 "next_advance_us")
+                 "next_advance_us", "resume_offset")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -119,6 +119,8 @@ class _Partition:
         self.last_offset = -1
         self.max_ts_us = -(1 << 62)
         self.next_advance_us = -(1 << 62)
+        #: the first offset the restored state has not seen (None: no state restored)
+        self.resume_offset: int | None = None
 
 
 class SessionStage:
@@ -158,6 +160,7 @@ class SessionStage:
             part.next_advance_us = meta["n"]
             part.max_ts_us = meta["m"]
             part.last_offset = meta["o"]
+            part.resume_offset = meta["o"] + 1
             for key, value in entries:
                 if len(key) != 3:
                     continue
@@ -176,6 +179,12 @@ class SessionStage:
     def last_offset(self, partition: int) -> int:
         part = self.partitions.get(partition)
         return -1 if part is None else part.last_offset
+
+    def resume_offset(self, partition: int) -> int | None:
+        """The first offset of ``partition`` its restored state has not seen; ``None`` when
+        no state was restored (see _offsets.OffsetGuard)."""
+        part = self.partitions.get(partition)
+        return None if part is None else part.resume_offset
 
     def max_ts_us(self, partition: int) -> int:
         part = self.partitions.get(partition)
