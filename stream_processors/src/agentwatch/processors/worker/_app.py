@@ -33,7 +33,7 @@ from faust.types import TP, EventT
 
 from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker._forward import MARK_KEY
-from agentwatch.processors.worker._offsets import OffsetGuard, first_offset_from
+from agentwatch.processors.worker._offsets import HoleProbe, OffsetGuard
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
@@ -195,7 +195,7 @@ class _Stats:
         self.total: dict[str, float] = dict.fromkeys((
             "events", "records", "batches", "alerts", "dead_letters", "forwards", "checkpoints",
             "changelog_bytes", "changelog_writes", "process_s", "send_s", "checkpoint_s",
-            "rekeyed_events", "rekeyed_records"), 0)
+            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again"), 0)
         self.at_last_log = dict(self.total)
         self.checkpoint_s_max = 0.0
 
@@ -313,6 +313,7 @@ class _Worker:
         #: no record skipped: the next offset each stage needs, per partition (_offsets.py)
         self.session_guard = OffsetGuard()
         self.rekeyed_guard = OffsetGuard()
+        self.probe = HoleProbe(settings.bootstrap_servers)
         self._faust_add_gap: Any = None  # faust's own Consumer._add_gap (see _own_gaps)
         #: topic -> since when its agent waits for records (None: busy with a batch); an
         #: agent waiting longer than a batch window has nothing queued for it
@@ -338,6 +339,7 @@ class _Worker:
         app.timer(interval=max(0.05, settings.checkpoint_interval_s / 4))(self.checkpoint_timer)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self.on_shutdown)  # type: ignore[arg-type]
 
     # -- sending ---------------------------------------------------------------------------
     async def _send(self, topic: str, key: bytes | None, value: bytes,
@@ -421,15 +423,16 @@ class _Worker:
         kept, hole = guard.admit(tp.partition, offsets)
         while hole is not None:
             expected, got = guard.next_offset(tp.partition), offsets[hole]
-            first = await first_offset_from(self.settings.bootstrap_servers, tp.topic,
-                                            tp.partition, expected)
+            first = await self.probe.first_offset_from(tp.topic, tp.partition, expected)
             if first is None or first < got:
                 log.warning("agentwatch worker: %s[%d]: records from offset %d were not "
                             "delivered (offset %d came next): reading them again",
                             tp.topic, tp.partition, expected, got)
                 await self.seek_back(guard, tp)
+                self.stats.add(holes_read_again=1)
                 break
-            log.info("agentwatch worker: %s[%d] has no records from offset %d to %d "
+            self.stats.add(holes_real=1)
+            log.debug("agentwatch worker: %s[%d] has no records from offset %d to %d "
                      "(transaction markers or a trimmed log): going on", tp.topic,
                      tp.partition, expected, got - 1)
             guard.skip_to(tp.partition, got)
@@ -667,6 +670,9 @@ class _Worker:
         if tables.recovery.completed.is_set() and (
                 self.session_held.events or self.rekeyed_held.events):
             await self.checkpoint()
+
+    async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        await self.probe.stop()
 
     async def on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Another worker may have owned a partition meanwhile: rebuild every partition from

@@ -13,7 +13,7 @@ event (the inexact recovery of issue 15).
 So the worker checks for itself. :class:`OffsetGuard` knows the next offset each
 partition's stage needs; a record past it is a *hole*. A hole is either real (no record
 there on the broker: transaction markers of a transactional producer, or the start of a
-log trimmed by retention) or a delivery that went missing. :func:`first_offset_from`
+log trimmed by retention) or a delivery that went missing. :class:`HoleProbe`
 asks the broker which; a missing delivery is read again (the shell seeks back), and the
 records that came after the hole are dropped until the expected one arrives: none is
 processed or acknowledged, so no offset is committed past a record not processed.
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["OffsetGuard", "first_offset_from"]
+__all__ = ["HoleProbe", "OffsetGuard"]
 
 
 class OffsetGuard:
@@ -98,19 +99,26 @@ class OffsetGuard:
         return [(p, self._next[p]) for p, since in self._awaiting.items() if now - since >= after_s]
 
 
-async def first_offset_from(bootstrap_servers: str, topic: str, partition: int, offset: int,
-                            timeout_s: float = 10.0) -> int | None:
-    """The offset of the first record at or after ``offset`` on the broker (below the log
-    start: the log start), read by a consumer of its own (no group, nothing committed);
-    ``None`` if none came within ``timeout_s``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415 (worker runtime only)
+class HoleProbe:
+    """The broker's word on a hole: which offset comes first at or after a given one. A
+    consumer of its own (no group, nothing committed), started on first use and kept: a
+    transactional producer leaves a marker offset after every transaction, so a topic it
+    writes has a (real) hole per transaction, each asked about once."""
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._consumer: Any = None
+
+    async def first_offset_from(self, topic: str, partition: int, offset: int,
+                                timeout_s: float = 10.0) -> int | None:
+        """The offset of the first record at or after ``offset`` (below the log start: the
+        log start); ``None`` if none came within ``timeout_s``."""
+        from aiokafka import TopicPartition  # noqa: PLC0415 (worker runtime only)
+
+        consumer = await self._started()
         tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
+        if consumer.assignment() != {tp}:
+            consumer.assign([tp])
         consumer.seek(tp, offset)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -119,5 +127,19 @@ async def first_offset_from(bootstrap_servers: str, topic: str, partition: int, 
                 if messages:
                     return int(messages[0].offset)
         return None
-    finally:
-        await consumer.stop()
+
+    async def _started(self) -> Any:
+        if self._consumer is None:
+            from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 (worker runtime only)
+
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap_servers, group_id=None,
+                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50)
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
