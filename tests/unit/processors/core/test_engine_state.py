@@ -16,6 +16,7 @@ import pytest
 from conftest import US, EventFactory
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
+from agentwatch.processors.core._engine import pack_ids, unpack_ids
 from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us
 
 
@@ -167,3 +168,41 @@ def test_a_dump_can_keep_only_the_most_recent_event_ids(ev: EventFactory) -> Non
     assert not restored.is_new(events[5])
     assert not restored.is_new(events[3])
     assert restored.is_new(events[2])  # beyond what the dump kept
+
+
+def test_canonical_uuid_ids_are_packed_in_a_dump_and_come_back_the_same() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(16)]
+    packed = pack_ids(ids)
+    assert isinstance(packed, str)
+    assert len(orjson.dumps(packed)) < len(orjson.dumps(ids)) * 0.6
+    assert unpack_ids(packed) == ids
+    assert unpack_ids(ids) == ids  # a list (not packed, or dumped before packing) as it is
+
+
+@pytest.mark.parametrize("ids", [
+    [],
+    ["evt-1", "evt-2"],
+    [str(uuid.uuid4()).upper()],  # would come back lowercase
+    [str(uuid.uuid4()), "not-a-uuid"],
+    ["00000000-0000-0000-0000-000000000001"],  # no letter to tell its case by
+    ["0123456789ab-cdef-0123-4567-89abcdef01"],  # 36 characters, dashes misplaced
+    ["0123456g-89ab-cdef-0123-456789abcdef"],  # not hex
+    [str(uuid.uuid4())[:-1] + "é"],
+])
+def test_ids_that_would_not_come_back_the_same_stay_a_list(ids: list[str]) -> None:
+    assert pack_ids(ids) == ids
+    assert unpack_ids(pack_ids(ids)) == ids
+
+
+def test_a_session_dump_with_producer_ids_restores_its_dedup_memory(ev: EventFactory) -> None:
+    engine = Engine(rules_from_mapping({}))
+    events = [ev(i).model_copy(update={"event_id": str(uuid.uuid4())}) for i in range(5)]
+    for event in events:
+        engine.process(event)
+    state = engine.dump_key(("default", "sess-1"), max_ids=16)
+    assert state is not None
+    assert isinstance(state["s"][1], str)  # packed
+    restored = Engine(rules_from_mapping({}))
+    restored.load_key(("default", "sess-1"), orjson.loads(orjson.dumps(state)))
+    assert not any(restored.is_new(e) for e in events)
+    assert restored.is_new(ev(9).model_copy(update={"event_id": str(uuid.uuid4())}))
