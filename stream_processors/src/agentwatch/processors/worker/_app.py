@@ -22,22 +22,21 @@ import logging
 import os
 import signal
 import time
-import weakref
 from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event  # the partition table writes go to (see _write)
 from faust.types import TP, EventT
 
 from agentwatch.processors.core import RulesConfig
+from agentwatch.processors.worker import _faust_internals as faust_internals
 from agentwatch.processors.worker._forward import MARK_KEY
 from agentwatch.processors.worker._offsets import HoleProbe, OffsetGuard
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
-from agentwatch.schemas import encode_alert
+from agentwatch.schemas import ConfigError, encode_alert
 
 __all__ = ["build_app"]
 
@@ -56,24 +55,6 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
 #: p50 1.3 s between the event on Kafka and the alert on Kafka, at 1,000 events/s).
 FETCH_MAX_WAIT_MS = 50
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
-
-
-def _short_fetch_wait() -> None:
-    """Make faust's worker consumer use :data:`FETCH_MAX_WAIT_MS` (idempotent)."""
-    from faust.transport.drivers import aiokafka as driver  # noqa: PLC0415
-
-    thread_cls: Any = driver.AIOKafkaConsumerThread
-    if getattr(thread_cls, "_agentwatch_short_fetch", False):
-        return
-    create = thread_cls._create_worker_consumer
-
-    def create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when start() builds the fetcher
-        return consumer
-
-    thread_cls._create_worker_consumer = create_worker_consumer
-    thread_cls._agentwatch_short_fetch = True
 
 
 def _by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
@@ -131,16 +112,13 @@ async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
     topic = table.changelog_topic.get_topic_name()
     last: dict[int, Any] = {}
     for partition, items in by_partition.items():
-        token = _current_event.set(weakref.ref(last_events[partition]))
-        try:
+        with faust_internals.current_event(last_events[partition]):
             for key, value in items:
                 if value is not None:
                     store[key] = value
                 else:
                     with contextlib.suppress(KeyError):
                         del store[key]
-        finally:
-            _current_event.reset(token)
         for key, value in items:
             last[partition] = await producer.send(topic, key, value, partition, None, None)
     return last
@@ -314,7 +292,7 @@ class _Worker:
         self.session_guard = OffsetGuard()
         self.rekeyed_guard = OffsetGuard()
         self.probe = HoleProbe(settings.bootstrap_servers)
-        self._faust_add_gap: Any = None  # faust's own Consumer._add_gap (see _own_gaps)
+        self._faust_add_gap: Any = None  # faust's own Consumer._add_gap (on_assigned)
         #: topic -> since when its agent waits for records (None: busy with a batch); an
         #: agent waiting longer than a batch window has nothing queued for it
         self.waiting_since: dict[str, float | None] = dict.fromkeys(
@@ -447,7 +425,7 @@ class _Worker:
 
     async def seek_back(self, guard: OffsetGuard, tp: TP) -> None:
         consumer: Any = self.app.consumer
-        consumer._gap.pop(tp, None)  # never commit over it
+        faust_internals.forget_ack_gap(consumer, tp)  # never commit over it
         await consumer.seek_wait({tp: guard.next_offset(tp.partition)})
         guard.sought_back(tp.partition)
 
@@ -465,22 +443,6 @@ class _Worker:
                                     "since the seek back: seeking again", topic, partition,
                                     offset)
                         await self.seek_back(guard, tp)
-
-    def _own_gaps(self) -> None:
-        """faust records a jump in a partition's offsets as an "ack gap" and commits over
-        it; on the worker's topics a jump is a hole that the worker checks itself (see
-        _offsets.py): faust adds no gap there."""
-        consumer: Any = self.app.consumer
-        if self._faust_add_gap is not None:
-            return
-        self._faust_add_gap = faust_add_gap = consumer._add_gap
-        ours = {self.settings.events_topic, self.settings.rekeyed_topic}
-
-        async def add_gap(tp: TP, offset_from: int, offset_to: int) -> None:
-            if tp.topic not in ours:
-                await faust_add_gap(tp, offset_from, offset_to)
-
-        consumer._add_gap = add_gap
 
     async def session_agent(self, stream: Any) -> None:
         stage = self.session_stage
@@ -532,7 +494,7 @@ class _Worker:
             topic = self.settings.events_topic
             session_writes: list[tuple[int, bytes, bytes | None]] = []
             for partition in self.session_held.take_touched():
-                committed = consumer._committed_offset.get(TP(topic, partition))
+                committed = faust_internals.committed_offset(consumer, TP(topic, partition))
                 session_writes += self.session_stage.checkpoint(partition, committed)
             rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
             for partition in self.rekeyed_held.take_touched():
@@ -689,7 +651,9 @@ class _Worker:
             log.info("agentwatch worker (rekeyed stage): got partitions %s of %s", mine, topic)
         self.assigned_s = time.monotonic()
         self.progress.clear()
-        self._own_gaps()
+        # on the worker's topics, holes are the worker's to check (_offsets.py)
+        self._faust_add_gap = faust_internals.own_ack_gaps(
+            self.app.consumer, {self.settings.events_topic, self.settings.rekeyed_topic})
         self.session_held.forget()
         self.rekeyed_held.forget()
         self.session_guard.forget()
@@ -704,7 +668,11 @@ def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: i
               ) -> faust.App:
     """The worker app. ``input_partitions``: partitions of the events topic (the rekeyed
     topic and both tables get as many, so faust assigns them together)."""
-    _short_fetch_wait()
+    broken = faust_internals.problems()
+    if broken:
+        raise ConfigError("agentwatch worker cannot run with the installed faust-streaming: "
+                          + "; ".join(broken))
+    faust_internals.short_fetch_wait(FETCH_MAX_WAIT_MS)
     worker = _Worker(settings, config, input_partitions)
     log.info("worker %s: %d partitions, store %s, forwarding %s", settings.group_id,
              input_partitions, settings.store,

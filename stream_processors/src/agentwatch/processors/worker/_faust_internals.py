@@ -1,0 +1,128 @@
+"""Every faust-streaming (and aiokafka) internal the worker relies on, in one place.
+
+faust-streaming is pinned to 0.15.x (pyproject.toml). Where its public API does the job
+the worker uses it (``seek_wait``, ``resume_partitions``, ``highwater``, ``commit``,
+``producer.send``, ``Store.set_persisted_offset``); what it has no public API for is here,
+each with the reason. :func:`problems` checks that they are all still there: the worker
+refuses to start without them (one line naming what changed), and a unit test fails the
+same way when an upgrade of faust-streaming or aiokafka changes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+__all__ = [
+    "committed_offset",
+    "current_event",
+    "forget_ack_gap",
+    "own_ack_gaps",
+    "problems",
+    "short_fetch_wait",
+]
+
+AddGap = Callable[[Any, int, int], Awaitable[None]]
+
+
+def short_fetch_wait(max_wait_ms: int) -> None:
+    """Make faust's worker consumer ask the broker to hold a fetch at most ``max_wait_ms``
+    (faust hard-codes 1,500 ms, and aiokafka parks new records behind the fetch in flight:
+    most of an alert's latency). No setting reaches it: faust builds the aiokafka consumer
+    in ``AIOKafkaConsumerThread._create_worker_consumer``, which is wrapped here to set
+    aiokafka's ``_fetch_max_wait_ms`` before ``start()`` builds the fetcher. Idempotent."""
+    from faust.transport.drivers import aiokafka as driver  # noqa: PLC0415
+
+    thread_cls: Any = driver.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_agentwatch_short_fetch", False):
+        return
+    create = thread_cls._create_worker_consumer
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms
+        return consumer
+
+    thread_cls._create_worker_consumer = create_worker_consumer
+    thread_cls._agentwatch_short_fetch = True
+
+
+@contextlib.contextmanager
+def current_event(event: Any) -> Iterator[None]:
+    """Make ``event`` the stream's current event. A table's local store picks the
+    partition of a write from it; the worker writes state at checkpoints, outside the
+    agent's iteration, so it sets it itself (faust's own context variable)."""
+    from faust.streams import _current_event  # noqa: PLC0415
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset faust last committed (or sought to) for ``tp``; faust keeps it and has
+    no public getter (aiokafka's ``committed()`` asks the broker every time)."""
+    value = consumer._committed_offset.get(tp)
+    return None if value is None else int(value)
+
+
+def own_ack_gaps(consumer: Any, topics: set[str]) -> AddGap:
+    """faust records a jump in a partition's offsets as an "ack gap" and commits over it;
+    on ``topics`` the worker checks jumps itself (_offsets.py), so faust adds none there.
+    Returns faust's own ``_add_gap`` (the worker calls it for holes the broker confirmed).
+    Idempotent per consumer."""
+    kept: AddGap | None = getattr(consumer, "_agentwatch_faust_add_gap", None)
+    if kept is not None:
+        return kept
+    original: AddGap = consumer._add_gap
+
+    async def add_gap(tp: Any, offset_from: int, offset_to: int) -> None:
+        if tp.topic not in topics:
+            await original(tp, offset_from, offset_to)
+
+    consumer._add_gap = add_gap
+    consumer._agentwatch_faust_add_gap = original
+    return original
+
+
+def forget_ack_gap(consumer: Any, tp: Any) -> None:
+    """Drop the ack gaps faust holds for ``tp`` (never commit over a hole read again)."""
+    consumer._gap.pop(tp, None)
+
+
+def problems() -> list[str]:
+    """What is missing of the internals above (empty: all there)."""
+    import aiokafka  # noqa: PLC0415
+    import faust  # noqa: PLC0415
+    import faust.streams  # noqa: PLC0415
+    import faust.transport.consumer as faust_consumer  # noqa: PLC0415
+    from faust.transport.drivers import aiokafka as driver  # noqa: PLC0415
+
+    found: list[str] = []
+    versions = f"faust-streaming {faust.__version__}, aiokafka {aiokafka.__version__}"
+
+    def missing(what: str, why: str) -> None:
+        found.append(f"{what} is gone ({versions}); the worker uses it {why}")
+
+    if not hasattr(faust.streams, "_current_event"):
+        missing("faust.streams._current_event", "to write table state at checkpoints")
+    if not callable(getattr(driver.AIOKafkaConsumerThread, "_create_worker_consumer", None)):
+        missing("AIOKafkaConsumerThread._create_worker_consumer", "to shorten fetch waits")
+    if "_fetch_max_wait_ms" not in inspect.getsource(aiokafka.AIOKafkaConsumer.start):
+        missing("AIOKafkaConsumer._fetch_max_wait_ms (read by start())", "to shorten fetch waits")
+    annotations = getattr(faust_consumer.Consumer, "__annotations__", {})
+    for name, why in (("_committed_offset", "for the committed offsets"),
+                      ("_gap", "to drop ack gaps over holes")):
+        if name not in annotations:
+            missing(f"faust Consumer.{name}", why)
+    if not callable(getattr(faust_consumer.Consumer, "_add_gap", None)):
+        missing("faust Consumer._add_gap", "to keep faust from committing over holes")
+    for name in ("seek_wait", "resume_partitions", "on_buffer_drop", "highwater"):
+        if not callable(getattr(faust_consumer.Consumer, name, None)):
+            missing(f"faust Consumer.{name}", "(public API)")
+    return found

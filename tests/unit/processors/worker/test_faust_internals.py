@@ -1,0 +1,80 @@
+"""The faust-streaming internals the worker relies on (one module: _faust_internals.py).
+
+The first test is the upgrade alarm: it fails, naming what changed, when a new
+faust-streaming or aiokafka drops one of them (the worker then refuses to start with the
+same message). The others run the internals on a real faust consumer (no broker needed:
+faust builds it without connecting)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import faust.streams
+import pytest
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+
+from agentwatch.processors.worker import _faust_internals as internals
+
+
+def test_every_internal_the_worker_uses_is_still_there() -> None:
+    assert internals.problems() == []
+
+
+@pytest.fixture
+def consumer() -> Iterator[Any]:
+    """faust's aiokafka consumer of an app, not started (its event loops closed after)."""
+    app = faust.App("agentwatch-internals-test", broker="kafka://127.0.0.1:1",
+                    web_enabled=False)
+    consumer = app.consumer
+    yield consumer
+    consumer._thread.thread_loop.close()
+    app.loop.close()
+
+
+def test_faust_adds_no_ack_gap_on_the_worker_topics_but_still_on_others(consumer: Any) -> None:
+    async def go() -> None:
+        original = internals.own_ack_gaps(consumer, {"events"})
+        assert internals.own_ack_gaps(consumer, {"events"}) is original  # idempotent
+        await consumer._add_gap(TP("events", 0), 5, 9)  # what faust calls on a jump
+        await consumer._add_gap(TP("other", 0), 5, 9)
+        assert TP("events", 0) not in consumer._gap
+        assert TP("other", 0) in consumer._gap
+        await original(TP("events", 1), 3, 4)  # a hole the broker confirmed: faust's own
+        assert TP("events", 1) in consumer._gap
+        internals.forget_ack_gap(consumer, TP("events", 1))
+        internals.forget_ack_gap(consumer, TP("events", 2))  # none: nothing happens
+        assert TP("events", 1) not in consumer._gap
+
+    asyncio.run(go())
+
+
+def test_committed_offsets_come_from_faust_s_own_record(consumer: Any) -> None:
+    assert internals.committed_offset(consumer, TP("events", 0)) is None
+    consumer._committed_offset[TP("events", 0)] = 42
+    assert internals.committed_offset(consumer, TP("events", 0)) == 42
+
+
+def test_the_current_event_is_set_for_the_block_only() -> None:
+    class Event:  # faust keeps a weak reference
+        pass
+
+    event = Event()
+    var: contextvars.ContextVar[Any] = faust.streams._current_event
+    before = var.get(None)
+    with internals.current_event(event):
+        assert var.get()() is event
+    assert var.get(None) is before
+
+
+def test_fetch_waits_are_shortened_once() -> None:
+
+
+    internals.short_fetch_wait(50)
+    wrapped = driver.AIOKafkaConsumerThread._create_worker_consumer
+    internals.short_fetch_wait(50)
+    assert driver.AIOKafkaConsumerThread._create_worker_consumer is wrapped
