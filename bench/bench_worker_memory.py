@@ -34,10 +34,12 @@ the dict is the floor any Python detector holding the same windows pays.
 record; goal <= 100 B) on the fleet workload (5,000 open sessions, 20,000 events/s of event
 time, ``--fleet-events`` events) produced live at the events' own pace by the project's
 producer (defaults) while a fresh worker consumes it (the steady state of a deployment:
-each checkpoint writes the sessions touched in the last second). From the worker's
-counters (``changelog_bytes_total`` / ``events_total``); when the worker logs no stats, from
-the changelog topics read back (``<group>-session-state-changelog``,
-``<group>-rekeyed-state-changelog``). Peer: the bytes the input events themselves take on the
+each checkpoint writes the sessions touched in the last second). As the broker stores
+them (the changelog topics' ``.log`` segment files, compressed as the worker's producer
+sent them: like the peer); when the broker's files are not on this machine, from the
+worker's counters (``changelog_bytes_total`` / ``events_total``, uncompressed, also printed
+in every run) or the changelog topics read back.
+Peer: the bytes the input events themselves take on the
 events topic as the broker stores them (its ``.log`` segment files, compressed as the
 producer sent them; when the broker's files are not on this machine, the records' key +
 value bytes as read, uncompressed, said so), per event.
@@ -424,7 +426,7 @@ def core_child(argv: list[str]) -> None:
                               events_per_session=int(argv[2]), seed=int(argv[3]),
                               pace=float(argv[4]))
     prices = default_price_table()
-    stage = SessionStage(RulesConfig(), "bench", 1)
+    stage = SessionStage(RulesConfig.default(), "bench", 1)  # the worker's default rules
     tracemalloc.start(1)
     stage.restore(0, [])
     checkpoint_every = int(args.pace)  # events per second of the workload: 1 s checkpoints
@@ -604,11 +606,19 @@ def measure_changelog(bootstrap: str, tmp: Path, args: argparse.Namespace) -> Ch
         peer = on_disk / layout.events
         peer_source = (f"the events topic's segment files: {on_disk:,} bytes for "
                        f"{layout.events:,} events (as the broker stores them, compressed)")
+        stored = []
         for table in ("session-state", "rekeyed-state"):
             changelog_disk = stored_bytes(dirs, f"{worker.group}-{table}-changelog")
             if changelog_disk is not None:
+                stored.append(changelog_disk)
                 log(f"changelog: {table} changelog on the broker's disk: {changelog_disk:,} "
                     f"bytes ({changelog_disk / events:.1f} per event)")
+        if len(stored) == 2:  # like the peer: as the broker stores them (compressed)
+            log(f"changelog: ours as written, before the producer's compression: "
+                f"{ours_bytes / events:.1f} B per event ({source})")
+            ours_bytes = float(sum(stored))
+            source = (f"the changelog topics' segment files: {ours_bytes:,.0f} bytes for "
+                      f"{events:,.0f} events (as the broker stores them, compressed)")
     else:
         _records, size = read_sizes(bootstrap, topic)
         peer = size / layout.events

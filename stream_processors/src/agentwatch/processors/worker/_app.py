@@ -55,6 +55,7 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
 #: p50 1.3 s between the event on Kafka and the alert on Kafka, at 1,000 events/s).
 FETCH_MAX_WAIT_MS = 50
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
+PRODUCER_COMPRESSION = "zstd"
 
 
 def _by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
@@ -259,6 +260,9 @@ class _Worker:
             # it to be sent once it is full: at faust's 16 KiB, changelog writes waited a
             # broker round trip every few dozen keys
             producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
+            # state values are JSON with repeated names and hex: zstd stores the changelog
+            # in ~1/4 of the bytes (bench_worker_memory: worker_changelog) for little CPU
+            producer_compression_type=PRODUCER_COMPRESSION,
             # a crashed worker's partitions move to the others after this long (faust: 60 s);
             # heartbeats come from faust's consumer thread, not from the busy agent loop
             broker_session_timeout=10.0,
