@@ -68,7 +68,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     # the database stays behind with every event and alert, queryable by a new process
     check = (
         "import orjson; from agentwatch.sinks import ChdbBackend\n"
-        f"b = ChdbBackend({str(data_dir / 'chdb')!r})\n"
+        f"b = ChdbBackend({str(data_dir / 'clickhouse')!r})\n"
         "e = b.query('SELECT count() FROM agentwatch.events').rows[0][0]\n"
         "a = b.query('SELECT count(), uniqExact(alert_id) FROM agentwatch.alerts').rows[0]\n"
         "print(orjson.dumps([e, list(a)]).decode())\n"
@@ -119,7 +119,7 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
 
     check = (
         "import orjson; from agentwatch.sinks import ChdbBackend\n"
-        f"b = ChdbBackend({str(data_dir / 'chdb')!r})\n"
+        f"b = ChdbBackend({str(data_dir / 'clickhouse')!r})\n"
         "s = b.query('SELECT delivery_status, count() FROM agentwatch.alerts "
         "GROUP BY delivery_status ORDER BY delivery_status').rows\n"
         "d = b.query(\"SELECT count() FROM agentwatch.dead_letters "

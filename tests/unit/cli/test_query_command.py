@@ -440,11 +440,11 @@ def test_a_missing_store_is_an_error_and_not_created(
 def test_the_demo_directory_points_to_its_chdb_subdirectory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["db", "migrate", "--url", str(tmp_path / "chdb")]) == 0
+    assert main(["db", "migrate", "--url", str(tmp_path / "clickhouse")]) == 0
     code, _, err = run(capsys, "query", "--url", str(tmp_path), "SELECT 1")
     assert code == 2
-    assert error_line(err).endswith(f"use --url {tmp_path / 'chdb'}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chdb"]  # nothing written there
+    assert error_line(err).endswith(f"use --url {tmp_path / 'clickhouse'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clickhouse"]  # nothing written
 
 
 def test_the_store_comes_from_clickhouse_url(

@@ -33,7 +33,9 @@ def demo(
         "--duration-s", min=2.0, max=300.0,
         help="Wall-clock seconds to play the simulated fleet's 8 minutes in.")] = 16.0,
     data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="Keep the chDB database here (default: a temporary directory).",
+        "--data-dir", help="Keep the chDB database in DIR/clickhouse (default: "
+        "agentwatch-data, where `agentwatch query` looks); a database an earlier demo left "
+        "there is replaced.",
         show_default=False)] = None,
     config: ConfigOption = None,
     endpoints: Annotated[Path | None, typer.Option(

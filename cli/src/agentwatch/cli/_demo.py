@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-import tempfile
+import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,8 +16,9 @@ from agentwatch.cli._embedded import EmbeddedPipeline
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import Engine, load_rules
 from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport
-from agentwatch.schemas import Alert, AlertState, AlertType
+from agentwatch.schemas import Alert, AlertState, AlertType, ConfigError
 from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
+from agentwatch.sinks._settings import DEFAULT_CHDB_PATH
 from agentwatch.sinks.webhooks import (
     EndpointConfig,
     ReceivedDelivery,
@@ -25,7 +26,13 @@ from agentwatch.sinks.webhooks import (
     load_endpoints,
 )
 
-__all__ = ["EXAMPLE_SQL", "run_demo"]
+__all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "demo_chdb_path", "run_demo"]
+
+#: where the demo keeps its chDB database by default: where `agentwatch query` (and the
+#: other store commands) look when no --url / CLICKHOUSE_URL is given, so the next step
+#: after `make demo` works as it is (``agentwatch query --saved cost-by-agent``)
+DEMO_DATA_DIR = Path(DEFAULT_CHDB_PATH).parent
+_MARKER = ".agentwatch-demo"  # beside the database: the demo wrote it, and may replace it
 
 EXAMPLE_SQL = """\
 SELECT agent_id,
@@ -50,11 +57,9 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
     plan = FleetPlan()
     events = list(fleet_events(plan))
     secret = secrets.token_hex(16)
+    chdb_path = _fresh_demo_store(DEMO_DATA_DIR if data_dir is None else data_dir)
     with ExitStack() as stack:
-        if data_dir is None:
-            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentwatch-")))
-        data_dir.mkdir(parents=True, exist_ok=True)
-        backend = stack.enter_context(ChdbBackend(data_dir / "chdb"))
+        backend = stack.enter_context(ChdbBackend(chdb_path))
         # No retention: the simulated fleet's clock starts on a fixed date, and ClickHouse
         # drops rows already past a table's TTL as they are inserted.
         migrate(backend, SchemaConfig(ttl_days=None))
@@ -80,7 +85,7 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         console.print(
             f"[bold]agentwatch demo[/]: 3 agents, {len(events):,} events over "
             f"{plan.duration_s // 60} minutes of agent time, played in {duration_s:.0f} s.\n"
-            f"  chDB at {data_dir / 'chdb'}; webhooks to {receiver.url}"
+            f"  chDB at {chdb_path}; webhooks to {receiver.url}"
             + "".join(f", {e.name} ({e.format})" for e in extra) + "\n"
         )
         started = time.monotonic()
@@ -105,12 +110,40 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         )
         for failure in stats.failures[:5]:
             console.print(f"  [red]failed:[/] {failure.reason}", highlight=False)
+        url = "" if data_dir is None else f" --url {chdb_path}"
+        console.print(
+            f"\nThe database stays in {chdb_path}. Next, try:\n"
+            f"  agentwatch query{url} --saved cost-by-agent\n"
+            f"  agentwatch query{url} --list", highlight=False, soft_wrap=True)
         caught = {a.type for a in stats.alerts if a.state is AlertState.FIRING}
         missing = _EXPECTED_TYPES - caught
         if missing:
             console.print(f"[bold red]missed:[/] {', '.join(sorted(m.value for m in missing))}")
             return 1
         return 0
+
+
+def demo_chdb_path(data_dir: Path) -> Path:
+    """The demo's chDB database under ``data_dir`` (the layout of the default store)."""
+    return data_dir / Path(DEFAULT_CHDB_PATH).name
+
+
+def _fresh_demo_store(data_dir: Path) -> Path:
+    """The demo's database path under ``data_dir``, empty: a database an earlier demo left
+    there is replaced (its totals would add up with this run's); anything else there is
+    left alone and is an error."""
+    chdb_path = demo_chdb_path(data_dir)
+    marker = data_dir / _MARKER
+    if chdb_path.exists():
+        if not marker.exists():
+            raise ConfigError(
+                f"{chdb_path} already exists and was not written by `agentwatch demo`: "
+                "give the demo another --data-dir (it replaces only its own database)")
+        shutil.rmtree(chdb_path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `agentwatch demo`, which replaces the database next to "
+                      "this file at its next run\n")
+    return chdb_path
 
 
 def _play(events: list[dict[str, object]], client: Agentwatch, duration_s: float,

@@ -105,12 +105,12 @@ def _check_chdb_path(path: Path) -> None:
     if not path.exists():
         raise ConfigError(
             f"no chDB database at {path}: create one with `agentwatch db migrate --url "
-            f"{path}` (`agentwatch demo --data-dir D` leaves one at D/chdb)"
+            f"{path}` (`agentwatch demo --data-dir D` leaves one at D/clickhouse)"
         )
-    if not (path / "metadata").exists() and (path / "chdb" / "metadata").is_dir():
+    if not (path / "metadata").exists() and (path / "clickhouse" / "metadata").is_dir():
         raise ConfigError(
-            f"{path} holds no chDB database but {path / 'chdb'} does "
-            f"(`agentwatch demo` writes it there): use --url {path / 'chdb'}"
+            f"{path} holds no chDB database but {path / 'clickhouse'} does "
+            f"(`agentwatch demo` writes it there): use --url {path / 'clickhouse'}"
         )
 
 
