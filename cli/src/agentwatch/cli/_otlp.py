@@ -365,7 +365,9 @@ def _reply(
 async def start(receiver: OtlpReceiver, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving ``receiver`` on ``host:port`` (port 0: a free one); returns the
     runner (``await runner.cleanup()`` stops it) and the port bound."""
-    runner = web.AppRunner(receiver.app(), access_log=None, handle_signals=False)
+    # auto_decompress off: the receiver inflates gzip itself, with its size limit
+    runner = web.AppRunner(receiver.app(), access_log=None, handle_signals=False,
+                           auto_decompress=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
