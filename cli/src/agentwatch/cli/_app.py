@@ -176,6 +176,7 @@ def otlp(
     AGENTWATCH_* environment variables (see "Add it to an agent" in the README).
     """
     import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
 
     from agentwatch.cli._otlp import OtlpReceiver, run_receiver  # noqa: PLC0415
     from agentwatch.producer import Agentwatch  # noqa: PLC0415
@@ -183,6 +184,9 @@ def otlp(
     if loglevel.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if bootstrap_servers is None and not os.environ.get("AGENTWATCH_BOOTSTRAP_SERVERS"):
+        raise ConfigError("where to send the events: --bootstrap-servers or "
+                          "AGENTWATCH_BOOTSTRAP_SERVERS")
     client = Agentwatch(bootstrap_servers=bootstrap_servers, spool_dir=spool_dir)
     raise typer.Exit(run_receiver(OtlpReceiver(client, tenant_header=tenant_header), host, port))
 

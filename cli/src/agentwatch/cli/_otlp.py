@@ -48,6 +48,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
 from agentwatch.producer import Agentwatch
 from agentwatch.producer._genai import EVALUATION_EVENT, GenAISpan, Skipped, map_span
+from agentwatch.schemas import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -386,7 +387,11 @@ def run_receiver(receiver: OtlpReceiver, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runner, bound = await start(receiver, host, port)
+        try:
+            runner, bound = await start(receiver, host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         logger.info("agentwatch otlp: listening on http://%s:%d%s", host, bound, TRACES_PATH)
         try:
             await stop.wait()
