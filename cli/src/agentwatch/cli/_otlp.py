@@ -29,7 +29,7 @@ import logging
 import signal
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -214,11 +214,18 @@ def _value(value: AnyValue) -> Any:
     return None if which is None else getattr(value, which)
 
 
-def _attributes(pairs: Any) -> dict[str, Any]:
+def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
-        assert isinstance(pair, KeyValue)  # noqa: S101 -- the generated type says so
-        out[pair.key] = _value(pair.value)
+        value = pair.value
+        which = value.WhichOneof("value")
+        # the common scalars inline (this runs for every attribute of every span)
+        if which == "string_value":
+            out[pair.key] = value.string_value
+        elif which == "int_value":
+            out[pair.key] = value.int_value
+        else:
+            out[pair.key] = _value(value)
     return out
 
 

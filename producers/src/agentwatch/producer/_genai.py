@@ -58,6 +58,7 @@ Spans with no ``gen_ai.*`` attribute are skipped (``not_genai``). Nothing makes
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -162,7 +163,7 @@ def map_span(span: GenAISpan, *, tenant_id: str | None = None) -> dict[str, Any]
     operation = _text(attrs.get("gen_ai.operation.name"))
     kind = _kind(operation, attrs)
     event: dict[str, Any] = {
-        "event_id": str(uuid.uuid5(_EVENT_ID_NAMESPACE, span.trace_id + span.span_id)),
+        "event_id": _event_id(span.trace_id + span.span_id),
         "ts": _format_ts_ns(end_ns),
         "kind": kind,
         "trace_id": span.trace_id,
@@ -339,7 +340,25 @@ def _parsed_args(args: Any) -> Any:
     return args
 
 
+def _event_id(name: str) -> str:
+    """``str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))`` at a third of the cost."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324 -- UUID v5 is SHA-1 by definition
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NAMESPACE_BYTES: Final = _EVENT_ID_NAMESPACE.bytes
+# (epoch second, its formatted text), swapped whole: one strftime per second, thread-safe
+_ts_memo: list[tuple[int, str]] = [(-1, "")]
+
+
 def _format_ts_ns(ts_ns: int) -> str:
     """RFC 3339 UTC with microseconds, as the producer writes ``ts``."""
     seconds, ns = divmod(ts_ns, 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ns // 1000:06d}Z"
+    memo_second, prefix = _ts_memo[0]
+    if memo_second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _ts_memo[0] = (seconds, prefix)
+    return f"{prefix}.{ns // 1000:06d}Z"
