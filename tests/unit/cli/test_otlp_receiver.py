@@ -392,3 +392,23 @@ def test_when_the_producer_queue_has_no_room_the_request_gets_503_and_nothing_is
         assert served.receiver.stats.rejected_requests == {"queue_full": 1}
         assert served.client.events == []
         assert served.client.stats.dropped == 0
+
+
+def test_an_invalid_genai_span_is_counted_named_and_the_rest_sent(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = orjson.loads(orjson.dumps(JSON_PAYLOAD))
+    spans = payload["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    bad = orjson.loads(orjson.dumps(spans[0]))
+    bad["spanId"] = "0000000000000000"
+    spans.append(bad)
+    with caplog.at_level("WARNING", logger="agentwatch.otlp"):
+        status, _, raw = served.post(orjson.dumps(payload), "application/json")
+    assert status == 200
+    partial = orjson.loads(raw)["partialSuccess"]
+    assert partial["rejectedSpans"] in ("2", 2)
+    assert "1 invalid GenAI spans (first: invalid span id '0000000000000000'" in (
+        partial["errorMessage"])
+    assert served.receiver.stats.invalid_spans == 1
+    assert len(served.client.events) == 1
+    assert "1 invalid GenAI spans not sent" in caplog.text

@@ -48,6 +48,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
 from agentwatch.producer import Agentwatch
 from agentwatch.producer._genai import EVALUATION_EVENT, GenAISpan, Skipped, map_span
+from agentwatch.producer._queue import RateLimitedLog
 from agentwatch.schemas import ConfigError
 
 __all__ = [
@@ -272,6 +273,7 @@ class OtlpReceiver:
         self.tenant_header = tenant_header
         self.max_body_bytes = max_body_bytes
         self.stats = ReceiverStats()
+        self._log = RateLimitedLog(log=logger)  # one line per reason per 10 s
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
@@ -295,8 +297,8 @@ class OtlpReceiver:
             response = self._export(export, request.headers.get(self.tenant_header) or None)
         except OtlpError as exc:
             self.stats.rejected_requests[exc.reason] += 1
-            logger.warning("otlp: %s request refused (%d): %s", exc.reason, exc.http_status,
-                           exc.message)
+            self._log.warn_limited(exc.reason, "agentwatch otlp: %s request refused (%d): %s",
+                                   exc.reason, exc.http_status, exc.message)
             code = _RESOURCE_EXHAUSTED if exc.http_status == 503 else _INVALID_ARGUMENT
             headers = {"Retry-After": str(_RETRY_AFTER_S)} if exc.http_status == 503 else None
             return _reply(Status(code=code, message=exc.message), json_reply,
@@ -341,6 +343,9 @@ class OtlpReceiver:
         stats.skipped_not_genai += not_genai
         stats.invalid_spans += len(invalid)
         stats.evaluations_skipped += evaluations
+        if invalid:
+            self._log.warn_limited("invalid", "agentwatch otlp: %d invalid GenAI spans not "
+                                   "sent (first: %s)", len(invalid), invalid[0])
         response = ExportTraceServiceResponse()
         if not_genai or invalid:
             parts = []
