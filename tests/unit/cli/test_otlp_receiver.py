@@ -47,6 +47,11 @@ class Served:
     client: Collector
     url: str
 
+    def events(self) -> list[Event]:
+        """What the receiver's producer sent (after a flush bounded by the safety timeout)."""
+        assert self.client.flush(SAFETY_TIMEOUT_S)
+        return self.client.transport.events
+
     def post(self, body: bytes, content_type: str = "application/x-protobuf",
              **headers: str) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(
@@ -158,7 +163,7 @@ def test_sdk_exported_genai_spans_become_the_mapped_events(
     spans = record_genai_spans()
     assert export(served.url, spans, compression=compression) is SpanExportResult.SUCCESS
 
-    events = served.client.events
+    events = served.events()
     assert len(events) == 4  # the HTTP span is not GenAI
     spans_by_name = {s.name: s for s in spans}
     got = by_name(events)
@@ -209,14 +214,14 @@ def test_the_tenant_header_sets_the_tenant(served: Served) -> None:
     spans = record_genai_spans()
     assert export(served.url, spans, headers={"X-Agentwatch-Tenant": "globex"}) is (
         SpanExportResult.SUCCESS)
-    assert {e.tenant_id for e in served.client.events} == {"globex"}
+    assert {e.tenant_id for e in served.events()} == {"globex"}
 
 
 def test_a_span_exported_twice_makes_two_records_of_one_event_id(served: Served) -> None:
     spans = record_genai_spans()
     assert export(served.url, spans) is SpanExportResult.SUCCESS
     assert export(served.url, spans) is SpanExportResult.SUCCESS
-    ids = [e.event_id for e in served.client.events]
+    ids = [e.event_id for e in served.events()]
     assert len(ids) == 8
     assert len(set(ids)) == 4  # a retried export is deduplicated downstream by event_id
 
@@ -291,7 +296,7 @@ def test_an_otlp_json_payload_with_hex_ids_maps_like_protobuf(served: Served) ->
     assert status == 200
     assert headers["Content-Type"].startswith("application/json")
     assert orjson.loads(raw)["partialSuccess"]["rejectedSpans"] in ("1", 1)
-    [event] = served.client.events
+    [event] = served.events()
     assert (event.trace_id, event.span_id, event.parent_span_id) == (
         "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "eee19b7ec3c1b173")
     assert (event.kind, event.model, event.provider, event.input_tokens, event.output_tokens) == (
@@ -305,7 +310,7 @@ def test_a_gzipped_json_payload_is_read(served: Served) -> None:
     status, _, _ = served.post(gzip.compress(orjson.dumps(JSON_PAYLOAD)), "application/json",
                                **{"Content-Encoding": "gzip"})
     assert status == 200
-    assert len(served.client.events) == 1
+    assert len(served.events()) == 1
 
 
 def test_spans_without_genai_attributes_only_are_skipped_with_a_full_200(
@@ -316,7 +321,7 @@ def test_spans_without_genai_attributes_only_are_skipped_with_a_full_200(
     status, _, raw = served.post(orjson.dumps(payload), "application/json")
     assert status == 200
     assert orjson.loads(raw)["partialSuccess"]["rejectedSpans"] in ("1", 1)
-    assert served.client.events == []
+    assert served.events() == []
     assert served.receiver.stats.skipped_not_genai == 1
 
 
@@ -356,7 +361,7 @@ def test_a_bad_payload_gets_an_error_status_a_counter_and_the_server_keeps_servi
             assert Status.FromString(raw).code == 3
     # still serving: a good export right after is taken
     assert export(served.url, record_genai_spans()) is SpanExportResult.SUCCESS
-    assert len(served.client.events) == 4
+    assert len(served.events()) == 4
 
 
 def test_a_payload_over_the_size_limit_is_refused_with_413() -> None:
@@ -390,7 +395,7 @@ def test_when_the_producer_queue_has_no_room_the_request_gets_503_and_nothing_is
         assert headers["Retry-After"] == "1"
         assert "room for 2 events, not 4" in Status.FromString(raw).message
         assert served.receiver.stats.rejected_requests == {"queue_full": 1}
-        assert served.client.events == []
+        assert served.events() == []
         assert served.client.stats.dropped == 0
 
 
@@ -410,5 +415,5 @@ def test_an_invalid_genai_span_is_counted_named_and_the_rest_sent(
     assert "1 invalid GenAI spans (first: invalid span id '0000000000000000'" in (
         partial["errorMessage"])
     assert served.receiver.stats.invalid_spans == 1
-    assert len(served.client.events) == 1
+    assert len(served.events()) == 1
     assert "1 invalid GenAI spans not sent" in caplog.text
