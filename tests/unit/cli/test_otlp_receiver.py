@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -39,6 +40,7 @@ from agentwatch.producer.testing import Collector, collector
 from agentwatch.schemas import Event, EventKind, EventStatus, default_price_table
 
 SAFETY_TIMEOUT_S = 30.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -180,7 +182,8 @@ def test_sdk_exported_genai_spans_become_the_mapped_events(
         assert span.start_time is not None
         assert span.end_time is not None
         assert event.duration_ms == (span.end_time - span.start_time) / 1e6
-        assert event.ts.timestamp() == pytest.approx(span.end_time / 1e9, abs=1e-6)
+        # the end time, cut to microseconds (integer arithmetic: a float would round)
+        assert event.ts == EPOCH + timedelta(microseconds=span.end_time // 1000)
 
     chat = got["chat gpt-4o"]
     assert (chat.kind, chat.name, chat.model, chat.provider) == (
