@@ -151,6 +151,48 @@ def schema(
     sys.stdout.buffer.write(json_schema_bytes(name))
 
 
+@app.command()
+def otlp(
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535, help="TCP port (4318: OTLP/HTTP's).")] = 4318,
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        "--bootstrap-servers", help="Kafka brokers (env AGENTWATCH_BOOTSTRAP_SERVERS).",
+        show_default=False)] = None,
+    tenant_header: Annotated[str, typer.Option(
+        "--tenant-header", help="Request header naming the tenant of the spans (else the "
+        "resource attribute agentwatch.tenant.id, else AGENTWATCH_TENANT_ID).",
+    )] = "X-Agentwatch-Tenant",
+    spool_dir: Annotated[Path | None, typer.Option(
+        "--spool-dir", help="Keep undelivered records on disk here (env "
+        "AGENTWATCH_SPOOL_DIR).", show_default=False)] = None,
+    loglevel: Annotated[str, typer.Option(
+        "--loglevel", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Receive OpenTelemetry GenAI spans over OTLP/HTTP and send them on as events.
+
+    POST /v1/traces (protobuf or JSON, gzip or not): each span with gen_ai.* attributes
+    becomes one event, sent to Kafka by the producer (partition batches, retries, the
+    spool); other spans are counted and skipped. Producer settings come from the
+    AGENTWATCH_* environment variables (see "Add it to an agent" in the README).
+    """
+    import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from agentwatch.cli._otlp import OtlpReceiver, run_receiver  # noqa: PLC0415
+    from agentwatch.producer import Agentwatch  # noqa: PLC0415
+
+    if loglevel.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if bootstrap_servers is None and not os.environ.get("AGENTWATCH_BOOTSTRAP_SERVERS"):
+        raise ConfigError("where to send the events: --bootstrap-servers or "
+                          "AGENTWATCH_BOOTSTRAP_SERVERS")
+    client = Agentwatch(bootstrap_servers=bootstrap_servers, spool_dir=spool_dir)
+    raise typer.Exit(run_receiver(OtlpReceiver(client, tenant_header=tenant_header), host, port))
+
+
 # -- the ClickHouse store: db, query, sink ----------------------------------------------
 
 UrlOption = Annotated[str | None, typer.Option(

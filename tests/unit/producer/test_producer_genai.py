@@ -1,0 +1,37 @@
+"""The GenAI span mapping is part of the light producer: plain values in, no OpenTelemetry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from agentwatch.producer._genai import GenAISpan, Skipped, map_span
+from agentwatch.producer.testing import Collector
+
+
+def test_the_mapping_imports_no_opentelemetry_package() -> None:
+    code = ("import sys, agentwatch.producer._genai; "
+            "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'google'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_mapped_span_emitted_as_it_is_arrives_as_a_priced_event(aw: Collector) -> None:
+    span = GenAISpan(
+        trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+        name="chat gpt-4o", start_ns=1_796_032_800_000_000_000,
+        end_ns=1_796_032_800_400_000_000,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                    "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100},
+    )
+    event = map_span(span)
+    assert not isinstance(event, Skipped)
+    aw.emit(event)
+    [got] = aw.events
+    assert (got.kind, got.model, got.duration_ms) == ("llm_call", "gpt-4o", 400.0)
+    assert (got.tenant_id, got.agent_id) == ("acme", "test-agent")  # the client's defaults
+    assert got.session_id == "0af7651916cd43dd8448eb211c80319c"  # the trace
+    assert got.cost_usd is not None
+    assert got.cost_usd > 0
+    assert aw.stats.invalid == 0
