@@ -129,7 +129,7 @@ def test_a_loopback_ip_endpoint_without_allow_private_is_refused_once(
     )
 
 
-def test_post_once_says_a_refused_destination_is_final(alert: Alert) -> None:
+def test_post_once_says_a_refused_destination_is_final() -> None:
     with WebhookReceiver(secret=SECRET) as receiver:
         outcome = post_once(_endpoint(receiver.url), b"{}", delivery_id="d-1")
     assert (outcome.ok, outcome.retryable, outcome.refused) == (False, False, True)
@@ -188,7 +188,7 @@ def test_the_injected_resolver_is_the_one_the_connection_uses(alert: Alert) -> N
     assert delivery.path == "/hook"
 
 
-def test_every_connection_resolves_again(alert: Alert) -> None:
+def test_every_connection_resolves_again() -> None:
     """No answer is cached between attempts: a name that rebinds to 127.0.0.1 is checked
     on the address it has when the connection is made."""
     answers = iter([["127.0.0.1"], ["169.254.169.254"]])
@@ -212,7 +212,7 @@ def test_every_connection_resolves_again(alert: Alert) -> None:
 
 
 @pytest.mark.parametrize("host", ["[::ffff:127.0.0.1]", "169.254.169.254", "[::1]"])
-def test_literal_ip_urls_are_checked_without_a_lookup(alert: Alert, host: str) -> None:
+def test_literal_ip_urls_are_checked_without_a_lookup(host: str) -> None:
     dns = FakeDns({})
     outcome = post_once(_endpoint(f"http://{host}:9/hook", resolver=dns), b"{}", delivery_id="d-1")
     assert outcome.refused
@@ -317,3 +317,14 @@ def test_the_demo_endpoint_config_can_opt_in_from_python() -> None:
         name="demo", url="http://127.0.0.1:1/", secret=SECRET, allow_private=True
     )
     assert config.webhook_endpoint().allow_private
+
+
+def test_https_urls_are_checked_at_connect_time_too() -> None:
+    dns = FakeDns({"hooks.example.com": ["169.254.169.254"]})
+    outcome = post_once(
+        _endpoint("https://hooks.example.com/hook", resolver=dns), b"{}", delivery_id="d-1"
+    )
+    assert (outcome.refused, outcome.retryable) == (True, False)
+    assert dns.lookups == [("hooks.example.com", 443)]
+    assert outcome.error is not None
+    assert "169.254.169.254 (metadata)" in outcome.error
