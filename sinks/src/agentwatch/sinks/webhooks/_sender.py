@@ -309,7 +309,7 @@ def post_once(
     proxies = urllib.request.getproxies()
     via_proxy = _via_proxy(endpoint.url, proxies)
     try:
-        if via_proxy:  # the proxy connects: check the destination now, as the proxy may
+        if via_proxy:  # the proxy connects for us: check the destination's addresses now
             parts = urlsplit(endpoint.url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
             check_host(destinations, parts.hostname or "", port)
