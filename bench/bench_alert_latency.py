@@ -300,7 +300,8 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
         receiver = stack.enter_context(WebhookReceiver(secret=SECRET))
         endpoints = tmp / "endpoints.yaml"
         endpoints.write_text(yaml.safe_dump({"endpoints": [
-            {"name": "bench", "url": receiver.url, "secret": SECRET}]}))
+            {"name": "bench", "url": receiver.url, "secret": SECRET,
+             "allow_private": True}]}))
         env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()} | {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "AGENTWATCH_EVENTS_TOPIC": topics["events"],
@@ -605,7 +606,8 @@ def run_embedded(args: argparse.Namespace, tmp: Path, rate: int, name: str) -> O
         receiver = stack.enter_context(WebhookReceiver(secret=SECRET))
         pipeline = EmbeddedPipeline(
             (memlog := InProcessLog()), Engine(), ClickHouseSink(backend),
-            [EndpointConfig(name="bench", url=receiver.url, secret=SECRET)]).start()
+            [EndpointConfig(name="bench", url=receiver.url, secret=SECRET,
+                            allow_private=True)]).start()
         stack.callback(pipeline.stop)
         client = Agentwatch(transport=InProcessTransport(memlog))
         stack.callback(client.close)

@@ -95,8 +95,10 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
         endpoints = tmp_path / "endpoints.toml"
         endpoints.write_text(
             f'[[endpoints]]\nname = "ours"\nurl = "{ours.url}"\nsecret_env = "OUR_SECRET"\n'
+            "allow_private = true\n"
             '[endpoints.filters]\ntypes = ["runaway_loop"]\n'
             f'[[endpoints]]\nname = "gone"\nurl = "{gone.url}"\nsecret = "{GONE_SECRET}"\n'
+            "allow_private = true\n"
         )
         proc = subprocess.run(
             [sys.executable, "-m", "agentwatch.cli", "demo", "--duration-s", "3",

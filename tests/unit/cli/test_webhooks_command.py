@@ -29,7 +29,7 @@ def field(stdout: str, name: str) -> str:
 
 def test_delivers_one_signed_alert() -> None:
     with WebhookReceiver(secret=SECRET) as receiver:
-        proc = run("webhooks", "test", receiver.url + "hooks/aw", "--secret", SECRET)
+        proc = run_private(receiver.url + "hooks/aw", "--secret", SECRET)
         assert receiver.wait_for(1, 5)
         received = receiver.received
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -53,11 +53,17 @@ def test_delivers_one_signed_alert() -> None:
     assert alert.alert_id in proc.stdout
 
 
+def run_private(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``agentwatch webhooks test --allow-private ARGS``: the receivers are on 127.0.0.1."""
+    return run("webhooks", "test", "--allow-private", *args, **env)
+
+
 def run_in_process(url: str, **receiver_options: object) -> tuple[int, str, str]:
     """``run_test`` in this process against a receiver: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with WebhookReceiver(secret=SECRET, **receiver_options) as receiver:  # type: ignore[arg-type]
-        code = run_test(receiver.url + url, SECRET, fmt="json", timeout_s=5.0, out=out, err=err)
+        code = run_test(receiver.url + url, SECRET, fmt="json", timeout_s=5.0, out=out, err=err,
+                        allow_private=True)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -70,7 +76,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_prints_the_body_and_content_type_of_a_2xx_answer() -> None:
     body = '{"received": true, "ticket": "OPS-1234"}'
     with WebhookReceiver(secret=SECRET, response_body=body) as receiver:
-        proc = run("webhooks", "test", receiver.url, "--secret", SECRET)
+        proc = run_private(receiver.url, "--secret", SECRET)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert field(proc.stdout, "response") == body
     assert field(proc.stdout, "content") == f"application/json, {len(body)} bytes"
@@ -139,8 +145,8 @@ def test_an_error_body_is_printed_whole_up_to_500_chars() -> None:
 
 def test_fresh_alert_id_each_time_and_secret_from_env() -> None:
     with WebhookReceiver(secret=SECRET) as receiver:
-        first = run("webhooks", "test", receiver.url, AGENTWATCH_WEBHOOK_SECRET=SECRET)
-        second = run("webhooks", "test", receiver.url, AGENTWATCH_WEBHOOK_SECRET=SECRET)
+        first = run_private(receiver.url, AGENTWATCH_WEBHOOK_SECRET=SECRET)
+        second = run_private(receiver.url, AGENTWATCH_WEBHOOK_SECRET=SECRET)
         assert receiver.wait_for(2, 5)
         received = receiver.received
     assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
@@ -151,7 +157,7 @@ def test_fresh_alert_id_each_time_and_secret_from_env() -> None:
 
 def test_slack_format_sends_the_slack_message() -> None:
     with WebhookReceiver(secret=SECRET) as receiver:
-        proc = run("webhooks", "test", receiver.url, "--secret", SECRET, "--format", "slack")
+        proc = run_private(receiver.url, "--secret", SECRET, "--format", "slack")
         assert receiver.wait_for(1, 5)
         (delivery,) = receiver.received
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -166,7 +172,7 @@ def test_slack_format_sends_the_slack_message() -> None:
 
 def test_server_error_exits_1_with_the_status() -> None:
     with WebhookReceiver(secret=SECRET, default_status=500) as receiver:
-        proc = run("webhooks", "test", receiver.url, "--secret", SECRET, "--timeout-s", "3")
+        proc = run_private(receiver.url, "--secret", SECRET, "--timeout-s", "3")
         assert receiver.wait_for(1, 5)
         received = receiver.received
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -179,7 +185,7 @@ def test_server_error_exits_1_with_the_status() -> None:
 
 def test_client_error_exits_1() -> None:
     with WebhookReceiver(secret=SECRET, statuses=[404]) as receiver:
-        proc = run("webhooks", "test", receiver.url, "--secret", SECRET)
+        proc = run_private(receiver.url, "--secret", SECRET)
     assert proc.returncode == 1
     assert field(proc.stdout, "status").startswith("404 ")
 
@@ -188,13 +194,27 @@ def test_unreachable_port_is_one_line_and_exit_1() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = run("webhooks", "test", f"http://127.0.0.1:{port}/", "--secret", SECRET)
+    proc = run_private(f"http://127.0.0.1:{port}/", "--secret", SECRET)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("agentwatch: webhook test failed: no response from")
     assert "Connection refused" in lines[0] or "ConnectionRefused" in lines[0]
+
+
+def test_a_loopback_url_is_refused_without_allow_private() -> None:
+    with WebhookReceiver(secret=SECRET) as receiver:
+        proc = run("webhooks", "test", receiver.url, "--secret", SECRET)
+        received = receiver.received
+    assert received == []
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        "agentwatch: webhook test not sent: destination refused: 127.0.0.1 is a loopback address"
+    )
+    assert line.endswith("(or --allow-private)")
 
 
 @pytest.mark.parametrize(

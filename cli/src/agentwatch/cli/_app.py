@@ -359,6 +359,10 @@ def webhooks_test(
     timeout_s: Annotated[float, typer.Option(
         "--timeout-s", min=0.001, max=60.0, metavar="N", help="Seconds to wait for the answer.",
     )] = 5.0,
+    allow_private: Annotated[bool, typer.Option(
+        "--allow-private", help="Let URL reach loopback, private, link-local or metadata "
+        "addresses (as an endpoint's `allow_private: true`); refused without it.",
+    )] = False,
 ) -> None:
     """Send one signed sample alert (a runaway loop, fresh alert id) to URL, once.
 
@@ -368,7 +372,7 @@ def webhooks_test(
     from agentwatch.cli._webhooks import run_test  # noqa: PLC0415
 
     raise typer.Exit(run_test(url, secret, fmt=fmt, timeout_s=timeout_s,
-                              out=sys.stdout, err=sys.stderr))
+                              out=sys.stdout, err=sys.stderr, allow_private=allow_private))
 
 
 @app.command()

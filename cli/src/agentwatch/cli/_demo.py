@@ -76,7 +76,9 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
             )
 
         receiver = stack.enter_context(WebhookReceiver(secret=secret, on_receive=on_webhook))
-        endpoints = [EndpointConfig(name="demo", url=receiver.url, secret=secret), *extra]
+        # the local receiver listens on 127.0.0.1: the endpoint must opt in to reach it
+        local = EndpointConfig(name="demo", url=receiver.url, secret=secret, allow_private=True)
+        endpoints = [local, *extra]
         log = InProcessLog()
         client = Agentwatch(transport=InProcessTransport(log), tenant_id=plan.tenant_id,
                             agent_id="demo", linger_ms=20)

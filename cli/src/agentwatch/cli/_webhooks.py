@@ -65,9 +65,12 @@ def run_test(
     timeout_s: float,
     out: TextIO,
     err: TextIO,
+    allow_private: bool = False,
 ) -> int:
     """POST one signed sample alert to ``url`` (a single attempt, no retries) and print
-    the outcome. 0 for a 2xx answer, 1 otherwise; ConfigError for bad arguments."""
+    the outcome. 0 for a 2xx answer, 1 otherwise; ConfigError for bad arguments.
+    Without ``allow_private`` a URL reaching a loopback, private, link-local or metadata
+    address is refused, as the dispatcher refuses it."""
     if not secret:
         raise ConfigError(
             "a signing secret is needed: --secret S or the AGENTWATCH_WEBHOOK_SECRET "
@@ -75,7 +78,12 @@ def run_test(
         )
     try:
         endpoint = WebhookEndpoint(
-            name=TEST_ENDPOINT_NAME, url=url, secret=secret, timeout_s=timeout_s, max_attempts=1
+            name=TEST_ENDPOINT_NAME,
+            url=url,
+            secret=secret,
+            timeout_s=timeout_s,
+            max_attempts=1,
+            allow_private=allow_private,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -94,6 +102,9 @@ def run_test(
     elapsed_ms = (time.perf_counter() - started) * 1000
     out.flush()
 
+    if outcome.refused:
+        print(f"agentwatch: webhook test not sent: {outcome.error} (or --allow-private)", file=err)
+        return EXIT_FAILED
     if outcome.status_code is None:  # no HTTP answer at all
         print(
             f"agentwatch: webhook test failed: no response from {url} after "

@@ -163,7 +163,7 @@ def test_agrees_with_the_library_verify(verify_signature: VerifySignature, body:
 
 def test_accepts_a_real_delivery(verify_signature: VerifySignature, alert: Alert) -> None:
     with WebhookReceiver() as receiver:
-        result = deliver(WebhookEndpoint("readme", receiver.url, SECRET), alert)
+        result = deliver(WebhookEndpoint("readme", receiver.url, SECRET, allow_private=True), alert)
         (delivery,) = receiver.received
     assert result.delivered
     assert delivery.signature
@@ -227,3 +227,23 @@ def test_the_readme_endpoints_example_loads(
     endpoints = load_endpoints(path)
     assert [e.format for e in endpoints] == ["json", "slack"]
     assert all(e.secret == SECRET for e in endpoints)
+
+
+def test_the_readme_rotation_steps_load_as_described(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 1 signs with the new and the old secret, step 3 with the new one only."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("**Rotate a signing secret**")
+    steps = re.findall(r"^( +)```yaml\n(.*?)^\1```$", text[start:], re.MULTILINE | re.DOTALL)
+    assert len(steps) >= 2
+    monkeypatch.setenv("AGENTWATCH_WEBHOOK_SECRET", OTHER_SECRET)  # the old one
+    monkeypatch.setenv("AGENTWATCH_WEBHOOK_SECRET_NEW", SECRET)
+    loaded = []
+    for index, (indent, fragment) in enumerate(steps[:2]):
+        lines = [line.removeprefix(indent) for line in fragment.splitlines()]
+        path = tmp_path / f"step{index}.yaml"
+        path.write_text("endpoints:\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        (endpoint,) = load_endpoints(path)
+        loaded.append(endpoint.secrets)
+    assert loaded == [[SECRET, OTHER_SECRET], [SECRET]]

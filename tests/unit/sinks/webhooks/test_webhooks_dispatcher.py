@@ -32,6 +32,7 @@ def endpoint(name: str, url: str, **extra: Any) -> EndpointConfig:
         "secret": SECRET,
         "backoff_initial_s": 0.01,
         "backoff_max_s": 0.05,
+        "allow_private": True,  # the receivers listen on 127.0.0.1
     }
     return EndpointConfig.model_validate(fields | extra)
 
@@ -321,3 +322,37 @@ def test_endpoint_names_must_be_unique(alert: Alert) -> None:
     ep = endpoint("same", "http://127.0.0.1:9/")
     with pytest.raises(ValueError, match="unique"):
         Dispatcher([ep, ep], on_dead_letter=lambda _f: None)
+
+
+def test_an_endpoint_with_two_secrets_passes_receivers_holding_either_one(
+    make_dispatcher: Callable[..., Dispatcher], recorder: Recorder, make_alert: AlertFactory
+) -> None:
+    """Rotation: `secrets: [new, old]` signs with both, so receivers not yet moved to the
+    new secret and receivers already moved both accept every delivery."""
+    alert = make_alert()
+    new, old, unrelated = "new-secret", "old-secret", "unrelated-secret"
+    with (
+        WebhookReceiver(secret=old) as on_old,
+        WebhookReceiver(secret=new) as on_new,
+        WebhookReceiver(secret=unrelated) as on_other,
+    ):
+        dispatcher = make_dispatcher(
+            *(
+                EndpointConfig.model_validate(
+                    {"name": name, "url": receiver.url, "secrets": [new, old],
+                     "allow_private": True}
+                )
+                for name, receiver in (("old", on_old), ("new", on_new), ("other", on_other))
+            )
+        )
+        assert dispatcher.submit(alert, ref=0) == 3
+        assert recorder.wait_done(1)
+        received = {"old": on_old.received, "new": on_new.received, "other": on_other.received}
+
+    for name in ("old", "new"):
+        (delivery,) = received[name]
+        assert delivery.verified, delivery.verify_error
+        assert delivery.signature is not None
+        assert delivery.signature.count("v1=") == 2
+    (other,) = received["other"]
+    assert other.verified is False

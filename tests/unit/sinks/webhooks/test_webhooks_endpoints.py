@@ -138,6 +138,34 @@ def one(**overrides: Any) -> dict[str, Any]:
         ),
         (one(secret=..., secret_env=""), "`endpoints[0].secret_env`: expected the name"),
         (one(secret=""), "`endpoints[0].secret`: String should have at least 1 character"),
+        (one(secrets=["a"]), "`endpoints[0].secret, secrets`: give one of them, not several"),
+        (one(secret=..., secrets=[]), "`endpoints[0].secrets`: an empty list; give at least one"),
+        (one(secret=..., secrets="new"), "`endpoints[0].secrets`: expected a list (got str)"),
+        (
+            one(secret=..., secrets=["new", "old", "new"]),
+            "`endpoints[0].secrets[2]`: listed twice (also secrets[0])",
+        ),
+        (
+            one(secret=..., secrets=["new", ""]),
+            "`endpoints[0].secrets[1]`: String should have at least 1 character",
+        ),
+        (
+            one(secret=..., secrets=["new", 5]),
+            "`endpoints[0].secrets[1]`: Input should be a valid string",
+        ),
+        (
+            one(secret=..., secrets=[f"s{i}" for i in range(6)]),
+            "`endpoints[0].secrets`: 6 entries; at most 5",
+        ),
+        (
+            one(secret=..., secrets_env=["AW_TEST_HOOK_SECRET", "AW_TEST_UNSET_VAR"]),
+            "`endpoints[0].secrets_env[1]`: environment variable AW_TEST_UNSET_VAR is not set",
+        ),
+        (
+            one(secret=..., secret_env="AW_TEST_HOOK_SECRET", secrets_env=["AW_TEST_HOOK_SECRET"]),  # noqa: S106
+            "`endpoints[0].secret_env, secrets_env`: give one of them, not several",
+        ),
+        (one(allow_private="yes"), "`endpoints[0].allow_private`: Input should be a valid boolean"),
         (one(name=""), "`endpoints[0].name`: String should have at least 1 character"),
         (one(name=...), "`endpoints[0].name`: missing"),
         (one(format="xml"), "`endpoints[0].format`: Input should be 'json' or 'slack'"),
@@ -251,3 +279,40 @@ def test_filters_match_when_every_given_list_contains_the_value(
     endpoint = endpoint_with(filters)
     assert endpoint.matches(alert) is expected
     assert endpoint.filters.matches(alert) is expected
+
+
+def test_secrets_lists_every_signing_secret_in_order() -> None:
+    (config,) = endpoints_from_mapping(one(secret=..., secrets=["new", "old"]))
+    assert (config.secret, config.secrets) == ("new", ["new", "old"])
+    assert config.webhook_endpoint().secret == ("new", "old")
+
+
+def test_one_secret_stays_one_secret() -> None:
+    (config,) = endpoints_from_mapping(one())
+    assert (config.secret, config.secrets) == ("s", ["s"])
+    assert config.webhook_endpoint().secret == "s"
+
+
+def test_secrets_env_reads_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AW_TEST_NEW", "new-from-env")
+    monkeypatch.setenv("AW_TEST_OLD", "old-from-env")
+    (config,) = endpoints_from_mapping(
+        one(secret=..., secrets_env=["AW_TEST_NEW", "AW_TEST_OLD"])
+    )
+    assert config.secrets == ["new-from-env", "old-from-env"]
+    assert config.secrets_env == ["AW_TEST_NEW", "AW_TEST_OLD"]
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    (config,) = endpoints_from_mapping(one(secret=..., secrets=["n3w-s3cret", "0ld-s3cret"]))
+    assert "s3cret" not in repr(config)
+
+
+def test_rotation_in_a_toml_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "rotate.toml",
+        '[[endpoints]]\nname = "a"\nurl = "https://h.example/"\nsecrets = ["new", "old"]\n',
+    )
+    (config,) = load_endpoints(path)
+    assert config.webhook_endpoint().secret == ("new", "old")

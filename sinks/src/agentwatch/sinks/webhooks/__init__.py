@@ -29,10 +29,21 @@ Which alerts go where, and as what: :func:`load_endpoints` reads an endpoints fi
 delivers alerts to many endpoints at once (a queue and threads per endpoint, retries,
 dead letters as :class:`DeliveryFailure`); :mod:`agentwatch.sinks.webhooks.kafka` runs it
 on Kafka's alerts topic (``agentwatch webhooks``).
+
+Endpoints reach public addresses only: loopback, private, link-local and metadata
+addresses are refused at connect time (:class:`DestinationRefusedError`, final, never
+retried) unless the endpoint sets ``allow_private`` (``allow_private: true`` in the
+file), as a receiver on this host needs. An endpoint may sign with several secrets
+while one is rotated (``secrets: [new, old]``).
 """
 
 from __future__ import annotations
 
+from agentwatch.sinks.webhooks._destinations import (
+    DestinationRefusedError,
+    Resolver,
+    refusal_kind,
+)
 from agentwatch.sinks.webhooks._dispatcher import Dispatcher, EndpointStats
 from agentwatch.sinks.webhooks._endpoints import (
     EndpointConfig,
@@ -74,12 +85,14 @@ __all__ = [
     "AttemptOutcome",
     "DeliveryFailure",
     "DeliveryResult",
+    "DestinationRefusedError",
     "Dispatcher",
     "EndpointConfig",
     "EndpointFilters",
     "EndpointStats",
     "EndpointsFile",
     "ReceivedDelivery",
+    "Resolver",
     "SignatureError",
     "WebhookEndpoint",
     "WebhookReceiver",
@@ -90,6 +103,7 @@ __all__ = [
     "json_body",
     "load_endpoints",
     "post_once",
+    "refusal_kind",
     "render_link",
     "sign",
     "slack_body",

@@ -7,7 +7,7 @@ the endpoint; names must still be unique)::
     endpoints:
       - name: pagerduty-bridge        # stable: it is part of every delivery id
         url: https://hooks.example.com/agentwatch
-        secret_env: AGENTWATCH_HOOK_SECRET   # or `secret: ...` (exactly one of the two)
+        secret_env: AGENTWATCH_HOOK_SECRET   # or secret, secrets or secrets_env (below)
         timeout_s: 5                  # default 5; > 0 and <= 60
         max_attempts: 8               # default 8; then the alert goes to the dead-letter topic
         backoff_initial_s: 0.5        # retries wait rand() * min(backoff_max_s, initial * 2**n)
@@ -25,6 +25,20 @@ the endpoint; names must still be unique)::
           tenants: [acme]
 
 or in TOML ``[[endpoints]]`` tables with an ``[endpoints.filters]`` sub-table.
+
+Secrets: exactly one of ``secret`` (one value), ``secret_env`` (one environment
+variable), ``secrets`` (a list) or ``secrets_env`` (a list of variables). With a list every
+request carries one ``v1`` signature per secret, in the order listed, and a receiver
+holding any one of them accepts it: that is how a secret is rotated without a failed
+delivery (add the new one next to the old, move every receiver to the new one, then
+remove the old one; README "Rotate a signing secret"). At most
+:data:`MAX_SECRETS` secrets, each listed once.
+
+Destinations: an endpoint connects only to public addresses; ``allow_private: true`` lets
+it reach loopback, private, link-local and metadata addresses (a receiver on this host or
+in this network). The check is made at connect time on the address connected to
+(:mod:`agentwatch.sinks.webhooks._destinations`); a refused delivery is not retried and
+goes to the dead-letter topic with a reason naming the endpoint and ``allow_private``.
 
 Filters: ``rules``, ``types``, ``severities``, ``tenants``, ``agents`` (matched against
 ``agent_id``; an alert without one never matches a given ``agents`` list). A key left
@@ -64,6 +78,9 @@ __all__ = [
 
 _NonEmptyStr = Annotated[str, Field(min_length=1)]
 _MAX_ERRORS: Final = 3
+MAX_SECRETS: Final = 5
+"""Secrets one endpoint may sign with at once (rotation needs two)."""
+_SECRET_KEYS: Final = ("secret", "secrets", "secret_env", "secrets_env")
 
 
 def _non_empty(values: list[Any] | None, what: str) -> None:
@@ -102,16 +119,65 @@ class EndpointFilters(BaseModel):
         )
 
 
+def _env_secret(key: str, var: object) -> str:
+    if not isinstance(var, str) or not var:
+        raise ValueError(f"{key}: expected the name of an environment variable (got {var!r})")
+    value = os.environ.get(var)
+    if not value:
+        raise ValueError(f"{key}: environment variable {var} is not set or empty")
+    return value
+
+
+def _secrets_from(data: dict[str, Any]) -> list[Any]:
+    """The signing secrets an endpoint's mapping names (module docstring, "Secrets")."""
+    given = [k for k in _SECRET_KEYS if k in data]
+    if len(given) > 1:
+        raise ValueError(f"{', '.join(given)}: give one of them, not several")
+    if not given:
+        raise ValueError(
+            "secret: missing; every endpoint is signed: give `secret`, `secrets`, "
+            "`secret_env` or `secrets_env`"
+        )
+    key = given[0]
+    value = data[key]
+    if key == "secret":
+        return [value]
+    if key == "secret_env":
+        return [_env_secret(key, value)]
+    if not isinstance(value, list):
+        raise ValueError(f"{key}: expected a list (got {type(value).__name__})")  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+    if not value:
+        raise ValueError(f"{key}: an empty list; give at least one")
+    if len(value) > MAX_SECRETS:
+        raise ValueError(f"{key}: {len(value)} entries; at most {MAX_SECRETS}")
+    for index, item in enumerate(value):
+        if item in value[:index]:
+            raise ValueError(f"{key}[{index}]: listed twice (also {key}[{value.index(item)}])")
+    if key == "secrets_env":
+        return [_env_secret(f"{key}[{i}]", var) for i, var in enumerate(value)]
+    return list(value)
+
+
 class EndpointConfig(BaseModel):
-    """One webhook endpoint. ``secret`` holds the signing secret after loading, also
-    when it came from ``secret_env`` (which is kept to say where it came from)."""
+    """One webhook endpoint. After loading, ``secrets`` holds every signing secret (one
+    ``v1`` each, in order) and ``secret`` the first of them, whichever of ``secret``,
+    ``secrets``, ``secret_env`` or ``secrets_env`` named them (the ``*_env`` key is kept to
+    say where they came from)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     name: _NonEmptyStr
     url: str
-    secret: _NonEmptyStr = Field(repr=False)
+    # both filled by _resolve_secret from whichever key names the secrets (the defaults
+    # are never used; they let Python callers give only one of the keys)
+    secret: _NonEmptyStr = Field(default="", repr=False)
+    secrets: Annotated[list[_NonEmptyStr], Field(min_length=1, max_length=MAX_SECRETS)] = Field(
+        default_factory=list, repr=False
+    )
     secret_env: _NonEmptyStr | None = None
+    secrets_env: list[_NonEmptyStr] | None = None
+    allow_private: bool = False
+    """Let the endpoint reach loopback, private, link-local and metadata addresses."""
     format: Literal["json", "slack"] = "json"
     timeout_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
     filters: EndpointFilters = Field(default_factory=EndpointFilters)
@@ -128,24 +194,8 @@ class EndpointConfig(BaseModel):
     def _resolve_secret(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        has_secret, has_env = "secret" in data, "secret_env" in data
-        if has_secret and has_env:
-            raise ValueError("secret, secret_env: give one of them, not both")
-        if not has_secret and not has_env:
-            raise ValueError(
-                "secret: missing; every endpoint is signed: give `secret` or `secret_env`"
-            )
-        if has_env:
-            var = data["secret_env"]
-            if not isinstance(var, str) or not var:
-                raise ValueError(
-                    f"secret_env: expected the name of an environment variable (got {var!r})"
-                )
-            value = os.environ.get(var)
-            if not value:
-                raise ValueError(f"secret_env: environment variable {var} is not set or empty")
-            data = {**data, "secret": value}
-        return data
+        secrets = _secrets_from(data)
+        return {**data, "secret": secrets[0], "secrets": secrets}
 
     @field_validator("url", mode="after")
     @classmethod
@@ -198,11 +248,12 @@ class EndpointConfig(BaseModel):
         return WebhookEndpoint(
             name=self.name,
             url=self.url,
-            secret=self.secret,
+            secret=self.secret if len(self.secrets) == 1 else tuple(self.secrets),
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
             backoff_initial_s=self.backoff_initial_s,
             backoff_max_s=self.backoff_max_s,
+            allow_private=self.allow_private,
         )
 
     def body(self, alert: Alert) -> bytes:

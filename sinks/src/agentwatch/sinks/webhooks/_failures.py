@@ -9,6 +9,12 @@ final answer such as HTTP 400 came back), the dispatcher produces one
      "status_code": 503, "error": "HTTP 503: upstream unavailable",
      "failed_at": "2026-11-25T09:14:03.120000Z"}
 
+A destination refused because it resolves to a loopback, private, link-local or metadata
+address (the endpoint lacks ``allow_private: true``) is recorded the same way, after its
+one attempt (it is never retried): ``status_code`` is None and ``error`` says why, e.g.
+``destination refused: 127.0.0.1 is a loopback address; endpoint 'ops' does not set
+`allow_private: true```.
+
 The endpoint's URL is left out on purpose: Slack-style webhook URLs are secrets. The
 sink stores each record as a row of the ``alerts`` table whose ``delivery_status`` is
 :attr:`DeliveryFailure.delivery_status` (``failed:<endpoint>``) and a ``dead_letters`` row

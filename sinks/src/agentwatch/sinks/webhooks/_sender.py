@@ -10,6 +10,12 @@ the computed delay, capped at ``backoff_max_s``. Other 4xx, 3xx (redirects are n
 followed: the signature is bound to the configured URL) and TLS certificate errors are
 final. Every attempt is signed afresh (a new ``t=``) over the same body and carries the
 same delivery id.
+
+Destinations: unless the endpoint sets ``allow_private``, the connection goes only to a
+public address, checked at connect time on the address connected to (see
+:mod:`agentwatch.sinks.webhooks._destinations`); a refused destination is final (not
+retried: the address will not become public by waiting) and its error names the
+endpoint and ``allow_private``.
 """
 
 from __future__ import annotations
@@ -25,12 +31,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import cache
+from functools import cache, partial
 from importlib.metadata import PackageNotFoundError, version
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from agentwatch.schemas import Alert, encode_alert
+from agentwatch.sinks.webhooks._destinations import (
+    DestinationRefusedError,
+    Destinations,
+    Resolver,
+    check_host,
+)
 from agentwatch.sinks.webhooks._signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -71,7 +83,12 @@ def _user_agent() -> str:
 class WebhookEndpoint:
     """Where and how to deliver alerts. ``name`` identifies the endpoint in delivery ids
     (keep it stable when the URL changes); ``secret`` may be a tuple while rotating (each
-    request then carries one ``v1`` per secret)."""
+    request then carries one ``v1`` per secret).
+
+    ``allow_private`` lets the endpoint reach loopback, private, link-local and metadata
+    addresses (a local receiver); without it those are refused at connect time.
+    ``resolver`` replaces the system's name lookup (``(host, port) -> addresses``), for
+    tests."""
 
     name: str
     url: str
@@ -80,6 +97,8 @@ class WebhookEndpoint:
     max_attempts: int = 5
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    allow_private: bool = False
+    resolver: Resolver | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -114,6 +133,9 @@ class AttemptOutcome:
     ``body`` is the start of the response body (at most the first 64 KiB, raw bytes; empty
     when the answer had none) and ``content_type`` its ``Content-Type`` header, for 2xx
     and other answers alike; both are None when no HTTP response came back.
+
+    ``refused`` says the destination was refused (an address the endpoint may not reach
+    without ``allow_private``): no request was sent, and retrying cannot help.
     """
 
     ok: bool
@@ -123,6 +145,7 @@ class AttemptOutcome:
     retry_after_s: float | None = None
     body: bytes | None = field(default=None, repr=False)
     content_type: str | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +201,76 @@ def backoff_delay_s(
     return rng() * ceiling_s
 
 
-@cache
-def _opener() -> urllib.request.OpenerDirector:
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket goes only to the addresses ``destinations``
+    permits (it replaces ``socket.create_connection``, which ``connect`` calls through
+    the ``_create_connection`` attribute; the destination tests fail if that changes)."""
+
+    def __init__(self, *args: Any, destinations: Destinations, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = destinations.connect
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    """The same for HTTPS; TLS still checks the certificate against the host name."""
+
+    def __init__(self, *args: Any, destinations: Destinations, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = destinations.connect
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, destinations: Destinations) -> None:
+        super().__init__()
+        self._destinations = destinations
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            partial(_GuardedHTTPConnection, destinations=self._destinations),
+            req,
+        )
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, destinations: Destinations) -> None:
+        super().__init__()
+        self._destinations = destinations
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            partial(_GuardedHTTPSConnection, destinations=self._destinations),
+            req,
+        )
+
+
+def _opener(
+    proxies: dict[str, str], destinations: Destinations | None
+) -> urllib.request.OpenerDirector:
     """urllib's default chain minus the redirect handler: a 3xx is a final answer (the
-    signature is bound to the configured URL, and following redirects invites SSRF)."""
+    signature is bound to the configured URL, and following redirects invites SSRF).
+    With ``destinations`` the sockets go only where it permits; None (the request goes
+    through a proxy, checked before) connects as urllib does."""
     opener = urllib.request.OpenerDirector()
+    http_handler, https_handler = (
+        (urllib.request.HTTPHandler(), urllib.request.HTTPSHandler())
+        if destinations is None
+        else (_GuardedHTTPHandler(destinations), _GuardedHTTPSHandler(destinations))
+    )
     for handler in (
-        urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        urllib.request.ProxyHandler(proxies),
+        http_handler,
+        https_handler,
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
     return opener
+
+
+def _via_proxy(url: str, proxies: dict[str, str]) -> bool:
+    """Whether urllib's ProxyHandler sends a request for ``url`` through a proxy."""
+    parts = urlsplit(url)
+    return parts.scheme in proxies and not urllib.request.proxy_bypass(parts.netloc)
 
 
 def _snippet(raw: bytes) -> str:
@@ -226,8 +305,16 @@ def post_once(
         DELIVERY_HEADER: delivery_id,
     }
     request = urllib.request.Request(endpoint.url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked in WebhookEndpoint
+    destinations = Destinations(endpoint.name, endpoint.allow_private, endpoint.resolver)
+    proxies = urllib.request.getproxies()
+    via_proxy = _via_proxy(endpoint.url, proxies)
     try:
-        with _opener().open(request, timeout=endpoint.timeout_s) as response:
+        if via_proxy:  # the proxy connects for us: check the destination's addresses now
+            parts = urlsplit(endpoint.url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            check_host(destinations, parts.hostname or "", port)
+        opener = _opener(proxies, None if via_proxy else destinations)
+        with opener.open(request, timeout=endpoint.timeout_s) as response:
             raw = response.read(_MAX_RESPONSE_BYTES)
             status: int = response.status
             content_type: str | None = response.headers.get("Content-Type")
@@ -244,11 +331,13 @@ def post_once(
             body=raw,
             content_type=answer.get("Content-Type") if answer else None,
         )
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        final = isinstance(reason, ssl.SSLCertVerificationError)
-        error = f"{type(reason).__name__}: {reason}"
-        return AttemptOutcome(ok=False, retryable=not final, error=error)
+    except (urllib.error.URLError, DestinationRefusedError) as exc:
+        # a refusal comes wrapped in URLError from the connection, bare from check_host
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        refused = isinstance(reason, DestinationRefusedError)
+        final = refused or isinstance(reason, ssl.SSLCertVerificationError)
+        error = str(reason) if refused else f"{type(reason).__name__}: {reason}"
+        return AttemptOutcome(ok=False, retryable=not final, error=error, refused=refused)
     except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, bad responses
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return AttemptOutcome(ok=False, retryable=True, error=error)
