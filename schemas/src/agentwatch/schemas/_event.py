@@ -60,13 +60,13 @@ UUID_PATTERN: Final = rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}
 
 # Input limits (README, "Input limits"): every number and string of an event has a bound,
 # so a hostile record cannot make a decoder, the detection core or the store misbehave.
-#: integers (token counts, attribute values) are 64-bit signed: orjson parses nothing
-#: larger as an int (a bigger one becomes a float), and JSON readers such as ClickHouse's
-#: and Grafana's agree on them
+#: integers (token counts, attribute values) are 64-bit signed, what every JSON reader
+#: down the line holds (orjson makes a float of an integer past 64 bits); an attribute
+#: integer past it is taken as a float, as pydantic's union does
 MIN_INT: Final = -(1 << 63)
 MAX_INT: Final = (1 << 63) - 1
-#: ``ts`` must lie in ClickHouse's DateTime64 range, from the Unix epoch on
-TS_MIN: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: ``ts`` must lie in the range of ClickHouse's DateTime64 (the events table's ``ts``)
+TS_MIN: Final = datetime(1900, 1, 1, tzinfo=UTC)
 TS_MAX: Final = datetime(2299, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 #: attributes per event (OpenTelemetry's default attribute count limit)
 MAX_ATTRIBUTES: Final = 128
@@ -77,7 +77,7 @@ MAX_ATTRIBUTE_TEXT: Final = 4096
 def _in_range(value: datetime) -> datetime:
     if not TS_MIN <= value <= TS_MAX:
         raise ValueError(
-            "timestamp out of range: must be between 1970-01-01T00:00:00Z and "
+            "timestamp out of range: must be between 1900-01-01T00:00:00Z and "
             "2299-12-31T23:59:59.999999Z"
         )
     return value
@@ -118,7 +118,7 @@ class Event(BaseModel):
     )
     ts: Annotated[AwareDatetime, AfterValidator(_in_range)] = Field(
         description="Event time, RFC 3339 with an offset, e.g. 2026-11-20T09:00:01.250000Z "
-        "(serialized in UTC; a naive time is an error), between 1970-01-01T00:00:00Z and "
+        "(serialized in UTC; a naive time is an error), between 1900-01-01T00:00:00Z and "
         "2299-12-31T23:59:59.999999Z."
     )
     agent_id: Id = Field(description="Which agent (gen_ai.agent.id).")

@@ -67,7 +67,7 @@ def parse_plain_ts(value: Any) -> datetime | None:
         return None
     if len(value) > 20 and value[19] != ".":
         return None
-    if not "1970" <= value[:4] <= "2299":  # Event.ts's range (a "Z" time: the year is UTC's)
+    if not "1900" <= value[:4] <= "2299":  # Event.ts's range (a "Z" time: the year is UTC's)
         return None
     try:
         return datetime.fromisoformat(value)
