@@ -135,13 +135,16 @@ def test_an_unknown_kind_is_rejected_naming_the_field(kind: Any) -> None:
 
 
 @pytest.mark.parametrize("where", ["arrays", "objects", "attributes"])
-@pytest.mark.parametrize("depth", [200, 1100, 100_000])
+@pytest.mark.parametrize("depth", [200, 254, 255, 300, 1000, 1023, 1024, 1100, 100_000])
 def test_deep_nesting_is_rejected_with_a_reason_not_a_recursion_error(
         where: str, depth: int) -> None:
-    decoded = decode_record(deeply_nested(depth, where))
-    assert decoded.events == []
-    [rejected] = decoded.rejected
-    assert rejected.reason
+    value = deeply_nested(depth, where)
+    for record in (value, b"[" + value + b"]", b"[" + _event() + b"," + value + b"]"):
+        decoded = decode_record(record)
+        _check(decoded)
+        assert decoded.rejected
+        assert len(decoded.events) <= 1
+        assert decoded.rejected == _decode_reference(record).rejected
 
 
 @pytest.mark.parametrize(("field", "limit"), [

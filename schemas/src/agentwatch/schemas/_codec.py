@@ -39,6 +39,7 @@ __all__ = [
     "encode_alert",
     "encode_event",
     "encode_events",
+    "item_json",
     "oversized",
 ]
 
@@ -178,9 +179,22 @@ def decode_record(value: bytes) -> DecodedRecord:
     return _decode_reference(value)
 
 
+def item_json(index: int, item: Any) -> bytes | Rejected:
+    """``item`` of a parsed array as JSON again, or its rejection when it cannot be: orjson
+    parses 1,024 levels of nesting but writes only 254."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return Rejected(b"", f"item {index} is nested too deeply (JSON of more than 254 "
+                             "levels; its bytes are not kept)", index)
+
+
 def _slow_item(index: int, item: Any, out: DecodedRecord) -> None:
     """One item of an array through pydantic: the event, or why it is not one."""
-    raw = orjson.dumps(item)
+    raw = item_json(index, item)
+    if isinstance(raw, Rejected):
+        out.rejected.append(raw)
+        return
     if not isinstance(item, dict):
         reason = f"item {index} is {type(item).__name__}, not an object"
         out.rejected.append(Rejected(raw, reason, index))
