@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agentwatch.processors.core import rules_from_mapping
 from agentwatch.processors.worker import SessionStage, StageOutput
+from agentwatch.processors.worker._session_stage import DEAD_LETTER_RAW_MAX
 from agentwatch.schemas import decode_record, partition_batch_key
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "schemas"))
@@ -56,3 +57,14 @@ def test_deep_nesting_and_out_of_range_times_are_dead_letters() -> None:
     assert out.events == 0
     assert [d.offset for d in out.dead_letters] == [0, 1, 2, 3]
     assert all(d.reason for d in out.dead_letters)
+
+
+def test_a_dead_letter_of_a_huge_record_is_sent_cut_to_a_bounded_size() -> None:
+    value = b"\x01" * (4 * 1024 * 1024)  # JSON-escaped: 6 bytes per byte
+    [dead] = _run([(b"k" * 100_000, value)]).dead_letters
+    body = dead.to_json()
+    assert len(body) < 1024 * 1024  # under Kafka's default message.max.bytes
+    decoded = orjson.loads(body)
+    assert decoded["raw_bytes"] == len(value)
+    assert len(decoded["raw"]) == DEAD_LETTER_RAW_MAX
+    assert decoded["reason"]
