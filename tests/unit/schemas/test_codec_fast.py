@@ -11,6 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hostile_inputs import HOSTILE, NUMBER_TOKENS, event_dicts, records
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentwatch.schemas import Event, decode_record
 from agentwatch.schemas._codec import _decode_reference
@@ -76,3 +79,38 @@ def test_an_int_where_a_float_is_due_takes_the_fast_path_and_becomes_a_float() -
     _same(fast, slow)
     assert (fast.duration_ms, type(fast.duration_ms)) == (768.0, float)
     assert (fast.cost_usd, type(fast.cost_usd)) == (0.0, float)
+
+
+# -- the same differential check on hypothesis' hostile records (tests/unit/schemas/
+# hostile_inputs.py): NaN and 400-digit number tokens, huge strings and numbers, timestamps
+# out of range, unknown kinds, foreign items in arrays, arbitrary bytes --------------------
+
+
+def _agree(value: bytes) -> None:
+    fast, slow = decode_record(value), _decode_reference(value)
+    assert [(r.raw, r.reason, r.index) for r in fast.rejected] == [
+        (r.raw, r.reason, r.index) for r in slow.rejected], value[:300]
+    assert len(fast.events) == len(slow.events), value[:300]
+    for a, b in zip(fast.events, slow.events, strict=True):
+        _same(a, b)
+
+
+@HOSTILE
+@given(records())
+def test_fast_path_agrees_with_pydantic_on_hostile_records(value: bytes) -> None:
+    _agree(value)
+
+
+@HOSTILE
+@given(st.lists(event_dicts(), min_size=1, max_size=4), st.sampled_from(NUMBER_TOKENS))
+def test_fast_path_agrees_with_pydantic_on_number_tokens_json_cannot_write(
+        items: list[dict[str, Any]], token: bytes) -> None:
+    clean = [{k: v for k, v in i.items() if k not in {"cost_usd", "attributes"}} for i in items]
+    try:
+        value = orjson.dumps(clean)
+    except orjson.JSONEncodeError:
+        return
+    # the number goes into the first item, as text orjson itself would never write
+    where = value.index(b"{") + 1
+    _agree(value[:where] + b'"attributes":{"n":' + token + b"}," + value[where:])
+    _agree(value[:where] + b'"cost_usd":' + token + b"," + value[where:])

@@ -67,7 +67,7 @@ def replay(
     invalid lines (with line numbers; they are skipped) go to stderr.
     """
     from agentwatch.processors.core import Engine, load_rules  # noqa: PLC0415
-    from agentwatch.processors.replay import replay_lines  # noqa: PLC0415
+    from agentwatch.processors.replay import bounded_lines, replay_lines  # noqa: PLC0415
 
     rules = load_rules(config)
     engine = Engine(rules)
@@ -82,14 +82,14 @@ def replay(
 
     gc.freeze()  # long-lived objects stay out of the collector's way: ~10 % faster
     if str(file) == "-":
-        stats = replay_lines(sys.stdin.buffer, engine, on_alert, on_invalid)
+        stats = replay_lines(bounded_lines(sys.stdin.buffer), engine, on_alert, on_invalid)
     else:
         try:
             handle = file.open("rb")
         except OSError as exc:
             raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
         with handle:
-            stats = replay_lines(handle, engine, on_alert, on_invalid)
+            stats = replay_lines(bounded_lines(handle), engine, on_alert, on_invalid)
     out.flush()
     es = engine.stats
     print(

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from agentwatch.producer._hashing import canonical_json, hash_tool_args
+from agentwatch.schemas._event import MAX_ATTRIBUTE_TEXT
 
 __all__ = [
     "LLMCallScope",
@@ -597,19 +598,22 @@ def _cost(value: Any) -> float | None:
 def clean_attributes(attributes: Any) -> dict[str, str | int | float | bool] | None:
     """Attributes as the event contract wants them: string keys, scalar values.
 
-    Other values become their canonical JSON text; over-long keys are cut.
+    Other values become their canonical JSON text; over-long keys and text values are cut
+    (to the contract's 256 and ``MAX_ATTRIBUTE_TEXT`` characters).
     """
     if not attributes or not isinstance(attributes, dict):
         return None
     out: dict[str, str | int | float | bool] = {}
     for key, value in attributes.items():
         name = (key if isinstance(key, str) else str(key))[:_ATTRIBUTE_KEY_MAX]
-        if isinstance(value, str | bool):
+        if isinstance(value, str):
+            out[name] = value[:MAX_ATTRIBUTE_TEXT]
+        elif isinstance(value, bool):
             out[name] = value
         elif isinstance(value, int) and -(2**63) <= value <= _I64_MAX:
             out[name] = int(value)
         elif isinstance(value, float) and math.isfinite(value):
             out[name] = float(value)
         else:
-            out[name] = canonical_json(value).decode()
+            out[name] = canonical_json(value).decode()[:MAX_ATTRIBUTE_TEXT]
     return out

@@ -73,7 +73,9 @@ _INT_BOUNDS: Final[Mapping[str, tuple[int, int, int]]] = {
     "queue_size": (10_000, 1, 10_000_000),
     "linger_ms": (50, 0, 60_000),
     "max_batch_events": (500, 1, 100_000),
-    "max_batch_bytes": (512 * 1024, 1024, 64 * 1024 * 1024),
+    # at most 8 MiB: with one event of up to ~3.5 MB past it, a record stays under the
+    # decoders' 16 MiB limit (agentwatch.schemas.MAX_RECORD_BYTES)
+    "max_batch_bytes": (512 * 1024, 1024, 8 * 1024 * 1024),
     "retry_backoff_ms": (100, 0, 60_000),
     "spool_max_bytes": (1 << 30, 1 << 20, 1 << 40),
 }

@@ -2,6 +2,7 @@
 
 from agentwatch.schemas._alert import Alert, AlertScope, AlertState, AlertType, Severity
 from agentwatch.schemas._codec import (
+    MAX_RECORD_BYTES,
     DecodedRecord,
     Rejected,
     decode_event,
@@ -45,6 +46,7 @@ from agentwatch.schemas.errors import (
 )
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "OPERATION_KINDS",
     "PARTITION_BATCH_PREFIX",
     "PRICES_FILE_ENV",

@@ -71,7 +71,10 @@ class Alert(BaseModel):
     @field_validator("ts", mode="after")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: a ValidationError, not a crash
+            raise ValueError("timestamp out of range: not a time in UTC") from None
 
     @field_serializer("ts")
     def _ser_ts(self, value: datetime) -> str:

@@ -29,6 +29,8 @@ from agentwatch.schemas._fastcheck import plain_event_ts
 from agentwatch.schemas.errors import EventValidationError
 
 __all__ = [
+    "MAX_RECORD_BYTES",
+    "OVERSIZED_RAW_KEPT",
     "DecodedRecord",
     "Rejected",
     "decode_event",
@@ -37,8 +39,16 @@ __all__ = [
     "encode_alert",
     "encode_event",
     "encode_events",
+    "item_json",
+    "oversized",
 ]
 
+#: the largest record value (or replay line) decoded: larger ones are rejected whole, unread.
+#: The producer's records stay below it (``max_batch_bytes`` is at most 8 MiB and one event
+#: is at most ~3.5 MB under the Event limits); README, "Input limits".
+MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
+#: how much of a record over :data:`MAX_RECORD_BYTES` its :class:`Rejected` keeps
+OVERSIZED_RAW_KEPT: Final = 4096
 _MAX_REASON_ERRORS: Final = 5
 _EVENT_LIST: Final = TypeAdapter(list[Event])
 
@@ -70,6 +80,8 @@ def describe_validation_error(exc: ValidationError, *, limit: int = _MAX_REASON_
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         got = err.get("input")
         if err["type"] in {"missing", "model_type", "dict_type"} or isinstance(got, dict | list):
             parts.append(f"field `{loc}`: {msg}")
@@ -131,8 +143,21 @@ def event_from_plain(item: dict[str, Any], ts: datetime) -> Event:
     return event
 
 
+def oversized(value: bytes) -> Rejected | None:
+    """The rejection of a record value over :data:`MAX_RECORD_BYTES` (its first
+    :data:`OVERSIZED_RAW_KEPT` bytes kept), or None when it is not over."""
+    if len(value) <= MAX_RECORD_BYTES:
+        return None
+    return Rejected(value[:OVERSIZED_RAW_KEPT], (
+        f"record too large: {len(value)} bytes, the limit is {MAX_RECORD_BYTES} "
+        f"(only its first {OVERSIZED_RAW_KEPT} bytes are kept here)"))
+
+
 def decode_record(value: bytes) -> DecodedRecord:
     """Decode a record value (one event object or an array of events). Never raises."""
+    too_large = oversized(value)
+    if too_large is not None:
+        return DecodedRecord(rejected=[too_large])
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -154,9 +179,22 @@ def decode_record(value: bytes) -> DecodedRecord:
     return _decode_reference(value)
 
 
+def item_json(index: int, item: Any) -> bytes | Rejected:
+    """``item`` of a parsed array as JSON again, or its rejection when it cannot be: orjson
+    parses 1,024 levels of nesting but writes only 254."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return Rejected(b"", f"item {index} is nested too deeply (JSON of more than 254 "
+                             "levels; its bytes are not kept)", index)
+
+
 def _slow_item(index: int, item: Any, out: DecodedRecord) -> None:
     """One item of an array through pydantic: the event, or why it is not one."""
-    raw = orjson.dumps(item)
+    raw = item_json(index, item)
+    if isinstance(raw, Rejected):
+        out.rejected.append(raw)
+        return
     if not isinstance(item, dict):
         reason = f"item {index} is {type(item).__name__}, not an object"
         out.rejected.append(Rejected(raw, reason, index))

@@ -19,7 +19,12 @@ from datetime import datetime
 from math import isfinite
 from typing import Any, Final
 
-from agentwatch.schemas._event import UUID_PATTERN, EventKind
+from agentwatch.schemas._event import (
+    MAX_ATTRIBUTE_TEXT,
+    MAX_ATTRIBUTES,
+    UUID_PATTERN,
+    EventKind,
+)
 
 __all__ = [
     "KINDS",
@@ -34,6 +39,7 @@ __all__ = [
 _MAX_SHORT: Final = 256
 _MAX_TENANT: Final = 128
 _INT64: Final = 1 << 63
+_FLOAT_INT: Final = float(_INT64)  # also excludes nan and +-inf
 #: the ``kind`` values of the contract, as plain strings (emit() checks them too)
 KINDS: Final = frozenset(kind.value for kind in EventKind)
 
@@ -61,6 +67,8 @@ def parse_plain_ts(value: Any) -> datetime | None:
         return None
     if len(value) > 20 and value[19] != ".":
         return None
+    if not "1900" <= value[:4] <= "2299":  # Event.ts's range (a "Z" time: the year is UTC's)
+        return None
     try:
         return datetime.fromisoformat(value)
     except ValueError:
@@ -68,18 +76,23 @@ def parse_plain_ts(value: Any) -> datetime | None:
 
 
 def _attributes(value: Any) -> bool:
-    if type(value) is not dict:
+    if type(value) is not dict or len(value) > MAX_ATTRIBUTES:
         return False
     for key, item in value.items():
         if type(key) is not str or len(key) > _MAX_SHORT:
             return False
         kind = type(item)
-        if kind is str or kind is bool:
+        if kind is str:
+            if len(item) > MAX_ATTRIBUTE_TEXT:
+                return False
+        elif kind is bool:
             continue
-        if kind is int:
+        elif kind is int:
             if not -_INT64 <= item < _INT64:
                 return False
-        elif kind is not float or not isfinite(item):
+        # a float this large may be an integer orjson could not hold (it makes those a
+        # float): unsure, so pydantic, which reads the JSON text itself, decides
+        elif kind is not float or not -_FLOAT_INT < item < _FLOAT_INT:
             return False
     return True
 

@@ -24,17 +24,26 @@ def read_config_file(path: str | Path, what: str) -> Any:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     suffix = file.suffix.lower()
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    if suffix in {".yaml", ".yml", ".json"}:
-        import yaml  # noqa: PLC0415 -- only YAML files need it
+    if suffix not in {".toml", ".yaml", ".yml", ".json"}:
+        raise ConfigError(f"{file}: unknown {what} file type {suffix!r}; use .yaml or .toml")
+    kind = "TOML" if suffix == ".toml" else suffix[1:].upper()
+    try:
+        return _parse(text, toml=suffix == ".toml")
+    except RecursionError:  # both parsers recurse per level of nesting
+        raise ConfigError(f"{file}: not valid {kind}: nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, and YAMLError (re-raised as one below)
+        raise ConfigError(f"{file}: not valid {kind}: {exc}") from None
 
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
-    raise ConfigError(f"{file}: unknown {what} file type {suffix!r}; use .yaml or .toml")
+
+def _parse(text: str, *, toml: bool) -> Any:
+    if toml:
+        return tomllib.loads(text)
+    import yaml  # noqa: PLC0415 -- only YAML files need it
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None

@@ -22,7 +22,11 @@ def from_us(ts_us: int) -> datetime:
 
 def format_ts(ts: datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-11-20T09:00:01.250000Z``."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = ts.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if utc.year < 1000:  # glibc's %Y does not pad: "1-01-01T..." is no RFC 3339 time
+        text = f"{utc.year:04d}{text[text.index('-'):]}"
+    return text
 
 
 def utc_now() -> datetime:

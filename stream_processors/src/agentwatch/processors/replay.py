@@ -5,22 +5,24 @@ them through the same :class:`~agentwatch.processors.core.Engine` as the worker,
 in the order given, and reports every alert state change. Event time drives
 everything: after each event the watermark is the largest event time seen minus
 ``disorder_s``, so quiet keys resolve exactly as they would on the stream.
-Invalid lines are reported with their line number and skipped.
+Invalid lines are reported with their line number and skipped; a line over the record
+size limit (``MAX_RECORD_BYTES``) is one of them, and :func:`bounded_lines` reads a file
+without ever holding more of such a line than the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Final
+from typing import IO, Final
 
 from pydantic import ValidationError
 
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, EventTimeDriver
-from agentwatch.schemas import Alert, Event, decode_record, to_us
+from agentwatch.schemas import MAX_RECORD_BYTES, Alert, Event, decode_record, to_us
 
-__all__ = ["ReplayStats", "replay_lines"]
+__all__ = ["ReplayStats", "bounded_lines", "replay_lines"]
 
 
 @dataclass(slots=True)
@@ -38,12 +40,23 @@ _validate_json: Final = Event.__pydantic_validator__.validate_json
 
 def _fast_event(line: bytes) -> Event | None:
     """The common case, one valid event per line, in one validator call; None otherwise."""
-    if line[:1] != b"{":
+    if line[:1] != b"{" or len(line) > MAX_RECORD_BYTES:
         return None
     try:
         return _validate_json(line)  # type: ignore[no-any-return]
     except ValidationError:
         return None
+
+
+def bounded_lines(stream: IO[bytes], max_bytes: int = MAX_RECORD_BYTES) -> Iterator[bytes]:
+    """The lines of ``stream``; of a line longer than ``max_bytes`` only its first
+    ``max_bytes + 1`` bytes (enough for the decoder to reject it as too large), the rest
+    read in pieces and dropped, so memory stays bounded whatever the file holds."""
+    while line := stream.readline(max_bytes + 1):
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            while (rest := stream.readline(max_bytes)) and not rest.endswith(b"\n"):
+                pass
+        yield line
 
 
 def replay_lines(

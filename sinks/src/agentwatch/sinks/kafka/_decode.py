@@ -18,6 +18,7 @@ import orjson
 from pydantic import ValidationError
 
 from agentwatch.schemas import Event, Rejected, decode_record, describe_validation_error
+from agentwatch.schemas._codec import item_json, oversized
 from agentwatch.schemas._fastcheck import plain_event as _plain
 from agentwatch.sinks._rows import event_row
 
@@ -26,6 +27,9 @@ __all__ = ["decode_rows"]
 
 def decode_rows(value: bytes) -> tuple[list[dict[str, Any]], list[Rejected]]:
     """One record value (an event object or an array of 1..N) -> rows and rejects."""
+    too_large = oversized(value)
+    if too_large is not None:
+        return [], [too_large]
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -48,7 +52,10 @@ def decode_rows(value: bytes) -> tuple[list[dict[str, Any]], list[Rejected]]:
 
 
 def _slow_item(index: int, item: Any, rows: list[dict[str, Any]], rejected: list[Rejected]) -> None:
-    raw = orjson.dumps(item)
+    raw = item_json(index, item)
+    if isinstance(raw, Rejected):
+        rejected.append(raw)
+        return
     if not isinstance(item, dict):
         rejected.append(
             Rejected(raw, f"item {index} is {type(item).__name__}, not an object", index)

@@ -71,6 +71,12 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+#: bytes of a dead letter's ``raw`` sent to the dead-letter topic: a record may be as big
+#: as the input topic allows and its JSON-escaped text up to 6x that, past any broker's
+#: message size; what is cut is said by ``raw_bytes`` (the whole size)
+DEAD_LETTER_RAW_MAX: Final = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     key: bytes | None
@@ -82,15 +88,19 @@ class DeadLetter:
     index: int | None
 
     def to_json(self) -> bytes:
-        return orjson.dumps({
+        raw = self.raw[:DEAD_LETTER_RAW_MAX]
+        body = {
             "reason": self.reason,
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
             "index": self.index,
-            "key": None if self.key is None else self.key.decode("utf-8", "replace"),
-            "raw": self.raw.decode("utf-8", "replace"),
-        })
+            "key": None if self.key is None else self.key[:1024].decode("utf-8", "replace"),
+            "raw": raw.decode("utf-8", "replace"),
+        }
+        if len(raw) < len(self.raw):
+            body["raw_bytes"] = len(self.raw)
+        return orjson.dumps(body)
 
 
 @dataclass(slots=True)
