@@ -258,7 +258,7 @@ def test_resolve_settings_are_read() -> None:
     ("session_cost", {"resolve_after_s": "soon"},
      r"`rules\.session_cost\.resolve_after_s`: .*valid integer"),
     ("session_cost", {"resolve_below": 0.5},
-     r"`rules\.session_cost\.resolve_below`: unknown key \(did you mean `resolve_below_usd`\?\)"),
+     r"`rules\.session_cost\.resolve_below`: unknown key \(did you mean resolve_below_usd\?\)"),
 ])
 def test_bad_resolve_settings_name_the_key(rule: str, settings: dict[str, object],
                                            message: str) -> None:
@@ -269,3 +269,13 @@ def test_bad_resolve_settings_name_the_key(rule: str, settings: dict[str, object
 def test_resolve_settings_are_not_accepted_by_loop_rules() -> None:
     with pytest.raises(ConfigError, match=r"`rules\.loop_repeat\.resolve_after_s`: unknown key"):
         rules_from_mapping({"rules": {"loop_repeat": {"resolve_after_s": 5}}})
+
+
+def test_the_readme_rules_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[4] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```yaml\ndisorder_s:") + len("```yaml\n")
+    path = tmp_path / "rules.yaml"
+    path.write_text(readme[start:readme.index("```", start)], encoding="utf-8")
+    tenant = load_rules(path).rules["tenant_cost"]
+    assert isinstance(tenant, CostRule)
+    assert (tenant.resolve_below, tenant.resolve_after_s) == (150, 600)

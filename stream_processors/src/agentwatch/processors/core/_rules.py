@@ -319,12 +319,12 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _did_you_mean(rule_type: str | None, key: str) -> str:
-    """`` (did you mean `resolve_below_usd`?)`` for a key close to one the rule has."""
+    """`` (did you mean resolve_below_usd?)`` for a key close to one the rule has."""
     if rule_type is None:
         return ""
     model = _RULE_MODELS[rule_type]
     close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.75)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 _RULE_MODELS: Final[dict[str, type[_RuleBase]]] = {
