@@ -262,3 +262,14 @@ def test_resolutions_do_not_depend_on_when_timers_run(
     assert run(advance_every) == expected
 
 
+
+
+
+def test_the_default_resolve_below_is_exact(ev: EventFactory) -> None:
+    """0.8 x 0.1 in floats is 0.08000000000000002: 20 of 250 (8 %) would count as under
+    it. It is compared as the exact fraction 2/25."""
+    engine = _only("agent_error_rate", threshold_ratio=0.1)
+    fired = _fire_with_twenty_errors(engine, ev)
+    alerts = [a for i in range(231) for a in engine.process(ev(20 + i, "tool_call"))]
+    # the 250th call (249 s) makes it exactly 8 %; the 251st (250 s) 7.97 %
+    assert [(a.alert_id, to_us(a.ts)) for a in alerts] == [(fired.alert_id, 250 * US)]

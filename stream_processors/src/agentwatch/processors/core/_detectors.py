@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from operator import attrgetter
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
 from agentwatch.processors.core._rules import (
+    RESOLVE_BELOW_FACTOR,
     CostRule,
     ErrorRateRule,
     LoopRepeatRule,
@@ -376,7 +378,12 @@ class ErrorRateDetector(_WindowDetector):
         self.kinds = self._kinds = rule.kinds
         self._min = rule.min_events
         self._ratio = rule.threshold_ratio
-        self._below = rule.resolve_below
+        # resolve_below as an exact fraction of the decimals written (0.8 x 0.3 is 0.24, not
+        # 0.24000000000000002): "6 of 25 calls" is not under 24 %
+        below = (Fraction(str(rule.threshold_ratio)) * Fraction(str(RESOLVE_BELOW_FACTOR))
+                 if rule.resolve_below_ratio is None else Fraction(str(rule.resolve_below_ratio)))
+        self._below_num = below.numerator
+        self._below_den = below.denominator
         self.below_why = f"the window fell back under {_percent(rule.resolve_below)}"
         self.after_why = (f"it stayed under {_percent(rule.threshold_ratio)} for "
                           f"{rule.resolve_after_s} s")
@@ -392,7 +399,7 @@ class ErrorRateDetector(_WindowDetector):
         return b > 0 and a >= self._ratio * b
 
     def clears(self, a: int, b: int) -> bool:
-        return b == 0 or a < self._below * b
+        return b == 0 or a * self._below_den < self._below_num * b
 
     def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
         rule = self.rule
