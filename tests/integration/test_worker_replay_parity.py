@@ -6,7 +6,7 @@ import math
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -207,14 +207,15 @@ def _oscillating_fleet() -> list[dict[str, Any]]:
     every call's status keeps its agent's 300 s error share on 25 % +- 0.8 % (a 40 s sine).
     Then a last call 20 minutes later: the agents' windows empty before it."""
     start = datetime.fromisoformat("2026-11-20T09:00:00+00:00")
-    history: dict[str, list[tuple[int, bool]]] = {"agent-0": [], "agent-1": []}
+    history: dict[str, deque[tuple[int, bool]]] = {"agent-0": deque(), "agent-1": deque()}
     events = []
     for i in range(600 * 4 * 2):
         t_s = i / 8
         agent = f"agent-{i % 2}"
-        calls = history[agent]
-        in_window = [err for second, err in calls if int(t_s) - 300 < second]
-        errors, n = sum(in_window), len(in_window) + 1
+        calls = history[agent]  # the agent's calls in its 300 s window, oldest first
+        while calls and calls[0][0] <= int(t_s) - 300:
+            calls.popleft()
+        errors, n = sum(err for _, err in calls), len(calls) + 1
         target = 0.25 + 0.008 * math.sin(2 * math.pi * t_s / 40 + i % 2)
         error = abs((errors + 1) / n - target) < abs(errors / n - target)
         calls.append((int(t_s), error))
