@@ -239,7 +239,10 @@ def test_an_error_share_oscillating_around_the_threshold_gives_replays_alerts(
     per agent and one resolution when its window empties; with resolve_after_s shorter
     than the dips, many episodes, resolved by the clock, the same as replay's."""
     rules = tmp_path / "rules.yaml"
+    # pack() groups each session's events of 200 consecutive ones (25 s here) into a record:
+    # a partition's events are up to 24 s out of order, so 30 s of accepted disorder
     rules.write_text(
+        "disorder_s: 30\n"
         "rules:\n"
         "  loop_steps: {enabled: false}\n"  # sessions of 600 calls: not what is tested
         "  agent_error_rate:\n"
