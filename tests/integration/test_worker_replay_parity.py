@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from collections import Counter
-from datetime import datetime
+import uuid
+from collections import Counter, deque
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +200,61 @@ def test_many_open_sessions_sent_by_the_producer_in_partition_batches_match_repl
 def _events_of(value: bytes) -> list[dict[str, Any]]:
     parsed = orjson.loads(value)
     return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _oscillating_fleet() -> list[dict[str, Any]]:
+    """Two agents over 8 sessions for ten minutes of event time, 4 tool calls a second each;
+    every call's status keeps its agent's 300 s error share on 25 % +- 0.8 % (a 40 s sine).
+    Then a last call 20 minutes later: the agents' windows empty before it."""
+    start = datetime.fromisoformat("2026-11-20T09:00:00+00:00")
+    history: dict[str, deque[tuple[int, bool]]] = {"agent-0": deque(), "agent-1": deque()}
+    events = []
+    for i in range(600 * 4 * 2):
+        t_s = i / 8
+        agent = f"agent-{i % 2}"
+        calls = history[agent]  # the agent's calls in its 300 s window, oldest first
+        while calls and calls[0][0] <= int(t_s) - 300:
+            calls.popleft()
+        errors, n = sum(err for _, err in calls), len(calls) + 1
+        target = 0.25 + 0.008 * math.sin(2 * math.pi * t_s / 40 + i % 2)
+        error = abs((errors + 1) / n - target) < abs(errors / n - target)
+        calls.append((int(t_s), error))
+        events.append({
+            "event_id": str(uuid.UUID(int=i + 1)),
+            "ts": (start + timedelta(seconds=t_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "agent_id": agent, "session_id": f"s{(i // 2) % 4 * 2 + i % 2}",
+            "kind": "tool_call", "status": "error" if error else "ok",
+        })
+    events.append({**events[-1], "event_id": str(uuid.UUID(int=len(events) + 1)),
+                   "ts": (start + timedelta(seconds=1800)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                   "status": "ok"})
+    return events
+
+
+@pytest.mark.parametrize("resolve_after_s", [None, 5])
+def test_an_error_share_oscillating_around_the_threshold_gives_replays_alerts(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path, resolve_after_s: int | None
+) -> None:
+    """Hysteresis in the worker (issue 16): with the default resolve_below (20 %) one firing
+    per agent and one resolution when its window empties; with resolve_after_s shorter
+    than the dips, many episodes, resolved by the clock, the same as replay's."""
+    rules = tmp_path / "rules.yaml"
+    # pack() groups each session's events of 200 consecutive ones (25 s here) into a record:
+    # a partition's events are up to 24 s out of order, so 30 s of accepted disorder
+    rules.write_text(
+        "disorder_s: 30\n"
+        "rules:\n"
+        "  loop_steps: {enabled: false}\n"  # sessions of 600 calls: not what is tested
+        "  agent_error_rate:\n"
+        "    min_events: 600\n"
+        + ("" if resolve_after_s is None else f"    resolve_after_s: {resolve_after_s}\n"))
+    events = _oscillating_fleet()
+    expected = replay_alerts(events, load_rules(rules))
+    episodes = Counter((a["key"], a["state"]) for a in expected)
+    if resolve_after_s is None:
+        assert episodes == {("agent-0", "firing"): 1, ("agent-0", "resolved"): 1,
+                            ("agent-1", "firing"): 1, ("agent-1", "resolved"): 1}
+    else:
+        assert sum("for 5 s" in a["reason"] for a in expected) > 5
+    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected, rules)
+    assert_exactly(got, expected)

@@ -72,8 +72,9 @@ def test_cost_spike_fires_once_then_resolves_when_window_slides(tmp_path: Path) 
     ]
     assert alerts[0]["ts"] == "2026-11-20T09:00:15.000000Z"  # 4 x $0.30 = $1.20 > $1
     assert alerts[0]["value"] == pytest.approx(1.2)
-    # $1.80 until the first bucket leaves at 60 s; the fall to <= $1 happens at 70 s
-    assert alerts[1]["ts"] == "2026-11-20T09:01:10.000000Z"
+    # $1.80 until the first bucket leaves at 60 s; it is $0.90 at 70 s, and the fall under
+    # $0.80 (resolve_below_usd: 0.8 x the threshold by default) happens at 75 s
+    assert alerts[1]["ts"] == "2026-11-20T09:01:15.000000Z"
 
 
 def test_cost_is_priced_from_tokens_when_absent(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""The agent error-rate rule: >= 20 calls and >= 25 % errors in 300 s, per agent."""
+"""The agent error-rate rule: >= 20 calls and >= 25 % errors in 300 s, per agent.
+
+Hysteresis (resolve_below_ratio, resolve_after_s): test_detectors_hysteresis.py.
+"""
 
 from __future__ import annotations
 
@@ -64,9 +67,17 @@ def test_llm_calls_count_and_other_kinds_do_not(engine: Engine, ev: EventFactory
     assert len(engine.process_many(llm)) == 1
 
 
-def test_resolves_when_error_share_falls_below_threshold(
-    engine: Engine, ev: EventFactory
+def test_just_below_the_threshold_keeps_firing(engine: Engine, ev: EventFactory) -> None:
+    """Hysteresis: 5 of 21 (23.8 %) is under 25 % but not under resolve_below (20 %)."""
+    engine.process_many([*_calls(ev, 0, 15, "ok"), *_calls(ev, 15, 5, "error")])
+    assert engine.process(ev(20, "tool_call", status="ok")) == []
+    assert engine.stats.firing == 1
+
+
+def test_without_hysteresis_resolves_when_error_share_falls_below_threshold(
+    ev: EventFactory
 ) -> None:
+    engine = _errors_only(resolve_after_s=0)
     (fired,) = engine.process_many([*_calls(ev, 0, 15, "ok"), *_calls(ev, 15, 5, "error")])
     (resolved,) = engine.process(ev(20, "tool_call", status="ok"))  # 5 of 21
     assert resolved.state is AlertState.RESOLVED

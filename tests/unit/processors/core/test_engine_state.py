@@ -17,7 +17,7 @@ from conftest import US, EventFactory
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
 from agentwatch.processors.core._engine import pack_ids, unpack_ids
-from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us
+from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us, to_us
 
 
 def _stream(seed: int, n: int) -> list[Event]:
@@ -51,9 +51,11 @@ def _stream(seed: int, n: int) -> list[Event]:
     return events
 
 
-def _engine(scopes: set[AlertScope] | None = None) -> Engine:
+def _engine(scopes: set[AlertScope] | None = None, *, resolve_after_s: int | None = None
+            ) -> Engine:
     config = rules_from_mapping({
-        "rules": {"agent_error_rate": {"min_events": 10}, "session_cost": {"cooldown_s": 5},
+        "rules": {"agent_error_rate": {"min_events": 10, "resolve_after_s": resolve_after_s},
+                  "session_cost": {"cooldown_s": 5, "resolve_after_s": resolve_after_s},
                   "loop_repeat": {"min_repeats": 3}},
         "session_idle_timeout_s": 20,
     })
@@ -64,12 +66,13 @@ def _run(driver: EventTimeDriver, events: list[Event]) -> list[dict[str, Any]]:
     return [a.model_dump(mode="json") for e in events for a in driver.feed(e)]
 
 
-def _restart(driver: EventTimeDriver, scopes: set[AlertScope] | None) -> EventTimeDriver:
+def _restart(driver: EventTimeDriver, scopes: set[AlertScope] | None,
+             resolve_after_s: int | None = None) -> EventTimeDriver:
     """Dump every key through JSON, as a worker's table would, into a fresh engine."""
     old = driver.engine
     keys = {k for d in old.detectors for k in d.states} | set(old._sessions)
     table = {orjson.dumps(k): orjson.dumps(old.dump_key(k)) for k in keys}
-    fresh = _engine(scopes)
+    fresh = _engine(scopes, resolve_after_s=resolve_after_s)
     fresh.restore_watermark(old.watermark_us)
     for raw_key, raw in table.items():
         data = orjson.loads(raw)
@@ -80,21 +83,75 @@ def _restart(driver: EventTimeDriver, scopes: set[AlertScope] | None) -> EventTi
     return restarted
 
 
+@pytest.mark.parametrize("resolve_after_s", [None, 3])
 @pytest.mark.parametrize("seed", range(8))
-def test_a_restart_from_dumped_state_changes_no_alert(seed: int) -> None:
+def test_a_restart_from_dumped_state_changes_no_alert(seed: int,
+                                                      resolve_after_s: int | None) -> None:
     events = _stream(seed, 1500)
-    expected = _run(EventTimeDriver(_engine()), events)
+    expected = _run(EventTimeDriver(_engine(resolve_after_s=resolve_after_s)), events)
     assert any(a["state"] == "resolved" for a in expected)  # the stream exercises resolution
+    if resolve_after_s is not None:  # ... and the resolve_after_s clock
+        assert any("for 3 s" in a["reason"] for a in expected)
 
     cuts = sorted(random.Random(seed).sample(range(1, len(events)), 3))
-    driver = EventTimeDriver(_engine())
+    driver = EventTimeDriver(_engine(resolve_after_s=resolve_after_s))
     got: list[dict[str, Any]] = []
     start = 0
     for cut in [*cuts, len(events)]:
         got += _run(driver, events[start:cut])
-        driver = _restart(driver, None)
+        driver = _restart(driver, None, resolve_after_s)
         start = cut
     assert got == expected
+
+
+def _dip(ev: EventFactory) -> list[Event]:
+    """20 calls at 25 % errors (fires at 19 s), then ok calls from 20 s: 5 of 21 (23.8 %) is
+    below the threshold, and the share stays above resolve_below (20 %) until 25 s."""
+    return [ev(i, "tool_call", status="error" if 15 <= i < 20 else "ok") for i in range(25)]
+
+
+def _after_engine() -> Engine:
+    return Engine(rules_from_mapping({"rules": {
+        "agent_error_rate": {"resolve_after_s": 3},
+        **{name: {"enabled": False} for name in ("session_cost", "loop_repeat", "loop_steps")},
+    }}))
+
+
+def test_a_restart_in_the_middle_of_a_resolve_after_run_changes_no_alert(
+    ev: EventFactory
+) -> None:
+    events = _dip(ev)
+    straight = _after_engine()
+    expected = [a for e in events for a in straight.process(e)]
+    assert [(a.state, to_us(a.ts)) for a in expected] == [
+        ("firing", 19 * US), ("resolved", 23 * US)]  # below since 20 s, for 3 s
+
+    first = _after_engine()
+    got = [a for e in events[:22] for a in first.process(e)]  # the run started at 20 s
+    key = ("default", "agent-1")
+    state = orjson.loads(orjson.dumps(first.dump_key(key)))
+    assert state["d"]["agent_error_rate"][2] == 20 * US  # the run's start is in the dump
+    second = _after_engine()
+    second.load_key(key, state)
+    got += [a for e in events[22:] for a in second.process(e)]
+    assert got == expected
+
+
+def test_a_dump_without_the_run_start_still_loads(ev: EventFactory) -> None:
+    """Dumps written before hysteresis are [window, tracker]; they load as "not below the
+    threshold", so the run is counted from the next event on."""
+    events = _dip(ev)
+    first = _after_engine()
+    for event in events[:22]:
+        first.process(event)
+    key = ("default", "agent-1")
+    state = orjson.loads(orjson.dumps(first.dump_key(key)))
+    state["d"]["agent_error_rate"] = state["d"]["agent_error_rate"][:2]
+    second = _after_engine()
+    second.load_key(key, state)
+    assert [a for e in events[22:] for a in second.process(e)] == []
+    (resolved,) = second.advance(30 * US)
+    assert to_us(resolved.ts) == 25 * US  # below since 22 s, for 3 s (not 23 s)
 
 
 def test_dump_of_an_unknown_key_is_none() -> None:

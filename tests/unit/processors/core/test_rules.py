@@ -216,3 +216,66 @@ def test_disabled_rule_has_no_detector() -> None:
 def test_engine_scopes_select_detectors() -> None:
     engine = Engine(scopes=[AlertScope.AGENT])
     assert [d.name for d in engine.detectors] == ["agent_error_rate"]
+
+
+# -- hysteresis settings ----------------------------------------------------------------------
+def test_resolve_below_defaults_to_four_fifths_of_the_threshold() -> None:
+    config = rules_from_mapping({"rules": {"session_cost": {"threshold_usd": 2.5}}})
+    cost, errors = config.rules["session_cost"], config.rules["agent_error_rate"]
+    assert isinstance(cost, CostRule)
+    assert isinstance(errors, ErrorRateRule)
+    assert (cost.resolve_below_usd, cost.resolve_below) == (None, pytest.approx(2.0))
+    assert (errors.resolve_below_ratio, errors.resolve_below) == (None, pytest.approx(0.2))
+    assert (cost.resolve_after_s, errors.resolve_after_s) == (None, None)
+
+
+def test_resolve_settings_are_read() -> None:
+    config = rules_from_mapping({"rules": {
+        "session_cost": {"resolve_below_usd": 0.5, "resolve_after_s": 30},
+        "agent_error_rate": {"resolve_below_ratio": 0.1, "resolve_after_s": 0},
+    }})
+    cost, errors = config.rules["session_cost"], config.rules["agent_error_rate"]
+    assert isinstance(cost, CostRule)
+    assert isinstance(errors, ErrorRateRule)
+    assert (cost.resolve_below, cost.resolve_after_s) == (0.5, 30)
+    assert (errors.resolve_below, errors.resolve_after_s) == (0.1, 0)
+
+
+@pytest.mark.parametrize(("rule", "settings", "message"), [
+    ("agent_error_rate", {"resolve_below_ratio": 0.25},
+     r"rules\.agent_error_rate\.resolve_below_ratio: must be below threshold_ratio \(0\.25\), "
+     r"got 0\.25"),
+    ("agent_error_rate", {"threshold_ratio": 0.1, "resolve_below_ratio": 0.15},
+     r"rules\.agent_error_rate\.resolve_below_ratio: must be below threshold_ratio \(0\.1\)"),
+    ("agent_error_rate", {"resolve_below_ratio": -0.1},
+     r"`rules\.agent_error_rate\.resolve_below_ratio`: .*greater than or equal to 0"),
+    ("agent_error_rate", {"resolve_after_s": -1},
+     r"`rules\.agent_error_rate\.resolve_after_s`: .*greater than or equal to 0 \(got -1\)"),
+    ("session_cost", {"resolve_below_usd": 1.5},
+     r"rules\.session_cost\.resolve_below_usd: must be below threshold_usd \(1\.0\), got 1\.5"),
+    ("session_cost", {"resolve_below_usd": -1},
+     r"`rules\.session_cost\.resolve_below_usd`: .*greater than or equal to 0"),
+    ("session_cost", {"resolve_after_s": "soon"},
+     r"`rules\.session_cost\.resolve_after_s`: .*valid integer"),
+    ("session_cost", {"resolve_below": 0.5},
+     r"`rules\.session_cost\.resolve_below`: unknown key \(did you mean resolve_below_usd\?\)"),
+])
+def test_bad_resolve_settings_name_the_key(rule: str, settings: dict[str, object],
+                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        rules_from_mapping({"rules": {rule: settings}})
+
+
+def test_resolve_settings_are_not_accepted_by_loop_rules() -> None:
+    with pytest.raises(ConfigError, match=r"`rules\.loop_repeat\.resolve_after_s`: unknown key"):
+        rules_from_mapping({"rules": {"loop_repeat": {"resolve_after_s": 5}}})
+
+
+def test_the_readme_rules_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[4] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```yaml\ndisorder_s:") + len("```yaml\n")
+    path = tmp_path / "rules.yaml"
+    path.write_text(readme[start:readme.index("```", start)], encoding="utf-8")
+    tenant = load_rules(path).rules["tenant_cost"]
+    assert isinstance(tenant, CostRule)
+    assert (tenant.resolve_below, tenant.resolve_after_s) == (150, 600)

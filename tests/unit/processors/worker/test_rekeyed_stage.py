@@ -8,6 +8,7 @@ the input partitions were interleaved, and survive a restart from its table.
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from typing import Any
@@ -16,7 +17,7 @@ import orjson
 import pytest
 from conftest import US
 
-from agentwatch.processors.core import Engine, rules_from_mapping
+from agentwatch.processors.core import Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.processors.worker import RekeyedStage, SessionStage, StageOutput
 from agentwatch.processors.worker._forward import MARK_KEY, table_key
@@ -59,10 +60,11 @@ def _mark(stage: SessionStage, p: int, *, idle: bool = False) -> Message:
     return MARK_KEY, orjson.dumps({"p": p, "w": stage.max_ts_us(p), "idle": idle})
 
 
-def _forwarded(events: list[Event], seed: int) -> tuple[list[list[list[Message]]], SessionStage]:
+def _forwarded(events: list[Event], seed: int, config: RulesConfig = CONFIG
+               ) -> tuple[list[list[list[Message]]], SessionStage]:
     """Per input partition, the batches of messages its session stage sends (data, mark)."""
     rng = random.Random(seed)
-    stage = SessionStage(CONFIG, "agentwatch.events", INPUTS)
+    stage = SessionStage(config, "agentwatch.events", INPUTS)
     batches: list[list[list[Message]]] = []
     for p in range(INPUTS):
         stage.restore(p, [])
@@ -87,10 +89,12 @@ def _forwarded(events: list[Event], seed: int) -> tuple[list[list[list[Message]]
     return batches, stage
 
 
-def _arrival(seed: int, order: str) -> tuple[list[Message], list[Event]]:
+def _arrival(seed: int, order: str, events: list[Event] | None = None,
+             config: RulesConfig = CONFIG) -> tuple[list[Message], list[Event]]:
     """All messages as the rekeyed partition receives them, ending with idle marks."""
-    events = _stream(seed, 900)
-    per_partition, stage = _forwarded(events, seed)
+    if events is None:
+        events = _stream(seed, 900)
+    per_partition, stage = _forwarded(events, seed, config)
     if order == "sequential":  # a worker catching up: partition 0, then partition 1
         messages = [m for batches in per_partition for batch in batches for m in batch]
     else:
@@ -103,15 +107,16 @@ def _arrival(seed: int, order: str) -> tuple[list[Message], list[Event]]:
     return [*messages, *(_mark(stage, p, idle=True) for p in range(INPUTS))], events
 
 
-def _replay(events: list[Event]) -> list[dict[str, Any]]:
+def _replay(events: list[Event], config: RulesConfig = CONFIG) -> list[dict[str, Any]]:
     alerts: list[Any] = []
     ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
-    replay_lines((encode_event(e) for e in ordered), Engine(CONFIG), alerts.append)
+    replay_lines((encode_event(e) for e in ordered), Engine(config), alerts.append)
     return [a.model_dump(mode="json") for a in alerts if a.rule == "agent_error_rate"]
 
 
-def _stage(table: dict[bytes, bytes] | None = None) -> RekeyedStage:
-    stage = RekeyedStage(CONFIG, INPUTS)
+def _stage(table: dict[bytes, bytes] | None = None, config: RulesConfig = CONFIG
+           ) -> RekeyedStage:
+    stage = RekeyedStage(config, INPUTS)
     stage.restore(Q, list((table or {}).items()))
     return stage
 
@@ -272,3 +277,74 @@ def test_a_restored_partition_resumes_at_its_last_checkpoints_safe_offset() -> N
     assert safe < len(first)  # events held back: partition 1 sent no mark
     _apply(table, rekeyed.checkpoint(Q))
     assert _stage(table).resume_offset(Q) == safe
+
+
+# -- hysteresis: an error share oscillating around the threshold --------------------------------
+def _oscillating(seed: int) -> list[Event]:
+    """Two agents over 8 sessions for ten minutes, 4 calls a second each; every call's
+    status keeps its agent's 300 s error share on 25 % +- 0.8 % (a 40 s sine), with a
+    little disorder (the shares are computed in generation order)."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    history: dict[str, list[tuple[int, bool]]] = {"agent-0": [], "agent-1": []}
+    for i in range(600 * 4 * 2):
+        t_us = i * US // 8
+        agent = f"agent-{i % 2}"
+        calls = history[agent]
+        bucket = t_us // US
+        in_window = [err for b, err in calls if bucket - 300 < b]
+        errors, n = sum(in_window), len(in_window) + 1
+        target = 0.25 + 0.008 * math.sin(2 * math.pi * t_us / (40 * US) + i % 2)
+        error = abs((errors + 1) / n - target) < abs(errors / n - target)
+        calls.append((bucket, error))
+        slot = rng.randrange(4) * 2 + i % 2  # agent-0 in sessions 0, 2, 4, 6
+        jitter_us = rng.randrange(0, 2 * US) if rng.random() < 0.1 else 0
+        events.append(Event(
+            event_id=str(uuid.UUID(int=seed << 40 | i)), ts=from_us(max(0, t_us - jitter_us)),
+            kind=EventKind.TOOL_CALL, agent_id=agent, session_id=f"s{slot}",
+            status=EventStatus.ERROR if error else EventStatus.OK,
+        ))
+    return events
+
+
+def _oscillation_config(resolve_after_s: int | None) -> RulesConfig:
+    return rules_from_mapping({"rules": {"agent_error_rate": {
+        "min_events": 600, "resolve_after_s": resolve_after_s}}})
+
+
+@pytest.mark.parametrize("order", ["sequential", "interleaved"])
+def test_an_oscillating_error_share_fires_once_per_agent_as_in_replay(order: str) -> None:
+    config = _oscillation_config(None)
+    messages, events = _arrival(10, order, _oscillating(10), config)
+    expected = _replay(events, config)
+    assert sorted((a["state"], a["key"]) for a in expected) == [
+        ("firing", "agent-0"), ("firing", "agent-1")]
+    out = _feed(_stage(config=config), messages, 0, len(messages), size=7)
+    assert _dump(out) == expected
+    # without hysteresis the same stream flaps, in replay as in the stage
+    flapping = _oscillation_config(0)
+    messages, _ = _arrival(10, order, events, flapping)
+    expected = _replay(events, flapping)
+    assert sum(a["state"] == "firing" for a in expected) > 10
+    assert _dump(_feed(_stage(config=flapping), messages, 0, len(messages), size=7)) == expected
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_resolve_after_s_over_an_oscillating_share_survives_restarts_as_in_replay(
+    seed: int
+) -> None:
+    """resolve_after_s shorter than the dips: many episodes, each resolved by the clock;
+    a crash and a restart from the checkpoint change none of them."""
+    config = _oscillation_config(5)
+    messages, events = _arrival(seed, "interleaved", _oscillating(seed), config)
+    expected = _replay(events, config)
+    assert sum("for 5 s" in a["reason"] for a in expected) > 5
+    assert _dump(_feed(_stage(config=config), messages, 0, len(messages))) == expected
+    rng = random.Random(seed)
+    table: dict[bytes, bytes] = {}
+    safe: list[int] = []
+    stage = _stage(config=config)
+    crash = 5 * rng.randrange(20, len(messages) // 5 - 20)
+    before = _feed(stage, messages, 0, crash, table=table, safe=safe)
+    after = _feed(_stage(table, config), messages, safe[-1], len(messages), table=table)
+    assert _dump(before) + _dump(after) == expected

@@ -131,9 +131,9 @@ def _run(stage: SessionStage, records: list[Record], start: int, stop: int, *, s
     return alerts, replayed
 
 
-def _replay(records: list[list[Event]]) -> list[dict[str, Any]]:
+def _replay(records: list[list[Event]], config: Any = SESSION_RULES) -> list[dict[str, Any]]:
     alerts: list[Any] = []
-    replay_lines((encode_event(e) for r in records for e in r), Engine(SESSION_RULES),
+    replay_lines((encode_event(e) for r in records for e in r), Engine(config),
                  alerts.append)
     return _dump(alerts)
 
@@ -420,3 +420,28 @@ def test_a_restored_partition_resumes_after_the_last_record_its_state_saw() -> N
         "session_idle_timeout_s": 60,
     }))
     assert other_rules.resume_offset(P) is None  # other rules: the state is not used
+
+
+#: session cost with resolve_after_s: resolutions by the clock, its start in the checkpoints
+TIMED_COST = rules_from_mapping({
+    "rules": {"agent_error_rate": {"enabled": False}, "loop_steps": {"max_steps": 25},
+              "session_cost": {"threshold_usd": 0.5, "resolve_after_s": 1}},
+    "session_idle_timeout_s": 60,
+})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cost_resolve_after_s_equals_replay_across_a_crash(seed: int) -> None:
+    stream = _stream(seed, 300)
+    records = _encode(stream)
+    expected = _replay(stream, TIMED_COST)
+    assert sum("for 1 s" in a["reason"] for a in expected) >= 2
+    got, _ = _run(_stage(config=TIMED_COST), records, 0, len(records))
+    assert got == expected
+    rng = random.Random(seed)
+    crash = rng.randrange(60, 240)
+    committed = rng.randrange(crash - 50, crash + 1)
+    table: dict[bytes, bytes] = {}
+    before, _ = _run(_stage(config=TIMED_COST), records, 0, crash, table=table)
+    after, _ = _run(_stage(table, TIMED_COST), records, committed, len(records), table=table)
+    assert before + after == expected

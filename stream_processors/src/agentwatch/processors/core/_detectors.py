@@ -9,12 +9,14 @@ engine tells them when event time has passed a deadline they asked for
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from fractions import Fraction
 from operator import attrgetter
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
 from agentwatch.processors.core._rules import (
+    RESOLVE_BELOW_FACTOR,
     CostRule,
     ErrorRateRule,
     LoopRepeatRule,
@@ -99,16 +101,35 @@ class Detector(Generic[S]):
 
 
 # -- sliding-window sums: cost and error rate ----------------------------------------------
+#: ``_WindowState.below_us`` when the value is not below the threshold (no deadline from it)
+_NO_RUN: Final = 1 << 62
+#: ``until_us`` of a walk that goes on until the window is empty
+_FOREVER: Final = 1 << 62
+
+#: a walk's result: (t, sum_a, sum_b, below_us, why); ``why`` is "" when it did not resolve
+Walked = tuple[int, int, int, int, str]
+
+
 class _WindowState:
-    __slots__ = ("tracker", "window")
+    __slots__ = ("below_us", "tracker", "window")
 
     def __init__(self, window: SlidingWindow, tracker: AlertTracker) -> None:
         self.window = window
         self.tracker = tracker
+        #: while firing, with ``resolve_after_s``: the event time since which the value has
+        #: been below the threshold without a break, as of the window's high-water mark
+        #: (_NO_RUN: it is not below). Only events move it, never timers: a timer's walk
+        #: computes from it, so results do not depend on when timers run.
+        self.below_us = _NO_RUN
 
 
 class _WindowDetector(Detector[_WindowState]):
-    """A detector over one sliding window per key with two integer channels (a, b)."""
+    """A detector over one sliding window per key with two integer channels (a, b).
+
+    Hysteresis: ``fires`` starts an alert; it resolves at the first event time at which
+    ``clears`` (below ``resolve_below``; an empty window always clears), or at which the value
+    has been ``not holds`` (below the threshold) for ``resolve_after_s`` without a break.
+    """
 
     def __init__(
         self,
@@ -116,6 +137,7 @@ class _WindowDetector(Detector[_WindowState]):
         index: int,
         scope: AlertScope,
         window_s: int,
+        resolve_after_s: int | None,
         config: RulesConfig,
         schedule: Schedule,
     ) -> None:
@@ -123,12 +145,21 @@ class _WindowDetector(Detector[_WindowState]):
         self._window_us = window_s * _US
         self._step_us = config.step_us
         self._disorder_us = config.disorder_us
+        #: -1: resolve_after_s is off
+        self._after_us = -1 if resolve_after_s is None else resolve_after_s * _US
+        self.below_why = ""  # the reasons of the two ways to resolve (set by subclasses)
+        self.after_why = ""
 
     # what a subclass defines (and an observe() that calls _update with its values) -------
     def fires(self, a: int, b: int) -> bool:
         raise NotImplementedError
 
     def holds(self, a: int, b: int) -> bool:
+        """At or over the threshold (min_events aside)."""
+        raise NotImplementedError
+
+    def clears(self, a: int, b: int) -> bool:
+        """Below ``resolve_below`` or empty; implies ``not holds``."""
         raise NotImplementedError
 
     def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
@@ -138,6 +169,49 @@ class _WindowDetector(Detector[_WindowState]):
         raise NotImplementedError
 
     # the state machine -----------------------------------------------------------------
+    def _walk(self, steps: Iterable[tuple[int, int, int]], a: int, b: int, below_us: int,
+              until_us: int) -> Walked:
+        """Hysteresis along ``steps``, the ``(t, sum_a, sum_b)`` the window takes from now on
+        (ascending), from a window holding ``(a, b)`` now and below the threshold since
+        ``below_us``. The first resolution at or before ``until_us``, or ``why == ""`` and
+        ``below_us`` as of ``until_us``. A deadline that falls on a step counts before it."""
+        after_us = self._after_us
+        timed = after_us >= 0
+        for t, next_a, next_b in steps:
+            if t > until_us:
+                break
+            if timed and below_us != _NO_RUN and below_us + after_us <= t:
+                return below_us + after_us, a, b, below_us, self.after_why
+            a, b = next_a, next_b
+            if self.clears(a, b):
+                return t, a, b, below_us, self.below_why
+            if self.holds(a, b):
+                below_us = _NO_RUN
+            elif timed and below_us == _NO_RUN:
+                below_us = t
+                if after_us == 0:
+                    return t, a, b, below_us, self.after_why
+        if timed and below_us != _NO_RUN and below_us + after_us <= until_us:
+            return below_us + after_us, a, b, below_us, self.after_why
+        return until_us, a, b, below_us, ""
+
+    def _walk_ahead(self, state: _WindowState, until_us: int) -> Walked:
+        """The walk from the high-water mark on, assuming no new events."""
+        window = state.window
+        return self._walk(window.changes_ahead(), window.sum_a, window.sum_b, state.below_us,
+                          until_us)
+
+    def _move_run(self, key: ScopeKey, state: _WindowState, below_us: int) -> None:
+        """A walk without resolution ended below the threshold since ``below_us``."""
+        if below_us != state.below_us:
+            state.below_us = below_us
+            if below_us != _NO_RUN:  # a new run: its deadline may come before any timer
+                self._schedule(below_us + self._after_us, self.index, key)
+
+    def _resolve(self, state: _WindowState, walked: Walked, out: list[Alert]) -> None:
+        state.below_us = _NO_RUN
+        out.append(self.resolve(state.tracker, walked[0], walked[1], walked[2], walked[4]))
+
     def _update(self, event: Event, ts_us: int, skey: ScopeKey, a: int, b: int,
                 out: list[Alert]) -> None:
         key = skey if self._by_session else self._key_of(event)
@@ -150,10 +224,12 @@ class _WindowDetector(Detector[_WindowState]):
         window = state.window
         tracker = state.tracker
         if tracker.firing is not None and ts_us > window.max_ts_us:
-            # event time moved on: did the condition stop holding before this event?
-            ended = window.first_false_us(self.holds, until_us=ts_us)
-            if ended is not None:
-                out.append(self.resolve(tracker, *ended, "the window fell back"))
+            # event time moved on: did the alert resolve before this event?
+            walked = self._walk_ahead(state, ts_us)
+            if walked[4]:
+                self._resolve(state, walked, out)
+            else:
+                self._move_run(key, state, walked[3])
         added = window.add(ts_us, a, b)
         if added == LATE:
             self.late += 1
@@ -163,26 +239,36 @@ class _WindowDetector(Detector[_WindowState]):
             if added == ADDED:
                 if self.fires(window.sum_a, window.sum_b) and ts_us >= tracker.cooldown_until_us:
                     out.append(self.fire(tracker, ts_us, window.sum_a, window.sum_b))
-                    self._schedule_resolve(key, window)
+                    state.below_us = _NO_RUN
+                    self._schedule_resolve(key, state)
                 return
             for end_us, sa, sb in window.windows_from(ts_us):
                 if self.fires(sa, sb) and end_us >= tracker.cooldown_until_us:
                     out.append(self.fire(tracker, end_us, sa, sb))
-                    if self.holds(window.sum_a, window.sum_b):
-                        self._schedule_resolve(key, window)
-                    else:  # it held only in a window that has already passed
-                        ended = window.first_false_after(end_us, sa, sb, self.holds)
-                        if ended is not None:
-                            out.append(self.resolve(tracker, *ended, "the window fell back"))
+                    state.below_us = _NO_RUN
+                    # it fired in a window that has passed: did it resolve on the way here?
+                    walked = self._walk(window.changes_after(end_us, sa, sb), sa, sb, _NO_RUN,
+                                        window.max_ts_us)
+                    if walked[4]:
+                        self._resolve(state, walked, out)
+                    else:
+                        state.below_us = walked[3]
+                        self._schedule_resolve(key, state)
                     break
-        elif not self.holds(window.sum_a, window.sum_b):
-            out.append(self.resolve(tracker, window.max_ts_us, window.sum_a, window.sum_b,
-                                    "the window fell back"))
+            return
+        # firing: the value at the high-water mark changed
+        now_us = window.max_ts_us
+        walked = self._walk(((now_us, window.sum_a, window.sum_b),), window.sum_a,
+                            window.sum_b, state.below_us, now_us)
+        if walked[4]:
+            self._resolve(state, walked, out)
+        else:
+            self._move_run(key, state, walked[3])
 
-    def _schedule_resolve(self, key: ScopeKey, window: SlidingWindow) -> None:
-        ended = window.first_false_us(self.holds)
-        if ended is not None:
-            self._schedule(ended[0], self.index, key)
+    def _schedule_resolve(self, key: ScopeKey, state: _WindowState) -> None:
+        walked = self._walk_ahead(state, _FOREVER)
+        if walked[4]:
+            self._schedule(walked[0], self.index, key)
 
     def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
         state = self.states.get(key)
@@ -190,13 +276,13 @@ class _WindowDetector(Detector[_WindowState]):
             return
         window, tracker = state.window, state.tracker
         if tracker.firing is not None:
-            ended = window.first_false_us(self.holds)
-            if ended is None:  # cannot happen: an empty window never holds; be safe
+            walked = self._walk_ahead(state, _FOREVER)
+            if not walked[4]:  # cannot happen: an empty window always clears; be safe
                 return
-            if ended[0] > now_us:
-                self._schedule(ended[0], self.index, key)
+            if walked[0] > now_us:
+                self._schedule(walked[0], self.index, key)
                 return
-            out.append(self.resolve(tracker, *ended, "the window fell back"))
+            self._resolve(state, walked, out)
         if self.scope is AlertScope.SESSION:
             return
         # keep the state (and its cooldown) until the window is empty and the cooldown over
@@ -210,11 +296,11 @@ class _WindowDetector(Detector[_WindowState]):
         state = self.states.pop(key, None)
         if state is not None and state.tracker.firing is not None:
             w = state.window
-            # if the window fell back before the key closed, say so at that time: the result
-            # must not depend on whether a timer (the watermark) got there first
-            ended = w.first_false_us(self.holds, until_us=ts_us)
-            if ended is not None:
-                out.append(self.resolve(state.tracker, *ended, "the window fell back"))
+            # if it resolved before the key closed, say so at that time: the result must
+            # not depend on whether a timer (the watermark) got there first
+            walked = self._walk_ahead(state, ts_us)
+            if walked[4]:
+                self._resolve(state, walked, out)
             else:
                 out.append(self.resolve(state.tracker, ts_us, w.sum_a, w.sum_b, reason))
 
@@ -223,12 +309,17 @@ class _WindowDetector(Detector[_WindowState]):
         state = self.states.get(key)
         if state is None:
             return None
-        return [state.window.dump(), state.tracker.dump()]
+        if state.below_us == _NO_RUN:
+            return [state.window.dump(), state.tracker.dump()]
+        return [state.window.dump(), state.tracker.dump(), state.below_us]
 
     def load(self, key: ScopeKey, data: Any) -> None:
+        """Also the dumps of versions without hysteresis: ``[window, tracker]``."""
         window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
         window.load(data[0])
-        self.states[key] = _WindowState(window, AlertTracker.from_dump(key, data[1]))
+        state = self.states[key] = _WindowState(window, AlertTracker.from_dump(key, data[1]))
+        if len(data) > 2:
+            state.below_us = data[2]
 
 
 class CostDetector(_WindowDetector):
@@ -236,9 +327,14 @@ class CostDetector(_WindowDetector):
 
     def __init__(self, name: str, index: int, rule: CostRule, config: RulesConfig,
                  schedule: Schedule) -> None:
-        super().__init__(name, index, rule.scope, rule.window_s, config, schedule)
+        super().__init__(name, index, rule.scope, rule.window_s, rule.resolve_after_s, config,
+                         schedule)
         self.rule = rule
         self._threshold_nano = round(rule.threshold_usd * NANO_USD)
+        self._below_nano = round(rule.resolve_below * NANO_USD)
+        self.below_why = f"the window fell back under ${rule.resolve_below:.2f}"
+        self.after_why = (f"it stayed at or under ${rule.threshold_usd:.2f} for "
+                          f"{rule.resolve_after_s} s")
 
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         cost = event.cost_usd
@@ -250,6 +346,9 @@ class CostDetector(_WindowDetector):
 
     def holds(self, a: int, b: int) -> bool:  # a plain method, not `holds = fires`: mypyc
         return a > self._threshold_nano
+
+    def clears(self, a: int, b: int) -> bool:
+        return a < self._below_nano or a == 0
 
     def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
         rule = self.rule
@@ -273,11 +372,21 @@ class ErrorRateDetector(_WindowDetector):
 
     def __init__(self, name: str, index: int, rule: ErrorRateRule, config: RulesConfig,
                  schedule: Schedule) -> None:
-        super().__init__(name, index, rule.scope, rule.window_s, config, schedule)
+        super().__init__(name, index, rule.scope, rule.window_s, rule.resolve_after_s, config,
+                         schedule)
         self.rule = rule
         self.kinds = self._kinds = rule.kinds
         self._min = rule.min_events
         self._ratio = rule.threshold_ratio
+        # resolve_below as an exact fraction of the decimals written (0.8 x 0.3 is 0.24, not
+        # 0.24000000000000002): "6 of 25 calls" is not under 24 %
+        below = (Fraction(str(rule.threshold_ratio)) * Fraction(str(RESOLVE_BELOW_FACTOR))
+                 if rule.resolve_below_ratio is None else Fraction(str(rule.resolve_below_ratio)))
+        self._below_num = below.numerator
+        self._below_den = below.denominator
+        self.below_why = f"the window fell back under {_percent(rule.resolve_below)}"
+        self.after_why = (f"it stayed under {_percent(rule.threshold_ratio)} for "
+                          f"{rule.resolve_after_s} s")
 
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind in self._kinds:
@@ -288,6 +397,9 @@ class ErrorRateDetector(_WindowDetector):
 
     def holds(self, a: int, b: int) -> bool:
         return b > 0 and a >= self._ratio * b
+
+    def clears(self, a: int, b: int) -> bool:
+        return b == 0 or a * self._below_den < self._below_num * b
 
     def fire(self, tracker: AlertTracker, ts_us: int, a: int, b: int) -> Alert:
         rule = self.rule
@@ -556,6 +668,10 @@ class LoopStepsDetector(Detector[_StepsState]):
 
 def _last_call(calls: list[int] | int) -> int:
     return calls if isinstance(calls, int) else calls[-1]
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.4g}%"
 
 
 def _who(tracker: AlertTracker, scope: AlertScope) -> str:

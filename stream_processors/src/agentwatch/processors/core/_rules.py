@@ -15,13 +15,33 @@ A rules file looks like this (every key optional; unknown keys are errors)::
         scope: tenant
         window_s: 3600
         threshold_usd: 200
+        resolve_below_usd: 150    # hysteresis: firing until the cost is under $150
+        resolve_after_s: 600      # ... or has stayed at or under $200 for 10 minutes
 
 Errors name the bad key: ``rules.session_cost.threshold_usd: Input should be
 greater than 0 (got -1)``.
+
+Hysteresis (cost and error-rate rules). A firing alert resolves at the first event time
+``t`` at which either
+
+* the value is below ``resolve_below_usd`` / ``resolve_below_ratio`` (an empty window
+  always counts as below), or
+* ``resolve_after_s`` is set and the value has been below the *threshold* (cost <=
+  ``threshold_usd``; error share < ``threshold_ratio``) continuously since ``t -
+  resolve_after_s``.
+
+The defaults: ``resolve_below_*`` = 0.8 x the threshold (:data:`RESOLVE_BELOW_FACTOR`), and
+``resolve_after_s`` off (None). Why 0.8: a rate hovering at the threshold (24-26 % around
+25 %) crosses it back and forth with every few calls; the value must move a fifth of the
+threshold away before the episode counts as over, which a real recovery does and noise at
+the threshold does not. ``resolve_after_s`` is for rules where that margin is never
+reached by a slow recovery; ``resolve_after_s: 0`` resolves as soon as the value is below
+the threshold, i.e. no hysteresis (the behaviour before these settings).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -33,6 +53,7 @@ from agentwatch.schemas._files import read_config_file
 
 __all__ = [
     "DEFAULT_RULES",
+    "RESOLVE_BELOW_FACTOR",
     "CostRule",
     "ErrorRateRule",
     "LoopRepeatRule",
@@ -44,6 +65,10 @@ __all__ = [
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+#: ``resolve_below_*`` when not given: this fraction of the threshold (see the module doc)
+RESOLVE_BELOW_FACTOR: Final = 0.8
 
 
 class _RuleBase(BaseModel):
@@ -70,16 +95,34 @@ class CostRule(_RuleBase):
     scope: AlertScope = AlertScope.SESSION
     window_s: PositiveInt = 60
     threshold_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    resolve_below_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    """A firing alert resolves once the cost is below this (None: 0.8 x threshold_usd)."""
+    resolve_after_s: NonNegativeInt | None = None
+    """... or once the cost has been <= threshold_usd for this long (None: off)."""
 
     @property
     def alert_type(self) -> AlertType:
         return AlertType.COST
 
+    @property
+    def resolve_below(self) -> float:
+        """``resolve_below_usd`` or its default."""
+        if self.resolve_below_usd is None:
+            return RESOLVE_BELOW_FACTOR * self.threshold_usd
+        return self.resolve_below_usd
+
+    def hysteresis_error(self) -> str | None:
+        if self.resolve_below_usd is not None and self.resolve_below_usd >= self.threshold_usd:
+            return (f"resolve_below_usd: must be below threshold_usd ({self.threshold_usd}), "
+                    f"got {self.resolve_below_usd}")
+        return None
+
 
 class ErrorRateRule(_RuleBase):
     """Fires when at least ``min_events`` of ``kinds`` are in the window and the share with
-    status=error is >= ``threshold_ratio``; resolves when the share falls below it (or the
-    window empties)."""
+    status=error is >= ``threshold_ratio``; resolves when the share falls below
+    ``resolve_below_ratio`` (or the window empties), or has stayed below ``threshold_ratio``
+    for ``resolve_after_s``."""
 
     type: Literal["error_rate"] = "error_rate"
     scope: AlertScope = AlertScope.AGENT
@@ -87,10 +130,28 @@ class ErrorRateRule(_RuleBase):
     min_events: PositiveInt = 20
     threshold_ratio: Annotated[float, Field(gt=0, le=1)] = 0.25
     kinds: frozenset[EventKind] = frozenset({EventKind.LLM_CALL, EventKind.TOOL_CALL})
+    resolve_below_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    """A firing alert resolves once the share is below this (None: 0.8 x threshold_ratio)."""
+    resolve_after_s: NonNegativeInt | None = None
+    """... or once the share has been < threshold_ratio for this long (None: off)."""
 
     @property
     def alert_type(self) -> AlertType:
         return AlertType.ERROR_RATE
+
+    @property
+    def resolve_below(self) -> float:
+        """``resolve_below_ratio`` or its default."""
+        if self.resolve_below_ratio is None:
+            return RESOLVE_BELOW_FACTOR * self.threshold_ratio
+        return self.resolve_below_ratio
+
+    def hysteresis_error(self) -> str | None:
+        below = self.resolve_below_ratio
+        if below is not None and below >= self.threshold_ratio:
+            return (f"resolve_below_ratio: must be below threshold_ratio "
+                    f"({self.threshold_ratio}), got {below}")
+        return None
 
 
 class LoopRepeatRule(_RuleBase):
@@ -149,9 +210,13 @@ class RulesConfig(BaseModel):
     rules: dict[str, Rule] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check_windows(self) -> RulesConfig:
+    def _check_rules(self) -> RulesConfig:
         step_us = self.step_ms * 1000
         for name, rule in self.rules.items():
+            if isinstance(rule, CostRule | ErrorRateRule):
+                problem = rule.hysteresis_error()
+                if problem is not None:
+                    raise ValueError(f"rules.{name}.{problem}")
             window_s = rule.window_s_or_none
             if window_s is None:
                 continue
@@ -239,11 +304,12 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False)[:3]:
         loc = [str(p) for p in err["loc"]]
         # a discriminated union puts the tag ("cost") into the location: drop it
+        rule_type = None
         if len(loc) >= 3 and loc[0] == "rules" and loc[2] in RULE_TYPES:
-            del loc[2]
+            rule_type = loc.pop(2)
         key = ".".join(loc)
         if err["type"] == "extra_forbidden":
-            parts.append(f"`{key}`: unknown key")
+            parts.append(f"`{key}`: unknown key{_did_you_mean(rule_type, loc[-1])}")
         elif err["type"] == "value_error":
             parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
@@ -252,4 +318,17 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _did_you_mean(rule_type: str | None, key: str) -> str:
+    """`` (did you mean resolve_below_usd?)`` for a key close to one the rule has."""
+    if rule_type is None:
+        return ""
+    model = _RULE_MODELS[rule_type]
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+_RULE_MODELS: Final[dict[str, type[_RuleBase]]] = {
+    "cost": CostRule, "error_rate": ErrorRateRule, "loop_repeat": LoopRepeatRule,
+    "loop_steps": LoopStepsRule,
+}
 _ENUM_REPR: Final = re.compile(r"<\w+\.\w+: ('[^']*')>")

@@ -177,13 +177,12 @@ class SlidingWindow:
                 k += 1
             yield cell[_T], self.sum_a - tail_a + old_a, self.sum_b - tail_b + old_b
 
-    def first_false_after(
-        self, end_us: int, sum_a: int, sum_b: int, holds: Predicate
-    ) -> tuple[int, int, int] | None:
-        """The window ending at ``end_us`` held (sums given); walking event time forward to
-        the head, ``(t, sum_a, sum_b)`` at the first time ``holds`` is false (buckets leave
-        at ``(bucket + n) * step``, later buckets join at ``bucket * step``). None if it
-        holds all the way to the head."""
+    def changes_after(
+        self, end_us: int, sum_a: int, sum_b: int
+    ) -> Iterator[tuple[int, int, int]]:
+        """From the window ending at ``end_us`` (its sums given), walking event time forward
+        to the head: ``(t, sum_a, sum_b)`` at each time the sums change (buckets leave at
+        ``(bucket + n) * step``, later buckets join at ``bucket * step``), ascending."""
         n, step = self._n, self._step_us
         c = end_us // step
         cells = [*self._old, *self._win]
@@ -196,7 +195,7 @@ class SlidingWindow:
             t = min(leaving[i][_B] + n if i < len(leaving) else 1 << 62,
                     joining[j][_B] if j < len(joining) else 1 << 62)
             if t > head:
-                return None
+                return
             while i < len(leaving) and leaving[i][_B] + n == t:
                 a -= leaving[i][_A]
                 b -= leaving[i][_C]
@@ -205,8 +204,27 @@ class SlidingWindow:
                 a += joining[j][_A]
                 b += joining[j][_C]
                 j += 1
+            yield t * step, a, b
+
+    def changes_ahead(self) -> Iterator[tuple[int, int, int]]:
+        """Assuming no new events: ``(t, sum_a, sum_b)`` at each event time after the high-water
+        mark at which a bucket leaves the window, ascending; the last one is the empty window."""
+        a, b = self.sum_a, self.sum_b
+        n, step = self._n, self._step_us
+        for cell in self._win:
+            a -= cell[_A]
+            b -= cell[_C]
+            yield (cell[_B] + n) * step, a, b
+
+    def first_false_after(
+        self, end_us: int, sum_a: int, sum_b: int, holds: Predicate
+    ) -> tuple[int, int, int] | None:
+        """The window ending at ``end_us`` held (sums given); walking event time forward to
+        the head, ``(t, sum_a, sum_b)`` at the first time ``holds`` is false. None if it
+        holds all the way to the head."""
+        for t, a, b in self.changes_after(end_us, sum_a, sum_b):
             if not holds(a, b):
-                return t * step, a, b
+                return t, a, b
         return None
 
     def first_false_us(
@@ -215,14 +233,9 @@ class SlidingWindow:
         """Assuming no new events, ``(t, sum_a, sum_b)`` at the earliest event time ``t`` at
         which ``holds(sum_a, sum_b)`` is false as buckets leave the window. With
         ``until_us``, only times <= until_us count. None: it holds throughout."""
-        a, b = self.sum_a, self.sum_b
-        n, step = self._n, self._step_us
-        for cell in self._win:
-            t = (cell[_B] + n) * step
+        for t, a, b in self.changes_ahead():
             if until_us is not None and t > until_us:
                 return None
-            a -= cell[_A]
-            b -= cell[_C]
             if not holds(a, b):
                 return t, a, b
         return None
