@@ -296,6 +296,9 @@ class _Worker:
         self.session_guard = OffsetGuard()
         self.rekeyed_guard = OffsetGuard()
         self.probe = HoleProbe(settings.bootstrap_servers)
+        #: (next offset, highwater) of partitions whose offsets from the next one up to the
+        #: highwater hold no record (a transactional producer's last commit marker)
+        self.empty_tail: dict[TP, tuple[int, int]] = {}
         self._faust_add_gap: Any = None  # faust's own Consumer._add_gap (on_assigned)
         #: topic -> since when its agent waits for records (None: busy with a batch); an
         #: agent waiting longer than a batch window has nothing queued for it
@@ -429,7 +432,9 @@ class _Worker:
 
     async def seek_back(self, guard: OffsetGuard, tp: TP) -> None:
         consumer: Any = self.app.consumer
-        faust_internals.forget_ack_gap(consumer, tp)  # never commit over it
+        # never commit over it (the confirmed holes below it keep their gaps: faust commits
+        # over those, one at a time otherwise)
+        faust_internals.forget_ack_gap(consumer, tp, guard.next_offset(tp.partition))
         await consumer.seek_wait({tp: guard.next_offset(tp.partition)})
         guard.sought_back(tp.partition)
 
@@ -588,15 +593,23 @@ class _Worker:
                 offset = max(offset, self.session_stage.last_offset(tp.partition))
             if highwater is None or offset + 1 >= highwater or now - seen_s < _STALL_S:
                 continue
+            if self.empty_tail.get(tp) == (offset + 1, highwater):
+                continue  # only offsets without records (transaction markers) are left
+            waiting_since = self.waiting_since[tp.topic]
+            idle_agent = (guard.known(tp.partition) and waiting_since is not None
+                          and now - waiting_since >= _STALL_S)
+            if idle_agent and await self.probe.first_offset_from(
+                    tp.topic, tp.partition, offset + 1, timeout_s=1.0) is None:
+                # a transactional producer's last commit marker: nothing to read
+                self.empty_tail[tp] = (offset + 1, highwater)
+                continue
             log.warning("agentwatch worker: %s[%d] has records from offset %d but none came "
                         "for %.0f s: resuming it", tp.topic, tp.partition, offset + 1,
                         now - seen_s)
             consumer.on_buffer_drop(tp)
             consumer.resume_partitions({tp})
             self.progress[tp] = (now, offset)
-            waiting_since = self.waiting_since[tp.topic]
-            if (guard.known(tp.partition) and waiting_since is not None
-                    and now - waiting_since >= _STALL_S):
+            if idle_agent:
                 async with self.lock:
                     await self.seek_back(guard, tp)
 
@@ -616,7 +629,9 @@ class _Worker:
             if tp.partition not in stage.partitions:  # no record since the assignment
                 stage.restore(tp.partition, _table_items(self.session_table, tp.partition))
             highwater = self.app.consumer.highwater(tp)
-            caught_up = highwater is not None and stage.last_offset(tp.partition) + 1 >= highwater
+            next_offset = stage.last_offset(tp.partition) + 1
+            caught_up = highwater is not None and (
+                next_offset >= highwater or self.empty_tail.get(tp) == (next_offset, highwater))
             # quiet since its last record, or since the assignment when none came since: a
             # restarted worker must not call every partition idle at once (it would release
             # the agent windows ahead of partitions still catching up)
@@ -655,6 +670,7 @@ class _Worker:
             log.info("agentwatch worker (rekeyed stage): got partitions %s of %s", mine, topic)
         self.assigned_s = time.monotonic()
         self.progress.clear()
+        self.empty_tail.clear()
         # on the worker's topics, holes are the worker's to check (_offsets.py)
         self._faust_add_gap = faust_internals.own_ack_gaps(
             self.app.consumer, {self.settings.events_topic, self.settings.rekeyed_topic})

@@ -90,9 +90,12 @@ def own_ack_gaps(consumer: Any, topics: set[str]) -> AddGap:
     return original
 
 
-def forget_ack_gap(consumer: Any, tp: Any) -> None:
-    """Drop the ack gaps faust holds for ``tp`` (never commit over a hole read again)."""
-    consumer._gap.pop(tp, None)
+def forget_ack_gap(consumer: Any, tp: Any, from_offset: int) -> None:
+    """Drop the ack gaps faust holds for ``tp`` from ``from_offset`` on (never commit over
+    a hole read again); the gaps below, holes the broker confirmed, stay."""
+    gaps = consumer._gap.get(tp)
+    if gaps:
+        gaps.chop(from_offset, 1 << 62)
 
 
 def problems() -> list[str]:
