@@ -156,9 +156,10 @@ def _main() -> None:
         original = KafkaSink._insert_with_retry  # the crash is injected by the test only
         done = 0
 
-        async def insert_then_die(self: KafkaSink, table: str, data: Any, token: str) -> None:
+        async def insert_then_die(self: KafkaSink, table: str, data: Any, token: str,
+                                  **options: Any) -> None:
             nonlocal done
-            await original(self, table, data, token)
+            await original(self, table, data, token, **options)
             done += 1
             if done >= args.kill_after_inserts:
                 print(f"harness: SIGKILL after insert {done} ({table}, {token})", flush=True)

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,28 @@ CRASH_POINTS = ("taken:700", "intent:4", "insert:4", "commit:4")
 def test_a_sink_killed_at_any_point_and_restarted_stores_every_event_once(
     kafka_bootstrap: str, topics: dict[str, str], topic_name: str, tmp_path: Path, crash_at: str
 ) -> None:
+    _crash_and_restart(kafka_bootstrap, topics, topic_name, tmp_path, crash_at)
+
+
+def test_a_pending_batch_is_stored_once_after_clickhouse_forgot_its_token(
+    kafka_bootstrap: str, topics: dict[str, str], topic_name: str, tmp_path: Path
+) -> None:
+    def forget_tokens(chdb: Path) -> None:
+        # As when more than 1,000 other inserts came meanwhile: no deduplication log.
+        with ChdbBackend(chdb) as db:
+            db.command("ALTER TABLE agentwatch.events"
+                       " MODIFY SETTING non_replicated_deduplication_window = 0")
+
+    log = _crash_and_restart(kafka_bootstrap, topics, topic_name, tmp_path, "insert:4",
+                             before_restart=forget_tokens)
+    assert "of a pending batch were stored already" in log
+
+
+def _crash_and_restart(kafka_bootstrap: str, topics: dict[str, str], topic_name: str,
+                       tmp_path: Path, crash_at: str,
+                       before_restart: Callable[[Path], None] | None = None) -> str:
+    """A sink killed at ``crash_at`` while events with re-sent copies flow, then a new
+    one: every event stored once (and the rollups agree). Returns the new sink's log."""
     events = make_events(3000, seed=7)
     records = pack(events, flush_every=50)
     # A producer's re-sends after lost acknowledgements: records 40-59 again right after
@@ -231,6 +253,8 @@ def test_a_sink_killed_at_any_point_and_restarted_stores_every_event_once(
         assert pending, "the crash left no batch pending"
     stored_before = _rows(chdb, "SELECT count() FROM agentwatch.events")[0][0]
     assert stored_before < len(events)
+    if before_restart is not None:
+        before_restart(chdb)
 
     sink = SinkProcess(kafka_bootstrap, log_path=tmp_path / "sink.log", **common).start()
     try:
@@ -240,6 +264,7 @@ def test_a_sink_killed_at_any_point_and_restarted_stores_every_event_once(
     _check_store(chdb, events)
     if stored_before:
         assert "recent-id memory rebuilt" in sink.log()
+    return sink.log()
 
 
 class _InProcessSink:

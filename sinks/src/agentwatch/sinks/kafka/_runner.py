@@ -66,6 +66,9 @@ _STATS_EVERY_S: Final = 30.0
 #: Rebuilding a partition's recent-id memory gives up when the re-read makes no progress
 #: for this long (the memory is then partial, and says so in the log).
 _PRIME_STALL_S: Final = 30.0
+#: Event ids per query when a pending batch is checked against ClickHouse (a parameter
+#: travels in the URL of an HTTP request: ~40 bytes per id).
+_RECHECK_IDS_PER_QUERY: Final = 5_000
 
 #: Crash tests (tests/integration): ``<point>:<n>`` makes the sink SIGKILL itself at the
 #: n-th time it passes that point. Points: ``taken`` (a record taken into a batch: mid-batch,
@@ -109,6 +112,7 @@ class _Job:
     """One round, detached from the batches: its tables, where it ends, what it holds."""
 
     parts: list[tuple[str, Any, str]] = field(default_factory=list)  # (table, Arrow, token)
+    recheck: set[int] = field(default_factory=set)  # parts to check against ClickHouse first
     ends: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> last offset
     end_metadata: dict[Any, str] = field(default_factory=dict)  # TopicPartition -> metadata
     events: int = 0
@@ -302,6 +306,8 @@ class KafkaSink:
         for tp, batch in ready.items():
             token = batch.token(group)
             if batch.events:
+                if batch.cut_at is not None:  # completes a batch whose first try may be stored
+                    job.recheck.add(len(job.parts))
                 job.parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events), token))
             alerts, delivery_status = batch.alert_rows()
             if alerts:
@@ -327,8 +333,10 @@ class KafkaSink:
         """Insert a round's tables (each with its batch's token), then commit its ends."""
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
-        for name, data, token in job.parts:
-            await self._insert_with_retry(self._tables[name], data, f"{token}:{name}")
+        for index, (name, data, token) in enumerate(job.parts):
+            await self._insert_with_retry(
+                self._tables[name], data, f"{token}:{name}", recheck=index in job.recheck
+            )
             self._crash.passed("insert")
         if self._consumer is not None:
             await self._consumer.commit(
@@ -374,11 +382,21 @@ class KafkaSink:
             return False
         raise exc
 
-    async def _insert_with_retry(self, table: str, data: Any, token: str) -> None:
+    async def _insert_with_retry(
+        self, table: str, data: Any, token: str, *, recheck: bool = False
+    ) -> None:
+        """Insert with the token, retrying while ClickHouse fails. ``recheck``: the events
+        of a batch completed from an intent; those ClickHouse has already are left out
+        first (see :meth:`_without_stored`)."""
         backoff_s = _FIRST_BACKOFF_S
         try:
             while True:
                 try:
+                    if recheck:
+                        data = await asyncio.to_thread(self._without_stored, table, data)
+                        recheck = False
+                        if data.num_rows == 0:
+                            return
                     await asyncio.to_thread(
                         self._backend.insert_arrow, table, data, dedup_token=token
                     )
@@ -401,6 +419,37 @@ class KafkaSink:
             if self._paused and self._consumer is not None:
                 self._consumer.resume(*self._consumer.assignment())
                 self._paused = False
+
+    def _without_stored(self, table: str, data: Any) -> Any:
+        """``data`` (events) without the rows whose ``event_id`` ``table`` holds already.
+
+        For a batch completed from an intent: its token makes ClickHouse drop a retry only
+        while the table's deduplication log (``non_replicated_deduplication_window``: its
+        last 1,000 inserts) still has the first attempt, which many sinks inserting
+        during a long restart can push out. ClickHouse stores each part of an insert
+        (one per day) whole or not at all, so what is left is what the first attempt did
+        not store, and the token stays right for it. Looked up within the rows' time
+        range (the table is partitioned by day), in slices of ids."""
+        import pyarrow as pa  # noqa: PLC0415 (with the sink's dependencies)
+        import pyarrow.compute as pc  # noqa: PLC0415
+
+        ids = data.column("event_id")
+        ts = data.column("ts")
+        sql = (
+            f"SELECT DISTINCT event_id FROM {table} "  # noqa: S608 (a checked table name)
+            "WHERE ts >= {lo:DateTime64(6, 'UTC')} AND ts <= {hi:DateTime64(6, 'UTC')} "
+            "AND event_id IN {ids:Array(String)}"
+        )
+        params: dict[str, Any] = {"lo": pc.min(ts).as_py(), "hi": pc.max(ts).as_py()}
+        stored: list[str] = []
+        values = ids.to_pylist()
+        for first in range(0, len(values), _RECHECK_IDS_PER_QUERY):
+            params["ids"] = values[first : first + _RECHECK_IDS_PER_QUERY]
+            stored += [row[0] for row in self._backend.query(sql, params).rows]
+        if not stored:
+            return data
+        log.info("sink: %d events of a pending batch were stored already", len(stored))
+        return data.filter(pc.invert(pc.is_in(ids, value_set=pa.array(stored, pa.string()))))
 
     async def _wait(self, wait_s: float) -> None:
         """Sleep before a retry; give up the round when a rebalance wants our partitions or
