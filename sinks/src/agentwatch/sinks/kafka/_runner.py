@@ -484,6 +484,8 @@ class KafkaSink:
         consumer = self._consumer
         if consumer is None or not partitions:
             return
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
         committed = await committed_with_metadata(consumer, partitions)
         # Explicit offsets for partitions without a commit: seek_to_beginning() only
         # schedules a reset, which can land after records were fetched and hand them
@@ -500,7 +502,18 @@ class KafkaSink:
                 recent = RecentIds(RECENT_IDS_PER_PARTITION, meta.ids)
                 self._recent[tp] = recent
                 if offset is not None and meta.ids is not None and meta.ids[0] < offset:
-                    await self._prime(tp, recent, meta.ids[0], offset)
+                    try:
+                        await self._prime(tp, recent, meta.ids[0], offset)
+                    except KafkaError as exc:
+                        # Go on: a re-sent copy of an event the memory misses is stored
+                        # again (a pending batch still checks ClickHouse first).
+                        log.warning(
+                            "sink: %s/%d: cannot re-read the recent-id memory (%s); "
+                            "going on with a partial one",
+                            tp.topic,
+                            tp.partition,
+                            exc,
+                        )
             if offset is not None:
                 batch.start = offset
                 batch.cut_at = meta.cut_at
