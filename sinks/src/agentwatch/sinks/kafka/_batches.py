@@ -5,10 +5,12 @@ partition. Its ClickHouse inserts carry ``insert_deduplication_token =
 "<group>/<topic>/<partition>/<start>-<last>:<table>"``. The protocol per batch:
 
 1. commit offset ``start`` (where the partition already stands) with the metadata
-   ``agentwatch-sink/1 pending <last>``: an *intent*, stored by Kafka with the offset;
+   ``agentwatch-sink/2 pending <last> ids <a> <b>``: an *intent*, stored by Kafka with
+   the offset (``ids``: where the recent-id memory starts, see :class:`RecentIds`);
 2. insert the batch's rows (events, dead letters; or alerts; or the alert rows and dead
    letters of failed webhook deliveries), each insert with its token;
-3. commit ``last + 1`` with empty metadata.
+3. commit ``last + 1`` with the metadata ``agentwatch-sink/2 ids <a> <b>`` (events topics;
+   none otherwise).
 
 After a crash (or a rebalance) anywhere in between, whoever owns the partition next
 reads the committed offset **with its metadata**. An intent says the batch
@@ -16,7 +18,10 @@ reads the committed offset **with its metadata**. An intent says the batch
 ``last``, so it holds the same rows and carries the same token, and ClickHouse
 drops whatever part of it was already stored. Without the intent a restarted sink
 could cut the range elsewhere (batches close on size *or* time) and store the
-overlap twice.
+overlap twice. The same rows matter as much as the same range: ClickHouse recognises a
+token per table partition (a day of ``events``), so a retry holding more rows (say, a
+re-sent copy a cold memory did not drop) stores those of another day. Hence a memory
+rebuilt from the log (:class:`RecentIds`), never one that starts empty.
 
 Why one partition per batch: after a rebalance the partitions of a crashed batch
 can belong to different sinks, and each must be able to re-form its own share
