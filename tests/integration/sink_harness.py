@@ -4,6 +4,8 @@ committed offsets (with their metadata) from Kafka.
 Run as a script it is the sink itself; ``--kill-after-inserts N`` makes the process
 SIGKILL itself right after its N-th batch insert, i.e. after ClickHouse stored the
 batch and before the offsets are committed: the crash the dedup tokens are for.
+``crash_at`` sets the sink's own test hook (``AGENTWATCH_TEST_CRASH_AT``, see
+``agentwatch.sinks.kafka._runner``) to crash at other points too.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class ServiceProcess:
 class SinkProcess(ServiceProcess):
     def __init__(self, bootstrap: str, *, events_topic: str, alerts_topic: str, group: str,
                  chdb_path: Path, log_path: Path, batch_max_events: int = 500,
-                 batch_max_ms: int = 300, kill_after_inserts: int | None = None) -> None:
+                 batch_max_ms: int = 300, kill_after_inserts: int | None = None,
+                 crash_at: str | None = None) -> None:
         args = [sys.executable, str(HERE / "sink_harness.py"), "--chdb", str(chdb_path)]
         if kill_after_inserts is not None:
             args += ["--kill-after-inserts", str(kill_after_inserts)]
@@ -69,6 +72,7 @@ class SinkProcess(ServiceProcess):
             "AGENTWATCH_SINK_GROUP": group,
             "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(batch_max_events),
             "AGENTWATCH_SINK_BATCH_MAX_MS": str(batch_max_ms),
+            "AGENTWATCH_TEST_CRASH_AT": crash_at or "",
         }, log_path)
 
 
@@ -105,10 +109,19 @@ def end_offsets(bootstrap: str, topics: dict[str, int]) -> dict[tuple[str, int],
     return asyncio.run(go())
 
 
+def _settled(metadata: str) -> bool:
+    """No metadata (the webhook dispatcher's progress is metadata), or the sink's recent-id
+    memory span without an intent."""
+    from agentwatch.sinks.kafka import parse_intent  # noqa: PLC0415
+
+    return not metadata or (metadata.startswith("agentwatch-sink/")
+                            and parse_intent(metadata) is None)
+
+
 def wait_caught_up(bootstrap: str, group: str, topics: dict[str, int], *, timeout_s: float,
                    sink: ServiceProcess | None = None) -> None:
     """Until the group committed the end of every partition of ``topics`` (name ->
-    partition count), with no intent pending."""
+    partition count), with no intent pending (the sink's other metadata may be there)."""
     ends = end_offsets(bootstrap, topics)
     deadline = time.monotonic() + timeout_s
     committed: dict[tuple[str, int], tuple[int, str]] = {}
@@ -119,7 +132,7 @@ def wait_caught_up(bootstrap: str, group: str, topics: dict[str, int], *, timeou
             committed = group_offsets(bootstrap, group)
         except KafkaError:  # the group does not exist yet
             committed = {}
-        if all(committed.get(tp, (-1, ""))[0] >= end and not committed[tp][1]
+        if all(committed.get(tp, (-1, ""))[0] >= end and _settled(committed[tp][1])
                for tp, end in ends.items() if end > 0):
             return
         if sink is not None and sink.proc is not None and sink.proc.poll() is not None:
@@ -143,9 +156,10 @@ def _main() -> None:
         original = KafkaSink._insert_with_retry  # the crash is injected by the test only
         done = 0
 
-        async def insert_then_die(self: KafkaSink, table: str, data: Any, token: str) -> None:
+        async def insert_then_die(self: KafkaSink, table: str, data: Any, token: str,
+                                  **options: Any) -> None:
             nonlocal done
-            await original(self, table, data, token)
+            await original(self, table, data, token, **options)
             done += 1
             if done >= args.kill_after_inserts:
                 print(f"harness: SIGKILL after insert {done} ({table}, {token})", flush=True)

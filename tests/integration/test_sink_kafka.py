@@ -10,7 +10,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,72 @@ def test_sink_killed_between_insert_and_commit_stores_nothing_twice(
         assert sink.stop() == 0, sink.log()[-3000:]
     assert "completing a batch that may be stored" in sink.log()
     _check_store(chdb, events)
+
+
+#: Where the sink kills itself (``AGENTWATCH_TEST_CRASH_AT``, ``<point>:<n>``): mid-batch
+#: (records taken, nothing of them committed), after a round's intents (no insert yet),
+#: after an insert (its end not committed), after a round's final commit.
+CRASH_POINTS = ("taken:700", "intent:4", "insert:4", "commit:4")
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_a_sink_killed_at_any_point_and_restarted_stores_every_event_once(
+    kafka_bootstrap: str, topics: dict[str, str], topic_name: str, tmp_path: Path, crash_at: str
+) -> None:
+    _crash_and_restart(kafka_bootstrap, topics, topic_name, tmp_path, crash_at)
+
+
+def test_a_pending_batch_is_stored_once_after_clickhouse_forgot_its_token(
+    kafka_bootstrap: str, topics: dict[str, str], topic_name: str, tmp_path: Path
+) -> None:
+    def forget_tokens(chdb: Path) -> None:
+        # As when more than 1,000 other inserts came meanwhile: no deduplication log.
+        with ChdbBackend(chdb) as db:
+            db.command("ALTER TABLE agentwatch.events"
+                       " MODIFY SETTING non_replicated_deduplication_window = 0")
+
+    log = _crash_and_restart(kafka_bootstrap, topics, topic_name, tmp_path, "insert:4",
+                             before_restart=forget_tokens)
+    assert "of a pending batch were stored already" in log
+
+
+def _crash_and_restart(kafka_bootstrap: str, topics: dict[str, str], topic_name: str,
+                       tmp_path: Path, crash_at: str,
+                       before_restart: Callable[[Path], None] | None = None) -> str:
+    """A sink killed at ``crash_at`` while events with re-sent copies flow, then a new
+    one: every event stored once (and the rollups agree). Returns the new sink's log."""
+    events = make_events(3000, seed=7)
+    records = pack(events, flush_every=50)
+    # A producer's re-sends after lost acknowledgements: records 40-59 again right after
+    # themselves (the same batch), and records 0-29 again at the end, long after their
+    # first copy was stored (by the sink that is about to die).
+    resent = [r for i, r in enumerate(records) for _ in range(2 if 40 <= i < 60 else 1)]
+    produce(kafka_bootstrap, topics["events"], resent + records[:30])
+    group = f"{topic_name}-sink"
+    chdb = tmp_path / "ch"
+    common: dict[str, Any] = {"events_topic": topics["events"], "alerts_topic": topics["alerts"],
+                              "group": group, "chdb_path": chdb, "batch_max_events": 300}
+    doomed = SinkProcess(kafka_bootstrap, log_path=tmp_path / "doomed.log", crash_at=crash_at,
+                         **common).start()
+    assert doomed.wait(timeout_s=90) == -9, doomed.log()[-3000:]
+    pending = [m for _, m in group_offsets(kafka_bootstrap, group).values()
+               if m.startswith(INTENT_PREFIX)]
+    if crash_at.startswith(("intent", "insert")):
+        assert pending, "the crash left no batch pending"
+    stored_before = _rows(chdb, "SELECT count() FROM agentwatch.events")[0][0]
+    assert stored_before < len(events)
+    if before_restart is not None:
+        before_restart(chdb)
+
+    sink = SinkProcess(kafka_bootstrap, log_path=tmp_path / "sink.log", **common).start()
+    try:
+        wait_caught_up(kafka_bootstrap, group, events_only(topics), timeout_s=90, sink=sink)
+    finally:
+        assert sink.stop() == 0, sink.log()[-3000:]
+    _check_store(chdb, events)
+    if stored_before:
+        assert "recent-id memory rebuilt" in sink.log()
+    return sink.log()
 
 
 class _InProcessSink:

@@ -417,6 +417,47 @@ def test_a_batch_inserted_twice_with_one_token_counts_once_in_events_and_rollups
     _assert_rollups_match(backend, database, batch + batch)
 
 
+def test_a_retry_with_one_token_and_rows_of_another_day_stores_those_rows(
+    backend: ChdbBackend, database: str
+) -> None:
+    # ClickHouse deduplicates per token *and table partition* (here: per day). So a
+    # re-formed batch must hold exactly its first attempt's rows (the sink's recent-id
+    # memory is rebuilt from the log for that): more rows, of a day the first attempt
+    # did not touch, are stored under the same token.
+    batch = _random_events(random.Random(8), 300)
+    last_day = max(e.ts.date() for e in batch)
+    first = [e for e in batch if e.ts.date() != last_day]
+    assert 0 < len(first) < len(batch)
+    table, token = f"{database}.events", "g/events/0/10-19:events"
+    backend.insert_arrow(table, events_to_arrow(first), dedup_token=token)
+    backend.insert_arrow(table, events_to_arrow(batch), dedup_token=token)
+    assert backend.query(f"SELECT count(), uniqExact(event_id) FROM {table}").rows == [
+        (len(batch), len(batch))
+    ]
+
+
+def test_a_pending_batch_leaves_out_the_events_clickhouse_has(
+    backend: ChdbBackend, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the Kafka sink inserts for a batch completed from an intent: whatever its
+    # token, events the table holds already are left out (in slices of ids).
+    from agentwatch.sinks import SinkSettings  # noqa: PLC0415 (the Kafka part, only here)
+    from agentwatch.sinks.kafka import KafkaSink, _runner  # noqa: PLC0415
+
+    monkeypatch.setattr(_runner, "_RECHECK_IDS_PER_QUERY", 70)
+    batch = _random_events(random.Random(9), 300)
+    stored = set(random.Random(10).sample(range(300), 120))
+    table = f"{database}.events"
+    backend.insert_arrow(table, events_to_arrow([batch[i] for i in sorted(stored)]))
+    sink = KafkaSink(SinkSettings(), backend, SchemaConfig(database=database))
+    left = sink._without_stored(table, events_to_arrow(batch))
+    assert left.column("event_id").to_pylist() == [
+        e.event_id for i, e in enumerate(batch) if i not in stored
+    ]
+    backend.insert_arrow(table, left)
+    assert sink._without_stored(table, events_to_arrow(batch)).num_rows == 0
+
+
 # --- the views on hand-made data --------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ failed webhook deliveries."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import orjson
@@ -12,12 +13,16 @@ from agentwatch.schemas import Alert, default_price_table, encode_alert
 from agentwatch.sinks import DeadLetter
 from agentwatch.sinks.kafka import (
     INTENT_PREFIX,
+    CommitMeta,
     PartitionBatch,
     RecentIds,
     batch_token,
     intent_metadata,
+    memory_metadata,
+    parse_commit,
     parse_intent,
 )
+from agentwatch.sinks.kafka._batches import record_event_ids
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 # Not imported from conftest: with tests/integration in the same run, ``conftest`` names
@@ -87,11 +92,67 @@ def test_recent_ids_drop_a_resent_event_and_forget_the_oldest() -> None:
     batch.add(1, orjson.dumps([_event(_id(1)), _event(_id(3))]), recent)
     assert [e["event_id"] for e in batch.events] == [_id(1), _id(2), _id(3)]
     assert batch.duplicates == 1
-    assert len(recent) == 3
-    for n in (4, 5):  # ids 1 and 2 age out once two newer generations of 2 came in
-        assert not recent.seen(_id(n))
-    assert recent.seen(_id(3))
-    assert not recent.seen(_id(1))
+    # Generations flip before a record, when the newer is full (here: before record 1),
+    # and a copy counts as seen again: record 1's generation holds ids 1 and 3.
+    assert (recent.span, len(recent)) == ((0, 1), 4)
+    batch.add(2, orjson.dumps([_event(_id(4))]), recent)  # record 0 is forgotten
+    assert recent.span == (1, 2)
+    batch.add(3, orjson.dumps([_event(_id(5))]), recent)
+    batch.add(4, orjson.dumps([_event(_id(6))]), recent)  # records 0-1 are forgotten
+    assert recent.span == (2, 4)
+    batch.add(5, orjson.dumps([_event(_id(4)), _event(_id(1))]), recent)
+    assert [e["event_id"] for e in batch.events][-1:] == [_id(1)]
+    assert batch.duplicates == 2
+
+
+def test_commit_metadata_round_trips_an_intent_and_the_id_memory_span() -> None:
+    meta = parse_commit(intent_metadata(41, (7, 30)))
+    assert meta == CommitMeta(cut_at=41, ids=(7, 30))
+    assert parse_commit(memory_metadata((7, 30))) == CommitMeta(cut_at=None, ids=(7, 30))
+    assert parse_commit(intent_metadata(41)) == CommitMeta(cut_at=41, ids=None)
+    assert memory_metadata(None) == ""
+    assert parse_intent(memory_metadata((1, 2))) is None
+    # An intent written by a sink before the memory spans still completes its batch.
+    assert parse_commit("agentwatch-sink/1 pending 12") == CommitMeta(cut_at=12, ids=None)
+    assert parse_commit(INTENT_PREFIX + "12 ids 9 3") == CommitMeta(cut_at=12, ids=None)
+
+
+def _log(records: int, seed: int) -> list[bytes]:
+    """Records of 1-3 events, about one in four a copy of an event up to 12 records back."""
+    rng = random.Random(seed)
+    log: list[list[str]] = []
+    for offset in range(records):
+        ids = [_id(offset * 10 + k) for k in range(rng.randrange(1, 4))]
+        if log and rng.random() < 0.25:
+            ids.append(rng.choice(log[max(0, offset - 12) :]) [0])
+        log.append(ids)
+    return [orjson.dumps([_event(i) for i in ids]) for ids in log]
+
+
+@pytest.mark.parametrize("restart_at", [1, 5, 17, 33, 58])
+def test_a_memory_rebuilt_from_its_committed_span_drops_exactly_what_the_lost_one_did(
+    restart_at: int,
+) -> None:
+    log = _log(80, seed=restart_at)
+    warm = RecentIds(capacity=8)
+    before = PartitionBatch("t", 0, kind="events", start=0)
+    for offset in range(restart_at):
+        before.add(offset, log[offset], warm)
+    span = warm.span
+    assert span is not None
+    # A restarted sink: the span from the commit at restart_at, the records re-read.
+    rebuilt = RecentIds(capacity=8, span=span)
+    for offset in range(span[0], restart_at):
+        rebuilt.prime(offset, record_event_ids(log[offset]))
+    after_warm = PartitionBatch("t", 0, kind="events", start=restart_at)
+    after_rebuilt = PartitionBatch("t", 0, kind="events", start=restart_at)
+    for offset in range(restart_at, len(log)):
+        after_warm.add(offset, log[offset], warm)
+        after_rebuilt.add(offset, log[offset], rebuilt)
+    assert after_rebuilt.events == after_warm.events
+    assert after_rebuilt.duplicates == after_warm.duplicates > 0
+    assert after_rebuilt.ids_at_start == span
+    assert rebuilt.span == warm.span
 
 
 def test_bad_records_become_dead_letters_with_their_source() -> None:

@@ -22,10 +22,13 @@ from agentwatch.sinks._settings import SinkSettings, StoreSettings
 from agentwatch.sinks.kafka._batches import (
     INTENT_PREFIX,
     BatchKind,
+    CommitMeta,
     PartitionBatch,
     RecentIds,
     batch_token,
     intent_metadata,
+    memory_metadata,
+    parse_commit,
     parse_intent,
 )
 from agentwatch.sinks.kafka._group import configure_logging, install_signal_handlers
@@ -34,12 +37,15 @@ from agentwatch.sinks.kafka._runner import KafkaSink, SinkStats
 __all__ = [
     "INTENT_PREFIX",
     "BatchKind",
+    "CommitMeta",
     "KafkaSink",
     "PartitionBatch",
     "RecentIds",
     "SinkStats",
     "batch_token",
     "intent_metadata",
+    "memory_metadata",
+    "parse_commit",
     "parse_intent",
     "run_sink",
 ]

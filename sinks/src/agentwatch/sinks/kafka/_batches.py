@@ -5,10 +5,12 @@ partition. Its ClickHouse inserts carry ``insert_deduplication_token =
 "<group>/<topic>/<partition>/<start>-<last>:<table>"``. The protocol per batch:
 
 1. commit offset ``start`` (where the partition already stands) with the metadata
-   ``agentwatch-sink/1 pending <last>``: an *intent*, stored by Kafka with the offset;
+   ``agentwatch-sink/2 pending <last> ids <a> <b>``: an *intent*, stored by Kafka with
+   the offset (``ids``: where the recent-id memory starts, see :class:`RecentIds`);
 2. insert the batch's rows (events, dead letters; or alerts; or the alert rows and dead
    letters of failed webhook deliveries), each insert with its token;
-3. commit ``last + 1`` with empty metadata.
+3. commit ``last + 1`` with the metadata ``agentwatch-sink/2 ids <a> <b>`` (events topics;
+   none otherwise).
 
 After a crash (or a rebalance) anywhere in between, whoever owns the partition next
 reads the committed offset **with its metadata**. An intent says the batch
@@ -16,7 +18,10 @@ reads the committed offset **with its metadata**. An intent says the batch
 ``last``, so it holds the same rows and carries the same token, and ClickHouse
 drops whatever part of it was already stored. Without the intent a restarted sink
 could cut the range elsewhere (batches close on size *or* time) and store the
-overlap twice.
+overlap twice. The same rows matter as much as the same range: ClickHouse recognises a
+token per table partition (a day of ``events``), so a retry holding more rows (say, a
+re-sent copy a cold memory did not drop) stores those of another day. Hence a memory
+rebuilt from the log (:class:`RecentIds`), never one that starts empty.
 
 Why one partition per batch: after a rebalance the partitions of a crashed batch
 can belong to different sinks, and each must be able to re-form its own share
@@ -49,31 +54,88 @@ from agentwatch.sinks.webhooks._failures import DeliveryFailure
 __all__ = [
     "INTENT_PREFIX",
     "BatchKind",
+    "CommitMeta",
+    "IdSpan",
     "PartitionBatch",
     "RecentIds",
     "batch_token",
     "intent_metadata",
+    "memory_metadata",
+    "parse_commit",
     "parse_intent",
+    "record_event_ids",
 ]
 
-INTENT_PREFIX: Final = "agentwatch-sink/1 pending "
+INTENT_PREFIX: Final = "agentwatch-sink/2 pending "
+"""Commit metadata of a pending batch: ``agentwatch-sink/2 pending <last>[ ids <a> <b>]``."""
+_MEMORY_PREFIX: Final = "agentwatch-sink/2 ids "
+_V1_INTENT_PREFIX: Final = "agentwatch-sink/1 pending "  # sinks before the id memory spans
 
 BatchKind = Literal["events", "alerts", "alert_failures"]
 """What a topic's records are: events, alerts, or failed webhook deliveries."""
 
+IdSpan = tuple[int, int]
+"""Where a partition's recent-id memory comes from: ``(older_from, newer_from)``, the first
+offsets of its two generations (see :class:`RecentIds`)."""
 
-def intent_metadata(last: int) -> str:
-    """The commit metadata that says "the batch up to ``last`` may be stored"."""
-    return f"{INTENT_PREFIX}{last}"
+
+@dataclass(frozen=True, slots=True)
+class CommitMeta:
+    """What the sink keeps in a committed offset's metadata."""
+
+    cut_at: int | None = None
+    """An intent: the batch starting at the committed offset ends at exactly this offset."""
+    ids: IdSpan | None = None
+    """The recent-id memory at the committed offset: re-read these records to rebuild it."""
+
+    def encode(self) -> str:
+        ids = "" if self.ids is None else f"ids {self.ids[0]} {self.ids[1]}"
+        if self.cut_at is None:
+            return f"{_MEMORY_PREFIX}{ids[4:]}" if ids else ""
+        return f"{INTENT_PREFIX}{self.cut_at}" + (f" {ids}" if ids else "")
+
+
+def intent_metadata(last: int, ids: IdSpan | None = None) -> str:
+    """The commit metadata that says "the batch up to ``last`` may be stored" (and where
+    the partition's recent-id memory starts)."""
+    return CommitMeta(last, ids).encode()
+
+
+def memory_metadata(ids: IdSpan | None) -> str:
+    """The metadata of a batch's final commit: where the recent-id memory starts."""
+    return CommitMeta(None, ids).encode()
+
+
+def parse_commit(metadata: str | None) -> CommitMeta:
+    """The sink's metadata, or an empty :class:`CommitMeta` (none, or someone else's: the
+    group may have been used by another tool)."""
+    if not metadata:
+        return CommitMeta()
+    words = metadata.split()
+    if metadata.startswith((INTENT_PREFIX, _V1_INTENT_PREFIX)):
+        rest = words[2:]
+        if not rest or not rest[0].isdigit():
+            return CommitMeta()
+        cut_at = int(rest[0])
+        ids = _parse_ids(rest[1:]) if metadata.startswith(INTENT_PREFIX) else None
+        return CommitMeta(cut_at, ids)
+    if metadata.startswith(_MEMORY_PREFIX):
+        return CommitMeta(None, _parse_ids(words[1:]))
+    return CommitMeta()
+
+
+def _parse_ids(words: list[str]) -> IdSpan | None:
+    if len(words) == 3 and words[0] == "ids" and words[1].isdigit() and words[2].isdigit():
+        older_from, newer_from = int(words[1]), int(words[2])
+        if older_from <= newer_from:
+            return older_from, newer_from
+    return None
 
 
 def parse_intent(metadata: str | None) -> int | None:
     """The ``last`` offset of a pending batch, or None (no intent, or someone else's
     metadata: the group may have been used by another tool)."""
-    if not metadata or not metadata.startswith(INTENT_PREFIX):
-        return None
-    text = metadata[len(INTENT_PREFIX) :]
-    return int(text) if text.isdigit() else None
+    return parse_commit(metadata).cut_at
 
 
 def batch_token(group: str, topic: str, partition: int, start: int, last: int) -> str:
@@ -82,30 +144,57 @@ def batch_token(group: str, topic: str, partition: int, start: int, last: int) -
 
 
 class RecentIds:
-    """Recent event ids of one partition, to drop events a producer sent twice (a
-    re-send after a lost acknowledgement lands on the same partition, soon after the
-    first copy). Two generations of ``capacity / 2`` ids: when the newer fills up it
-    becomes the older and the oldest are forgotten at once, so between ``capacity / 2``
-    and ``capacity`` of the latest ids are remembered, at the cost of two set lookups."""
+    """Recent event ids of one partition, to drop events a producer sent twice (a re-send
+    after a lost acknowledgement lands on the same partition, soon after the first copy).
 
-    __slots__ = ("_half", "_newer", "_older")
+    What it holds is a function of the log alone, so a restarted sink rebuilds exactly the
+    memory the crashed one had (and a re-formed batch drops exactly the same events, which
+    keeps its rows those its dedup token was first inserted with): two generations of
+    *record ranges*, ``[older_from, newer_from)`` and ``[newer_from, next record)``, each
+    holding every event id of its records. A generation flips only at a record boundary:
+    before a record, when the newer holds ``capacity / 2`` ids or more, it becomes the
+    older and the oldest are forgotten at once. So between ``capacity / 2`` and
+    ``capacity`` of the latest ids are remembered (one record more at most), at the cost
+    of two set lookups. :attr:`span` goes into every commit's metadata; after a restart
+    or a rebalance :meth:`prime` replays the records from ``older_from`` on."""
 
-    def __init__(self, capacity: int) -> None:
+    __slots__ = ("_half", "_newer", "_older", "newer_from", "older_from")
+
+    def __init__(self, capacity: int, span: IdSpan | None = None) -> None:
         self._half = max(1, capacity // 2)
         self._newer: set[str] = set()
         self._older: set[str] = set()
+        self.older_from: int | None = None if span is None else span[0]
+        self.newer_from: int | None = None if span is None else span[1]
 
     def __len__(self) -> int:
         return len(self._newer) + len(self._older)
 
-    def seen(self, event_id: str) -> bool:
-        """True when ``event_id`` was seen (recently); otherwise remember it."""
-        if event_id in self._newer or event_id in self._older:
-            return True
-        if len(self._newer) >= self._half:
+    @property
+    def span(self) -> IdSpan | None:
+        if self.older_from is None or self.newer_from is None:
+            return None
+        return self.older_from, self.newer_from
+
+    def prime(self, offset: int, event_ids: list[str]) -> None:
+        """Re-read a record from before the committed offset (rebuilding the memory)."""
+        if self.newer_from is None or self.older_from is None or offset < self.older_from:
+            return
+        (self._older if offset < self.newer_from else self._newer).update(event_ids)
+
+    def at_record(self, offset: int) -> None:
+        """Before a new record's events: flip the generations when the newer is full."""
+        if self.newer_from is None:
+            self.older_from = self.newer_from = offset
+        elif len(self._newer) >= self._half:
             self._older, self._newer = self._newer, set()
+            self.older_from, self.newer_from = self.newer_from, offset
+
+    def seen(self, event_id: str) -> bool:
+        """True when ``event_id`` was seen (recently); remember it either way."""
+        hit = event_id in self._newer or event_id in self._older
         self._newer.add(event_id)
-        return False
+        return hit
 
 
 @dataclass(slots=True)
@@ -132,6 +221,9 @@ class PartitionBatch:
     opened_at: float | None = None  # monotonic time of the first record
     intent_committed: bool = False
     cut_reached: bool = False
+    ids_at_start: IdSpan | None = None
+    """The recent-id memory's :attr:`RecentIds.span` before the batch's first record (for
+    its intent's metadata)."""
 
     @property
     def empty(self) -> bool:
@@ -202,6 +294,10 @@ class PartitionBatch:
             self.start = offset
         if self.opened_at is None:
             self.opened_at = time.monotonic()
+        if recent is not None and self.kind == "events":
+            if self.last is None:
+                self.ids_at_start = recent.span
+            recent.at_record(offset)
         self.last = offset
         source = f"{self.topic}/{self.partition}/{offset}"
         if value is None:
@@ -256,6 +352,16 @@ class PartitionBatch:
         self.duplicates = 0
         self.opened_at = None
         self.intent_committed = False
+        self.ids_at_start = None
+
+
+def record_event_ids(value: bytes | None) -> list[str]:
+    """The ids of a record's events, exactly as :meth:`PartitionBatch.add` takes them (for
+    :meth:`RecentIds.prime`)."""
+    if value is None:
+        return []
+    rows, _ = decode_rows(value)
+    return [row["event_id"] for row in rows]
 
 
 def _fill_cost(row: dict[str, Any], prices: PriceTable) -> None:

@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +38,9 @@ from agentwatch.sinks.kafka._batches import (
     PartitionBatch,
     RecentIds,
     intent_metadata,
-    parse_intent,
+    memory_metadata,
+    parse_commit,
+    record_event_ids,
 )
 from agentwatch.sinks.kafka._group import (
     committed_with_metadata,
@@ -59,6 +63,37 @@ RECENT_IDS_PER_PARTITION: Final = 100_000
 _FIRST_BACKOFF_S: Final = 0.2
 _POLL_MS: Final = 100
 _STATS_EVERY_S: Final = 30.0
+#: Rebuilding a partition's recent-id memory gives up when the re-read makes no progress
+#: for this long (the memory is then partial, and says so in the log).
+_PRIME_STALL_S: Final = 30.0
+#: Event ids per query when a pending batch is checked against ClickHouse (a parameter
+#: travels in the URL of an HTTP request: ~40 bytes per id).
+_RECHECK_IDS_PER_QUERY: Final = 5_000
+
+#: Crash tests (tests/integration): ``<point>:<n>`` makes the sink SIGKILL itself at the
+#: n-th time it passes that point. Points: ``taken`` (a record taken into a batch: mid-batch,
+#: nothing of it committed), ``intent`` (a round's intents committed, no insert made),
+#: ``insert`` (an insert made, its batch's end not committed), ``commit`` (a round's ends
+#: committed).
+CRASH_ENV: Final = "AGENTWATCH_TEST_CRASH_AT"
+
+
+class _CrashPoints:
+    """The test-only crash hook of :data:`CRASH_ENV` (does nothing when it is unset)."""
+
+    def __init__(self, wanted: str | None) -> None:
+        point, _, n = (wanted or "").partition(":")
+        self._point = point
+        self._n = int(n) if n.isdigit() else 0
+        self._passed = 0
+
+    def passed(self, point: str) -> None:
+        if point != self._point:
+            return
+        self._passed += 1
+        if self._passed == self._n:
+            log.warning("sink: %s=%s:%d: killing myself", CRASH_ENV, point, self._n)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(slots=True)
@@ -77,7 +112,9 @@ class _Job:
     """One round, detached from the batches: its tables, where it ends, what it holds."""
 
     parts: list[tuple[str, Any, str]] = field(default_factory=list)  # (table, Arrow, token)
+    recheck: set[int] = field(default_factory=set)  # parts to check against ClickHouse first
     ends: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> last offset
+    end_metadata: dict[Any, str] = field(default_factory=dict)  # TopicPartition -> metadata
     events: int = 0
     alerts: int = 0
     dead_letters: int = 0
@@ -106,6 +143,8 @@ class KafkaSink:
         self._recent: dict[TopicPartition, RecentIds] = {}
         self._prices = default_price_table()
         self._consumer: AIOKafkaConsumer | None = None
+        self._probe: AIOKafkaConsumer | None = None  # re-reads records to rebuild id memories
+        self._crash = _CrashPoints(os.environ.get(CRASH_ENV))
         self._lock = asyncio.Lock()  # a flush round, or a rebalance, at a time
         self._revoking = False
         self._stopping = asyncio.Event()
@@ -121,14 +160,17 @@ class KafkaSink:
 
     # -- the consumer ---------------------------------------------------------------
 
-    def _make_consumer(self) -> AIOKafkaConsumer:
+    def _make_consumer(self, *, probe: bool = False) -> AIOKafkaConsumer:
+        """The group's consumer; or (``probe``) a consumer outside the group, to re-read a
+        partition's records before its committed offset. Both read committed records only,
+        so the probe sees exactly the records the group consumer took."""
         from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 (optional runtime dependency)
 
         s = self._settings
         return AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
-            group_id=s.group_id,
-            client_id=f"{s.group_id}-sink",
+            group_id=None if probe else s.group_id,
+            client_id=f"{s.group_id}-sink" + ("-ids" if probe else ""),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -148,6 +190,9 @@ class KafkaSink:
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+            if self._probe is not None:
+                with contextlib.suppress(Exception):
+                    await self._probe.stop()
         return self.stats
 
     async def _start_consumer(self) -> AIOKafkaConsumer | None:
@@ -197,6 +242,7 @@ class KafkaSink:
                 await self._round()
             batch.add(record.offset, record.value, recent, self._prices)
             self.stats.records += 1
+            self._crash.passed("taken")
             if batch.must_flush:
                 await self._round()
 
@@ -237,7 +283,7 @@ class KafkaSink:
         ):
             return  # the round in flight failed: these partitions are read again
         intents = {
-            tp: OffsetAndMetadata(b.start, intent_metadata(b.end))
+            tp: OffsetAndMetadata(b.start, intent_metadata(b.end, b.ids_at_start))
             for tp, b in ready.items()
             if not b.intent_committed and b.start is not None and b.end is not None
         }
@@ -248,6 +294,7 @@ class KafkaSink:
             log.warning("sink: commit failed (%s); re-reading from the last commit", exc)
             await self._reset(list(ready))
             return
+        self._crash.passed("intent")
         for batch in ready.values():
             batch.committed()  # the next records start the next batch
         self._inflight = asyncio.create_task(self._store(job))
@@ -259,6 +306,8 @@ class KafkaSink:
         for tp, batch in ready.items():
             token = batch.token(group)
             if batch.events:
+                if batch.cut_at is not None:  # completes a batch whose first try may be stored
+                    job.recheck.add(len(job.parts))
                 job.parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events), token))
             alerts, delivery_status = batch.alert_rows()
             if alerts:
@@ -271,6 +320,9 @@ class KafkaSink:
                 )
             if batch.end is not None:
                 job.ends[tp] = batch.end
+                # Every record read from tp is in this batch: the memory stands at its end.
+                recent = self._recent.get(tp)
+                job.end_metadata[tp] = memory_metadata(None if recent is None else recent.span)
             job.events += len(batch.events)
             job.alerts += len(alerts)
             job.dead_letters += len(batch.dead_letters)
@@ -281,12 +333,19 @@ class KafkaSink:
         """Insert a round's tables (each with its batch's token), then commit its ends."""
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
-        for name, data, token in job.parts:
-            await self._insert_with_retry(self._tables[name], data, f"{token}:{name}")
+        for index, (name, data, token) in enumerate(job.parts):
+            await self._insert_with_retry(
+                self._tables[name], data, f"{token}:{name}", recheck=index in job.recheck
+            )
+            self._crash.passed("insert")
         if self._consumer is not None:
             await self._consumer.commit(
-                {tp: OffsetAndMetadata(end + 1, "") for tp, end in job.ends.items()}
+                {
+                    tp: OffsetAndMetadata(end + 1, job.end_metadata.get(tp, ""))
+                    for tp, end in job.ends.items()
+                }
             )
+            self._crash.passed("commit")
 
     async def _settle(self) -> bool:
         """Wait for the round in flight. False when it failed: its partitions then start
@@ -323,11 +382,21 @@ class KafkaSink:
             return False
         raise exc
 
-    async def _insert_with_retry(self, table: str, data: Any, token: str) -> None:
+    async def _insert_with_retry(
+        self, table: str, data: Any, token: str, *, recheck: bool = False
+    ) -> None:
+        """Insert with the token, retrying while ClickHouse fails. ``recheck``: the events
+        of a batch completed from an intent; those ClickHouse has already are left out
+        first (see :meth:`_without_stored`)."""
         backoff_s = _FIRST_BACKOFF_S
         try:
             while True:
                 try:
+                    if recheck:
+                        data = await asyncio.to_thread(self._without_stored, table, data)
+                        recheck = False
+                        if data.num_rows == 0:
+                            return
                     await asyncio.to_thread(
                         self._backend.insert_arrow, table, data, dedup_token=token
                     )
@@ -350,6 +419,37 @@ class KafkaSink:
             if self._paused and self._consumer is not None:
                 self._consumer.resume(*self._consumer.assignment())
                 self._paused = False
+
+    def _without_stored(self, table: str, data: Any) -> Any:
+        """``data`` (events) without the rows whose ``event_id`` ``table`` holds already.
+
+        For a batch completed from an intent: its token makes ClickHouse drop a retry only
+        while the table's deduplication log (``non_replicated_deduplication_window``: its
+        last 1,000 inserts) still has the first attempt, which many sinks inserting
+        during a long restart can push out. ClickHouse stores each part of an insert
+        (one per day) whole or not at all, so what is left is what the first attempt did
+        not store, and the token stays right for it. Looked up within the rows' time
+        range (the table is partitioned by day), in slices of ids."""
+        import pyarrow as pa  # noqa: PLC0415 (with the sink's dependencies)
+        import pyarrow.compute as pc  # noqa: PLC0415
+
+        ids = data.column("event_id")
+        ts = data.column("ts")
+        sql = (
+            f"SELECT DISTINCT event_id FROM {table} "  # noqa: S608 (a checked table name)
+            "WHERE ts >= {lo:DateTime64(6, 'UTC')} AND ts <= {hi:DateTime64(6, 'UTC')} "
+            "AND event_id IN {ids:Array(String)}"
+        )
+        params: dict[str, Any] = {"lo": pc.min(ts).as_py(), "hi": pc.max(ts).as_py()}
+        stored: list[str] = []
+        values = ids.to_pylist()
+        for first in range(0, len(values), _RECHECK_IDS_PER_QUERY):
+            params["ids"] = values[first : first + _RECHECK_IDS_PER_QUERY]
+            stored += [row[0] for row in self._backend.query(sql, params).rows]
+        if not stored:
+            return data
+        log.info("sink: %d events of a pending batch were stored already", len(stored))
+        return data.filter(pc.invert(pc.is_in(ids, value_set=pa.array(stored, pa.string()))))
 
     async def _wait(self, wait_s: float) -> None:
         """Sleep before a retry; give up the round when a rebalance wants our partitions or
@@ -384,6 +484,8 @@ class KafkaSink:
         consumer = self._consumer
         if consumer is None or not partitions:
             return
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
         committed = await committed_with_metadata(consumer, partitions)
         # Explicit offsets for partitions without a commit: seek_to_beginning() only
         # schedules a reset, which can land after records were fetched and hand them
@@ -393,9 +495,28 @@ class KafkaSink:
         for tp in partitions:
             batch = PartitionBatch(tp.topic, tp.partition, self._kinds.get(tp.topic, "events"))
             offset, metadata = committed.get(tp, (None, ""))
+            meta = parse_commit(metadata)
+            if batch.kind == "events":
+                # The memory is rebuilt from the log, never kept: after a failed commit the
+                # one in hand holds ids of records about to be read again.
+                recent = RecentIds(RECENT_IDS_PER_PARTITION, meta.ids)
+                self._recent[tp] = recent
+                if offset is not None and meta.ids is not None and meta.ids[0] < offset:
+                    try:
+                        await self._prime(tp, recent, meta.ids[0], offset)
+                    except KafkaError as exc:
+                        # Go on: a re-sent copy of an event the memory misses is stored
+                        # again (a pending batch still checks ClickHouse first).
+                        log.warning(
+                            "sink: %s/%d: cannot re-read the recent-id memory (%s); "
+                            "going on with a partial one",
+                            tp.topic,
+                            tp.partition,
+                            exc,
+                        )
             if offset is not None:
                 batch.start = offset
-                batch.cut_at = parse_intent(metadata)
+                batch.cut_at = meta.cut_at
                 consumer.seek(tp, offset)
                 if batch.cut_at is not None:
                     log.info(
@@ -408,5 +529,53 @@ class KafkaSink:
             else:
                 consumer.seek(tp, beginnings[tp])  # as auto_offset_reset="earliest"
             self._batches[tp] = batch
-            if batch.kind == "events":
-                self._recent.setdefault(tp, RecentIds(RECENT_IDS_PER_PARTITION))
+
+    async def _prime(
+        self, tp: TopicPartition, recent: RecentIds, from_offset: int, to_offset: int
+    ) -> None:
+        """Rebuild ``tp``'s recent-id memory: re-read its records ``[from_offset,
+        to_offset)`` (where the committed metadata says the memory starts, up to the
+        committed offset) with the probe consumer."""
+        probe = self._probe
+        if probe is None:
+            probe = self._make_consumer(probe=True)
+            await probe.start()
+            self._probe = probe
+        started = time.monotonic()
+        probe.assign([tp])
+        probe.seek(tp, from_offset)
+        position = from_offset
+        progress_at = time.monotonic()
+        records = 0
+        while position < to_offset:
+            data = await probe.getmany(tp, timeout_ms=_POLL_MS, max_records=10_000)
+            for record in data.get(tp, []):
+                if record.offset < to_offset:
+                    recent.prime(record.offset, record_event_ids(record.value))
+                    records += 1
+            new_position = await probe.position(tp)
+            if new_position > position:
+                position, progress_at = new_position, time.monotonic()
+            elif time.monotonic() - progress_at > _PRIME_STALL_S:
+                log.warning(
+                    "sink: %s/%d: re-reading offsets %d-%d for the recent-id memory stalled "
+                    "at %d; going on with a partial memory",
+                    tp.topic,
+                    tp.partition,
+                    from_offset,
+                    to_offset - 1,
+                    position,
+                )
+                break
+        probe.unsubscribe()
+        log.info(
+            "sink: %s/%d: recent-id memory rebuilt from offsets %d-%d (%d records, %d ids) "
+            "in %.2f s",
+            tp.topic,
+            tp.partition,
+            from_offset,
+            to_offset - 1,
+            records,
+            len(recent),
+            time.monotonic() - started,
+        )
