@@ -27,6 +27,8 @@ def main() -> int:
     parser.add_argument("--pace", type=float, default=250.0, help="fleet events/s")
     parser.add_argument("--fleet-s", type=float, default=40.0, help="fleet seconds per row")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("FAULTS_SEED", "16")))
+    parser.add_argument("--worker-idle-after-s", type=float, default=None,
+                        help="the worker's AGENTWATCH_IDLE_AFTER_S (default: its own, 1 s)")
     parser.add_argument("--out", default=None,
                         help="logs and per-row results (default: a temp dir, kept on failure)")
     args = parser.parse_args()
@@ -43,7 +45,8 @@ def main() -> int:
     t0 = time.monotonic()
     for row in (r for r in ROWS if r.key in keys):
         print(f"== {row.key}: {row.fault}", file=sys.stderr, flush=True)
-        result = run_row(row, fleet, out, args.seed)
+        result = run_row(row, fleet, out, args.seed,
+                         idle_after_s=args.worker_idle_after_s)
         results.append(result)
         verdict = "at goal" if not result.failures else "MISSED: " + "; ".join(result.failures)
         print(f"   {result.seconds:.0f} s, {verdict}", file=sys.stderr, flush=True)

@@ -154,8 +154,9 @@ def no_fault(c: Ctx) -> float:
 def broker_stopped(c: Ctx) -> float:
     assert c.p.broker is not None
     c.at(15)
+    c.note("broker SIGTERM")
     c.p.broker.pause()  # SIGTERM, waits for the process to end
-    c.note("broker stopped (SIGTERM, exited)")
+    c.note("broker process exited; restart in 10 s")
     time.sleep(10)
     c.p.broker.resume()  # same ports, same data dir; returns once it serves
     c.note("broker started again and ready")
@@ -326,8 +327,10 @@ def _recovery(c: Ctx, fault_end: float) -> float | None:
 
 def _drain(c: Ctx) -> bool:
     """Until every group is at the end of its input and the alerts topic stays unchanged
-    for ``STABLE_S``."""
+    for ``STABLE_S`` (or the worker's idle time and 5 s more: its last agent windows are
+    released once its partitions count as idle)."""
     p = c.p
+    stable_s = max(STABLE_S, (p.idle_after_s or 0.0) + 5.0)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     stable_since: float | None = None
     last_alerts: dict[tuple[str, int], int] | None = None
@@ -344,7 +347,7 @@ def _drain(c: Ctx) -> bool:
             alerts_end = {}
         if ok and alerts_end == last_alerts:
             stable_since = stable_since or time.monotonic()
-            if time.monotonic() - stable_since >= STABLE_S:
+            if time.monotonic() - stable_since >= stable_s:
                 return True
         else:
             stable_since = None
@@ -353,11 +356,12 @@ def _drain(c: Ctx) -> bool:
     return False
 
 
-def run_row(row: Row, fleet: Fleet, out_dir: Path, seed: int) -> Result:
+def run_row(row: Row, fleet: Fleet, out_dir: Path, seed: int, *,
+            idle_after_s: float | None = None) -> Result:
     result = Result(row.key, row.fault)
     started = time.monotonic()
     name = f"fm-{row.key}-{uuid.uuid4().hex[:8]}"
-    p = Pipeline(out_dir / row.key, name)
+    p = Pipeline(out_dir / row.key, name, idle_after_s=idle_after_s)
     try:
         p.start()
         p.start_agent(fleet.args(), spool=row.spool)
@@ -385,6 +389,8 @@ def run_row(row: Row, fleet: Fleet, out_dir: Path, seed: int) -> Result:
     finally:
         p.stop()
         result.seconds = time.monotonic() - started
+        (p.root / "result.json").write_bytes(orjson.dumps(
+            dict(vars(result)), option=orjson.OPT_INDENT_2))
     return result
 
 
@@ -441,8 +447,10 @@ def _count(p: Pipeline, c: Ctx, fleet: Fleet, result: Result) -> None:
         a = delivered[k][0].json
         result.notes.append(f"extra alert: {a['rule']} {a['state']} {a['key']} ts={a['ts']} "
                             f"value={a['value']}")
-    (p.root / "result.json").write_bytes(orjson.dumps(
-        dict(vars(result)), option=orjson.OPT_INDENT_2))
+    (p.root / "deliveries.jsonl").write_bytes(b"".join(
+        orjson.dumps({"delivery_id": d.delivery_id, "status": d.response_status,
+                      "alert": d.json}) + b"\n" for d in p.deliveries()))
+    (p.root / "expected.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in replayed))
 
 
 # -- the table -----------------------------------------------------------------------------

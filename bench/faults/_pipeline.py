@@ -54,8 +54,9 @@ def signal_broker(broker: KafkaBroker, sig: signal.Signals) -> None:
 class Pipeline:
     """Everything of one row, under ``root``; ``start()`` then ``stop()``."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, *, idle_after_s: float | None = None) -> None:
         self.root = root
+        self.idle_after_s = idle_after_s  # the worker's AGENTWATCH_IDLE_AFTER_S (None: default)
         self.name = name
         root.mkdir(parents=True, exist_ok=True)
         self.topics = topics_for(name)
@@ -126,7 +127,8 @@ class Pipeline:
         self.starts["worker"] += 1
         self.worker = WorkerProcess(
             self.bootstrap, self.topics, self.groups["worker"], self.worker_dir,
-            self.root / f"worker-{self.starts['worker']}.log", rules=RULES).start()
+            self.root / f"worker-{self.starts['worker']}.log", rules=RULES,
+            idle_after_s=self.idle_after_s).start()
 
     def start_sink(self) -> None:
         self.starts["sink"] += 1
