@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,11 @@ class Pipeline:
 
     # -- Kafka reads ----------------------------------------------------------------------
 
-    def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        return asyncio.run(_end_offsets(self.bootstrap, topics))
+    def end_offsets(self, topics: list[str],
+                    extra: Iterable[tuple[str, int]] = ()) -> dict[tuple[str, int], int]:
+        """End offsets of ``topics`` (``PARTITIONS`` each) and of the ``extra`` partitions."""
+        tps = {(t, p) for t in topics for p in range(PARTITIONS)} | set(extra)
+        return asyncio.run(_end_offsets(self.bootstrap, sorted(tps)))
 
     def committed(self, group: str) -> dict[tuple[str, int], tuple[int, str]]:
         return asyncio.run(_committed(self.bootstrap, group))
@@ -228,13 +232,13 @@ class Pipeline:
         return rows
 
 
-async def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    """End offsets of the row's topics (each has ``PARTITIONS`` partitions)."""
+async def _end_offsets(bootstrap: str, partitions: list[tuple[str, int]]
+                       ) -> dict[tuple[str, int], int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 request_timeout_ms=10_000)
     await asyncio.wait_for(consumer.start(), 20)
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        tps = [TopicPartition(t, p) for t, p in partitions]
         ends = await asyncio.wait_for(consumer.end_offsets(tps), 20)
     finally:
         await consumer.stop()
