@@ -13,7 +13,7 @@ CORE_STAMP  := $(VENV)/.core-compiled
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint unit bench clean
+.PHONY: setup demo test lint unit bench faults clean
 
 setup: $(STAMP) $(CORE_STAMP)
 
@@ -52,6 +52,11 @@ bench: setup
 	done; \
 	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed" >&2; exit 1; fi; \
 	echo "bench: all benchmarks ran" >&2
+
+# The fault matrix on a real broker (issue 16): minutes, so not part of `make test`. Prints the
+# table ("What survives what" in the README); exits 1 naming the rows that missed the goal.
+faults: setup
+	$(VENV)/bin/python -m bench.faults $(FAULTS_ARGS)
 
 clean:
 	-python3 tools/build_core.py --clean
