@@ -94,7 +94,8 @@ class Pipeline:
         self.start_receiver()
         endpoints = write_endpoints(self.root / "endpoints.yaml", [
             {"name": ENDPOINT, "url": f"http://127.0.0.1:{self.receiver_port}/",
-             "secret": SECRET, **ENDPOINT_SETTINGS}])
+             "secret": SECRET, "allow_private": True,  # the receiver is on 127.0.0.1
+             **ENDPOINT_SETTINGS}])
         self._endpoints = endpoints
         self.start_worker()
         self.start_sink()
