@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from agentwatch.processors.core import load_rules
+from agentwatch.sinks.kafka import parse_intent
 from bench._fleet import fleet_events
 from bench.faults._pipeline import RULES, Pipeline, signal_broker, spool_event_ids
 
@@ -276,12 +277,14 @@ ROWS: tuple[Row, ...] = (
 # -- running a row -------------------------------------------------------------------------
 
 def _caught_up(committed: dict[tuple[str, int], tuple[int, str]],
-               ends: dict[tuple[str, int], int], *, no_metadata: bool = False) -> bool:
+               ends: dict[tuple[str, int], int], *, no_intent: bool = False) -> bool:
+    """Every partition committed to its end; with ``no_intent``, no sink intent pending
+    (the sink's commits carry other metadata too: its recent-id ranges)."""
     for tp, end in ends.items():
         if end <= 0:
             continue
         offset, metadata = committed.get(tp, (-1, ""))
-        if offset < end or (no_metadata and metadata):
+        if offset < end or (no_intent and parse_intent(metadata) is not None):
             return False
     return True
 
@@ -308,7 +311,7 @@ def _recovery(c: Ctx, fault_end: float) -> float | None:
                 done["worker"] = time.monotonic()
                 alerts_end = p.end_offsets([p.topics["alerts"]])
             if "sink" not in done and _caught_up(p.committed(p.groups["sink"]), events_end,
-                                                 no_metadata=True):
+                                                 no_intent=True):
                 done["sink"] = time.monotonic()
             if alerts_end is not None and "webhooks" not in done and _caught_up(
                     p.committed(p.groups["webhooks"]), alerts_end):
@@ -342,7 +345,7 @@ def _drain(c: Ctx) -> bool:
             alerts_end = p.end_offsets([p.topics["alerts"]])
             ok = (_caught_up(p.committed(p.groups["worker"]), events_end)
                   and _caught_up(p.committed(p.groups["sink"]), {**events_end, **alerts_end},
-                                 no_metadata=True)
+                                 no_intent=True)
                   and _caught_up(p.committed(p.groups["webhooks"]), alerts_end))
         except Exception:  # noqa: BLE001 -- poll again
             ok = False
