@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from sink_harness import group_offsets
 from worker_harness import (
     Record,
     WorkerProcess,
@@ -194,17 +194,10 @@ def _produce_in_transactions(bootstrap: str, topic: str, records: list[tuple[byt
     asyncio.run(go())
 
 
-def _committed(bootstrap: str, group: str) -> dict[int, int]:
-    async def go() -> dict[int, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
-        return {tp.partition: meta.offset for tp, meta in offsets.items()}
-
-    return asyncio.run(go())
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets on ``topic`` (its group also commits the rekeyed topic)."""
+    return {partition: offset for (name, partition), (offset, _)
+            in group_offsets(bootstrap, group).items() if name == topic}
 
 
 def test_holes_left_by_a_transactional_producer_are_read_past_and_committed_over(
@@ -236,11 +229,11 @@ def test_holes_left_by_a_transactional_producer_are_read_past_and_committed_over
             kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
                 orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
         deadline = time.monotonic() + 30
-        committed = _committed(kafka_bootstrap, group)
+        committed = _committed(kafka_bootstrap, group, topics["events"])
         while time.monotonic() < deadline and any(
                 committed.get(p, -1) < offset + 1 for p, offset in last.items()):
             time.sleep(0.5)
-            committed = _committed(kafka_bootstrap, group)
+            committed = _committed(kafka_bootstrap, group, topics["events"])
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]
