@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from oscillating_fleet import T0, oscillating_error_share
 from worker_harness import (
     WorkerProcess,
     alert_set,
@@ -203,30 +203,11 @@ def _events_of(value: bytes) -> list[dict[str, Any]]:
 
 
 def _oscillating_fleet() -> list[dict[str, Any]]:
-    """Two agents over 8 sessions for ten minutes of event time, 4 tool calls a second each;
-    every call's status keeps its agent's 300 s error share on 25 % +- 0.8 % (a 40 s sine).
-    Then a last call 20 minutes later: the agents' windows empty before it."""
-    start = datetime.fromisoformat("2026-11-20T09:00:00+00:00")
-    history: dict[str, deque[tuple[int, bool]]] = {"agent-0": deque(), "agent-1": deque()}
-    events = []
-    for i in range(600 * 4 * 2):
-        t_s = i / 8
-        agent = f"agent-{i % 2}"
-        calls = history[agent]  # the agent's calls in its 300 s window, oldest first
-        while calls and calls[0][0] <= int(t_s) - 300:
-            calls.popleft()
-        errors, n = sum(err for _, err in calls), len(calls) + 1
-        target = 0.25 + 0.008 * math.sin(2 * math.pi * t_s / 40 + i % 2)
-        error = abs((errors + 1) / n - target) < abs(errors / n - target)
-        calls.append((int(t_s), error))
-        events.append({
-            "event_id": str(uuid.UUID(int=i + 1)),
-            "ts": (start + timedelta(seconds=t_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "agent_id": agent, "session_id": f"s{(i // 2) % 4 * 2 + i % 2}",
-            "kind": "tool_call", "status": "error" if error else "ok",
-        })
+    """:func:`oscillating_error_share`, then a last call 20 minutes later: the agents'
+    windows empty before it."""
+    events = oscillating_error_share()
     events.append({**events[-1], "event_id": str(uuid.UUID(int=len(events) + 1)),
-                   "ts": (start + timedelta(seconds=1800)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                   "ts": (T0 + timedelta(seconds=1800)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                    "status": "ok"})
     return events
 
