@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from kafka_broker import KafkaBroker, KafkaUnavailable, start_broker
+from kafka_broker import (
+    SASL_MECHANISM,
+    SASL_PASSWORD,
+    SASL_USER,
+    KafkaBroker,
+    KafkaUnavailable,
+    start_broker,
+)
 
 HERE = Path(__file__).parent
 
@@ -42,18 +49,42 @@ def _unavailable(exc: KafkaUnavailable) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if external:
-        yield external
+def session_broker() -> Iterator[KafkaBroker | None]:
+    """The suite's broker; None when ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster to use."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        yield None
         return
     broker = _start_or_reason()
     if isinstance(broker, KafkaUnavailable):
         _unavailable(broker)
     try:
-        yield broker.bootstrap_servers
+        yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(session_broker: KafkaBroker | None) -> str:
+    if session_broker is None:
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip()
+    return session_broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_env(session_broker: KafkaBroker | None) -> dict[str, str]:
+    """The settings (environment variables) of a client of the broker's SASL_SSL listener
+    (SCRAM-SHA-512, its self-signed certificate as the CA)."""
+    if session_broker is None:
+        pytest.skip("needs the SASL_SSL listener of the broker the suite starts "
+                    "(KAFKA_BOOTSTRAP_SERVERS is set)")
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": session_broker.sasl_bootstrap_servers,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": SASL_MECHANISM,
+        "KAFKA_SASL_USERNAME": SASL_USER,
+        "KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+        "KAFKA_SSL_CAFILE": str(session_broker.ca_file),
+    }
 
 
 @pytest.fixture

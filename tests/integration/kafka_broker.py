@@ -1,5 +1,10 @@
 """A real single-node Apache Kafka 4.1.1 broker (KRaft, loopback) for the integration tests.
 
+Besides its PLAINTEXT listener the broker serves a SASL_SSL one (SCRAM-SHA-512, user
+:data:`SASL_USER`) on ``sasl_port``, with a self-signed certificate for ``localhost`` and
+``127.0.0.1`` made once by the JDK's ``keytool`` and cached beside the jars; clients trust it
+through ``ca_file`` (PEM).
+
 The jars come from Maven Central through ``kafka/pom.xml`` and are cached outside the work tree,
 in ``~/.cache/agentwatch/kafka-4.1.1/lib`` (``AGENTWATCH_KAFKA_CACHE`` overrides the folder that
 holds ``lib``). Every failure to provide a broker raises :class:`KafkaUnavailable`, whose
@@ -32,6 +37,10 @@ MAVEN_TIMEOUT_S = 600.0
 TOOL_TIMEOUT_S = 60.0
 READY_LINE = "Kafka Server started"
 LOG_TAIL_LINES = 40
+SASL_USER = "agentwatch"
+SASL_PASSWORD = "agentwatch-secret"
+SASL_MECHANISM = "SCRAM-SHA-512"
+_STORE_PASSWORD = "agentwatch-store"  # of the cached PKCS12 keystore (test material only)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -112,6 +121,45 @@ def ensure_jars(cache: Path | None = None) -> Path:
     return lib
 
 
+def ensure_tls_material(cache: Path | None = None) -> tuple[Path, Path]:
+    """The broker's keystore (PKCS12) and its certificate as PEM (the clients' CA file),
+    made by ``keytool`` on first use and cached (valid ten years; a file lock serialises
+    parallel runs)."""
+    cache = cache or cache_dir()
+    tls = cache / "tls"
+    keystore, ca_file = tls / "broker.p12", tls / "ca.pem"
+    if keystore.is_file() and ca_file.is_file():
+        return keystore, ca_file
+    tls.mkdir(parents=True, exist_ok=True)
+    keytool = shutil.which("keytool")
+    if keytool is None:
+        raise KafkaUnavailable("'keytool' is not on PATH (it comes with the JDK)")
+    with (tls / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if keystore.is_file() and ca_file.is_file():
+            return keystore, ca_file
+        partial = tls / "broker.p12.partial"
+        partial.unlink(missing_ok=True)
+        commands = [
+            [keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+             "-validity", "3650", "-dname", "CN=localhost",
+             "-ext", "SAN=dns:localhost,ip:127.0.0.1", "-keystore", str(partial),
+             "-storetype", "PKCS12", "-storepass", _STORE_PASSWORD,
+             "-keypass", _STORE_PASSWORD],
+            [keytool, "-exportcert", "-alias", "broker", "-rfc", "-keystore", str(partial),
+             "-storepass", _STORE_PASSWORD, "-file", str(ca_file)],
+        ]  # fmt: skip
+        for cmd in commands:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False
+            )
+            if done.returncode != 0:
+                output = done.stdout + done.stderr
+                raise KafkaUnavailable(f"keytool failed: {_one_line(output)}", output)
+        partial.rename(keystore)
+    return keystore, ca_file
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = []
     try:
@@ -144,10 +192,17 @@ class KafkaBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.controller_port = 0
+        self.sasl_port = 0
+        self._keystore, self.ca_file = ensure_tls_material(lib.parent)
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener (SCRAM-SHA-512, :data:`SASL_USER`, CA ``ca_file``)."""
+        return f"localhost:{self.sasl_port}"
 
     def start(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="agentwatch-kafka-"))
@@ -158,10 +213,11 @@ class KafkaBroker:
             raise
 
     def _start(self, root: Path) -> None:
-        self.port, self.controller_port = _free_ports(2)
+        self.port, self.controller_port, self.sasl_port = _free_ports(3)
         props = self._write_config(root)
         cluster_id = self._tool(["random-uuid"]).strip().splitlines()[-1]
-        self._tool(["format", "-t", cluster_id, "-c", str(props)])
+        scram = f"{SASL_MECHANISM}=[name={SASL_USER},password={SASL_PASSWORD}]"
+        self._tool(["format", "-t", cluster_id, "-c", str(props), "--add-scram", scram])
         self._launch(root)
         self._wait_ready(root)
 
@@ -218,16 +274,25 @@ class KafkaBroker:
             )
 
     def _write_config(self, root: Path) -> Path:
-        port, cport = self.port, self.controller_port
+        port, cport, sport = self.port, self.controller_port, self.sasl_port
+        scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "listeners": (f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},"
+                          f"SASL_SSL://127.0.0.1:{sport}"),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},SASL_SSL://localhost:{sport}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL"),
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            f"listener.name.sasl_ssl.{SASL_MECHANISM.lower()}.sasl.jaas.config": scram_login,
+            "ssl.keystore.location": str(self._keystore),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.password": _STORE_PASSWORD,
+            "ssl.key.password": _STORE_PASSWORD,
             "log.dirs": str(root / "data"),
             "offsets.topic.replication.factor": "1",
             "transaction.state.log.replication.factor": "1",

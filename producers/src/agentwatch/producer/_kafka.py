@@ -52,6 +52,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.schemas import PARTITION_BATCH_PREFIX, ConfigError, TransportError
+from agentwatch.schemas.kafka_security import KafkaSecurity, explain_connect_failure
 
 __all__ = ["KafkaTransport", "aiokafka_config"]
 
@@ -122,6 +123,9 @@ def aiokafka_config(
             "set enable_idempotence=False to use it"
         )
     config: dict[str, Any] = {
+        # TLS/SASL from KAFKA_SECURITY_PROTOCOL ... (agentwatch.schemas.kafka_security), the
+        # variables every agentwatch service reads; kafka_options may set them instead
+        **KafkaSecurity.from_env().client_options(),
         "bootstrap_servers": settings.bootstrap_servers,
         "acks": settings.acks if settings.acks == "all" else int(settings.acks),
         "enable_idempotence": settings.enable_idempotence,
@@ -143,9 +147,13 @@ def aiokafka_config(
 class KafkaTransport:
     """Produce packed records to one topic, tracking the delivery of each."""
 
-    def __init__(self, topic: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, topic: str, config: Mapping[str, Any],
+                 security: KafkaSecurity | None = None) -> None:
         self.topic = topic
         self.config = dict(config)
+        #: the security settings the config was made from (None: kafka_options set them):
+        #: a connection they make fail is explained by naming them
+        self.security = security
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="agentwatch-kafka", daemon=True
@@ -178,7 +186,9 @@ class KafkaTransport:
     def from_settings(
         cls, settings: ProducerSettings, kafka_options: Mapping[str, Any]
     ) -> KafkaTransport:
-        return cls(settings.topic, aiokafka_config(settings, kafka_options))
+        from_env = not any(key.startswith(("security_", "sasl_", "ssl_")) for key in kafka_options)
+        return cls(settings.topic, aiokafka_config(settings, kafka_options),
+                   KafkaSecurity.from_env() if from_env else None)
 
     # -- the Transport contract (called from the client's one background thread) --------------
     def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
@@ -258,8 +268,15 @@ class KafkaTransport:
             producer = AIOKafkaProducer(**self.config)
             try:
                 await producer.start()
-            except BaseException:
+            except BaseException as exc:
                 await producer.stop()
+                security = self.security
+                if (isinstance(exc, KafkaError) and security is not None
+                        and security.protocol != "PLAINTEXT"):
+                    refused = await explain_connect_failure(self.config["bootstrap_servers"],
+                                                            security)
+                    if refused is not None:
+                        raise TransportError(refused) from exc
                 raise
             self._producer = producer
             cluster = producer.client.cluster

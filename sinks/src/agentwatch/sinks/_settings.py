@@ -12,13 +12,15 @@ field, when the dataclass is built directly)::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
 from agentwatch.schemas.errors import ConfigError
+from agentwatch.schemas.kafka_security import KafkaSecurity
 from agentwatch.sinks._ddl import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, SchemaConfig
 from agentwatch.sinks.backends._open import open_backend
 from agentwatch.sinks.backends.base import Backend
@@ -221,6 +223,9 @@ class SinkSettings:
     batch_max_ms: int = 1000
     max_backoff_s: float = 30.0
     """Longest wait between two attempts while ClickHouse is down or overloaded."""
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """TLS/SASL of the sink's Kafka clients (``KAFKA_SECURITY_PROTOCOL`` ..., see
+    :mod:`agentwatch.schemas.kafka_security`)."""
 
     def __post_init__(self) -> None:
         if self.batch_max_events < 1:
@@ -247,7 +252,7 @@ class SinkSettings:
         if "alerts_dlq_topic" not in values and given is not None and not given.strip():
             values["alerts_dlq_topic"], source["alerts_dlq_topic"] = "", var  # disabled
         settings: SinkSettings = _coerce(cls, values, source)
-        return settings
+        return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -286,6 +291,8 @@ class WebhooksSettings:
     drain_s: float = 10.0
     max_backoff_s: float = 30.0
     """Longest wait between two attempts to reach Kafka."""
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """TLS/SASL of the dispatcher's Kafka clients (:mod:`agentwatch.schemas.kafka_security`)."""
 
     def __post_init__(self) -> None:
         if not self.endpoints_file:
@@ -307,7 +314,7 @@ class WebhooksSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WebhooksSettings:
         values, source = _gather(WEBHOOKS_ENV_VARS, env, overrides)
         settings: WebhooksSettings = _coerce(cls, values, source)
-        return settings
+        return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
 
 
 WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {

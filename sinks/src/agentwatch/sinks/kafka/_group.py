@@ -11,6 +11,9 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from agentwatch.schemas.errors import ConfigError
+from agentwatch.schemas.kafka_security import KafkaSecurity, explain_connect_failure
+
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
@@ -77,10 +80,14 @@ async def start_with_retry(
     what: str,
     bootstrap_servers: str,
     max_backoff_s: float,
+    security: KafkaSecurity,
 ) -> C | None:
     """Start a client from ``make()``, retrying with backoff (1 s doubling up to
     ``max_backoff_s``) while Kafka cannot be reached: a service often starts before its
-    broker, or the broker restarts. None when ``stopping`` is set meanwhile."""
+    broker, or the broker restarts. None when ``stopping`` is set meanwhile.
+
+    Refused credentials or a failed TLS handshake are not retried: they raise ConfigError
+    naming the settings to fix (a wrong password does not heal by waiting)."""
     from aiokafka.errors import KafkaError  # noqa: PLC0415 (optional runtime dependency)
 
     wait_s = 1.0
@@ -91,6 +98,10 @@ async def start_with_retry(
         except KafkaError as exc:
             with contextlib.suppress(Exception):
                 await client.stop()
+            if security.protocol != "PLAINTEXT":
+                refused = await explain_connect_failure(bootstrap_servers, security)
+                if refused is not None:
+                    raise ConfigError(refused) from None
             log.warning(
                 "%s: cannot reach Kafka at %s (%s); retrying in %.0f s",
                 what,

@@ -176,6 +176,7 @@ class KafkaSink:
             isolation_level="read_committed",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **s.kafka_security.client_options(),
         )
 
     async def run(self) -> SinkStats:
@@ -204,6 +205,7 @@ class KafkaSink:
             log=log,
             what="sink",
             bootstrap_servers=self._settings.bootstrap_servers,
+            security=self._settings.kafka_security,
             max_backoff_s=self._settings.max_backoff_s,
         )
 

@@ -134,6 +134,7 @@ class KafkaDispatcher:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             fetch_max_wait_ms=_POLL_MS,  # an alert waits at most this long in the broker
+            **s.kafka_security.client_options(),
         )
 
     def _make_producer(self) -> AIOKafkaProducer:
@@ -145,6 +146,7 @@ class KafkaDispatcher:
             client_id=f"{s.group_id}-dlq",
             acks="all",
             enable_idempotence=True,
+            **s.kafka_security.client_options(),
         )
 
     async def _start(self, make: Callable[[], C]) -> C | None:
@@ -155,6 +157,7 @@ class KafkaDispatcher:
             log=log,
             what="webhooks",
             bootstrap_servers=self._settings.bootstrap_servers,
+            security=self._settings.kafka_security,
             max_backoff_s=self._settings.max_backoff_s,
         )
 

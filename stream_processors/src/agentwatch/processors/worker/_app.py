@@ -37,6 +37,7 @@ from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
 from agentwatch.schemas import ConfigError, encode_alert
+from agentwatch.schemas.kafka_security import KafkaSecurity
 
 __all__ = ["build_app"]
 
@@ -239,6 +240,16 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def faust_credentials(security: KafkaSecurity) -> faust.types.auth.CredentialsT | None:
+    """faust's form of the security settings (its consumer, producer and admin use it)."""
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.username, password=security.password,
+            ssl_context=security.ssl_context(), mechanism=security.sasl_mechanism)
+    context = security.ssl_context()
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 class _Worker:
     """The app, its topics and tables, and the two stages (one instance per process)."""
 
@@ -251,6 +262,7 @@ class _Worker:
             store="rocksdb://" if settings.store == "rocksdb" else "memory://",
             datadir=str(settings.data_dir),
             web_enabled=False,
+            broker_credentials=faust_credentials(settings.kafka_security),
             topic_partitions=n,
             topic_replication_factor=settings.replication_factor,
             consumer_auto_offset_reset="earliest",
@@ -295,7 +307,8 @@ class _Worker:
         #: no record skipped: the next offset each stage needs, per partition (_offsets.py)
         self.session_guard = OffsetGuard()
         self.rekeyed_guard = OffsetGuard()
-        self.probe = HoleProbe(settings.bootstrap_servers)
+        self.probe = HoleProbe(settings.bootstrap_servers,
+                               settings.kafka_security.client_options())
         #: (next offset, highwater) of partitions whose offsets from the next one up to the
         #: highwater hold no record (a transactional producer's last commit marker)
         self.empty_tail: dict[TP, tuple[int, int]] = {}

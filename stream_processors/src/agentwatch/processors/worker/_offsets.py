@@ -105,8 +105,10 @@ class HoleProbe:
     transactional producer leaves a marker offset after every transaction, so a topic it
     writes has a (real) hole per transaction, each asked about once."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, client_options: dict[str, Any] | None = None,
+                 ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._client_options = client_options or {}  # security (KafkaSecurity.client_options)
         self._consumer: Any = None
 
     async def first_offset_from(self, topic: str, partition: int, offset: int,
@@ -134,7 +136,8 @@ class HoleProbe:
 
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap_servers, group_id=None,
-                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50)
+                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                **self._client_options)
             await consumer.start()
             self._consumer = consumer
         return self._consumer

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker._settings import WorkerSettings
 from agentwatch.schemas import ConfigError, TransportError
+from agentwatch.schemas.kafka_security import explain_connect_failure
 
 __all__ = ["ensure_topics", "run_worker", "tune_gc"]
 
@@ -25,11 +26,15 @@ async def ensure_topics(settings: WorkerSettings, *, timeout_s: float = 15.0) ->
     """Create the events, alerts and dead-letter topics when missing; return how many
     partitions the events topic has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                request_timeout_ms=int(timeout_s * 1000))
+                                request_timeout_ms=int(timeout_s * 1000),
+                                **settings.kafka_security.client_options())
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()
+        auth = await explain_connect_failure(settings.bootstrap_servers, settings.kafka_security)
+        if auth is not None:
+            raise ConfigError(auth) from None
         raise TransportError(
             f"cannot reach Kafka at {settings.bootstrap_servers} "
             f"(KAFKA_BOOTSTRAP_SERVERS): {exc or type(exc).__name__}") from None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from agentwatch.schemas import ConfigError
+from agentwatch.schemas.kafka_security import KafkaSecurity
 
 __all__ = ["ENV_VARS", "STAGES", "WorkerSettings"]
 
@@ -56,6 +58,9 @@ class WorkerSettings:
     runs with the wall clock: a stream replayed faster than real time (a recorded scenario
     at 100x) needs a longer idle time, or a partition quiet for a second of wall time
     comes back a hundred seconds of event time behind the others (late)."""
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """TLS/SASL of every Kafka client of the worker (``KAFKA_SECURITY_PROTOCOL`` ..., see
+    :mod:`agentwatch.schemas.kafka_security`)."""
 
     def __post_init__(self) -> None:
         if not self.dlq_topic:
@@ -108,7 +113,8 @@ class WorkerSettings:
         for name, value in overrides.items():
             if value is not None:
                 values[name], source[name] = value, name
-        return cls._coerce(values, source)
+        settings = cls._coerce(values, source)
+        return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
 
     @classmethod
     def _coerce(cls, values: dict[str, Any], source: dict[str, str]) -> WorkerSettings:
