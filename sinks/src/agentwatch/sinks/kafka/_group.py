@@ -1,6 +1,6 @@
 """Consumer-group helpers shared by ``agentwatch sink`` and ``agentwatch webhooks``:
 logging, stopping on SIGINT/SIGTERM, starting a Kafka client while the broker is not up
-yet, a rebalance listener, and reading committed offsets together with their metadata."""
+yet, a rebalance listener, and reading committed offsets together with their metadata (public admin API)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from agentwatch.schemas.errors import ConfigError
 from agentwatch.schemas.kafka_security import KafkaSecurity, explain_connect_failure
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
 __all__ = [
-    "committed_with_metadata",
+    "CommittedOffsets",
     "configure_logging",
     "install_signal_handlers",
     "rebalance_listener",
@@ -118,19 +117,50 @@ async def start_with_retry(
             return client
 
 
-async def committed_with_metadata(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> dict[TopicPartition, tuple[int | None, str]]:
-    """Committed offsets *and their metadata* (the public ``committed()`` drops the
-    metadata). Uses the group coordinator aiokafka keeps (private API: aiokafka is pinned
-    in ``agentwatch-sinks``)."""
-    coordinator: Any = consumer._coordinator
-    offsets = await coordinator.fetch_committed_offsets(partitions)
-    out: dict[TopicPartition, tuple[int | None, str]] = {}
-    for tp in partitions:
-        meta = offsets.get(tp)
-        if meta is None or meta.offset < 0:
-            out[tp] = (None, "")
-        else:
-            out[tp] = (meta.offset, meta.metadata or "")
-    return out
+class CommittedOffsets:
+    """A group's committed offsets *and their metadata* (the sink's recent-id ranges, the
+    dispatcher's progress), read with the admin API's public ``list_consumer_group_offsets``
+    (Kafka's OffsetFetch; the consumer's public ``committed()`` drops the metadata). One
+    admin client, started on first use (a rebalance callback, so Kafka is reachable) and
+    kept until :meth:`close`."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str, security: KafkaSecurity) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._group_id = group_id
+        self._security = security
+        self._admin: Any = None
+
+    async def read(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int | None, str]]:
+        """``partition -> (committed offset, metadata)``; ``(None, "")`` when none."""
+        admin = await self._started()
+        offsets = await admin.list_consumer_group_offsets(self._group_id, partitions=partitions)
+        out: dict[TopicPartition, tuple[int | None, str]] = {}
+        for tp in partitions:
+            meta = offsets.get(tp)
+            if meta is None or meta.offset < 0:
+                out[tp] = (None, "")
+            else:
+                out[tp] = (meta.offset, meta.metadata or "")
+        return out
+
+    async def _started(self) -> Any:
+        if self._admin is None:
+            from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 (optional runtime)
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers,
+                                        client_id=f"{self._group_id}-offsets",
+                                        **self._security.client_options())
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
+        return self._admin
+
+    async def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            await admin.close()

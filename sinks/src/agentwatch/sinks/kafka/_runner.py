@@ -43,7 +43,7 @@ from agentwatch.sinks.kafka._batches import (
     record_event_ids,
 )
 from agentwatch.sinks.kafka._group import (
-    committed_with_metadata,
+    CommittedOffsets,
     rebalance_listener,
     start_with_retry,
 )
@@ -144,6 +144,8 @@ class KafkaSink:
         self._prices = default_price_table()
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None  # re-reads records to rebuild id memories
+        self._committed = CommittedOffsets(settings.bootstrap_servers, settings.group_id,
+                                           settings.kafka_security)
         self._crash = _CrashPoints(os.environ.get(CRASH_ENV))
         self._lock = asyncio.Lock()  # a flush round, or a rebalance, at a time
         self._revoking = False
@@ -194,6 +196,8 @@ class KafkaSink:
             if self._probe is not None:
                 with contextlib.suppress(Exception):
                     await self._probe.stop()
+            with contextlib.suppress(Exception):
+                await self._committed.close()
         return self.stats
 
     async def _start_consumer(self) -> AIOKafkaConsumer | None:
@@ -488,7 +492,7 @@ class KafkaSink:
             return
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-        committed = await committed_with_metadata(consumer, partitions)
+        committed = await self._committed.read(partitions)
         # Explicit offsets for partitions without a commit: seek_to_beginning() only
         # schedules a reset, which can land after records were fetched and hand them
         # over a second time.

@@ -33,7 +33,7 @@ from agentwatch.schemas import Alert
 from agentwatch.sinks._settings import WebhooksSettings
 from agentwatch.sinks.kafka._group import (
     C,
-    committed_with_metadata,
+    CommittedOffsets,
     configure_logging,
     install_signal_handlers,
     rebalance_listener,
@@ -104,6 +104,8 @@ class KafkaDispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused = False
         self._lock = asyncio.Lock()
+        self._committed = CommittedOffsets(settings.bootstrap_servers, settings.group_id,
+                                           settings.kafka_security)
         self.stats = DispatcherStats()
         self.ready = asyncio.Event()  # set once partitions are assigned
         self.dispatcher = Dispatcher(
@@ -185,6 +187,8 @@ class KafkaDispatcher:
                 self.dispatcher.close()
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+                with contextlib.suppress(Exception):
+                    await self._committed.close()
         finally:
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -377,7 +381,7 @@ class KafkaDispatcher:
         if consumer is None:
             return
         async with self._lock:
-            committed = await committed_with_metadata(consumer, assigned)
+            committed = await self._committed.read(assigned)
             fresh = [tp for tp in assigned if committed.get(tp, (None, ""))[0] is None]
             beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
             for tp in assigned:
