@@ -80,3 +80,7 @@ def test_fetch_waits_are_shortened_once() -> None:
     wrapped = driver.AIOKafkaConsumerThread._create_worker_consumer
     internals.short_fetch_wait(50)
     assert driver.AIOKafkaConsumerThread._create_worker_consumer is wrapped
+
+
+def test_no_fetch_time_before_the_consumer_fetched(consumer: Any) -> None:
+    assert internals.last_fetch_s(consumer, TP("events", 0)) is None

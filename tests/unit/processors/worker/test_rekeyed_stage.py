@@ -21,7 +21,15 @@ from agentwatch.processors.core import Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.processors.worker import RekeyedStage, SessionStage, StageOutput
 from agentwatch.processors.worker._forward import MARK_KEY, table_key
-from agentwatch.schemas import Event, EventKind, EventStatus, encode_event, encode_events, from_us
+from agentwatch.schemas import (
+    Event,
+    EventKind,
+    EventStatus,
+    encode_event,
+    encode_events,
+    from_us,
+    to_us,
+)
 
 CONFIG = rules_from_mapping({"rules": {"agent_error_rate": {"min_events": 10, "window_s": 60}}})
 INPUTS = 2  # input partitions
@@ -348,3 +356,61 @@ def test_resolve_after_s_over_an_oscillating_share_survives_restarts_as_in_repla
     before = _feed(stage, messages, 0, crash, table=table, safe=safe)
     after = _feed(_stage(table, config), messages, safe[-1], len(messages), table=table)
     assert _dump(before) + _dump(after) == expected
+
+
+def _outage(seed: int, *, with_time: bool) -> tuple[list[Message], list[Event]]:
+    """What the rekeyed partition receives around a broker outage: both input partitions
+    read up to event time T and announced idle; then partition 0's backlog (the producers'
+    buffers, delivered when the broker was back) arrives whole before partition 1's.
+    ``with_time``: the idle marks carry ``t`` = T (the worker's marks); else the marks of a
+    worker before ``t`` existed."""
+    events = _stream(seed, 900)
+    outage_ts = sorted(e.ts for e in events)[450]
+    per_partition, _ = _forwarded(events, seed)
+    before: list[list[Message]] = [[], []]
+    after: list[list[Message]] = [[], []]
+    last_w = [0, 0]
+    for p, batches in enumerate(per_partition):
+        for batch in batches:
+            w = orjson.loads(batch[-1][1])["w"]
+            if w <= to_us(outage_ts):
+                before[p] += batch
+                last_w[p] = w
+            else:
+                after[p] += batch
+    idle = [(MARK_KEY, orjson.dumps({"p": p, "w": last_w[p], "idle": True}
+                                    | ({"t": to_us(outage_ts)} if with_time else {})))
+            for p in range(INPUTS)]
+    final = [(MARK_KEY, orjson.dumps({"p": p, "w": orjson.loads(per_partition[p][-1][-1][1])["w"],
+                                      "idle": True})) for p in range(INPUTS)]
+    return [*before[0], *before[1], *idle, *after[0], *after[1], *final], events
+
+
+def test_an_idle_mark_from_before_an_outage_holds_back_the_backlog_of_the_others() -> None:
+    messages, events = _outage(11, with_time=True)
+    expected = _replay(events)
+    stage = _stage()
+    assert _dump(_feed(stage, messages, 0, len(messages))) == expected
+    assert stage.buffered(Q) == 0
+    # the marks of before (idle = nothing more at all): partition 0's backlog ran ahead of
+    # partition 1's, whose events then came late; what this test would catch
+    messages, _ = _outage(11, with_time=False)
+    assert _dump(_feed(_stage(), messages, 0, len(messages))) != expected
+
+
+def test_an_idle_mark_releases_the_others_only_up_to_its_time() -> None:
+    events = [e for e in _stream(12, 400) if _partition(e) == 0]  # partition 1 gets nothing
+    per_partition, stage = _forwarded(events, 12)
+    messages = [m for batch in per_partition[0] for m in batch]
+    rekeyed = _stage()
+    assert _feed(rekeyed, messages, 0, len(messages)).events == 0
+    operations = [e for e in events if e.kind in {"llm_call", "tool_call"}]
+    until_us = to_us(operations[len(operations) // 3].ts)
+    messages.append((MARK_KEY, orjson.dumps({"p": 1, "w": 0, "idle": True, "t": until_us})))
+    out = _feed(rekeyed, messages, len(messages) - 1, len(messages))
+    assert out.events == sum(to_us(e.ts) <= until_us for e in operations)
+    # a newer mark (the broker confirmed partition 1 idle again) releases the rest
+    messages.append((MARK_KEY, orjson.dumps({"p": 1, "w": 0, "idle": True, "t": 1 << 61})))
+    out = _feed(rekeyed, messages, len(messages) - 1, len(messages))
+    released_up_to = stage.max_ts_us(0) - CONFIG.disorder_us
+    assert out.events == sum(until_us < to_us(e.ts) <= released_up_to for e in operations)

@@ -1,6 +1,7 @@
 """Consumer-group helpers shared by ``agentwatch sink`` and ``agentwatch webhooks``:
 logging, stopping on SIGINT/SIGTERM, starting a Kafka client while the broker is not up
-yet, a rebalance listener, and reading committed offsets together with their metadata (public admin API)."""
+yet, a rebalance listener, and reading committed offsets together with their metadata
+(through the public admin API)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,13 @@ log = logging.getLogger("agentwatch.worker")
 _STALL_S = 5.0
 #: a partition sought back over a hole whose record has not come for this long is sought again
 _RESEEK_S = 2.0
+#: no fetch answer for a partition for this long: the broker was away (stopped, frozen,
+#: unreachable) or the consumer was paused
+_FETCH_GAP_S = 2.0
+#: after such a gap a partition is called idle only once it has stayed quiet this long
+#: since fetches came back: producers send what they buffered meanwhile after their next
+#: retry, and the producer library retries at most 5 s apart (x1.2 jitter)
+_QUIET_AFTER_GAP_S = 10.0
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                         "key_serializer": "raw", "value_serializer": "raw"}
 #: How long the broker may hold a fetch that finds no new data. faust hard-codes 1,500 ms.
@@ -325,11 +332,15 @@ class _Worker:
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
+        #: input partition -> (the broker's last fetch answer seen, wall s; when answers
+        #: came back after a gap, wall s or None): idle claims need a fresh answer
+        self.fetches: dict[TP, tuple[float, float | None]] = {}
         self.started_s = time.monotonic()
         self.stats = _Stats()
         if settings.runs_session_stage:
             app.agent(self.events_topic, name="agentwatch-session-stage")(self.session_agent)
             app.timer(interval=max(0.1, settings.idle_after_s / 2))(self.announce_idle)
+            app.timer(interval=0.5)(self.sample_fetches)
             if not settings.runs_rekeyed_stage:  # it sends there: make sure it exists
                 app.task(self.rekeyed_topic.maybe_declare)
         if settings.runs_rekeyed_stage:
@@ -356,13 +367,20 @@ class _Worker:
         for k, v in out.forwards:
             await self._send(s.rekeyed_topic, k, v)
 
-    async def announce(self, partitions: Iterable[int], *, idle: bool) -> None:
+    async def announce(self, partitions: Iterable[int], *, idle: bool,
+                       until_us: dict[int, int] | None = None) -> None:
         """Tell every rekeyed partition how far these input partitions have got (after
-        the forwards they follow: one producer keeps each partition's order)."""
+        the forwards they follow: one producer keeps each partition's order). An idle
+        mark says until when (``t``, event time in us) the partition holds nothing more:
+        see :meth:`announce_idle`."""
         for partition in partitions:
-            mark = b'{"p":%d,"w":%d,"idle":%s}' % (
-                partition, self.session_stage.max_ts_us(partition),
-                b"true" if idle else b"false")
+            w = self.session_stage.max_ts_us(partition)
+            if idle and until_us is not None:
+                mark = b'{"p":%d,"w":%d,"idle":true,"t":%d}' % (
+                    partition, w, until_us[partition])
+            else:
+                mark = b'{"p":%d,"w":%d,"idle":%s}' % (
+                    partition, w, b"true" if idle else b"false")
             for q in range(self.n):
                 await self._send(self.settings.rekeyed_topic, MARK_KEY, mark, q)
 
@@ -626,8 +644,37 @@ class _Worker:
                 async with self.lock:
                     await self.seek_back(guard, tp)
 
+    async def sample_fetches(self) -> None:
+        """Note, every 0.5 s, when the broker last answered a fetch for each input
+        partition, and when its answers came back after a gap (none for longer than
+        _FETCH_GAP_S: the broker was stopped, frozen or unreachable, or the consumer was
+        paused). Sampled apart from announce_idle, whose period follows idle_after_s."""
+        consumer: Any = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.events_topic:
+                continue
+            fetched = faust_internals.last_fetch_s(consumer, tp)
+            if fetched is None:
+                continue
+            seen, back = self.fetches.get(tp, (None, None))
+            if seen is not None and fetched - seen > _FETCH_GAP_S:
+                back = fetched
+            self.fetches[tp] = (fetched, back)
+
     async def announce_idle(self) -> None:
-        """Input partitions with nothing left to read stop holding back the rekeyed stage."""
+        """Input partitions with nothing left to read stop holding back the rekeyed stage.
+
+        A partition is idle when it is caught up (nothing between its next offset and the
+        highwater) and has been quiet for ``idle_after_s``, *as the broker confirmed*: a
+        fetch answered after that quiet period (when the broker is away nothing is
+        confirmed, so nothing turns idle, whatever the wall clock says), and, after a gap
+        in fetch answers, only once quiet for _QUIET_AFTER_GAP_S since they came back
+        (producers deliver their backlog then). The mark carries ``t``: the event time
+        before which the partition will hold no more events, the time of that fetch answer
+        minus ``idle_after_s`` (event time runs with the wall clock: see
+        WorkerSettings.idle_after_s). The rekeyed stage releases an idle partition's share
+        up to that time only, so an idle mark sent before an outage does not let the other
+        partitions' backlog run ahead of this one's."""
         stage = self.session_stage
         tables: Any = self.app.tables
         if not tables.recovery.completed.is_set():
@@ -635,12 +682,18 @@ class _Worker:
         if not stage.forward_scopes:
             return
         now = time.monotonic()
+        wall_s = time.time()
+        idle_after_s = self.settings.idle_after_s
         idle = []
+        until_us: dict[int, int] = {}
         for tp in self.app.consumer.assignment():
             if tp.topic != self.settings.events_topic:
                 continue
             if tp.partition not in stage.partitions:  # no record since the assignment
                 stage.restore(tp.partition, _table_items(self.session_table, tp.partition))
+            # the answer's time before its highwater: the consumer thread may store a newer
+            # answer meanwhile, and a newer highwater with an older time errs on the safe side
+            fetched = faust_internals.last_fetch_s(self.app.consumer, tp)
             highwater = self.app.consumer.highwater(tp)
             next_offset = stage.last_offset(tp.partition) + 1
             caught_up = highwater is not None and (
@@ -649,10 +702,19 @@ class _Worker:
             # restarted worker must not call every partition idle at once (it would release
             # the agent windows ahead of partitions still catching up)
             seen_s = self.progress.get(tp, (self.assigned_s, -1))[0]
-            quiet = now - max(seen_s, self.assigned_s) >= self.settings.idle_after_s
-            if caught_up and quiet:
-                idle.append(tp.partition)
-        await self.announce(idle, idle=True)
+            quiet_s = now - max(seen_s, self.assigned_s)
+            back = self.fetches.get(tp, (None, None))[1]
+            if not caught_up or quiet_s < idle_after_s or fetched is None:
+                continue
+            # the answer came after a full quiet period (in wall time: quiet since
+            # wall_s - quiet_s), and long enough after fetches came back from a gap
+            if fetched - (wall_s - quiet_s) < idle_after_s:
+                continue
+            if back is not None and fetched - back < _QUIET_AFTER_GAP_S:
+                continue
+            idle.append(tp.partition)
+            until_us[tp.partition] = int((fetched - idle_after_s) * 1_000_000)
+        await self.announce(idle, idle=True, until_us=until_us)
 
     # -- rebalances --------------------------------------------------------------------------
     assigned_s: float = 0.0

@@ -20,6 +20,7 @@ __all__ = [
     "committed_offset",
     "current_event",
     "forget_ack_gap",
+    "last_fetch_s",
     "own_ack_gaps",
     "problems",
     "short_fetch_wait",
@@ -98,6 +99,21 @@ def forget_ack_gap(consumer: Any, tp: Any, from_offset: int) -> None:
         gaps.chop(from_offset, 1 << 62)
 
 
+def last_fetch_s(consumer: Any, tp: Any) -> float | None:
+    """When (wall clock, seconds) the broker last answered a fetch for ``tp``, records or
+    not: the time its highwater was last confirmed. aiokafka's public
+    ``last_poll_timestamp``, on the aiokafka consumer faust keeps inside its consumer
+    thread (faust has no getter for it). None before the first answer."""
+    inner = consumer._thread._consumer
+    if inner is None:
+        return None
+    try:
+        stamp_ms = inner.last_poll_timestamp(tp)
+    except Exception:  # noqa: BLE001 (aiokafka raises IllegalStateError when not assigned)
+        return None
+    return None if stamp_ms is None else stamp_ms / 1000.0
+
+
 def problems() -> list[str]:
     """What is missing of the internals above (empty: all there)."""
     import aiokafka  # noqa: PLC0415
@@ -125,6 +141,12 @@ def problems() -> list[str]:
             missing(f"faust Consumer.{name}", why)
     if not callable(getattr(faust_consumer.Consumer, "_add_gap", None)):
         missing("faust Consumer._add_gap", "to keep faust from committing over holes")
+    if "_consumer" not in getattr(driver.AIOKafkaConsumerThread, "__annotations__", {}):
+        missing("AIOKafkaConsumerThread._consumer", "to read when a fetch last answered")
+    if "_thread" not in getattr(faust_consumer.ThreadDelegateConsumer, "__annotations__", {}):
+        missing("faust ThreadDelegateConsumer._thread", "to read when a fetch last answered")
+    if not callable(getattr(aiokafka.AIOKafkaConsumer, "last_poll_timestamp", None)):
+        missing("AIOKafkaConsumer.last_poll_timestamp", "to read when a fetch last answered")
     for name in ("seek_wait", "resume_partitions", "on_buffer_drop", "highwater"):
         if not callable(getattr(faust_consumer.Consumer, name, None)):
             missing(f"faust Consumer.{name}", "(public API)")

@@ -13,7 +13,11 @@ guarantees of the rest of the pipeline. What keeps the result exact:
   then sees the same ordered stream whatever the interleaving, and ``agentwatch replay``
   of a time-ordered file computes the same alerts.
 * An input partition with nothing left to read is announced idle and stops holding the
-  others back (with none left active, everything buffered is released). An event that
+  others back beyond the time its mark gives (``t``: the broker confirmed, at wall time
+  ``t + idle_after_s``, that nothing more was there; see ``_Worker.announce_idle``). With
+  every partition idle, everything buffered up to the earliest such time is released. A
+  partition whose idle mark is old (the broker was away since) holds the others at its
+  ``t`` until it is confirmed idle again or its own events come. An event that
   arrives after its time was released (more disorder than ``disorder_s``, or from a
   partition that was idle) goes to the engine at once, out of order, which accepts it
   within its own disorder bound, like any runtime.
@@ -53,7 +57,9 @@ class _Partition:
 
     def __init__(self, drivers: dict[str, EventTimeDriver]) -> None:
         self.drivers = drivers
-        self.sources: dict[int, tuple[int, bool]] = {}  # input partition -> (max ts, idle)
+        #: input partition -> (max ts seen, release bound: no event of it before this will
+        #: come; max ts - disorder while active, from its mark's ``t`` while idle)
+        self.sources: dict[int, tuple[int, int]] = {}
         self.heap: list[_Item] = []
         self.frontier: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
@@ -134,8 +140,12 @@ class RekeyedStage:
             message = orjson.loads(value)
             if "e" not in message:  # a mark: an input partition's progress
                 source = message["p"]
-                max_ts_us = max(message["w"], part.sources.get(source, (_NEVER, False))[0])
-                part.sources[source] = (max_ts_us, bool(message.get("idle")))
+                max_ts_us = max(message["w"], part.sources.get(source, (_NEVER, _NEVER))[0])
+                bound_us = max_ts_us - self._disorder_us
+                if message.get("idle"):
+                    # a mark without "t" (a worker before marks had it): nothing more at all
+                    bound_us = max(bound_us, message.get("t", _ALWAYS))
+                part.sources[source] = (max_ts_us, bound_us)
                 continue
             fkey = orjson.loads(key)
             self._buffer(part, offset, (fkey[0], fkey[1]), message)
@@ -201,12 +211,9 @@ class RekeyedStage:
     def _aligned_us(self, part: _Partition) -> int:
         """Event time up to which every input partition has been seen (minus disorder)."""
         sources = part.sources
-        active = [ts for ts, idle in sources.values() if not idle]
         if len(sources) < self.input_partitions:  # not heard from every partition yet
             return _NEVER
-        if not active:
-            return _ALWAYS
-        return min(active) - self._disorder_us
+        return min(bound for _, bound in sources.values())
 
     def _release(self, part: _Partition, out: StageOutput) -> set[tuple[str, tuple[str, str]]]:
         touched: set[tuple[str, tuple[str, str]]] = set()
@@ -240,10 +247,10 @@ class RekeyedStage:
             part.released_us = max(part.released_us, ts_us)
         out.events += n
         # event time has reached the aligned watermark everywhere: quiet keys resolve (with
-        # every partition idle: the largest event time seen, like replay at the end of a file)
-        if aligned_us == _ALWAYS:
-            aligned_us = max((ts for ts, _ in part.sources.values()), default=_NEVER)
-            aligned_us -= disorder_us
+        # every partition idle, at most the largest event time seen, like replay at the end
+        # of a file)
+        latest_us = max((ts for ts, _ in part.sources.values()), default=_NEVER)
+        aligned_us = min(aligned_us, latest_us - disorder_us)
         for driver in part.drivers.values():
             if aligned_us > driver.engine.watermark_us:
                 alerts += driver.engine.advance(aligned_us)
