@@ -53,8 +53,10 @@ class WorkerSettings:
     stats_interval_s: float = 30.0
     """How often the worker logs its counters (``agentwatch worker stats {json}``, INFO)."""
     idle_after_s: float = 1.0
-    """An input partition with nothing new for this long (and nothing left to read) is
-    idle: it no longer holds back agent- and tenant-scoped windows. This assumes event time
+    """An input partition with nothing new for this long (and nothing left to read, as a
+    fetch answered after that quiet period confirms) is idle: it no longer holds back
+    agent- and tenant-scoped windows beyond the event time its idle mark gives (see
+    ``_Worker.announce_idle``). This assumes event time
     runs with the wall clock: a stream replayed faster than real time (a recorded scenario
     at 100x) needs a longer idle time, or a partition quiet for a second of wall time
     comes back a hundred seconds of event time behind the others (late)."""
