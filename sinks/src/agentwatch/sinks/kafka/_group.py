@@ -118,6 +118,11 @@ async def start_with_retry(
             return client
 
 
+#: how long CommittedOffsets.read retries retriable errors before it raises
+_READ_RETRY_S = 120.0
+_log = logging.getLogger("agentwatch.kafka")
+
+
 class CommittedOffsets:
     """A group's committed offsets *and their metadata* (the sink's recent-id ranges, the
     dispatcher's progress), read with the admin API's public ``list_consumer_group_offsets``
@@ -134,9 +139,44 @@ class CommittedOffsets:
     async def read(
         self, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, tuple[int | None, str]]:
-        """``partition -> (committed offset, metadata)``; ``(None, "")`` when none."""
-        admin = await self._started()
-        offsets = await admin.list_consumer_group_offsets(self._group_id, partitions=partitions)
+        """``partition -> (committed offset, metadata)``; ``(None, "")`` when none.
+
+        Retriable errors (no coordinator yet, a broker just back from an outage) are
+        retried for up to ``_READ_RETRY_S``, with a fresh admin client after each: the
+        caller is a rebalance callback, and a partition it fails to set up is never read.
+
+        An answer that leaves out a partition asked for is retried too. The broker answers
+        a partition without a commit with offset -1; it leaves them all out when the answer
+        is a group-level error (OffsetFetch v2+: "coordinator load in progress" right after
+        a restart), which aiokafka (its admin client and its consumer alike) does not check:
+        taken as it is, every partition would look never committed and be read again from
+        the start."""
+        from aiokafka.errors import KafkaError  # noqa: PLC0415 (optional runtime dependency)
+
+        deadline = asyncio.get_running_loop().time() + _READ_RETRY_S
+        wait_s = 0.1
+        while True:
+            try:
+                admin = await self._started()
+                offsets = await admin.list_consumer_group_offsets(
+                    self._group_id, partitions=partitions)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                problem = str(exc)
+            else:
+                left_out = [tp for tp in partitions if tp not in offsets]
+                if not left_out:
+                    break
+                problem = f"the answer left out {len(left_out)} of the partitions asked for"
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaError(f"committed offsets of {self._group_id}: {problem}")
+            _log.info("committed offsets of %s: %s; retrying in %.1f s",
+                      self._group_id, problem, wait_s)
+            with contextlib.suppress(Exception):
+                await self.close()
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, 2.0)
         out: dict[TopicPartition, tuple[int | None, str]] = {}
         for tp in partitions:
             meta = offsets.get(tp)
