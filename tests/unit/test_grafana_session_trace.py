@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_docker_compose import DASHBOARD_FILE as OVERVIEW_FILE
 from test_docker_compose import DATASOURCE_FILE, FORMAT_OF_PANEL, PLUGIN, expand
 
 from agentwatch.schemas import (
@@ -202,3 +203,22 @@ def test_the_session_variable_lists_the_sessions_of_the_time_range(
     (variable,) = dashboard["templating"]["list"]
     rows = backend.query(expand(variable["query"], None)).rows
     assert sorted(rows) == sorted([(SESSION,), ("other",)])
+
+
+def test_the_overview_links_its_sessions_to_this_dashboard(dashboard: dict[str, Any]) -> None:
+    overview = json.loads(OVERVIEW_FILE.read_text(encoding="utf-8"))
+    (variable,) = dashboard["templating"]["list"]
+    linked = []
+    for panel in overview["panels"]:
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] != "links":
+                    continue
+                column = override["matcher"]["options"]
+                assert column in panel["targets"][0]["rawSql"], panel["title"]
+                (link,) = prop["value"]
+                assert link["url"].startswith(
+                    f"/d/{dashboard['uid']}?var-{variable['name']}=${{__value.raw")
+                linked.append((panel["title"], column))
+    assert sorted(linked) == [("Runaway-loop incidents", "session_id"),
+                              ("Top sessions by cost", "session_id")]

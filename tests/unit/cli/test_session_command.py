@@ -166,6 +166,7 @@ def test_the_command_prints_the_tree_with_costs_errors_and_alerts(
     assert chat.startswith("09:00:00.010")
     assert "gpt-4o  1.50 s  1200→85 tok" in chat
     assert f"${cost:.4f}" in chat
+    assert chat.endswith("⚠ session_cost")  # the alert cites it
     assert checkout.endswith("✗ PaymentDeclined")
     firing = [k for k in depth if "firing  session_cost (warning)" in k]
     assert firing == ["09:00:01.500  firing  session_cost (warning): Session conv-42 cost "

@@ -4,8 +4,9 @@ It runs the session trace view's SQL (:mod:`agentwatch.sinks._session`, the same
 Grafana "session trace" dashboard) and nests each event under the event whose span is
 its parent; events with no parent in the session hang from the session itself, in the
 order they started (each line shows that start: the event's time less its duration).
-LLM and tool calls show their duration, cost, tokens and errors; the alerts the session
-raised follow, each state change on one line.
+LLM and tool calls show their duration, cost, tokens and errors, and ``⚠ rule`` when an
+alert of that rule cites the event; the alerts the session raised follow, each state
+change on one line.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _ms(value: float) -> str:
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
-def _label(row: dict[str, Any], *, show_agent: bool) -> str:
+def _label(row: dict[str, Any], *, show_agent: bool, alerted: Sequence[str] = ()) -> str:
     error = row["status"] == "error"
     parts = [f"[dim]{_start(row)}[/]",
              f"[bold {'red' if error else 'cyan'}]{escape(str(row['kind']))}[/]"]
@@ -135,7 +136,20 @@ def _label(row: dict[str, Any], *, show_agent: bool) -> str:
         parts.append(f"[red]✗ {escape(str(row['error_type'] or 'error'))}[/]")
     if show_agent:
         parts.append(f"[dim]({escape(str(row['serviceName']))})[/]")
+    if alerted:
+        parts.append(f"[bold yellow]⚠ {escape(', '.join(alerted))}[/]")
     return "  ".join(parts)
+
+
+def _alerted_events(alerts: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """event id -> the rules whose alerts cite it (their sample of contributing events)."""
+    rules: dict[str, list[str]] = {}
+    for alert in alerts:
+        for event_id in alert["event_ids"] or ():
+            cited = rules.setdefault(str(event_id), [])
+            if alert["rule"] not in cited:
+                cited.append(str(alert["rule"]))
+    return rules
 
 
 def _summary(path: SessionPath) -> str:
@@ -164,10 +178,12 @@ def tool_text(tools: int) -> str:
 def render_session(path: SessionPath, console: Console) -> None:
     """Print the tree of ``path``, then its alerts."""
     several_agents = len({e["serviceName"] for e in path.events}) > 1
+    alerted = _alerted_events(path.alerts)
     tree = Tree(_summary(path))
 
     def add(branch: Tree, node: SpanNode) -> None:
-        child = branch.add(_label(node.row, show_agent=several_agents))
+        child = branch.add(_label(node.row, show_agent=several_agents,
+                                  alerted=alerted.get(str(node.row["event_id"]), ())))
         for sub in node.children:
             add(child, sub)
 
