@@ -30,6 +30,7 @@ from typing import Any, Final
 
 try:
     from opentelemetry.context import Context
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
     from opentelemetry.trace import StatusCode
 except ImportError as exc:  # pragma: no cover -- the extra is installed in the test venv
@@ -61,18 +62,17 @@ class SpanProcessorStats:
     errors: int = 0
 
 
-def _value(value: Any) -> Any:
-    """SDK attribute values as the OTLP path decodes them: sequences as lists."""
-    return list(value) if isinstance(value, tuple) else value
-
-
 def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {} if not attributes else {key: _value(v) for key, v in attributes.items()}
+    """SDK attribute values as the OTLP path decodes them: sequences (tuples) as lists."""
+    if not attributes:
+        return {}
+    return {key: list(v) if type(v) is tuple else v for key, v in attributes.items()}
 
 
-def genai_span(span: ReadableSpan) -> GenAISpan:
+def genai_span(span: ReadableSpan, resource: Mapping[str, Any] | None = None) -> GenAISpan:
     """What the mapping reads from one finished SDK span (the counterpart of the OTLP
-    receiver's reading of a protobuf span)."""
+    receiver's reading of a protobuf span). ``resource``: the span's resource attributes
+    already read (a processor reads its provider's resource once), else read here."""
     context = span.get_span_context()
     trace_id = span_id = ""
     if context is not None:
@@ -96,7 +96,7 @@ def genai_span(span: ReadableSpan) -> GenAISpan:
         is_error=status.status_code is StatusCode.ERROR,
         status_message=status.description or "",
         attributes=_attributes(span.attributes),
-        resource=_attributes(span.resource.attributes),
+        resource=_attributes(span.resource.attributes) if resource is None else resource,
         exception_type=exception_type,
     )
 
@@ -120,13 +120,19 @@ class AgentwatchSpanProcessor(SpanProcessor):
         self.stats = SpanProcessorStats()
         self._lock = threading.Lock()  # spans end on any thread
         self._log = RateLimitedLog(log=logger)
+        # (resource, its attributes read): a provider has one resource, read it once
+        self._resource: tuple[Resource | None, Mapping[str, Any]] = (None, {})
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            mapped = map_span(genai_span(span), tenant_id=self.tenant_id)
+            resource, attributes = self._resource
+            if span.resource is not resource:
+                attributes = _attributes(span.resource.attributes)
+                self._resource = (span.resource, attributes)
+            mapped = map_span(genai_span(span, attributes), tenant_id=self.tenant_id)
             if isinstance(mapped, Skipped):
                 self._count("skipped_not_genai" if mapped.reason == "not_genai"
                             else "invalid_spans")
