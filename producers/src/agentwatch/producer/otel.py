@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 try:
-    from opentelemetry.context import Context
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
     from opentelemetry.trace import StatusCode
 except ImportError as exc:  # pragma: no cover -- the extra is installed in the test venv
     raise ImportError(
@@ -123,11 +122,11 @@ class AgentwatchSpanProcessor(SpanProcessor):
         # (resource, its attributes read): a provider has one resource, read it once
         self._resource: tuple[Resource | None, Mapping[str, Any]] = (None, {})
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
     def on_end(self, span: ReadableSpan) -> None:
         try:
+            if not any(key.startswith("gen_ai.") for key in span.attributes or ()):
+                self._count("skipped_not_genai")  # HTTP, database, ...: nothing to read
+                return
             resource, attributes = self._resource
             if span.resource is not resource:
                 attributes = _attributes(span.resource.attributes)
