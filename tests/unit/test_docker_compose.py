@@ -725,8 +725,11 @@ def test_the_dashboard_reads_only_the_bi_views(dashboard: dict[str, Any]) -> Non
 
 # --- the dashboard's SQL on a real (embedded) ClickHouse ------------------------------
 
-TIME_FROM = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
-TIME_TO = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+# One clock reading for the time range and the sample data: read twice, a suite that runs
+# for more than ~25 minutes between collection and this module put the sample past TIME_TO.
+NOW = datetime.now(UTC).replace(microsecond=0)
+TIME_FROM = NOW - timedelta(hours=6)
+TIME_TO = NOW + timedelta(minutes=5)
 TENANT = "acme"
 
 
@@ -858,7 +861,7 @@ def bi_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     with open_backend(tmp_path_factory.mktemp("compose-chdb") / "db") as backend:
         migrate(backend)
         sink = ClickHouseSink(backend)
-        events, alerts = _sample(datetime.now(UTC).replace(microsecond=0))
+        events, alerts = _sample(NOW)
         sink.add_events(events)
         sink.add_alerts(alerts)
         sink.flush()
