@@ -28,6 +28,8 @@ import yaml
 
 from agentwatch.cli._app import app
 from agentwatch.processors.worker._settings import ENV_VARS, WorkerSettings
+from agentwatch.producer import ProducerSettings
+from agentwatch.producer._settings import ENV as PRODUCER_ENV
 from agentwatch.schemas import (
     Alert,
     AlertScope,
@@ -65,8 +67,8 @@ PROVIDER_FILE = GRAFANA / "provisioning" / "dashboards" / "agentwatch.yaml"
 DASHBOARD_FILE = GRAFANA / "dashboards" / "agentwatch.json"
 ENDPOINTS_FILE = ROOT / "deploy" / "webhooks" / "endpoints.yaml"
 
-SERVICES = {"kafka", "clickhouse", "migrate", "worker", "sink", "webhooks", "grafana"}
-AGENTWATCH_SERVICES = ("migrate", "worker", "sink", "webhooks")
+SERVICES = {"kafka", "clickhouse", "migrate", "worker", "sink", "webhooks", "grafana", "otlp"}
+AGENTWATCH_SERVICES = ("migrate", "worker", "sink", "webhooks", "otlp")
 IMAGE = "agentwatch:local"
 PLUGIN = "grafana-clickhouse-datasource"
 
@@ -77,6 +79,7 @@ READS: dict[str, frozenset[str]] = {
     "migrate": frozenset(STORE_ENV_VARS.values()),
     # and the secret_env variables its endpoints file names (see secret_env_vars)
     "webhooks": frozenset(WEBHOOKS_ENV_VARS.values()),
+    "otlp": frozenset(PRODUCER_ENV.values()),  # `agentwatch otlp` sends through a producer
 }
 
 #: ``agentwatch sink`` and ``agentwatch db migrate`` are being added to the CLI in a
@@ -308,6 +311,23 @@ def test_the_sink_and_migrate_settings_parse_and_agree(compose: dict[str, Any]) 
     assert url.port == 8123  # the server's HTTP port (clickhouse-connect speaks HTTP)
 
 
+def test_the_otlp_receiver_settings_parse_and_agree(compose: dict[str, Any]) -> None:
+    producer = ProducerSettings.resolve(environ=env_of(compose, "otlp"))
+    worker = WorkerSettings.from_env(env_of(compose, "worker"))
+    sink = SinkSettings.from_env(env_of(compose, "sink"))
+    assert producer.bootstrap_servers == worker.bootstrap_servers
+    # the spans' events go where the worker and the sink read events
+    assert producer.topic == worker.events_topic == sink.topics[0]
+    assert producer.spool_dir is not None
+    words = command_of(compose, "otlp")
+    # listening on every interface of its container, on the port compose publishes
+    assert words[words.index("--host") + 1] == "0.0.0.0"  # noqa: S104 -- inside its container
+    port = int(words[words.index("--port") + 1])
+    assert port == 4318
+    assert port in container_ports(compose, "otlp")
+    assert depends_on(compose, "otlp")["kafka"] == "service_healthy"
+
+
 # --- the webhooks dispatcher and its endpoints file -------------------------------------
 
 
@@ -457,12 +477,14 @@ def test_services_use_an_advertised_kafka_listener(compose: dict[str, Any]) -> N
         item.split(":", 1) for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
     )
     kafka_names = {"kafka", compose["services"]["kafka"].get("hostname", "kafka")}
+    variables = ("KAFKA_BOOTSTRAP_SERVERS", "AGENTWATCH_BOOTSTRAP_SERVERS")  # the producer's
     users = [
-        name for name in compose["services"] if "KAFKA_BOOTSTRAP_SERVERS" in env_of(compose, name)
+        (name, variable) for name in compose["services"] for variable in variables
+        if variable in env_of(compose, name)
     ]
-    assert set(users) >= {"worker", "sink"}
-    for name in users:
-        for server in env_of(compose, name)["KAFKA_BOOTSTRAP_SERVERS"].split(","):
+    assert {name for name, _ in users} >= {"worker", "sink", "otlp"}
+    for name, variable in users:
+        for server in env_of(compose, name)[variable].split(","):
             matching = [listener for listener, address in advertised.items() if address == server]
             assert matching, f"{name}: {server} is not an advertised listener of kafka"
             listener = matching[0]
@@ -523,6 +545,7 @@ def test_service_commands_are_agentwatch_subcommands(compose: dict[str, Any], se
         "worker": ("worker",),
         "sink": ("sink",),
         "webhooks": ("webhooks",),
+        "otlp": ("otlp",),
     }
     assert tuple(words[1 : 1 + len(expected[service])]) == expected[service]
 
@@ -702,8 +725,11 @@ def test_the_dashboard_reads_only_the_bi_views(dashboard: dict[str, Any]) -> Non
 
 # --- the dashboard's SQL on a real (embedded) ClickHouse ------------------------------
 
-TIME_FROM = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
-TIME_TO = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+# One clock reading for the time range and the sample data: read twice, a suite that runs
+# for more than ~25 minutes between collection and this module put the sample past TIME_TO.
+NOW = datetime.now(UTC).replace(microsecond=0)
+TIME_FROM = NOW - timedelta(hours=6)
+TIME_TO = NOW + timedelta(minutes=5)
 TENANT = "acme"
 
 
@@ -835,7 +861,7 @@ def bi_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     with open_backend(tmp_path_factory.mktemp("compose-chdb") / "db") as backend:
         migrate(backend)
         sink = ClickHouseSink(backend)
-        events, alerts = _sample(datetime.now(UTC).replace(microsecond=0))
+        events, alerts = _sample(NOW)
         sink.add_events(events)
         sink.add_alerts(alerts)
         sink.flush()

@@ -60,4 +60,12 @@ def test_after_the_demo_the_suggested_query_works_as_it_is(tmp_path: Path) -> No
     saved = _run(tmp_path, "query", "--saved", "cost-by-agent")
     assert saved.returncode == 0, saved.stderr.decode()
     assert "Traceback" not in saved.stderr.decode()
+    # ... and so does the suggested session: the runaway loop's path, its tool calls and alerts
+    assert "agentwatch session supply-loop-0001" in out
+    session = _run(tmp_path, "session", "supply-loop-0001")
+    assert session.returncode == 0, session.stderr.decode()
+    path = session.stdout.decode()
+    assert path.startswith("session supply-loop-0001")
+    assert path.count("tool_call  reroute_shipment") == 240  # every 0.5 s for 120 s
+    assert "firing  loop_repeat" in path
     assert (tmp_path / DEFAULT_CHDB_PATH).is_dir()

@@ -302,6 +302,28 @@ def query(
                      limit=limit, params=param or ())
 
 
+@app.command()
+def session(
+    session_id: Annotated[str, typer.Argument(
+        metavar="SESSION_ID", help="The session (gen_ai.conversation.id) to show.")],
+    url: UrlOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Print one session's path as a tree: its LLM and tool calls (nested by span ids,
+    with durations, costs, tokens and errors) and the alerts it raised.
+
+    agentwatch session supply-loop-0001
+
+    The same view as the Grafana "agentwatch session trace" dashboard.
+    """
+    from rich.console import Console  # noqa: PLC0415
+
+    from agentwatch.cli._session import run_session  # noqa: PLC0415
+    from agentwatch.sinks import StoreSettings  # noqa: PLC0415
+
+    run_session(StoreSettings.from_env(url=url, database=database), session_id, Console())
+
+
 # -- webhooks ------------------------------------------------------------------------------
 
 webhooks_app = typer.Typer(invoke_without_command=True)

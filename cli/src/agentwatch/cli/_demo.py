@@ -113,10 +113,13 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         for failure in stats.failures[:5]:
             console.print(f"  [red]failed:[/] {failure.reason}", highlight=False)
         url = "" if data_dir is None else f" --url {chdb_path}"
+        looping = next((a.session_id for a in stats.alerts
+                        if a.type is AlertType.RUNAWAY_LOOP and a.session_id), None)
+        session_line = "" if looping is None else f"\n  agentwatch session{url} {looping}"
         console.print(
             f"\nThe database stays in {chdb_path}. Next, try:\n"
             f"  agentwatch query{url} --saved cost-by-agent\n"
-            f"  agentwatch query{url} --list", highlight=False, soft_wrap=True)
+            f"  agentwatch query{url} --list{session_line}", highlight=False, soft_wrap=True)
         caught = {a.type for a in stats.alerts if a.state is AlertState.FIRING}
         missing = _EXPECTED_TYPES - caught
         if missing:
