@@ -221,6 +221,8 @@ class SinkSettings:
     batch_max_ms: int = 1000
     max_backoff_s: float = 30.0
     """Longest wait between two attempts while ClickHouse is down or overloaded."""
+    metrics_port: int = 0
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port; 0: off."""
 
     def __post_init__(self) -> None:
         if self.batch_max_events < 1:
@@ -229,6 +231,9 @@ class SinkSettings:
             raise _SettingError("batch_max_ms", f"{self.batch_max_ms} is not >= 1")
         if not self.max_backoff_s > 0:
             raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise _SettingError("metrics_port", f"{self.metrics_port} is not a port "
+                                "(0..65535; 0: off)")
         topics = self.topics
         if not topics:
             raise ConfigError(
@@ -264,6 +269,7 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",
     "max_backoff_s": "AGENTWATCH_SINK_MAX_BACKOFF_S",
+    "metrics_port": "AGENTWATCH_SINK_METRICS_PORT",
 }
 
 
@@ -286,6 +292,8 @@ class WebhooksSettings:
     drain_s: float = 10.0
     max_backoff_s: float = 30.0
     """Longest wait between two attempts to reach Kafka."""
+    metrics_port: int = 0
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port; 0: off."""
 
     def __post_init__(self) -> None:
         if not self.endpoints_file:
@@ -298,6 +306,9 @@ class WebhooksSettings:
             raise _SettingError("drain_s", f"{self.drain_s} is not >= 0")
         if not self.max_backoff_s > 0:
             raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise _SettingError("metrics_port", f"{self.metrics_port} is not a port "
+                                "(0..65535; 0: off)")
         if not self.alerts_topic or not self.dlq_topic:
             raise ConfigError("alerts_topic and dlq_topic must not be empty")
         if self.alerts_topic == self.dlq_topic:
@@ -319,4 +330,5 @@ WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
     "max_in_flight": "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT",
     "drain_s": "AGENTWATCH_WEBHOOKS_DRAIN_S",
     "max_backoff_s": "AGENTWATCH_WEBHOOKS_MAX_BACKOFF_S",
+    "metrics_port": "AGENTWATCH_WEBHOOKS_METRICS_PORT",
 }
