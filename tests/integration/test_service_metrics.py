@@ -6,12 +6,14 @@ endpoint and outcome, inserts and checkpoints timed — and the lag comes down t
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from worker_harness import (
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.sinks.webhooks import WebhookReceiver
 
+PIPELINE = Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/pipeline.json"
 PARTITIONS = 4
 IDLE_AFTER_S = 6.0  # as test_worker_record_forms: the fleet runs faster than real time
 SAFETY_TIMEOUT_S = 150.0
@@ -102,9 +105,9 @@ def with_port(proc: WorkerProcess | ServiceProcess, var: str) -> int:
 
 
 @pytest.fixture
-def fleet() -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+def fleet() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     events = list(fleet_events(FleetPlan()))
-    yield events, replay_alerts(events)
+    return events, replay_alerts(events)
 
 
 def test_worker_sink_and_dispatcher_export_what_went_through(
@@ -164,6 +167,12 @@ def test_worker_sink_and_dispatcher_export_what_went_through(
             for proc in procs:
                 proc.stop()
 
+    # every metric of the pipeline dashboard these services export is there
+    exprs = [t["expr"] for p in json.loads(PIPELINE.read_text())["panels"] for t in p["targets"]]
+    wanted = {n for e in exprs for n in re.findall(r"\bagentwatch_(?:worker|sink|webhooks)_\w+", e)}
+    scraped = {name for m in (w, s, d) for name, _ in m}
+    assert wanted
+    assert wanted <= scraped, wanted - scraped
     # the worker: every event in, the malformed record a dead letter, the alerts of replay
     assert value(w, "agentwatch_worker_events_total") == len(events)
     assert value(w, "agentwatch_worker_records_total") == len(records)
