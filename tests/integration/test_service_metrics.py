@@ -167,13 +167,24 @@ def test_worker_sink_and_dispatcher_export_what_went_through(
             for proc in procs:
                 proc.stop()
 
-    # every metric of the pipeline dashboard these services export is there
+    assert_dashboard_metrics_exported(w, s, d)
+    assert_worker(w, events, records, expected_alerts)
+    assert_sink(s, events, records, expected)
+    assert_dispatcher(d, receiver, expected)
+
+
+def assert_dashboard_metrics_exported(*scrapes: Samples) -> None:
+    """Every worker, sink and webhooks metric of the pipeline dashboard is exported."""
     exprs = [t["expr"] for p in json.loads(PIPELINE.read_text())["panels"] for t in p["targets"]]
     wanted = {n for e in exprs for n in re.findall(r"\bagentwatch_(?:worker|sink|webhooks)_\w+", e)}
-    scraped = {name for m in (w, s, d) for name, _ in m}
+    scraped = {name for m in scrapes for name, _ in m}
     assert wanted
     assert wanted <= scraped, wanted - scraped
-    # the worker: every event in, the malformed record a dead letter, the alerts of replay
+
+
+def assert_worker(w: Samples, events: list[Any], records: list[Any],
+                  expected_alerts: Counter[tuple[str, str]]) -> None:
+    """Every event in, the malformed record a dead letter, the alerts of replay."""
     assert value(w, "agentwatch_worker_events_total") == len(events)
     assert value(w, "agentwatch_worker_records_total") == len(records)
     assert by_label(w, "agentwatch_worker_dead_letters_total", "reason") == {
@@ -183,7 +194,10 @@ def test_worker_sink_and_dispatcher_export_what_went_through(
     assert value(w, "agentwatch_worker_assigned_partitions") == PARTITIONS
     lag = {labels for (name, labels) in w if name == "agentwatch_worker_lag_records"}
     assert {dict(lb)["partition"] for lb in lag} == {str(p) for p in range(PARTITIONS)}
-    # the sink: the same events and the same dead letter stored, the alerts too, timed
+
+
+def assert_sink(s: Samples, events: list[Any], records: list[Any], expected: list[Any]) -> None:
+    """The same events and the same dead letter stored, the alerts too, inserts timed."""
     assert value(s, "agentwatch_sink_events_total") == len(events)
     # every record of both topics read (an alert's firing and resolution can make one row)
     assert value(s, "agentwatch_sink_records_total") == len(records) + len(expected)
@@ -193,7 +207,10 @@ def test_worker_sink_and_dispatcher_export_what_went_through(
     tables = {dict(lb)["table"].rsplit(".", 1)[-1] for (name, lb) in s
               if name == "agentwatch_sink_insert_seconds_count"}
     assert {"events", "alerts", "dead_letters"} <= tables
-    # the dispatcher: each alert delivered once to the endpoint, timed, nothing failed
+
+
+def assert_dispatcher(d: Samples, receiver: WebhookReceiver, expected: list[Any]) -> None:
+    """Each alert delivered once to the endpoint, timed, nothing failed."""
     assert value(d, "agentwatch_webhooks_alerts_total") == len(expected)
     assert by_label(d, "agentwatch_webhooks_deliveries_total", "endpoint", "outcome") == {
         ("ops", "delivered"): len(expected)}
@@ -201,7 +218,7 @@ def test_worker_sink_and_dispatcher_export_what_went_through(
                  outcome="delivered") == len(expected)
     assert value(d, "agentwatch_webhooks_dead_letters_total") == 0
     assert len([r for r in receiver.received if 200 <= r.response_status < 300]) == len(expected)
-    assert receiver.received[0].json["rule"] in {r for r, _ in expected_alerts}
+    assert receiver.received[0].json["rule"] in {a["rule"] for a in expected}
 
 
 def test_a_sink_without_its_broker_is_healthy_but_not_ready(tmp_path: Path) -> None:
