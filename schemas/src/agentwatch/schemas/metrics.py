@@ -26,9 +26,13 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+except ImportError:  # pragma: no cover -- the service distributions depend on the extra
+    raise ImportError("agentwatch.schemas.metrics needs prometheus-client: "
+                      "pip install 'agentwatch-schemas[metrics]'") from None
 
 from agentwatch.schemas.errors import ConfigError
 
