@@ -892,3 +892,132 @@ def test_every_dashboard_query_runs_on_a_migrated_database(
     # another tenant's dashboard shows none of acme's data
     rows = bi_backend.query(expand(sql, ["nobody"])).rows
     assert all(not any(value for value in row) for row in rows), f"{name} leaks: {rows}"
+
+
+# --- Prometheus and the pipeline dashboard ----------------------------------------------
+
+PROMETHEUS_FILE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+PROMETHEUS_DATASOURCE_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"
+PIPELINE_FILE = GRAFANA / "dashboards" / "pipeline.json"
+METRICS_MODULES = (
+    ROOT / "stream_processors/src/agentwatch/processors/worker/_metrics.py",
+    ROOT / "sinks/src/agentwatch/sinks/kafka/_metrics.py",
+    ROOT / "sinks/src/agentwatch/sinks/webhooks/_metrics.py",
+    ROOT / "cli/src/agentwatch/cli/_otlp_metrics.py",
+)
+#: service -> the variable naming its metrics port
+METRICS_PORT_VARS = {
+    "worker": "AGENTWATCH_WORKER_METRICS_PORT",
+    "sink": "AGENTWATCH_SINK_METRICS_PORT",
+    "webhooks": "AGENTWATCH_WEBHOOKS_METRICS_PORT",
+}
+#: scrape jobs of services this compose file may not have yet: the OTLP receiver's service
+#: comes with issue 19's OTLP items; its job is checked as soon as the service exists
+OPTIONAL_JOBS = {"otlp"}
+_SUFFIXES = re.compile(r"_(total|bucket|count|sum)$")
+
+
+def scrape_targets() -> dict[str, tuple[str, int]]:
+    """job -> (host, port) of deploy/prometheus/prometheus.yml (one target each)."""
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text(encoding="utf-8"))
+    out = {}
+    for job in config["scrape_configs"]:
+        ((target,),) = [c["targets"] for c in job["static_configs"]]
+        host, _, port = target.rpartition(":")
+        out[job["job_name"]] = (host, int(port))
+    return out
+
+
+def otlp_port(compose: dict[str, Any]) -> int:
+    words = command_of(compose, "otlp")
+    return int(words[words.index("--port") + 1]) if "--port" in words else 4318
+
+
+def test_prometheus_scrapes_every_service_on_its_metrics_port(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    targets = scrape_targets()
+    assert set(METRICS_PORT_VARS) <= set(targets)
+    for job, (host, port) in targets.items():
+        if host not in services:
+            assert job in OPTIONAL_JOBS, f"job {job} scrapes {host}, not a compose service"
+            continue
+        if host == "otlp":
+            assert port == otlp_port(compose)
+            continue
+        env = env_of(compose, host)
+        var = METRICS_PORT_VARS[host]
+        assert int(env[var]) == port, f"{host} serves /metrics on {env.get(var)}, not {port}"
+    # the ports parse as the services' settings
+    assert WorkerSettings.from_env(env_of(compose, "worker")).metrics_port == targets["worker"][1]
+    assert SinkSettings.from_env(env_of(compose, "sink")).metrics_port == targets["sink"][1]
+
+
+def test_prometheus_is_pinned_and_reads_this_config(compose: dict[str, Any]) -> None:
+    service = compose["services"]["prometheus"]
+    image, _, tag = service["image"].partition(":")
+    assert image == "prom/prometheus"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", tag), f"unpinned Prometheus image {service['image']}"
+    config_arg = next(a for a in service["command"] if a.startswith("--config.file="))
+    container_path = config_arg.removeprefix("--config.file=")
+    assert host_path(compose, "prometheus", container_path).resolve() == PROMETHEUS_FILE.resolve()
+    assert 9090 in container_ports(compose, "prometheus")
+    assert "prometheus" in depends_on(compose, "grafana")
+
+
+def test_the_prometheus_datasource_points_at_the_prometheus_service(
+    compose: dict[str, Any],
+) -> None:
+    provisioned = yaml.safe_load(PROMETHEUS_DATASOURCE_FILE.read_text(encoding="utf-8"))
+    (source,) = provisioned["datasources"]
+    assert source["type"] == "prometheus"
+    url = urlsplit(source["url"])
+    assert url.hostname == "prometheus"
+    assert url.port in container_ports(compose, "prometheus")
+    assert host_path(
+        compose, "grafana", "/etc/grafana/provisioning/datasources/prometheus.yaml"
+    ).resolve() == PROMETHEUS_DATASOURCE_FILE.resolve()
+
+
+def pipeline_metric_names() -> set[str]:
+    """The agentwatch metric families the pipeline dashboard's queries read."""
+    dashboard = json.loads(PIPELINE_FILE.read_text(encoding="utf-8"))
+    names = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names |= {_SUFFIXES.sub("", n) for n in re.findall(r"\bagentwatch_\w+", target["expr"])}
+    return names
+
+
+def test_the_pipeline_dashboard_reads_prometheus_and_every_service() -> None:
+    dashboard = json.loads(PIPELINE_FILE.read_text(encoding="utf-8"))
+    provisioned = yaml.safe_load(PROMETHEUS_DATASOURCE_FILE.read_text(encoding="utf-8"))
+    uid = provisioned["datasources"][0]["uid"]
+    assert dashboard["title"] == "agentwatch pipeline"
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(set(ids)) == len(ids)
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid
+            assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+    prefixes = {n.split("_")[1] for n in pipeline_metric_names()}
+    assert prefixes == {"worker", "sink", "webhooks", "otlp"}
+
+
+def test_the_pipeline_dashboard_reads_only_metrics_the_services_define() -> None:
+    defined = {
+        name for module in METRICS_MODULES
+        for name in re.findall(r'"(agentwatch_\w+)"', module.read_text(encoding="utf-8"))
+    }
+    assert pipeline_metric_names() <= defined, pipeline_metric_names() - defined
+
+
+def test_the_readme_lists_every_metric() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    defined = {
+        name for module in METRICS_MODULES
+        for name in re.findall(r'"(agentwatch_\w+)"', module.read_text(encoding="utf-8"))
+    }
+    listed = {_SUFFIXES.sub("", n) for n in re.findall(r"`(agentwatch_\w+)", readme)}
+    assert defined <= listed, f"not in the README: {sorted(defined - listed)}"

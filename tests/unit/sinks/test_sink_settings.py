@@ -226,3 +226,26 @@ def test_webhooks_settings_errors_name_the_variable(env: dict[str, str], message
     base = {"AGENTWATCH_WEBHOOKS_FILE": "e.yaml"} if env else {}
     with pytest.raises(ConfigError, match=message):
         WebhooksSettings.from_env(base | env)
+
+
+# -- metrics ports ------------------------------------------------------------------
+
+
+def test_the_sink_and_dispatcher_metrics_ports_are_off_by_default_and_read_by_name() -> None:
+    from agentwatch.sinks._settings import WebhooksSettings  # noqa: PLC0415
+
+    assert SinkSettings.from_env({}).metrics_port == 0
+    assert SinkSettings.from_env({"AGENTWATCH_SINK_METRICS_PORT": "9465"}).metrics_port == 9465
+    hooks = WebhooksSettings.from_env({"AGENTWATCH_WEBHOOKS_FILE": "e.yaml",
+                                       "AGENTWATCH_WEBHOOKS_METRICS_PORT": "9466"})
+    assert hooks.metrics_port == 9466
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("-1", "AGENTWATCH_SINK_METRICS_PORT: -1 is not a port"),
+    ("70000", "AGENTWATCH_SINK_METRICS_PORT: 70000 is not a port"),
+    ("nine", "AGENTWATCH_SINK_METRICS_PORT: 'nine' is not a valid int"),
+])
+def test_a_bad_sink_metrics_port_names_its_variable(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SinkSettings.from_env({"AGENTWATCH_SINK_METRICS_PORT": raw})

@@ -100,6 +100,12 @@ def replay(
     )
 
 
+MetricsPortOption = Annotated[int | None, typer.Option(
+    "--metrics-port", metavar="PORT", help="Serve /metrics, /healthz and /readyz on this "
+    "port, all interfaces (env AGENTWATCH_<SERVICE>_METRICS_PORT; default 0: off).",
+    show_default=False)]
+
+
 @app.command()
 def worker(
     config: ConfigOption = None,
@@ -119,6 +125,7 @@ def worker(
         "--stages", help="all (one process), split (two processes: the session stage here, "
         "the agent/tenant stage in a child; two cores for one worker), session or rekeyed "
         "(env AGENTWATCH_WORKER_STAGES; default all).", show_default=False)] = None,
+    metrics_port: MetricsPortOption = None,
     loglevel: Annotated[str, typer.Option("--loglevel", help="faust's log level.")] = "warning",
 ) -> None:
     """Run the detection core on Kafka: consume agentwatch.events, produce alert state
@@ -134,7 +141,7 @@ def worker(
 
     settings = WorkerSettings.from_env(
         bootstrap_servers=bootstrap_servers, group_id=group_id, data_dir=data_dir,
-        store=store, rules_file=config, stages=stages)
+        store=store, rules_file=config, stages=stages, metrics_port=metrics_port)
     rules = load_rules(settings.rules_file)
     run_worker(settings, rules, loglevel=loglevel)
 
@@ -342,6 +349,7 @@ def webhooks(
     group_id: Annotated[str | None, typer.Option(
         "--group-id", help="Consumer group shared by the dispatchers (env "
         "AGENTWATCH_WEBHOOKS_GROUP; default agentwatch-webhooks).", show_default=False)] = None,
+    metrics_port: MetricsPortOption = None,
     loglevel: Annotated[str, typer.Option(
         "--loglevel", help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -358,7 +366,8 @@ def webhooks(
     from agentwatch.sinks.webhooks import load_endpoints  # noqa: PLC0415
 
     settings = WebhooksSettings.from_env(
-        endpoints_file=endpoints, bootstrap_servers=bootstrap_servers, group_id=group_id
+        endpoints_file=endpoints, bootstrap_servers=bootstrap_servers, group_id=group_id,
+        metrics_port=metrics_port,
     )
     configs = load_endpoints(settings.endpoints_file)
     if loglevel.lower() not in {"debug", "info", "warning", "error"}:
@@ -406,6 +415,7 @@ def sink(
         "--group-id", help="Consumer group shared by the sinks (env AGENTWATCH_SINK_GROUP; "
         "default agentwatch-sink).", show_default=False)] = None,
     url: UrlOption = None,
+    metrics_port: MetricsPortOption = None,
     loglevel: Annotated[str, typer.Option(
         "--loglevel", help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -419,7 +429,8 @@ def sink(
     """
     from agentwatch.sinks import SinkSettings, StoreSettings  # noqa: PLC0415
 
-    sink_settings = SinkSettings.from_env(bootstrap_servers=bootstrap_servers, group_id=group_id)
+    sink_settings = SinkSettings.from_env(bootstrap_servers=bootstrap_servers, group_id=group_id,
+                                          metrics_port=metrics_port)
     store_settings = StoreSettings.from_env(url=url)
     from agentwatch.sinks.kafka import run_sink  # noqa: PLC0415 -- after the settings parse
 

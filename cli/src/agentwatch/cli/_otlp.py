@@ -46,6 +46,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
+from agentwatch.cli._otlp_metrics import OtlpMetrics
 from agentwatch.producer import Agentwatch
 from agentwatch.producer._genai import EVALUATION_EVENT, GenAISpan, Skipped, map_span
 from agentwatch.producer._queue import RateLimitedLog
@@ -273,11 +274,13 @@ class OtlpReceiver:
         self.tenant_header = tenant_header
         self.max_body_bytes = max_body_bytes
         self.stats = ReceiverStats()
+        self.metrics = OtlpMetrics(self)
         self._log = RateLimitedLog(log=logger)  # one line per reason per 10 s
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post(TRACES_PATH, self.handle_traces)
+        self.metrics.add_routes(app)  # /metrics, /healthz, /readyz
         return app
 
     async def handle_traces(self, request: web.Request) -> web.Response:

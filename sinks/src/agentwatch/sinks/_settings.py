@@ -226,6 +226,8 @@ class SinkSettings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     """TLS/SASL of the sink's Kafka clients (``KAFKA_SECURITY_PROTOCOL`` ..., see
     :mod:`agentwatch.schemas.kafka_security`)."""
+    metrics_port: int = 0
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port; 0: off."""
 
     def __post_init__(self) -> None:
         if self.batch_max_events < 1:
@@ -234,6 +236,9 @@ class SinkSettings:
             raise _SettingError("batch_max_ms", f"{self.batch_max_ms} is not >= 1")
         if not self.max_backoff_s > 0:
             raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise _SettingError("metrics_port", f"{self.metrics_port} is not a port "
+                                "(0..65535; 0: off)")
         topics = self.topics
         if not topics:
             raise ConfigError(
@@ -269,6 +274,7 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",
     "max_backoff_s": "AGENTWATCH_SINK_MAX_BACKOFF_S",
+    "metrics_port": "AGENTWATCH_SINK_METRICS_PORT",
 }
 
 
@@ -293,6 +299,8 @@ class WebhooksSettings:
     """Longest wait between two attempts to reach Kafka."""
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     """TLS/SASL of the dispatcher's Kafka clients (:mod:`agentwatch.schemas.kafka_security`)."""
+    metrics_port: int = 0
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port; 0: off."""
 
     def __post_init__(self) -> None:
         if not self.endpoints_file:
@@ -305,6 +313,9 @@ class WebhooksSettings:
             raise _SettingError("drain_s", f"{self.drain_s} is not >= 0")
         if not self.max_backoff_s > 0:
             raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise _SettingError("metrics_port", f"{self.metrics_port} is not a port "
+                                "(0..65535; 0: off)")
         if not self.alerts_topic or not self.dlq_topic:
             raise ConfigError("alerts_topic and dlq_topic must not be empty")
         if self.alerts_topic == self.dlq_topic:
@@ -326,4 +337,5 @@ WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
     "max_in_flight": "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT",
     "drain_s": "AGENTWATCH_WEBHOOKS_DRAIN_S",
     "max_backoff_s": "AGENTWATCH_WEBHOOKS_MAX_BACKOFF_S",
+    "metrics_port": "AGENTWATCH_WEBHOOKS_METRICS_PORT",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ ENV = {
     "AGENTWATCH_CHECKPOINT_INTERVAL_S": "2.5",
     "AGENTWATCH_STATS_INTERVAL_S": "10",
     "AGENTWATCH_WORKER_STAGES": "all",
+    "AGENTWATCH_WORKER_METRICS_PORT": "9464",
 }
 
 
@@ -40,7 +42,7 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
         dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
         partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
         batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
-        checkpoint_interval_s=2.5, stats_interval_s=10.0,
+        checkpoint_interval_s=2.5, stats_interval_s=10.0, metrics_port=9464,
     )
 
 
@@ -154,4 +156,26 @@ def test_the_split_child_gets_every_setting_and_its_own_data_dir() -> None:
     assert child.stages == "rekeyed"
     assert child.data_dir == Path("/var/lib/aw/rekeyed-stage")
     assert child == dataclasses.replace(settings, stages="rekeyed",
-                                        data_dir=Path("/var/lib/aw/rekeyed-stage"))
+                                        data_dir=Path("/var/lib/aw/rekeyed-stage"),
+                                        metrics_port=9465)  # the next port
+
+
+def test_the_metrics_port_is_off_by_default_and_read_from_its_variable() -> None:
+    assert WorkerSettings.from_env({}).metrics_port == 0
+    assert WorkerSettings.from_env({"AGENTWATCH_WORKER_METRICS_PORT": "9464"}).metrics_port == 9464
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("http", "AGENTWATCH_WORKER_METRICS_PORT: 'http' is not a valid int"),
+    ("70000", "metrics_port: 70000 is not a port"),
+])
+def test_a_bad_metrics_port_is_refused_by_name(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        WorkerSettings.from_env({"AGENTWATCH_WORKER_METRICS_PORT": raw})
+
+
+def test_the_split_child_serves_its_metrics_on_the_next_port() -> None:
+    settings = WorkerSettings.from_env(ENV, stages="split", metrics_port=9464)
+    assert WorkerSettings.from_env(child_env(settings)).metrics_port == 9465
+    off = WorkerSettings.from_env(ENV, stages="split", metrics_port=0)
+    assert WorkerSettings.from_env(child_env(off)).metrics_port == 0

@@ -71,7 +71,12 @@ def run_sink(sink: SinkSettings, store: StoreSettings, *, loglevel: str = "info"
                 store.describe(),
                 sink.group_id,
             )
-            return await runner.run()
+            if sink.metrics_port:
+                runner.metrics.start(sink.metrics_port)
+            try:
+                return await runner.run()
+            finally:
+                runner.metrics.close()
 
         # Batches hold many small objects that die by reference counting; the cyclic
         # collector scanning them over and over cost more than the decoding itself.

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter as Tally
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -47,6 +48,7 @@ from agentwatch.sinks.kafka._group import (
     rebalance_listener,
     start_with_retry,
 )
+from agentwatch.sinks.kafka._metrics import SinkMetrics
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -119,6 +121,7 @@ class _Job:
     alerts: int = 0
     dead_letters: int = 0
     duplicates: int = 0
+    reasons: Tally[str] = field(default_factory=Tally)  # dead letters by reason (/metrics)
 
 
 class _AbandonedError(Exception):
@@ -155,6 +158,7 @@ class KafkaSink:
         self._paused = False  # every partition paused while ClickHouse fails
         self.stats = SinkStats()
         self.ready = asyncio.Event()  # set once partitions are assigned
+        self.metrics = SinkMetrics(self)  # /metrics: reads the stats at scrape time
 
     def stop(self) -> None:
         """Ask :meth:`run` to flush what it holds, commit and return."""
@@ -222,6 +226,7 @@ class KafkaSink:
             async with self._lock:
                 for tp, records in data.items():
                     await self._take(tp, records)
+                    self.metrics.positions[tp] = records[-1].offset + 1
                 if self._due(max_age_s):
                     await self._round()
             if time.monotonic() >= next_stats:
@@ -332,6 +337,7 @@ class KafkaSink:
             job.events += len(batch.events)
             job.alerts += len(alerts)
             job.dead_letters += len(batch.dead_letters)
+            job.reasons.update(d.reason for d in batch.dead_letters)
             job.duplicates += batch.duplicates
         return job
 
@@ -372,6 +378,7 @@ class KafkaSink:
             self.stats.alerts += job.alerts
             self.stats.dead_letters += job.dead_letters
             self.stats.duplicates += job.duplicates
+            self.metrics.stored(job.reasons)
             self.stats.rounds += 1
             gc.collect(1)  # the batches' objects die by refcount; collect the young rest
             return True
@@ -403,9 +410,11 @@ class KafkaSink:
                         recheck = False
                         if data.num_rows == 0:
                             return
+                    t0 = time.perf_counter()
                     await asyncio.to_thread(
                         self._backend.insert_arrow, table, data, dedup_token=token
                     )
+                    self.metrics.insert_seconds.labels(table).observe(time.perf_counter() - t0)
                 except SinkError as exc:
                     wait_s = backoff_s
                     if isinstance(exc, BackpressureError):

@@ -42,6 +42,7 @@ from agentwatch.sinks.kafka._group import (
 from agentwatch.sinks.webhooks._dispatcher import Dispatcher, EndpointStats
 from agentwatch.sinks.webhooks._endpoints import EndpointConfig
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
+from agentwatch.sinks.webhooks._metrics import DispatcherMetrics
 from agentwatch.sinks.webhooks._progress import PartitionProgress, endpoint_tag, parse_progress
 from agentwatch.sinks.webhooks._sender import DeliveryResult
 
@@ -108,6 +109,7 @@ class KafkaDispatcher:
                                            settings.kafka_security)
         self.stats = DispatcherStats()
         self.ready = asyncio.Event()  # set once partitions are assigned
+        self.metrics = DispatcherMetrics(self)  # /metrics: reads the stats at scrape time
         self.dispatcher = Dispatcher(
             self._endpoints,
             on_dead_letter=self._dead_letter,
@@ -265,6 +267,7 @@ class KafkaDispatcher:
                 loop.call_soon_threadsafe(fn, *args)
 
     def _on_result(self, ref: object, result: DeliveryResult) -> None:
+        self.metrics.finished(result)
         self._call(self._finished, ref, result.endpoint)
 
     def _on_done(self, ref: object) -> None:
@@ -414,7 +417,12 @@ def run_dispatcher(
     async def main() -> DispatcherStats:
         runner = KafkaDispatcher(settings, endpoints)
         install_signal_handlers(runner)
-        return await runner.run()
+        if settings.metrics_port:
+            runner.metrics.start(settings.metrics_port)
+        try:
+            return await runner.run()
+        finally:
+            runner.metrics.close()
 
     asyncio.run(main())
     return 0

@@ -32,6 +32,7 @@ from faust.types import TP, EventT
 from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker import _faust_internals as faust_internals
 from agentwatch.processors.worker._forward import MARK_KEY
+from agentwatch.processors.worker._metrics import WorkerMetrics
 from agentwatch.processors.worker._offsets import HoleProbe, OffsetGuard
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
@@ -337,6 +338,7 @@ class _Worker:
         self.fetches: dict[TP, tuple[float, float | None]] = {}
         self.started_s = time.monotonic()
         self.stats = _Stats()
+        self.metrics = WorkerMetrics(self)  # /metrics: reads the stats at scrape time
         if settings.runs_session_stage:
             app.agent(self.events_topic, name="agentwatch-session-stage")(self.session_agent)
             app.timer(interval=max(0.1, settings.idle_after_s / 2))(self.announce_idle)
@@ -496,6 +498,7 @@ class _Worker:
                 if stage.forward_scopes:  # after the forwards: one producer keeps the order
                     await self.announce(groups, idle=False)
                 self._progressed(self.settings.events_topic, groups)
+            self.metrics.outputs(out)
             self.stats.add(events=out.events, records=len(batch), batches=1,
                            alerts=len(out.alerts), dead_letters=len(out.dead_letters),
                            forwards=len(out.forwards))
@@ -507,6 +510,7 @@ class _Worker:
                                         self.rekeyed_held, self.rekeyed_guard,
                                         self.settings.rekeyed_topic, stream, batch)
             self._progressed(self.settings.rekeyed_topic, _by_partition(batch))
+            self.metrics.outputs(out)
             self.stats.add(rekeyed_events=out.events, rekeyed_records=len(batch),
                            alerts=len(out.alerts))
 
@@ -583,6 +587,7 @@ class _Worker:
             self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
                            changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
             self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
+            self.metrics.checkpoint_seconds.observe(took_s)
 
     def _gauges(self) -> dict[str, Any]:
         consumer: Any = self.app.consumer
@@ -729,6 +734,7 @@ class _Worker:
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         await self.probe.stop()
+        self.metrics.close()
 
     async def on_assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Another worker may have owned a partition meanwhile: rebuild every partition from
@@ -769,6 +775,8 @@ def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: i
                           + "; ".join(broken))
     faust_internals.short_fetch_wait(FETCH_MAX_WAIT_MS)
     worker = _Worker(settings, config, input_partitions)
+    if settings.metrics_port:
+        worker.metrics.start(settings.metrics_port)
     log.info("worker %s: %d partitions, store %s, forwarding %s", settings.group_id,
              input_partitions, settings.store,
              [s.value for s in worker.session_stage.forward_scopes] or "nothing")

@@ -52,6 +52,9 @@ class WorkerSettings:
     after a crash (never an alert lost or a different one fired)."""
     stats_interval_s: float = 30.0
     """How often the worker logs its counters (``agentwatch worker stats {json}``, INFO)."""
+    metrics_port: int = 0
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (all interfaces); 0:
+    off. With ``stages=split`` the rekeyed-stage process serves on the next port."""
     idle_after_s: float = 1.0
     """An input partition with nothing new for this long (and nothing left to read, as a
     fetch answered after that quiet period confirms) is idle: it no longer holds back
@@ -79,6 +82,9 @@ class WorkerSettings:
         if not self.stats_interval_s > 0:
             raise ConfigError(
                 f"stats_interval_s: {self.stats_interval_s} is not a positive number")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port: {self.metrics_port} is not a port (0..65535; "
+                              "0: off)")
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} is not a positive number")
 
@@ -156,4 +162,5 @@ ENV_VARS: dict[str, str] = {
     "stages": "AGENTWATCH_WORKER_STAGES",
     "checkpoint_interval_s": "AGENTWATCH_CHECKPOINT_INTERVAL_S",
     "stats_interval_s": "AGENTWATCH_STATS_INTERVAL_S",
+    "metrics_port": "AGENTWATCH_WORKER_METRICS_PORT",
 }

@@ -39,7 +39,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def child_env(settings: WorkerSettings) -> dict[str, str]:
     """The environment of the rekeyed-stage process: every setting of this one."""
     child = dataclasses.replace(settings, stages="rekeyed",
-                                data_dir=settings.data_dir / "rekeyed-stage")
+                                data_dir=settings.data_dir / "rekeyed-stage",
+                                metrics_port=settings.metrics_port and settings.metrics_port + 1)
     env = dict(os.environ)
     for name, var in ENV_VARS.items():
         value = getattr(child, name)
