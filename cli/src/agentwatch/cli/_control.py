@@ -136,7 +136,9 @@ def write_control(settings: ControlSettings, record: ControlRecord) -> None:
 
 
 async def _read(settings: ControlSettings) -> dict[str, ControlRecord]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    from agentwatch.producer._control import assign_topic  # noqa: PLC0415
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
@@ -146,11 +148,10 @@ async def _read(settings: ControlSettings) -> dict[str, ControlRecord]:
             await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
         except _UNREACHABLE as exc:
             raise _unreachable(settings, exc) from None
-        partitions = consumer.partitions_for_topic(settings.topic)
-        if not partitions:
+        try:
+            tps = await assign_topic(consumer, settings.topic)
+        except LookupError:
             return {}  # never written to: nothing is halted
-        tps = [TopicPartition(settings.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         halts: dict[str, ControlRecord] = {}

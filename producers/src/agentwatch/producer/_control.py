@@ -26,7 +26,6 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.producer._queue import RateLimitedLog
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
     from agentwatch.producer._inprocess import InProcessLog
     from agentwatch.producer._kafka import KafkaTransport
 
-__all__ = ["AgentHalted", "Control", "Halt", "HaltTable", "OnHalt"]
+__all__ = ["AgentHalted", "Control", "Halt", "HaltTable", "OnHalt", "assign_topic"]
 
 logger = logging.getLogger("agentwatch.producer")
 
@@ -165,12 +164,22 @@ class Control:
     # -- followers ------------------------------------------------------------------
     def follow_kafka(self, transport: KafkaTransport, topic: str) -> None:
         """Follow ``topic`` with a consumer on the Kafka transport's event loop."""
-        future: Future[None] = transport.submit(_follow_kafka(self, transport.config, topic))
+        async def start() -> asyncio.Task[None]:
+            return asyncio.get_running_loop().create_task(
+                _follow_kafka(self, transport.config, topic))
+
+        task = transport.submit(start()).result(timeout=_RETRY_MAX_S)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
         def stop() -> None:
-            future.cancel()  # cancels the task on the loop; its finally stops the consumer
+            # cancel the task and wait for it to stop its consumer (a consumer left open
+            # when the transport's loop ends leaks its connections)
             with contextlib.suppress(Exception):
-                future.exception(timeout=_RETRY_MAX_S)
+                transport.submit(cancel()).result(timeout=_RETRY_MAX_S)
 
         self._stop = stop
 
@@ -212,17 +221,21 @@ def _consumer_options(producer_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in producer_config.items() if k in accepted}
 
 
-async def _assign(consumer: Any, topic: str) -> list[Any]:
+async def assign_topic(consumer: Any, topic: str) -> list[Any]:
     """Assign every partition of ``topic``; LookupError while it does not exist."""
     from aiokafka import TopicPartition  # noqa: PLC0415 -- only with Kafka
 
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer.force_metadata_update()  # a topic created since the consumer started
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
+    if topic not in await consumer.topics():
         raise LookupError(f"topic {topic} does not exist (yet)")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    # a manual assignment makes the client fetch the topic's metadata (partition 0 always
+    # exists; the topic is made with one partition, but take all if someone made more)
+    consumer.assign([TopicPartition(topic, 0)])
+    for _ in range(100):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            break
+        await asyncio.sleep(0.02)
+    tps = [TopicPartition(topic, p) for p in sorted(partitions or {0})]
     consumer.assign(tps)
     return tps
 
@@ -239,7 +252,7 @@ async def _follow_kafka(control: Control, producer_config: dict[str, Any], topic
                                     auto_offset_reset="earliest", fetch_max_wait_ms=200)
         try:
             await consumer.start()
-            tps = await _assign(consumer, topic)
+            tps = await assign_topic(consumer, topic)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             caught_up = False
