@@ -81,14 +81,18 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
         f"b = ChdbBackend({str(data_dir / 'clickhouse')!r})\n"
         "e = b.query('SELECT count() FROM agentwatch.events').rows[0][0]\n"
         "a = b.query('SELECT count(), uniqExact(alert_id) FROM agentwatch.alerts').rows[0]\n"
-        "print(orjson.dumps([e, list(a)]).decode())\n"
+        "c = b.query('SELECT action, by, key FROM agentwatch.control_log ORDER BY ts').rows\n"
+        "print(orjson.dumps([e, list(a), [list(r) for r in c]]).decode())\n"
         "b.close()\n"
     )
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
-    events_rows, (alert_rows, alert_ids) = orjson.loads(counted.stdout)
+    events_rows, (alert_rows, alert_ids), control = orjson.loads(counted.stdout)
     assert events_rows == n_events
     assert (alert_rows, alert_ids) == (6, 3)
+    # the halt and its resume (when the loop alert resolved) are in the audit table
+    assert control == [["halt", "loop_repeat", "session:acme-retail/supply-loop-0001"],
+                       ["resume", "loop_repeat", "session:acme-retail/supply-loop-0001"]]
 
 
 def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(

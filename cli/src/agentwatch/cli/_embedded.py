@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from agentwatch.processors.core import Engine, EventTimeDriver
 from agentwatch.processors.worker._control import control_records, halt_rules
 from agentwatch.producer import InProcessLog
-from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_record
+from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
 from agentwatch.sinks import ClickHouseSink
 from agentwatch.sinks.webhooks import (
     DeliveryFailure,
@@ -177,6 +177,7 @@ class EmbeddedPipeline:
         records = control_records(self._halt_rules, alerts)
         if records:
             self._log.append(self._control_topic, [(k, v or b"") for k, v in records])
+            self._sink.add_control(decode_control(v) for _k, v in records if v is not None)
 
     def _flush_sink(self) -> None:
         try:
