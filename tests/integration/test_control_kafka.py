@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from sink_harness import SinkProcess, wait_caught_up
 from worker_harness import WorkerProcess, create_topic, topics_for
 
 from agentwatch.producer import AgentHalted, Agentwatch
@@ -160,3 +161,34 @@ def test_fail_closed_refuses_calls_while_the_control_topic_cannot_be_read(
         done = _cli(kafka_bootstrap, names["control"], "resume", "--tenant", "acme")
         assert done.returncode == 0, done.stderr  # creates the topic: now it can be read
         assert _until(lambda: aw.halted() is None)
+
+
+def test_the_sink_stores_every_halt_and_resume_in_control_log(
+        kafka_bootstrap: str, names: dict[str, str], topic_name: str, tmp_path: Path) -> None:
+    for args in (("halt", "--tenant", "acme", "--session", "s9", "--reason", "stuck",
+                  "--by", "alice"),
+                 ("resume", "--tenant", "acme", "--session", "s9", "--by", "bob")):
+        done = _cli(kafka_bootstrap, names["control"], *args)
+        assert done.returncode == 0, done.stderr
+    create_topic(kafka_bootstrap, names["events"], 1)
+    create_topic(kafka_bootstrap, names["alerts"], 1)
+    chdb = tmp_path / "chdb"
+    sink = SinkProcess(kafka_bootstrap, events_topic=names["events"],
+                       alerts_topic=names["alerts"], group=f"{topic_name}-sink",
+                       chdb_path=chdb, log_path=tmp_path / "sink.log")
+    sink.env["AGENTWATCH_CONTROL_TOPIC"] = names["control"]
+    sink.start()
+    try:
+        wait_caught_up(kafka_bootstrap, f"{topic_name}-sink", {names["control"]: 1},
+                       timeout_s=WAIT_S, sink=sink)
+    finally:
+        assert sink.stop() == 0, sink.log()[-3000:]
+    from agentwatch.sinks import ChdbBackend  # noqa: PLC0415
+
+    with ChdbBackend(chdb) as backend:
+        rows = backend.query("SELECT action, key, by, reason FROM agentwatch.control_log "
+                             "ORDER BY ts").rows
+        dead = backend.query("SELECT count() FROM agentwatch.dead_letters").rows
+    assert rows == [("halt", "session:acme/s9", "alice", "stuck"),
+                    ("resume", "session:acme/s9", "bob", "resumed by an operator")]
+    assert dead == [(0,)]  # the tombstone after the resume is skipped, not a dead letter
