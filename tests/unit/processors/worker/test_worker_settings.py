@@ -29,6 +29,7 @@ ENV = {
     "AGENTWATCH_CHECKPOINT_INTERVAL_S": "2.5",
     "AGENTWATCH_STATS_INTERVAL_S": "10",
     "AGENTWATCH_WORKER_STAGES": "all",
+    "AGENTWATCH_CONTROL_TOPIC": "t.control",
 }
 
 
@@ -40,7 +41,7 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
         dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
         partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
         batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
-        checkpoint_interval_s=2.5, stats_interval_s=10.0,
+        checkpoint_interval_s=2.5, stats_interval_s=10.0, control_topic="t.control",
     )
 
 
