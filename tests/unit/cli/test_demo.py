@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,11 +57,20 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
-    n_events = len(list(fleet_events(FleetPlan())))
+    # the looping session is halted: its agent stops, so fewer events than the fleet's
+    halted = re.search(r"halt: supply-loop-0001 stopped on AgentHalted at \S+ \(by "
+                       r"loop_repeat, [\d.]+ s of agent time after the alert fired\); the "
+                       r"halt saved (\d+) calls and \$([\d.]+)", " ".join(out.split()))
+    assert halted is not None, out
+    saved_calls = int(halted.group(1))
+    assert saved_calls > 200  # of the loop's 264 calls
+    assert float(halted.group(2)) > 0
+    n_events = len(list(fleet_events(FleetPlan()))) - saved_calls  # + its own session_end
     assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
     assert f"{n_events:,} events, 0 invalid" in out
-    assert "webhooks: 8/8 delivered, 8 received by the local receiver, 0 failed" in out
-    assert out.count("signature ok") == 8
+    # loop_repeat, session_cost, agent_error_rate fire and resolve; loop_steps never fires
+    assert "webhooks: 6/6 delivered, 6 received by the local receiver, 0 failed" in out
+    assert out.count("signature ok") == 6
     assert "BAD SIGNATURE" not in out
     assert "Fleet summary" in out
     assert "Example query" in out
@@ -71,14 +81,18 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
         f"b = ChdbBackend({str(data_dir / 'clickhouse')!r})\n"
         "e = b.query('SELECT count() FROM agentwatch.events').rows[0][0]\n"
         "a = b.query('SELECT count(), uniqExact(alert_id) FROM agentwatch.alerts').rows[0]\n"
-        "print(orjson.dumps([e, list(a)]).decode())\n"
+        "c = b.query('SELECT action, by, key FROM agentwatch.control_log ORDER BY ts').rows\n"
+        "print(orjson.dumps([e, list(a), [list(r) for r in c]]).decode())\n"
         "b.close()\n"
     )
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
-    events_rows, (alert_rows, alert_ids) = orjson.loads(counted.stdout)
+    events_rows, (alert_rows, alert_ids), control = orjson.loads(counted.stdout)
     assert events_rows == n_events
-    assert (alert_rows, alert_ids) == (8, 4)
+    assert (alert_rows, alert_ids) == (6, 3)
+    # the halt and its resume (when the loop alert resolved) are in the audit table
+    assert control == [["halt", "loop_repeat", "session:acme-retail/supply-loop-0001"],
+                       ["resume", "loop_repeat", "session:acme-retail/supply-loop-0001"]]
 
 
 def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
@@ -110,13 +124,13 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
         assert proc.returncode == 0, out + proc.stderr.decode()
         received, refused = ours.received, gone.received
 
-    # 2 runaway-loop alerts (repeat, steps) fire and resolve: 4 state changes
+    # the runaway-loop alert (repeat) fires and resolves; the halt stops the loop before
+    # the steps rule would fire
     assert sorted((d.json["rule"], d.json["state"]) for d in received) == [
-        ("loop_repeat", "firing"), ("loop_repeat", "resolved"),
-        ("loop_steps", "firing"), ("loop_steps", "resolved")]
+        ("loop_repeat", "firing"), ("loop_repeat", "resolved")]
     assert all(d.verified for d in received)
-    assert len(refused) == 8  # 410 is final: one attempt each
-    assert "8 received by the local receiver, 8 failed" in out
+    assert len(refused) == 6  # 410 is final: one attempt each
+    assert "6 received by the local receiver, 6 failed" in out
     assert "webhook gone: delivery" in out
 
     check = (
@@ -132,5 +146,5 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
     statuses, dead_letters = orjson.loads(counted.stdout)
-    assert statuses == [["", 8], ["failed:gone", 8]]
-    assert dead_letters == 8
+    assert statuses == [["", 6], ["failed:gone", 6]]
+    assert dead_letters == 6

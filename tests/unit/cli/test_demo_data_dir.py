@@ -5,6 +5,7 @@ and a database the demo did not write is never touched."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def test_after_the_demo_the_suggested_query_works_as_it_is(tmp_path: Path) -> None:
-    n_events = len(list(fleet_events(FleetPlan())))
+    fleet = len(list(fleet_events(FleetPlan())))
     for _ in range(2):  # twice: the second run's totals are not added to the first's
         demo = _run(tmp_path, "demo", "--duration-s", "2")
         out = demo.stdout.decode()
@@ -56,6 +57,11 @@ def test_after_the_demo_the_suggested_query_works_as_it_is(tmp_path: Path) -> No
         query = _run(tmp_path, "query", "-f", "json",
                      "SELECT count() AS n FROM agentwatch.events")
         assert query.returncode == 0, query.stderr.decode()
+        # every event the producer sent (the halted loop session sends fewer than the fleet)
+        sent = re.search(r"producer: ([\d,]+) emitted, \1 sent", out)
+        assert sent is not None, out
+        n_events = int(sent.group(1).replace(",", ""))
+        assert 0 < n_events < fleet
         assert orjson.loads(query.stdout.splitlines()[0])["n"] == n_events  # one JSON row
     saved = _run(tmp_path, "query", "--saved", "cost-by-agent")
     assert saved.returncode == 0, saved.stderr.decode()

@@ -437,3 +437,93 @@ def sink(
     if loglevel.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
     raise typer.Exit(run_sink(sink_settings, store_settings, loglevel=loglevel))
+
+
+# -- control -------------------------------------------------------------------------------
+
+control_app = typer.Typer(
+    help="Halt and resume agents (the control topic that producers with control=True "
+    "follow).", no_args_is_help=True)
+app.add_typer(control_app, name="control")
+
+TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant.", show_default=False)]
+AgentOption = Annotated[str | None, typer.Option(
+    "--agent", help="Only this agent (every session of it).", show_default=False)]
+SessionOption = Annotated[str | None, typer.Option(
+    "--session", help="Only this session.", show_default=False)]
+ByOption = Annotated[str | None, typer.Option(
+    "--by", help="Who does it (default: your user name).", show_default=False)]
+BootstrapOption = Annotated[str | None, typer.Option(
+    "--bootstrap-servers", help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default "
+    "localhost:9092).", show_default=False)]
+
+
+def _control(action: str, tenant: str, agent: str | None, session: str | None,
+             reason: str | None, by: str | None, bootstrap_servers: str | None) -> None:
+    from agentwatch.cli._control import (  # noqa: PLC0415
+        ControlSettings,
+        operator_record,
+        write_control,
+    )
+    from agentwatch.schemas import ControlAction  # noqa: PLC0415
+
+    record = operator_record(ControlAction(action), tenant=tenant, agent=agent,
+                             session=session, reason=reason, by=by)
+    settings = ControlSettings.from_env(bootstrap_servers=bootstrap_servers)
+    write_control(settings, record)
+    print(f"{'halted' if action == 'halt' else 'resumed'} {record.scope_label} "
+          f"(by {record.by}) on {settings.topic}")
+
+
+@control_app.command("halt")
+def control_halt(
+    tenant: TenantOption,
+    reason: Annotated[str, typer.Option("--reason", help="Why (one sentence; agents see it "
+                                        "in AgentHalted).", show_default=False)],
+    agent: AgentOption = None,
+    session: SessionOption = None,
+    by: ByOption = None,
+    bootstrap_servers: BootstrapOption = None,
+) -> None:
+    """Halt a tenant, one agent of it (--agent) or one session (--session): their next
+    llm_call()/tool_call() raises AgentHalted, until `agentwatch control resume`."""
+    _control("halt", tenant, agent, session, reason, by, bootstrap_servers)
+
+
+@control_app.command("resume")
+def control_resume(
+    tenant: TenantOption,
+    agent: AgentOption = None,
+    session: SessionOption = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (optional).",
+                                               show_default=False)] = None,
+    by: ByOption = None,
+    bootstrap_servers: BootstrapOption = None,
+) -> None:
+    """Let a halted tenant, agent or session run again (an operator's or an alert's halt)."""
+    _control("resume", tenant, agent, session, reason, by, bootstrap_servers)
+
+
+@control_app.command("list")
+def control_list(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.",
+                                               show_default=False)] = None,
+    output: Annotated[str, typer.Option(
+        "--format", "-f", help="table or json (one object per line).")] = "table",
+    bootstrap_servers: BootstrapOption = None,
+) -> None:
+    """What is halted now: scope, by whom (an operator, or the rule of an alert), why and
+    since when (read from the beginning of the compacted control topic)."""
+    from agentwatch.cli._control import ControlSettings, halt_row, read_halts  # noqa: PLC0415
+    from agentwatch.cli._render import write_json_lines, write_table  # noqa: PLC0415
+
+    if output not in {"table", "json"}:
+        raise ConfigError(f"--format: {output!r} is not one of table, json")
+    settings = ControlSettings.from_env(bootstrap_servers=bootstrap_servers)
+    rows = [halt_row(h) for h in read_halts(settings, tenant)]
+    if output == "json":
+        write_json_lines(sys.stdout, rows)
+        return
+    columns = ["scope", "by", "reason", "since", "alert_id"]
+    write_table(sys.stdout, columns, [[row[c] for c in columns] for row in rows],
+                footer="halted now")

@@ -6,6 +6,8 @@ import secrets
 import shutil
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -15,8 +17,14 @@ from rich.table import Table
 from agentwatch.cli._embedded import EmbeddedPipeline
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import Engine, load_rules
-from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport
-from agentwatch.schemas import Alert, AlertState, AlertType, ConfigError
+from agentwatch.producer import AgentHalted, Agentwatch, Halt, InProcessLog, InProcessTransport
+from agentwatch.schemas import (
+    Alert,
+    AlertState,
+    AlertType,
+    ConfigError,
+    default_price_table,
+)
 from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 from agentwatch.sinks._settings import DEFAULT_CHDB_PATH
 from agentwatch.sinks.webhooks import (
@@ -26,7 +34,20 @@ from agentwatch.sinks.webhooks import (
     load_endpoints,
 )
 
-__all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "demo_chdb_path", "run_demo"]
+__all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "LOOP_SESSION", "demo_chdb_path", "run_demo"]
+
+#: the fleet's runaway session: its simulated agent obeys halts (the loop rule halts it)
+LOOP_SESSION = "supply-loop-0001"
+
+
+@dataclass(slots=True)
+class _Halted:
+    """What the halt of the looping agent stopped."""
+
+    halt: Halt
+    at_ts: str  # event time of the call that got AgentHalted
+    calls_saved: int = 0
+    usd_saved: float = 0.0
 
 #: where the demo keeps its chDB database by default: where `agentwatch query` (and the
 #: other store commands) look when no --url / CLICKHOUSE_URL is given, so the next step
@@ -81,7 +102,7 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         endpoints = [local, *extra]
         log = InProcessLog()
         client = Agentwatch(transport=InProcessTransport(log), tenant_id=plan.tenant_id,
-                            agent_id="demo", linger_ms=20)
+                            agent_id="demo", linger_ms=20, control=True)
         pipeline = EmbeddedPipeline(log, Engine(rules), sink, endpoints).start()
 
         console.print(
@@ -91,7 +112,7 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
             + "".join(f", {e.name} ({e.format})" for e in extra) + "\n"
         )
         started = time.monotonic()
-        _play(events, client, duration_s, plan, console)
+        halted = _play(events, client, duration_s, plan, console)
         client.flush(timeout_s=10.0)
         pipeline.wait_until(log.end_offset("agentwatch.events"), timeout_s=30.0)
         pipeline.stop(timeout_s=60.0 if extra else 10.0)
@@ -102,6 +123,7 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
 
         stats = pipeline.stats
         _print_summary(console, sink, stats.alerts, elapsed_s)
+        _print_halt(console, halted, stats.alerts)
         console.print(
             f"\nproducer: {produced.emitted:,} emitted, {produced.sent:,} sent, "
             f"{produced.dropped} dropped; pipeline: {stats.records:,} records, "
@@ -152,8 +174,12 @@ def _fresh_demo_store(data_dir: Path) -> Path:
 
 
 def _play(events: list[dict[str, object]], client: Agentwatch, duration_s: float,
-          plan: FleetPlan, console: Console) -> None:
-    """Emit the fleet's events, paced so that its event time plays in ``duration_s``."""
+          plan: FleetPlan, console: Console) -> _Halted | None:
+    """Emit the fleet's events, paced so that its event time plays in ``duration_s``. The
+    looping session's agent asks before each call whether it is halted, and stops (ends
+    its session) on ``AgentHalted``; returns what that halt saved."""
+    halted: _Halted | None = None
+    prices = default_price_table()
     first_ts = str(events[0]["ts"])
     start_s = _seconds(first_ts)
     speed = plan.duration_s / duration_s
@@ -168,9 +194,59 @@ def _play(events: list[dict[str, object]], client: Agentwatch, duration_s: float
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if event["session_id"] == LOOP_SESSION and event["kind"] in _CALLS:
+                if halted is None:
+                    halted = _obey(client, event)
+                if halted is not None:  # the agent stopped: this call never happens
+                    halted.calls_saved += 1
+                    halted.usd_saved += prices.cost_usd(
+                        event.get("model"), event.get("input_tokens"),  # type: ignore[arg-type]
+                        event.get("output_tokens")) or 0.0  # type: ignore[arg-type]
+                    continue
+            elif (halted is not None and event["session_id"] == LOOP_SESSION
+                  and event["kind"] == "session_end"):
+                continue  # ended when it was halted
             client.emit(event)
             if i % 25 == 0 or i == len(events) - 1:
                 progress.update(task, completed=i + 1, clock=ts[11:19])
+    return halted
+
+
+_CALLS = frozenset({"llm_call", "tool_call"})
+
+
+def _obey(client: Agentwatch, event: dict[str, object]) -> _Halted | None:
+    """The simulated agent's check before a call, as ``llm_call()``/``tool_call()`` do it:
+    on a halt it gets ``AgentHalted``, ends its session (status error) and stops."""
+    try:
+        halt = client.halted(LOOP_SESSION)
+        if halt is not None:
+            raise AgentHalted(halt)  # noqa: TRY301 -- what llm_call()/tool_call() raise
+    except AgentHalted as exc:
+        client.emit({**{k: event[k] for k in ("ts", "tenant_id", "agent_id", "session_id")},
+                     "kind": "session_end", "status": "error", "error_type": "AgentHalted"})
+        return _Halted(exc.halt, str(event["ts"]))
+    return None
+
+
+def _print_halt(console: Console, halted: _Halted | None, alerts: list[Alert]) -> None:
+    if halted is None:
+        console.print(f"\n[bold red]not halted:[/] {LOOP_SESSION} ran to its end")
+        return
+    fired = next((a for a in alerts if a.state is AlertState.FIRING
+                  and a.alert_id == halted.halt.alert_id), None)
+    after = ""
+    if fired is not None:
+        lag_s = (_parse(halted.at_ts) - fired.ts).total_seconds()
+        after = f", {lag_s:.2f} s of agent time after the alert fired"
+    console.print(
+        f"\n[bold]halt[/]: {LOOP_SESSION} stopped on AgentHalted at "
+        f"{halted.at_ts[11:23]} (by {halted.halt.by}{after}); the halt saved "
+        f"{halted.calls_saved} calls and ${halted.usd_saved:.4f}", highlight=False)
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 def _seconds(ts: str) -> float:

@@ -9,6 +9,11 @@ threads per endpoint, retries, firing before resolution). One thread consumes; a
 endpoint never holds up detection, nor another endpoint. A delivery that finally fails
 is stored by the sink (an ``alerts`` row with ``delivery_status = 'failed:<endpoint>'``
 and a ``dead_letters`` row), as ``agentwatch sink`` stores the dead-letter topic.
+
+Halt rules (``action: halt``) write the same control records as the worker, to the
+log's ``control_topic``, which producers built with ``control=True`` on an
+``InProcessTransport`` of the same log follow (a tombstone is an empty value there: the
+log keeps bytes). The sink stores them in ``control_log``.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from agentwatch.processors.core import Engine, EventTimeDriver
+from agentwatch.processors.worker._control import control_records, halt_rules
 from agentwatch.producer import InProcessLog
-from agentwatch.schemas import Alert, SinkError, decode_record
+from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
 from agentwatch.sinks import ClickHouseSink
 from agentwatch.sinks.webhooks import (
     DeliveryFailure,
@@ -59,8 +65,11 @@ class EmbeddedPipeline:
         topic: str = "agentwatch.events",
         flush_interval_s: float = 0.5,
         on_alert: Callable[[Alert], None] | None = None,
+        control_topic: str = CONTROL_TOPIC,
     ) -> None:
         self._log = log
+        self._control_topic = control_topic
+        self._halt_rules = halt_rules(engine.config)
         self._sink = sink
         self._topic = topic
         self._flush_interval_s = flush_interval_s
@@ -156,11 +165,19 @@ class EmbeddedPipeline:
         self._sink.add_events(decoded.events)  # after process(): cost_usd is filled in
         if alerts:
             self._sink.add_alerts(alerts)
+            if self._halt_rules:
+                self._halt(alerts)
             for alert in alerts:
                 stats.alerts.append(alert)
                 if self._on_alert is not None:
                     self._on_alert(alert)
                 self._dispatcher.submit(alert)
+
+    def _halt(self, alerts: list[Alert]) -> None:
+        records = control_records(self._halt_rules, alerts)
+        if records:
+            self._log.append(self._control_topic, [(k, v or b"") for k, v in records])
+            self._sink.add_control(decode_control(v) for _k, v in records if v is not None)
 
     def _flush_sink(self) -> None:
         try:

@@ -17,6 +17,7 @@ partition; with a transport without partitions, one record per session (key
 """
 
 from agentwatch.producer._client import Agentwatch, ProducerStats
+from agentwatch.producer._control import AgentHalted, Halt
 from agentwatch.producer._hashing import hash_tool_args
 from agentwatch.producer._helpers import (
     RAW_TOOL_ARGS_MAX_CHARS,
@@ -34,7 +35,9 @@ from agentwatch.producer._transport import Record, Transport
 
 __all__ = [
     "RAW_TOOL_ARGS_MAX_CHARS",
+    "AgentHalted",
     "Agentwatch",
+    "Halt",
     "InProcessLog",
     "InProcessTransport",
     "LLMCallScope",

@@ -28,6 +28,7 @@ from typing import Any, Final, Self
 
 import orjson
 
+from agentwatch.producer._control import Control, Halt, OnHalt
 from agentwatch.producer._helpers import (
     _CTX,
     LLMCallScope,
@@ -97,6 +98,10 @@ class Agentwatch:
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int | None = None,
         kafka_options: Mapping[str, Any] | None = None,
+        control: bool | None = None,
+        control_fail_closed: bool | None = None,
+        control_topic: str | None = None,
+        on_halt: OnHalt | None = None,
     ) -> None:
         settings = ProducerSettings.resolve(
             tenant_id=tenant_id,
@@ -113,7 +118,12 @@ class Agentwatch:
             enable_idempotence=enable_idempotence,
             spool_dir=spool_dir,
             spool_max_bytes=spool_max_bytes,
+            control=control,
+            control_fail_closed=control_fail_closed,
+            control_topic=control_topic,
         )
+        if on_halt is not None and not callable(on_halt):
+            raise ConfigError(f"on_halt must be a callable or None, got {type(on_halt).__name__}")
         if redact is not None and not callable(redact):
             raise ConfigError(f"redact must be a callable or None, got {type(redact).__name__}")
         if prices is not None and not isinstance(prices, PriceTable):
@@ -148,6 +158,9 @@ class Agentwatch:
         self._outbox: Outbox = open_outbox(settings)  # raises ConfigError for a bad spool_dir
         self._recovered = self._outbox.events
         self._setup_pipeline()
+        self._control: Control | None = None
+        if settings.control:
+            self._control = self._follow_control(on_halt)
         _track(self)
         if self._recovered:  # deliver what a previous run left in the spool, now
             self.start()
@@ -170,6 +183,48 @@ class Agentwatch:
             default_session_id=self._default_session_id,
             outbox=self._outbox,
         )
+
+    def _follow_control(self, on_halt: OnHalt | None) -> Control:
+        s = self._settings
+        control = Control(s.tenant_id, s.agent_id, fail_closed=s.control_fail_closed,
+                          on_halt=on_halt, log=self._log)
+        from agentwatch.producer._inprocess import InProcessTransport  # noqa: PLC0415
+
+        transport = self._transport
+        if isinstance(transport, InProcessTransport):
+            control.follow_log(transport.log, s.control_topic)
+        elif hasattr(transport, "submit") and hasattr(transport, "config"):  # KafkaTransport
+            control.follow_kafka(transport, s.control_topic)  # type: ignore[arg-type]
+        else:
+            raise ConfigError(
+                f"control: needs bootstrap_servers= (Kafka) or an InProcessTransport, got "
+                f"transport={type(transport).__name__}")
+        return control
+
+    # -- control ---------------------------------------------------------------
+    def halted(self, session_id: str | None = None) -> Halt | None:
+        """The halt in force for ``session_id`` (default: the current ``session()``, else
+        the client's default session), its agent or the tenant; None when it may run (or
+        when the client does not follow control records: ``control=False``). A local
+        lookup, never I/O. Never raises."""
+        control = self._control
+        if control is None:
+            return None
+        ctx = _CTX.get()
+        if session_id is None:
+            session_id = ctx.session_id if ctx is not None else self._default_session_id
+        agent_id = (ctx.agent_id if ctx is not None else None) or self._settings.agent_id
+        return control.halted(agent_id, str(session_id))
+
+    def _check_halt(self, session_id: str, agent_id: str | None) -> None:
+        control = self._control
+        if control is not None:
+            control.check(agent_id or self._settings.agent_id, session_id)
+
+    @property
+    def control_errors(self) -> int:
+        """How many times the control topic could not be read (0 without ``control``)."""
+        return 0 if self._control is None else self._control.errors
 
     # -- properties ------------------------------------------------------------
     @property
@@ -231,6 +286,8 @@ class Agentwatch:
                     return
                 self._closed = True
                 was_running, self._running = self._running, False
+            if self._control is not None:
+                self._control.close()
             if not was_running:
                 self._transport.close()
                 self._outbox.close()

@@ -139,6 +139,8 @@ class Emitter(Protocol):
 
     def _enqueue(self, payload: dict[str, Any], ctx: _Context | None) -> None: ...
 
+    def _check_halt(self, session_id: str, agent_id: str | None) -> None: ...
+
     def _report(self, where: str, exc: BaseException) -> None: ...
 
 
@@ -476,6 +478,14 @@ class _OperationScope(_Scope[Span]):
 
     def _placeholder(self) -> Span:
         return Span(self._kind, self._name, "", "")
+
+    def _safe_begin(self, call: _Call | None) -> _Active[Span]:
+        active = super()._safe_begin(call)
+        if active.live:  # the one exception meant for agent code: AgentHalted (control=True)
+            ctx = active.ctx
+            self._client._check_halt(active.handle.session_id,
+                                     ctx.agent_id if ctx is not None else None)
+        return active
 
     def _finish(self, active: _Active[Span], exc: BaseException | None) -> None:
         span = active.handle

@@ -42,6 +42,7 @@ import inspect
 import threading
 from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Final, Literal, TypeVar
 
@@ -238,6 +239,11 @@ class KafkaTransport:
         if not self._first_attempt.is_set():
             self._first_attempt.wait(_FIRST_CONNECT_WAIT_S)
         return self._partition_count
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run ``coro`` on the transport's loop (its background thread), e.g. the control
+        topic's follower; cancel the returned future to stop it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     # -- on the transport's loop --------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:

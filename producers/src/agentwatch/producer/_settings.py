@@ -22,6 +22,9 @@ setting                   environment variable             default
 ``enable_idempotence``    ``AGENTWATCH_IDEMPOTENCE``       ``true``
 ``spool_dir``             ``AGENTWATCH_SPOOL_DIR``         (none: buffer in memory)
 ``spool_max_bytes``       ``AGENTWATCH_SPOOL_MAX_BYTES``   1073741824 (1 GiB)
+``control``               ``AGENTWATCH_CONTROL``           ``false``: do not follow halts
+``control_topic``         ``AGENTWATCH_CONTROL_TOPIC``     ``agentwatch.control``
+``control_fail_closed``   ``AGENTWATCH_CONTROL_FAIL_CLOSED`` ``false``: run when unreachable
 ========================  ===============================  ======================
 
 Undelivered events are retried for as long as it takes; what bounds them is
@@ -58,6 +61,9 @@ ENV: Final[Mapping[str, str]] = {
     "enable_idempotence": "AGENTWATCH_IDEMPOTENCE",
     "spool_dir": "AGENTWATCH_SPOOL_DIR",
     "spool_max_bytes": "AGENTWATCH_SPOOL_MAX_BYTES",
+    "control": "AGENTWATCH_CONTROL",
+    "control_topic": "AGENTWATCH_CONTROL_TOPIC",
+    "control_fail_closed": "AGENTWATCH_CONTROL_FAIL_CLOSED",
 }
 
 #: Accepted values of ``compression`` (``auto`` picks the best codec installed).
@@ -67,6 +73,7 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 DEFAULT_TOPIC: Final = "agentwatch.events"
+DEFAULT_CONTROL_TOPIC: Final = "agentwatch.control"
 
 # (default, minimum, maximum) of the integer settings.
 _INT_BOUNDS: Final[Mapping[str, tuple[int, int, int]]] = {
@@ -103,6 +110,9 @@ class ProducerSettings:
     enable_idempotence: bool = True
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 30
+    control: bool = False
+    control_topic: str = DEFAULT_CONTROL_TOPIC
+    control_fail_closed: bool = False
 
     @classmethod
     def resolve(
@@ -124,6 +134,9 @@ class ProducerSettings:
         enable_idempotence: bool | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int | None = None,
+        control: bool | None = None,
+        control_topic: str | None = None,
+        control_fail_closed: bool | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ProducerSettings:
         """Arguments first, then ``environ`` (``os.environ`` by default), then defaults."""
@@ -153,6 +166,10 @@ class ProducerSettings:
                 "spool_dir", None if spool_dir is None else os.fspath(spool_dir), env
             ),
             spool_max_bytes=_int("spool_max_bytes", spool_max_bytes, env),
+            control=_flag("control", control, env, False),
+            control_topic=_topic(_text("control_topic", control_topic, env,
+                                       DEFAULT_CONTROL_TOPIC), "control_topic"),
+            control_fail_closed=_flag("control_fail_closed", control_fail_closed, env, False),
         )
 
 
@@ -194,10 +211,10 @@ def _session(value: str | None) -> str | None:
     return None if value is None else _bounded(value, "default_session_id", 256)
 
 
-def _topic(value: str) -> str:
+def _topic(value: str, name: str = "topic") -> str:
     if not _TOPIC_RE.match(value) or value in {".", ".."}:
         raise ConfigError(
-            f"topic must be 1-249 characters of letters, digits, '.', '_' or '-', got {value!r}"
+            f"{name} must be 1-249 characters of letters, digits, '.', '_' or '-', got {value!r}"
         )
     return value
 

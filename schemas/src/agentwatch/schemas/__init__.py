@@ -12,6 +12,14 @@ from agentwatch.schemas._codec import (
     encode_event,
     encode_events,
 )
+from agentwatch.schemas._control import (
+    CONTROL_TOPIC,
+    ControlAction,
+    ControlRecord,
+    control_key,
+    decode_control,
+    encode_control,
+)
 from agentwatch.schemas._event import (
     OPERATION_KINDS,
     SCHEMA_VERSION,
@@ -36,6 +44,7 @@ from agentwatch.schemas._records import (
 )
 from agentwatch.schemas._time import format_ts, from_us, to_us, utc_now
 from agentwatch.schemas.errors import (
+    AgentHalted,
     AgentwatchError,
     BackpressureError,
     ConfigError,
@@ -46,12 +55,14 @@ from agentwatch.schemas.errors import (
 )
 
 __all__ = [
+    "CONTROL_TOPIC",
     "MAX_RECORD_BYTES",
     "OPERATION_KINDS",
     "PARTITION_BATCH_PREFIX",
     "PRICES_FILE_ENV",
     "SCHEMA_NAMES",
     "SCHEMA_VERSION",
+    "AgentHalted",
     "AgentwatchError",
     "Alert",
     "AlertScope",
@@ -59,6 +70,8 @@ __all__ = [
     "AlertType",
     "BackpressureError",
     "ConfigError",
+    "ControlAction",
+    "ControlRecord",
     "DecodedRecord",
     "Event",
     "EventKind",
@@ -72,11 +85,14 @@ __all__ = [
     "Severity",
     "SinkError",
     "TransportError",
+    "control_key",
+    "decode_control",
     "decode_event",
     "decode_record",
     "default_price_table",
     "describe_validation_error",
     "encode_alert",
+    "encode_control",
     "encode_event",
     "encode_events",
     "format_ts",

@@ -8,16 +8,19 @@ import orjson
 from pydantic import BaseModel
 
 from agentwatch.schemas._alert import Alert
+from agentwatch.schemas._control import ControlRecord
 from agentwatch.schemas._event import Event
 
 __all__ = ["SCHEMA_NAMES", "json_schema", "json_schema_bytes"]
 
-SCHEMA_NAMES: Final = ("event", "alert")
+SCHEMA_NAMES: Final = ("event", "alert", "control")
 
 
-def json_schema(name: Literal["event", "alert"] | str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of ``event`` or ``alert`` as seen on the wire."""
-    models: dict[str, type[BaseModel]] = {"event": Event, "alert": Alert}
+def json_schema(name: Literal["event", "alert", "control"] | str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``event``, ``alert`` or ``control`` as seen on the
+    wire."""
+    models: dict[str, type[BaseModel]] = {"event": Event, "alert": Alert,
+                                          "control": ControlRecord}
     model = models.get(name)
     if model is None:
         raise ValueError(f"unknown schema {name!r}; choose one of {', '.join(SCHEMA_NAMES)}")

@@ -25,6 +25,7 @@ from agentwatch.sinks.backends.base import Backend
 
 __all__ = [
     "ALERTS_TABLE",
+    "CONTROL_LOG_TABLE",
     "DEAD_LETTERS_TABLE",
     "DEFAULT_DATABASE",
     "DEFAULT_TTL_DAYS",
@@ -47,6 +48,7 @@ EVENTS_TABLE: Final = "events"
 ALERTS_TABLE: Final = "alerts"
 DEAD_LETTERS_TABLE: Final = "dead_letters"
 ROLLUPS_TABLE: Final = "rollups_1m"
+CONTROL_LOG_TABLE: Final = "control_log"
 #: The BI views (migration 3), in the order the README documents them.
 VIEWS: Final = (
     "cost_per_agent_hourly",
@@ -57,7 +59,8 @@ VIEWS: Final = (
 )
 #: Tables that hold data (as opposed to the ledger): on a cluster each gets a
 #: Distributed ``<name>_all`` table next to it, which the views read.
-DATA_TABLES: Final = (EVENTS_TABLE, ROLLUPS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
+DATA_TABLES: Final = (EVENTS_TABLE, ROLLUPS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE,
+                      CONTROL_LOG_TABLE)
 SCHEMA_MIGRATIONS_TABLE: Final = "schema_migrations"
 
 _BOOTSTRAP_FILE: Final = "000_bootstrap.sql"
@@ -134,6 +137,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "events, alerts and dead_letters tables", "001_core_tables.sql"),
     Migration(2, "rollups_1m and the materialized view that feeds it", "002_rollups_1m.sql"),
     Migration(3, "BI views", "003_bi_views.sql"),
+    Migration(4, "control_log: every halt and resume", "004_control_log.sql"),
 )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from agentwatch.schemas import Alert, Event, Rejected
+from agentwatch.schemas import Alert, ControlRecord, Event, Rejected
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,6 +30,7 @@ __all__ = [
     "alerts_schema",
     "alerts_to_arrow",
     "attribute_text",
+    "control_to_arrow",
     "dead_letters_from_rejected",
     "dead_letters_schema",
     "dead_letters_to_arrow",
@@ -355,3 +356,31 @@ def dead_letters_from_rejected(
         )
         for r in rejected
     ]
+
+
+#: The control_log columns the sink writes (the table minus ingested_at), in order.
+CONTROL_COLUMNS: Final = ("ts", "action", "scope", "key", "tenant_id", "agent_id",
+                          "session_id", "alert_id", "reason", "by")
+
+
+@functools.cache
+def control_schema() -> pa.Schema:
+    import pyarrow as pa  # noqa: PLC0415 (see module docstring)
+
+    return pa.schema([(name, pa.timestamp("us", tz="UTC") if name == "ts" else pa.string())
+                      for name in CONTROL_COLUMNS])
+
+
+def control_to_arrow(records: Sequence[ControlRecord]) -> pa.Table:
+    """Control records (halts and resumes) -> the control_log table."""
+    if not records:
+        return control_schema().empty_table()
+    columns: dict[str, list[Any]] = {name: [] for name in CONTROL_COLUMNS}
+    for record in records:
+        columns["ts"].append(record.ts)
+        columns["action"].append(record.action.value)
+        columns["scope"].append(record.scope.value)
+        columns["key"].append(record.key)
+        for name in ("tenant_id", "agent_id", "session_id", "alert_id", "reason", "by"):
+            columns[name].append(getattr(record, name))
+    return _table(control_schema(), columns)

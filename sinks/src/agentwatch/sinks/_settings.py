@@ -218,6 +218,8 @@ class SinkSettings:
     events_topic: str = "agentwatch.events"
     alerts_topic: str = "agentwatch.alerts"
     alerts_dlq_topic: str = "agentwatch.alerts.dlq"
+    control_topic: str = "agentwatch.control"
+    """Halts and resumes (``control_log`` rows); empty: not stored."""
     group_id: str = "agentwatch-sink"
     batch_max_events: int = 100_000
     batch_max_ms: int = 1000
@@ -242,11 +244,13 @@ class SinkSettings:
         topics = self.topics
         if not topics:
             raise ConfigError(
-                "events_topic, alerts_topic and alerts_dlq_topic are all empty: nothing to sink"
+                "events_topic, alerts_topic, alerts_dlq_topic and control_topic are all empty: "
+                "nothing to sink"
             )
         if len(set(topics)) < len(topics):
             raise ConfigError(
-                f"events_topic, alerts_topic and alerts_dlq_topic must differ: {topics!r}"
+                f"events_topic, alerts_topic, alerts_dlq_topic and control_topic must differ: "
+                f"{topics!r}"
             )
 
     @classmethod
@@ -262,7 +266,8 @@ class SinkSettings:
     @property
     def topics(self) -> tuple[str, ...]:
         """The topics to consume: events, alerts, failed deliveries (empty names left out)."""
-        return tuple(t for t in (self.events_topic, self.alerts_topic, self.alerts_dlq_topic) if t)
+        return tuple(t for t in (self.events_topic, self.alerts_topic, self.alerts_dlq_topic,
+                                 self.control_topic) if t)
 
 
 SINK_ENV_VARS: Final[dict[str, str]] = {
@@ -270,6 +275,7 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "events_topic": "AGENTWATCH_EVENTS_TOPIC",
     "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
     "alerts_dlq_topic": "AGENTWATCH_ALERTS_DLQ_TOPIC",
+    "control_topic": "AGENTWATCH_CONTROL_TOPIC",
     "group_id": "AGENTWATCH_SINK_GROUP",
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from agentwatch.schemas import Alert, Event, Rejected
+from agentwatch.schemas import Alert, ControlRecord, Event, Rejected
 from agentwatch.schemas.errors import SinkError
 from agentwatch.sinks._ddl import (
     ALERTS_TABLE,
+    CONTROL_LOG_TABLE,
     DEAD_LETTERS_TABLE,
     DEFAULT_DATABASE,
     EVENTS_TABLE,
@@ -40,6 +41,7 @@ from agentwatch.sinks._ddl import (
 from agentwatch.sinks._rows import (
     DeadLetter,
     alerts_to_arrow,
+    control_to_arrow,
     dead_letters_from_rejected,
     dead_letters_to_arrow,
     events_to_arrow,
@@ -123,6 +125,8 @@ class ClickHouseSink:
         self._dead_letters = _TableBuffer[DeadLetter](
             schema.table(DEAD_LETTERS_TABLE), dead_letters_to_arrow
         )
+        self._control = _TableBuffer[ControlRecord](
+            schema.table(CONTROL_LOG_TABLE), control_to_arrow)
         self._lock = threading.Lock()  # guards the buffers
         self._flush_lock = threading.Lock()  # one flush at a time, in order
 
@@ -164,6 +168,11 @@ class ClickHouseSink:
             self._alerts.items.extend(rows)
             self._dead_letters.items.extend(letters)
 
+    def add_control(self, records: Iterable[ControlRecord]) -> None:
+        """Halts and resumes (the control topic's records) for the ``control_log`` audit."""
+        with self._lock:
+            self._control.items.extend(records)
+
     def add_dead_letters(self, items: Iterable[DeadLetter | tuple[str, str, bytes | str]]) -> None:
         """``(source, reason, raw)`` tuples or :class:`DeadLetter` s (stamped ``received_at``)."""
         now = datetime.now(UTC)
@@ -195,6 +204,7 @@ class ClickHouseSink:
                 self._flush_table(buffer, dedup_token_prefix)
                 for buffer in (self._events, self._alerts, self._dead_letters)
             ]
+            self._flush_table(self._control, dedup_token_prefix)
         return FlushStats(RowCounts(*inserted), time.perf_counter() - started)
 
     def _flush_table(self, buffer: _TableBuffer[Any], prefix: str | None) -> int:

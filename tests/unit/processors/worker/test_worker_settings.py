@@ -31,6 +31,7 @@ ENV = {
     "AGENTWATCH_STATS_INTERVAL_S": "10",
     "AGENTWATCH_WORKER_STAGES": "all",
     "AGENTWATCH_WORKER_METRICS_PORT": "9464",
+    "AGENTWATCH_CONTROL_TOPIC": "t.control",
 }
 
 
@@ -43,6 +44,7 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
         partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
         batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
         checkpoint_interval_s=2.5, stats_interval_s=10.0, metrics_port=9464,
+        control_topic="t.control",
     )
 
 

@@ -46,7 +46,14 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from agentwatch.schemas import Alert, PriceTable, Rejected, describe_validation_error
+from agentwatch.schemas import (
+    Alert,
+    ControlRecord,
+    PriceTable,
+    Rejected,
+    decode_control,
+    describe_validation_error,
+)
 from agentwatch.sinks._rows import DeadLetter, dead_letters_from_rejected
 from agentwatch.sinks.kafka._decode import decode_rows
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
@@ -71,8 +78,9 @@ INTENT_PREFIX: Final = "agentwatch-sink/2 pending "
 _MEMORY_PREFIX: Final = "agentwatch-sink/2 ids "
 _V1_INTENT_PREFIX: Final = "agentwatch-sink/1 pending "  # sinks before the id memory spans
 
-BatchKind = Literal["events", "alerts", "alert_failures"]
-"""What a topic's records are: events, alerts, or failed webhook deliveries."""
+BatchKind = Literal["events", "alerts", "alert_failures", "control"]
+"""What a topic's records are: events, alerts, failed webhook deliveries, or halts and
+resumes (the control topic: ``control_log`` rows; its tombstones are skipped)."""
 
 IdSpan = tuple[int, int]
 """Where a partition's recent-id memory comes from: ``(older_from, newer_from)``, the first
@@ -217,6 +225,7 @@ class PartitionBatch:
     """Failed deliveries: each one an ``alerts`` row (its alert, its ``delivery_status``);
     its ``dead_letters`` row is in :attr:`dead_letters` already."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    controls: list[ControlRecord] = field(default_factory=list)
     duplicates: int = 0
     opened_at: float | None = None  # monotonic time of the first record
     intent_committed: bool = False
@@ -231,7 +240,8 @@ class PartitionBatch:
 
     @property
     def rows(self) -> int:
-        return len(self.events) + len(self.alerts) + len(self.failures) + len(self.dead_letters)
+        return (len(self.events) + len(self.alerts) + len(self.failures)
+                + len(self.dead_letters) + len(self.controls))
 
     def alert_rows(self) -> tuple[list[Alert], list[str] | None]:
         """The rows of the batch's one ``alerts`` insert: the alerts, then the failed
@@ -300,6 +310,10 @@ class PartitionBatch:
             recent.at_record(offset)
         self.last = offset
         source = f"{self.topic}/{self.partition}/{offset}"
+        if self.kind == "control":
+            if value is not None:  # None: a tombstone (compaction's, after a resume)
+                self._add_control(source, value)
+            return
         if value is None:
             self.dead_letters.append(DeadLetter(source, "record has no value", b""))
             return
@@ -326,6 +340,13 @@ class PartitionBatch:
         except ValidationError as exc:
             reason = describe_validation_error(exc)
             self.dead_letters.extend(dead_letters_from_rejected([Rejected(value, reason)], source))
+
+    def _add_control(self, source: str, value: bytes) -> None:
+        try:
+            self.controls.append(decode_control(value))
+        except ValueError as exc:
+            self.dead_letters.extend(dead_letters_from_rejected([Rejected(value, str(exc))],
+                                                                source))
 
     def _add_failure(self, source: str, value: bytes) -> None:
         try:

@@ -32,8 +32,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas import default_price_table
 from agentwatch.schemas.errors import BackpressureError, SinkError
-from agentwatch.sinks._ddl import ALERTS_TABLE, DEAD_LETTERS_TABLE, EVENTS_TABLE, SchemaConfig
-from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, event_rows_to_arrow
+from agentwatch.sinks._ddl import (
+    ALERTS_TABLE,
+    CONTROL_LOG_TABLE,
+    DEAD_LETTERS_TABLE,
+    EVENTS_TABLE,
+    SchemaConfig,
+)
+from agentwatch.sinks._rows import (
+    alerts_to_arrow,
+    control_to_arrow,
+    dead_letters_to_arrow,
+    event_rows_to_arrow,
+)
 from agentwatch.sinks.kafka._batches import (
     BatchKind,
     PartitionBatch,
@@ -136,11 +147,13 @@ class KafkaSink:
         self._settings = settings
         self._backend = backend
         self._tables = {
-            name: schema.table(name) for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
+            name: schema.table(name)
+            for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE, CONTROL_LOG_TABLE)
         }
         self._kinds: dict[str, BatchKind] = {
             settings.alerts_topic: "alerts",
             settings.alerts_dlq_topic: "alert_failures",
+            settings.control_topic: "control",
         }
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._recent: dict[TopicPartition, RecentIds] = {}
@@ -329,6 +342,8 @@ class KafkaSink:
                 job.parts.append(
                     (DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters), token)
                 )
+            if batch.controls:
+                job.parts.append((CONTROL_LOG_TABLE, control_to_arrow(batch.controls), token))
             if batch.end is not None:
                 job.ends[tp] = batch.end
                 # Every record read from tp is in this batch: the memory stands at its end.

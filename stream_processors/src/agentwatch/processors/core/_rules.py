@@ -17,6 +17,14 @@ A rules file looks like this (every key optional; unknown keys are errors)::
         threshold_usd: 200
         resolve_below_usd: 150    # hysteresis: firing until the cost is under $150
         resolve_after_s: 600      # ... or has stayed at or under $200 for 10 minutes
+        action: halt              # notify (default) or halt: stop the tenant's agents
+
+Halt rules (``action: halt``). While such an alert fires, its scope is halted: the worker
+and the embedded pipeline write a halt record to the control topic and the resume record
+when it resolves (``agentwatch.schemas.ControlRecord``). By default only the
+same-arguments loop (``loop_repeat``) halts: it is the one rule whose firing says the
+session will not recover by itself. A budget rule's 100 % crossing is the other natural
+candidate (``action: halt`` on it); cost and error-rate rules notify unless told.
 
 Errors name the bad key: ``rules.session_cost.threshold_usd: Input should be
 greater than 0 (got -1)``.
@@ -78,6 +86,9 @@ class _RuleBase(BaseModel):
     severity: Severity = Severity.WARNING
     cooldown_s: Annotated[int, Field(ge=0)] = 0
     """After a resolution, the same rule and key may not fire again for this long."""
+    action: Literal["notify", "halt"] = "notify"
+    """``halt``: while the alert fires, its scope (session, agent or tenant) is halted on
+    the control topic, and producers with ``control=True`` raise ``AgentHalted``."""
 
     @property
     def alert_type(self) -> AlertType:
@@ -164,6 +175,7 @@ class LoopRepeatRule(_RuleBase):
     window_s: PositiveInt = 120
     min_repeats: Annotated[int, Field(ge=2)] = 5
     severity: Severity = Severity.CRITICAL
+    action: Literal["notify", "halt"] = "halt"
 
     @property
     def alert_type(self) -> AlertType:

@@ -31,6 +31,7 @@ from faust.types import TP, EventT
 
 from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker import _faust_internals as faust_internals
+from agentwatch.processors.worker._control import control_records, halt_rules
 from agentwatch.processors.worker._forward import MARK_KEY
 from agentwatch.processors.worker._metrics import WorkerMetrics
 from agentwatch.processors.worker._offsets import HoleProbe, OffsetGuard
@@ -309,6 +310,7 @@ class _Worker:
             self.rekeyed_table = app.Table("rekeyed-state", partitions=n, key_type=bytes,
                                            value_type=bytes)
         self.session_stage = SessionStage(config, settings.events_topic, n)
+        self.halt_rules = halt_rules(config)
         self.rekeyed_stage = RekeyedStage(config, n)
         self.session_held = _Held()
         self.rekeyed_held = _Held()
@@ -353,7 +355,7 @@ class _Worker:
         app.on_before_shutdown.connect(self.on_shutdown)  # type: ignore[arg-type]
 
     # -- sending ---------------------------------------------------------------------------
-    async def _send(self, topic: str, key: bytes | None, value: bytes,
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None,
                     partition: int | None = None) -> Awaitable[Any]:
         return await self.app.producer.send(topic, key, value, partition, None, None)
 
@@ -364,6 +366,9 @@ class _Worker:
         s = self.settings
         for a in out.alerts:
             await self._send(s.alerts_topic, a.alert_id.encode(), encode_alert(a))
+        if out.alerts and self.halt_rules:  # halt rules: the control records (_control.py)
+            for k, v in control_records(self.halt_rules, out.alerts):
+                await self._send(s.control_topic, k, v)
         for d in out.dead_letters:
             await self._send(s.dlq_topic, d.key, d.to_json())
         for k, v in out.forwards:

@@ -17,14 +17,14 @@ from agentwatch.processors.worker._settings import WorkerSettings
 from agentwatch.schemas import ConfigError, TransportError
 from agentwatch.schemas.kafka_security import explain_connect_failure
 
-__all__ = ["ensure_topics", "run_worker", "tune_gc"]
+__all__ = ["control_topic_spec", "ensure_topics", "run_worker", "tune_gc"]
 
 log = logging.getLogger("agentwatch.worker")
 
 
 async def ensure_topics(settings: WorkerSettings, *, timeout_s: float = 15.0) -> int:
-    """Create the events, alerts and dead-letter topics when missing; return how many
-    partitions the events topic has."""
+    """Create the events, alerts, dead-letter and control topics when missing; return how
+    many partitions the events topic has."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                 request_timeout_ms=int(timeout_s * 1000),
                                 **settings.kafka_security.client_options())
@@ -45,6 +45,9 @@ async def ensure_topics(settings: WorkerSettings, *, timeout_s: float = 15.0) ->
             for name in (settings.events_topic, settings.alerts_topic, settings.dlq_topic)
             if name not in existing
         ]
+        if settings.control_topic not in existing:
+            missing.append(control_topic_spec(settings.control_topic,
+                                              settings.replication_factor))
         if missing:
             log.info("creating topics %s", [t.name for t in missing])
             await admin.create_topics(missing)
@@ -56,6 +59,12 @@ async def ensure_topics(settings: WorkerSettings, *, timeout_s: float = 15.0) ->
         return len(partitions)
     finally:
         await admin.close()
+
+
+def control_topic_spec(name: str, replication_factor: int) -> NewTopic:
+    """The control topic: compacted (the latest record per scope is what counts), one
+    partition (every follower reads all of it, in order)."""
+    return NewTopic(name, 1, replication_factor, topic_configs={"cleanup.policy": "compact"})
 
 
 async def _ensure_rekeyed_topic(admin: AIOKafkaAdminClient, settings: WorkerSettings,

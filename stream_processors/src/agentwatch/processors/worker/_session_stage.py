@@ -57,8 +57,11 @@ _NON_SESSION: Final = (AlertScope.AGENT, AlertScope.TENANT)
 def config_fingerprint(config: RulesConfig) -> str:
     """Changes when the rules change: state saved under other rules is not reloaded.
     The same in every process: sets (a rule's ``kinds``) iterate in an order that depends
-    on string hashing, which differs per process, so they are sorted first."""
-    return hashlib.sha256(orjson.dumps(_canonical(config.model_dump(mode="json")),
+    on string hashing, which differs per process, so they are sorted first. A rule's
+    ``action`` (notify or halt) changes no state: it is left out, so turning halting on
+    or off (or upgrading to a version that knows actions) keeps the state."""
+    dumped = config.model_dump(mode="json", exclude={"rules": {"__all__": {"action"}}})
+    return hashlib.sha256(orjson.dumps(_canonical(dumped),
                                        option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

@@ -29,6 +29,8 @@ class WorkerSettings:
     events_topic: str = "agentwatch.events"
     alerts_topic: str = "agentwatch.alerts"
     dlq_topic: str = ""  # default: <events_topic>.dlq
+    control_topic: str = "agentwatch.control"
+    """Halt and resume records of halt rules (compacted, one partition; created if missing)."""
     group_id: str = "agentwatch-worker"
     """Consumer group and faust app id: workers with the same id share the partitions."""
     data_dir: Path = Path("agentwatch-worker-data")
@@ -150,6 +152,7 @@ ENV_VARS: dict[str, str] = {
     "events_topic": "AGENTWATCH_EVENTS_TOPIC",
     "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
     "dlq_topic": "AGENTWATCH_DLQ_TOPIC",
+    "control_topic": "AGENTWATCH_CONTROL_TOPIC",
     "group_id": "AGENTWATCH_WORKER_GROUP",
     "data_dir": "AGENTWATCH_DATA_DIR",
     "store": "AGENTWATCH_STORE",
