@@ -14,7 +14,7 @@ import contextlib
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiokafka.errors import KafkaError
@@ -28,6 +28,7 @@ from agentwatch.schemas import (
     decode_control,
     encode_control,
 )
+from agentwatch.schemas.kafka_security import KafkaSecurity
 
 __all__ = ["ControlSettings", "read_halts", "write_control"]
 
@@ -41,6 +42,7 @@ class ControlSettings:
     bootstrap_servers: str = "localhost:9092"
     topic: str = CONTROL_TOPIC
     replication_factor: int = 1
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *,
@@ -55,7 +57,7 @@ class ControlSettings:
         except ValueError:
             raise ConfigError(
                 f"AGENTWATCH_REPLICATION_FACTOR: {raw_rf!r} is not a valid int") from None
-        return cls(servers, topic, replication_factor)
+        return cls(servers, topic, replication_factor, KafkaSecurity.from_env(env))
 
 
 def operator_record(action: ControlAction, *, tenant: str, agent: str | None,
@@ -95,7 +97,8 @@ async def _ensure_topic(settings: ControlSettings) -> None:
     from agentwatch.processors.worker._run import control_topic_spec  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                request_timeout_ms=int(_TIMEOUT_S * 1000))
+                                request_timeout_ms=int(_TIMEOUT_S * 1000),
+                                **settings.kafka_security.client_options())
     try:
         try:
             await asyncio.wait_for(admin.start(), _TIMEOUT_S)
@@ -115,7 +118,8 @@ async def _write(settings: ControlSettings, record: ControlRecord) -> None:
     await _ensure_topic(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
                                 enable_idempotence=True,
-                                request_timeout_ms=int(_TIMEOUT_S * 1000))
+                                request_timeout_ms=int(_TIMEOUT_S * 1000),
+                                **settings.kafka_security.client_options())
     try:
         await asyncio.wait_for(producer.start(), _TIMEOUT_S)
     except _UNREACHABLE as exc:
@@ -142,7 +146,8 @@ async def _read(settings: ControlSettings) -> dict[str, ControlRecord]:
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                request_timeout_ms=int(_TIMEOUT_S * 1000))
+                                request_timeout_ms=int(_TIMEOUT_S * 1000),
+                                **settings.kafka_security.client_options())
     try:
         try:
             await asyncio.wait_for(consumer.start(), _TIMEOUT_S)
