@@ -96,6 +96,7 @@ class Escalator:
         """(due, seq, alert id, from endpoint, to endpoint)"""
         self._seq = itertools.count()
         self._closed = False
+        self._running = 0
         self.stats = EscalationStats()
         self._thread = threading.Thread(target=self._run, name="agentwatch-escalation", daemon=True)
         if any(e.escalate_to for e in self._configs.values()):
@@ -140,6 +141,18 @@ class Escalator:
         with self._cond:
             return len(self._open)
 
+    @property
+    def pending_timers(self) -> int:
+        """Timers not run yet (a stopped chain's timers run out and do nothing)."""
+        with self._cond:
+            return len(self._heap) + self._running
+
+    def wait_timers(self, timeout_s: float) -> bool:
+        """Block until every timer has run (and its escalation is submitted); False at
+        the timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._heap and not self._running, timeout_s)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -165,7 +178,7 @@ class Escalator:
             return
         due = self._clock() + config.escalate_after_s
         heapq.heappush(self._heap, (due, next(self._seq), alert_id, source, config.escalate_to))
-        self._cond.notify()
+        self._cond.notify_all()  # the timer thread, whoever else waits
 
     def _resolved(self, alert: Alert, direct: set[str]) -> None:
         with self._cond:
@@ -187,25 +200,36 @@ class Escalator:
                 alert_id, source, target = due
                 state = self._open.get(alert_id)
                 if state is None or target in state.received:
+                    self._cond.notify_all()  # for wait_timers
                     continue  # acknowledged, resolved, or it has it already
                 state.received.add(target)
                 state.escalated.add(target)
                 self._schedule(alert_id, target)
                 self.stats.escalated += 1
+                self._running += 1
                 alert = state.alert
-            log.warning(
-                "alert %s not acknowledged within %.0f s of reaching %s: escalating to %s",
-                alert_id,
-                self._configs[source].escalate_after_s or 0.0,
-                source,
-                target,
-            )
             try:
-                self._dispatcher.submit(alert, only={target})
-                if self._on_escalate is not None:
-                    self._on_escalate(alert, source, target)
-            except Exception:
-                log.exception("escalation of %s to %s failed", alert_id, target)
+                self._escalate(alert, source, target)
+            finally:
+                with self._cond:
+                    self._running -= 1
+                    self._cond.notify_all()
+
+    def _escalate(self, alert: Alert, source: str, target: str) -> None:
+        alert_id = alert.alert_id
+        log.warning(
+            "alert %s not acknowledged within %.0f s of reaching %s: escalating to %s",
+            alert_id,
+            self._configs[source].escalate_after_s or 0.0,
+            source,
+            target,
+        )
+        try:
+            self._dispatcher.submit(alert, only={target})
+            if self._on_escalate is not None:
+                self._on_escalate(alert, source, target)
+        except Exception:
+            log.exception("escalation of %s to %s failed", alert_id, target)
 
     def _next_due(self) -> tuple[str, str, str] | None:  # call with _cond held
         while not self._closed:
