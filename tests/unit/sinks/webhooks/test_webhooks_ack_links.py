@@ -167,7 +167,7 @@ def request(url: str, *, by: str | None = None) -> tuple[int, str]:
     data = None if by is None else urllib.parse.urlencode({"by": by}).encode()
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(urllib.request.Request(url, data=data), timeout=10) as response:  # noqa: S310 - a local URL
+        with opener.open(urllib.request.Request(url, data=data), timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

@@ -110,7 +110,7 @@ def test_dispatcher_posts_trigger_then_resolve_to_a_real_server(
 ) -> None:
     firing = make_alert(severity=Severity.CRITICAL)
     resolved = firing.model_copy(update={"state": AlertState.RESOLVED})
-    with WebhookReceiver(secret="s") as receiver:
+    with WebhookReceiver(secret="s") as receiver:  # noqa: S106 - a test secret
         config = EndpointConfig.model_validate(
             _pd(url=receiver.url, routing_key=ROUTING_KEY, allow_private=True)
         )

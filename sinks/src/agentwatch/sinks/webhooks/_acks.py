@@ -174,7 +174,7 @@ class AckServer:
         self,
         links: AckLinks,
         endpoints: Sequence[EndpointConfig],
-        on_ack: Callable[[Ack], None],
+        on_ack: Callable[[Ack], object],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
