@@ -16,12 +16,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas.errors import ConfigError
 from agentwatch.sinks._ddl import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, SchemaConfig
 from agentwatch.sinks.backends._open import open_backend
 from agentwatch.sinks.backends.base import Backend
+
+if TYPE_CHECKING:
+    from agentwatch.sinks.webhooks._acks import AckLinks
 
 __all__ = [
     "DEFAULT_CHDB_PATH",
@@ -275,6 +278,12 @@ class WebhooksSettings:
     At most ``max_in_flight`` alerts are held undelivered (waiting, being sent or
     between retries) before the dispatcher stops reading; ``drain_s`` is how long a stop
     waits for deliveries under way before it commits and leaves them to the next run.
+
+    Acknowledgements are read from (and the link server writes them to) ``acks_topic``,
+    a compacted topic keyed by alert id. ``ack_listen`` (``HOST:PORT``; empty = off, the
+    default) serves the signed acknowledgement links, which are then put in every
+    firing's body; ``ack_base_url`` is the address people reach that server at (default
+    ``http://<ack_listen>``), ``ack_ttl_s`` how long a link stays valid.
     """
 
     endpoints_file: str = ""
@@ -286,8 +295,32 @@ class WebhooksSettings:
     drain_s: float = 10.0
     max_backoff_s: float = 30.0
     """Longest wait between two attempts to reach Kafka."""
+    acks_topic: str = "agentwatch.acks"
+    ack_listen: str = ""
+    ack_base_url: str = ""
+    ack_ttl_s: int = 86_400
 
     def __post_init__(self) -> None:
+        if not self.acks_topic:
+            raise _SettingError("acks_topic", "must not be empty")
+        if self.acks_topic in {self.alerts_topic, self.dlq_topic}:
+            raise _SettingError("acks_topic", f"{self.acks_topic!r} is already another topic")
+        if self.ack_ttl_s < 1:
+            raise _SettingError("ack_ttl_s", f"{self.ack_ttl_s} is not >= 1")
+        if self.ack_listen:
+            from agentwatch.sinks.webhooks._acks import parse_listen  # noqa: PLC0415
+
+            try:
+                parse_listen(self.ack_listen)
+            except ValueError as exc:
+                raise _SettingError("ack_listen", str(exc).partition(": ")[2]) from None
+        if self.ack_base_url:
+            if not self.ack_listen:
+                raise _SettingError("ack_base_url", "set, but ack_listen is not (links are off)")
+            if not self.ack_base_url.startswith(("http://", "https://")):
+                raise _SettingError(
+                    "ack_base_url", f"{self.ack_base_url!r} is not an http(s):// URL"
+                )
         if not self.endpoints_file:
             raise ConfigError(
                 "no endpoints file: set AGENTWATCH_WEBHOOKS_FILE or pass --endpoints FILE"
@@ -309,6 +342,14 @@ class WebhooksSettings:
         settings: WebhooksSettings = _coerce(cls, values, source)
         return settings
 
+    def ack_links(self) -> AckLinks | None:
+        """The links to put in firings' bodies; None while ``ack_listen`` is off."""
+        if not self.ack_listen:
+            return None
+        from agentwatch.sinks.webhooks._acks import AckLinks  # noqa: PLC0415
+
+        return AckLinks(self.ack_base_url or f"http://{self.ack_listen}", self.ack_ttl_s)
+
 
 WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
     "endpoints_file": "AGENTWATCH_WEBHOOKS_FILE",
@@ -319,4 +360,8 @@ WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
     "max_in_flight": "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT",
     "drain_s": "AGENTWATCH_WEBHOOKS_DRAIN_S",
     "max_backoff_s": "AGENTWATCH_WEBHOOKS_MAX_BACKOFF_S",
+    "acks_topic": "AGENTWATCH_ACKS_TOPIC",
+    "ack_listen": "AGENTWATCH_ACK_LISTEN",
+    "ack_base_url": "AGENTWATCH_ACK_BASE_URL",
+    "ack_ttl_s": "AGENTWATCH_ACK_TTL_S",
 }
