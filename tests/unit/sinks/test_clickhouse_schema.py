@@ -44,7 +44,7 @@ EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]
 
 #: Tables that hold data: on a cluster each has a Distributed ``<name>_all`` twin.
-DATA_TABLES = ("events", "rollups_1m", "alerts", "dead_letters")
+DATA_TABLES = ("events", "rollups_1m", "alerts", "dead_letters", "alert_acks")
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 # Day 0 of the generated workload. The test databases keep events forever
 # (ttl_days=None), so a fixed date in the past is safe whatever today is.
@@ -862,6 +862,9 @@ def test_the_cluster_ddl_creates_every_object_on_the_cluster_in_order(
         "agentwatch.rollups_1m_all",
         "agentwatch.rollups_1m_mv",
         *(f"agentwatch.{view}" for view in VIEWS),
+        "agentwatch.alert_acks",
+        "agentwatch.alert_acks_all",
+        "agentwatch.alert_status",
     ]
     assert names == expected
 
@@ -884,6 +887,7 @@ def test_cluster_tables_are_replicated_with_shard_and_replica_macros(
             ("alerts", "ReplicatedMergeTree"),
             ("dead_letters", "ReplicatedMergeTree"),
             ("rollups_1m", "ReplicatedAggregatingMergeTree"),
+            ("alert_acks", "ReplicatedMergeTree"),
         ]
     }
 
@@ -942,8 +946,8 @@ def test_a_version_1_database_upgrades_and_rollups_fill_from_new_inserts(
         _write_events(backend, name, old, "old")
         assert backend.query(f"EXISTS TABLE {name}.rollups_1m").rows == [(0,)]
 
-        assert migrate(backend, config) == [2, 3]
-        assert applied_versions(backend, config) == [1, 2, 3]
+        assert migrate(backend, config) == [2, 3, 4]
+        assert applied_versions(backend, config) == [1, 2, 3, 4]
         assert migrate(backend, config) == []
 
         new = [_event(H + timedelta(minutes=i), cost_usd=0.5) for i in range(4)]
