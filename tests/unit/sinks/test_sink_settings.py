@@ -156,12 +156,17 @@ def test_a_bad_sink_setting_names_the_variable_too() -> None:
 def test_the_sink_also_consumes_the_failed_deliveries_topic_by_default() -> None:
     settings = SinkSettings.from_env({})
     assert settings.alerts_dlq_topic == "agentwatch.alerts.dlq"
-    assert settings.topics == ("agentwatch.events", "agentwatch.alerts", "agentwatch.alerts.dlq")
+    assert settings.topics == (
+        "agentwatch.events",
+        "agentwatch.alerts",
+        "agentwatch.alerts.dlq",
+        "agentwatch.acks",
+    )
 
 
 def test_the_failed_deliveries_topic_comes_from_its_variable() -> None:
     settings = SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": "t.alerts.dlq"})
-    assert settings.topics[-1] == "t.alerts.dlq"
+    assert settings.topics[2] == "t.alerts.dlq"
     assert SINK_ENV_VARS["alerts_dlq_topic"] == "AGENTWATCH_ALERTS_DLQ_TOPIC"
 
 
@@ -169,8 +174,12 @@ def test_the_failed_deliveries_topic_comes_from_its_variable() -> None:
 def test_an_empty_failed_deliveries_variable_disables_that_topic(value: str) -> None:
     settings = SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": value})
     assert settings.alerts_dlq_topic == ""
-    assert settings.topics == ("agentwatch.events", "agentwatch.alerts")
-    assert SinkSettings(alerts_dlq_topic="").topics == ("agentwatch.events", "agentwatch.alerts")
+    assert settings.topics == ("agentwatch.events", "agentwatch.alerts", "agentwatch.acks")
+    assert SinkSettings(alerts_dlq_topic="").topics == (
+        "agentwatch.events",
+        "agentwatch.alerts",
+        "agentwatch.acks",
+    )
 
 
 def test_an_option_wins_over_an_empty_failed_deliveries_variable() -> None:
@@ -179,10 +188,10 @@ def test_an_option_wins_over_an_empty_failed_deliveries_variable() -> None:
 
 
 def test_only_the_failed_deliveries_topic_is_enough_to_run() -> None:
-    settings = SinkSettings(events_topic="", alerts_topic="")
+    settings = SinkSettings(events_topic="", alerts_topic="", acks_topic="")
     assert settings.topics == ("agentwatch.alerts.dlq",)
     with pytest.raises(ConfigError, match="all empty: nothing to sink"):
-        SinkSettings(events_topic="", alerts_topic="", alerts_dlq_topic="")
+        SinkSettings(events_topic="", alerts_topic="", alerts_dlq_topic="", acks_topic="")
 
 
 def test_one_topic_for_two_kinds_of_record_is_refused() -> None:
@@ -226,3 +235,10 @@ def test_webhooks_settings_errors_name_the_variable(env: dict[str, str], message
     base = {"AGENTWATCH_WEBHOOKS_FILE": "e.yaml"} if env else {}
     with pytest.raises(ConfigError, match=message):
         WebhooksSettings.from_env(base | env)
+
+
+def test_the_sink_consumes_the_acks_topic_unless_disabled() -> None:
+    assert SinkSettings.from_env({}).acks_topic == "agentwatch.acks"
+    settings = SinkSettings.from_env({"AGENTWATCH_ACKS_TOPIC": " "})
+    assert settings.acks_topic == ""
+    assert "agentwatch.acks" not in settings.topics

@@ -213,12 +213,15 @@ class SinkSettings:
     'failed:<endpoint>'`` and a ``dead_letters`` row. An empty topic name skips that
     topic. ``AGENTWATCH_ALERTS_DLQ_TOPIC`` set to an empty string disables the failures
     topic (for the other variables, empty means unset: the default applies).
+    ``acks_topic`` holds the acknowledgements (``alert_acks`` rows);
+    ``AGENTWATCH_ACKS_TOPIC`` set to an empty string disables it.
     """
 
     bootstrap_servers: str = "localhost:9092"
     events_topic: str = "agentwatch.events"
     alerts_topic: str = "agentwatch.alerts"
     alerts_dlq_topic: str = "agentwatch.alerts.dlq"
+    acks_topic: str = "agentwatch.acks"
     group_id: str = "agentwatch-sink"
     batch_max_events: int = 100_000
     batch_max_ms: int = 1000
@@ -235,27 +238,35 @@ class SinkSettings:
         topics = self.topics
         if not topics:
             raise ConfigError(
-                "events_topic, alerts_topic and alerts_dlq_topic are all empty: nothing to sink"
+                "events_topic, alerts_topic, alerts_dlq_topic and acks_topic are all empty: "
+                "nothing to sink"
             )
         if len(set(topics)) < len(topics):
             raise ConfigError(
-                f"events_topic, alerts_topic and alerts_dlq_topic must differ: {topics!r}"
+                f"events_topic, alerts_topic, alerts_dlq_topic and acks_topic must differ: "
+                f"{topics!r}"
             )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> SinkSettings:
         values, source = _gather(SINK_ENV_VARS, env, overrides)
-        var = SINK_ENV_VARS["alerts_dlq_topic"]
-        given = (os.environ if env is None else env).get(var)
-        if "alerts_dlq_topic" not in values and given is not None and not given.strip():
-            values["alerts_dlq_topic"], source["alerts_dlq_topic"] = "", var  # disabled
+        for name in ("alerts_dlq_topic", "acks_topic"):
+            var = SINK_ENV_VARS[name]
+            given = (os.environ if env is None else env).get(var)
+            if name not in values and given is not None and not given.strip():
+                values[name], source[name] = "", var  # disabled
         settings: SinkSettings = _coerce(cls, values, source)
         return settings
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The topics to consume: events, alerts, failed deliveries (empty names left out)."""
-        return tuple(t for t in (self.events_topic, self.alerts_topic, self.alerts_dlq_topic) if t)
+        """The topics to consume: events, alerts, failed deliveries, acks (empty names left
+        out)."""
+        return tuple(
+            t
+            for t in (self.events_topic, self.alerts_topic, self.alerts_dlq_topic, self.acks_topic)
+            if t
+        )
 
 
 SINK_ENV_VARS: Final[dict[str, str]] = {
@@ -263,6 +274,7 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "events_topic": "AGENTWATCH_EVENTS_TOPIC",
     "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
     "alerts_dlq_topic": "AGENTWATCH_ALERTS_DLQ_TOPIC",
+    "acks_topic": "AGENTWATCH_ACKS_TOPIC",
     "group_id": "AGENTWATCH_SINK_GROUP",
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",

@@ -30,9 +30,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas import default_price_table
-from agentwatch.schemas.errors import BackpressureError, SinkError
-from agentwatch.sinks._ddl import ALERTS_TABLE, DEAD_LETTERS_TABLE, EVENTS_TABLE, SchemaConfig
-from agentwatch.sinks._rows import alerts_to_arrow, dead_letters_to_arrow, event_rows_to_arrow
+from agentwatch.schemas.errors import BackpressureError, SinkError, TransportError
+from agentwatch.sinks._ddl import (
+    ACKS_TABLE,
+    ALERTS_TABLE,
+    DEAD_LETTERS_TABLE,
+    EVENTS_TABLE,
+    SchemaConfig,
+)
+from agentwatch.sinks._rows import (
+    acks_to_arrow,
+    alerts_to_arrow,
+    dead_letters_to_arrow,
+    event_rows_to_arrow,
+)
 from agentwatch.sinks.kafka._batches import (
     BatchKind,
     PartitionBatch,
@@ -47,6 +58,7 @@ from agentwatch.sinks.kafka._group import (
     rebalance_listener,
     start_with_retry,
 )
+from agentwatch.sinks.webhooks._acks_kafka import ensure_acks_topic
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -133,11 +145,13 @@ class KafkaSink:
         self._settings = settings
         self._backend = backend
         self._tables = {
-            name: schema.table(name) for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
+            name: schema.table(name)
+            for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE, ACKS_TABLE)
         }
         self._kinds: dict[str, BatchKind] = {
             settings.alerts_topic: "alerts",
             settings.alerts_dlq_topic: "alert_failures",
+            settings.acks_topic: "acks",
         }
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._recent: dict[TopicPartition, RecentIds] = {}
@@ -183,6 +197,11 @@ class KafkaSink:
         if consumer is None:  # asked to stop before Kafka could be reached
             return self.stats
         self._consumer = consumer
+        if self._settings.acks_topic:  # compacted: created here before a subscription
+            try:  # could auto-create it with the broker's defaults
+                await ensure_acks_topic(self._settings.bootstrap_servers, self._settings.acks_topic)
+            except TransportError as exc:
+                log.warning("sink: cannot create %s (%s)", self._settings.acks_topic, exc)
         try:
             listener = rebalance_listener(self._on_revoked, self._on_assigned)
             consumer.subscribe(list(self._settings.topics), listener=listener)
@@ -318,6 +337,8 @@ class KafkaSink:
                 job.parts.append(
                     (DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters), token)
                 )
+            if batch.acks:
+                job.parts.append((ACKS_TABLE, acks_to_arrow(batch.acks), token))
             if batch.end is not None:
                 job.ends[tp] = batch.end
                 # Every record read from tp is in this batch: the memory stands at its end.
