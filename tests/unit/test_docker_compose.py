@@ -289,8 +289,13 @@ def test_the_sink_and_migrate_settings_parse_and_agree(compose: dict[str, Any]) 
     worker = WorkerSettings.from_env(env_of(compose, "worker"))
     webhooks = WebhooksSettings.from_env(env_of(compose, "webhooks"))
     assert sink.bootstrap_servers == worker.bootstrap_servers
-    # what the worker writes, and the deliveries the webhooks dispatcher gave up on
-    assert sink.topics == (worker.events_topic, worker.alerts_topic, webhooks.dlq_topic)
+    # what the worker writes, the deliveries the webhooks dispatcher gave up on, the acks
+    assert sink.topics == (
+        worker.events_topic,
+        worker.alerts_topic,
+        webhooks.dlq_topic,
+        webhooks.acks_topic,
+    )
     assert sink.group_id != worker.group_id  # separate consumer groups: both read everything
     assert "AGENTWATCH_SINK_BATCH_MAX_EVENTS" in sink_env
     assert "AGENTWATCH_SINK_BATCH_MAX_MS" in sink_env
