@@ -397,11 +397,14 @@ def test_the_commented_examples_of_the_endpoints_file_are_valid(
     switched_on.write_text(text, encoding="utf-8")
     for name in secret_env_vars(switched_on):
         monkeypatch.setenv(name, "test-secret")
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "test-routing-key")
     endpoints = {e.name: e for e in load_endpoints(switched_on)}
-    assert [e.format for e in endpoints.values()] == ["json", "slack"]
+    assert [e.format for e in endpoints.values()] == ["json", "slack", "pagerduty"]
     slack = endpoints["team-slack"]
     assert slack.link_template
     assert "{tenant_id}" in slack.link_template
+    assert (slack.escalate_to, slack.escalate_after_s) == ("pagerduty", 600)
+    assert endpoints["pagerduty"].routing_key == "test-routing-key"
     # the optional keys show their defaults
     json_endpoint = next(e for e in endpoints.values() if e.format == "json")
     defaults = {
