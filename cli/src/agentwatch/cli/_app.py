@@ -353,9 +353,14 @@ def webhooks_test(
     secret: Annotated[str | None, typer.Option(
         "--secret", envvar="AGENTWATCH_WEBHOOK_SECRET", metavar="S",
         help="Signing secret (env AGENTWATCH_WEBHOOK_SECRET).", show_default=False)] = None,
-    fmt: Annotated[Literal["json", "slack"], typer.Option(
-        "--format", help="json (the alert contract) or slack (an incoming-webhook message).",
+    fmt: Annotated[Literal["json", "slack", "pagerduty"], typer.Option(
+        "--format", help="json (the alert contract), slack (an incoming-webhook message) "
+        "or pagerduty (an Events v2 trigger; needs --routing-key).",
     )] = "json",
+    routing_key: Annotated[str | None, typer.Option(
+        "--routing-key", envvar="PAGERDUTY_ROUTING_KEY", metavar="KEY",
+        help="PagerDuty integration key for --format pagerduty (env PAGERDUTY_ROUTING_KEY).",
+        show_default=False)] = None,
     timeout_s: Annotated[float, typer.Option(
         "--timeout-s", min=0.001, max=60.0, metavar="N", help="Seconds to wait for the answer.",
     )] = 5.0,
@@ -372,7 +377,8 @@ def webhooks_test(
     from agentwatch.cli._webhooks import run_test  # noqa: PLC0415
 
     raise typer.Exit(run_test(url, secret, fmt=fmt, timeout_s=timeout_s,
-                              out=sys.stdout, err=sys.stderr, allow_private=allow_private))
+                              out=sys.stdout, err=sys.stderr, allow_private=allow_private,
+                              routing_key=routing_key))
 
 
 # -- alerts --------------------------------------------------------------------------------

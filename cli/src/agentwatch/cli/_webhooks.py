@@ -23,6 +23,7 @@ from agentwatch.sinks.webhooks import (
     WebhookEndpoint,
     delivery_id,
     json_body,
+    pagerduty_body,
     post_once,
     sign,
     slack_body,
@@ -70,11 +71,12 @@ def run_test(
     url: str,
     secret: str | None,
     *,
-    fmt: Literal["json", "slack"],
+    fmt: Literal["json", "slack", "pagerduty"],
     timeout_s: float,
     out: TextIO,
     err: TextIO,
     allow_private: bool = False,
+    routing_key: str | None = None,
 ) -> int:
     """POST one signed sample alert to ``url`` (a single attempt, no retries) and print
     the outcome. 0 for a 2xx answer, 1 otherwise; ConfigError for bad arguments.
@@ -96,8 +98,16 @@ def run_test(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if fmt == "pagerduty" and not routing_key:
+        raise ConfigError(
+            "--routing-key: needed with --format pagerduty (or the PAGERDUTY_ROUTING_KEY "
+            "environment variable): the Events v2 integration key"
+        )
     alert = sample_alert()
-    body = slack_body(alert) if fmt == "slack" else json_body(alert)
+    if fmt == "pagerduty":
+        body = pagerduty_body(alert, routing_key or "")
+    else:
+        body = slack_body(alert) if fmt == "slack" else json_body(alert)
     did = delivery_id(alert.alert_id, alert.state, endpoint.name)
     timestamp_s = int(time.time())
     # HMAC is deterministic: this is the header post_once sends with the same timestamp
