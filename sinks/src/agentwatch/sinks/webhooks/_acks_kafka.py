@@ -30,6 +30,7 @@ ACKS_PARTITIONS: Final = 1
 """Acks are a trickle (people clicking): one partition keeps them in order."""
 _POLL_MS: Final = 200
 _TOPIC_VISIBLE_WAIT_S: Final = 10.0
+_MAX_RETRY_WAIT_S: Final = 30.0
 
 
 async def ensure_acks_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> None:
@@ -135,10 +136,33 @@ class AckFollower:
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Follow the topic until ``stopping``; Kafka errors are logged and retried (the
+        acks read so far stay applied; re-reading from the beginning is harmless)."""
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        wait_s = 1.0
+        while not stopping.is_set():
+            try:
+                await self._follow(stopping)
+            except (KafkaError, OSError) as exc:
+                log.warning(
+                    "acks: cannot read %s (%s); retrying in %.0f s", self._topic, exc, wait_s
+                )
+                self.caught_up.set()  # do not hold the alerts back while Kafka is away
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), wait_s)
+                wait_s = min(wait_s * 2, _MAX_RETRY_WAIT_S)
+
+    async def _follow(self, stopping: asyncio.Event) -> None:
         from aiokafka.structs import TopicPartition  # noqa: PLC0415
 
         consumer = self._consumer()
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         try:
             await consumer.topics()  # fresh metadata (a topic created just now)
             partitions = consumer.partitions_for_topic(self._topic) or {0}
@@ -163,7 +187,6 @@ class AckFollower:
                     if await consumer.position(tp) >= pending[tp]:
                         del pending[tp]
         finally:
-            self.caught_up.set()  # nobody waits forever on a follower that stopped
             with contextlib.suppress(Exception):
                 await consumer.stop()
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 
 from agentwatch.schemas import Alert
+from agentwatch.schemas.errors import TransportError
 from agentwatch.sinks._settings import WebhooksSettings
 from agentwatch.sinks.kafka._group import (
     C,
@@ -217,7 +218,10 @@ class KafkaDispatcher:
     async def _follow_acks(self) -> asyncio.Task[None]:
         """Read the acks topic up to its end (up to a while), then follow it."""
         s = self._settings
-        await ensure_acks_topic(s.bootstrap_servers, s.acks_topic)
+        try:
+            await ensure_acks_topic(s.bootstrap_servers, s.acks_topic)
+        except TransportError as exc:  # the follower retries reading it
+            log.warning("webhooks: cannot create %s (%s)", s.acks_topic, exc)
         follower = AckFollower(s.bootstrap_servers, s.acks_topic, self.escalator.ack)
         task = asyncio.create_task(follower.run(self._stopping))
         try:
