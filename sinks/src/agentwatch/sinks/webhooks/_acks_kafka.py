@@ -21,6 +21,7 @@ from agentwatch.sinks.webhooks._acks import Ack
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
 
 __all__ = ["AckFollower", "ensure_acks_topic", "publish_ack", "write_ack"]
 
@@ -36,8 +37,8 @@ _MAX_RETRY_WAIT_S: Final = 30.0
 async def ensure_acks_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> None:
     """Create the compacted acks topic when it is missing (TransportError when Kafka
     cannot be reached)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # noqa: PLC0415
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
@@ -51,28 +52,41 @@ async def ensure_acks_topic(bootstrap_servers: str, topic: str, *, timeout_s: fl
             f"{exc or type(exc).__name__}"
         ) from None
     try:
-        if topic in set(await admin.list_topics()):
-            return
-        log.info("creating the compacted topic %s", topic)
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        topic,
-                        ACKS_PARTITIONS,
-                        1,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
-                ]
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _TOPIC_VISIBLE_WAIT_S
-        while topic not in set(await admin.list_topics()):
-            if loop.time() > deadline:
-                raise TransportError(f"topic {topic} was created but does not show up")
-            await asyncio.sleep(0.1)
+        await _create_compacted(admin, topic)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise TransportError(
+            f"cannot create the topic {topic} at {bootstrap_servers}: {exc or type(exc).__name__}"
+        ) from None
     finally:
         await admin.close()
+
+
+async def _create_compacted(admin: AIOKafkaAdminClient, topic: str) -> None:
+    """Replication factor 1, as on a single broker: on a cluster, create the topic
+    beforehand with yours (``cleanup.policy=compact``)."""
+    from aiokafka.admin import NewTopic  # noqa: PLC0415
+    from aiokafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
+
+    if topic in set(await admin.list_topics()):
+        return
+    log.info("creating the compacted topic %s", topic)
+    with contextlib.suppress(TopicAlreadyExistsError):
+        await admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    ACKS_PARTITIONS,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            ]
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _TOPIC_VISIBLE_WAIT_S
+    while topic not in set(await admin.list_topics()):
+        if loop.time() > deadline:
+            raise TransportError(f"topic {topic} was created but does not show up")
+        await asyncio.sleep(0.1)
 
 
 async def publish_ack(producer: AIOKafkaProducer, topic: str, ack: Ack) -> None:
