@@ -70,6 +70,7 @@ class SinkProcess(ServiceProcess):
             "AGENTWATCH_ALERTS_TOPIC": alerts_topic,
             "AGENTWATCH_ALERTS_DLQ_TOPIC": "",  # not the shared default; a test sets its own
             "AGENTWATCH_CONTROL_TOPIC": "",  # the same
+            "AGENTWATCH_ACKS_TOPIC": "",  # likewise
             "AGENTWATCH_SINK_GROUP": group,
             "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(batch_max_events),
             "AGENTWATCH_SINK_BATCH_MAX_MS": str(batch_max_ms),

@@ -24,7 +24,8 @@ class DispatcherProcess(ServiceProcess):
     environment; output goes to ``log_path``."""
 
     def __init__(self, bootstrap: str, *, alerts_topic: str, dlq_topic: str, group: str,
-                 endpoints_file: Path, log_path: Path, drain_s: float = 10.0) -> None:
+                 endpoints_file: Path, log_path: Path, drain_s: float = 10.0,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
         super().__init__(
             [sys.executable, "-m", "agentwatch.cli", "webhooks", "--endpoints",
@@ -35,6 +36,6 @@ class DispatcherProcess(ServiceProcess):
                 "AGENTWATCH_ALERTS_DLQ_TOPIC": dlq_topic,
                 "AGENTWATCH_WEBHOOKS_GROUP": group,
                 "AGENTWATCH_WEBHOOKS_DRAIN_S": str(drain_s),
-            },
+            } | (extra_env or {}),
             log_path,
         )

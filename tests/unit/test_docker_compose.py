@@ -292,9 +292,9 @@ def test_the_sink_and_migrate_settings_parse_and_agree(compose: dict[str, Any]) 
     worker = WorkerSettings.from_env(env_of(compose, "worker"))
     webhooks = WebhooksSettings.from_env(env_of(compose, "webhooks"))
     assert sink.bootstrap_servers == worker.bootstrap_servers
-    # what the worker writes, and the deliveries the webhooks dispatcher gave up on
+    # what the worker writes, the deliveries the webhooks dispatcher gave up on, halts, acks
     assert sink.topics == (worker.events_topic, worker.alerts_topic, webhooks.dlq_topic,
-                           worker.control_topic)
+                           worker.control_topic, webhooks.acks_topic)
     assert sink.group_id != worker.group_id  # separate consumer groups: both read everything
     assert "AGENTWATCH_SINK_BATCH_MAX_EVENTS" in sink_env
     assert "AGENTWATCH_SINK_BATCH_MAX_MS" in sink_env
@@ -413,11 +413,14 @@ def test_the_commented_examples_of_the_endpoints_file_are_valid(
     switched_on.write_text(text, encoding="utf-8")
     for name in secret_env_vars(switched_on):
         monkeypatch.setenv(name, "test-secret")
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "test-routing-key")
     endpoints = {e.name: e for e in load_endpoints(switched_on)}
-    assert [e.format for e in endpoints.values()] == ["json", "slack"]
+    assert [e.format for e in endpoints.values()] == ["json", "slack", "pagerduty"]
     slack = endpoints["team-slack"]
     assert slack.link_template
     assert "{tenant_id}" in slack.link_template
+    assert (slack.escalate_to, slack.escalate_after_s) == ("pagerduty", 600)
+    assert endpoints["pagerduty"].routing_key == "test-routing-key"
     # the optional keys show their defaults
     json_endpoint = next(e for e in endpoints.values() if e.format == "json")
     defaults = {

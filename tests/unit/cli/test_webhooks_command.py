@@ -18,8 +18,8 @@ SECRET = "test-secret"
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_installed(*args, drop=(*PROXY_VARS, "AGENTWATCH_WEBHOOK_SECRET"),
-                         timeout_s=60, **env)
+    drop = (*PROXY_VARS, "AGENTWATCH_WEBHOOK_SECRET", "PAGERDUTY_ROUTING_KEY")
+    return run_installed(*args, drop=drop, timeout_s=60, **env)
 
 
 def field(stdout: str, name: str) -> str:
@@ -170,6 +170,20 @@ def test_slack_format_sends_the_slack_message() -> None:
     assert "(slack," in proc.stdout
 
 
+def test_pagerduty_format_sends_an_events_v2_trigger() -> None:
+    with WebhookReceiver(secret=SECRET) as receiver:
+        proc = run_private(
+            receiver.url, "--secret", SECRET, "--format", "pagerduty", "--routing-key", "rk-1"
+        )
+        assert receiver.wait_for(1, 5)
+        (delivery,) = receiver.received
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    event = orjson.loads(delivery.body)
+    assert (event["event_action"], event["routing_key"]) == ("trigger", "rk-1")
+    assert event["payload"]["severity"] == "critical"
+    assert "rk-1" not in proc.stdout + proc.stderr  # the routing key is not printed
+
+
 def test_server_error_exits_1_with_the_status() -> None:
     with WebhookReceiver(secret=SECRET, default_status=500) as receiver:
         proc = run_private(receiver.url, "--secret", SECRET, "--timeout-s", "3")
@@ -222,6 +236,11 @@ def test_a_loopback_url_is_refused_without_allow_private() -> None:
     [
         (["http://127.0.0.1:1/"], {}, "a signing secret is needed"),
         (["ftp://example.com/", "--secret", "s"], {}, "must be http:// or https://"),
+        (
+            ["http://127.0.0.1:1/", "--secret", "s", "--format", "pagerduty"],
+            {},
+            "--routing-key: needed with --format pagerduty",
+        ),
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], env: dict[str, str], message: str) -> None:

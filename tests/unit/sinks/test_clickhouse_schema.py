@@ -44,7 +44,7 @@ EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]
 
 #: Tables that hold data: on a cluster each has a Distributed ``<name>_all`` twin.
-DATA_TABLES = ("events", "rollups_1m", "alerts", "dead_letters", "control_log")
+DATA_TABLES = ("events", "rollups_1m", "alerts", "dead_letters", "control_log", "alert_acks")
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 # Day 0 of the generated workload. The test databases keep events forever
 # (ttl_days=None), so a fixed date in the past is safe whatever today is.
@@ -864,6 +864,9 @@ def test_the_cluster_ddl_creates_every_object_on_the_cluster_in_order(
         *(f"agentwatch.{view}" for view in VIEWS),
         "agentwatch.control_log",
         "agentwatch.control_log_all",
+        "agentwatch.alert_acks",
+        "agentwatch.alert_acks_all",
+        "agentwatch.alert_status",
     ]
     assert names == expected
 
@@ -887,6 +890,7 @@ def test_cluster_tables_are_replicated_with_shard_and_replica_macros(
             ("dead_letters", "ReplicatedMergeTree"),
             ("rollups_1m", "ReplicatedAggregatingMergeTree"),
             ("control_log", "ReplicatedMergeTree"),
+            ("alert_acks", "ReplicatedMergeTree"),
         ]
     }
 

@@ -277,3 +277,20 @@ def test_a_cut_range_entirely_gone_leaves_nothing_to_complete() -> None:
     batch.passed_cut()
     assert batch.cut_at is None
     assert batch.accepts(20)
+
+
+def test_ack_records_become_ack_rows_and_bad_ones_dead_letters() -> None:
+    from agentwatch.sinks.webhooks import Ack  # noqa: PLC0415 - only this test needs it
+
+    ack = Ack.now("alert-1", "maria", via="cli")
+    batch = PartitionBatch("agentwatch.acks", 0, kind="acks")
+    batch.add(0, ack.encode(), None)
+    batch.add(1, b'{"alert_id": "a"}', None)
+    assert batch.acks == [Ack.decode(ack.encode())]
+    assert batch.acks[0].by == "maria"
+    (letter,) = batch.dead_letters
+    assert letter.source == "agentwatch.acks/0/1"
+    assert "acked_by" in letter.reason
+    assert batch.rows == 2
+    batch.committed()
+    assert batch.acks == []

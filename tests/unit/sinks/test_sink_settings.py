@@ -157,7 +157,7 @@ def test_the_sink_also_consumes_the_failed_deliveries_topic_by_default() -> None
     settings = SinkSettings.from_env({})
     assert settings.alerts_dlq_topic == "agentwatch.alerts.dlq"
     assert settings.topics == ("agentwatch.events", "agentwatch.alerts", "agentwatch.alerts.dlq",
-                               "agentwatch.control")
+                               "agentwatch.control", "agentwatch.acks")
 
 
 def test_the_failed_deliveries_topic_comes_from_its_variable() -> None:
@@ -170,9 +170,10 @@ def test_the_failed_deliveries_topic_comes_from_its_variable() -> None:
 def test_an_empty_failed_deliveries_variable_disables_that_topic(value: str) -> None:
     settings = SinkSettings.from_env({"AGENTWATCH_ALERTS_DLQ_TOPIC": value})
     assert settings.alerts_dlq_topic == ""
-    assert settings.topics == ("agentwatch.events", "agentwatch.alerts", "agentwatch.control")
+    assert settings.topics == ("agentwatch.events", "agentwatch.alerts", "agentwatch.control",
+                               "agentwatch.acks")
     assert SinkSettings(alerts_dlq_topic="").topics == (
-        "agentwatch.events", "agentwatch.alerts", "agentwatch.control")
+        "agentwatch.events", "agentwatch.alerts", "agentwatch.control", "agentwatch.acks")
 
 
 def test_an_option_wins_over_an_empty_failed_deliveries_variable() -> None:
@@ -181,15 +182,16 @@ def test_an_option_wins_over_an_empty_failed_deliveries_variable() -> None:
 
 
 def test_only_the_failed_deliveries_topic_is_enough_to_run() -> None:
-    settings = SinkSettings(events_topic="", alerts_topic="", control_topic="")
+    settings = SinkSettings(events_topic="", alerts_topic="", control_topic="", acks_topic="")
     assert settings.topics == ("agentwatch.alerts.dlq",)
     with pytest.raises(ConfigError, match="all empty: nothing to sink"):
-        SinkSettings(events_topic="", alerts_topic="", alerts_dlq_topic="", control_topic="")
+        SinkSettings(events_topic="", alerts_topic="", alerts_dlq_topic="", control_topic="",
+                     acks_topic="")
 
 
 def test_the_sink_stores_the_control_topic_from_its_variable() -> None:
     settings = SinkSettings.from_env({"AGENTWATCH_CONTROL_TOPIC": "t.control"})
-    assert settings.topics[-1] == "t.control"
+    assert "t.control" in settings.topics
 
 
 def test_one_topic_for_two_kinds_of_record_is_refused() -> None:
@@ -256,3 +258,9 @@ def test_the_sink_and_dispatcher_metrics_ports_are_off_by_default_and_read_by_na
 def test_a_bad_sink_metrics_port_names_its_variable(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         SinkSettings.from_env({"AGENTWATCH_SINK_METRICS_PORT": raw})
+
+def test_the_sink_consumes_the_acks_topic_unless_disabled() -> None:
+    assert SinkSettings.from_env({}).acks_topic == "agentwatch.acks"
+    settings = SinkSettings.from_env({"AGENTWATCH_ACKS_TOPIC": " "})
+    assert settings.acks_topic == ""
+    assert "agentwatch.acks" not in settings.topics

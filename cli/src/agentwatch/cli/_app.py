@@ -384,9 +384,14 @@ def webhooks_test(
     secret: Annotated[str | None, typer.Option(
         "--secret", envvar="AGENTWATCH_WEBHOOK_SECRET", metavar="S",
         help="Signing secret (env AGENTWATCH_WEBHOOK_SECRET).", show_default=False)] = None,
-    fmt: Annotated[Literal["json", "slack"], typer.Option(
-        "--format", help="json (the alert contract) or slack (an incoming-webhook message).",
+    fmt: Annotated[Literal["json", "slack", "pagerduty"], typer.Option(
+        "--format", help="json (the alert contract), slack (an incoming-webhook message) "
+        "or pagerduty (an Events v2 trigger; needs --routing-key).",
     )] = "json",
+    routing_key: Annotated[str | None, typer.Option(
+        "--routing-key", envvar="PAGERDUTY_ROUTING_KEY", metavar="KEY",
+        help="PagerDuty integration key for --format pagerduty (env PAGERDUTY_ROUTING_KEY).",
+        show_default=False)] = None,
     timeout_s: Annotated[float, typer.Option(
         "--timeout-s", min=0.001, max=60.0, metavar="N", help="Seconds to wait for the answer.",
     )] = 5.0,
@@ -403,7 +408,43 @@ def webhooks_test(
     from agentwatch.cli._webhooks import run_test  # noqa: PLC0415
 
     raise typer.Exit(run_test(url, secret, fmt=fmt, timeout_s=timeout_s,
-                              out=sys.stdout, err=sys.stderr, allow_private=allow_private))
+                              out=sys.stdout, err=sys.stderr, allow_private=allow_private,
+                              routing_key=routing_key))
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+alerts_app = typer.Typer(no_args_is_help=True, help="Act on alerts: acknowledge one.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[str, typer.Argument(
+        help="The alert's alert_id (webhook body, alerts table).", show_default=False)],
+    by: Annotated[str, typer.Option(
+        "--by", metavar="NAME", help="Who takes it (stored with the ack).",
+        show_default=False)],
+    bootstrap_servers: Annotated[str | None, typer.Option(
+        "--bootstrap-servers", help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default "
+        "localhost:9092).", show_default=False)] = None,
+    topic: Annotated[str | None, typer.Option(
+        "--topic", help="The acks topic (env AGENTWATCH_ACKS_TOPIC; default "
+        "agentwatch.acks).", show_default=False)] = None,
+) -> None:
+    """Acknowledge an alert: it is not escalated any further.
+
+    Writes the ack to the compacted acks topic: every `agentwatch webhooks` dispatcher
+    applies it (also after a restart) and `agentwatch sink` stores it in alert_acks.
+    """
+    import os  # noqa: PLC0415
+
+    from agentwatch.cli._webhooks import run_ack  # noqa: PLC0415
+
+    servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    acks_topic = topic or os.environ.get("AGENTWATCH_ACKS_TOPIC", "").strip()
+    raise typer.Exit(run_ack(alert_id, by, bootstrap_servers=servers or "localhost:9092",
+                             topic=acks_topic or "agentwatch.acks", out=sys.stdout))
 
 
 @app.command()

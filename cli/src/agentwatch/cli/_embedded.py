@@ -14,6 +14,12 @@ Halt rules (``action: halt``) write the same control records as the worker, to t
 log's ``control_topic``, which producers built with ``control=True`` on an
 ``InProcessTransport`` of the same log follow (a tombstone is an empty value there: the
 log keeps bytes). The sink stores them in ``control_log``.
+
+Escalation runs here as in ``agentwatch webhooks`` (an
+:class:`~agentwatch.sinks.webhooks.Escalator` over the dispatcher). An acknowledgement
+(:meth:`EmbeddedPipeline.ack`, or the signed link when ``ack_listen`` is given) stops it
+and is stored in ``alert_acks``; in this one process there is no acks topic, so a new
+pipeline starts with no acknowledgement and no timer.
 """
 
 from __future__ import annotations
@@ -30,11 +36,16 @@ from agentwatch.producer import InProcessLog
 from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
 from agentwatch.sinks import ClickHouseSink
 from agentwatch.sinks.webhooks import (
+    Ack,
+    AckLinks,
+    AckServer,
     DeliveryFailure,
     DeliveryResult,
     Dispatcher,
     EndpointConfig,
+    Escalator,
 )
+from agentwatch.sinks.webhooks._acks import parse_listen
 
 __all__ = ["EmbeddedPipeline", "PipelineStats"]
 
@@ -66,6 +77,8 @@ class EmbeddedPipeline:
         flush_interval_s: float = 0.5,
         on_alert: Callable[[Alert], None] | None = None,
         control_topic: str = CONTROL_TOPIC,
+        ack_links: AckLinks | None = None,
+        ack_listen: str | None = None,
     ) -> None:
         self._log = log
         self._control_topic = control_topic
@@ -80,8 +93,20 @@ class EmbeddedPipeline:
         self._thread: threading.Thread | None = None
         self.stats = PipelineStats()
         self._dispatcher = Dispatcher(
-            endpoints, on_dead_letter=self._dead_letter, on_result=self._delivered
+            endpoints,
+            on_dead_letter=self._dead_letter,
+            on_result=self._delivered,
+            ack_links=ack_links,
         )
+        self._escalator = Escalator(self._dispatcher)
+        self._ack_server: AckServer | None = None
+        if ack_listen is not None:
+            if ack_links is None:
+                raise ValueError("ack_listen: needs ack_links (the links it serves)")
+            host, port = parse_listen(ack_listen)
+            self._ack_server = AckServer(
+                ack_links, endpoints, self._record_ack, host=host, port=port
+            )
 
     @property
     def offset(self) -> int:
@@ -89,6 +114,8 @@ class EmbeddedPipeline:
         return self._offset
 
     def start(self) -> EmbeddedPipeline:
+        if self._ack_server is not None:
+            self._ack_server.start()
         self._thread = threading.Thread(target=self._run, name="agentwatch-embedded", daemon=True)
         self._thread.start()
         return self
@@ -114,12 +141,34 @@ class EmbeddedPipeline:
                 self._dispatcher.in_flight,
                 timeout_s,
             )
+        if self._ack_server is not None:
+            self._ack_server.stop()
+        self._escalator.close()
         self._dispatcher.close()
         self._flush_sink()
 
     @property
     def dispatcher(self) -> Dispatcher:
         return self._dispatcher
+
+    @property
+    def escalator(self) -> Escalator:
+        return self._escalator
+
+    @property
+    def ack_server(self) -> AckServer | None:
+        return self._ack_server
+
+    def ack(self, alert_id: str, by: str, *, via: str = "api") -> bool:
+        """Acknowledge ``alert_id``: no further escalation; stored in ``alert_acks``.
+        True when it is the first acknowledgement of that alert."""
+        return self._record_ack(Ack.now(alert_id, by, via=via))
+
+    def _record_ack(self, ack: Ack) -> bool:
+        first = self._escalator.ack(ack)
+        if first:
+            self._sink.add_acks([ack])
+        return first
 
     def _delivered(self, _ref: object, result: DeliveryResult) -> None:
         self.stats.deliveries.append(result)  # on a lane thread; list.append is atomic
@@ -171,7 +220,7 @@ class EmbeddedPipeline:
                 stats.alerts.append(alert)
                 if self._on_alert is not None:
                     self._on_alert(alert)
-                self._dispatcher.submit(alert)
+                self._escalator.submit(alert)
 
     def _halt(self, alerts: list[Alert]) -> None:
         records = control_records(self._halt_rules, alerts)

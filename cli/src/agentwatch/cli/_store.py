@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agentwatch.cli._render import Format, table_lines, write_csv, write_json_lines, write_table
 from agentwatch.schemas import ConfigError, SinkError
 from agentwatch.sinks import (
+    ACKS_TABLE,
     ALERTS_TABLE,
     DEAD_LETTERS_TABLE,
     EVENTS_TABLE,
@@ -50,7 +51,7 @@ __all__ = [
 #: Longest ClickHouse error message shown (its first line, then cut).
 MAX_ERROR_CHARS: Final = 300
 #: Tables whose row counts ``db status`` shows, in this order.
-COUNTED_TABLES: Final = (EVENTS_TABLE, ROLLUPS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE)
+COUNTED_TABLES: Final = (EVENTS_TABLE, ROLLUPS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE, ACKS_TABLE)
 #: First keywords of the statements ``agentwatch query`` runs.
 READ_KEYWORDS: Final = ("select", "with", "show", "describe", "desc", "explain", "exists")
 #: ... and of those it refuses (anything else goes to ClickHouse, which judges it).

@@ -1,4 +1,5 @@
-"""``agentwatch webhooks test``: one signed sample alert to a URL, and what came back."""
+"""``agentwatch webhooks test``: one signed sample alert to a URL, and what came back;
+``agentwatch alerts ack``: acknowledge an alert (stops its escalation)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,26 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Final, Literal, TextIO
 
-from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, ConfigError, Severity
+from agentwatch.schemas import (
+    Alert,
+    AlertScope,
+    AlertState,
+    AlertType,
+    ConfigError,
+    Severity,
+    format_ts,
+)
 from agentwatch.sinks.webhooks import (
     WebhookEndpoint,
     delivery_id,
     json_body,
+    pagerduty_body,
     post_once,
     sign,
     slack_body,
 )
 
-__all__ = ["TEST_ENDPOINT_NAME", "run_test", "sample_alert"]
+__all__ = ["TEST_ENDPOINT_NAME", "run_ack", "run_test", "sample_alert"]
 
 #: the endpoint name in the test delivery's id
 TEST_ENDPOINT_NAME: Final = "agentwatch-webhooks-test"
@@ -61,11 +71,12 @@ def run_test(
     url: str,
     secret: str | None,
     *,
-    fmt: Literal["json", "slack"],
+    fmt: Literal["json", "slack", "pagerduty"],
     timeout_s: float,
     out: TextIO,
     err: TextIO,
     allow_private: bool = False,
+    routing_key: str | None = None,
 ) -> int:
     """POST one signed sample alert to ``url`` (a single attempt, no retries) and print
     the outcome. 0 for a 2xx answer, 1 otherwise; ConfigError for bad arguments.
@@ -87,8 +98,16 @@ def run_test(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if fmt == "pagerduty" and not routing_key:
+        raise ConfigError(
+            "--routing-key: needed with --format pagerduty (or the PAGERDUTY_ROUTING_KEY "
+            "environment variable): the Events v2 integration key"
+        )
     alert = sample_alert()
-    body = slack_body(alert) if fmt == "slack" else json_body(alert)
+    if fmt == "pagerduty":
+        body = pagerduty_body(alert, routing_key or "")
+    else:
+        body = slack_body(alert) if fmt == "slack" else json_body(alert)
     did = delivery_id(alert.alert_id, alert.state, endpoint.name)
     timestamp_s = int(time.time())
     # HMAC is deterministic: this is the header post_once sends with the same timestamp
@@ -155,3 +174,24 @@ def _print_response(body: bytes | None, content_type: str | None, out: TextIO) -
     if len(body) >= _MAX_BODY_BYTES_READ:
         size = f"at least {size} (read no further)"
     print(f"content:   {content_type or '(no Content-Type)'}, {size}", file=out)
+
+
+def run_ack(
+    alert_id: str, by: str, *, bootstrap_servers: str, topic: str, out: TextIO
+) -> int:
+    """``agentwatch alerts ack``: write the acknowledgement to the acks topic, where every
+    dispatcher (and the sink) reads it. ConfigError for a bad id or name, TransportError
+    when Kafka cannot take it."""
+    from agentwatch.sinks.webhooks import Ack  # noqa: PLC0415
+    from agentwatch.sinks.webhooks._acks_kafka import write_ack  # noqa: PLC0415
+
+    alert_id = alert_id.strip()
+    try:
+        ack = Ack.now(alert_id, by, via="cli")
+    except ValueError as exc:
+        key, _, why = str(exc).partition(": ")
+        option = "--by" if key == "by" else "ALERT_ID"
+        raise ConfigError(f"{option}: {why}") from None
+    write_ack(bootstrap_servers, topic, ack)
+    print(f"alert {alert_id} acknowledged by {ack.by} at {format_ts(ack.at)} ({topic})", file=out)
+    return EXIT_OK

@@ -18,6 +18,7 @@ ClickHouse server (clickhouse-connect). Signed alert webhooks live in
 from __future__ import annotations
 
 from agentwatch.sinks._ddl import (
+    ACKS_TABLE,
     ALERTS_TABLE,
     DEAD_LETTERS_TABLE,
     DEFAULT_DATABASE,
@@ -58,6 +59,7 @@ from agentwatch.sinks.backends import (
 )
 
 __all__ = [
+    "ACKS_TABLE",
     "ALERTS_TABLE",
     "ALERT_COLUMNS",
     "DEAD_LETTERS_TABLE",

@@ -24,6 +24,7 @@ from agentwatch.sinks._identifiers import check_identifier, qualified, quote_ide
 from agentwatch.sinks.backends.base import Backend
 
 __all__ = [
+    "ACKS_TABLE",
     "ALERTS_TABLE",
     "CONTROL_LOG_TABLE",
     "DEAD_LETTERS_TABLE",
@@ -49,6 +50,9 @@ ALERTS_TABLE: Final = "alerts"
 DEAD_LETTERS_TABLE: Final = "dead_letters"
 ROLLUPS_TABLE: Final = "rollups_1m"
 CONTROL_LOG_TABLE: Final = "control_log"
+ACKS_TABLE: Final = "alert_acks"
+#: The view of every alert's latest state with its acknowledgement (migration 5).
+ALERT_STATUS_VIEW: Final = "alert_status"
 #: The BI views (migration 3), in the order the README documents them.
 VIEWS: Final = (
     "cost_per_agent_hourly",
@@ -60,7 +64,7 @@ VIEWS: Final = (
 #: Tables that hold data (as opposed to the ledger): on a cluster each gets a
 #: Distributed ``<name>_all`` table next to it, which the views read.
 DATA_TABLES: Final = (EVENTS_TABLE, ROLLUPS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE,
-                      CONTROL_LOG_TABLE)
+                      CONTROL_LOG_TABLE, ACKS_TABLE)
 SCHEMA_MIGRATIONS_TABLE: Final = "schema_migrations"
 
 _BOOTSTRAP_FILE: Final = "000_bootstrap.sql"
@@ -119,6 +123,7 @@ class SchemaConfig:
             "events_read": f"{database}.{quote_identifier(EVENTS_TABLE + read_suffix)}",
             "rollups_read": f"{database}.{quote_identifier(ROLLUPS_TABLE + read_suffix)}",
             "alerts_read": f"{database}.{quote_identifier(ALERTS_TABLE + read_suffix)}",
+            "acks_read": f"{database}.{quote_identifier(ACKS_TABLE + read_suffix)}",
         }
 
 
@@ -138,6 +143,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "rollups_1m and the materialized view that feeds it", "002_rollups_1m.sql"),
     Migration(3, "BI views", "003_bi_views.sql"),
     Migration(4, "control_log: every halt and resume", "004_control_log.sql"),
+    Migration(5, "alert_acks and the alert_status view", "005_alert_acks.sql"),
 )
 
 

@@ -21,12 +21,17 @@ from agentwatch.schemas import Alert, ControlRecord, Event, Rejected
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentwatch.sinks.webhooks._acks import Ack
+
 __all__ = [
+    "ACK_COLUMNS",
     "ALERT_COLUMNS",
     "DEAD_LETTER_COLUMNS",
     "DELIVERY_STATUS_COLUMN",
     "EVENT_COLUMNS",
     "DeadLetter",
+    "acks_schema",
+    "acks_to_arrow",
     "alerts_schema",
     "alerts_to_arrow",
     "attribute_text",
@@ -105,6 +110,8 @@ ALERT_COLUMNS: Final = (
 #: to its DEFAULT ('') unless :func:`alerts_to_arrow` is given the values.
 DELIVERY_STATUS_COLUMN: Final = "delivery_status"
 DEAD_LETTER_COLUMNS: Final = ("received_at", "source", "reason", "raw")
+#: The alert_acks columns the sink writes (``ingested_at`` is a DEFAULT).
+ACK_COLUMNS: Final = ("alert_id", "acked_by", "acked_at", "via")
 
 
 class DeadLetter(NamedTuple):
@@ -308,6 +315,28 @@ def alerts_to_arrow(
     if delivery_status is not None:
         columns[DELIVERY_STATUS_COLUMN] = delivery_status
     return _table(schema, columns)
+
+
+@functools.cache
+def acks_schema() -> pa.Schema:
+    import pyarrow as pa  # noqa: PLC0415 (see module docstring)
+
+    text = pa.string()
+    types = {"acked_at": pa.timestamp("us", tz="UTC")}
+    return pa.schema([(name, types.get(name, text)) for name in ACK_COLUMNS])
+
+
+def acks_to_arrow(acks: Sequence[Ack]) -> pa.Table:
+    """Acknowledgements -> a table with :data:`ACK_COLUMNS`."""
+    if not acks:
+        return acks_schema().empty_table()
+    columns: dict[str, Sequence[Any]] = {
+        "alert_id": [a.alert_id for a in acks],
+        "acked_by": [a.by for a in acks],
+        "acked_at": [a.at for a in acks],
+        "via": [a.via for a in acks],
+    }
+    return _table(acks_schema(), columns)
 
 
 def dead_letters_to_arrow(

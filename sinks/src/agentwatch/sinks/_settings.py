@@ -17,13 +17,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas.errors import ConfigError
 from agentwatch.schemas.kafka_security import KafkaSecurity
 from agentwatch.sinks._ddl import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, SchemaConfig
 from agentwatch.sinks.backends._open import open_backend
 from agentwatch.sinks.backends.base import Backend
+
+if TYPE_CHECKING:
+    from agentwatch.sinks.webhooks._acks import AckLinks
 
 __all__ = [
     "DEFAULT_CHDB_PATH",
@@ -212,6 +215,8 @@ class SinkSettings:
     'failed:<endpoint>'`` and a ``dead_letters`` row. An empty topic name skips that
     topic. ``AGENTWATCH_ALERTS_DLQ_TOPIC`` set to an empty string disables the failures
     topic (for the other variables, empty means unset: the default applies).
+    ``acks_topic`` holds the acknowledgements (``alert_acks`` rows);
+    ``AGENTWATCH_ACKS_TOPIC`` set to an empty string disables it.
     """
 
     bootstrap_servers: str = "localhost:9092"
@@ -220,6 +225,8 @@ class SinkSettings:
     alerts_dlq_topic: str = "agentwatch.alerts.dlq"
     control_topic: str = "agentwatch.control"
     """Halts and resumes (``control_log`` rows); empty: not stored."""
+    acks_topic: str = "agentwatch.acks"
+    """Acknowledgements of alerts (``alert_acks`` rows); empty: not stored."""
     group_id: str = "agentwatch-sink"
     batch_max_events: int = 100_000
     batch_max_ms: int = 1000
@@ -244,30 +251,34 @@ class SinkSettings:
         topics = self.topics
         if not topics:
             raise ConfigError(
-                "events_topic, alerts_topic, alerts_dlq_topic and control_topic are all empty: "
+                "events_topic, alerts_topic, alerts_dlq_topic, control_topic and acks_topic "
+                "are all empty: "
                 "nothing to sink"
             )
         if len(set(topics)) < len(topics):
             raise ConfigError(
-                f"events_topic, alerts_topic, alerts_dlq_topic and control_topic must differ: "
+                f"events_topic, alerts_topic, alerts_dlq_topic, control_topic and acks_topic "
+                f"must differ: "
                 f"{topics!r}"
             )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> SinkSettings:
         values, source = _gather(SINK_ENV_VARS, env, overrides)
-        var = SINK_ENV_VARS["alerts_dlq_topic"]
-        given = (os.environ if env is None else env).get(var)
-        if "alerts_dlq_topic" not in values and given is not None and not given.strip():
-            values["alerts_dlq_topic"], source["alerts_dlq_topic"] = "", var  # disabled
+        for name in ("alerts_dlq_topic", "control_topic", "acks_topic"):
+            var = SINK_ENV_VARS[name]
+            given = (os.environ if env is None else env).get(var)
+            if name not in values and given is not None and not given.strip():
+                values[name], source[name] = "", var  # disabled
         settings: SinkSettings = _coerce(cls, values, source)
         return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The topics to consume: events, alerts, failed deliveries (empty names left out)."""
+        """The topics to consume: events, alerts, failed deliveries, halts and resumes, acks
+        (empty names left out)."""
         return tuple(t for t in (self.events_topic, self.alerts_topic, self.alerts_dlq_topic,
-                                 self.control_topic) if t)
+                                 self.control_topic, self.acks_topic) if t)
 
 
 SINK_ENV_VARS: Final[dict[str, str]] = {
@@ -276,6 +287,7 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
     "alerts_dlq_topic": "AGENTWATCH_ALERTS_DLQ_TOPIC",
     "control_topic": "AGENTWATCH_CONTROL_TOPIC",
+    "acks_topic": "AGENTWATCH_ACKS_TOPIC",
     "group_id": "AGENTWATCH_SINK_GROUP",
     "batch_max_events": "AGENTWATCH_SINK_BATCH_MAX_EVENTS",
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",
@@ -292,6 +304,12 @@ class WebhooksSettings:
     At most ``max_in_flight`` alerts are held undelivered (waiting, being sent or
     between retries) before the dispatcher stops reading; ``drain_s`` is how long a stop
     waits for deliveries under way before it commits and leaves them to the next run.
+
+    Acknowledgements are read from (and the link server writes them to) ``acks_topic``,
+    a compacted topic keyed by alert id. ``ack_listen`` (``HOST:PORT``; empty = off, the
+    default) serves the signed acknowledgement links, which are then put in every
+    firing's body; ``ack_base_url`` is the address people reach that server at (default
+    ``http://<ack_listen>``), ``ack_ttl_s`` how long a link stays valid.
     """
 
     endpoints_file: str = ""
@@ -307,8 +325,32 @@ class WebhooksSettings:
     """TLS/SASL of the dispatcher's Kafka clients (:mod:`agentwatch.schemas.kafka_security`)."""
     metrics_port: int = 0
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port; 0: off."""
+    acks_topic: str = "agentwatch.acks"
+    ack_listen: str = ""
+    ack_base_url: str = ""
+    ack_ttl_s: int = 86_400
 
     def __post_init__(self) -> None:
+        if not self.acks_topic:
+            raise _SettingError("acks_topic", "must not be empty")
+        if self.acks_topic in {self.alerts_topic, self.dlq_topic}:
+            raise _SettingError("acks_topic", f"{self.acks_topic!r} is already another topic")
+        if self.ack_ttl_s < 1:
+            raise _SettingError("ack_ttl_s", f"{self.ack_ttl_s} is not >= 1")
+        if self.ack_listen:
+            from agentwatch.sinks.webhooks._acks import parse_listen  # noqa: PLC0415
+
+            try:
+                parse_listen(self.ack_listen)
+            except ValueError as exc:
+                raise _SettingError("ack_listen", str(exc).partition(": ")[2]) from None
+        if self.ack_base_url:
+            if not self.ack_listen:
+                raise _SettingError("ack_base_url", "set, but ack_listen is not (links are off)")
+            if not self.ack_base_url.startswith(("http://", "https://")):
+                raise _SettingError(
+                    "ack_base_url", f"{self.ack_base_url!r} is not an http(s):// URL"
+                )
         if not self.endpoints_file:
             raise ConfigError(
                 "no endpoints file: set AGENTWATCH_WEBHOOKS_FILE or pass --endpoints FILE"
@@ -333,6 +375,14 @@ class WebhooksSettings:
         settings: WebhooksSettings = _coerce(cls, values, source)
         return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
 
+    def ack_links(self) -> AckLinks | None:
+        """The links to put in firings' bodies; None while ``ack_listen`` is off."""
+        if not self.ack_listen:
+            return None
+        from agentwatch.sinks.webhooks._acks import AckLinks  # noqa: PLC0415
+
+        return AckLinks(self.ack_base_url or f"http://{self.ack_listen}", self.ack_ttl_s)
+
 
 WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
     "endpoints_file": "AGENTWATCH_WEBHOOKS_FILE",
@@ -344,4 +394,8 @@ WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
     "drain_s": "AGENTWATCH_WEBHOOKS_DRAIN_S",
     "max_backoff_s": "AGENTWATCH_WEBHOOKS_MAX_BACKOFF_S",
     "metrics_port": "AGENTWATCH_WEBHOOKS_METRICS_PORT",
+    "acks_topic": "AGENTWATCH_ACKS_TOPIC",
+    "ack_listen": "AGENTWATCH_ACK_LISTEN",
+    "ack_base_url": "AGENTWATCH_ACK_BASE_URL",
+    "ack_ttl_s": "AGENTWATCH_ACK_TTL_S",
 }

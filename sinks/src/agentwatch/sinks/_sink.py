@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 from agentwatch.schemas import Alert, ControlRecord, Event, Rejected
 from agentwatch.schemas.errors import SinkError
 from agentwatch.sinks._ddl import (
+    ACKS_TABLE,
     ALERTS_TABLE,
     CONTROL_LOG_TABLE,
     DEAD_LETTERS_TABLE,
@@ -40,6 +41,7 @@ from agentwatch.sinks._ddl import (
 )
 from agentwatch.sinks._rows import (
     DeadLetter,
+    acks_to_arrow,
     alerts_to_arrow,
     control_to_arrow,
     dead_letters_from_rejected,
@@ -51,6 +53,7 @@ from agentwatch.sinks.backends.base import Backend, Parameters, QueryResult
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agentwatch.sinks.webhooks._acks import Ack
     from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 __all__ = ["ClickHouseSink", "FlushStats", "RowCounts"]
@@ -63,10 +66,11 @@ class RowCounts:
     events: int = 0
     alerts: int = 0
     dead_letters: int = 0
+    acks: int = 0
 
     @property
     def total(self) -> int:
-        return self.events + self.alerts + self.dead_letters
+        return self.events + self.alerts + self.dead_letters + self.acks
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,7 @@ class ClickHouseSink:
         )
         self._control = _TableBuffer[ControlRecord](
             schema.table(CONTROL_LOG_TABLE), control_to_arrow)
+        self._acks = _TableBuffer["Ack"](schema.table(ACKS_TABLE), acks_to_arrow)
         self._lock = threading.Lock()  # guards the buffers
         self._flush_lock = threading.Lock()  # one flush at a time, in order
 
@@ -173,6 +178,11 @@ class ClickHouseSink:
         with self._lock:
             self._control.items.extend(records)
 
+    def add_acks(self, acks: Iterable[Ack]) -> None:
+        """Acknowledgements (``alert_acks`` rows)."""
+        with self._lock:
+            self._acks.items.extend(acks)
+
     def add_dead_letters(self, items: Iterable[DeadLetter | tuple[str, str, bytes | str]]) -> None:
         """``(source, reason, raw)`` tuples or :class:`DeadLetter` s (stamped ``received_at``)."""
         now = datetime.now(UTC)
@@ -190,7 +200,12 @@ class ClickHouseSink:
     def buffered(self) -> RowCounts:
         """Rows waiting for a flush, failed batches included."""
         with self._lock:
-            return RowCounts(self._events.count(), self._alerts.count(), self._dead_letters.count())
+            return RowCounts(
+                self._events.count(),
+                self._alerts.count(),
+                self._dead_letters.count(),
+                self._acks.count(),
+            )
 
     def flush(self, dedup_token_prefix: str | None = None) -> FlushStats:
         """Insert everything buffered: per table, failed batches first, then one
@@ -202,7 +217,7 @@ class ClickHouseSink:
         with self._flush_lock:
             inserted = [
                 self._flush_table(buffer, dedup_token_prefix)
-                for buffer in (self._events, self._alerts, self._dead_letters)
+                for buffer in (self._events, self._alerts, self._dead_letters, self._acks)
             ]
             self._flush_table(self._control, dedup_token_prefix)
         return FlushStats(RowCounts(*inserted), time.perf_counter() - started)

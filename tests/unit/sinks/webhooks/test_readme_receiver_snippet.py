@@ -224,9 +224,12 @@ def test_the_readme_endpoints_example_loads(
     path = tmp_path / "endpoints.yaml"
     path.write_text(example, encoding="utf-8")
     monkeypatch.setenv("AGENTWATCH_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "pd-routing-key")
     endpoints = load_endpoints(path)
-    assert [e.format for e in endpoints] == ["json", "slack"]
+    assert [e.format for e in endpoints] == ["json", "slack", "pagerduty"]
     assert all(e.secret == SECRET for e in endpoints)
+    assert (endpoints[1].escalate_to, endpoints[1].escalate_after_s) == ("pagerduty", 600)
+    assert endpoints[2].routing_key == "pd-routing-key"
 
 
 def test_the_readme_rotation_steps_load_as_described(

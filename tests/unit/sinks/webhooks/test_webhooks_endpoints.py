@@ -168,7 +168,10 @@ def one(**overrides: Any) -> dict[str, Any]:
         (one(allow_private="yes"), "`endpoints[0].allow_private`: Input should be a valid boolean"),
         (one(name=""), "`endpoints[0].name`: String should have at least 1 character"),
         (one(name=...), "`endpoints[0].name`: missing"),
-        (one(format="xml"), "`endpoints[0].format`: Input should be 'json' or 'slack'"),
+        (
+            one(format="xml"),
+            "`endpoints[0].format`: Input should be 'json', 'slack' or 'pagerduty'",
+        ),
         (one(timeout_s=0), "`endpoints[0].timeout_s`: Input should be greater than 0"),
         (one(timeout_s=61), "`endpoints[0].timeout_s`: Input should be less than or equal to 60"),
         (one(timeout_s="5"), "`endpoints[0].timeout_s`: Input should be a valid number"),

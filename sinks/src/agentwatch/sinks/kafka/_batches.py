@@ -35,7 +35,8 @@ rows, and ``"alert_failures"`` records (a
 dispatcher's dead-letter topic) an ``alerts`` row with ``delivery_status =
 'failed:<endpoint>'`` **and** a ``dead_letters`` row with the failure's reason. A batch
 holds one partition, so of one kind: its ``alerts`` insert is its only one into that
-table, and the per-table token stays unique.
+table, and the per-table token stays unique. ``"acks"`` records (the acks topic,
+:class:`~agentwatch.sinks.webhooks.Ack`) become ``alert_acks`` rows.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from agentwatch.schemas import (
 )
 from agentwatch.sinks._rows import DeadLetter, dead_letters_from_rejected
 from agentwatch.sinks.kafka._decode import decode_rows
+from agentwatch.sinks.webhooks._acks import Ack
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 __all__ = [
@@ -78,9 +80,9 @@ INTENT_PREFIX: Final = "agentwatch-sink/2 pending "
 _MEMORY_PREFIX: Final = "agentwatch-sink/2 ids "
 _V1_INTENT_PREFIX: Final = "agentwatch-sink/1 pending "  # sinks before the id memory spans
 
-BatchKind = Literal["events", "alerts", "alert_failures", "control"]
-"""What a topic's records are: events, alerts, failed webhook deliveries, or halts and
-resumes (the control topic: ``control_log`` rows; its tombstones are skipped)."""
+BatchKind = Literal["events", "alerts", "alert_failures", "control", "acks"]
+"""What a topic's records are: events, alerts, failed webhook deliveries, halts and
+resumes (the control topic: ``control_log`` rows; its tombstones are skipped), or acks."""
 
 IdSpan = tuple[int, int]
 """Where a partition's recent-id memory comes from: ``(older_from, newer_from)``, the first
@@ -226,6 +228,7 @@ class PartitionBatch:
     its ``dead_letters`` row is in :attr:`dead_letters` already."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     controls: list[ControlRecord] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
     duplicates: int = 0
     opened_at: float | None = None  # monotonic time of the first record
     intent_committed: bool = False
@@ -241,7 +244,7 @@ class PartitionBatch:
     @property
     def rows(self) -> int:
         return (len(self.events) + len(self.alerts) + len(self.failures)
-                + len(self.dead_letters) + len(self.controls))
+                + len(self.dead_letters) + len(self.controls) + len(self.acks))
 
     def alert_rows(self) -> tuple[list[Alert], list[str] | None]:
         """The rows of the batch's one ``alerts`` insert: the alerts, then the failed
@@ -323,6 +326,9 @@ class PartitionBatch:
         if self.kind == "alert_failures":
             self._add_failure(source, value)
             return
+        if self.kind == "acks":
+            self._add_ack(source, value)
+            return
         rows, rejected = decode_rows(value)
         if rejected:
             self.dead_letters.extend(dead_letters_from_rejected(rejected, source))
@@ -358,6 +364,12 @@ class PartitionBatch:
         self.failures.append(failure)
         self.dead_letters.append(DeadLetter(source, failure.reason, value))
 
+    def _add_ack(self, source: str, value: bytes) -> None:
+        try:
+            self.acks.append(Ack.decode(value))
+        except ValueError as exc:
+            self.dead_letters.append(DeadLetter(source, f"not an acknowledgement: {exc}", value))
+
     def committed(self) -> None:
         """The batch is stored and its end committed: start the next one after it."""
         end = self.end
@@ -370,6 +382,8 @@ class PartitionBatch:
         self.alerts = []
         self.failures = []
         self.dead_letters = []
+        self.controls = []
+        self.acks = []
         self.duplicates = 0
         self.opened_at = None
         self.intent_committed = False

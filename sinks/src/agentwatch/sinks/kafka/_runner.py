@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas import default_price_table
-from agentwatch.schemas.errors import BackpressureError, SinkError
+from agentwatch.schemas.errors import BackpressureError, SinkError, TransportError
 from agentwatch.sinks._ddl import (
+    ACKS_TABLE,
     ALERTS_TABLE,
     CONTROL_LOG_TABLE,
     DEAD_LETTERS_TABLE,
@@ -40,6 +41,7 @@ from agentwatch.sinks._ddl import (
     SchemaConfig,
 )
 from agentwatch.sinks._rows import (
+    acks_to_arrow,
     alerts_to_arrow,
     control_to_arrow,
     dead_letters_to_arrow,
@@ -60,6 +62,7 @@ from agentwatch.sinks.kafka._group import (
     start_with_retry,
 )
 from agentwatch.sinks.kafka._metrics import SinkMetrics
+from agentwatch.sinks.webhooks._acks_kafka import ensure_acks_topic
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -148,12 +151,14 @@ class KafkaSink:
         self._backend = backend
         self._tables = {
             name: schema.table(name)
-            for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE, CONTROL_LOG_TABLE)
+            for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE, CONTROL_LOG_TABLE,
+                         ACKS_TABLE)
         }
         self._kinds: dict[str, BatchKind] = {
             settings.alerts_topic: "alerts",
             settings.alerts_dlq_topic: "alert_failures",
             settings.control_topic: "control",
+            settings.acks_topic: "acks",
         }
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._recent: dict[TopicPartition, RecentIds] = {}
@@ -203,6 +208,11 @@ class KafkaSink:
         if consumer is None:  # asked to stop before Kafka could be reached
             return self.stats
         self._consumer = consumer
+        if self._settings.acks_topic:  # compacted: created here before a subscription
+            try:  # could auto-create it with the broker's defaults
+                await ensure_acks_topic(self._settings.bootstrap_servers, self._settings.acks_topic)
+            except TransportError as exc:
+                log.warning("sink: cannot create %s (%s)", self._settings.acks_topic, exc)
         try:
             listener = rebalance_listener(self._on_revoked, self._on_assigned)
             consumer.subscribe(list(self._settings.topics), listener=listener)
@@ -344,6 +354,8 @@ class KafkaSink:
                 )
             if batch.controls:
                 job.parts.append((CONTROL_LOG_TABLE, control_to_arrow(batch.controls), token))
+            if batch.acks:
+                job.parts.append((ACKS_TABLE, acks_to_arrow(batch.acks), token))
             if batch.end is not None:
                 job.ends[tp] = batch.end
                 # Every record read from tp is in this batch: the memory stands at its end.

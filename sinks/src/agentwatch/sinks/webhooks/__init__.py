@@ -25,7 +25,8 @@ any other 4xx is final. :func:`deliver` sends one alert to one endpoint;
 
 Which alerts go where, and as what: :func:`load_endpoints` reads an endpoints file
 (YAML or TOML) into :class:`EndpointConfig` objects (``matches(alert)``, format
-``json`` = :func:`json_body` or ``slack`` = :func:`slack_body`). :class:`Dispatcher`
+``json`` = :func:`json_body`, ``slack`` = :func:`slack_body` or ``pagerduty`` =
+:func:`pagerduty_body`, a PagerDuty Events v2 event). :class:`Dispatcher`
 delivers alerts to many endpoints at once (a queue and threads per endpoint, retries,
 dead letters as :class:`DeliveryFailure`); :mod:`agentwatch.sinks.webhooks.kafka` runs it
 on Kafka's alerts topic (``agentwatch webhooks``).
@@ -35,10 +36,16 @@ addresses are refused at connect time (:class:`DestinationRefusedError`, final, 
 retried) unless the endpoint sets ``allow_private`` (``allow_private: true`` in the
 file), as a receiver on this host needs. An endpoint may sign with several secrets
 while one is rotated (``secrets: [new, old]``).
+
+Escalation and acknowledgement: :class:`Escalator` sends a firing nobody acknowledged
+to the next endpoint of its chain (``escalate_after_s`` / ``escalate_to``); an
+:class:`Ack` stops it, from ``agentwatch alerts ack`` (the acks topic) or from the
+signed link (:class:`AckLinks`) served by :class:`AckServer`.
 """
 
 from __future__ import annotations
 
+from agentwatch.sinks.webhooks._acks import ACK_PATH, ACKS_TOPIC, Ack, AckLinks, AckServer
 from agentwatch.sinks.webhooks._destinations import (
     DestinationRefusedError,
     Resolver,
@@ -49,14 +56,19 @@ from agentwatch.sinks.webhooks._endpoints import (
     EndpointConfig,
     EndpointFilters,
     EndpointsFile,
+    check_escalations,
     endpoints_from_mapping,
     load_endpoints,
 )
+from agentwatch.sinks.webhooks._escalation import EscalationStats, Escalator
 from agentwatch.sinks.webhooks._failures import FAILED_PREFIX, DeliveryFailure
 from agentwatch.sinks.webhooks._formats import (
+    ACK_URL_KEY,
     LINK_FIELDS,
+    PAGERDUTY_SEVERITY,
     check_link_template,
     json_body,
+    pagerduty_body,
     render_link,
     slack_body,
 )
@@ -72,16 +84,25 @@ from agentwatch.sinks.webhooks._signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     SignatureError,
+    ack_signature,
     delivery_id,
     sign,
     verify,
+    verify_ack,
 )
 
 __all__ = [
+    "ACKS_TOPIC",
+    "ACK_PATH",
+    "ACK_URL_KEY",
     "DELIVERY_HEADER",
     "FAILED_PREFIX",
     "LINK_FIELDS",
+    "PAGERDUTY_SEVERITY",
     "SIGNATURE_HEADER",
+    "Ack",
+    "AckLinks",
+    "AckServer",
     "AttemptOutcome",
     "DeliveryFailure",
     "DeliveryResult",
@@ -91,21 +112,27 @@ __all__ = [
     "EndpointFilters",
     "EndpointStats",
     "EndpointsFile",
+    "EscalationStats",
+    "Escalator",
     "ReceivedDelivery",
     "Resolver",
     "SignatureError",
     "WebhookEndpoint",
     "WebhookReceiver",
+    "ack_signature",
+    "check_escalations",
     "check_link_template",
     "deliver",
     "delivery_id",
     "endpoints_from_mapping",
     "json_body",
     "load_endpoints",
+    "pagerduty_body",
     "post_once",
     "refusal_kind",
     "render_link",
     "sign",
     "slack_body",
     "verify",
+    "verify_ack",
 ]

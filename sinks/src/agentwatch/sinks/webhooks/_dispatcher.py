@@ -36,8 +36,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from agentwatch.schemas import Alert
-from agentwatch.sinks.webhooks._endpoints import EndpointConfig
+from agentwatch.schemas import Alert, AlertState
+from agentwatch.sinks.webhooks._acks import AckLinks
+from agentwatch.sinks.webhooks._endpoints import EndpointConfig, check_escalations
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
 from agentwatch.sinks.webhooks._sender import (
     AttemptOutcome,
@@ -243,10 +244,14 @@ class Dispatcher:
         on_done: Callable[[object], None] = _ignore_done,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        ack_links: AckLinks | None = None,
     ) -> None:
         names = [e.name for e in endpoints]
         if len(set(names)) != len(names):
             raise ValueError(f"endpoint names must be unique (got {names})")
+        check_escalations(list(endpoints))
+        self.ack_links = ack_links
+        """When set, every firing's body carries a signed acknowledgement link."""
         self.on_dead_letter = on_dead_letter
         self.on_result = on_result
         self.on_done = on_done
@@ -277,14 +282,23 @@ class Dispatcher:
                 )
         return out
 
-    def submit(self, alert: Alert, ref: object = None, *, skip: Collection[str] = ()) -> int:
+    def submit(
+        self,
+        alert: Alert,
+        ref: object = None,
+        *,
+        skip: Collection[str] = (),
+        only: Collection[str] | None = None,
+    ) -> int:
         """Queue ``alert`` for every matching endpoint not named in ``skip`` (those that
         already have it); returns how many. With none, ``on_done(ref)`` runs at once
-        (on the caller's thread)."""
+        (on the caller's thread). ``only`` names the endpoints instead of their filters
+        (an escalation)."""
         lanes = [
             lane
             for lane in self._lanes
-            if lane.config.name not in skip and lane.config.matches(alert)
+            if lane.config.name not in skip
+            and (lane.config.matches(alert) if only is None else lane.config.name in only)
         ]
         if not lanes:
             self.on_done(ref)
@@ -294,12 +308,14 @@ class Dispatcher:
             self._in_flight += 1
         now = self.clock()
         json_body: bytes | None = None
+        links = self.ack_links if alert.state is AlertState.FIRING else None
         for lane in lanes:
-            if lane.config.format == "json":  # one encoding for every json endpoint
+            ack_url = None if links is None else links.url(alert.alert_id, lane.config)
+            if lane.config.format == "json" and ack_url is None:  # one encoding for all
                 json_body = json_body or lane.config.body(alert)
                 body = json_body
             else:
-                body = lane.config.body(alert)
+                body = lane.config.body(alert, ack_url)
             did = delivery_id(alert.alert_id, alert.state, lane.config.name)
             lane.put(_Job(alert, body, did, ticket, started_s=now))
         return len(lanes)

@@ -23,6 +23,16 @@ the endpoint; names must still be unique)::
         link_template: https://grafana.example/d/agentwatch?var-tenant={tenant_id}&var-agent={agent_id}
         filters:
           tenants: [acme]
+        escalate_after_s: 300         # not acknowledged nor resolved within 5 min ...
+        escalate_to: oncall-pagerduty # ... -> sent to this endpoint too (once)
+      - name: oncall-pagerduty
+        url: https://events.pagerduty.com/v2/enqueue
+        secret_env: AGENTWATCH_HOOK_SECRET
+        format: pagerduty             # an Events API v2 event: trigger / resolve
+        routing_key_env: PAGERDUTY_ROUTING_KEY   # or routing_key (never logged)
+        filters:
+          severities: [critical]      # filters choose what comes directly; an
+                                      # escalation arrives whatever they say
 
 or in TOML ``[[endpoints]]`` tables with an ``[endpoints.filters]`` sub-table.
 
@@ -43,6 +53,17 @@ goes to the dead-letter topic with a reason naming the endpoint and ``allow_priv
 Filters: ``rules``, ``types``, ``severities``, ``tenants``, ``agents`` (matched against
 ``agent_id``; an alert without one never matches a given ``agents`` list). A key left
 out matches everything; an empty list is an error (it would match nothing).
+Escalation: ``escalate_after_s`` (> 0) and ``escalate_to`` (another endpoint's name)
+go together. A firing this endpoint received that is neither acknowledged nor resolved
+``escalate_after_s`` later is sent to ``escalate_to``, and from there on along that
+endpoint's own ``escalate_to``, once per level (:mod:`agentwatch.sinks.webhooks._escalation`).
+A chain must end: ``escalate_to`` naming an unknown endpoint, the endpoint itself, or
+closing a cycle is an error.
+
+PagerDuty: ``format: pagerduty`` needs ``routing_key`` or ``routing_key_env`` (the
+Events v2 integration key; it is kept out of reprs and logs) and takes no other format's
+keys; other formats take no routing key.
+
 Every error names the file and the key: ``endpoints.yaml: `endpoints[1].timeout_s`:
 Input should be less than or equal to 60 (got 90)``.
 """
@@ -65,7 +86,12 @@ from pydantic import (
 
 from agentwatch.schemas import Alert, AlertType, ConfigError, Severity
 from agentwatch.schemas._files import read_config_file
-from agentwatch.sinks.webhooks._formats import check_link_template, json_body, slack_body
+from agentwatch.sinks.webhooks._formats import (
+    check_link_template,
+    json_body,
+    pagerduty_body,
+    slack_body,
+)
 from agentwatch.sinks.webhooks._sender import WebhookEndpoint
 
 __all__ = [
@@ -178,7 +204,11 @@ class EndpointConfig(BaseModel):
     secrets_env: list[_NonEmptyStr] | None = None
     allow_private: bool = False
     """Let the endpoint reach loopback, private, link-local and metadata addresses."""
-    format: Literal["json", "slack"] = "json"
+    format: Literal["json", "slack", "pagerduty"] = "json"
+    routing_key: _NonEmptyStr | None = Field(default=None, repr=False)
+    """PagerDuty Events v2 integration key (``format: pagerduty``); filled from
+    ``routing_key_env`` when that is given."""
+    routing_key_env: _NonEmptyStr | None = None
     timeout_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
     filters: EndpointFilters = Field(default_factory=EndpointFilters)
     link_template: str | None = None
@@ -188,6 +218,11 @@ class EndpointConfig(BaseModel):
     backoff_max_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 30.0
     concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     """Requests in flight to this endpoint at once (its own sending threads)."""
+    escalate_after_s: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] | None = None
+    """Unacknowledged and unresolved this long after its firing: escalate (with
+    ``escalate_to``)."""
+    escalate_to: _NonEmptyStr | None = None
+    """The endpoint an unacknowledged firing goes to next."""
 
     @model_validator(mode="before")
     @classmethod
@@ -195,7 +230,12 @@ class EndpointConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         secrets = _secrets_from(data)
-        return {**data, "secret": secrets[0], "secrets": secrets}
+        out = {**data, "secret": secrets[0], "secrets": secrets}
+        if "routing_key_env" in data:
+            if "routing_key" in data:
+                raise ValueError("routing_key, routing_key_env: give one of them, not both")
+            out["routing_key"] = _env_secret("routing_key_env", data["routing_key_env"])
+        return out
 
     @field_validator("url", mode="after")
     @classmethod
@@ -230,6 +270,30 @@ class EndpointConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _routing_key_for_pagerduty(self) -> Self:
+        if self.format == "pagerduty" and self.routing_key is None:
+            raise ValueError(
+                "routing_key: missing; `format: pagerduty` needs `routing_key` or "
+                "`routing_key_env` (the Events v2 integration key)"
+            )
+        if self.format != "pagerduty" and self.routing_key is not None:
+            raise ValueError("routing_key: only used with `format: pagerduty`")
+        return self
+
+    @model_validator(mode="after")
+    def _escalation_pair(self) -> Self:
+        if (self.escalate_after_s is None) != (self.escalate_to is None):
+            given, missing = (
+                ("escalate_after_s", "escalate_to")
+                if self.escalate_to is None
+                else ("escalate_to", "escalate_after_s")
+            )
+            raise ValueError(f"{missing}: missing; `{given}` needs `{missing}` too")
+        if self.escalate_to is not None and self.escalate_to == self.name:
+            raise ValueError(f"escalate_to: {self.name!r} escalates to itself")
+        return self
+
+    @model_validator(mode="after")
     def _backoff_order(self) -> Self:
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError(
@@ -256,11 +320,14 @@ class EndpointConfig(BaseModel):
             allow_private=self.allow_private,
         )
 
-    def body(self, alert: Alert) -> bytes:
-        """The request body for ``alert`` in this endpoint's format."""
+    def body(self, alert: Alert, ack_url: str | None = None) -> bytes:
+        """The request body for ``alert`` in this endpoint's format (with an
+        acknowledgement link when ``ack_url`` is given)."""
         if self.format == "slack":
-            return slack_body(alert, link_template=self.link_template)
-        return json_body(alert)
+            return slack_body(alert, link_template=self.link_template, ack_url=ack_url)
+        if self.format == "pagerduty":
+            return pagerduty_body(alert, self.routing_key or "", ack_url=ack_url)
+        return json_body(alert, ack_url=ack_url)
 
 
 class EndpointsFile(BaseModel):
@@ -280,7 +347,32 @@ class EndpointsFile(BaseModel):
                     f"(also endpoints[{seen[endpoint.name]}])"
                 )
             seen[endpoint.name] = index
+        check_escalations(self.endpoints)
         return self
+
+
+def check_escalations(endpoints: list[EndpointConfig]) -> None:
+    """ValueError naming the key unless every ``escalate_to`` names another endpoint of
+    ``endpoints`` and every chain ends (no cycle)."""
+    index = {e.name: i for i, e in enumerate(endpoints)}
+    for i, endpoint in enumerate(endpoints):
+        target = endpoint.escalate_to
+        if target is None:
+            continue
+        if target not in index:
+            raise ValueError(
+                f"endpoints[{i}].escalate_to: no endpoint is named {target!r} "
+                f"(names: {', '.join(sorted(index))})"
+            )
+        chain = [endpoint.name]
+        while target is not None:
+            if target in chain:
+                raise ValueError(
+                    f"endpoints[{i}].escalate_to: the chain {' -> '.join([*chain, target])} "
+                    "is a cycle; a chain must end"
+                )
+            chain.append(target)
+            target = endpoints[index[target]].escalate_to
 
 
 def _key(loc: tuple[int | str, ...]) -> str:

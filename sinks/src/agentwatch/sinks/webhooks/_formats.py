@@ -1,6 +1,11 @@
-"""Webhook bodies: the alert JSON itself, or a Slack incoming-webhook message.
+"""Webhook bodies: the alert JSON itself, a Slack incoming-webhook message, or a
+PagerDuty Events v2 event.
 
-``json`` is exactly :func:`agentwatch.schemas.encode_alert` (the contract of DESIGN.md).
+``json`` is exactly :func:`agentwatch.schemas.encode_alert` (the contract of DESIGN.md);
+when the dispatcher serves acknowledgement links (off by default) a firing's body also
+carries ``ack_url``, the one key outside the alert contract.
+``pagerduty`` is an Events API v2 event (:func:`pagerduty_body`): ``trigger`` on firing,
+``resolve`` on resolution, ``dedup_key`` = the alert id.
 ``slack`` is a message for a Slack (or Slack-compatible: Mattermost, Rocket.Chat)
 incoming webhook: a plain ``text`` fallback for notifications plus ``blocks`` with the
 severity, rule, state, reason, where it happened, value against threshold and, when the
@@ -26,7 +31,20 @@ import orjson
 
 from agentwatch.schemas import Alert, AlertState, AlertType, Severity, encode_alert, format_ts
 
-__all__ = ["LINK_FIELDS", "check_link_template", "json_body", "render_link", "slack_body"]
+__all__ = [
+    "ACK_URL_KEY",
+    "LINK_FIELDS",
+    "PAGERDUTY_SEVERITY",
+    "PAGERDUTY_SUMMARY_MAX_CHARS",
+    "check_link_template",
+    "json_body",
+    "pagerduty_body",
+    "render_link",
+    "slack_body",
+]
+
+#: the key of a json body's acknowledgement link (only in firings, only when enabled)
+ACK_URL_KEY: Final = "ack_url"
 
 #: alert fields a link template may name: every scalar field of the alert contract
 #: (not the free-text reason, not the event id list)
@@ -44,9 +62,13 @@ _MAX_TEXT_CHARS: Final = 4000  # the top-level fallback text (Slack truncates at
 _MAX_URL_CHARS: Final = 3000  # a button's url
 
 
-def json_body(alert: Alert) -> bytes:
-    """The design's webhook body: the alert contract as JSON."""
-    return encode_alert(alert)
+def json_body(alert: Alert, ack_url: str | None = None) -> bytes:
+    """The design's webhook body: the alert contract as JSON (plus ``ack_url`` when
+    given)."""
+    body = encode_alert(alert)
+    if ack_url is None:
+        return body
+    return body[:-1] + b',"' + ACK_URL_KEY.encode() + b'":' + orjson.dumps(ack_url) + b"}"
 
 
 # -- link templates ----------------------------------------------------------------------
@@ -131,7 +153,7 @@ def _headline(alert: Alert) -> tuple[str, str]:
     return emoji, words
 
 
-def slack_body(alert: Alert, link_template: str | None = None) -> bytes:
+def slack_body(alert: Alert, link_template: str | None = None, ack_url: str | None = None) -> bytes:
     """A Slack incoming-webhook message for ``alert`` (JSON bytes).
 
     ``text`` is the notification fallback; ``blocks`` carry the details. User-controlled
@@ -181,19 +203,89 @@ def slack_body(alert: Alert, link_template: str | None = None) -> bytes:
             ],
         },
     ]
+    buttons: list[dict[str, Any]] = []
     if link_template is not None:
         url = render_link(link_template, alert)
         if len(url) <= _MAX_URL_CHARS:
-            blocks.append(
+            buttons.append(
                 {
-                    "type": "actions",
-                    "elements": [
-                        {
-                            "type": "button",
-                            "text": {"type": "plain_text", "text": "Open dashboard"},
-                            "url": url,
-                        }
-                    ],
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Open dashboard"},
+                    "url": url,
                 }
             )
+    if ack_url is not None and len(ack_url) <= _MAX_URL_CHARS:
+        buttons.append(
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Acknowledge"},
+                "url": ack_url,
+                "style": "primary",
+            }
+        )
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     return orjson.dumps({"text": _escape(text), "blocks": blocks})
+
+
+# -- PagerDuty Events v2 ------------------------------------------------------------------
+
+#: alert severity -> PagerDuty severity (Events v2 takes critical, error, warning, info)
+PAGERDUTY_SEVERITY: Final = {
+    Severity.CRITICAL: "critical",
+    Severity.WARNING: "warning",
+    Severity.INFO: "info",
+}
+#: Events v2 limits: payload.summary 1024 characters, dedup_key 255
+PAGERDUTY_SUMMARY_MAX_CHARS: Final = 1024
+_PAGERDUTY_DEDUP_KEY_MAX_CHARS: Final = 255
+_PAGERDUTY_SOURCE_MAX_CHARS: Final = 255
+
+
+def _pagerduty_severity(severity: Severity) -> str:
+    # a severity added later without a mapping pages as "error", never fails the delivery
+    return PAGERDUTY_SEVERITY.get(severity, "error")
+
+
+def pagerduty_body(alert: Alert, routing_key: str, ack_url: str | None = None) -> bytes:
+    """A PagerDuty Events API v2 event for ``alert`` (JSON bytes), to POST to
+    ``https://events.pagerduty.com/v2/enqueue``.
+
+    A firing is a ``trigger`` with a ``payload`` (summary cut to 1024 characters,
+    source ``agentwatch/<tenant>[/<agent>]``, mapped severity, the event-time timestamp,
+    the alert's fields as ``custom_details``) and, with ack links on, a ``links`` entry;
+    a resolution is a ``resolve`` (PagerDuty needs only the routing and dedup keys).
+    ``dedup_key`` is the alert id either way, so the resolution closes the incident the
+    firing opened, and a retried or escalated trigger joins it.
+    """
+    if not routing_key:
+        raise ValueError("routing_key: must not be empty")
+    dedup_key = alert.alert_id[:_PAGERDUTY_DEDUP_KEY_MAX_CHARS]
+    if alert.state is AlertState.RESOLVED:
+        return orjson.dumps(
+            {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
+        )
+    source = f"agentwatch/{alert.tenant_id}"
+    if alert.agent_id is not None:
+        source += f"/{alert.agent_id}"
+    summary = f"[{alert.severity.value}] {alert.rule}: {alert.reason}"
+    details = orjson.loads(encode_alert(alert))
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": {
+            "summary": _cut(summary, PAGERDUTY_SUMMARY_MAX_CHARS),
+            "source": _cut(source, _PAGERDUTY_SOURCE_MAX_CHARS),
+            "severity": _pagerduty_severity(alert.severity),
+            "timestamp": format_ts(alert.ts),
+            "component": alert.agent_id or alert.key,
+            "group": alert.tenant_id,
+            "class": alert.type.value,
+            "custom_details": details,
+        },
+        "client": "agentwatch",
+    }
+    if ack_url is not None:
+        event["links"] = [{"href": ack_url, "text": "Acknowledge in agentwatch"}]
+    return orjson.dumps(event)

@@ -15,6 +15,13 @@ rebalance moves a partition while its deliveries are still under way after a sho
 While :attr:`WebhooksSettings.max_in_flight` alerts are unfinished (a dead endpoint
 holds its alerts through their retries), every partition is paused; the consumer keeps
 polling, so it stays in the group.
+
+Escalation and acknowledgements (:mod:`agentwatch.sinks.webhooks._escalation`): before it
+reads an alert, the dispatcher reads the compacted acks topic from its beginning
+(:class:`~agentwatch.sinks.webhooks._acks_kafka.AckFollower`), then follows it, so an
+alert acknowledged before a restart is not escalated after it. With ``ack_listen`` set,
+it serves the signed acknowledgement links; an ack made there is written to the acks
+topic (every dispatcher of the group, and the sink, read it) before it is confirmed.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 
 from agentwatch.schemas import Alert
+from agentwatch.schemas.errors import TransportError
 from agentwatch.sinks._settings import WebhooksSettings
 from agentwatch.sinks.kafka._group import (
     C,
@@ -39,8 +47,11 @@ from agentwatch.sinks.kafka._group import (
     rebalance_listener,
     start_with_retry,
 )
+from agentwatch.sinks.webhooks._acks import Ack, AckServer, parse_listen
+from agentwatch.sinks.webhooks._acks_kafka import AckFollower, ensure_acks_topic, publish_ack
 from agentwatch.sinks.webhooks._dispatcher import Dispatcher, EndpointStats
 from agentwatch.sinks.webhooks._endpoints import EndpointConfig
+from agentwatch.sinks.webhooks._escalation import Escalator
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
 from agentwatch.sinks.webhooks._metrics import DispatcherMetrics
 from agentwatch.sinks.webhooks._progress import PartitionProgress, endpoint_tag, parse_progress
@@ -66,6 +77,8 @@ _MAX_RECORDS: Final = 500
 _STATS_EVERY_S: Final = 60.0
 _DLQ_RETRY_MAX_S: Final = 10.0
 _REVOKE_WAIT_S: Final = 5.0
+_ACKS_CATCH_UP_S: Final = 30.0
+_ACK_WRITE_TIMEOUT_S: Final = 15.0
 
 
 @dataclass(slots=True)
@@ -115,7 +128,10 @@ class KafkaDispatcher:
             on_dead_letter=self._dead_letter,
             on_result=self._on_result,
             on_done=self._on_done,
+            ack_links=settings.ack_links(),
         )
+        self.escalator = Escalator(self.dispatcher)
+        self.ack_server: AckServer | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish what is under way (up to ``drain_s``), commit and
@@ -172,7 +188,10 @@ class KafkaDispatcher:
             self.dispatcher.close()
             return self.stats
         self._producer = producer
+        acks_task: asyncio.Task[None] | None = None
         try:
+            acks_task = await self._follow_acks()
+            self._start_ack_server()
             consumer = await self._start(self._make_consumer)
             if consumer is None:
                 self.dispatcher.close()
@@ -192,10 +211,58 @@ class KafkaDispatcher:
                 with contextlib.suppress(Exception):
                     await self._committed.close()
         finally:
+            if self.ack_server is not None:
+                self.ack_server.stop()
+            self.escalator.close()
+            self._stopping.set()
+            if acks_task is not None:
+                with contextlib.suppress(Exception):
+                    await acks_task
             with contextlib.suppress(Exception):
                 await producer.stop()
         log.info("webhooks: stopped: %s", self.stats)
         return self.stats
+
+    # -- acknowledgements ---------------------------------------------------------------
+    async def _follow_acks(self) -> asyncio.Task[None]:
+        """Read the acks topic up to its end (up to a while), then follow it."""
+        s = self._settings
+        try:
+            await ensure_acks_topic(s.bootstrap_servers, s.acks_topic)
+        except TransportError as exc:  # the follower retries reading it
+            log.warning("webhooks: cannot create %s (%s)", s.acks_topic, exc)
+        follower = AckFollower(s.bootstrap_servers, s.acks_topic, self.escalator.ack)
+        task = asyncio.create_task(follower.run(self._stopping))
+        try:
+            await asyncio.wait_for(follower.caught_up.wait(), _ACKS_CATCH_UP_S)
+        except TimeoutError:
+            log.warning(
+                "webhooks: %s not read to its end within %.0f s; going on (an alert acked "
+                "before may be escalated once)",
+                s.acks_topic,
+                _ACKS_CATCH_UP_S,
+            )
+        log.info("webhooks: %d acknowledgement(s) read from %s", follower.read, s.acks_topic)
+        return task
+
+    def _start_ack_server(self) -> None:
+        links = self.dispatcher.ack_links
+        if links is None:
+            return
+        host, port = parse_listen(self._settings.ack_listen)
+        self.ack_server = AckServer(
+            links, self._endpoints, self._record_ack, host=host, port=port
+        ).start()
+
+    def _record_ack(self, ack: Ack) -> None:
+        """On the link server's thread: write ``ack`` to the acks topic, then apply it."""
+        loop, producer = self._loop, self._producer
+        if loop is None or producer is None:
+            raise RuntimeError("dispatcher not running")
+        asyncio.run_coroutine_threadsafe(
+            publish_ack(producer, self._settings.acks_topic, ack), loop
+        ).result(_ACK_WRITE_TIMEOUT_S)
+        self.escalator.ack(ack)
 
     # -- the loop --------------------------------------------------------------------
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
@@ -257,7 +324,7 @@ class KafkaDispatcher:
                 continue
             self.stats.alerts += 1
             skip = {self._tags[t] for t in carried if t in self._tags}
-            self.dispatcher.submit(alert, ref, skip=skip)
+            self.escalator.submit(alert, ref, skip=skip)
 
     # -- callbacks from the lanes' threads ------------------------------------------------
     def _call(self, fn: Any, *args: Any) -> None:

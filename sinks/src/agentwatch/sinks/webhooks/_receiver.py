@@ -21,6 +21,7 @@ from typing import Any, Final, Self
 import orjson
 
 from agentwatch.schemas import Alert
+from agentwatch.sinks.webhooks._formats import ACK_URL_KEY
 from agentwatch.sinks.webhooks._signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -69,8 +70,19 @@ class ReceivedDelivery:
         return self.header(SIGNATURE_HEADER)
 
     def alert(self) -> Alert:
-        """The body as an :class:`Alert` (pydantic ``ValidationError`` if it is not one)."""
+        """The body as an :class:`Alert` (pydantic ``ValidationError`` if it is not one);
+        an acknowledgement link (``ack_url``) is left out."""
+        if isinstance(self.json, dict) and ACK_URL_KEY in self.json:
+            return Alert.model_validate_json(
+                orjson.dumps({k: v for k, v in self.json.items() if k != ACK_URL_KEY})
+            )
         return Alert.model_validate_json(self.body)
+
+    @property
+    def ack_url(self) -> str | None:
+        """The acknowledgement link of a json body, when it has one."""
+        url = self.json.get(ACK_URL_KEY) if isinstance(self.json, dict) else None
+        return url if isinstance(url, str) else None
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,6 +12,12 @@ than ``v1`` are ignored (room for a future ``v2``).
 The delivery id (``X-Agentwatch-Delivery``) is a UUID5 of ``(alert_id, state, endpoint
 name)``: every retry of one delivery, in any process, carries the same id, so a receiver
 can use it as its idempotency key.
+
+An **acknowledgement link** (:func:`ack_signature`, :func:`verify_ack`) carries the alert
+id, the endpoint it was sent to, an expiry (unix seconds) and
+``hex(HMAC-SHA256(secret, "ack\x1f<alert_id>\x1f<endpoint>\x1f<expires>"))`` with the
+endpoint's first secret; the dispatcher's ack server accepts it with any of the
+endpoint's secrets (rotation) until it expires.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ __all__ = [
     "Secret",
     "Secrets",
     "SignatureError",
+    "ack_signature",
     "delivery_id",
     "secret_keys",
     "sign",
     "verify",
+    "verify_ack",
 ]
 
 SIGNATURE_HEADER: Final = "X-Agentwatch-Signature"
@@ -149,3 +157,40 @@ def delivery_id(alert_id: str, state: str, endpoint_name: str) -> str:
     their idempotency key. The firing and the resolution of one alert get different ids.
     """
     return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{alert_id}\x1f{state}\x1f{endpoint_name}"))
+
+
+def _ack_message(alert_id: str, endpoint_name: str, expires_s: int) -> bytes:
+    return f"ack\x1f{alert_id}\x1f{endpoint_name}\x1f{expires_s}".encode()
+
+
+def ack_signature(secret: Secret, alert_id: str, endpoint_name: str, expires_s: int) -> str:
+    """The hex HMAC of an acknowledgement link (module docstring)."""
+    (key,) = secret_keys([secret])
+    return hmac.new(
+        key, _ack_message(alert_id, endpoint_name, expires_s), hashlib.sha256
+    ).hexdigest()
+
+
+def verify_ack(
+    secret: Secrets,
+    alert_id: str,
+    endpoint_name: str,
+    expires_s: int,
+    signature: str,
+    *,
+    now_s: int | None = None,
+) -> None:
+    """Return ``None`` when ``signature`` is a valid, unexpired acknowledgement link for
+    ``(alert_id, endpoint_name, expires_s)`` under any of the secrets; raise
+    :class:`SignatureError` saying why not."""
+    keys = secret_keys(secret)
+    digest = signature.lower()
+    if len(digest) != _DIGEST_HEX_LEN or not set(digest) <= _HEX_DIGITS:
+        raise SignatureError("malformed acknowledgement link: sig is not 64 hex digits")
+    message = _ack_message(alert_id, endpoint_name, expires_s)
+    expected = [hmac.new(k, message, hashlib.sha256).hexdigest() for k in keys]
+    if not any(hmac.compare_digest(e, digest) for e in expected):
+        raise SignatureError("acknowledgement link signature does not match")
+    now = int(time.time()) if now_s is None else now_s
+    if now > expires_s:
+        raise SignatureError(f"acknowledgement link expired {now - expires_s} s ago")

@@ -1,0 +1,145 @@
+"""Escalation and acknowledgement through `agentwatch webhooks` on the real broker, with
+real HTTP receivers on 127.0.0.1: an alert nobody acknowledged reaches the next endpoint;
+one acknowledged by `agentwatch alerts ack` (before it fired) or by its signed link (after)
+does not; the escalated endpoint gets the resolution too; a restarted dispatcher reads
+the acks back from the compacted topic."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from webhooks_harness import DispatcherProcess, write_endpoints
+from worker_harness import create_topic, produce, read_topic
+
+from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, Severity, encode_alert
+from agentwatch.sinks.webhooks import Ack, WebhookReceiver
+
+SECRET = "escalation-integration-secret"
+ESCALATE_AFTER_S = 5.0  # room for the test to click the link before it runs out
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def alert(alert_id: str, state: AlertState = AlertState.FIRING) -> Alert:
+    return Alert(
+        alert_id=alert_id, rule="loop_repeat", type=AlertType.RUNAWAY_LOOP, state=state,
+        severity=Severity.CRITICAL, scope=AlertScope.SESSION, key=alert_id, tenant_id="acme",
+        agent_id="bot", session_id=alert_id, value=6.0, threshold=5.0, window_s=120,
+        ts=T0, reason=f"{alert_id} loops", event_ids=[],
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def wait_until(check: Callable[[], bool], what: str, proc: DispatcherProcess,
+               timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if proc.proc is not None and proc.proc.poll() is not None:
+            raise AssertionError(f"dispatcher exited:\n{proc.log()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{proc.log()[-3000:]}")
+        time.sleep(0.1)
+
+
+def ids(receiver: WebhookReceiver) -> list[tuple[str, str]]:
+    return [(d.json["alert_id"], d.json["state"]) for d in receiver.received]
+
+
+def cli_ack(bootstrap: str, acks_topic: str, alert_id: str, by: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwatch.cli", "alerts", "ack", alert_id, "--by", by],
+        env=env | {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "AGENTWATCH_ACKS_TOPIC": acks_topic},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def click(url: str, by: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = urllib.parse.urlencode({"by": by}).encode()
+    with opener.open(urllib.request.Request(url, data=data), timeout=30) as response:
+        status: int = response.status
+    return status
+
+
+def test_escalation_and_acks_through_kafka(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    alerts_topic, acks_topic = f"{topic_name}.alerts", f"{topic_name}.acks"
+    create_topic(kafka_bootstrap, alerts_topic, 1)
+    port = free_port()
+    with WebhookReceiver(secret=SECRET) as team, WebhookReceiver(secret=SECRET) as oncall:
+        file = write_endpoints(tmp_path / "endpoints.yaml", [
+            {"name": "team", "url": team.url, "secret": SECRET, "allow_private": True,
+             "escalate_after_s": ESCALATE_AFTER_S, "escalate_to": "oncall"},
+            {"name": "oncall", "url": oncall.url, "secret": SECRET, "allow_private": True,
+             "filters": {"tenants": ["only-by-escalation"]}},
+        ])
+
+        def dispatcher(log: str) -> DispatcherProcess:
+            return DispatcherProcess(
+                kafka_bootstrap, alerts_topic=alerts_topic, dlq_topic=f"{alerts_topic}.dlq",
+                group=f"{topic_name}-webhooks", endpoints_file=file, log_path=tmp_path / log,
+                extra_env={"AGENTWATCH_ACKS_TOPIC": acks_topic,
+                           "AGENTWATCH_ACK_LISTEN": f"127.0.0.1:{port}"},
+            )
+
+        proc = dispatcher("webhooks-1.log").start()
+        try:
+            wait_until(lambda: "webhooks: assigned" in proc.log(), "the assignment", proc)
+            # acknowledged before it fires: with the CLI
+            out = cli_ack(kafka_bootstrap, acks_topic, "al-acked-cli", "maria")
+            assert "al-acked-cli acknowledged by maria" in out
+            produce(kafka_bootstrap, alerts_topic, [
+                (a.alert_id.encode(), encode_alert(a))
+                for a in (alert("al-acked-cli"), alert("al-acked-link"), alert("al-nobody"))
+            ])
+            wait_until(lambda: len(team.received) >= 3, "the first deliveries", proc)
+            # acknowledged after it fired: with the signed link in its body
+            (by_link,) = [d for d in team.received if d.json["alert_id"] == "al-acked-link"]
+            assert by_link.ack_url is not None
+            assert by_link.ack_url.startswith(f"http://127.0.0.1:{port}/ack?")
+            assert click(by_link.ack_url, "li") == 200
+            # nobody acknowledged al-nobody: the on-call endpoint gets it
+            wait_until(lambda: ("al-nobody", "firing") in ids(oncall), "the escalation", proc)
+            produce(kafka_bootstrap, alerts_topic, [
+                (b"al-nobody", encode_alert(alert("al-nobody", AlertState.RESOLVED)))
+            ])
+            wait_until(lambda: ("al-nobody", "resolved") in ids(oncall), "the resolution", proc)
+        finally:
+            assert proc.stop() == 0, proc.log()[-3000:]
+        assert ids(oncall) == [("al-nobody", "firing"), ("al-nobody", "resolved")]
+        assert all(d.verified for d in oncall.received)
+        assert sorted(ids(team)) == sorted([
+            ("al-acked-cli", "firing"), ("al-acked-link", "firing"),
+            ("al-nobody", "firing"), ("al-nobody", "resolved"),
+        ])
+
+        # both acks are on the compacted topic, and a new dispatcher reads them back
+        acks = [Ack.decode(v) for v in read_topic(
+            kafka_bootstrap, acks_topic, until=lambda v: len(v) >= 2, timeout_s=30)]
+        assert sorted((a.alert_id, a.by, a.via) for a in acks) == [
+            ("al-acked-cli", "maria", "cli"), ("al-acked-link", "li", "link:team")]
+        again = dispatcher("webhooks-2.log").start()
+        try:
+            wait_until(lambda: "webhooks: assigned" in again.log(), "the restart", again)
+        finally:
+            assert again.stop() == 0, again.log()[-3000:]
+        assert f"2 acknowledgement(s) read from {acks_topic}" in again.log()
