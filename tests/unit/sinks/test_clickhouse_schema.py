@@ -949,8 +949,9 @@ def test_a_version_1_database_upgrades_and_rollups_fill_from_new_inserts(
         _write_events(backend, name, old, "old")
         assert backend.query(f"EXISTS TABLE {name}.rollups_1m").rows == [(0,)]
 
-        assert migrate(backend, config) == [2, 3, 4]
-        assert applied_versions(backend, config) == [1, 2, 3, 4]
+        versions = [m.version for m in MIGRATIONS]
+        assert migrate(backend, config) == versions[1:]
+        assert applied_versions(backend, config) == versions
         assert migrate(backend, config) == []
 
         new = [_event(H + timedelta(minutes=i), cost_usd=0.5) for i in range(4)]
