@@ -8,8 +8,8 @@ that never stopped.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -290,7 +290,8 @@ def test_state_dumped_in_the_first_format_loads_and_changes_no_alert() -> None:
     after = expected[len(before):]
     assert {a["rule"] for a in after} >= {"session_cost", "loop_repeat"}  # firing ones go on
     steps = [d["d"]["loop_steps"] for _, d in saved["table"] if "loop_steps" in d.get("d", {})]
-    assert steps and all(isinstance(s[0], list) for s in steps)  # trackers: the first format
+    assert steps
+    assert all(isinstance(s[0], list) for s in steps)  # trackers: the first format
 
     fresh = _engine(resolve_after_s=3)
     fresh.restore_watermark(saved["watermark_us"])
