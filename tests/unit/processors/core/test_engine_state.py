@@ -300,3 +300,21 @@ def test_state_dumped_in_the_first_format_loads_and_changes_no_alert() -> None:
     driver = EventTimeDriver(fresh)
     driver.next_advance_us = saved["next_advance_us"]
     assert _run(driver, events[cut:]) == after
+
+
+def test_a_session_dump_names_its_samples_ids_by_position_among_its_kept_ids(
+    ev: EventFactory
+) -> None:
+    engine = Engine()
+    for i in range(12):
+        engine.process(ev(i, "tool_call", name="search", tool_args_hash=f"h{i}"))
+    key = ("default", "sess-1")
+    state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
+    sample = state["d"]["loop_steps"][0]["i"]
+    assert sample == list(range(2, 12))  # the last 10 of the 12 ids the dump keeps
+    restored = Engine()
+    restored.load_key(key, state)
+    tracker = restored.detectors[[d.name for d in restored.detectors].index("loop_steps")
+                                 ].tracker(key)
+    assert tracker is not None
+    assert tracker.sample.ids() == unpack_ids(state["s"][1])[2:]
