@@ -453,14 +453,18 @@ def core_child(argv: list[str]) -> None:
     print(orjson.dumps(out).decode(), flush=True)
 
 
-def run_child(marker: str, args: argparse.Namespace) -> Growth:
+def run_child(marker: str, args: argparse.Namespace, timeout_s: float = 1800) -> Growth:
     """This file run as ``marker`` on the benchmark's sessions; its figures."""
     import subprocess  # noqa: PLC0415
 
-    done = subprocess.run(  # noqa: S603 -- this file, argv built here
-        [sys.executable, str(Path(__file__).resolve()), marker,
-         str(args.warm_sessions), str(args.sessions), str(args.events_per_session),
-         str(args.seed), str(args.pace)], capture_output=True, text=True, timeout=1800, check=False)
+    try:
+        done = subprocess.run(  # noqa: S603 -- this file, argv built here
+            [sys.executable, str(Path(__file__).resolve()), marker,
+             str(args.warm_sessions), str(args.sessions), str(args.events_per_session),
+             str(args.seed), str(args.pace)], capture_output=True, text=True,
+            timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{marker} did not finish in {timeout_s:.0f} s") from None
     if done.returncode != 0:
         raise BenchError(f"{marker} exited with {done.returncode}", done.stderr[-3000:])
     out = orjson.loads(done.stdout.strip().splitlines()[-1])
@@ -476,7 +480,7 @@ def measure_baseline(args: argparse.Namespace) -> Growth:
 def measure_core(args: argparse.Namespace) -> None:
     """Where the worker's memory goes: its session stage alone, same events."""
     try:
-        growth = run_child(CORE_CHILD, args)
+        growth = run_child(CORE_CHILD, args, args.core_timeout_s)
     except BenchError as exc:
         log(f"the session stage alone: not measured ({exc.reason})")
         return
@@ -653,6 +657,8 @@ def parse_args() -> argparse.Namespace:
                         help="a worker that reads and commits nothing for this long stalled")
     parser.add_argument("--worker-arg", action="append", default=[],
                         help="an extra argument of `agentwatch worker` (repeat it)")
+    parser.add_argument("--core-timeout-s", type=float, default=1800.0,
+                        help="for the session-stage-alone breakdown (tracemalloc is slow)")
     parser.add_argument("--only", choices=("memory", "changelog"), default=None)
     parser.add_argument("--keep-tmp", action="store_true")
     return parser.parse_args()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -263,3 +264,57 @@ def test_a_session_dump_with_producer_ids_restores_its_dedup_memory(ev: EventFac
     restored.load_key(("default", "sess-1"), orjson.loads(orjson.dumps(state)))
     assert not any(restored.is_new(e) for e in events)
     assert restored.is_new(ev(9).model_copy(update={"event_id": str(uuid.uuid4())}))
+
+
+_V1_STATE = Path(__file__).parent / "data" / "engine_state_v1.json"
+
+
+def _v1_stream(seed: int, n: int) -> list[Event]:
+    """:func:`_stream` with agent ids that do not depend on string hashing (the same in
+    every process, as the saved state needs)."""
+    return [e.model_copy(update={"agent_id": f"agent-{int(e.session_id[1:]) % 3}"})
+            for e in _stream(seed, n)]
+
+
+def test_state_dumped_in_the_first_format_loads_and_changes_no_alert() -> None:
+    """A worker upgraded over a changelog written by the first state format (commit
+    04fcc8d: JSON lists, absolute µs, event ids as strings; made by dumping every key of
+    this stream after 600 events, ``max_ids=16`` as the session stage does) carries on
+    exactly like an engine that never stopped."""
+    saved = orjson.loads(_V1_STATE.read_bytes())
+    events = _v1_stream(saved["seed"], saved["events"])
+    cut = saved["cut"]
+    expected = _run(EventTimeDriver(_engine(resolve_after_s=3)), events)
+    before = _run(EventTimeDriver(_engine(resolve_after_s=3)), events[:cut])
+    assert expected[:len(before)] == before
+    after = expected[len(before):]
+    assert {a["rule"] for a in after} >= {"session_cost", "loop_repeat"}  # firing ones go on
+    steps = [d["d"]["loop_steps"] for _, d in saved["table"] if "loop_steps" in d.get("d", {})]
+    assert steps
+    assert all(isinstance(s[0], list) for s in steps)  # trackers: the first format
+
+    fresh = _engine(resolve_after_s=3)
+    fresh.restore_watermark(saved["watermark_us"])
+    for key, data in saved["table"]:
+        fresh.load_key(tuple(key), data)  # type: ignore[arg-type]
+    driver = EventTimeDriver(fresh)
+    driver.next_advance_us = saved["next_advance_us"]
+    assert _run(driver, events[cut:]) == after
+
+
+def test_a_session_dump_names_its_samples_ids_by_position_among_its_kept_ids(
+    ev: EventFactory
+) -> None:
+    engine = Engine()
+    for i in range(12):
+        engine.process(ev(i, "tool_call", name="search", tool_args_hash=f"h{i}"))
+    key = ("default", "sess-1")
+    state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
+    sample = state["d"]["loop_steps"][0]["i"]
+    assert sample == list(range(2, 12))  # the last 10 of the 12 ids the dump keeps
+    restored = Engine()
+    restored.load_key(key, state)
+    tracker = restored.detectors[[d.name for d in restored.detectors].index("loop_steps")
+                                 ].tracker(key)
+    assert tracker is not None
+    assert tracker.sample.ids() == unpack_ids(state["s"][1])[2:]

@@ -185,3 +185,43 @@ def test_constructor_accepts_disorder_one_step_shorter_than_window() -> None:
     window = SlidingWindow(10_000, 1_000, 9_000)
     assert window.window_buckets == 10
     assert window.step_us == 1_000
+
+
+def _filled(seed: int) -> SlidingWindow:
+    """A 10 s window in 1 s steps with 2 s of disorder, some buckets gone old."""
+    rng = random.Random(seed)
+    window = SlidingWindow(10_000_000, 1_000_000, 2_000_000)
+    t_us = 1_795_000_000_000_000
+    for _ in range(60):
+        t_us += rng.randrange(0, 900_000)
+        window.add(t_us - rng.randrange(0, 2_000_000), rng.randrange(1, 10**9), rng.randrange(3))
+    return window
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_dumped_window_loads_with_the_same_buckets_and_sums(seed: int) -> None:
+    window = _filled(seed)
+    data = window.dump()
+    assert max(abs(v) for v in data[2:]) < 10**10  # relative: no absolute µs times
+    loaded = SlidingWindow(10_000_000, 1_000_000, 2_000_000)
+    loaded.load(data)
+    assert loaded.buckets() == window.buckets()
+    assert (loaded.max_ts_us, loaded.sum_a, loaded.sum_b) == (
+        window.max_ts_us, window.sum_a, window.sum_b)
+
+
+def test_a_window_dumped_in_the_first_format_loads() -> None:
+    window = _filled(7)
+    cells = window.buckets()
+    n_old = len(cells) - sum(1 for c in cells if c[0] > window.head - 10)
+    flat = [[v for cell in part for v in cell] for part in (cells[:n_old], cells[n_old:])]
+    loaded = SlidingWindow(10_000_000, 1_000_000, 2_000_000)
+    loaded.load([window.max_ts_us, *flat])
+    assert loaded.buckets() == cells
+    assert (loaded.sum_a, loaded.sum_b) == (window.sum_a, window.sum_b)
+
+
+def test_a_window_dump_with_a_bad_bucket_count_is_refused() -> None:
+    loaded = SlidingWindow(10_000_000, 1_000_000, 2_000_000)
+    with pytest.raises(ValueError, match="old buckets"):
+        loaded.load([5_000_000, 3, 0, 1, 0, 0])

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 from agentwatch.processors.core._rules import Rule
 from agentwatch.schemas import Alert, AlertScope, AlertState, from_us
 
-__all__ = ["SAMPLE_SIZE", "AlertTracker", "Firing", "ScopeKey", "alert_id_for"]
+__all__ = ["DUMP_IDS", "LOAD_IDS", "SAMPLE_SIZE", "AlertTracker", "Firing", "Sample",
+           "ScopeKey", "alert_id_for"]
 
 #: how many contributing event ids an alert carries
 SAMPLE_SIZE: Final = 10
 _NAMESPACE: Final = uuid.UUID("5b0e6c1a-6f44-4c55-9f3b-6167656e7477")  # fixed: ids are stable
+_NO_COOLDOWN: Final = -(1 << 62)
+
+#: While the engine dumps a session's state: the event ids its dump keeps (id -> position).
+#: A tracker's sample refers to those by position (an int) instead of repeating them: a
+#: session's samples were a third of its checkpointed bytes. Empty otherwise.
+DUMP_IDS: Final[dict[str, int]] = {}
+#: While the engine loads a session's state: the ids those positions refer to.
+LOAD_IDS: Final[list[str]] = []
 
 #: (tenant_id, scoped id): the session id, agent id, or the tenant id again
 ScopeKey = tuple[str, str]
@@ -24,6 +33,41 @@ def alert_id_for(rule: str, scope: AlertScope, key: ScopeKey, fired_ts_us: int) 
     """Stable id of one alert episode: the same events give the same id in every runtime."""
     name = f"{rule}\x1f{scope}\x1f{key[0]}\x1f{key[1]}\x1f{fired_ts_us}"
     return str(uuid.uuid5(_NAMESPACE, name))
+
+
+class Sample:
+    """The ``SAMPLE_SIZE`` most recent event ids appended (a ring; read oldest first).
+    A deque with a maxlen took 624 bytes whatever it held, three of them per session."""
+
+    __slots__ = ("_ids", "_pos")
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._pos = 0  # where the next id goes once the ring is full
+
+    def append(self, event_id: str) -> None:
+        ids = self._ids
+        if len(ids) < SAMPLE_SIZE:
+            ids.append(event_id)
+            return
+        pos = self._pos
+        ids[pos] = event_id
+        self._pos = 0 if pos + 1 == SAMPLE_SIZE else pos + 1
+
+    def extend(self, event_ids: Iterable[str]) -> None:
+        for event_id in event_ids:
+            self.append(event_id)
+
+    def ids(self) -> list[str]:
+        """Oldest first."""
+        ids, pos = self._ids, self._pos
+        return ids[pos:] + ids[:pos] if pos else list(ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 @dataclass(slots=True)
@@ -42,8 +86,8 @@ class AlertTracker:
         self.agent_id = agent_id
         self.session_id = session_id
         self.firing: Firing | None = None
-        self.cooldown_until_us = -(1 << 62)
-        self.sample: deque[str] = deque(maxlen=SAMPLE_SIZE)
+        self.cooldown_until_us = _NO_COOLDOWN
+        self.sample = Sample()
 
     @property
     def is_firing(self) -> bool:
@@ -51,22 +95,53 @@ class AlertTracker:
         compiled with mypyc re-checks it instead of trusting an earlier ``firing`` test."""
         return self.firing is not None
 
-    def dump(self) -> list[Any]:
+    def dump(self) -> dict[str, Any]:
+        """Only what differs from a new tracker: ``a`` agent id, ``s`` session id (``1``:
+        the key's, as in session scope), ``f`` [alert id, fired at] while firing, ``c``
+        cooldown end, ``i`` the sample (an int: a position in ``DUMP_IDS``)."""
+        out: dict[str, Any] = {}
+        if self.agent_id is not None:
+            out["a"] = self.agent_id
+        session_id = self.session_id
+        if session_id is not None:
+            out["s"] = 1 if session_id == self.key[1] else session_id
         firing = self.firing
-        return [
-            self.agent_id, self.session_id,
-            None if firing is None else firing.alert_id,
-            None if firing is None else firing.fired_ts_us,
-            self.cooldown_until_us, list(self.sample),
-        ]
+        if firing is not None:
+            out["f"] = [firing.alert_id, firing.fired_ts_us]
+        if self.cooldown_until_us != _NO_COOLDOWN:
+            out["c"] = self.cooldown_until_us
+        ids = self.sample.ids()
+        if ids:
+            index = DUMP_IDS
+            out["i"] = [index.get(i, i) for i in ids] if index else ids
+        return out
 
     @staticmethod
-    def from_dump(key: ScopeKey, data: list[Any]) -> AlertTracker:
-        tracker = AlertTracker(key, data[0], data[1])
-        if data[2] is not None:
-            tracker.firing = Firing(data[2], data[3])
-        tracker.cooldown_until_us = data[4]
-        tracker.sample.extend(data[5])
+    def from_dump(key: ScopeKey, data: Any) -> AlertTracker:
+        """:meth:`dump` data, or the first format's list ``[agent id, session id, alert id,
+        fired at, cooldown end, sample]``."""
+        if isinstance(data, list):
+            tracker = AlertTracker(key, data[0], data[1])
+            if data[2] is not None:
+                tracker.firing = Firing(data[2], data[3])
+            tracker.cooldown_until_us = data[4]
+            tracker.sample.extend(data[5])
+            return tracker
+        session_id = data.get("s")
+        tracker = AlertTracker(key, data.get("a"), key[1] if session_id == 1 else session_id)
+        firing = data.get("f")
+        if firing is not None:
+            tracker.firing = Firing(firing[0], firing[1])
+        tracker.cooldown_until_us = data.get("c", _NO_COOLDOWN)
+        ids = LOAD_IDS
+        for item in data.get("i", ()):
+            if isinstance(item, int):
+                if not 0 <= item < len(ids):
+                    raise ValueError(f"a sample refers to event id #{item} of {len(ids)} in a "
+                                     "state dump")
+                tracker.sample.append(ids[item])
+            else:
+                tracker.sample.append(item)
         return tracker
 
     def can_fire(self, ts_us: int) -> bool:
@@ -119,5 +194,5 @@ class AlertTracker:
             window_s=rule.window_s_or_none,
             ts=from_us(ts_us),
             reason=reason,
-            event_ids=list(self.sample),
+            event_ids=self.sample.ids(),
         )

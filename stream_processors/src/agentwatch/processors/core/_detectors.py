@@ -421,6 +421,8 @@ class ErrorRateDetector(_WindowDetector):
 
 
 # -- runaway loop: the same tool with the same arguments, again and again -------------------
+_SWEEP_AT: Final = 16  # a key's first sweep of cold patterns (then 2 x patterns + 16)
+
 class _RepeatState:
     __slots__ = ("hot", "max_ts_us", "patterns", "sweep_at", "tracker")
 
@@ -431,7 +433,7 @@ class _RepeatState:
         self.patterns: dict[tuple[str, str], list[int] | int] = {}
         self.hot: dict[tuple[str, str], None] = {}  # patterns at the threshold
         self.max_ts_us = -(1 << 62)
-        self.sweep_at = 16
+        self.sweep_at = _SWEEP_AT
 
 
 class LoopRepeatDetector(Detector[_RepeatState]):
@@ -592,23 +594,54 @@ class LoopRepeatDetector(Detector[_RepeatState]):
                 out.append(self._resolve(state.tracker, ts_us, self._k, reason))
 
     def dump(self, key: ScopeKey) -> Any:
+        """``t`` tracker, ``m`` max_ts_us, ``w`` sweep_at (when not 16), ``p`` the patterns
+        flat (tool, args hash, call times as ``m`` minus each: small numbers), ``h`` the hot
+        ones by position in ``p``."""
         state = self.states.get(key)
         if state is None:
             return None
-        return [
-            state.tracker.dump(), state.max_ts_us, state.sweep_at,
-            [[p[0], p[1], calls] for p, calls in state.patterns.items()],
-            [[p[0], p[1]] for p in state.hot],
-        ]
+        max_ts_us = state.max_ts_us
+        flat: list[Any] = []
+        position: dict[tuple[str, str], int] = {}
+        for pattern, calls in state.patterns.items():
+            position[pattern] = len(position)
+            flat += (pattern[0], pattern[1], max_ts_us - calls if isinstance(calls, int)
+                     else [max_ts_us - t for t in calls])
+        out: dict[str, Any] = {"t": state.tracker.dump(), "m": max_ts_us}
+        if state.sweep_at != _SWEEP_AT:
+            out["w"] = state.sweep_at
+        if flat:
+            out["p"] = flat
+        if state.hot:
+            out["h"] = [position[p] for p in state.hot]
+        return out
 
     def load(self, key: ScopeKey, data: Any) -> None:
-        state = _RepeatState(AlertTracker.from_dump(key, data[0]))
-        state.max_ts_us = data[1]
-        state.sweep_at = data[2]
-        for name, args_hash, calls in data[3]:
-            state.patterns[(name, args_hash)] = calls
-        for name, args_hash in data[4]:
-            state.hot[(name, args_hash)] = None
+        """:meth:`dump` data, or the first format's list ``[tracker, max_ts_us, sweep_at,
+        [[tool, args hash, calls]...], [[tool, args hash]...]]`` (absolute times)."""
+        if isinstance(data, list):
+            state = _RepeatState(AlertTracker.from_dump(key, data[0]))
+            state.max_ts_us = data[1]
+            state.sweep_at = data[2]
+            for name, args_hash, calls in data[3]:
+                state.patterns[(name, args_hash)] = calls
+            for name, args_hash in data[4]:
+                state.hot[(name, args_hash)] = None
+            self.states[key] = state
+            return
+        state = _RepeatState(AlertTracker.from_dump(key, data["t"]))
+        state.max_ts_us = max_ts_us = data["m"]
+        state.sweep_at = data.get("w", _SWEEP_AT)
+        flat = data.get("p", [])
+        patterns: list[tuple[str, str]] = []
+        for i in range(0, len(flat) - 2, 3):
+            pattern = (flat[i], flat[i + 1])
+            rel = flat[i + 2]
+            patterns.append(pattern)
+            state.patterns[pattern] = (max_ts_us - rel if isinstance(rel, int)
+                                       else [max_ts_us - t for t in rel])
+        for i in data.get("h", []):
+            state.hot[patterns[i]] = None
         self.states[key] = state
 
 

@@ -19,7 +19,7 @@ from itertools import count, islice
 from operator import attrgetter
 from typing import Any
 
-from agentwatch.processors.core._alerting import ScopeKey
+from agentwatch.processors.core._alerting import DUMP_IDS, LOAD_IDS, ScopeKey
 from agentwatch.processors.core._detectors import Detector, build_detectors
 from agentwatch.processors.core._rules import RulesConfig
 from agentwatch.schemas import (
@@ -179,18 +179,24 @@ class Engine:
         if session is not None:
             seen, older = session.seen, session.older
             if max_ids is None:
-                out["s"] = [session.last_ts_us, pack_ids(list(seen)), pack_ids(list(older))]
+                recent, rest = list(seen), list(older)
             else:
                 recent = list(islice(reversed(seen), max_ids))
                 recent.reverse()
                 rest = list(islice(reversed(older), max(0, max_ids - len(recent))))
                 rest.reverse()
-                out["s"] = [session.last_ts_us, pack_ids(recent), pack_ids(rest)]
+            out["s"] = [session.last_ts_us, pack_ids(recent), pack_ids(rest)]
+            # the trackers' samples refer to these ids by position (_alerting.DUMP_IDS)
+            for i, event_id in enumerate(recent + rest):
+                DUMP_IDS[event_id] = i
         states = {}
-        for detector in self.detectors:
-            data = detector.dump(key)
-            if data is not None:
-                states[detector.name] = data
+        try:
+            for detector in self.detectors:
+                data = detector.dump(key)
+                if data is not None:
+                    states[detector.name] = data
+        finally:
+            DUMP_IDS.clear()
         if states:
             out["d"] = states
         return out or None
@@ -199,18 +205,25 @@ class Engine:
         """Install :meth:`dump_key` data for ``key``; its timers run at the next advance.
         State of rules that no longer exist is dropped."""
         session_data = data.get("s")
-        if session_data is not None and self._track:
-            session = self._sessions[key] = _Session(session_data[0])
-            session.seen = dict.fromkeys(unpack_ids(session_data[1]))
-            session.older = dict.fromkeys(unpack_ids(session_data[2]))
-            self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
+        if session_data is not None:
+            recent, rest = unpack_ids(session_data[1]), unpack_ids(session_data[2])
+            LOAD_IDS.extend(recent)  # what the trackers' samples refer to by position
+            LOAD_IDS.extend(rest)
+            if self._track:
+                session = self._sessions[key] = _Session(session_data[0])
+                session.seen = dict.fromkeys(recent)
+                session.older = dict.fromkeys(rest)
+                self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
         states = data.get("d") or {}
-        for detector in self.detectors:
-            state = states.get(detector.name)
-            if state is not None:
-                detector.load(key, state)
-                # on_due re-derives what it waits for (resolution, cleanup) from the state
-                self._schedule(self.watermark_us, detector.index, key)
+        try:
+            for detector in self.detectors:
+                state = states.get(detector.name)
+                if state is not None:
+                    detector.load(key, state)
+                    # on_due re-derives what it waits for (resolution, cleanup) from the state
+                    self._schedule(self.watermark_us, detector.index, key)
+        finally:
+            LOAD_IDS.clear()
 
     def restore_watermark(self, watermark_us: int) -> None:
         """Set the watermark of a restored engine (no timers run)."""

@@ -21,7 +21,6 @@ does not depend on arrival order within the disorder bound.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -56,8 +55,9 @@ class SlidingWindow:
         if self._d >= self._n:
             raise ValueError("disorder must be shorter than the window")
         self.disorder_us = disorder_us
-        self._win: deque[list[int]] = deque()  # buckets in (head - n, head], ascending
-        self._old: deque[list[int]] = deque()  # buckets in (head - n - d, head - n], ascending
+        # lists, not deques: an empty deque takes 624 bytes, and a window holds few buckets
+        self._win: list[list[int]] = []  # buckets in (head - n, head], ascending
+        self._old: list[list[int]] = []  # buckets in (head - n - d, head - n], ascending
         self.max_ts_us = -(1 << 62)
         self.sum_a = 0
         self.sum_b = 0
@@ -87,17 +87,34 @@ class SlidingWindow:
         """Retained buckets (older ones first): (index, a, b, max_ts_us). For tests/snapshots."""
         return [(b[_B], b[_A], b[_C], b[_T]) for b in (*self._old, *self._win)]
 
-    def dump(self) -> list[Any]:
-        """``[max_ts_us, old buckets, window buckets]`` (each bucket flattened to 4 ints)."""
-        return [self.max_ts_us, [v for cell in self._old for v in cell],
-                [v for cell in self._win for v in cell]]
+    def dump(self) -> list[int]:
+        """``[max_ts_us, number of old buckets, then 4 ints a bucket, old ones first]``, a
+        bucket as ``(head - index, a, b, max_ts_us - its max_ts_us)``: small numbers (a
+        state dump's bytes), not absolute 16-digit µs times."""
+        max_ts_us, head = self.max_ts_us, self.head
+        out = [max_ts_us, len(self._old)]
+        for cell in (*self._old, *self._win):
+            out += (head - cell[_B], cell[_A], cell[_C], max_ts_us - cell[_T])
+        return out
 
     def load(self, data: list[Any]) -> None:
-        """Replace the contents with :meth:`dump` data (same window, step and disorder)."""
-        self.max_ts_us = data[0]
-        old, win = data[1], data[2]
-        self._old = deque([old[i:i + 4] for i in range(0, len(old), 4)])
-        self._win = deque([win[i:i + 4] for i in range(0, len(win), 4)])
+        """Replace the contents with :meth:`dump` data (same window, step and disorder), or
+        the first format's ``[max_ts_us, old buckets, window buckets]`` (absolute)."""
+        self.max_ts_us = max_ts_us = data[0]
+        if isinstance(data[1], list):  # the first format
+            old, win = data[1], data[2]
+            self._old = [old[i:i + 4] for i in range(0, len(old), 4)]
+            self._win = [win[i:i + 4] for i in range(0, len(win), 4)]
+        else:
+            head = self.head
+            flat = data[2:]
+            if len(flat) % 4 or not 0 <= data[1] <= len(flat) // 4:
+                raise ValueError(f"a window in a state dump has {len(flat)} numbers for "
+                                 f"{data[1]} old buckets")
+            cells = [[head - flat[i], flat[i + 1], flat[i + 2], max_ts_us - flat[i + 3]]
+                     for i in range(0, len(flat), 4)]
+            self._old = cells[:data[1]]
+            self._win = cells[data[1]:]
         self.sum_a = sum(cell[_A] for cell in self._win)
         self.sum_b = sum(cell[_C] for cell in self._win)
 
@@ -140,14 +157,21 @@ class SlidingWindow:
         """Move the window's end to ``bucket`` (> head): buckets leave, old ones are dropped."""
         win, old = self._win, self._old
         start = bucket - self._n  # buckets <= start leave the window
-        while win and win[0][_B] <= start:
-            cell = win.popleft()
+        k = 0
+        while k < len(win) and win[k][_B] <= start:
+            cell = win[k]
             self.sum_a -= cell[_A]
             self.sum_b -= cell[_C]
-            old.append(cell)
+            k += 1
+        if k:
+            old += win[:k]
+            del win[:k]
         floor = start - self._d  # buckets <= floor can no longer matter to a late event
-        while old and old[0][_B] <= floor:
-            old.popleft()
+        j = 0
+        while j < len(old) and old[j][_B] <= floor:
+            j += 1
+        if j:
+            del old[:j]
 
     # -- windows other than the current one --------------------------------------------------
     def windows_from(self, ts_us: int) -> Iterator[tuple[int, int, int]]:

@@ -66,6 +66,16 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
 FETCH_MAX_WAIT_MS = 50
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 PRODUCER_COMPRESSION = "zstd"
+#: RocksDB options of the state tables (rocksdb store). The tables are written once per
+#: dirty key per checkpoint and read only when a partition is restored, so neither big
+#: memtables nor a block cache buy anything; faust's defaults (64 MiB write buffers, up to
+#: 3 of them, per partition and table, and a 2 GiB block cache) cost ~250 MB of the
+#: worker's RSS growth per 100,000 open sessions (bench_worker_memory: 1,721 -> 1,469 MB)
+ROCKSDB_OPTIONS: dict[str, int] = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 * 1024 * 1024,
+}
 
 
 def _by_partition(batch: Sequence[EventT[Any]]) -> dict[int, list[EventT[Any]]]:
@@ -305,10 +315,10 @@ class _Worker:
         self.rekeyed_table: Any = None
         if settings.runs_session_stage:
             self.session_table = app.Table("session-state", partitions=n, key_type=bytes,
-                                           value_type=bytes)
+                                           value_type=bytes, options=dict(ROCKSDB_OPTIONS))
         if settings.runs_rekeyed_stage:
             self.rekeyed_table = app.Table("rekeyed-state", partitions=n, key_type=bytes,
-                                           value_type=bytes)
+                                           value_type=bytes, options=dict(ROCKSDB_OPTIONS))
         self.session_stage = SessionStage(config, settings.events_topic, n)
         self.halt_rules = halt_rules(config)
         self.rekeyed_stage = RekeyedStage(config, n)
