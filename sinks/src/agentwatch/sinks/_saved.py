@@ -97,7 +97,7 @@ SAVED_QUERIES: Final[dict[str, SavedQuery]] = {
             (
                 ("alert_id", "Stable id of the alert episode"),
                 ("rule", "Rule name"),
-                ("type", "cost, error_rate or runaway_loop"),
+                ("type", "cost, error_rate, runaway_loop, budget, latency or score"),
                 ("severity", "info, warning or critical"),
                 ("scope", "session, agent or tenant"),
                 ("key", "The scoped entity's id"),

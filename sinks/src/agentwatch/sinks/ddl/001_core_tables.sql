@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS ${database}.events
     tenant_id           LowCardinality(String)      COMMENT 'Tenant (default: default)',
     agent_id            LowCardinality(String)      COMMENT 'gen_ai.agent.id',
     session_id          String                      COMMENT 'gen_ai.conversation.id',
-    kind                LowCardinality(String)      COMMENT 'llm_call, tool_call, agent_step, session_start, session_end, handoff, guardrail, custom',
+    kind                LowCardinality(String)      COMMENT 'llm_call, tool_call, agent_step, session_start, session_end, handoff, guardrail, custom, score',
     schema_version      UInt8                       COMMENT 'Event contract version',
     trace_id            Nullable(String),
     span_id             Nullable(String),
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS ${database}.alerts
 (
     alert_id        String                      COMMENT 'Stable id of the alert episode; firing and resolution share it',
     rule            LowCardinality(String)      COMMENT 'Rule name in the rules file',
-    type            LowCardinality(String)      COMMENT 'cost, error_rate or runaway_loop',
+    type            LowCardinality(String)      COMMENT 'cost, error_rate, runaway_loop, budget, latency or score',
     state           LowCardinality(String)      COMMENT 'firing or resolved',
     severity        LowCardinality(String)      COMMENT 'info, warning or critical',
     scope           LowCardinality(String)      COMMENT 'session, agent or tenant',
