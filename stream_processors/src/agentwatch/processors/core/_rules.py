@@ -427,7 +427,8 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"`{key}`: unknown key{_did_you_mean(rule_type, loc[-1])}")
         elif err["type"] == "value_error":
-            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{key}.{msg}" if key else msg)  # a rule's own check: name the rule
         else:
             msg = _ENUM_REPR.sub(r"\1", err["msg"])  # <AlertScope.SESSION: 'session'> -> 'session'
             parts.append(f"`{key}`: {msg} (got {err.get('input')!r})")
