@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import math
 import os
 import threading
 import time
@@ -61,7 +62,7 @@ def _score_problem(name: object, value: object, label: object, source: object) -
     if not isinstance(name, str) or not name:
         return f"`name`: the evaluation's name, a non-empty string (got {name!r})"
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                              or value != value or value in (float("inf"), float("-inf"))):
+                              or not math.isfinite(value)):
         return f"`value`: a finite number (got {value!r})"
     if label is not None and not isinstance(label, str):
         return f"`label`: a string (got {label!r})"

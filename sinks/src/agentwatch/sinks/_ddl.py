@@ -54,6 +54,9 @@ VIEWS: Final = (
     "top_sessions_by_cost",
     "open_alerts",
     "loop_incidents",
+    "scores",
+    "scores_per_session",
+    "scores_per_agent_hourly",
 )
 #: Tables that hold data (as opposed to the ledger): on a cluster each gets a
 #: Distributed ``<name>_all`` table next to it, which the views read.
@@ -134,6 +137,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "events, alerts and dead_letters tables", "001_core_tables.sql"),
     Migration(2, "rollups_1m and the materialized view that feeds it", "002_rollups_1m.sql"),
     Migration(3, "BI views", "003_bi_views.sql"),
+    Migration(4, "evaluation scores views", "004_scores_views.sql"),
 )
 
 
