@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
+from agentwatch.cli._demo import with_demo_budget
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import Engine
-from agentwatch.schemas import AlertState, decode_event, to_us
+from agentwatch.schemas import AlertState, AlertType, decode_event, to_us
 from agentwatch.sinks.webhooks import WebhookReceiver
 
 OUR_SECRET = "ours-secret"
@@ -45,13 +47,29 @@ def test_fleet_injects_the_three_failures_and_each_is_caught() -> None:
     assert resolved == {a.alert_id for a in alerts if a.state is AlertState.FIRING}
 
 
+def test_the_demo_budget_forecasts_the_tenant_runs_out_when_the_cost_spike_starts() -> None:
+    plan = FleetPlan()
+    engine = Engine(with_demo_budget(Engine().config))
+    alerts = []
+    for raw in fleet_events(plan):
+        alerts += engine.process(decode_event(raw))
+    budget = [a for a in alerts if a.type is AlertType.BUDGET]
+    assert [(a.rule, a.key, a.state) for a in budget] == [
+        ("demo_daily_budget", plan.tenant_id, AlertState.FIRING)]
+    # the spike's first call (2 s after its session starts) tips the forecast
+    assert budget[0].ts == datetime(2026, 11, 20, 9, tzinfo=UTC) + timedelta(
+        seconds=plan.spike_start_s + 2)
+    assert "runs out at 2026-11-20T17:" in budget[0].reason
+    assert "before the day ends at 2026-11-21T00:00:00Z" in budget[0].reason
+
+
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "agentwatch.cli", "demo", "--duration-s", "3",
          "--data-dir", str(data_dir)],
         capture_output=True, timeout=120, check=False,
-        env={**os.environ, "COLUMNS": "250"},  # rich wraps at 80 columns without a terminal
+        env={**os.environ, "COLUMNS": "320"},  # rich wraps at 80 columns without a terminal
     )
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
@@ -59,8 +77,9 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     n_events = len(list(fleet_events(FleetPlan())))
     assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
     assert f"{n_events:,} events, 0 invalid" in out
-    assert "webhooks: 8/8 delivered, 8 received by the local receiver, 0 failed" in out
-    assert out.count("signature ok") == 8
+    # 4 failures fire and resolve; the budget forecast fires (it resolves at midnight)
+    assert "webhooks: 9/9 delivered, 9 received by the local receiver, 0 failed" in out
+    assert out.count("signature ok") == 9
     assert "BAD SIGNATURE" not in out
     assert "Fleet summary" in out
     assert "Example query" in out
@@ -78,7 +97,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
                              check=True)
     events_rows, (alert_rows, alert_ids) = orjson.loads(counted.stdout)
     assert events_rows == n_events
-    assert (alert_rows, alert_ids) == (8, 4)
+    assert (alert_rows, alert_ids) == (9, 5)
 
 
 def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
@@ -115,8 +134,8 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
         ("loop_repeat", "firing"), ("loop_repeat", "resolved"),
         ("loop_steps", "firing"), ("loop_steps", "resolved")]
     assert all(d.verified for d in received)
-    assert len(refused) == 8  # 410 is final: one attempt each
-    assert "8 received by the local receiver, 8 failed" in out
+    assert len(refused) == 9  # 410 is final: one attempt each (with the budget forecast)
+    assert "9 received by the local receiver, 9 failed" in out
     assert "webhook gone: delivery" in out
 
     check = (
@@ -132,5 +151,5 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
     statuses, dead_letters = orjson.loads(counted.stdout)
-    assert statuses == [["", 8], ["failed:gone", 8]]
-    assert dead_letters == 8
+    assert statuses == [["", 9], ["failed:gone", 9]]
+    assert dead_letters == 9

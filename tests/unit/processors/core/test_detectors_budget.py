@@ -59,8 +59,8 @@ def test_forecast_fires_when_the_burn_rate_runs_out_before_the_period_ends(
     assert forecast.window_s == 3600
     assert forecast.threshold == 10.0
     assert to_us(forecast.ts) == 4 * 360 * US
-    assert "($0.50/h) it runs out at 1970-01-01T19:24:00Z" in forecast.reason
-    assert "before the period ends at 1970-01-02T00:00:00Z" in forecast.reason
+    assert "at $0.50/h (the last 3600 s) it runs out at 1970-01-01T19:24:00Z" in forecast.reason
+    assert "before the day ends at 1970-01-02T00:00:00Z" in forecast.reason
 
 
 def test_no_forecast_when_the_burn_rate_lasts_the_period(ev: EventFactory) -> None:

@@ -158,9 +158,9 @@ class BudgetDetector(Detector[_BudgetState]):
         else:
             threshold = rule.amount_usd
             per_hour = state.window.sum_a / NANO_USD * 3_600_000_000 / self._forecast_us
-            reason = (f"{where} (${rule.amount_usd:.2f}); at the burn rate of the last "
-                      f"{rule.forecast_window_s} s (${per_hour:.2f}/h) it runs out at "
-                      f"{_iso(runs_out_us)}, before the period ends at {_iso(state.end_us)}")
+            reason = (f"{where} (${rule.amount_usd:.2f}); at ${per_hour:.2f}/h (the last "
+                      f"{rule.forecast_window_s} s) it runs out at {_iso(runs_out_us)}, "
+                      f"before the {rule.period} ends at {_iso(state.end_us)}")
         if tracker.firing is None:  # what the engine's stats count: the key has alerts
             tracker.firing = Firing(alert_id, ts_us)
         return self._alert(state, AlertState.FIRING, alert_id, ts_us, spent, threshold,
