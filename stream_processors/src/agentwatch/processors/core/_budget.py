@@ -10,8 +10,10 @@ Alerts: one episode per crossed fraction and one for the forecast, each at most 
 period (their ids differ by the level: ``alert_id_for("<rule>@<level>", ...)``). Every
 alert of a period resolves at the period's end, in event time: on the first event of a
 later period, or on the timer the engine runs when the watermark passes the end,
-whichever comes first (the same alerts either way). An event older than the key's period
-(it arrived after the period rolled over) is refused and counted late.
+whichever comes first (the same alerts either way). The spend and the fractions start
+from zero with each period; the burn rate does not (it is the spend of the last
+``forecast_window_s``, whatever the period). An event older than the key's period (it
+arrived after the period rolled over) is refused and counted late.
 """
 
 from __future__ import annotations
@@ -181,8 +183,7 @@ class BudgetDetector(Detector[_BudgetState]):
         state.firing = []
         state.tracker.firing = None
         state.spent = state.levels_done = 0
-        state.forecast_done = False
-        state.window = self._new_window()
+        state.forecast_done = False  # the burn rate (the window) goes on across periods
 
     def _alert(self, state: _BudgetState, alert_state: AlertState, alert_id: str, ts_us: int,
                value: float, threshold: float, reason: str, forecast: bool) -> Alert:
@@ -210,18 +211,20 @@ class BudgetDetector(Detector[_BudgetState]):
         state = self.states.get(key)
         if state is None:
             return
-        if now_us < state.end_us:
+        if now_us >= state.end_us:
+            self._roll_over(state, out)
+            state.start_us, state.end_us = period_bounds(now_us, self.rule.period, self._zone)
+        if state.spent or state.firing:
             self._schedule(state.end_us, self.index, key)
             return
-        self._roll_over(state, out)
-        gone_us = state.end_us + self._disorder_us
-        if now_us >= gone_us:
+        # nothing spent in this period: the state only keeps the burn rate, until it is gone
+        # (a new state from a later event is then the same as this one)
+        gone_us = max(state.window.empty_at_us() + self._disorder_us,
+                      state.start_us + self._disorder_us)
+        if gone_us <= now_us:
             del self.states[key]
-            return
-        # keep the (empty) next period a little: an event of the ended one may still come
-        state.start_us, state.end_us = period_bounds(state.end_us, self.rule.period,
-                                                     self._zone)
-        self._schedule(gone_us, self.index, key)
+        else:
+            self._schedule(min(gone_us, state.end_us), self.index, key)
 
     def close_key(self, key: ScopeKey, ts_us: int, reason: str, out: list[Alert]) -> None:
         self.states.pop(key, None)  # agent and tenant keys are never closed by sessions
