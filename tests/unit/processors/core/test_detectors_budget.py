@@ -152,3 +152,23 @@ def test_state_dumps_and_loads_without_changing_an_alert(ev: EventFactory) -> No
     second.next_advance_us = first.next_advance_us
     got += [a for e in events[15:] for a in second.feed(e)]
     assert got == expected
+
+
+def test_the_burn_rate_carries_over_into_the_next_period(ev: EventFactory) -> None:
+    engine = _engine(amount_usd=100, fractions=[1.0], forecast_window_s=3600)
+    # $10 in the last 10 minutes of the day: $10 in the hour, $90 left, 1 minute to midnight
+    assert engine.process_many([ev(DAY - 600 + i * 60, cost_usd=1.0) for i in range(10)]) == []
+    # the new day's first cent: at the hour's $10/h the new $100 last ~10 h, not the day
+    alerts = engine.process(ev(DAY + 1, cost_usd=0.01))
+    assert [a.state for a in alerts] == [AlertState.FIRING]
+    assert alerts[0].window_s == 3600
+    assert "at $10.01/h (the last 3600 s) it runs out at 1970-01-02T09:59:" in alerts[0].reason
+
+
+def test_a_quiet_key_is_forgotten_once_its_burn_rate_is_gone(ev: EventFactory) -> None:
+    engine = _engine(forecast_window_s=3600)
+    engine.process(ev(0, cost_usd=1.0))
+    engine.advance(DAY * US + 1)
+    assert engine.stats.active_keys == 1  # the next day: the last hour's spend is kept
+    engine.advance((DAY + 3600 + 10) * US)
+    assert engine.stats.active_keys == 0
