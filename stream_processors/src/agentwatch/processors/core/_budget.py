@@ -30,7 +30,7 @@ from agentwatch.processors.core._detectors import (
 )
 from agentwatch.processors.core._rules import BudgetRule, RulesConfig, zone_info
 from agentwatch.processors.core._windows import LATE, SlidingWindow
-from agentwatch.schemas import Alert, AlertState, Event, from_us
+from agentwatch.schemas import Alert, AlertScope, AlertState, Event, from_us
 
 __all__ = ["FORECAST_SLICES", "BudgetDetector", "period_bounds"]
 
@@ -39,6 +39,7 @@ FORECAST_SLICES: Final = 50
 #: the level of the forecast alert (fractions are levels 0, 1, ...)
 FORECAST: Final = -1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ADJECTIVE: Final = {"day": "daily", "week": "weekly", "month": "monthly"}
 _ONE_US: Final = timedelta(microseconds=1)
 
 
@@ -198,13 +199,13 @@ class BudgetDetector(Detector[_BudgetState]):
         )
 
     def _who(self, tracker: AlertTracker) -> str:
-        if self.scope.value == "agent":
+        if self.scope is AlertScope.AGENT:
             return f"agent {tracker.key[1]}"
         return f"tenant {tracker.key[0]}"
 
     def _budget_name(self) -> str:
         zone = "" if self.rule.timezone.upper() == "UTC" else f" ({self.rule.timezone})"
-        return f"{self.rule.period}ly budget{zone}".replace("dayly", "daily")
+        return f"{_ADJECTIVE[self.rule.period]} budget{zone}"
 
     # -- timers and state ----------------------------------------------------------------------
     def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
