@@ -435,9 +435,9 @@ def run_receiver(receiver: OtlpReceiver, host: str, port: int) -> int:
         receiver.client.close()
         s = receiver.stats
         logger.info(
-            "agentwatch otlp: %d requests, %d spans -> %d events and %d scores; skipped %d "
-            "without gen_ai.* attributes, %d invalid, %d invalid evaluation events; refused "
+            "agentwatch otlp: %d requests, %d spans -> %d events; skipped %d without "
+            "gen_ai.* attributes, %d invalid; %d evaluation events -> %d scores; refused "
             "requests: %s",
-            s.requests, s.spans, s.events, s.scores, s.skipped_not_genai, s.invalid_spans,
-            s.evaluations_skipped, dict(s.rejected_requests) or "none")
+            s.requests, s.spans, s.events, s.skipped_not_genai, s.invalid_spans,
+            s.scores + s.evaluations_skipped, s.scores, dict(s.rejected_requests) or "none")
     return 0
