@@ -40,7 +40,7 @@ def test_scores_sent_by_the_producer_fire_the_score_rule_and_land_in_the_scores_
                            tmp_path / "worker.log", rules=rules).start()
     try:
         alerts = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(v) >= 1, timeout_s=90)]
+            kafka_bootstrap, topics["alerts"], until=lambda v: len(v) >= 1, timeout_s=180)]
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]
@@ -55,7 +55,7 @@ def test_scores_sent_by_the_producer_fire_the_score_rule_and_land_in_the_scores_
                        log_path=tmp_path / "sink.log").start()
     try:
         wait_caught_up(kafka_bootstrap, group, {topics["events"]: PARTITIONS,
-                                                topics["alerts"]: 1}, timeout_s=90, sink=sink)
+                                                topics["alerts"]: 1}, timeout_s=180, sink=sink)
     finally:
         assert sink.stop() == 0, sink.log()[-3000:]
     with ChdbBackend(tmp_path / "ch") as db:
