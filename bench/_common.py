@@ -28,11 +28,15 @@ def synthetic_events(
     rate_per_s: int = 500,
     seed: int = 7,
     loops_every: int = 5000,
+    durations: bool = False,
 ) -> Iterator[bytes]:
     """A stated workload as JSON lines: ``sessions`` concurrent sessions over ``agents``
     agents, events ``1/rate_per_s`` apart in event time, 1/3 llm calls (gpt-4o-mini, priced
     from tokens), 2/3 tool calls with fresh arguments and 5 % errors, and every
-    ``loops_every`` events a session that repeats one tool call 8 times (a runaway loop)."""
+    ``loops_every`` events a session that repeats one tool call 8 times (a runaway loop).
+    ``durations``: llm calls carry a ``duration_ms`` (log-normal, median ~1 s), every 50th
+    event is also followed by a ``score`` of its session (what the latency and score rules
+    read)."""
     rng = random.Random(seed)
     t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     step = timedelta(seconds=1 / rate_per_s)
@@ -58,6 +62,8 @@ def synthetic_events(
         if kind == "llm_call":
             event.update(model="gpt-4o-mini", input_tokens=rng.randint(100, 3000),
                          output_tokens=rng.randint(10, 500))
+            if durations:
+                event["duration_ms"] = round(rng.lognormvariate(7, 0.6), 1)
         elif loop_left or session.startswith("loop-"):
             event.update(name="lookup_order", tool_args_hash="fixed")
         else:
@@ -65,6 +71,13 @@ def synthetic_events(
                          tool_args_hash=f"{rng.getrandbits(64):016x}",
                          status="error" if rng.random() < 0.05 else "ok")
         yield orjson.dumps(event) + b"\n"
+        if durations and i % 50 == 49:
+            yield orjson.dumps({
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "ts": ts,
+                "agent_id": event["agent_id"], "session_id": session, "kind": "score",
+                "name": "helpfulness",
+                "attributes": {"gen_ai.evaluation.score.value": rng.random()},
+            }) + b"\n"
 
 
 # --- the session-packed workload of the earlier worker bench (bench_sink feeds on it) -------

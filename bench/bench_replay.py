@@ -4,6 +4,11 @@ against a naive baseline that recomputes every window from the raw events of its
 
 Workload: see ``_common.synthetic_events`` (500 sessions, 5 agents, 500 events/s of event
 time, injected runaway loops). Goal (issue 2): >= 100,000 events/s on one core.
+
+``bench_replay.py N --more-rules``: the same workload with llm-call durations and scores
+(``durations=True``), replayed with the default rules and then with the default rules plus
+a tenant budget, an agent p95 latency rule and a score rule (issue 17); prints both rates
+and their ratio (the goal: >= 0.9).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import sys
 import time
 from collections import defaultdict, deque
 from pathlib import Path
+from typing import Final
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import summary, synthetic_events
 
-from agentwatch.processors.core import COMPILED, Engine, RulesConfig
+from agentwatch.processors.core import COMPILED, Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.schemas import Event, default_price_table, to_us
 
@@ -69,8 +75,39 @@ def naive_replay(lines: list[bytes], config: RulesConfig) -> int:
     return len(fired)
 
 
+#: the rules ``--more-rules`` adds to the defaults
+MORE_RULES: Final = {
+    "tenant_budget": {"type": "budget", "amount_usd": 5000, "period": "day"},
+    "agent_latency": {"type": "latency", "threshold_ms": 3000},
+    "agent_quality": {"type": "score", "evaluation": "helpfulness", "threshold": 0.3},
+}
+
+
+def _best_rate(lines: list[bytes], config: RulesConfig) -> float:
+    best = 0.0
+    for _ in range(3):
+        engine = Engine(config)
+        t0 = time.perf_counter()
+        stats = replay_lines(lines, engine, lambda _alert: None)
+        best = max(best, stats.events / (time.perf_counter() - t0))
+    return best
+
+
+def more_rules(n_events: int) -> None:
+    lines = list(synthetic_events(n_events, durations=True))
+    gc.freeze()
+    default = _best_rate(lines, RulesConfig.default())
+    more = _best_rate(lines, rules_from_mapping({"rules": MORE_RULES}))
+    print(f"replay --more-rules: {len(lines)} events; default rules {default:,.0f} events/s, "
+          f"with budget, latency and score rules {more:,.0f} events/s: "
+          f"ratio {more / default:.2f} (goal >= 0.9)")
+
+
 def main() -> None:
     n_events = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
+    if "--more-rules" in sys.argv[2:]:
+        more_rules(n_events)
+        return
     lines = list(synthetic_events(n_events))
     gc.freeze()  # the event list is long-lived: keep the collector off it, for both runs
     config = RulesConfig.default()

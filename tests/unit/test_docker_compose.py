@@ -95,6 +95,7 @@ EXPECTED_PANELS = {
     "Open alerts": "table",
     "Runaway-loop incidents": "table",
     "Top sessions by cost": "table",
+    "Evaluation scores vs cost per agent (per hour)": "table",
 }
 
 #: The plugin's query format numbers (sqlds): 0 time series, 1 table.
@@ -825,6 +826,13 @@ def _sample(now: datetime) -> tuple[list[Event], list[Alert]]:
                 cost_usd=0.02 * (i + 1) if llm else None,
             )
         )
+    events += [  # evaluation scores of the concierge (the scores panel)
+        Event(event_id=str(uuid.uuid4()), ts=now - timedelta(minutes=15, seconds=-i),
+              tenant_id=TENANT, agent_id="concierge", session_id="concierge-session-1",
+              kind=EventKind.SCORE, name="helpfulness",
+              attributes={"gen_ai.evaluation.score.value": 0.5 + i / 10})
+        for i in range(3)
+    ]
     loop = Alert(
         alert_id=str(uuid.uuid4()),
         rule="loop_repeat",

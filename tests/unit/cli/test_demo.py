@@ -6,13 +6,15 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
+from agentwatch.cli._demo import with_demo_budget
 from agentwatch.cli._fleet import FleetPlan, fleet_events
 from agentwatch.processors.core import Engine
-from agentwatch.schemas import AlertState, decode_event, to_us
+from agentwatch.schemas import AlertState, AlertType, decode_event, to_us
 from agentwatch.sinks.webhooks import WebhookReceiver
 
 OUR_SECRET = "ours-secret"
@@ -46,13 +48,29 @@ def test_fleet_injects_the_three_failures_and_each_is_caught() -> None:
     assert resolved == {a.alert_id for a in alerts if a.state is AlertState.FIRING}
 
 
+def test_the_demo_budget_forecasts_the_tenant_runs_out_when_the_cost_spike_starts() -> None:
+    plan = FleetPlan()
+    engine = Engine(with_demo_budget(Engine().config))
+    alerts = []
+    for raw in fleet_events(plan):
+        alerts += engine.process(decode_event(raw))
+    budget = [a for a in alerts if a.type is AlertType.BUDGET]
+    assert [(a.rule, a.key, a.state) for a in budget] == [
+        ("demo_daily_budget", plan.tenant_id, AlertState.FIRING)]
+    # the spike's first call (2 s after its session starts) tips the forecast
+    assert budget[0].ts == datetime(2026, 11, 20, 9, tzinfo=UTC) + timedelta(
+        seconds=plan.spike_start_s + 2)
+    assert "runs out at 2026-11-20T17:" in budget[0].reason
+    assert "before the day ends at 2026-11-21T00:00:00Z" in budget[0].reason
+
+
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "agentwatch.cli", "demo", "--duration-s", "3",
          "--data-dir", str(data_dir)],
         capture_output=True, timeout=120, check=False,
-        env={**os.environ, "COLUMNS": "250"},  # rich wraps at 80 columns without a terminal
+        env={**os.environ, "COLUMNS": "320"},  # rich wraps at 80 columns without a terminal
     )
     out = proc.stdout.decode()
     assert proc.returncode == 0, out + proc.stderr.decode()
@@ -68,9 +86,10 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     n_events = len(list(fleet_events(FleetPlan()))) - saved_calls  # + its own session_end
     assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
     assert f"{n_events:,} events, 0 invalid" in out
-    # loop_repeat, session_cost, agent_error_rate fire and resolve; loop_steps never fires
-    assert "webhooks: 6/6 delivered, 6 received by the local receiver, 0 failed" in out
-    assert out.count("signature ok") == 6
+    # loop_repeat, session_cost, agent_error_rate fire and resolve (loop_steps never fires:
+    # the halt stops the loop first); the budget forecast fires (it resolves at midnight)
+    assert "webhooks: 7/7 delivered, 7 received by the local receiver, 0 failed" in out
+    assert out.count("signature ok") == 7
     assert "BAD SIGNATURE" not in out
     assert "Fleet summary" in out
     assert "Example query" in out
@@ -89,7 +108,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
                              check=True)
     events_rows, (alert_rows, alert_ids), control = orjson.loads(counted.stdout)
     assert events_rows == n_events
-    assert (alert_rows, alert_ids) == (6, 3)
+    assert (alert_rows, alert_ids) == (7, 4)
     # the halt and its resume (when the loop alert resolved) are in the audit table
     assert control == [["halt", "loop_repeat", "session:acme-retail/supply-loop-0001"],
                        ["resume", "loop_repeat", "session:acme-retail/supply-loop-0001"]]
@@ -129,8 +148,8 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     assert sorted((d.json["rule"], d.json["state"]) for d in received) == [
         ("loop_repeat", "firing"), ("loop_repeat", "resolved")]
     assert all(d.verified for d in received)
-    assert len(refused) == 6  # 410 is final: one attempt each
-    assert "6 received by the local receiver, 6 failed" in out
+    assert len(refused) == 7  # 410 is final: one attempt each (with the budget forecast)
+    assert "7 received by the local receiver, 7 failed" in out
     assert "webhook gone: delivery" in out
 
     check = (
@@ -146,5 +165,5 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
     statuses, dead_letters = orjson.loads(counted.stdout)
-    assert statuses == [["", 6], ["failed:gone", 6]]
-    assert dead_letters == 6
+    assert statuses == [["", 7], ["failed:gone", 7]]
+    assert dead_letters == 7

@@ -335,10 +335,31 @@ def test_the_store_keeps_its_fixed_time_events_whatever_the_date(
         assert "TTL" not in json.loads(out)["engine_full"], table
 
 
+@pytest.fixture(scope="module")
+def scores_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated chDB store with an llm call and its evaluation score (the scores views)."""
+    path = tmp_path_factory.mktemp("query-scores") / "chdb"
+    base = {"agent_id": "agent-a", "session_id": "s1", "tenant_id": "acme"}
+    with ChdbBackend(path) as backend:
+        migrate(backend, SchemaConfig(ttl_days=None))
+        sink = ClickHouseSink(backend)
+        sink.add_events([
+            Event(event_id=str(uuid.uuid4()), ts=T0, kind=EventKind.LLM_CALL, cost_usd=0.5,
+                  **base),
+            Event(event_id=str(uuid.uuid4()), ts=T0 + timedelta(seconds=1),
+                  kind=EventKind.SCORE, name="helpfulness",
+                  attributes={"gen_ai.evaluation.score.value": 0.75}, **base),
+        ])
+        sink.flush()
+    return str(path)
+
+
 @pytest.mark.parametrize("name", list(SAVED_QUERIES))
 def test_every_saved_query_runs_and_has_its_documented_columns(
-    name: str, store: str, capsys: pytest.CaptureFixture[str]
+    name: str, store: str, scores_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    if SAVED_QUERIES[name].view.startswith("scores"):
+        store = scores_store
     code, out, err = run(capsys, "query", "--url", store, "--saved", name, "-f", "json")
     assert (code, err) == (0, "")
     rows = [json.loads(line) for line in out.splitlines()]

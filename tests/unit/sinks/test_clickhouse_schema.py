@@ -113,6 +113,9 @@ def test_every_saved_query_runs(
 ) -> None:
     # Some rows behind every view, so ORDER BY and the aggregates really run.
     _write_events(backend, database, [make_event(i, full=i % 2 == 0) for i in range(20)], "e")
+    scores = [make_event(i, kind=EventKind.SCORE, name="helpfulness",
+                         attributes={"gen_ai.evaluation.score.value": i / 4}) for i in range(4)]
+    _write_events(backend, database, scores, "s")
     loop = make_alert(type=AlertType.RUNAWAY_LOOP, rule="loop_repeat")
     _write_alerts(backend, database, [make_alert(), loop], "a")
     saved = SAVED_QUERIES[name]

@@ -16,8 +16,8 @@ event: without GenAI attributes, or invalid) in the request's encoding; 400 with
 exporter retries later instead of the events being dropped). Nothing a client sends
 stops the server: every failure is counted in :class:`ReceiverStats`.
 
-``gen_ai.evaluation.result`` span events (scores) are counted and not mapped (another
-issue gives them a kind of their own); ``/v1/logs`` and ``/v1/metrics`` are not served.
+``gen_ai.evaluation.result`` span events (evaluation scores) become ``score`` events
+(``map_evaluations``); ``/v1/logs`` and ``/v1/metrics`` are not served.
 """
 
 from __future__ import annotations
@@ -48,7 +48,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
 from agentwatch.cli._otlp_metrics import OtlpMetrics
 from agentwatch.producer import Agentwatch
-from agentwatch.producer._genai import EVALUATION_EVENT, GenAISpan, Skipped, map_span
+from agentwatch.producer._genai import (
+    EVALUATION_EVENT,
+    GenAISpan,
+    Skipped,
+    map_evaluations,
+    map_span,
+)
 from agentwatch.producer._queue import RateLimitedLog
 from agentwatch.schemas import ConfigError
 
@@ -94,7 +100,9 @@ class OtlpError(Exception):
 class ReceiverStats:
     """Counters of a receiver (read them at any time; the event loop updates them).
 
-    ``spans == events + skipped_not_genai + invalid_spans`` for the accepted requests.
+    ``spans == events + skipped_not_genai + invalid_spans`` for the accepted requests;
+    ``scores``: score events made of ``gen_ai.evaluation.result`` span events,
+    ``evaluations_skipped``: those that made none (no evaluation name, bad ids).
     ``rejected_requests`` counts refused requests by reason: ``bad_protobuf``,
     ``bad_json``, ``bad_gzip``, ``unsupported_encoding``, ``unsupported_media_type``,
     ``too_large``, ``queue_full`` (answered 503), ``internal``.
@@ -106,6 +114,7 @@ class ReceiverStats:
     skipped_not_genai: int = 0
     invalid_spans: int = 0
     evaluations_skipped: int = 0
+    scores: int = 0
     rejected_requests: Counter[str] = field(default_factory=Counter)
 
 
@@ -240,6 +249,8 @@ def genai_span(span: Span, resource: Mapping[str, Any]) -> GenAISpan:
                 if pair.key == "exception.type" and pair.value.HasField("string_value"):
                     exception_type = pair.value.string_value
             break
+    evaluations = tuple((e.time_unix_nano, _attributes(e.attributes))
+                        for e in span.events if e.name == EVALUATION_EVENT)
     return GenAISpan(
         trace_id=span.trace_id.hex(),
         span_id=span.span_id.hex(),
@@ -252,6 +263,7 @@ def genai_span(span: Span, resource: Mapping[str, Any]) -> GenAISpan:
         attributes=_attributes(span.attributes),
         resource=resource,
         exception_type=exception_type,
+        evaluations=evaluations,
     )
 
 
@@ -317,6 +329,7 @@ class OtlpReceiver:
         self, export: ExportTraceServiceRequest, tenant_id: str | None
     ) -> ExportTraceServiceResponse:
         events: list[dict[str, Any]] = []
+        scores: list[dict[str, Any]] = []
         not_genai = evaluations = 0
         invalid: list[str] = []
         spans = 0
@@ -325,20 +338,25 @@ class OtlpReceiver:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     spans += 1
-                    evaluations += sum(1 for e in span.events if e.name == EVALUATION_EVENT)
-                    mapped = map_span(genai_span(span, resource), tenant_id=tenant_id)
+                    genai = genai_span(span, resource)
+                    mapped = map_span(genai, tenant_id=tenant_id)
                     if not isinstance(mapped, Skipped):
                         events.append(mapped)
                     elif mapped.reason == "not_genai":
                         not_genai += 1
                     else:
                         invalid.append(mapped.detail)
+                    for score in map_evaluations(genai, tenant_id=tenant_id):
+                        if isinstance(score, Skipped):
+                            evaluations += 1
+                        else:
+                            scores.append(score)
         room = self._room()
-        if len(events) > room:
+        if len(events) + len(scores) > room:
             raise OtlpError(503, "queue_full",
                             f"the producer's queue has room for {room} events, not "
-                            f"{len(events)}: retry later")
-        for event in events:
+                            f"{len(events) + len(scores)}: retry later")
+        for event in (*events, *scores):
             self.client.emit(event)
         stats = self.stats
         stats.spans += spans
@@ -346,6 +364,7 @@ class OtlpReceiver:
         stats.skipped_not_genai += not_genai
         stats.invalid_spans += len(invalid)
         stats.evaluations_skipped += evaluations
+        stats.scores += len(scores)
         if invalid:
             self._log.warn_limited("invalid", "agentwatch otlp: %d invalid GenAI spans not "
                                    "sent (first: %s)", len(invalid), invalid[0])
@@ -420,7 +439,8 @@ def run_receiver(receiver: OtlpReceiver, host: str, port: int) -> int:
         s = receiver.stats
         logger.info(
             "agentwatch otlp: %d requests, %d spans -> %d events; skipped %d without "
-            "gen_ai.* attributes, %d invalid, %d evaluation events; refused requests: %s",
+            "gen_ai.* attributes, %d invalid; %d evaluation events -> %d scores; refused "
+            "requests: %s",
             s.requests, s.spans, s.events, s.skipped_not_genai, s.invalid_spans,
-            s.evaluations_skipped, dict(s.rejected_requests) or "none")
+            s.scores + s.evaluations_skipped, s.scores, dict(s.rejected_requests) or "none")
     return 0

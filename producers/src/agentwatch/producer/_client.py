@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import math
 import os
 import threading
 import time
@@ -47,6 +48,30 @@ from agentwatch.schemas._fastcheck import KINDS
 __all__ = ["Agentwatch", "ProducerStats"]
 
 _FIELDS: Final = frozenset(Event.model_fields)
+#: a score event's attributes: OpenTelemetry's gen_ai.evaluation.result attribute names
+#: (the source has no OTel name; it is agentwatch's)
+SCORE_VALUE_KEY: Final = "gen_ai.evaluation.score.value"
+SCORE_LABEL_KEY: Final = "gen_ai.evaluation.score.label"
+SCORE_EXPLANATION_KEY: Final = "gen_ai.evaluation.explanation"
+RESPONSE_ID_KEY: Final = "gen_ai.response.id"
+SCORE_SOURCE_KEY: Final = "agentwatch.evaluation.source"
+SCORE_SOURCES: Final = ("llm_judge", "human", "heuristic")
+
+
+def _score_problem(name: object, value: object, label: object, source: object) -> str | None:
+    """Why ``score()`` arguments make no score event (None: they do)."""
+    if not isinstance(name, str) or not name:
+        return f"`name`: the evaluation's name, a non-empty string (got {name!r})"
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not math.isfinite(value)):
+        return f"`value`: a finite number (got {value!r})"
+    if label is not None and not isinstance(label, str):
+        return f"`label`: a string (got {label!r})"
+    if value is None and label is None:
+        return "a score needs a `value` or a `label`"
+    if source not in SCORE_SOURCES:
+        return f"`source`: one of {', '.join(SCORE_SOURCES)} (got {source!r})"
+    return None
 _dumps: Final = orjson.dumps
 _DEFAULT_TIMEOUT_S: Final = 5.0
 
@@ -461,6 +486,46 @@ class Agentwatch:
         of ``args`` (as a decorator: of the call's arguments by parameter name; the
         name defaults to the function's)."""
         return ToolCallScope(self, name, args)
+
+    def score(
+        self,
+        name: str,
+        value: float | None = None,
+        *,
+        label: str | None = None,
+        explanation: str | None = None,
+        source: str = "llm_judge",
+        response_id: str | None = None,
+        span_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        """One ``score`` event: the result of evaluation ``name`` (OpenTelemetry's
+        ``gen_ai.evaluation.result``): a numeric ``value`` and/or a ``label``, from
+        ``source`` (``llm_judge``, ``human`` or ``heuristic``). ``span_id``: the span it
+        scores (sent as the event's ``parent_span_id``); ``response_id``: the response
+        (``gen_ai.response.id``). Like ``emit()``, it never raises: a bad argument is
+        counted invalid and logged."""
+        try:
+            problem = _score_problem(name, value, label, source)
+            if problem is not None:
+                self._counters.add("invalid_at_emit")
+                self._log.warn_limited("invalid", "agentwatch: invalid score not sent: %s",
+                                       problem)
+                return
+            attributes: dict[str, Any] = {SCORE_SOURCE_KEY: source}
+            for key, item in ((SCORE_VALUE_KEY, value), (SCORE_LABEL_KEY, label),
+                              (SCORE_EXPLANATION_KEY, explanation),
+                              (RESPONSE_ID_KEY, response_id)):
+                if item is not None:
+                    attributes[key] = float(item) if key is SCORE_VALUE_KEY else str(item)
+            event: dict[str, Any] = {"kind": "score", "name": name, "attributes": attributes}
+            if span_id is not None:
+                event["parent_span_id"] = str(span_id)
+            if session_id is not None:
+                event["session_id"] = str(session_id)
+            self.emit(event)
+        except Exception as exc:  # noqa: BLE001 -- telemetry never raises into the agent
+            self._report("score", exc)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its locks may be held: start afresh

@@ -53,7 +53,13 @@ attributes                        ``gen_ai.operation.name``, ``otel.span.name``,
 
 Spans with no ``gen_ai.*`` attribute are skipped (``not_genai``). Nothing makes
 ``session_start`` / ``session_end`` events: no GenAI span says a session begins or ends.
-``gen_ai.evaluation.result`` (score) events are not mapped here.
+``gen_ai.evaluation.result`` span events (evaluation scores) map, one each, to ``score``
+events with :func:`map_evaluations` (README, "Evaluation scores: the score event"):
+``name`` = ``gen_ai.evaluation.name``; ``gen_ai.evaluation.score.value`` (a number),
+``.score.label``, ``gen_ai.evaluation.explanation``, ``gen_ai.response.id`` (the event's,
+else the span's) and ``agentwatch.evaluation.source`` (if the event has it) as
+attributes; ``ts`` = the event's time; ``parent_span_id`` = the span it is on (the scored
+operation, as the conventions ask); session, agent and tenant as for the span's own event.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ __all__ = [
     "GenAISpan",
     "SkipReason",
     "Skipped",
+    "map_evaluations",
     "map_span",
 ]
 
@@ -93,7 +100,7 @@ KIND_BY_OPERATION: Final[Mapping[str, str]] = {
     "invoke_workflow": "agent_step",
 }
 
-#: The span event (and log record) name of GenAI evaluation scores: not mapped here.
+#: The span event (and log record) name of GenAI evaluation scores (:func:`map_evaluations`).
 EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
 #: Resource attribute naming the tenant (a request header wins over it).
 TENANT_RESOURCE_ATTRIBUTE: Final = "agentwatch.tenant.id"
@@ -142,6 +149,8 @@ class GenAISpan:
     resource: Mapping[str, Any] = field(default_factory=dict)
     #: ``exception.type`` of the span's first ``exception`` event, if any
     exception_type: str | None = None
+    #: the span's ``gen_ai.evaluation.result`` events: (time in ns, decoded attributes)
+    evaluations: tuple[tuple[int, Mapping[str, Any]], ...] = ()
 
 
 def map_span(span: GenAISpan, *, tenant_id: str | None = None) -> dict[str, Any] | Skipped:
@@ -196,6 +205,59 @@ def map_span(span: GenAISpan, *, tenant_id: str | None = None) -> dict[str, Any]
     extra = _extra_attributes(span, operation, model, response_model, event)
     if extra:
         event["attributes"] = extra
+    return event
+
+
+#: score attributes copied from an evaluation event (the value is checked apart)
+_SCORE_TEXT_KEYS: Final = ("gen_ai.evaluation.score.label", "gen_ai.evaluation.explanation",
+                           "gen_ai.response.id", "agentwatch.evaluation.source")
+_SCORE_VALUE_KEY: Final = "gen_ai.evaluation.score.value"
+
+
+def map_evaluations(span: GenAISpan, *, tenant_id: str | None = None
+                    ) -> list[dict[str, Any] | Skipped]:
+    """One ``score`` event (or why not) per ``gen_ai.evaluation.result`` event of ``span``,
+    in order. Each id is a UUID v5 of the span's ids and the event's index."""
+    if not span.evaluations:
+        return []
+    problem = _check_ids(span)
+    if problem is not None:
+        return [Skipped("invalid", problem) for _ in span.evaluations]
+    out: list[dict[str, Any] | Skipped] = []
+    for index, (time_ns, attrs) in enumerate(span.evaluations):
+        out.append(_evaluation(span, index, time_ns or span.end_ns or span.start_ns, attrs,
+                               tenant_id))
+    return out
+
+
+def _evaluation(span: GenAISpan, index: int, time_ns: int, attrs: Mapping[str, Any],
+                tenant_id: str | None) -> dict[str, Any] | Skipped:
+    name = _text(attrs.get("gen_ai.evaluation.name"))
+    if name is None:
+        return Skipped("invalid", "gen_ai.evaluation.result without gen_ai.evaluation.name")
+    if not 0 < time_ns < _TS_END_NS:
+        return Skipped("invalid", f"evaluation time {time_ns} ns is not between 1970 and 9999")
+    event: dict[str, Any] = {
+        "event_id": _event_id(f"{span.trace_id}{span.span_id}/evaluation/{index}"),
+        "ts": _format_ts_ns(time_ns),
+        "kind": "score",
+        "trace_id": span.trace_id,
+        "parent_span_id": span.span_id,
+        "name": name[:_SHORT_TEXT_MAX],
+    }
+    problem = _identity(span, event, tenant_id)
+    if problem is not None:
+        return Skipped("invalid", problem)
+    scored: dict[str, Any] = {}
+    value = attrs.get(_SCORE_VALUE_KEY)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        scored[_SCORE_VALUE_KEY] = float(value)
+    for key in _SCORE_TEXT_KEYS:
+        text = _text(attrs.get(key)) or (_text(span.attributes.get(key))
+                                         if key == "gen_ai.response.id" else None)
+        if text:
+            scored[key] = text[:4096]
+    event["attributes"] = scored
     return event
 
 

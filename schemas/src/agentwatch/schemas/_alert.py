@@ -17,6 +17,9 @@ class AlertType(StrEnum):
     COST = "cost"
     ERROR_RATE = "error_rate"
     RUNAWAY_LOOP = "runaway_loop"
+    BUDGET = "budget"
+    LATENCY = "latency"
+    SCORE = "score"
 
 
 class AlertState(StrEnum):

@@ -45,6 +45,7 @@ class EventKind(StrEnum):
     HANDOFF = "handoff"
     GUARDRAIL = "guardrail"
     CUSTOM = "custom"
+    SCORE = "score"
 
 
 class EventStatus(StrEnum):

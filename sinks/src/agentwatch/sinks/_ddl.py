@@ -60,6 +60,9 @@ VIEWS: Final = (
     "top_sessions_by_cost",
     "open_alerts",
     "loop_incidents",
+    "scores",
+    "scores_per_session",
+    "scores_per_agent_hourly",
 )
 #: Tables that hold data (as opposed to the ledger): on a cluster each gets a
 #: Distributed ``<name>_all`` table next to it, which the views read.
@@ -144,6 +147,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "BI views", "003_bi_views.sql"),
     Migration(4, "control_log: every halt and resume", "004_control_log.sql"),
     Migration(5, "alert_acks and the alert_status view", "005_alert_acks.sql"),
+    Migration(6, "evaluation scores views", "006_scores_views.sql"),
 )
 
 

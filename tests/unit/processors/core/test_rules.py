@@ -174,7 +174,7 @@ def test_new_rule_without_type_is_config_error() -> None:
 
 def test_new_rule_with_unknown_type_is_config_error() -> None:
     with pytest.raises(ConfigError, match=r"rules\.tenant_cost"):
-        rules_from_mapping({"rules": {"tenant_cost": {"type": "latency"}}})
+        rules_from_mapping({"rules": {"tenant_cost": {"type": "throughput"}}})
 
 
 def test_rule_settings_not_a_mapping_is_config_error() -> None:

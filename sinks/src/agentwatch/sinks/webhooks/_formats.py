@@ -142,6 +142,10 @@ def _measure(alert: Alert) -> str:
         return f"{alert.value:,.4g} USD (threshold {alert.threshold:,.4g} USD)"
     if alert.type is AlertType.ERROR_RATE:
         return f"{alert.value:.1%} errors (threshold {alert.threshold:.1%})"
+    if alert.type is AlertType.BUDGET:
+        return f"{alert.value:,.2f} USD spent (threshold {alert.threshold:,.2f} USD)"
+    if alert.type is AlertType.LATENCY:
+        return f"{alert.value:,.0f} ms (threshold {alert.threshold:,.0f} ms)"
     return f"{_number(alert.value)} (threshold {_number(alert.threshold)})"
 
 

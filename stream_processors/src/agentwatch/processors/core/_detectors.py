@@ -17,11 +17,15 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
 from agentwatch.processors.core._rules import (
     RESOLVE_BELOW_FACTOR,
+    BudgetRule,
     CostRule,
     ErrorRateRule,
+    LatencyRule,
     LoopRepeatRule,
     LoopStepsRule,
+    Rule,
     RulesConfig,
+    ScoreRule,
 )
 from agentwatch.processors.core._windows import ADDED, LATE, SlidingWindow
 from agentwatch.schemas import Alert, AlertScope, Event, EventKind, EventStatus
@@ -729,6 +733,23 @@ def build_detectors(config: RulesConfig, schedule: Schedule,
             detectors.append(ErrorRateDetector(name, i, rule, config, schedule))
         elif isinstance(rule, LoopRepeatRule):
             detectors.append(LoopRepeatDetector(name, i, rule, config, schedule))
-        else:
+        elif isinstance(rule, LoopStepsRule):
             detectors.append(LoopStepsDetector(name, i, rule, schedule))
+        else:  # issue 17 part B: modules of their own (they import this one)
+            detectors.append(_build_more(name, i, rule, config, schedule))
     return detectors
+
+
+def _build_more(name: str, index: int, rule: Rule, config: RulesConfig,
+                schedule: Schedule) -> Detector[Any]:
+    from agentwatch.processors.core._budget import BudgetDetector  # noqa: PLC0415 -- a cycle
+    from agentwatch.processors.core._latency import LatencyDetector  # noqa: PLC0415
+    from agentwatch.processors.core._scores import ScoreDetector  # noqa: PLC0415
+
+    if isinstance(rule, BudgetRule):
+        return BudgetDetector(name, index, rule, config, schedule)
+    if isinstance(rule, LatencyRule):
+        return LatencyDetector(name, index, rule, config, schedule)
+    if isinstance(rule, ScoreRule):
+        return ScoreDetector(name, index, rule, config, schedule)
+    raise TypeError(f"no detector for rule {name} ({type(rule).__name__})")

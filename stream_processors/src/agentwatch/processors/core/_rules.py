@@ -51,8 +51,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -62,14 +64,19 @@ from agentwatch.schemas._files import read_config_file
 __all__ = [
     "DEFAULT_RULES",
     "RESOLVE_BELOW_FACTOR",
+    "SCORE_VALUE_KEY",
+    "BudgetRule",
     "CostRule",
     "ErrorRateRule",
+    "LatencyRule",
     "LoopRepeatRule",
     "LoopStepsRule",
     "Rule",
     "RulesConfig",
+    "ScoreRule",
     "load_rules",
     "rules_from_mapping",
+    "zone_info",
 ]
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -196,8 +203,116 @@ class LoopStepsRule(_RuleBase):
         return AlertType.RUNAWAY_LOOP
 
 
-Rule = Annotated[CostRule | ErrorRateRule | LoopRepeatRule | LoopStepsRule,
-                 Field(discriminator="type")]
+# -- issue 17, part B: budgets over calendar periods, latency quantiles, evaluation scores --
+#: the score event's attribute keys (OpenTelemetry's ``gen_ai.evaluation.result`` event)
+SCORE_VALUE_KEY: Final = "gen_ai.evaluation.score.value"
+
+
+class BudgetRule(_RuleBase):
+    """Spend of a tenant or an agent over a calendar ``period`` (in ``timezone``) against
+    ``amount_usd``: fires once per period at each of ``fractions`` of it, and once when, at
+    the burn rate of the last ``forecast_window_s``, the budget runs out before the period
+    ends. Every alert of a period resolves when the period rolls over."""
+
+    type: Literal["budget"] = "budget"
+    scope: Literal[AlertScope.TENANT, AlertScope.AGENT] = AlertScope.TENANT
+    amount_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    period: Literal["day", "week", "month"] = "month"
+    timezone: str = "UTC"
+    """An IANA time zone name (Europe/Paris): where the day, week (Monday) or month starts."""
+    fractions: tuple[Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)], ...] = (
+        0.5, 0.8, 1.0)
+    forecast_window_s: Annotated[int, Field(ge=60)] | None = 3600
+    """The burn rate is the spend of this much event time (None: no forecast alert)."""
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.BUDGET
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetRule:
+        if list(self.fractions) != sorted(set(self.fractions)):
+            raise ValueError(f"fractions: must be distinct and ascending, got "
+                             f"{list(self.fractions)}")
+        try:
+            zone_info(self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"timezone: {exc}") from None
+        return self
+
+
+class LatencyRule(_RuleBase):
+    """The ``quantile`` (p95 by default) of ``duration_ms`` of ``kinds`` per agent over the
+    window is above ``threshold_ms`` (with at least ``min_samples``); resolves when the
+    samples over the threshold are fewer than ``resolve_tail_factor`` x the tail the
+    quantile allows (p96 <= threshold for p95 with the default 0.8), or after
+    ``resolve_after_s`` under the threshold."""
+
+    type: Literal["latency"] = "latency"
+    scope: Literal[AlertScope.AGENT] = AlertScope.AGENT
+    window_s: PositiveInt = 300
+    quantile: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    threshold_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10_000.0
+    min_samples: PositiveInt = 20
+    kinds: frozenset[EventKind] = frozenset({EventKind.LLM_CALL})
+    model: str | None = None
+    """Only events of this model (None: every model of the agent)."""
+    resolve_tail_factor: Annotated[float, Field(ge=0, lt=1)] = RESOLVE_BELOW_FACTOR
+    resolve_after_s: NonNegativeInt | None = None
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.LATENCY
+
+
+class ScoreRule(_RuleBase):
+    """Evaluation scores named ``evaluation`` per agent over the window: with ``floor``
+    unset, fires when their mean is below ``threshold``; with ``floor`` set, when the share
+    of scores below ``floor`` is at least ``threshold`` (a ratio). At least ``min_samples``
+    scores. Resolves when the mean is at or above ``resolve_at`` (default: threshold) /
+    the share under ``resolve_at`` (default 0.8 x threshold), or the window empties."""
+
+    type: Literal["score"] = "score"
+    scope: Literal[AlertScope.AGENT] = AlertScope.AGENT
+    evaluation: Annotated[str, Field(min_length=1)]
+    window_s: PositiveInt = 3600
+    threshold: Annotated[float, Field(allow_inf_nan=False)]
+    floor: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    min_samples: PositiveInt = 10
+    resolve_at: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    resolve_after_s: NonNegativeInt | None = None
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.SCORE
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoreRule:
+        if self.floor is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold: with a floor it is a share in (0, 1], got "
+                             f"{self.threshold}")
+        at = self.resolve_at
+        if at is not None and self.floor is None and at < self.threshold:
+            raise ValueError(f"resolve_at: must be at or above threshold ({self.threshold}), "
+                             f"got {at}")
+        if at is not None and self.floor is not None and at >= self.threshold:
+            raise ValueError(f"resolve_at: must be below threshold ({self.threshold}), got {at}")
+        return self
+
+
+def zone_info(name: str) -> tzinfo:
+    """The IANA time zone ``name``; ValueError naming it when unknown."""
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as "
+                         f"Europe/Paris or UTC)") from None
+
+
+Rule = Annotated[CostRule | ErrorRateRule | LoopRepeatRule | LoopStepsRule | BudgetRule
+                 | LatencyRule | ScoreRule, Field(discriminator="type")]
 
 DEFAULT_RULES: Final[dict[str, dict[str, Any]]] = {
     "session_cost": {"type": "cost"},
@@ -263,7 +378,8 @@ class RulesConfig(BaseModel):
 
 _RULE_ADAPTER: Final[TypeAdapter[Rule]] = TypeAdapter(Rule)
 #: the rule types, one per default rule
-RULE_TYPES: Final = tuple(settings["type"] for settings in DEFAULT_RULES.values())
+RULE_TYPES: Final = (*(settings["type"] for settings in DEFAULT_RULES.values()),
+                     "budget", "latency", "score")
 
 
 def rules_from_mapping(data: Any, *, source: str = "rules") -> RulesConfig:
@@ -323,7 +439,8 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"`{key}`: unknown key{_did_you_mean(rule_type, loc[-1])}")
         elif err["type"] == "value_error":
-            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{key}.{msg}" if key else msg)  # a rule's own check: name the rule
         else:
             msg = _ENUM_REPR.sub(r"\1", err["msg"])  # <AlertScope.SESSION: 'session'> -> 'session'
             parts.append(f"`{key}`: {msg} (got {err.get('input')!r})")
@@ -342,5 +459,6 @@ def _did_you_mean(rule_type: str | None, key: str) -> str:
 _RULE_MODELS: Final[dict[str, type[_RuleBase]]] = {
     "cost": CostRule, "error_rate": ErrorRateRule, "loop_repeat": LoopRepeatRule,
     "loop_steps": LoopStepsRule,
+    "budget": BudgetRule, "latency": LatencyRule, "score": ScoreRule,
 }
 _ENUM_REPR: Final = re.compile(r"<\w+\.\w+: ('[^']*')>")

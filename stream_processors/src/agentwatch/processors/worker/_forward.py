@@ -34,16 +34,23 @@ _SCOPES: Final = {s.value: s for s in AlertScope}
 
 
 def compact_event(event: Event, ts_us: int) -> list[Any]:
-    return [
+    """Ten fields; three more (duration_ms, model, and a score's attributes: the latency
+    and score rules read them) when one of them is set."""
+    compact = [
         event.event_id, ts_us, event.tenant_id, event.agent_id, event.session_id,
         event.kind.value, event.status.value, event.cost_usd, event.name, event.tool_args_hash,
     ]
+    score = event.kind is EventKind.SCORE
+    if score or event.duration_ms is not None or event.model is not None:
+        compact += (event.duration_ms, event.model, event.attributes if score else None)
+    return compact
 
 
 _FIELDS: Final = (
     "event_id", "ts", "tenant_id", "agent_id", "session_id", "kind", "status", "cost_usd",
     "name", "tool_args_hash",
 )
+_MORE_FIELDS: Final = (*_FIELDS, "duration_ms", "model", "attributes")
 _DEFAULTS: Final = {
     name: info.get_default(call_default_factory=True)
     for name, info in Event.model_fields.items() if not info.is_required()
@@ -63,8 +70,11 @@ def event_from_compact(c: list[Any]) -> Event:
     values.update(zip(_FIELDS, (
         c[0], from_us(c[1]), c[2], c[3], c[4], _KINDS[c[5]], _STATUSES[c[6]], c[7], c[8], c[9],
     ), strict=True))
+    if len(c) > len(_FIELDS):
+        values["duration_ms"], values["model"], values["attributes"] = c[10], c[11], c[12]
     _set(event, "__dict__", values)
-    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET))
+    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET if len(c) == len(_FIELDS)
+                                               else _MORE_FIELDS))
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
