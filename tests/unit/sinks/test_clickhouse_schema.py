@@ -864,12 +864,13 @@ def test_the_cluster_ddl_creates_every_object_on_the_cluster_in_order(
         "agentwatch.rollups_1m",
         "agentwatch.rollups_1m_all",
         "agentwatch.rollups_1m_mv",
-        *(f"agentwatch.{view}" for view in VIEWS),
-        "agentwatch.control_log",
+        *(f"agentwatch.{view}" for view in VIEWS[:5]),  # migration 3
+        "agentwatch.control_log",  # 4
         "agentwatch.control_log_all",
-        "agentwatch.alert_acks",
+        "agentwatch.alert_acks",  # 5
         "agentwatch.alert_acks_all",
         "agentwatch.alert_status",
+        *(f"agentwatch.{view}" for view in VIEWS[5:]),  # 6 and later
     ]
     assert names == expected
 
