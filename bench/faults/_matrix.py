@@ -328,12 +328,18 @@ def _recovery(c: Ctx, fault_end: float) -> float | None:
     return None
 
 
+#: the worker's _QUIET_AFTER_GAP_S (processors/worker/_app.py)
+_WORKER_QUIET_AFTER_GAP_S = 10.0
+
+
 def _drain(c: Ctx) -> bool:
     """Until every group is at the end of its input and the alerts topic stays unchanged
-    for ``STABLE_S`` (or the worker's idle time and 5 s more: its last agent windows are
-    released once its partitions count as idle)."""
+    for ``STABLE_S``, or longer than the worker takes to call its partitions idle (its
+    last agent windows are released then): its idle time, and after a gap in fetch answers
+    (a broker outage) 10 s of quiet since they came back, plus 5 s."""
     p = c.p
-    stable_s = max(STABLE_S, (p.idle_after_s or 0.0) + 5.0)
+    idle_after_s = 1.0 if p.idle_after_s is None else p.idle_after_s
+    stable_s = max(STABLE_S, idle_after_s + _WORKER_QUIET_AFTER_GAP_S + 5.0)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     stable_since: float | None = None
     last_alerts: dict[tuple[str, int], int] | None = None
