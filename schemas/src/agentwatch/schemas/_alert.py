@@ -17,6 +17,8 @@ class AlertType(StrEnum):
     COST = "cost"
     ERROR_RATE = "error_rate"
     RUNAWAY_LOOP = "runaway_loop"
+    TOOL_POLICY = "tool_policy"
+    GUARDRAIL = "guardrail"
 
 
 class AlertState(StrEnum):

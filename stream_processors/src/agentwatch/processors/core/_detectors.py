@@ -696,6 +696,11 @@ def build_detectors(config: RulesConfig, schedule: Schedule,
             detectors.append(ErrorRateDetector(name, i, rule, config, schedule))
         elif isinstance(rule, LoopRepeatRule):
             detectors.append(LoopRepeatDetector(name, i, rule, config, schedule))
-        else:
+        elif isinstance(rule, LoopStepsRule):
             detectors.append(LoopStepsDetector(name, i, rule, schedule))
+        else:  # tool_policy, guardrail, loop_cycle: in their own modules, which import this one
+            from agentwatch.processors.core._governance import (  # noqa: PLC0415
+                build_governance_detector,
+            )
+            detectors.append(build_governance_detector(name, i, rule, config, schedule))
     return detectors
