@@ -21,7 +21,7 @@ __all__ = ["LoopCycleDetector"]
 
 
 class _CycleState:
-    __slots__ = ("cold_us", "names", "period", "runs", "times", "tracker")
+    __slots__ = ("cold_us", "names", "period", "repeats", "runs", "times", "tracker")
 
     def __init__(self, tracker: AlertTracker, max_period: int) -> None:
         self.tracker = tracker
@@ -32,6 +32,7 @@ class _CycleState:
         self.runs: list[int] = [0] * (max_period + 1)
         self.period = 0  # while firing: the cycle's period; 0: not firing
         self.cold_us = 0  # while firing: when its repeats no longer fit in the window
+        self.repeats = 0  # while firing: how many times in a row the cycle ran (so far)
 
 
 class LoopCycleDetector(Detector[_CycleState]):
@@ -78,12 +79,14 @@ class LoopCycleDetector(Detector[_CycleState]):
                 self._resolve(state, ts_us, f"{_tool(tool)} broke the cycle", out)
             else:
                 state.cold_us = times[len(times) - period * self._n] + self._window_us
+                state.repeats = runs[period] // period + 1
             return
         period = self._period(runs)
         if period and ts_us >= tracker.cooldown_until_us:
             first_us = times[len(times) - period * self._n]
             if ts_us - first_us < self._window_us:
                 state.period = period
+                state.repeats = runs[period] // period + 1
                 state.cold_us = first_us + self._window_us
                 out.append(self._fire(state, ts_us, first_us))
                 self._schedule(state.cold_us, self.index, skey)
@@ -95,14 +98,11 @@ class LoopCycleDetector(Detector[_CycleState]):
                 return p
         return 0
 
-    def _repeats(self, state: _CycleState) -> int:
-        return state.runs[state.period] // state.period + 1
-
     def _fire(self, state: _CycleState, ts_us: int, first_us: int) -> Alert:
         rule, period = self.rule, state.period
         start = len(state.names) - period * self._n
         cycle = " -> ".join(_tool(n) for n in state.names[start:start + period])
-        repeats = self._repeats(state)
+        repeats = state.repeats
         return state.tracker.fire(
             self.name, rule, ts_us, float(repeats), float(rule.min_repeats),
             f"{_who(state.tracker, AlertScope.SESSION)} repeated the tool cycle {cycle} "
@@ -112,7 +112,7 @@ class LoopCycleDetector(Detector[_CycleState]):
 
     def _resolve(self, state: _CycleState, ts_us: int, why: str, out: list[Alert]) -> None:
         rule = self.rule
-        repeats = self._repeats(state)
+        repeats = state.repeats
         state.period = 0
         state.cold_us = 0
         out.append(state.tracker.resolve(
@@ -146,7 +146,7 @@ class LoopCycleDetector(Detector[_CycleState]):
         times = state.times
         deltas = [times[i] - times[i - 1] for i in range(1, len(times))]
         return [state.tracker.dump(), state.names, times[:1] + deltas, state.runs,
-                state.period, state.cold_us]
+                state.period, state.cold_us, state.repeats]
 
     def load(self, key: ScopeKey, data: Any) -> None:
         state = _CycleState(AlertTracker.from_dump(key, data[0]), self._k)
@@ -161,6 +161,7 @@ class LoopCycleDetector(Detector[_CycleState]):
         state.runs[:len(runs)] = runs[:self._k + 1]
         state.period = data[4]
         state.cold_us = data[5]
+        state.repeats = data[6]
         self.states[key] = state
 
 
