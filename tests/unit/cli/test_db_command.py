@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import error_line, run
 
 from agentwatch.cli.__main__ import main
-from agentwatch.sinks import MIGRATIONS, ChdbBackend, SchemaConfig, schema_statements
+from agentwatch.sinks import MIGRATIONS, VIEWS, ChdbBackend, SchemaConfig, schema_statements
 
 
 def test_migrate_applies_every_migration_then_is_up_to_date(
@@ -19,15 +19,18 @@ def test_migrate_applies_every_migration_then_is_up_to_date(
     url = str(tmp_path / "chdb")
     code, out, err = run(capsys, "db", "migrate", "--url", url)
     assert (code, err) == (0, "")
+    versions = [m.version for m in MIGRATIONS]
+    last = versions[-1]
     assert out == (
-        f"applied migrations 1, 2, 3 to chDB at {url}, database agentwatch (schema version 3)\n"
+        f"applied migrations {', '.join(map(str, versions))} to chDB at {url}, "
+        f"database agentwatch (schema version {last})\n"
     )
     code, out, err = run(capsys, "db", "migrate", "--url", url)
     assert (code, err) == (0, "")
-    assert out == f"schema is up to date (version 3) in chDB at {url}, database agentwatch\n"
+    assert out == f"schema is up to date (version {last}) in chDB at {url}, database agentwatch\n"
     with ChdbBackend(url) as backend:
         ledger = backend.query("SELECT version FROM agentwatch.schema_migrations ORDER BY version")
-    assert [row[0] for row in ledger.rows] == [1, 2, 3]  # recorded once each
+    assert [row[0] for row in ledger.rows] == versions  # recorded once each
 
 
 def test_migrate_then_status_shows_versions_and_row_counts(
@@ -39,14 +42,15 @@ def test_migrate_then_status_shows_versions_and_row_counts(
     code, out, err = run(capsys, "db", "status", "--url", url, "--database", "obs")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"chDB at {url}, database obs: schema version 3, up to date"
+    n = len(MIGRATIONS)
+    assert lines[0] == f"chDB at {url}, database obs: schema version {n}, up to date"
     assert lines[1].split() == ["version", "migration", "applied", "at"]
-    for migration, line in zip(MIGRATIONS, lines[3:6], strict=True):
+    for migration, line in zip(MIGRATIONS, lines[3:3 + n], strict=True):
         assert line.split()[0] == str(migration.version)
         assert migration.name in line
         assert line.split()[-2].startswith("20")  # the date it was applied
-    assert lines[6] == "rows: events 0, rollups_1m 0, alerts 0, dead_letters 0"
-    assert len(lines) == 7
+    assert lines[3 + n] == "rows: events 0, rollups_1m 0, alerts 0, dead_letters 0"
+    assert len(lines) == 4 + n
 
 
 def test_status_shows_pending_migrations_and_migrate_applies_only_those(
@@ -54,8 +58,9 @@ def test_status_shows_pending_migrations_and_migrate_applies_only_those(
 ) -> None:
     url = str(tmp_path / "chdb")
     assert main(["db", "migrate", "--url", url]) == 0
-    with ChdbBackend(url) as backend:  # forget migration 3, as if this were an older schema
-        backend.command("DELETE FROM agentwatch.schema_migrations WHERE version = 3")
+    last = MIGRATIONS[-1].version
+    with ChdbBackend(url) as backend:  # forget the last one, as if this were an older schema
+        backend.command(f"DELETE FROM agentwatch.schema_migrations WHERE version = {last}")
         backend.command(
             "INSERT INTO agentwatch.events (event_id, ts, agent_id, session_id, kind)"
             " SELECT 'e1', now64(6), 'a', 's', 'llm_call'"
@@ -64,12 +69,13 @@ def test_status_shows_pending_migrations_and_migrate_applies_only_those(
     code, out, _ = run(capsys, "db", "status", "--url", url)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].endswith("schema version 2, 1 migration pending: run `agentwatch db migrate`")
-    assert lines[5].split()[0] == "3"
-    assert lines[5].endswith("pending")
-    assert lines[6].startswith("rows: events 1, rollups_1m 1, ")
+    assert lines[0].endswith(
+        f"schema version {last - 1}, 1 migration pending: run `agentwatch db migrate`")
+    assert lines[2 + last].split()[0] == str(last)
+    assert lines[2 + last].endswith("pending")
+    assert lines[3 + last].startswith("rows: events 1, rollups_1m 1, ")
     code, out, _ = run(capsys, "db", "migrate", "--url", url)
-    assert (code, out.split(" to ")[0]) == (0, "applied migration 3")
+    assert (code, out.split(" to ")[0]) == (0, f"applied migration {last}")
 
 
 def test_status_of_an_empty_directory_says_the_database_is_missing(
@@ -221,6 +227,7 @@ def test_ddl_output_applies_on_a_fresh_store(
         views = backend.query(
             "SELECT count() FROM system.tables WHERE database = 'agentwatch' AND engine = 'View'"
         )
-    assert views.rows == [(5,)]
+    assert views.rows == [(len(VIEWS),)]
     code, out, _ = run(capsys, "db", "migrate", "--url", url)
-    assert out.startswith("applied migrations 1, 2, 3 to ")  # recorded, nothing changed
+    versions = ", ".join(str(m.version) for m in MIGRATIONS)
+    assert out.startswith(f"applied migrations {versions} to ")  # recorded, nothing changed

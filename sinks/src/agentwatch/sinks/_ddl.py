@@ -47,13 +47,14 @@ EVENTS_TABLE: Final = "events"
 ALERTS_TABLE: Final = "alerts"
 DEAD_LETTERS_TABLE: Final = "dead_letters"
 ROLLUPS_TABLE: Final = "rollups_1m"
-#: The BI views (migration 3), in the order the README documents them.
+#: The BI views (migrations 3 and 4), in the order the README documents them.
 VIEWS: Final = (
     "cost_per_agent_hourly",
     "error_rate_per_agent_5m",
     "top_sessions_by_cost",
     "open_alerts",
     "loop_incidents",
+    "tool_call_audit",  # migration 4
 )
 #: Tables that hold data (as opposed to the ledger): on a cluster each gets a
 #: Distributed ``<name>_all`` table next to it, which the views read.
@@ -134,6 +135,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "events, alerts and dead_letters tables", "001_core_tables.sql"),
     Migration(2, "rollups_1m and the materialized view that feeds it", "002_rollups_1m.sql"),
     Migration(3, "BI views", "003_bi_views.sql"),
+    Migration(4, "tool-call audit view", "004_tool_audit.sql"),
 )
 
 

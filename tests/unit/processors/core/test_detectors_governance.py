@@ -91,7 +91,18 @@ def test_fires_once_per_session_and_counts_every_violation(ev: EventFactory) -> 
     assert resolved.value == 3.0
     assert "made 3 tool calls outside its policy" in resolved.reason
     assert "the session ended" in resolved.reason
-    assert len(resolved.event_ids) == 3  # the violating calls, for the audit view
+    assert resolved.event_ids == [calls[0].event_id]  # the first call of each tool
+
+
+def test_event_ids_name_the_first_call_of_each_tool_outside_the_policy(
+        ev: EventFactory) -> None:
+    engine = _policy()
+    calls = [_tool(ev, 0, "export"), _tool(ev, 1, "export"), _tool(ev, 2, "refund"),
+             _tool(ev, 3, "purchase_history"), _tool(ev, 4, "refund")]
+    engine.process_many(calls)
+    (resolved,) = engine.process(ev(5, "session_end", agent_id="retail-concierge"))
+    assert resolved.event_ids == [calls[0].event_id, calls[2].event_id]
+    assert resolved.value == 4.0
 
 
 def test_each_session_fires_on_its_own(ev: EventFactory) -> None:

@@ -35,6 +35,8 @@ __all__ = ["GuardrailDetector", "ToolPolicyDetector", "build_governance_detector
 
 #: (agent, tool) verdicts a tool-policy detector remembers before it starts over
 _VERDICT_CACHE: Final = 65_536
+#: distinct tools outside the policy remembered per session (the audit view's names)
+_TOOLS_PER_SESSION: Final = 64
 
 
 def _globs(patterns: tuple[str, ...]) -> re.Pattern[str]:
@@ -48,12 +50,14 @@ def _tool(name: str) -> str:
 
 # -- tool_policy: the first call outside an agent's policy in a session ---------------------
 class _PolicyState:
-    __slots__ = ("first", "tracker", "violations")
+    __slots__ = ("first", "tools", "tracker", "violations")
 
     def __init__(self, tracker: AlertTracker) -> None:
         self.tracker = tracker
         self.violations = 0
         self.first = ""  # why the first violation was one
+        #: the tools called outside the policy, in order (at most _TOOLS_PER_SESSION)
+        self.tools: list[str] = []
 
 
 class _CompiledPolicy:
@@ -69,8 +73,10 @@ class _CompiledPolicy:
 
 class ToolPolicyDetector(Detector[_PolicyState]):
     """Per session: fires at its first ``tool_call`` outside the policies of its agent,
-    counts the later ones (the alert's ``event_ids`` are the violating calls), resolves
-    when the session ends. Sessions without a violation keep no state."""
+    counts the later ones, resolves when the session ends. The alert's ``event_ids`` are
+    the first call of each tool outside the policy (the verdict depends on the agent and
+    the tool only: the ClickHouse view ``tool_call_audit`` marks every call of those tools
+    in the session). Sessions without a violation keep no state."""
 
     def __init__(self, name: str, index: int, rule: ToolPolicyRule, schedule: Schedule) -> None:
         super().__init__(name, index, rule.scope, schedule)
@@ -106,7 +112,8 @@ class ToolPolicyDetector(Detector[_PolicyState]):
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind is not EventKind.TOOL_CALL:
             return
-        why = self.verdict(event.agent_id, event.name or "")
+        tool = event.name or ""
+        why = self.verdict(event.agent_id, tool)
         if not why:
             return
         state = self.states.get(skey)
@@ -115,7 +122,9 @@ class ToolPolicyDetector(Detector[_PolicyState]):
             state.first = why
         state.violations += 1
         tracker = state.tracker
-        tracker.sample.append(event.event_id)
+        if tool not in state.tools and len(state.tools) < _TOOLS_PER_SESSION:
+            state.tools.append(tool)
+            tracker.sample.append(event.event_id)
         if tracker.can_fire(ts_us):
             out.append(tracker.fire(
                 self.name, self.rule, ts_us, float(state.violations), 0.0,
@@ -137,12 +146,13 @@ class ToolPolicyDetector(Detector[_PolicyState]):
         state = self.states.get(key)
         if state is None:
             return None
-        return [state.tracker.dump(), state.violations, state.first]
+        return [state.tracker.dump(), state.violations, state.first, state.tools]
 
     def load(self, key: ScopeKey, data: Any) -> None:
         state = _PolicyState(AlertTracker.from_dump(key, data[0]))
         state.violations = data[1]
         state.first = data[2]
+        state.tools = list(data[3])
         self.states[key] = state
 
 
