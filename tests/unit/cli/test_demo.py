@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from agentwatch.cli._fleet import FleetPlan, fleet_events
-from agentwatch.processors.core import Engine
+from agentwatch.cli._fleet import FLEET_TOOL_POLICY, FleetPlan, fleet_events
+from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.schemas import AlertState, decode_event, to_us
 from agentwatch.sinks.webhooks import WebhookReceiver
 
@@ -45,6 +45,24 @@ def test_fleet_injects_the_three_failures_and_each_is_caught() -> None:
     assert resolved == {a.alert_id for a in alerts if a.state is AlertState.FIRING}
 
 
+def test_the_fleet_policy_catches_the_violation_and_no_healthy_session_cycles() -> None:
+    """With the fleet's tool policy, the one violation fires (and nothing else new): no
+    healthy session breaks the policy, and loop_cycle (on by default) stays silent."""
+    rules = rules_from_mapping({"rules": {"tool_policy": FLEET_TOOL_POLICY}})
+    engine = Engine(rules)
+    alerts = []
+    for raw in fleet_events(FleetPlan()):
+        alerts += engine.process(decode_event(raw))
+    fired = sorted((a.rule, a.key) for a in alerts if a.state is AlertState.FIRING)
+    assert ("tool_policy", "campaign-export-0001") in fired
+    assert [key for rule, key in fired if rule in ("tool_policy", "loop_cycle")] == [
+        "campaign-export-0001"]
+    (violation,) = (a for a in alerts if a.rule == "tool_policy"
+                    and a.state is AlertState.FIRING)
+    assert "`export_customer_list` is not on the allow-list of agent campaign-optimizer" in (
+        violation.reason)
+
+
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     proc = subprocess.run(
@@ -59,8 +77,9 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     n_events = len(list(fleet_events(FleetPlan())))
     assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
     assert f"{n_events:,} events, 0 invalid" in out
-    assert "webhooks: 8/8 delivered, 8 received by the local receiver, 0 failed" in out
-    assert out.count("signature ok") == 8
+    assert "webhooks: 10/10 delivered, 10 received by the local receiver, 0 failed" in out
+    assert out.count("signature ok") == 10
+    assert "export_customer_list" in out  # the tool-policy violation
     assert "BAD SIGNATURE" not in out
     assert "Fleet summary" in out
     assert "Example query" in out
@@ -78,7 +97,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
                              check=True)
     events_rows, (alert_rows, alert_ids) = orjson.loads(counted.stdout)
     assert events_rows == n_events
-    assert (alert_rows, alert_ids) == (8, 4)
+    assert (alert_rows, alert_ids) == (10, 5)
 
 
 def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
@@ -115,8 +134,8 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
         ("loop_repeat", "firing"), ("loop_repeat", "resolved"),
         ("loop_steps", "firing"), ("loop_steps", "resolved")]
     assert all(d.verified for d in received)
-    assert len(refused) == 8  # 410 is final: one attempt each
-    assert "8 received by the local receiver, 8 failed" in out
+    assert len(refused) == 10  # 410 is final: one attempt each
+    assert "10 received by the local receiver, 10 failed" in out
     assert "webhook gone: delivery" in out
 
     check = (
@@ -132,5 +151,5 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
     statuses, dead_letters = orjson.loads(counted.stdout)
-    assert statuses == [["", 8], ["failed:gone", 8]]
-    assert dead_letters == 8
+    assert statuses == [["", 10], ["failed:gone", 10]]
+    assert dead_letters == 10
