@@ -25,7 +25,8 @@ class _CycleState:
 
     def __init__(self, tracker: AlertTracker, max_period: int) -> None:
         self.tracker = tracker
-        #: the latest tool names and event times, oldest first (at most max_period x repeats)
+        #: the latest tool names and event times, oldest first (at least the latest
+        #: max_period x min_repeats, at most twice as many)
         self.names: list[str] = []
         self.times: list[int] = []
         #: runs[p]: how many of the latest calls equal the call p before each (capped)
@@ -47,6 +48,8 @@ class LoopCycleDetector(Detector[_CycleState]):
         self._n = rule.min_repeats
         self._ring = rule.max_period * rule.min_repeats
         self._window_us = rule.window_s * _US
+        #: _need[p]: the run of period p that means min_repeats repeats of its cycle
+        self._need = [p * (rule.min_repeats - 1) for p in range(rule.max_period + 1)]
 
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind is not EventKind.TOOL_CALL:
@@ -60,28 +63,32 @@ class LoopCycleDetector(Detector[_CycleState]):
             self._resolve(state, state.cold_us, "its repeats no longer fit in the window", out)
         names, times, runs, cap = state.names, state.times, state.runs, self._ring
         n_names = len(names)
-        for p in range(1, self._k + 1):
-            if p <= n_names and names[n_names - p] == tool:
-                if runs[p] < cap:
-                    runs[p] += 1
+        found = 0  # the shortest period 2..k that now repeats min_repeats times
+        for p in range(1, min(self._k, n_names) + 1):
+            if names[n_names - p] == tool:
+                run = runs[p]
+                if run < cap:
+                    run = runs[p] = run + 1
+                if not found and p > 1 and run >= self._need[p] and runs[1] < p - 1:
+                    found = p
             else:
                 runs[p] = 0
         names.append(tool)
         times.append(ts_us)
-        if n_names >= cap:
-            del names[0]
-            del times[0]
+        if n_names >= 2 * cap:  # keep the latest `cap`; trimmed in batches (amortized O(1))
+            del names[:cap]
+            del times[:cap]
         tracker = state.tracker
         tracker.sample.append(event.event_id)
         period = state.period
         if period:
-            if runs[period] < period * (self._n - 1):
+            if runs[period] < self._need[period]:
                 self._resolve(state, ts_us, f"{_tool(tool)} broke the cycle", out)
             else:
                 state.cold_us = times[len(times) - period * self._n] + self._window_us
                 state.repeats = runs[period] // period + 1
             return
-        period = self._period(runs)
+        period = found
         if period and ts_us >= tracker.cooldown_until_us:
             first_us = times[len(times) - period * self._n]
             if ts_us - first_us < self._window_us:
@@ -90,13 +97,6 @@ class LoopCycleDetector(Detector[_CycleState]):
                 state.cold_us = first_us + self._window_us
                 out.append(self._fire(state, ts_us, first_us))
                 self._schedule(state.cold_us, self.index, skey)
-
-    def _period(self, runs: list[int]) -> int:
-        """The shortest period 2..max_period repeated min_repeats times (0: none)."""
-        for p in range(2, self._k + 1):
-            if runs[p] >= p * (self._n - 1) and runs[1] < p - 1:
-                return p
-        return 0
 
     def _fire(self, state: _CycleState, ts_us: int, first_us: int) -> Alert:
         rule, period = self.rule, state.period
@@ -143,9 +143,10 @@ class LoopCycleDetector(Detector[_CycleState]):
         state = self.states.get(key)
         if state is None:
             return None
-        times = state.times
+        cap = self._ring  # only the latest `cap` calls are ever read
+        times = state.times[-cap:]
         deltas = [times[i] - times[i - 1] for i in range(1, len(times))]
-        return [state.tracker.dump(), state.names, times[:1] + deltas, state.runs,
+        return [state.tracker.dump(), state.names[-cap:], times[:1] + deltas, state.runs,
                 state.period, state.cold_us, state.repeats]
 
     def load(self, key: ScopeKey, data: Any) -> None:
