@@ -4,16 +4,16 @@ events and the tool_policy alerts that the detector really produced."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import T0
 
 from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.schemas import Event, EventKind
 from agentwatch.sinks import SAVED_QUERIES, ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 
+T0 = datetime(2026, 11, 20, 9, 0, 1, 250_001, tzinfo=UTC)
 POLICY = {"type": "tool_policy", "policies": [
     {"agents": ["retail-*"], "allow": ["purchase_history", "draft_*"]}]}
 
