@@ -26,7 +26,7 @@ $(STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
 	@touch $@
 
 # The detection core compiled with mypyc, in place (pure Python when that is not possible).
-$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py $(CORE)/_budget.py $(CORE)/_latency.py $(CORE)/_scores.py
+$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py $(CORE)/_budget.py $(CORE)/_latency.py $(CORE)/_scores.py $(CORE)/_cycles.py $(CORE)/_governance.py
 	-$(VENV)/bin/python tools/build_core.py
 	@touch $@
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "stream_processors" / "src"
 CORE = SRC / "agentwatch" / "processors" / "core"
 MODULES = ("_windows", "_alerting", "_detectors", "_engine", "_budget", "_latency",
-           "_scores")
+           "_scores", "_cycles", "_governance")
 EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 

@@ -96,6 +96,7 @@ EXPECTED_PANELS = {
     "Runaway-loop incidents": "table",
     "Top sessions by cost": "table",
     "Evaluation scores vs cost per agent (per hour)": "table",
+    "Tool calls outside the tool policy": "table",
 }
 
 #: The plugin's query format numbers (sqlds): 0 time series, 1 table.
@@ -805,7 +806,8 @@ def test_expand_matches_the_plugin() -> None:
 
 
 def _sample(now: datetime) -> tuple[list[Event], list[Alert]]:
-    """A few minutes of two agents of tenant acme: costs, errors, a loop and a cost alert."""
+    """A few minutes of two agents of tenant acme: costs, errors, a loop, a cost and a
+    tool-policy alert."""
     events = []
     for i in range(40):
         agent = "concierge" if i % 2 else "router"
@@ -863,7 +865,22 @@ def _sample(now: datetime) -> tuple[list[Event], list[Alert]]:
             "reason": "Session router-session-0 spent 1.25 USD in 60 s (limit 1.00).",
         }
     )
-    return events, [loop, cost]
+    policy = loop.model_copy(
+        update={
+            "alert_id": str(uuid.uuid4()),
+            "rule": "tool_policy",
+            "type": AlertType.TOOL_POLICY,
+            "key": "router-session-2",
+            "session_id": "router-session-2",
+            "value": 1.0,
+            "threshold": 0.0,
+            "window_s": None,
+            "reason": "Session router-session-2 of agent router called a tool outside its "
+                      "policy: `search` is not on the allow-list of agent router.",
+            "event_ids": [events[2].event_id],  # a search call of router-session-2
+        }
+    )
+    return events, [loop, cost, policy]
 
 
 @pytest.fixture(scope="module")

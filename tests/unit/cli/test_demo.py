@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 
 from agentwatch.cli._demo import with_demo_budget
-from agentwatch.cli._fleet import FleetPlan, fleet_events
-from agentwatch.processors.core import Engine
+from agentwatch.cli._fleet import FLEET_TOOL_POLICY, FleetPlan, fleet_events
+from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.schemas import AlertState, AlertType, decode_event, to_us
 from agentwatch.sinks.webhooks import WebhookReceiver
 
@@ -63,6 +63,23 @@ def test_the_demo_budget_forecasts_the_tenant_runs_out_when_the_cost_spike_start
     assert "runs out at 2026-11-20T17:" in budget[0].reason
     assert "before the day ends at 2026-11-21T00:00:00Z" in budget[0].reason
 
+def test_the_fleet_policy_catches_the_violation_and_no_healthy_session_cycles() -> None:
+    """With the fleet's tool policy, the one violation fires (and nothing else new): no
+    healthy session breaks the policy, and loop_cycle (on by default) stays silent."""
+    rules = rules_from_mapping({"rules": {"tool_policy": FLEET_TOOL_POLICY}})
+    engine = Engine(rules)
+    alerts = []
+    for raw in fleet_events(FleetPlan()):
+        alerts += engine.process(decode_event(raw))
+    fired = sorted((a.rule, a.key) for a in alerts if a.state is AlertState.FIRING)
+    assert ("tool_policy", "campaign-export-0001") in fired
+    assert [key for rule, key in fired if rule in ("tool_policy", "loop_cycle")] == [
+        "campaign-export-0001"]
+    (violation,) = (a for a in alerts if a.rule == "tool_policy"
+                    and a.state is AlertState.FIRING)
+    assert "`export_customer_list` is not on the allow-list of agent campaign-optimizer" in (
+        violation.reason)
+
 
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
@@ -86,10 +103,12 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     n_events = len(list(fleet_events(FleetPlan()))) - saved_calls  # + its own session_end
     assert f"{n_events:,} emitted, {n_events:,} sent, 0 dropped" in out
     assert f"{n_events:,} events, 0 invalid" in out
-    # loop_repeat, session_cost, agent_error_rate fire and resolve (loop_steps never fires:
-    # the halt stops the loop first); the budget forecast fires (it resolves at midnight)
-    assert "webhooks: 7/7 delivered, 7 received by the local receiver, 0 failed" in out
-    assert out.count("signature ok") == 7
+    # loop_repeat, session_cost, agent_error_rate, tool_policy fire and resolve (loop_steps
+    # never fires: the halt stops the loop first); the budget forecast fires (it resolves
+    # at midnight)
+    assert "webhooks: 9/9 delivered, 9 received by the local receiver, 0 failed" in out
+    assert out.count("signature ok") == 9
+    assert "export_customer_list" in out  # the tool-policy violation
     assert "BAD SIGNATURE" not in out
     assert "Fleet summary" in out
     assert "Example query" in out
@@ -108,7 +127,7 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
                              check=True)
     events_rows, (alert_rows, alert_ids), control = orjson.loads(counted.stdout)
     assert events_rows == n_events
-    assert (alert_rows, alert_ids) == (7, 4)
+    assert (alert_rows, alert_ids) == (9, 5)
     # the halt and its resume (when the loop alert resolved) are in the audit table
     assert control == [["halt", "loop_repeat", "session:acme-retail/supply-loop-0001"],
                        ["resume", "loop_repeat", "session:acme-retail/supply-loop-0001"]]
@@ -148,8 +167,8 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     assert sorted((d.json["rule"], d.json["state"]) for d in received) == [
         ("loop_repeat", "firing"), ("loop_repeat", "resolved")]
     assert all(d.verified for d in received)
-    assert len(refused) == 7  # 410 is final: one attempt each (with the budget forecast)
-    assert "7 received by the local receiver, 7 failed" in out
+    assert len(refused) == 9  # 410 is final: one attempt each
+    assert "9 received by the local receiver, 9 failed" in out
     assert "webhook gone: delivery" in out
 
     check = (
@@ -165,5 +184,5 @@ def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     counted = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=120,
                              check=True)
     statuses, dead_letters = orjson.loads(counted.stdout)
-    assert statuses == [["", 7], ["failed:gone", 7]]
-    assert dead_letters == 7
+    assert statuses == [["", 9], ["failed:gone", 9]]
+    assert dead_letters == 9

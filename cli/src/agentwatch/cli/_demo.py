@@ -16,8 +16,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agentwatch.cli._embedded import EmbeddedPipeline
-from agentwatch.cli._fleet import FleetPlan, fleet_events
-from agentwatch.processors.core import Engine, RulesConfig, load_rules
+from agentwatch.cli._fleet import FLEET_TOOL_POLICY, FleetPlan, fleet_events
+from agentwatch.processors.core import Engine, RulesConfig, ToolPolicyRule, load_rules
 from agentwatch.processors.core._rules import BudgetRule
 from agentwatch.producer import AgentHalted, Agentwatch, Halt, InProcessLog, InProcessTransport
 from agentwatch.schemas import (
@@ -77,6 +77,7 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
     Alerts go to a local receiver, and to the endpoints of ``endpoints_path`` if given."""
     console = console or Console()
     rules = load_rules(rules_path)  # a bad rules file fails before anything starts
+    rules, expected = _with_fleet_policy(rules)
     extra = load_endpoints(endpoints_path) if endpoints_path is not None else []
     plan = FleetPlan()
     rules = with_demo_budget(rules)
@@ -145,9 +146,10 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         console.print(
             f"\nThe database stays in {chdb_path}. Next, try:\n"
             f"  agentwatch query{url} --saved cost-by-agent\n"
+            f"  agentwatch query{url} --saved tool-audit\n"
             f"  agentwatch query{url} --list{session_line}", highlight=False, soft_wrap=True)
         caught = {a.type for a in stats.alerts if a.state is AlertState.FIRING}
-        missing = _EXPECTED_TYPES - caught
+        missing = expected - caught
         if missing:
             console.print(f"[bold red]missed:[/] {', '.join(sorted(m.value for m in missing))}")
             return 1
@@ -168,6 +170,15 @@ def with_demo_budget(rules: RulesConfig) -> RulesConfig:
         return rules
     budget = BudgetRule.model_validate(DEMO_BUDGET)
     return rules.model_copy(update={"rules": {**rules.rules, "demo_daily_budget": budget}})
+
+def _with_fleet_policy(rules: RulesConfig) -> tuple[RulesConfig, set[AlertType]]:
+    """The rules with the fleet's tool policy (unless they have a tool_policy rule of their
+    own), and the alert types the demo must then see fire."""
+    if any(isinstance(rule, ToolPolicyRule) for rule in rules.rules.values()):
+        return rules, set(_EXPECTED_TYPES)
+    policy = ToolPolicyRule.model_validate(FLEET_TOOL_POLICY)
+    with_policy = rules.model_copy(update={"rules": {**rules.rules, "tool_policy": policy}})
+    return with_policy, {*_EXPECTED_TYPES, AlertType.TOOL_POLICY}
 
 
 def demo_chdb_path(data_dir: Path) -> Path:

@@ -10,7 +10,10 @@ right alert fires:
 - a cost spike: one campaign-optimizer session sends huge prompts to
   claude-sonnet-4-5 (session_cost);
 - an error burst: the concierge's ``purchase_history`` tool times out for two
-  minutes (agent_error_rate), then recovers.
+  minutes (agent_error_rate), then recovers;
+- a tool-policy violation: one campaign-optimizer session calls
+  ``export_customer_list``, which :data:`FLEET_TOOL_POLICY` does not allow it
+  (tool_policy; ``agentwatch demo`` adds that policy to its rules).
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-__all__ = ["FLEET_AGENTS", "FleetPlan", "fleet_events"]
+__all__ = ["FLEET_AGENTS", "FLEET_TOOL_POLICY", "FleetPlan", "fleet_events"]
 
 FLEET_AGENTS: Final = ("retail-concierge", "campaign-optimizer", "supply-chain-router")
+#: the tools each agent of the fleet may call: a ``tool_policy`` rule (rules-file form)
+FLEET_TOOL_POLICY: Final[dict[str, Any]] = {
+    "type": "tool_policy",
+    "policies": [
+        {"agents": ["retail-*"], "allow": ["purchase_history", "draft_email"]},
+        {"agents": ["campaign-*"], "allow": ["get_campaign_stats", "update_bids"]},
+        {"agents": ["supply-*"], "allow": ["get_shipments", "reroute_shipment"]},
+    ],
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,7 @@ class FleetPlan:
     spike_start_s: int = 150
     burst_start_s: int = 90
     burst_len_s: int = 120
+    violation_s: int = 240
     tenant_id: str = "acme-retail"
     seed: int = 42
 
@@ -99,6 +112,14 @@ def fleet_events(plan: FleetPlan, start: datetime | None = None) -> Iterator[dic
         add(at, FLEET_AGENTS[0], session, "tool_call", name="purchase_history",
             tool_args_hash=f"{rng.getrandbits(64):016x}", duration_ms=30_000.0 if failed else 95.0,
             status="error" if failed else "ok", error_type="TimeoutError" if failed else None)
+
+    # the tool-policy violation: a campaign session exports the customer list
+    exfil = "campaign-export-0001"
+    add(plan.violation_s, FLEET_AGENTS[1], exfil, "session_start")
+    for i, tool in enumerate(("get_campaign_stats", "export_customer_list", "update_bids")):
+        add(plan.violation_s + 1 + i * 2, FLEET_AGENTS[1], exfil, "tool_call", name=tool,
+            tool_args_hash=f"{rng.getrandbits(64):016x}", duration_ms=210.0, status="ok")
+    add(plan.violation_s + 8, FLEET_AGENTS[1], exfil, "session_end")
 
     events.sort(key=lambda item: (item[0], item[1]))
     for _, _, event in events:

@@ -20,6 +20,8 @@ class AlertType(StrEnum):
     BUDGET = "budget"
     LATENCY = "latency"
     SCORE = "score"
+    TOOL_POLICY = "tool_policy"
+    GUARDRAIL = "guardrail"
 
 
 class AlertState(StrEnum):

@@ -53,16 +53,17 @@ CONTROL_LOG_TABLE: Final = "control_log"
 ACKS_TABLE: Final = "alert_acks"
 #: The view of every alert's latest state with its acknowledgement (migration 5).
 ALERT_STATUS_VIEW: Final = "alert_status"
-#: The BI views (migration 3), in the order the README documents them.
+#: The BI views (migrations 3, 6 and 7), in the order the README documents them.
 VIEWS: Final = (
     "cost_per_agent_hourly",
     "error_rate_per_agent_5m",
     "top_sessions_by_cost",
     "open_alerts",
     "loop_incidents",
-    "scores",
+    "scores",  # migration 6
     "scores_per_session",
     "scores_per_agent_hourly",
+    "tool_call_audit",  # migration 7
 )
 #: Tables that hold data (as opposed to the ledger): on a cluster each gets a
 #: Distributed ``<name>_all`` table next to it, which the views read.
@@ -148,6 +149,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(4, "control_log: every halt and resume", "004_control_log.sql"),
     Migration(5, "alert_acks and the alert_status view", "005_alert_acks.sql"),
     Migration(6, "evaluation scores views", "006_scores_views.sql"),
+    Migration(7, "tool-call audit view", "007_tool_audit.sql"),
 )
 
 

@@ -97,7 +97,8 @@ SAVED_QUERIES: Final[dict[str, SavedQuery]] = {
             (
                 ("alert_id", "Stable id of the alert episode"),
                 ("rule", "Rule name"),
-                ("type", "cost, error_rate, runaway_loop, budget, latency or score"),
+                ("type", "cost, error_rate, runaway_loop, budget, latency, score, tool_policy "
+                         "or guardrail"),
                 ("severity", "info, warning or critical"),
                 ("scope", "session, agent or tenant"),
                 ("key", "The scoped entity's id"),
@@ -189,6 +190,21 @@ SAVED_QUERIES: Final[dict[str, SavedQuery]] = {
                 ("mean_value", "Mean of the numeric scores (NULL: labels only)"),
                 ("min_value", "Lowest numeric score"),
                 ("cost_usd", "The agent's cost in the hour, USD (from rollups_1m)"),
+            "tool-audit",
+            "tool_call_audit",
+            "Tool calls: who called which tool, when, and whether the tool policy allowed it",
+            "ts DESC",
+            (
+                ("ts", "Event time of the call"),
+                _TENANT,
+                _AGENT,
+                ("session_id", "Session (gen_ai.conversation.id)"),
+                ("tool", "Tool name (gen_ai.tool.name)"),
+                ("status", "ok or error"),
+                ("allowed", "0 when a tool_policy alert of the session names this tool"),
+                ("policy_rule", "That tool_policy rule ('' when allowed)"),
+                ("alert_id", "That alert's id ('' when allowed)"),
+                ("event_id", "The call's event id"),
             ),
         ),
     )

@@ -18,7 +18,8 @@ EventFactory = Callable[..., Event]
 
 def _errors_only(**settings: object) -> Engine:
     rules: dict[str, dict[str, object]] = {
-        name: {"enabled": False} for name in ("session_cost", "loop_repeat", "loop_steps")}
+        name: {"enabled": False}
+        for name in ("session_cost", "loop_repeat", "loop_steps", "loop_cycle")}
     rules["agent_error_rate"] = dict(settings)
     return Engine(rules_from_mapping({"rules": rules}))
 

@@ -10,6 +10,7 @@ from agentwatch.processors.core import (
     CostRule,
     Engine,
     ErrorRateRule,
+    LoopCycleRule,
     LoopRepeatRule,
     LoopStepsRule,
     RulesConfig,
@@ -22,7 +23,8 @@ from agentwatch.schemas import AlertScope, ConfigError
 # -- defaults (DESIGN.md, "Default rules") ----------------------------------------------------
 def test_default_rules_match_the_design_table() -> None:
     rules = RulesConfig.default().rules
-    assert set(rules) == {"session_cost", "agent_error_rate", "loop_repeat", "loop_steps"}
+    assert set(rules) == {"session_cost", "agent_error_rate", "loop_repeat", "loop_steps",
+                          "loop_cycle"}
     cost, errors = rules["session_cost"], rules["agent_error_rate"]
     repeat, steps = rules["loop_repeat"], rules["loop_steps"]
     assert isinstance(cost, CostRule)
@@ -34,6 +36,10 @@ def test_default_rules_match_the_design_table() -> None:
     assert (repeat.scope, repeat.window_s, repeat.min_repeats) == (AlertScope.SESSION, 120, 5)
     assert isinstance(steps, LoopStepsRule)
     assert (steps.scope, steps.max_steps) == (AlertScope.SESSION, 200)
+    cycle = rules["loop_cycle"]
+    assert isinstance(cycle, LoopCycleRule)
+    assert (cycle.scope, cycle.window_s, cycle.max_period, cycle.min_repeats) == (
+        AlertScope.SESSION, 120, 4, 5)
 
 
 def test_load_rules_none_gives_defaults() -> None:
@@ -210,7 +216,7 @@ def test_disabled_rule_has_no_detector() -> None:
     config = rules_from_mapping({"rules": {"loop_steps": {"enabled": False}}})
     engine = Engine(config)
     assert [d.name for d in engine.detectors] == [
-        "session_cost", "agent_error_rate", "loop_repeat"]
+        "session_cost", "agent_error_rate", "loop_repeat", "loop_cycle"]
 
 
 def test_engine_scopes_select_detectors() -> None:

@@ -142,7 +142,8 @@ def _replay(records: list[list[Event]], config: Any = SESSION_RULES) -> list[dic
 def test_session_alerts_equal_replay_of_the_same_events(seed: int, size: int) -> None:
     records = _stream(seed, 400)
     expected = _replay(records)
-    assert {a["rule"] for a in expected} == {"loop_repeat", "session_cost", "loop_steps"}
+    # (loop_cycle fires too on some seeds: two tools called at random form cycles)
+    assert {a["rule"] for a in expected} >= {"loop_repeat", "session_cost", "loop_steps"}
     assert {a["state"] for a in expected} == {"firing", "resolved"}
     got, replayed = _run(_stage(), _encode(records), 0, len(records), size=size)
     assert got == expected

@@ -5,6 +5,7 @@ whether this process runs the compiled modules or the pure-Python ones (same cod
 """
 
 from agentwatch.processors.core._alerting import SAMPLE_SIZE, AlertTracker, alert_id_for
+from agentwatch.processors.core._cycles import LoopCycleDetector
 from agentwatch.processors.core._detectors import (
     CostDetector,
     Detector,
@@ -14,14 +15,19 @@ from agentwatch.processors.core._detectors import (
 )
 from agentwatch.processors.core._driver import ADVANCE_STEP_US, EventTimeDriver
 from agentwatch.processors.core._engine import Engine, EngineStats
+from agentwatch.processors.core._governance import GuardrailDetector, ToolPolicyDetector
 from agentwatch.processors.core._rules import (
     DEFAULT_RULES,
     CostRule,
     ErrorRateRule,
+    GuardrailRule,
+    LoopCycleRule,
     LoopRepeatRule,
     LoopStepsRule,
     Rule,
     RulesConfig,
+    ToolPolicy,
+    ToolPolicyRule,
     load_rules,
     rules_from_mapping,
 )
@@ -49,6 +55,10 @@ __all__ = [
     "ErrorRateDetector",
     "ErrorRateRule",
     "EventTimeDriver",
+    "GuardrailDetector",
+    "GuardrailRule",
+    "LoopCycleDetector",
+    "LoopCycleRule",
     "LoopRepeatDetector",
     "LoopRepeatRule",
     "LoopStepsDetector",
@@ -56,6 +66,9 @@ __all__ = [
     "Rule",
     "RulesConfig",
     "SlidingWindow",
+    "ToolPolicy",
+    "ToolPolicyDetector",
+    "ToolPolicyRule",
     "alert_id_for",
     "load_rules",
     "rules_from_mapping",

@@ -735,8 +735,14 @@ def build_detectors(config: RulesConfig, schedule: Schedule,
             detectors.append(LoopRepeatDetector(name, i, rule, config, schedule))
         elif isinstance(rule, LoopStepsRule):
             detectors.append(LoopStepsDetector(name, i, rule, schedule))
-        else:  # issue 17 part B: modules of their own (they import this one)
+        elif isinstance(rule, (BudgetRule, LatencyRule, ScoreRule)):
+            # issue 17 part B: modules of their own (they import this one)
             detectors.append(_build_more(name, i, rule, config, schedule))
+        else:  # tool_policy, guardrail, loop_cycle: in their own modules, which import this one
+            from agentwatch.processors.core._governance import (  # noqa: PLC0415
+                build_governance_detector,
+            )
+            detectors.append(build_governance_detector(name, i, rule, config, schedule))
     return detectors
 
 

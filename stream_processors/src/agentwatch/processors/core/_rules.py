@@ -69,11 +69,15 @@ __all__ = [
     "CostRule",
     "ErrorRateRule",
     "LatencyRule",
+    "GuardrailRule",
+    "LoopCycleRule",
     "LoopRepeatRule",
     "LoopStepsRule",
     "Rule",
     "RulesConfig",
     "ScoreRule",
+    "ToolPolicy",
+    "ToolPolicyRule",
     "load_rules",
     "rules_from_mapping",
     "zone_info",
@@ -311,14 +315,109 @@ def zone_info(name: str) -> tzinfo:
                          f"Europe/Paris or UTC)") from None
 
 
+class ToolPolicy(BaseModel):
+    """One entry of a ``tool_policy`` rule: the tools the agents matching ``agents`` may call.
+    Globs (``*``, ``?``, ``[abc]``) match whole names, case-sensitively."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agents: Annotated[tuple[str, ...], Field(min_length=1)] = ("*",)
+    """Globs of agent ids this entry applies to (every matching entry applies)."""
+    allow: tuple[str, ...] | None = None
+    """Globs of the tools these agents may call; None: any tool not denied."""
+    deny: tuple[str, ...] = ()
+    """Globs of tools these agents may not call (deny wins over allow)."""
+
+
+class ToolPolicyRule(_RuleBase):
+    """Fires at a session's first tool call outside the policies of its agent (a tool that
+    a ``deny`` glob matches, or that no glob of an ``allow`` list matches); resolves when
+    the session ends or expires. No policies (the default): never fires."""
+
+    type: Literal["tool_policy"] = "tool_policy"
+    scope: Literal[AlertScope.SESSION] = AlertScope.SESSION
+    severity: Severity = Severity.CRITICAL
+    policies: tuple[ToolPolicy, ...] = ()
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.TOOL_POLICY
+
+    def hysteresis_error(self) -> str | None:
+        """The cross-field check (named as the other rules' one)."""
+        for i, policy in enumerate(self.policies):
+            if policy.allow is None and not policy.deny:
+                return f"policies.{i}: a policy needs `allow` or `deny` (lists of tool globs)"
+        return None
+
+
+class GuardrailRule(_RuleBase):
+    """Counts ``guardrail`` events (``status: error`` = tripped) of the guardrails ``names``
+    (globs; None: all) in the sliding window. Fires at ``min_trips`` trips, or when at
+    least ``min_events`` checks are in the window and the tripped share is
+    >= ``threshold_ratio`` (either may be None: off). Resolves when the trips fall under
+    ``resolve_below_trips`` (None: 0.8 x min_trips) and the share under 0.8 x
+    threshold_ratio, or when the window empties."""
+
+    type: Literal["guardrail"] = "guardrail"
+    scope: Literal[AlertScope.SESSION, AlertScope.AGENT] = AlertScope.AGENT
+    window_s: PositiveInt = 300
+    names: tuple[str, ...] | None = None
+    min_trips: PositiveInt | None = 5
+    threshold_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    min_events: PositiveInt = 20
+    resolve_below_trips: PositiveInt | None = None
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.GUARDRAIL
+
+    @property
+    def resolve_below(self) -> int:
+        """``resolve_below_trips`` or its default (0: min_trips is off)."""
+        if self.min_trips is None:
+            return 0
+        if self.resolve_below_trips is None:
+            return max(1, int(RESOLVE_BELOW_FACTOR * self.min_trips))
+        return self.resolve_below_trips
+
+    def hysteresis_error(self) -> str | None:
+        if self.min_trips is None and self.threshold_ratio is None:
+            return "min_trips: set min_trips or threshold_ratio (both are off)"
+        below = self.resolve_below_trips
+        if below is not None and (self.min_trips is None or below >= self.min_trips):
+            return f"resolve_below_trips: must be below min_trips ({self.min_trips}), got {below}"
+        return None
+
+
+class LoopCycleRule(_RuleBase):
+    """Fires when a session's tool calls (names only, arguments ignored) repeat one cycle of
+    2..``max_period`` tools (search -> open -> search -> open ...) ``min_repeats`` times in
+    a row within ``window_s``; one tool called again and again is not a cycle (loop_repeat
+    and loop_steps see that). Resolves when a call breaks the cycle, when its repeats no
+    longer fit in the window, or when the session ends."""
+
+    type: Literal["loop_cycle"] = "loop_cycle"
+    scope: Literal[AlertScope.SESSION] = AlertScope.SESSION
+    window_s: PositiveInt = 120
+    max_period: Annotated[int, Field(ge=2, le=8)] = 4
+    min_repeats: Annotated[int, Field(ge=2, le=50)] = 5
+
+    @property
+    def alert_type(self) -> AlertType:
+        return AlertType.RUNAWAY_LOOP
+
+
 Rule = Annotated[CostRule | ErrorRateRule | LoopRepeatRule | LoopStepsRule | BudgetRule
-                 | LatencyRule | ScoreRule, Field(discriminator="type")]
+                 | LatencyRule | ScoreRule | ToolPolicyRule | GuardrailRule | LoopCycleRule,
+                 Field(discriminator="type")]
 
 DEFAULT_RULES: Final[dict[str, dict[str, Any]]] = {
     "session_cost": {"type": "cost"},
     "agent_error_rate": {"type": "error_rate"},
     "loop_repeat": {"type": "loop_repeat"},
     "loop_steps": {"type": "loop_steps"},
+    "loop_cycle": {"type": "loop_cycle"},
 }
 
 
@@ -340,7 +439,7 @@ class RulesConfig(BaseModel):
     def _check_rules(self) -> RulesConfig:
         step_us = self.step_ms * 1000
         for name, rule in self.rules.items():
-            if isinstance(rule, CostRule | ErrorRateRule):
+            if isinstance(rule, CostRule | ErrorRateRule | GuardrailRule | ToolPolicyRule):
                 problem = rule.hysteresis_error()
                 if problem is not None:
                     raise ValueError(f"rules.{name}.{problem}")
@@ -379,7 +478,7 @@ class RulesConfig(BaseModel):
 _RULE_ADAPTER: Final[TypeAdapter[Rule]] = TypeAdapter(Rule)
 #: the rule types, one per default rule
 RULE_TYPES: Final = (*(settings["type"] for settings in DEFAULT_RULES.values()),
-                     "budget", "latency", "score")
+                     "budget", "latency", "score", "guardrail", "tool_policy")
 
 
 def rules_from_mapping(data: Any, *, source: str = "rules") -> RulesConfig:
@@ -460,5 +559,6 @@ _RULE_MODELS: Final[dict[str, type[_RuleBase]]] = {
     "cost": CostRule, "error_rate": ErrorRateRule, "loop_repeat": LoopRepeatRule,
     "loop_steps": LoopStepsRule,
     "budget": BudgetRule, "latency": LatencyRule, "score": ScoreRule,
+    "tool_policy": ToolPolicyRule, "guardrail": GuardrailRule, "loop_cycle": LoopCycleRule,
 }
 _ENUM_REPR: Final = re.compile(r"<\w+\.\w+: ('[^']*')>")
