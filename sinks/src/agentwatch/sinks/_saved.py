@@ -190,6 +190,9 @@ SAVED_QUERIES: Final[dict[str, SavedQuery]] = {
                 ("mean_value", "Mean of the numeric scores (NULL: labels only)"),
                 ("min_value", "Lowest numeric score"),
                 ("cost_usd", "The agent's cost in the hour, USD (from rollups_1m)"),
+            ),
+        ),
+        SavedQuery(
             "tool-audit",
             "tool_call_audit",
             "Tool calls: who called which tool, when, and whether the tool policy allowed it",
