@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sink_harness import ServiceProcess, SinkProcess
+from sink_harness import ServiceProcess, SinkProcess, wait_caught_up
 from webhooks_harness import DispatcherProcess, write_endpoints
 from worker_harness import (
     WorkerProcess,
@@ -162,6 +162,11 @@ def test_worker_sink_and_dispatcher_export_what_went_through(
                      "the deliveries", *procs)
             wait_for(lambda: not by_label(scrape(worker_port), "agentwatch_worker_lag_records",
                                           "partition"), "the worker's lag at 0", *procs)
+            # read is not stored: the sink's last rounds (the alerts among them) are stored
+            # once it has committed the end of both topics
+            wait_caught_up(kafka_bootstrap, f"{topic_name}-s",
+                           {topics["events"]: PARTITIONS, topics["alerts"]: 2},
+                           timeout_s=SAFETY_TIMEOUT_S, sink=sink)
             w, s, d = scrape(worker_port), scrape(sink_port), scrape(hooks_port)
         finally:
             for proc in procs:
