@@ -45,6 +45,7 @@ __all__ = [
     "CollectorRegistry",
     "MetricsServer",
     "Readiness",
+    "ServiceMetrics",
     "counter",
     "dead_letter_reason",
     "gauge",
@@ -209,3 +210,26 @@ def start_metrics_server(registry: CollectorRegistry, port: int, *, ready: Readi
     log.info("metrics on http://%s:%d%s (and %s, %s)", host, metrics.port, METRICS_PATH,
              HEALTH_PATH, READY_PATH)
     return metrics
+
+
+class ServiceMetrics:
+    """What the worker's, the sink's and the dispatcher's metrics share: their registry
+    served on a port (``port_setting`` names the option in errors) until :meth:`close`.
+    Subclasses set ``registry`` and define :meth:`ready`."""
+
+    port_setting: str = "metrics_port"
+    registry: CollectorRegistry
+    server: MetricsServer | None = None
+
+    def ready(self) -> str | None:
+        """None when ready; otherwise why not (the ``/readyz`` answer)."""
+        raise NotImplementedError
+
+    def start(self, port: int) -> None:
+        self.server = start_metrics_server(self.registry, port, ready=self.ready,
+                                           setting=self.port_setting)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None

@@ -16,12 +16,11 @@ from prometheus_client import Counter, Histogram
 
 from agentwatch.schemas.metrics import (
     CollectorRegistry,
-    MetricsServer,
+    ServiceMetrics,
     counter,
     dead_letter_reason,
     gauge,
     highwater_of,
-    start_metrics_server,
 )
 
 if TYPE_CHECKING:
@@ -45,9 +44,11 @@ _COUNTERS: Final = {
 }
 
 
-class SinkMetrics:
+class SinkMetrics(ServiceMetrics):
     """One sink's registry. ``sink`` is its ``KafkaSink`` (read at scrape time from the
     metrics thread: plain reads of counters and offsets)."""
+
+    port_setting = "AGENTWATCH_SINK_METRICS_PORT"
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink
@@ -61,21 +62,11 @@ class SinkMetrics:
                                         "successful insert, by table.", ["table"],
                                         buckets=INSERT_BUCKETS_S, registry=registry)
         registry.register(self)
-        self.server: MetricsServer | None = None
 
     def stored(self, reasons: Tally[str]) -> None:
         """A round's dead letters, by reason text, once the round is stored."""
         for reason, n in reasons.items():
             self.dead_letters.labels(dead_letter_reason(reason)).inc(n)
-
-    def start(self, port: int) -> None:
-        self.server = start_metrics_server(self.registry, port, ready=self.ready,
-                                           setting="AGENTWATCH_SINK_METRICS_PORT")
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
 
     def ready(self) -> str | None:
         """Ready once partitions are assigned, and while ClickHouse takes inserts (the sink

@@ -14,11 +14,10 @@ from prometheus_client import Histogram
 
 from agentwatch.schemas.metrics import (
     CollectorRegistry,
-    MetricsServer,
+    ServiceMetrics,
     counter,
     gauge,
     highwater_of,
-    start_metrics_server,
 )
 
 if TYPE_CHECKING:
@@ -33,9 +32,11 @@ DELIVERY_BUCKETS_S: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
                              60.0, 300.0)
 
 
-class DispatcherMetrics:
+class DispatcherMetrics(ServiceMetrics):
     """One dispatcher's registry. ``dispatcher`` is its ``KafkaDispatcher`` (read at scrape
     time from the metrics thread)."""
+
+    port_setting = "AGENTWATCH_WEBHOOKS_METRICS_PORT"
 
     def __init__(self, dispatcher: Any) -> None:
         self.dispatcher = dispatcher
@@ -45,21 +46,11 @@ class DispatcherMetrics:
             "attempts), by endpoint and outcome (delivered, dead_lettered).",
             ["endpoint", "outcome"], buckets=DELIVERY_BUCKETS_S, registry=registry)
         registry.register(self)
-        self.server: MetricsServer | None = None
 
     def finished(self, result: DeliveryResult) -> None:
         """One delivery's end (called on the endpoint's lane thread)."""
         outcome = "delivered" if result.delivered else "dead_lettered"
         self.delivery_seconds.labels(result.endpoint, outcome).observe(result.elapsed_s)
-
-    def start(self, port: int) -> None:
-        self.server = start_metrics_server(self.registry, port, ready=self.ready,
-                                           setting="AGENTWATCH_WEBHOOKS_METRICS_PORT")
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
 
     def ready(self) -> str | None:
         """Ready once the dead-letter producer runs and partitions are assigned."""

@@ -16,12 +16,11 @@ from prometheus_client import Counter, Histogram
 
 from agentwatch.schemas.metrics import (
     CollectorRegistry,
-    MetricsServer,
+    ServiceMetrics,
     counter,
     dead_letter_reason,
     gauge,
     highwater_of,
-    start_metrics_server,
 )
 
 if TYPE_CHECKING:
@@ -48,9 +47,11 @@ _COUNTERS: Final = {
 }
 
 
-class WorkerMetrics:
+class WorkerMetrics(ServiceMetrics):
     """One worker process's registry. ``worker`` is its ``_Worker`` (read at scrape time
     from the metrics thread: plain reads of counters and offsets)."""
+
+    port_setting = "AGENTWATCH_WORKER_METRICS_PORT"
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
@@ -66,7 +67,6 @@ class WorkerMetrics:
             "writes acknowledged, offsets committed.", buckets=CHECKPOINT_BUCKETS_S,
             registry=registry)
         registry.register(self)  # as a collector: collect() below
-        self.server: MetricsServer | None = None
 
     def outputs(self, out: StageOutput) -> None:
         """Count a batch's alerts and dead letters (one call per batch)."""
@@ -74,15 +74,6 @@ class WorkerMetrics:
             self.alerts.labels(alert.rule, alert.state.value).inc()
         for dead in out.dead_letters:
             self.dead_letters.labels(dead_letter_reason(dead.reason)).inc()
-
-    def start(self, port: int) -> None:
-        self.server = start_metrics_server(self.registry, port, ready=self.ready,
-                                           setting="AGENTWATCH_WORKER_METRICS_PORT")
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
 
     def ready(self) -> str | None:
         """Ready once the worker has joined its group (partitions assigned, possibly none)
