@@ -9,14 +9,13 @@ from pathlib import Path
 import orjson
 from budget_latency_score_fleet import RULES, budget_latency_score_fleet
 from worker_harness import (
-    WorkerProcess,
     assert_exactly,
     create_topic,
     pack,
     produce,
-    read_topic,
     replay_alerts,
     topics_for,
+    worker_alerts,
 )
 
 from agentwatch.processors.core import load_rules
@@ -37,14 +36,7 @@ def test_budget_latency_and_score_alerts_of_the_worker_are_replays(
     topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     produce(kafka_bootstrap, topics["events"], pack(events))
-    worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
-                           tmp_path / "worker.log", rules=rules).start()
-    try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(v) >= len(expected),
-            timeout_s=120)]
-    finally:
-        worker.stop()
-    assert "Traceback" not in worker.log(), worker.log()[-3000:]
+    got = worker_alerts(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path,
+                        lambda v: len(v) >= len(expected), rules=rules, timeout_s=120)
     assert_exactly(got, expected)
     assert len(got) == len(expected)

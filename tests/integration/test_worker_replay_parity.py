@@ -24,6 +24,7 @@ from worker_harness import (
     read_topic,
     replay_alerts,
     topics_for,
+    worker_alerts,
 )
 
 from agentwatch.cli._fleet import FleetPlan, fleet_events
@@ -51,15 +52,8 @@ def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
         assert (stats.sent, stats.invalid, stats.failed) == (len(events), 0, 0)
     else:
         produce(kafka_bootstrap, topics["events"], pack(events))
-    worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
-                           tmp_path / "worker.log", rules=rules).start()
-    try:
-        got = read_topic(kafka_bootstrap, topics["alerts"],
-                         until=lambda values: len(values) >= len(expected), timeout_s=90)
-    finally:
-        worker.stop()
-    assert "Traceback" not in worker.log(), worker.log()[-3000:]
-    return [orjson.loads(v) for v in got]
+    return worker_alerts(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path,
+                         lambda values: len(values) >= len(expected), rules=rules)
 
 
 #: Event time runs this much faster than the wall clock when the producer sends the fleet.

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 from governance_fleet import GOVERNANCE_RULES, governance_fleet
 from worker_harness import (
-    WorkerProcess,
     assert_exactly,
     create_topic,
     pack,
     produce,
-    read_topic,
     replay_alerts,
     topics_for,
+    worker_alerts,
 )
 
 from agentwatch.processors.core import load_rules
@@ -41,13 +39,6 @@ def test_the_governance_fleet_gives_the_same_alerts_as_replay(
     topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     produce(kafka_bootstrap, topics["events"], pack(events))
-    worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
-                           tmp_path / "worker.log", rules=rules).start()
-    try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda values: len(values) >= len(expected),
-            timeout_s=90)]
-    finally:
-        worker.stop()
-    assert "Traceback" not in worker.log(), worker.log()[-3000:]
+    got = worker_alerts(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path,
+                        lambda values: len(values) >= len(expected), rules=rules)
     assert_exactly(got, expected)

@@ -262,6 +262,21 @@ def replay_alerts(events: Iterable[dict[str, Any]], config: RulesConfig | None =
     return [orjson.loads(a.model_dump_json()) for a in alerts]
 
 
+def worker_alerts(bootstrap: str, topics: dict[str, str], group: str, tmp_path: Path,
+                  until: Callable[[list[bytes]], bool], *, rules: Path | None = None,
+                  timeout_s: float = 90.0) -> list[dict[str, Any]]:
+    """Run one worker over what is on ``topics["events"]`` and return the alerts it wrote
+    (read until ``until(values)``), checking its log has no traceback."""
+    worker = WorkerProcess(bootstrap, topics, group, tmp_path / "data",
+                           tmp_path / "worker.log", rules=rules).start()
+    try:
+        got = read_topic(bootstrap, topics["alerts"], until=until, timeout_s=timeout_s)
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.log(), worker.log()[-3000:]
+    return [orjson.loads(v) for v in got]
+
+
 def alert_set(alerts: Iterable[dict[str, Any]]) -> set[bytes]:
     """Alerts as canonical JSON, order-free (the worker's partitions interleave)."""
     return {orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in alerts}
