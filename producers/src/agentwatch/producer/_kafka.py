@@ -114,7 +114,8 @@ def _compression(name: str) -> str | None:
 
 
 def aiokafka_config(
-    settings: ProducerSettings, kafka_options: Mapping[str, Any]
+    settings: ProducerSettings, kafka_options: Mapping[str, Any],
+    security: KafkaSecurity | None = None,
 ) -> dict[str, Any]:
     """The ``AIOKafkaProducer`` keyword arguments for ``settings``, plus ``kafka_options``
     (security, SASL, client id, timeouts...); a bad option raises ConfigError naming it."""
@@ -126,7 +127,7 @@ def aiokafka_config(
     config: dict[str, Any] = {
         # TLS/SASL from KAFKA_SECURITY_PROTOCOL ... (agentwatch.schemas.kafka_security), the
         # variables every agentwatch service reads; kafka_options may set them instead
-        **KafkaSecurity.from_env().client_options(),
+        **(security or KafkaSecurity.from_env()).client_options(),
         "bootstrap_servers": settings.bootstrap_servers,
         "acks": settings.acks if settings.acks == "all" else int(settings.acks),
         "enable_idempotence": settings.enable_idempotence,
@@ -187,9 +188,10 @@ class KafkaTransport:
     def from_settings(
         cls, settings: ProducerSettings, kafka_options: Mapping[str, Any]
     ) -> KafkaTransport:
-        from_env = not any(key.startswith(("security_", "sasl_", "ssl_")) for key in kafka_options)
-        return cls(settings.topic, aiokafka_config(settings, kafka_options),
-                   KafkaSecurity.from_env() if from_env else None)
+        security = KafkaSecurity.from_env()  # read once: the config and the explanations
+        own = any(key.startswith(("security_", "sasl_", "ssl_")) for key in kafka_options)
+        return cls(settings.topic, aiokafka_config(settings, kafka_options, security),
+                   None if own else security)
 
     # -- the Transport contract (called from the client's one background thread) --------------
     def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
