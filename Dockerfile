@@ -38,6 +38,7 @@ COPY schemas/pyproject.toml schemas/
 COPY producers/pyproject.toml producers/
 COPY stream_processors/pyproject.toml stream_processors/
 COPY sinks/pyproject.toml sinks/
+COPY alerts/pyproject.toml alerts/
 COPY cli/pyproject.toml cli/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-default-groups --group dev --no-install-workspace
@@ -47,6 +48,7 @@ COPY schemas/ schemas/
 COPY producers/ producers/
 COPY stream_processors/ stream_processors/
 COPY sinks/ sinks/
+COPY alerts/ alerts/
 COPY cli/ cli/
 COPY tools/build_core.py tools/
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -60,7 +62,7 @@ RUN .venv/bin/python tools/build_core.py \
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-default-groups \
     && .venv/bin/python -m compileall -q schemas/src producers/src stream_processors/src \
-       sinks/src cli/src \
+       sinks/src alerts/src cli/src \
     && .venv/bin/agentwatch --help > /dev/null \
     && .venv/bin/python -c "from agentwatch.processors.core import COMPILED; print('compiled core:', COMPILED)"
 

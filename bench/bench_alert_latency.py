@@ -295,7 +295,7 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
     create_log_append_topics(bootstrap, [topics["alerts"]], 1)
     create_topics(bootstrap, [topics["dlq"], topics["alerts_dlq"]], 1)
     with ExitStack() as stack:
-        from agentwatch.sinks.webhooks import WebhookReceiver  # noqa: PLC0415
+        from agentwatch.alerts import WebhookReceiver  # noqa: PLC0415
 
         receiver = stack.enter_context(WebhookReceiver(secret=SECRET))
         endpoints = tmp / "endpoints.yaml"
@@ -592,11 +592,11 @@ def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> Non
 
 
 def run_embedded(args: argparse.Namespace, tmp: Path, rate: int, name: str) -> Outcome:
+    from agentwatch.alerts import EndpointConfig, WebhookReceiver  # noqa: PLC0415
     from agentwatch.cli._embedded import EmbeddedPipeline  # noqa: PLC0415
     from agentwatch.processors.core import Engine  # noqa: PLC0415
     from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport  # noqa: PLC0415
     from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate  # noqa: PLC0415
-    from agentwatch.sinks.webhooks import EndpointConfig, WebhookReceiver  # noqa: PLC0415
 
     loops = LoopLog()
     stop = threading.Event()

@@ -31,7 +31,7 @@ from sink_harness import ServiceProcess  # noqa: E402
 from webhooks_harness import DispatcherProcess, write_endpoints  # noqa: E402
 from worker_harness import WorkerProcess, create_topic, topics_for  # noqa: E402
 
-from agentwatch.sinks.webhooks import ReceivedDelivery, WebhookReceiver  # noqa: E402
+from agentwatch.alerts import ReceivedDelivery, WebhookReceiver  # noqa: E402
 
 SECRET = "fault-matrix-secret"  # noqa: S105 -- a local receiver's test secret
 ENDPOINT = "ops"

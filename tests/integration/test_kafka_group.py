@@ -1,4 +1,4 @@
-"""The consumer-group helpers the sink and the dispatcher share (sinks/kafka/_group.py), on
+"""The consumer-group helpers the sink and the dispatcher share (schemas/kafka_group.py), on
 a real broker: committed offsets come back with their metadata, also when the broker is
 away when asked (the rebalance callback that asks must not fail: a partition it does not
 set up is never read)."""
@@ -14,8 +14,8 @@ from aiokafka.structs import OffsetAndMetadata
 from kafka_broker import KafkaBroker
 from worker_harness import create_topic
 
+from agentwatch.schemas.kafka_group import CommittedOffsets
 from agentwatch.schemas.kafka_security import KafkaSecurity
-from agentwatch.sinks.kafka._group import CommittedOffsets
 
 
 def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, tuple[int, str]]) -> None:

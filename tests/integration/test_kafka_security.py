@@ -20,9 +20,9 @@ from sink_harness import SinkProcess, wait_caught_up
 from webhooks_harness import DispatcherProcess, write_endpoints
 from worker_harness import WorkerProcess, create_topic, topics_for
 
+from agentwatch.alerts import WebhookReceiver
 from agentwatch.producer import Agentwatch
 from agentwatch.sinks import StoreSettings
-from agentwatch.sinks.webhooks import WebhookReceiver
 
 SECRET = "security-secret"
 LOOP_CALLS = 6  # the default loop_repeat rule fires at 5 identical calls

@@ -30,8 +30,8 @@ from worker_harness import (
     topics_for,
 )
 
+from agentwatch.alerts import WebhookReceiver
 from agentwatch.cli._fleet import FleetPlan, fleet_events
-from agentwatch.sinks.webhooks import WebhookReceiver
 
 PIPELINE = Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/pipeline.json"
 PARTITIONS = 4

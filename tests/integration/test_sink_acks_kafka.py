@@ -10,10 +10,10 @@ from pathlib import Path
 from sink_harness import SinkProcess, wait_caught_up
 from worker_harness import create_topic, produce
 
+from agentwatch.alerts import Ack
+from agentwatch.alerts._acks_kafka import write_ack
 from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, Severity, encode_alert
 from agentwatch.sinks import ChdbBackend
-from agentwatch.sinks.webhooks import Ack
-from agentwatch.sinks.webhooks._acks_kafka import write_ack
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 

@@ -18,12 +18,12 @@ from agentwatch.schemas import (
     AlertScope,
     AlertState,
     AlertType,
+    DeliveryFailure,
     Severity,
     encode_alert,
 )
 from agentwatch.sinks import ChdbBackend
 from agentwatch.sinks.kafka import INTENT_PREFIX
-from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 # Event times near now: the sink creates its tables with the default 30-day TTL.
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)

@@ -20,8 +20,8 @@ from pathlib import Path
 from webhooks_harness import DispatcherProcess, write_endpoints
 from worker_harness import create_topic, produce, read_topic
 
+from agentwatch.alerts import Ack, WebhookReceiver
 from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, Severity, encode_alert
-from agentwatch.sinks.webhooks import Ack, WebhookReceiver
 
 SECRET = "escalation-integration-secret"
 ESCALATE_AFTER_S = 5.0  # room for the test to click the link before it runs out

@@ -16,9 +16,9 @@ from sink_harness import group_offsets, wait_caught_up
 from webhooks_harness import DispatcherProcess, write_endpoints
 from worker_harness import create_topic, produce, read_topic
 
+from agentwatch.alerts import DeliveryFailure, WebhookReceiver, delivery_id
+from agentwatch.alerts._progress import METADATA_PREFIX
 from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, Severity, encode_alert
-from agentwatch.sinks.webhooks import DeliveryFailure, WebhookReceiver, delivery_id
-from agentwatch.sinks.webhooks._progress import METADATA_PREFIX
 
 SECRET = "integration-secret"
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)

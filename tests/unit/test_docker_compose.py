@@ -26,6 +26,7 @@ import pytest
 import typer
 import yaml
 
+from agentwatch.alerts import load_endpoints
 from agentwatch.cli._app import app
 from agentwatch.processors.worker._settings import ENV_VARS, WorkerSettings
 from agentwatch.producer import ProducerSettings
@@ -55,7 +56,6 @@ from agentwatch.sinks._settings import (
     WEBHOOKS_ENV_VARS,
     WebhooksSettings,
 )
-from agentwatch.sinks.webhooks import load_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -931,7 +931,7 @@ PIPELINE_FILE = GRAFANA / "dashboards" / "pipeline.json"
 METRICS_MODULES = (
     ROOT / "stream_processors/src/agentwatch/processors/worker/_metrics.py",
     ROOT / "sinks/src/agentwatch/sinks/kafka/_metrics.py",
-    ROOT / "sinks/src/agentwatch/sinks/webhooks/_metrics.py",
+    ROOT / "alerts/src/agentwatch/alerts/_metrics.py",
     ROOT / "cli/src/agentwatch/cli/_otlp_metrics.py",
 )
 #: service -> the variable naming its metrics port

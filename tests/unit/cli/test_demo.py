@@ -11,11 +11,11 @@ from pathlib import Path
 
 import orjson
 
+from agentwatch.alerts import WebhookReceiver
 from agentwatch.cli._demo import with_demo_budget
 from agentwatch.cli._fleet import FLEET_TOOL_POLICY, FleetPlan, fleet_events
 from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.schemas import AlertState, AlertType, decode_event, to_us
-from agentwatch.sinks.webhooks import WebhookReceiver
 
 OUR_SECRET = "ours-secret"
 GONE_SECRET = "gone-secret"

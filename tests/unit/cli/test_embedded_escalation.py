@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
+from agentwatch.alerts import EndpointConfig, WebhookReceiver
 from agentwatch.cli._embedded import EmbeddedPipeline
 from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.producer import InProcessLog
 from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
-from agentwatch.sinks.webhooks import EndpointConfig, WebhookReceiver
 
 TOPIC = "agentwatch.events"
 SECRET = "embedded-escalation-secret"

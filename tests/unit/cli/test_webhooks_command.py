@@ -10,9 +10,9 @@ import orjson
 import pytest
 from cli_helpers import PROXY_VARS, run_installed
 
+from agentwatch.alerts import WebhookReceiver, delivery_id
 from agentwatch.cli._webhooks import run_test
 from agentwatch.schemas import AlertState, AlertType, Severity
-from agentwatch.sinks.webhooks import WebhookReceiver, delivery_id
 
 SECRET = "test-secret"
 

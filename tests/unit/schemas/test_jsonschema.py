@@ -49,3 +49,36 @@ def test_invalid_event_fails_json_schema(event_data: dict[str, Any]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = orjson.loads((SCHEMA_DIR / "event.schema.json").read_bytes())
     assert not jsonschema.Draft202012Validator(schema).is_valid({**event_data, "extra": 1})
+
+
+def test_a_delivery_failure_round_trips_and_validates_against_its_schema() -> None:
+    """The dead-letter record the alert service writes and the sink reads: one contract,
+    in schemas, with a committed JSON Schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from agentwatch.schemas import (  # noqa: PLC0415
+        FAILED_PREFIX,
+        Alert,
+        AlertScope,
+        AlertState,
+        AlertType,
+        DeliveryFailure,
+        Severity,
+    )
+
+    alert = Alert(alert_id="a-1", rule="session_cost", type=AlertType.COST,
+                  state=AlertState.FIRING, severity=Severity.WARNING,
+                  scope=AlertScope.SESSION, key="s-1", tenant_id="t", agent_id="ag",
+                  session_id="s-1",
+                  value=2.0, threshold=1.0, window_s=60,
+                  ts=datetime(2026, 12, 4, 9, 0, tzinfo=UTC), reason="over")
+    failure = DeliveryFailure(alert=alert, endpoint="ops", delivery_id="d-1", attempts=3,
+                              status_code=503, error="HTTP 503")
+    raw = failure.encode()
+    assert DeliveryFailure.decode(raw) == failure
+    assert failure.delivery_status == f"{FAILED_PREFIX}ops"
+    schema = orjson.loads((SCHEMA_DIR / "delivery_failure.schema.json").read_bytes())
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.validate(orjson.loads(raw))
+    assert not validator.is_valid({**orjson.loads(raw), "attempts": 0})

@@ -21,13 +21,9 @@ import pytest
 
 from agentwatch.schemas import (
     Alert,
-    AlertScope,
-    AlertState,
-    AlertType,
     Event,
     EventKind,
     EventStatus,
-    Severity,
 )
 from agentwatch.sinks import ChdbBackend, SchemaConfig, migrate
 
@@ -85,31 +81,5 @@ def make_event() -> EventFactory:
                 "attributes": {"region": "eu", "retries": 2, "ratio": 0.25, "cached": True},
             }
         return Event(**(fields | overrides))
-
-    return make
-
-
-@pytest.fixture
-def make_alert() -> AlertFactory:
-    def make(**overrides: Any) -> Alert:
-        fields: dict[str, Any] = {
-            "alert_id": str(uuid.uuid4()),
-            "rule": "session_cost",
-            "type": AlertType.COST,
-            "state": AlertState.FIRING,
-            "severity": Severity.WARNING,
-            "scope": AlertScope.SESSION,
-            "key": "session-1",
-            "tenant_id": "acme",
-            "agent_id": "agent-a",
-            "session_id": "session-1",
-            "value": 1.25,
-            "threshold": 1.0,
-            "window_s": 60,
-            "ts": T0,
-            "reason": "Session session-1 spent 1.25 USD in 60 s (limit 1.00).",
-            "event_ids": [str(uuid.uuid4()), str(uuid.uuid4())],
-        }
-        return Alert(**(fields | overrides))
 
     return make

@@ -15,9 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agentwatch.schemas import Alert, encode_alert
+from agentwatch.schemas import Alert, DeliveryFailure, encode_alert
 from agentwatch.sinks import alerts_to_arrow
-from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "schemas"))
 from hostile_inputs import HOSTILE, numbers, texts, ts_values

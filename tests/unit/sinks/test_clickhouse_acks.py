@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from agentwatch.alerts import Ack
 from agentwatch.schemas import Alert, AlertState
 from agentwatch.sinks import ClickHouseSink
 from agentwatch.sinks.backends.chdb import ChdbBackend
-from agentwatch.sinks.webhooks import Ack
 
 AlertFactory = Callable[..., Alert]
 ACKED_AT = datetime(2026, 11, 20, 9, 5, 0, 123456, tzinfo=UTC)

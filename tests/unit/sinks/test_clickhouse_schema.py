@@ -22,6 +22,7 @@ from agentwatch.schemas import (
     AlertScope,
     AlertState,
     AlertType,
+    DeliveryFailure,
     Event,
     EventKind,
     EventStatus,
@@ -38,7 +39,6 @@ from agentwatch.sinks import (
     migrate,
     schema_statements,
 )
-from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agentwatch.schemas import Alert, Event, Rejected
+from agentwatch.schemas import Alert, DeliveryFailure, Event, Rejected
 from agentwatch.schemas.errors import BackpressureError, SinkError
 from agentwatch.sinks import (
     ChdbBackend,
@@ -24,7 +24,6 @@ from agentwatch.sinks import (
     events_to_arrow,
     migrate,
 )
-from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 EventFactory = Callable[..., Event]
 AlertFactory = Callable[..., Alert]

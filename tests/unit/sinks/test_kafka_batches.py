@@ -9,7 +9,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from agentwatch.schemas import Alert, default_price_table, encode_alert
+from agentwatch.schemas import Alert, DeliveryFailure, default_price_table, encode_alert
 from agentwatch.sinks import DeadLetter
 from agentwatch.sinks.kafka import (
     INTENT_PREFIX,
@@ -23,7 +23,6 @@ from agentwatch.sinks.kafka import (
     parse_intent,
 )
 from agentwatch.sinks.kafka._batches import record_event_ids
-from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 # Not imported from conftest: with tests/integration in the same run, ``conftest`` names
 # the integration suite's module.
@@ -280,7 +279,7 @@ def test_a_cut_range_entirely_gone_leaves_nothing_to_complete() -> None:
 
 
 def test_ack_records_become_ack_rows_and_bad_ones_dead_letters() -> None:
-    from agentwatch.sinks.webhooks import Ack  # noqa: PLC0415 - only this test needs it
+    from agentwatch.alerts import Ack  # noqa: PLC0415 - only this test needs it
 
     ack = Ack.now("alert-1", "maria", via="cli")
     batch = PartitionBatch("agentwatch.acks", 0, kind="acks")

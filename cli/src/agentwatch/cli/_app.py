@@ -362,8 +362,8 @@ def webhooks(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from agentwatch.alerts import load_endpoints  # noqa: PLC0415
     from agentwatch.sinks._settings import WebhooksSettings  # noqa: PLC0415
-    from agentwatch.sinks.webhooks import load_endpoints  # noqa: PLC0415
 
     settings = WebhooksSettings.from_env(
         endpoints_file=endpoints, bootstrap_servers=bootstrap_servers, group_id=group_id,
@@ -372,7 +372,7 @@ def webhooks(
     configs = load_endpoints(settings.endpoints_file)
     if loglevel.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
-    from agentwatch.sinks.webhooks.kafka import run_dispatcher  # noqa: PLC0415
+    from agentwatch.alerts.kafka import run_dispatcher  # noqa: PLC0415
 
     raise typer.Exit(run_dispatcher(settings, configs, loglevel=loglevel))
 

@@ -15,6 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agentwatch.alerts import (
+    EndpointConfig,
+    ReceivedDelivery,
+    WebhookReceiver,
+    load_endpoints,
+)
 from agentwatch.cli._embedded import EmbeddedPipeline
 from agentwatch.cli._fleet import FLEET_TOOL_POLICY, FleetPlan, fleet_events
 from agentwatch.processors.core import Engine, RulesConfig, ToolPolicyRule, load_rules
@@ -29,12 +35,6 @@ from agentwatch.schemas import (
 )
 from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 from agentwatch.sinks._settings import DEFAULT_CHDB_PATH
-from agentwatch.sinks.webhooks import (
-    EndpointConfig,
-    ReceivedDelivery,
-    WebhookReceiver,
-    load_endpoints,
-)
 
 __all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "LOOP_SESSION", "demo_chdb_path", "run_demo"]
 

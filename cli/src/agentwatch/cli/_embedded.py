@@ -4,7 +4,7 @@ An :class:`~agentwatch.producer.InProcessLog` stands in for Kafka (same packed
 records, same keys), the detection core runs exactly as in the worker, a
 :class:`~agentwatch.sinks.ClickHouseSink` writes to chDB (or any backend) and
 alerts go to signed webhooks through the same
-:class:`~agentwatch.sinks.webhooks.Dispatcher` as ``agentwatch webhooks`` (a queue and
+:class:`~agentwatch.alerts.Dispatcher` as ``agentwatch webhooks`` (a queue and
 threads per endpoint, retries, firing before resolution). One thread consumes; a slow
 endpoint never holds up detection, nor another endpoint. A delivery that finally fails
 is stored by the sink (an ``alerts`` row with ``delivery_status = 'failed:<endpoint>'``
@@ -16,7 +16,7 @@ log's ``control_topic``, which producers built with ``control=True`` on an
 log keeps bytes). The sink stores them in ``control_log``.
 
 Escalation runs here as in ``agentwatch webhooks`` (an
-:class:`~agentwatch.sinks.webhooks.Escalator` over the dispatcher). An acknowledgement
+:class:`~agentwatch.alerts.Escalator` over the dispatcher). An acknowledgement
 (:meth:`EmbeddedPipeline.ack`, or the signed link when ``ack_listen`` is given) stops it
 and is stored in ``alert_acks``; in this one process there is no acks topic, so a new
 pipeline starts with no acknowledgement and no timer.
@@ -30,12 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from agentwatch.processors.core import Engine, EventTimeDriver
-from agentwatch.processors.worker._control import control_records, halt_rules
-from agentwatch.producer import InProcessLog
-from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
-from agentwatch.sinks import ClickHouseSink
-from agentwatch.sinks.webhooks import (
+from agentwatch.alerts import (
     Ack,
     AckLinks,
     AckServer,
@@ -45,7 +40,12 @@ from agentwatch.sinks.webhooks import (
     EndpointConfig,
     Escalator,
 )
-from agentwatch.sinks.webhooks._acks import parse_listen
+from agentwatch.alerts._acks import parse_listen
+from agentwatch.processors.core import Engine, EventTimeDriver
+from agentwatch.processors.worker._control import control_records, halt_rules
+from agentwatch.producer import InProcessLog
+from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
+from agentwatch.sinks import ClickHouseSink
 
 __all__ = ["EmbeddedPipeline", "PipelineStats"]
 

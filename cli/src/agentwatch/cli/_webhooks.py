@@ -10,6 +10,15 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Final, Literal, TextIO
 
+from agentwatch.alerts import (
+    WebhookEndpoint,
+    delivery_id,
+    json_body,
+    pagerduty_body,
+    post_once,
+    sign,
+    slack_body,
+)
 from agentwatch.schemas import (
     Alert,
     AlertScope,
@@ -18,15 +27,6 @@ from agentwatch.schemas import (
     ConfigError,
     Severity,
     format_ts,
-)
-from agentwatch.sinks.webhooks import (
-    WebhookEndpoint,
-    delivery_id,
-    json_body,
-    pagerduty_body,
-    post_once,
-    sign,
-    slack_body,
 )
 
 __all__ = ["TEST_ENDPOINT_NAME", "run_ack", "run_test", "sample_alert"]
@@ -182,8 +182,8 @@ def run_ack(
     """``agentwatch alerts ack``: write the acknowledgement to the acks topic, where every
     dispatcher (and the sink) reads it. ConfigError for a bad id or name, TransportError
     when Kafka cannot take it."""
-    from agentwatch.sinks.webhooks import Ack  # noqa: PLC0415
-    from agentwatch.sinks.webhooks._acks_kafka import write_ack  # noqa: PLC0415
+    from agentwatch.alerts import Ack  # noqa: PLC0415
+    from agentwatch.alerts._acks_kafka import write_ack  # noqa: PLC0415
 
     alert_id = alert_id.strip()
     try:

@@ -1,5 +1,6 @@
 """agentwatch contracts: the event and alert models, their codecs and the price table."""
 
+from agentwatch.schemas._ack import MAX_ACK_BY_CHARS, Ack
 from agentwatch.schemas._alert import Alert, AlertScope, AlertState, AlertType, Severity
 from agentwatch.schemas._codec import (
     MAX_RECORD_BYTES,
@@ -20,6 +21,7 @@ from agentwatch.schemas._control import (
     decode_control,
     encode_control,
 )
+from agentwatch.schemas._delivery import FAILED_PREFIX, DeliveryFailure
 from agentwatch.schemas._event import (
     OPERATION_KINDS,
     SCHEMA_VERSION,
@@ -56,12 +58,15 @@ from agentwatch.schemas.errors import (
 
 __all__ = [
     "CONTROL_TOPIC",
+    "FAILED_PREFIX",
+    "MAX_ACK_BY_CHARS",
     "MAX_RECORD_BYTES",
     "OPERATION_KINDS",
     "PARTITION_BATCH_PREFIX",
     "PRICES_FILE_ENV",
     "SCHEMA_NAMES",
     "SCHEMA_VERSION",
+    "Ack",
     "AgentHalted",
     "AgentwatchError",
     "Alert",
@@ -73,6 +78,7 @@ __all__ = [
     "ControlAction",
     "ControlRecord",
     "DecodedRecord",
+    "DeliveryFailure",
     "Event",
     "EventKind",
     "EventStatus",

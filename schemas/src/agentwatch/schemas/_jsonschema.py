@@ -9,18 +9,22 @@ from pydantic import BaseModel
 
 from agentwatch.schemas._alert import Alert
 from agentwatch.schemas._control import ControlRecord
+from agentwatch.schemas._delivery import DeliveryFailure
 from agentwatch.schemas._event import Event
 
 __all__ = ["SCHEMA_NAMES", "json_schema", "json_schema_bytes"]
 
-SCHEMA_NAMES: Final = ("event", "alert", "control")
+SCHEMA_NAMES: Final = ("event", "alert", "control", "delivery_failure")
 
 
-def json_schema(name: Literal["event", "alert", "control"] | str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of ``event``, ``alert`` or ``control`` as seen on the
-    wire."""
+def json_schema(
+    name: Literal["event", "alert", "control", "delivery_failure"] | str,
+) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``event``, ``alert``, ``control`` or
+    ``delivery_failure`` (a record of ``agentwatch.alerts.dlq``) as seen on the wire."""
     models: dict[str, type[BaseModel]] = {"event": Event, "alert": Alert,
-                                          "control": ControlRecord}
+                                          "control": ControlRecord,
+                                          "delivery_failure": DeliveryFailure}
     model = models.get(name)
     if model is None:
         raise ValueError(f"unknown schema {name!r}; choose one of {', '.join(SCHEMA_NAMES)}")

@@ -12,7 +12,7 @@
 
 The same DDL and SQL run on chDB (embedded, one engine per process) and on a
 ClickHouse server (clickhouse-connect). Signed alert webhooks live in
-:mod:`agentwatch.sinks.webhooks`.
+:mod:`agentwatch.alerts`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from agentwatch.schemas import Alert, ControlRecord, Event, Rejected
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentwatch.sinks.webhooks._acks import Ack
+    from agentwatch.schemas import Ack
 
 __all__ = [
     "ACK_COLUMNS",

@@ -26,7 +26,7 @@ from agentwatch.sinks.backends._open import open_backend
 from agentwatch.sinks.backends.base import Backend
 
 if TYPE_CHECKING:
-    from agentwatch.sinks.webhooks._acks import AckLinks
+    from agentwatch.alerts._acks import AckLinks
 
 __all__ = [
     "DEFAULT_CHDB_PATH",
@@ -300,7 +300,7 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
 class WebhooksSettings:
     """The Kafka side of ``agentwatch webhooks`` (the alert dispatcher).
 
-    ``endpoints_file`` is the endpoints file (see :mod:`agentwatch.sinks.webhooks`).
+    ``endpoints_file`` is the endpoints file (see :mod:`agentwatch.alerts`).
     At most ``max_in_flight`` alerts are held undelivered (waiting, being sent or
     between retries) before the dispatcher stops reading; ``drain_s`` is how long a stop
     waits for deliveries under way before it commits and leaves them to the next run.
@@ -338,7 +338,7 @@ class WebhooksSettings:
         if self.ack_ttl_s < 1:
             raise _SettingError("ack_ttl_s", f"{self.ack_ttl_s} is not >= 1")
         if self.ack_listen:
-            from agentwatch.sinks.webhooks._acks import parse_listen  # noqa: PLC0415
+            from agentwatch.alerts._acks import parse_listen  # noqa: PLC0415
 
             try:
                 parse_listen(self.ack_listen)
@@ -379,7 +379,7 @@ class WebhooksSettings:
         """The links to put in firings' bodies; None while ``ack_listen`` is off."""
         if not self.ack_listen:
             return None
-        from agentwatch.sinks.webhooks._acks import AckLinks  # noqa: PLC0415
+        from agentwatch.alerts._acks import AckLinks  # noqa: PLC0415
 
         return AckLinks(self.ack_base_url or f"http://{self.ack_listen}", self.ack_ttl_s)
 

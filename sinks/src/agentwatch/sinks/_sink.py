@@ -53,8 +53,7 @@ from agentwatch.sinks.backends.base import Backend, Parameters, QueryResult
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from agentwatch.sinks.webhooks._acks import Ack
-    from agentwatch.sinks.webhooks._failures import DeliveryFailure
+    from agentwatch.schemas import Ack, DeliveryFailure
 
 __all__ = ["ClickHouseSink", "FlushStats", "RowCounts"]
 

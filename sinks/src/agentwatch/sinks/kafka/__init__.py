@@ -17,6 +17,7 @@ import asyncio
 import gc
 import logging
 
+from agentwatch.schemas.kafka_group import configure_logging, install_signal_handlers
 from agentwatch.sinks._ddl import migrate
 from agentwatch.sinks._settings import SinkSettings, StoreSettings
 from agentwatch.sinks.kafka._batches import (
@@ -31,7 +32,6 @@ from agentwatch.sinks.kafka._batches import (
     parse_commit,
     parse_intent,
 )
-from agentwatch.sinks.kafka._group import configure_logging, install_signal_handlers
 from agentwatch.sinks.kafka._runner import KafkaSink, SinkStats
 
 __all__ = [

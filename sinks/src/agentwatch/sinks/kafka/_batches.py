@@ -31,12 +31,12 @@ batch sizes used (up to ``batch_max_events``).
 What a record becomes depends on the topic's :data:`BatchKind`: ``"events"`` records
 (one event or a packed array) become ``events`` rows, ``"alerts"`` records ``alerts``
 rows, and ``"alert_failures"`` records (a
-:class:`~agentwatch.sinks.webhooks._failures.DeliveryFailure` from the webhook
+:class:`~agentwatch.schemas.DeliveryFailure` from the webhook
 dispatcher's dead-letter topic) an ``alerts`` row with ``delivery_status =
 'failed:<endpoint>'`` **and** a ``dead_letters`` row with the failure's reason. A batch
 holds one partition, so of one kind: its ``alerts`` insert is its only one into that
 table, and the per-table token stays unique. ``"acks"`` records (the acks topic,
-:class:`~agentwatch.sinks.webhooks.Ack`) become ``alert_acks`` rows.
+:class:`~agentwatch.alerts.Ack`) become ``alert_acks`` rows.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from agentwatch.schemas import (
+    Ack,
     Alert,
     ControlRecord,
+    DeliveryFailure,
     PriceTable,
     Rejected,
     decode_control,
@@ -57,8 +59,6 @@ from agentwatch.schemas import (
 )
 from agentwatch.sinks._rows import DeadLetter, dead_letters_from_rejected
 from agentwatch.sinks.kafka._decode import decode_rows
-from agentwatch.sinks.webhooks._acks import Ack
-from agentwatch.sinks.webhooks._failures import DeliveryFailure
 
 __all__ = [
     "INTENT_PREFIX",

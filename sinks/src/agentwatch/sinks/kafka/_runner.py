@@ -32,6 +32,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas import default_price_table
 from agentwatch.schemas.errors import BackpressureError, SinkError, TransportError
+from agentwatch.schemas.kafka_group import (
+    CommittedOffsets,
+    ensure_compacted_topic,
+    rebalance_listener,
+    start_with_retry,
+)
 from agentwatch.sinks._ddl import (
     ACKS_TABLE,
     ALERTS_TABLE,
@@ -56,13 +62,7 @@ from agentwatch.sinks.kafka._batches import (
     parse_commit,
     record_event_ids,
 )
-from agentwatch.sinks.kafka._group import (
-    CommittedOffsets,
-    rebalance_listener,
-    start_with_retry,
-)
 from agentwatch.sinks.kafka._metrics import SinkMetrics
-from agentwatch.sinks.webhooks._acks_kafka import ensure_acks_topic
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -210,7 +210,9 @@ class KafkaSink:
         self._consumer = consumer
         if self._settings.acks_topic:  # compacted: created here before a subscription
             try:  # could auto-create it with the broker's defaults
-                await ensure_acks_topic(self._settings.bootstrap_servers, self._settings.acks_topic)
+                await ensure_compacted_topic(
+                    self._settings.bootstrap_servers, self._settings.acks_topic
+                )
             except TransportError as exc:
                 log.warning("sink: cannot create %s (%s)", self._settings.acks_topic, exc)
         try:
