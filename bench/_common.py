@@ -125,7 +125,7 @@ def producer_events(n_events: int, sessions: int) -> Iterator[tuple[bytes, bytes
 def build_workload(args: Any) -> Workload:
     """``args``: ``events``, ``sessions``, ``linger_events`` (a linger flush every that many
     events), ``max_events`` and ``max_bytes`` (the session packer's bounds)."""
-    from agentwatch.producer._packing import Packer  # noqa: PLC0415 -- only this workload
+    from agentwatch.producer.packing import Packer  # noqa: PLC0415 -- only this workload
 
     packer = Packer(max_events=args.max_events, max_bytes=args.max_bytes)
     packed: list[tuple[bytes, bytes, int]] = []

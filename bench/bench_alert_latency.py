@@ -593,7 +593,7 @@ def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> Non
 
 def run_embedded(args: argparse.Namespace, tmp: Path, rate: int, name: str) -> Outcome:
     from agentwatch.alerts import EndpointConfig, WebhookReceiver  # noqa: PLC0415
-    from agentwatch.cli._embedded import EmbeddedPipeline  # noqa: PLC0415
+    from agentwatch.cli.embedded import EmbeddedPipeline  # noqa: PLC0415
     from agentwatch.processors.core import Engine  # noqa: PLC0415
     from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport  # noqa: PLC0415
     from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate  # noqa: PLC0415

@@ -282,7 +282,7 @@ def _legs(trials: list[Trial], stamps: Stamps, errors: int) -> dict[str, list[fl
 # -- embedded --------------------------------------------------------------------------------
 
 def run_embedded(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]:
-    from agentwatch.cli._embedded import EmbeddedPipeline  # noqa: PLC0415
+    from agentwatch.cli.embedded import EmbeddedPipeline  # noqa: PLC0415
     from agentwatch.processors.core import Engine  # noqa: PLC0415
     from agentwatch.producer import Agentwatch, InProcessLog, InProcessTransport  # noqa: PLC0415
     from agentwatch.schemas import Alert, AlertState  # noqa: PLC0415

@@ -40,9 +40,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from agentwatch.cli._otlp import genai_span
+from agentwatch.cli.otlp import genai_span
 from agentwatch.producer import Agentwatch
-from agentwatch.producer._genai import Skipped, map_span
+from agentwatch.producer.genai import Skipped, map_span
 from bench._kafka import (
     create_topics,
     fresh_name,

@@ -416,7 +416,7 @@ def core_child(argv: list[str]) -> None:
     import tracemalloc  # noqa: PLC0415
 
     from agentwatch.processors.core import RulesConfig  # noqa: PLC0415
-    from agentwatch.processors.worker._session_stage import (  # noqa: PLC0415
+    from agentwatch.processors.worker import (  # noqa: PLC0415
         SessionStage,
         StageOutput,
     )

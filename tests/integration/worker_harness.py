@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agentwatch.processors.core import Engine, RulesConfig
 from agentwatch.processors.replay import replay_lines
-from agentwatch.producer._packing import Packer
+from agentwatch.producer.packing import Packer
 from agentwatch.schemas import Alert, partition_batch_key, partition_for, session_key
 
 #: the worker's test-only crash hook (see agentwatch.processors.worker._app._crash_point)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from agentwatch.alerts import EndpointConfig, WebhookReceiver
-from agentwatch.cli._embedded import EmbeddedPipeline
+from agentwatch.cli.embedded import EmbeddedPipeline
 from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.producer import InProcessLog
 from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate

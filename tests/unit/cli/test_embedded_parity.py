@@ -10,7 +10,7 @@ import orjson
 import pytest
 from oscillating_fleet import oscillating_error_share
 
-from agentwatch.cli._embedded import EmbeddedPipeline
+from agentwatch.cli.embedded import EmbeddedPipeline
 from agentwatch.processors.core import Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.producer import InProcessLog

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from budget_latency_score_fleet import RULES, budget_latency_score_fleet
 
-from agentwatch.cli._embedded import EmbeddedPipeline
+from agentwatch.cli.embedded import EmbeddedPipeline
 from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.producer import InProcessLog

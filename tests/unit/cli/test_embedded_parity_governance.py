@@ -10,7 +10,7 @@ import orjson
 import yaml
 from governance_fleet import GOVERNANCE_RULES, governance_fleet
 
-from agentwatch.cli._embedded import EmbeddedPipeline
+from agentwatch.cli.embedded import EmbeddedPipeline
 from agentwatch.processors.core import Engine, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.producer import InProcessLog

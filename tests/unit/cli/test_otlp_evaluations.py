@@ -9,8 +9,8 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from test_otlp_mapping import END_NS, SPAN, TRACE, anyvalue, make_span
 
-from agentwatch.cli._otlp import genai_span
-from agentwatch.producer._genai import Skipped, map_evaluations
+from agentwatch.cli.otlp import genai_span
+from agentwatch.producer.genai import Skipped, map_evaluations
 from agentwatch.schemas import Event, EventKind
 
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",

@@ -10,9 +10,9 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from agentwatch.cli._otlp import genai_span
+from agentwatch.cli.otlp import genai_span
 from agentwatch.producer import hash_tool_args
-from agentwatch.producer._genai import KIND_BY_OPERATION, Skipped, map_span
+from agentwatch.producer.genai import KIND_BY_OPERATION, Skipped, map_span
 from agentwatch.schemas import Event
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status as OtelStatus
 from opentelemetry.trace import StatusCode
 
-from agentwatch.cli._otlp import OtlpReceiver, start
+from agentwatch.cli.otlp import OtlpReceiver, start
 from agentwatch.producer.testing import Collector, collector
 from agentwatch.schemas import Event, EventKind, EventStatus, default_price_table
 

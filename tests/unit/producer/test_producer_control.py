@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from agentwatch.producer import AgentHalted, Agentwatch, Halt, InProcessLog, InProcessTransport
-from agentwatch.producer._control import HaltTable
+from agentwatch.producer.control import HaltTable
 from agentwatch.producer.testing import collector
 from agentwatch.schemas import (
     CONTROL_TOPIC,

@@ -15,7 +15,7 @@ import pytest
 
 from agentwatch.producer import Agentwatch, Record
 from agentwatch.producer._outbox import MemoryOutbox
-from agentwatch.producer._packing import PackedRecord
+from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import ConfigError
 
 SAFETY_TIMEOUT_S = 30.0  # a test that goes wrong must fail, not hang

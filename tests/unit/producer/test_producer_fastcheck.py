@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from agentwatch.schemas import Event
-from agentwatch.schemas._fastcheck import plainly_valid
+from agentwatch.schemas.fastcheck import plainly_valid
 
 MADE = frozenset({"event_id", "ts"})
 VALIDATOR = Event.__pydantic_validator__

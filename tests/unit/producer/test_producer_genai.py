@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from agentwatch.producer._genai import GenAISpan, Skipped, map_span
+from agentwatch.producer.genai import GenAISpan, Skipped, map_span
 from agentwatch.producer.testing import Collector
 
 
 def test_the_mapping_imports_no_opentelemetry_package() -> None:
-    code = ("import sys, agentwatch.producer._genai; "
+    code = ("import sys, agentwatch.producer.genai; "
             "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'google'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout

@@ -590,7 +590,7 @@ def test_helper_that_fails_to_start_still_runs_the_block_and_raises_nothing(
     def broken(self: object, call: object) -> None:
         raise RuntimeError("telemetry bug")
 
-    monkeypatch.setattr("agentwatch.producer._helpers.LLMCallScope._begin", broken)
+    monkeypatch.setattr("agentwatch.producer._scopes.LLMCallScope._begin", broken)
     ran = []
     with aw.llm_call(model="gpt-4o") as span:
         span.input_tokens = 3
@@ -612,7 +612,7 @@ def test_helper_that_fails_to_finish_raises_nothing(
     def broken(self: object, active: object, exc: object) -> None:
         raise RuntimeError("telemetry bug")
 
-    monkeypatch.setattr("agentwatch.producer._helpers.ToolCallScope._finish", broken)
+    monkeypatch.setattr("agentwatch.producer._scopes.ToolCallScope._finish", broken)
     with aw.tool_call("search"):
         pass
     assert aw.stats.failed == 1

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentwatch.cli._otlp import OtlpReceiver, start
-from agentwatch.producer._genai import Skipped, map_span
+from agentwatch.cli.otlp import OtlpReceiver, start
+from agentwatch.producer.genai import Skipped, map_span
 from agentwatch.producer.otel import AgentwatchSpanProcessor, genai_span
 from agentwatch.producer.testing import Collector, collector
 from agentwatch.schemas import Event, EventKind, EventStatus, default_price_table

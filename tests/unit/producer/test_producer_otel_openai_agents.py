@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.producer import hash_tool_args
-from agentwatch.producer._genai import map_span
+from agentwatch.producer.genai import map_span
 from agentwatch.producer.otel import AgentwatchSpanProcessor, genai_span
 from agentwatch.producer.testing import collector
 from agentwatch.schemas import Event, EventKind, EventStatus, default_price_table

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 
-from agentwatch.producer._packing import Packer
+from agentwatch.producer.packing import Packer
 
 
 def _event(i: int, pad: int = 0) -> bytes:

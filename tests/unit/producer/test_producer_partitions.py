@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from agentwatch.producer import Agentwatch, Record
-from agentwatch.producer._packing import PackedRecord
 from agentwatch.producer._spool import DiskSpool
+from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import (
     is_partition_batch,
     partition_batch_key,

@@ -4,8 +4,8 @@ from typing import Any
 
 import orjson
 
-from agentwatch.producer._packing import PackedRecord
 from agentwatch.producer._placement import Parts, Placement
+from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import partition_batch_key, partition_for, session_key
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agentwatch.producer._outbox import MemoryOutbox, Outbox
-from agentwatch.producer._packing import PackedRecord
 from agentwatch.producer._spool import DiskSpool
+from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import ConfigError
 
 HEADER_BYTES = 16
@@ -128,7 +128,7 @@ def test_sigkill_after_append_loses_nothing(tmp_path: Path) -> None:
     result = _run(
         """
         import os, signal, sys
-        from agentwatch.producer._packing import PackedRecord
+        from agentwatch.producer.packing import PackedRecord
         from agentwatch.producer._spool import DiskSpool
         spool = DiskSpool(sys.argv[1], segment_bytes=300)
         for i in range(50):
@@ -154,7 +154,7 @@ def test_exit_in_the_middle_of_a_write_recovers_what_was_appended(
     result = _run(
         """
         import os, sys
-        from agentwatch.producer._packing import PackedRecord
+        from agentwatch.producer.packing import PackedRecord
         from agentwatch.producer._spool import DiskSpool
         spool = DiskSpool(sys.argv[1])
         spool.append([PackedRecord(b"k", b"v%d" % i, 2) for i in range(20)])

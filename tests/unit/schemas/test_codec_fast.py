@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from agentwatch.schemas import Event, decode_record
 from agentwatch.schemas._codec import _decode_reference
-from agentwatch.schemas._fastcheck import plain_event
+from agentwatch.schemas.fastcheck import plain_event
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sinks"))
 from test_kafka_decode import _random_event, _record

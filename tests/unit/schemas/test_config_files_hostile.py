@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentwatch.schemas import ConfigError
-from agentwatch.schemas._files import read_config_file
+from agentwatch.schemas.config_files import read_config_file
 
 SUFFIXES = [".yaml", ".yml", ".json", ".toml"]
 

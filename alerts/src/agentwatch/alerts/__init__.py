@@ -45,7 +45,8 @@ signed link (:class:`AckLinks`) served by :class:`AckServer`.
 
 from __future__ import annotations
 
-from agentwatch.alerts._acks import ACK_PATH, ACKS_TOPIC, Ack, AckLinks, AckServer
+from agentwatch.alerts._acks import ACK_PATH, ACKS_TOPIC, Ack, AckLinks, AckServer, parse_listen
+from agentwatch.alerts._acks_kafka import write_ack
 from agentwatch.alerts._destinations import (
     DestinationRefusedError,
     Resolver,
@@ -128,6 +129,7 @@ __all__ = [
     "json_body",
     "load_endpoints",
     "pagerduty_body",
+    "parse_listen",
     "post_once",
     "refusal_kind",
     "render_link",
@@ -135,4 +137,5 @@ __all__ = [
     "slack_body",
     "verify",
     "verify_ack",
+    "write_ack",
 ]

@@ -92,7 +92,7 @@ from agentwatch.alerts._formats import (
 )
 from agentwatch.alerts._sender import WebhookEndpoint
 from agentwatch.schemas import Alert, AlertType, ConfigError, Severity
-from agentwatch.schemas._files import read_config_file
+from agentwatch.schemas.config_files import read_config_file
 
 __all__ = [
     "EndpointConfig",

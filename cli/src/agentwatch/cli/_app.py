@@ -137,7 +137,7 @@ def worker(
     """
     from agentwatch.processors.core import load_rules  # noqa: PLC0415
     from agentwatch.processors.worker import WorkerSettings  # noqa: PLC0415
-    from agentwatch.processors.worker._run import run_worker  # noqa: PLC0415
+    from agentwatch.processors.worker.run import run_worker  # noqa: PLC0415
 
     settings = WorkerSettings.from_env(
         bootstrap_servers=bootstrap_servers, group_id=group_id, data_dir=data_dir,
@@ -187,7 +187,7 @@ def otlp(
     import logging  # noqa: PLC0415
     import os  # noqa: PLC0415
 
-    from agentwatch.cli._otlp import OtlpReceiver, run_receiver  # noqa: PLC0415
+    from agentwatch.cli.otlp import OtlpReceiver, run_receiver  # noqa: PLC0415
     from agentwatch.producer import Agentwatch  # noqa: PLC0415
 
     if loglevel.lower() not in {"debug", "info", "warning", "error"}:

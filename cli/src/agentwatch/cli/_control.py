@@ -94,7 +94,7 @@ async def _ensure_topic(settings: ControlSettings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
     from aiokafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
 
-    from agentwatch.processors.worker._run import control_topic_spec  # noqa: PLC0415
+    from agentwatch.processors.worker.run import control_topic_spec  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                 request_timeout_ms=int(_TIMEOUT_S * 1000),
@@ -142,7 +142,7 @@ def write_control(settings: ControlSettings, record: ControlRecord) -> None:
 async def _read(settings: ControlSettings) -> dict[str, ControlRecord]:
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
 
-    from agentwatch.producer._control import assign_topic  # noqa: PLC0415
+    from agentwatch.producer.control import assign_topic  # noqa: PLC0415
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",

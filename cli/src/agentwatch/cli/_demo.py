@@ -21,10 +21,9 @@ from agentwatch.alerts import (
     WebhookReceiver,
     load_endpoints,
 )
-from agentwatch.cli._embedded import EmbeddedPipeline
 from agentwatch.cli._fleet import FLEET_TOOL_POLICY, FleetPlan, fleet_events
-from agentwatch.processors.core import Engine, RulesConfig, ToolPolicyRule, load_rules
-from agentwatch.processors.core._rules import BudgetRule
+from agentwatch.cli.embedded import EmbeddedPipeline
+from agentwatch.processors.core import BudgetRule, Engine, RulesConfig, ToolPolicyRule, load_rules
 from agentwatch.producer import AgentHalted, Agentwatch, Halt, InProcessLog, InProcessTransport
 from agentwatch.schemas import (
     Alert,
@@ -33,8 +32,7 @@ from agentwatch.schemas import (
     ConfigError,
     default_price_table,
 )
-from agentwatch.sinks import ChdbBackend, ClickHouseSink, SchemaConfig, migrate
-from agentwatch.sinks._settings import DEFAULT_CHDB_PATH
+from agentwatch.sinks import DEFAULT_CHDB_PATH, ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 
 __all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "LOOP_SESSION", "demo_chdb_path", "run_demo"]
 

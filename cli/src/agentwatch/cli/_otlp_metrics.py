@@ -2,7 +2,7 @@
 
 ``/metrics``, ``/healthz`` and ``/readyz`` are routes of the receiver's own aiohttp app (on
 its port, next to ``/v1/traces``); the figures are read at scrape time from
-:class:`~agentwatch.cli._otlp.ReceiverStats` and the producer client's stats.
+:class:`~agentwatch.cli.otlp.ReceiverStats` and the producer client's stats.
 """
 
 from __future__ import annotations

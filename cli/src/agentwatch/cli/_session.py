@@ -22,10 +22,10 @@ from rich.tree import Tree
 
 from agentwatch.cli._store import open_store
 from agentwatch.schemas import ConfigError
-from agentwatch.sinks import StoreSettings
-from agentwatch.sinks._session import (
+from agentwatch.sinks import (
     SESSION_ALERTS_SQL,
     SESSION_SPANS_SQL,
+    StoreSettings,
     session_sql,
 )
 

@@ -182,8 +182,7 @@ def run_ack(
     """``agentwatch alerts ack``: write the acknowledgement to the acks topic, where every
     dispatcher (and the sink) reads it. ConfigError for a bad id or name, TransportError
     when Kafka cannot take it."""
-    from agentwatch.alerts import Ack  # noqa: PLC0415
-    from agentwatch.alerts._acks_kafka import write_ack  # noqa: PLC0415
+    from agentwatch.alerts import Ack, write_ack  # noqa: PLC0415
 
     alert_id = alert_id.strip()
     try:

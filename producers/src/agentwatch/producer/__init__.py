@@ -17,9 +17,10 @@ partition; with a transport without partitions, one record per session (key
 """
 
 from agentwatch.producer._client import Agentwatch, ProducerStats
-from agentwatch.producer._control import AgentHalted, Halt
 from agentwatch.producer._hashing import hash_tool_args
-from agentwatch.producer._helpers import (
+from agentwatch.producer._inprocess import InProcessLog, InProcessTransport
+from agentwatch.producer._queue import RateLimitedLog
+from agentwatch.producer._scopes import (
     RAW_TOOL_ARGS_MAX_CHARS,
     LLMCallScope,
     Session,
@@ -29,9 +30,9 @@ from agentwatch.producer._helpers import (
     current_session,
     current_span,
 )
-from agentwatch.producer._inprocess import InProcessLog, InProcessTransport
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Record, Transport
+from agentwatch.producer.control import AgentHalted, Halt
 
 __all__ = [
     "RAW_TOOL_ARGS_MAX_CHARS",
@@ -43,6 +44,7 @@ __all__ = [
     "LLMCallScope",
     "ProducerSettings",
     "ProducerStats",
+    "RateLimitedLog",
     "Record",
     "Session",
     "SessionScope",

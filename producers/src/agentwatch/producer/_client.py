@@ -29,21 +29,21 @@ from typing import Any, Final, Self
 
 import orjson
 
-from agentwatch.producer._control import Control, Halt, OnHalt
-from agentwatch.producer._helpers import (
+from agentwatch.producer._outbox import MemoryOutbox, Outbox, open_outbox
+from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
+from agentwatch.producer._scopes import (
     _CTX,
     LLMCallScope,
     SessionScope,
     ToolCallScope,
     _Context,
 )
-from agentwatch.producer._outbox import MemoryOutbox, Outbox, open_outbox
-from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
 from agentwatch.producer._sender import Counters, QueueItem, Redactor, Sender
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Transport, kafka_transport
+from agentwatch.producer.control import Control, Halt, OnHalt
 from agentwatch.schemas import ConfigError, Event, PriceTable, default_price_table
-from agentwatch.schemas._fastcheck import KINDS
+from agentwatch.schemas.fastcheck import KINDS
 
 __all__ = ["Agentwatch", "ProducerStats"]
 

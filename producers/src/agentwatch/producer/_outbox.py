@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
-from agentwatch.producer._packing import PackedRecord
 from agentwatch.producer._settings import ProducerSettings
+from agentwatch.producer.packing import PackedRecord
 
 __all__ = ["MemoryOutbox", "Outbox", "open_outbox"]
 

@@ -23,8 +23,8 @@ from typing import Final
 
 import orjson
 
-from agentwatch.producer._packing import PackedRecord
 from agentwatch.producer._transport import Record
+from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import (
     PARTITION_BATCH_PREFIX,
     PartitionCache,

@@ -38,17 +38,17 @@ from typing import Any, Final, TypeAlias
 import orjson
 from pydantic import ValidationError
 
-from agentwatch.producer._helpers import _Context
 from agentwatch.producer._outbox import MemoryOutbox, Outbox
-from agentwatch.producer._packing import PackedRecord, Packer
 from agentwatch.producer._placement import Parts, Placement
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
+from agentwatch.producer._scopes import _Context
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Record, Transport
+from agentwatch.producer.packing import PackedRecord, Packer
 from agentwatch.schemas import Event, PriceTable, describe_validation_error
-from agentwatch.schemas._fastcheck import plainly_valid
+from agentwatch.schemas.fastcheck import plainly_valid
 
-__all__ = ["Counters", "QueueItem", "Redactor", "Sender", "format_ts_ns", "new_event_id"]
+__all__ = ["Counters", "QueueItem", "Redactor", "Sender", "new_event_id"]
 
 #: What ``emit()`` enqueues: (wall-clock ns at emit, the caller's context, the event:
 #: its JSON as the caller gave it (``emit()`` of a dict), a dict (the helpers, or a
@@ -98,12 +98,6 @@ if hasattr(os, "register_at_fork"):
 def new_event_id() -> str:
     """A unique UUID string (version 4 layout), ~0.2 µs."""
     return _id_prefix + hex(next(_id_counter))[2:]
-
-
-def format_ts_ns(ts_ns: int) -> str:
-    """Epoch nanoseconds -> RFC 3339 UTC with microseconds (``...T09:00:01.250000Z``)."""
-    seconds, rest = divmod(ts_ns, _NS_PER_S)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
 
 
 @dataclass(slots=True)

@@ -49,7 +49,7 @@ from io import BufferedReader, BufferedWriter
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from agentwatch.producer._packing import PackedRecord
+from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import ConfigError
 
 if sys.platform != "win32":  # no fcntl on Windows: the spool is not locked there

@@ -11,7 +11,7 @@ agentwatch events, with no exporter and no network hop.
     provider.add_span_processor(AgentwatchSpanProcessor(Agentwatch(bootstrap_servers="kafka:9092")))
 
 Each span with a ``gen_ai.*`` attribute becomes one event through the same mapping as
-``agentwatch otlp`` (:func:`agentwatch.producer._genai.map_span`, the README's table):
+``agentwatch otlp`` (:func:`agentwatch.producer.genai.map_span`, the README's table):
 :func:`genai_span` only reads an SDK ``ReadableSpan`` into the :class:`GenAISpan` the
 mapping takes, as the receiver reads an OTLP protobuf span. ``on_end`` only maps and
 calls ``emit()`` (which enqueues): it never blocks the app and never raises.
@@ -39,8 +39,8 @@ except ImportError as exc:  # pragma: no cover -- the extra is installed in the 
     ) from exc
 
 from agentwatch.producer._client import Agentwatch
-from agentwatch.producer._genai import GenAISpan, Skipped, map_span
 from agentwatch.producer._queue import RateLimitedLog
+from agentwatch.producer.genai import GenAISpan, Skipped, map_span
 
 __all__ = ["AgentwatchSpanProcessor", "SpanProcessorStats", "genai_span"]
 

@@ -12,6 +12,8 @@ from agentwatch.schemas._codec import (
     encode_alert,
     encode_event,
     encode_events,
+    item_json,
+    oversized,
 )
 from agentwatch.schemas._control import (
     CONTROL_TOPIC,
@@ -23,6 +25,7 @@ from agentwatch.schemas._control import (
 )
 from agentwatch.schemas._delivery import FAILED_PREFIX, DeliveryFailure
 from agentwatch.schemas._event import (
+    MAX_ATTRIBUTE_TEXT,
     OPERATION_KINDS,
     SCHEMA_VERSION,
     Event,
@@ -60,6 +63,7 @@ __all__ = [
     "CONTROL_TOPIC",
     "FAILED_PREFIX",
     "MAX_ACK_BY_CHARS",
+    "MAX_ATTRIBUTE_TEXT",
     "MAX_RECORD_BYTES",
     "OPERATION_KINDS",
     "PARTITION_BATCH_PREFIX",
@@ -104,8 +108,10 @@ __all__ = [
     "format_ts",
     "from_us",
     "is_partition_batch",
+    "item_json",
     "json_schema",
     "json_schema_bytes",
+    "oversized",
     "partition_batch_key",
     "partition_for",
     "session_key",

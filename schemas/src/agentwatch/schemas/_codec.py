@@ -25,8 +25,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agentwatch.schemas._alert import Alert
 from agentwatch.schemas._event import Event, EventKind, EventStatus
-from agentwatch.schemas._fastcheck import plain_event_ts
 from agentwatch.schemas.errors import EventValidationError
+from agentwatch.schemas.fastcheck import plain_event_ts
 
 __all__ = [
     "MAX_RECORD_BYTES",

@@ -47,7 +47,13 @@ from agentwatch.sinks._rows import (
     events_to_arrow,
 )
 from agentwatch.sinks._saved import SAVED_QUERIES, SavedQuery, saved_query
-from agentwatch.sinks._settings import SinkSettings, StoreSettings, WebhooksSettings
+from agentwatch.sinks._session import SESSION_ALERTS_SQL, SESSION_SPANS_SQL, session_sql
+from agentwatch.sinks._settings import (
+    DEFAULT_CHDB_PATH,
+    SinkSettings,
+    StoreSettings,
+    WebhooksSettings,
+)
 from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
 from agentwatch.sinks.backends import (
     Backend,
@@ -64,6 +70,7 @@ __all__ = [
     "ALERT_COLUMNS",
     "DEAD_LETTERS_TABLE",
     "DEAD_LETTER_COLUMNS",
+    "DEFAULT_CHDB_PATH",
     "DEFAULT_DATABASE",
     "DEFAULT_TTL_DAYS",
     "DELIVERY_STATUS_COLUMN",
@@ -73,6 +80,8 @@ __all__ = [
     "ROLLUPS_TABLE",
     "SAVED_QUERIES",
     "SCHEMA_MIGRATIONS_TABLE",
+    "SESSION_ALERTS_SQL",
+    "SESSION_SPANS_SQL",
     "VIEWS",
     "Backend",
     "ChdbBackend",
@@ -99,4 +108,5 @@ __all__ = [
     "open_backend",
     "saved_query",
     "schema_statements",
+    "session_sql",
 ]

@@ -4,7 +4,7 @@
 validation and an object the sink only takes apart again into columns. Here a record is
 parsed once with orjson and each event dict that is *plainly* valid (the shape our
 producer sends: a UUID ``event_id``, ``ts`` as ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``, and
-what :func:`agentwatch.schemas._fastcheck.plainly_valid` accepts) is used as it is. Any
+what :func:`agentwatch.schemas.fastcheck.plainly_valid` accepts) is used as it is. Any
 other item goes through pydantic exactly as ``decode_record`` would take it, so what is
 accepted, and the reason of a reject, are the same (a differential test holds the two
 paths to that, on valid and broken events).
@@ -17,9 +17,15 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from agentwatch.schemas import Event, Rejected, decode_record, describe_validation_error
-from agentwatch.schemas._codec import item_json, oversized
-from agentwatch.schemas._fastcheck import plain_event as _plain
+from agentwatch.schemas import (
+    Event,
+    Rejected,
+    decode_record,
+    describe_validation_error,
+    item_json,
+    oversized,
+)
+from agentwatch.schemas.fastcheck import plain_event as _plain
 from agentwatch.sinks._rows import event_row
 
 __all__ = ["decode_rows"]

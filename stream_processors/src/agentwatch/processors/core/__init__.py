@@ -18,6 +18,7 @@ from agentwatch.processors.core._engine import Engine, EngineStats
 from agentwatch.processors.core._governance import GuardrailDetector, ToolPolicyDetector
 from agentwatch.processors.core._rules import (
     DEFAULT_RULES,
+    BudgetRule,
     CostRule,
     ErrorRateRule,
     GuardrailRule,
@@ -47,6 +48,7 @@ __all__ = [
     "REORDERED",
     "SAMPLE_SIZE",
     "AlertTracker",
+    "BudgetRule",
     "CostDetector",
     "CostRule",
     "Detector",

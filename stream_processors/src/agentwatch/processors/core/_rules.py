@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from agentwatch.schemas import AlertScope, AlertType, ConfigError, EventKind, Severity
-from agentwatch.schemas._files import read_config_file
+from agentwatch.schemas.config_files import read_config_file
 
 __all__ = [
     "DEFAULT_RULES",

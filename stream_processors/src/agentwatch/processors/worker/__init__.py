@@ -14,8 +14,16 @@ Two stages, both thin shells around the pure :class:`~agentwatch.processors.core
 State lives in changelog-backed faust tables, written once per key per batch.
 """
 
+from agentwatch.processors.worker._control import control_records, halt_rules
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
 
-__all__ = ["RekeyedStage", "SessionStage", "StageOutput", "WorkerSettings"]
+__all__ = [
+    "RekeyedStage",
+    "SessionStage",
+    "StageOutput",
+    "WorkerSettings",
+    "control_records",
+    "halt_rules",
+]

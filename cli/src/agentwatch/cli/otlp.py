@@ -4,7 +4,7 @@
 (``application/x-protobuf``) or OTLP/JSON (``application/json``: the protobuf JSON
 mapping, trace and span ids as hex), optionally gzip-compressed (``Content-Encoding:
 gzip``). Each span with ``gen_ai.*`` attributes becomes one event
-(:mod:`agentwatch.producer._genai` has the table) handed to the project's producer, so
+(:mod:`agentwatch.producer.genai` has the table) handed to the project's producer, so
 events are packed, spooled and delivered exactly as an agent's own would be.
 
 Answers, as the OTLP/HTTP specification has them: 200 with an
@@ -47,15 +47,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
 from agentwatch.cli._otlp_metrics import OtlpMetrics
-from agentwatch.producer import Agentwatch
-from agentwatch.producer._genai import (
+from agentwatch.producer import Agentwatch, RateLimitedLog
+from agentwatch.producer.genai import (
     EVALUATION_EVENT,
     GenAISpan,
     Skipped,
     map_evaluations,
     map_span,
 )
-from agentwatch.producer._queue import RateLimitedLog
 from agentwatch.schemas import ConfigError
 
 __all__ = [

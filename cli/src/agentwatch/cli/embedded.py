@@ -39,10 +39,10 @@ from agentwatch.alerts import (
     Dispatcher,
     EndpointConfig,
     Escalator,
+    parse_listen,
 )
-from agentwatch.alerts._acks import parse_listen
 from agentwatch.processors.core import Engine, EventTimeDriver
-from agentwatch.processors.worker._control import control_records, halt_rules
+from agentwatch.processors.worker import control_records, halt_rules
 from agentwatch.producer import InProcessLog
 from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
 from agentwatch.sinks import ClickHouseSink

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from agentwatch.producer._hashing import canonical_json, hash_tool_args
-from agentwatch.schemas._event import MAX_ATTRIBUTE_TEXT
+from agentwatch.schemas import MAX_ATTRIBUTE_TEXT
 
 __all__ = [
     "LLMCallScope",
