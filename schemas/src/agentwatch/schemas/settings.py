@@ -28,7 +28,6 @@ small (stdlib only) and in the distribution every other one already depends on.
 
 from __future__ import annotations
 
-import functools
 import os
 import types
 import typing
@@ -120,6 +119,7 @@ def load(
     fallbacks: Mapping[str, tuple[str, ...]] | None = None,
     blank_disables: Collection[str] = (),
     given_as: Callable[[str], str] = cli_option,
+    parse_given: bool = True,
 ) -> T:
     """Build the settings dataclass ``cls``.
 
@@ -128,8 +128,10 @@ def load(
     when its own is unset (first set wins). A blank variable is unset, except for the
     fields in ``blank_disables``, whose blank variable gives ``""`` (e.g. "do not read
     this topic"). ``overrides`` that are not None win; ``given_as(field)`` names them in
-    errors (default: the CLI option). The dataclass's ``__post_init__`` raises
-    :class:`SettingError` with the field's name; it is renamed after the value's source.
+    errors (default: the CLI option); with ``parse_given=False`` (constructor arguments)
+    they must already have the field's type, a string is not parsed. The dataclass's
+    ``__post_init__`` raises :class:`SettingError` with the field's name; it is renamed
+    after the value's source.
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
@@ -143,24 +145,32 @@ def load(
             if raw or name in blank_disables:
                 values[name], source[name] = raw, candidate
                 break
-    for name, value in (overrides or {}).items():
-        if value is not None:
-            values[name], source[name] = value, given_as(name)
+    given = {name for name, value in (overrides or {}).items() if value is not None}
+    for name in given:
+        values[name], source[name] = (overrides or {})[name], given_as(name)
     hints = _field_types(cls)
-    converted = {name: _convert(hints[name], value, source[name])
-                 for name, value in values.items()}
+    converted = {
+        name: _convert(hints[name], value, source[name], parse=parse_given or name not in given)
+        for name, value in values.items()
+    }
     try:
         return cls(**converted)
     except SettingError as exc:
         raise SettingError(source.get(exc.name, exc.name), exc.problem) from None
 
 
-@functools.cache
+_FIELD_TYPES: dict[type[Any], dict[str, Any]] = {}
+
+
 def _field_types(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The dataclass's resolved field types (its annotations are strings), once per class."""
+    hints = _FIELD_TYPES.get(cls)
+    if hints is None:
+        hints = _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+    return hints
 
 
-def _convert(hint: Any, value: Any, source: str) -> Any:
+def _convert(hint: Any, value: Any, source: str, *, parse: bool = True) -> Any:
     """``value`` (a string from the environment or an option, or a value given in code) as
     the field type ``hint``: str, int, float, bool or Path, optionally ``| None``."""
     kind, optional = hint, False
@@ -171,7 +181,7 @@ def _convert(hint: Any, value: Any, source: str) -> Any:
     if kind not in _PARSERS:
         return value  # e.g. KafkaSecurity: given in code, checked by its own class
     name = kind.__name__
-    if isinstance(value, str):
+    if isinstance(value, str) and (parse or kind is str):
         if optional and kind is int and value.strip().lower() == "none":
             return None
         try:

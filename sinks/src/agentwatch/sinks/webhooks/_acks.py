@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urlsplit
 import orjson
 
 from agentwatch.schemas import format_ts
+from agentwatch.schemas.settings import ACKS_TOPIC
 from agentwatch.sinks.webhooks._signing import SignatureError, ack_signature, verify_ack
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger("agentwatch.webhooks")
 
-ACKS_TOPIC: Final = "agentwatch.acks"
 ACK_PATH: Final = "/ack"
 MAX_BY_CHARS: Final = 200
 _MAX_ALERT_ID_CHARS: Final = 200
