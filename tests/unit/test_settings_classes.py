@@ -120,13 +120,12 @@ def _shows(text: str, value: object) -> bool:
                for r in _renderings(value))
 
 
-def _documented_fields() -> list[tuple[str, Spec, str]]:
-    return [(heading, spec, name) for heading, specs in SECTIONS.items() for spec in specs
-            for name in spec.env_vars]
+def _documented_fields() -> list[Any]:
+    return [pytest.param(heading, spec, name, id=f"{spec.cls.__name__}.{name}")
+            for heading, specs in SECTIONS.items() for spec in specs for name in spec.env_vars]
 
 
-@pytest.mark.parametrize(("heading", "spec", "name"), _documented_fields(),
-                         ids=lambda x: getattr(x, "__name__", str(x))[:40])
+@pytest.mark.parametrize(("heading", "spec", "name"), _documented_fields())
 def test_every_setting_has_a_row_with_its_variable_and_default(heading: str, spec: Spec,
                                                                name: str) -> None:
     var = spec.env_vars[name]

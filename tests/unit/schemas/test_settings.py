@@ -120,7 +120,7 @@ def test_every_true_and_false_word_in_any_case(word: str) -> None:
 
 @pytest.mark.parametrize("word", ["", "maybe", "2", "t", "y"])
 def test_other_words_are_not_booleans(word: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not true or false"):
         parse_bool(word)
 
 

@@ -89,7 +89,7 @@ def parse_bool(text: str) -> bool:
         return True
     if lowered in FALSE_WORDS:
         return False
-    raise ValueError(text)
+    raise ValueError(f"{text!r} is not true or false")
 
 
 class SettingError(ConfigError):
