@@ -1,8 +1,8 @@
 """The one settings loader of every agentwatch process, and the default topic names.
 
 Every settings class (the producer's, the worker's, the sink's, the webhook dispatcher's,
-``agentwatch control``'s and the Kafka security settings) is a frozen dataclass whose
-``from_env`` / ``resolve`` calls :func:`load`: a value given in code (a constructor
+``agentwatch control``'s and ``alerts ack``'s, the Kafka security settings) is a frozen
+dataclass whose ``from_env`` / ``resolve`` calls :func:`load`: a value given in code (a constructor
 argument, a CLI option) wins, else its environment variable (blank counts as unset), else
 the dataclass default. Strings are converted to the field's type; a value given in code
 must already have it. A bad value raises :class:`SettingError` (a
@@ -13,17 +13,20 @@ must already have it. A bad value raises :class:`SettingError` (a
     queue_size: 0 is not between 1 and 10000000
 
 Why not pydantic-settings (the ecosystem's kept library, already in the lock file through
-quixstreams)? Measured with ``bench/bench_settings.py`` (median of 7 fresh interpreters,
-2 cores under a load of ~10, 2026-12-04): ``import agentwatch.producer`` took 335 ms;
-importing pydantic_settings on top of it and declaring the producer's 18 settings added
-55 ms (+16 %, python-dotenv and its sources), and reading them took 470-680 us per
-client against 23-36 us for this loader. Its error names the field, not the variable
-(``linger_ms / Input should be a valid integer, unable to parse string as an integer
-[type=int_parsing, input_value='abc', ...]``), it merges its sources so it cannot say
-whether a bad value came from ``--batch-max-ms`` or ``AGENTWATCH_SINK_BATCH_MAX_MS``,
-and the producer, which agents install, would pull python-dotenv. Translating its errors
-back to variables would be a loader of its own on top; so this module is the one loader,
-small (stdlib only) and in the distribution every other one already depends on.
+the bench's quixstreams)? ``bench/bench_settings.py`` measures both in one run (median of 7
+fresh interpreters each; three runs on 2 cores, load ~0.3, 2026-12-04):
+``import agentwatch.producer`` took 164-176 ms, and 218-246 ms with pydantic-settings
+imported and the producer's 18 settings declared on it (+52 to +75 ms, +30 to +44 %;
+pydantic itself is loaded either way, by the event model). Reading the settings took
+28-36 us per client here against 463-547 us (16-18x). Its error names the field, not the
+variable (``1 validation error for PeerSettings / linger_ms / Input should be a valid
+integer, unable to parse string as an integer [type=int_parsing, input_value='abc', ...]``
+against ``AGENTWATCH_LINGER_MS: 'abc' is not a valid int``); it merges its sources, so it
+cannot say whether a bad value came from ``--batch-max-ms`` or
+``AGENTWATCH_SINK_BATCH_MAX_MS``; and the producer, which agents install, would pull
+python-dotenv. Translating its errors back to variables would be a loader of its own on
+top of it. So this module is the one loader: small, standard library only, in the
+distribution every other one already depends on.
 """
 
 from __future__ import annotations
