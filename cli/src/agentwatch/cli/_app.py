@@ -165,7 +165,8 @@ def otlp(
     port: Annotated[int, typer.Option(
         "--port", min=0, max=65535, help="TCP port (4318: OTLP/HTTP's).")] = 4318,
     bootstrap_servers: Annotated[str | None, typer.Option(
-        "--bootstrap-servers", help="Kafka brokers (env AGENTWATCH_BOOTSTRAP_SERVERS).",
+        "--bootstrap-servers", help="Kafka brokers (env AGENTWATCH_BOOTSTRAP_SERVERS, else "
+        "KAFKA_BOOTSTRAP_SERVERS).",
         show_default=False)] = None,
     tenant_header: Annotated[str, typer.Option(
         "--tenant-header", help="Request header naming the tenant of the spans (else the "
