@@ -26,7 +26,7 @@ import pytest
 import typer
 import yaml
 
-from agentwatch.alerts import load_endpoints
+from agentwatch.alerts import WEBHOOKS_ENV_VARS, WebhooksSettings, load_endpoints
 from agentwatch.cli._app import app
 from agentwatch.processors.worker._settings import ENV_VARS, WorkerSettings
 from agentwatch.producer import ProducerSettings
@@ -50,12 +50,7 @@ from agentwatch.sinks import (
     migrate,
     open_backend,
 )
-from agentwatch.sinks._settings import (
-    SINK_ENV_VARS,
-    STORE_ENV_VARS,
-    WEBHOOKS_ENV_VARS,
-    WebhooksSettings,
-)
+from agentwatch.sinks._settings import SINK_ENV_VARS, STORE_ENV_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

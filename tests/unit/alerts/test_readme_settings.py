@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.sinks._settings import SINK_ENV_VARS, WEBHOOKS_ENV_VARS
+from agentwatch.alerts import WEBHOOKS_ENV_VARS
+from agentwatch.sinks._settings import SINK_ENV_VARS
 
 README = (Path(__file__).parents[3] / "README.md").read_text()
 

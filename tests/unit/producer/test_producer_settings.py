@@ -203,3 +203,58 @@ def test_idempotence_without_acks_all_is_refused_at_construction() -> None:
 def test_kafka_options_without_kafka_are_refused() -> None:
     with pytest.raises(ConfigError, match="kafka_options"):
         Agentwatch(transport=_transport(), kafka_options={"client_id": "x"})
+
+
+# -- brokers: the producer's variable, else the services' -----------------------------
+
+
+def test_kafka_bootstrap_servers_is_read_when_the_producer_variable_is_unset() -> None:
+    s = ProducerSettings.resolve(environ={"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    assert s.bootstrap_servers == "k1:9092,k2:9092"
+
+
+def test_the_producer_variable_wins_over_kafka_bootstrap_servers() -> None:
+    env = {"AGENTWATCH_BOOTSTRAP_SERVERS": "mine:9092", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}
+    assert ProducerSettings.resolve(environ=env).bootstrap_servers == "mine:9092"
+    blank = {"AGENTWATCH_BOOTSTRAP_SERVERS": " ", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}
+    assert ProducerSettings.resolve(environ=blank).bootstrap_servers == "k:9092"
+    assert ProducerSettings.resolve(bootstrap_servers="arg:9092", environ=env
+                                    ).bootstrap_servers == "arg:9092"
+
+
+def test_kafka_bootstrap_servers_alone_builds_the_kafka_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentwatch.producer._kafka import KafkaTransport  # noqa: PLC0415
+
+    monkeypatch.delenv("AGENTWATCH_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    client = Agentwatch()
+    try:
+        assert isinstance(client.transport, KafkaTransport)
+    finally:
+        client.close(timeout_s=2)
+
+
+def test_a_given_transport_ignores_the_broker_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("AGENTWATCH_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    transport = _transport()
+    client = Agentwatch(transport=transport)
+    try:
+        assert client.transport is transport
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"AGENTWATCH_LINGER_MS": "abc"}, "AGENTWATCH_LINGER_MS: 'abc' is not a valid int"),
+    ({"AGENTWATCH_LINGER_MS": "-1"}, "AGENTWATCH_LINGER_MS: -1 is not between 0 and 60000"),
+    ({"AGENTWATCH_CONTROL": "maybe"}, "AGENTWATCH_CONTROL: 'maybe' is not true or false"),
+    ({"AGENTWATCH_TOPIC": "a b"}, "AGENTWATCH_TOPIC: 'a b' is not 1-249 characters"),
+])
+def test_an_environment_error_starts_with_the_variable(env: dict[str, str],
+                                                        message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ProducerSettings.resolve(environ=env)
+    assert str(caught.value).startswith(message)

@@ -205,7 +205,7 @@ def test_one_topic_for_two_kinds_of_record_is_refused() -> None:
 
 
 def test_webhooks_settings_defaults_and_environment() -> None:
-    from agentwatch.sinks import WebhooksSettings  # noqa: PLC0415
+    from agentwatch.alerts import WebhooksSettings  # noqa: PLC0415
 
     s = WebhooksSettings.from_env({"AGENTWATCH_WEBHOOKS_FILE": "endpoints.yaml"})
     assert (s.endpoints_file, s.alerts_topic, s.dlq_topic, s.group_id) == (
@@ -230,7 +230,7 @@ def test_webhooks_settings_defaults_and_environment() -> None:
     ],
 )
 def test_webhooks_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
-    from agentwatch.sinks import WebhooksSettings  # noqa: PLC0415
+    from agentwatch.alerts import WebhooksSettings  # noqa: PLC0415
 
     base = {"AGENTWATCH_WEBHOOKS_FILE": "e.yaml"} if env else {}
     with pytest.raises(ConfigError, match=message):
@@ -241,7 +241,7 @@ def test_webhooks_settings_errors_name_the_variable(env: dict[str, str], message
 
 
 def test_the_sink_and_dispatcher_metrics_ports_are_off_by_default_and_read_by_name() -> None:
-    from agentwatch.sinks._settings import WebhooksSettings  # noqa: PLC0415
+    from agentwatch.alerts import WebhooksSettings  # noqa: PLC0415
 
     assert SinkSettings.from_env({}).metrics_port == 0
     assert SinkSettings.from_env({"AGENTWATCH_SINK_METRICS_PORT": "9465"}).metrics_port == 9465

@@ -80,6 +80,7 @@ from agentwatch.alerts._sender import (
     deliver,
     post_once,
 )
+from agentwatch.alerts._settings import WEBHOOKS_ENV_VARS, WebhooksSettings
 from agentwatch.alerts._signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -101,6 +102,7 @@ __all__ = [
     "LINK_FIELDS",
     "PAGERDUTY_SEVERITY",
     "SIGNATURE_HEADER",
+    "WEBHOOKS_ENV_VARS",
     "Ack",
     "AckLinks",
     "AckServer",
@@ -120,6 +122,7 @@ __all__ = [
     "SignatureError",
     "WebhookEndpoint",
     "WebhookReceiver",
+    "WebhooksSettings",
     "ack_signature",
     "check_escalations",
     "check_link_template",

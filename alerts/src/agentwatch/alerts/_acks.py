@@ -30,6 +30,7 @@ from urllib.parse import urlencode, urlsplit
 from agentwatch.alerts._signing import SignatureError, ack_signature, verify_ack
 from agentwatch.schemas import MAX_ACK_BY_CHARS as MAX_BY_CHARS
 from agentwatch.schemas import Ack, format_ts
+from agentwatch.schemas.settings import ACKS_TOPIC
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -47,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger("agentwatch.webhooks")
 
-ACKS_TOPIC: Final = "agentwatch.acks"
 ACK_PATH: Final = "/ack"
 _START_TIMEOUT_S: Final = 10.0
 

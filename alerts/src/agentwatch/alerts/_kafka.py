@@ -44,6 +44,7 @@ from agentwatch.alerts._escalation import Escalator
 from agentwatch.alerts._metrics import DispatcherMetrics
 from agentwatch.alerts._progress import PartitionProgress, endpoint_tag, parse_progress
 from agentwatch.alerts._sender import DeliveryResult
+from agentwatch.alerts._settings import WebhooksSettings
 from agentwatch.schemas import Alert, DeliveryFailure
 from agentwatch.schemas.errors import TransportError
 from agentwatch.schemas.kafka_group import (
@@ -55,7 +56,6 @@ from agentwatch.schemas.kafka_group import (
     rebalance_listener,
     start_with_retry,
 )
-from agentwatch.sinks._settings import WebhooksSettings
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer

@@ -74,7 +74,7 @@ _MAX_EXPONENT: Final = 60
 @cache
 def _user_agent() -> str:
     try:
-        return f"agentwatch/{version('agentwatch-sinks')}"
+        return f"agentwatch/{version('agentwatch-alerts')}"
     except PackageNotFoundError:  # running from a source tree without metadata
         return "agentwatch/0+unknown"
 

@@ -2,8 +2,7 @@
 
 ::
 
-    from agentwatch.sinks import WebhooksSettings
-    from agentwatch.alerts import load_endpoints
+    from agentwatch.alerts import WebhooksSettings, load_endpoints
     from agentwatch.alerts.kafka import run_dispatcher
 
     settings = WebhooksSettings.from_env()

@@ -165,7 +165,8 @@ def otlp(
     port: Annotated[int, typer.Option(
         "--port", min=0, max=65535, help="TCP port (4318: OTLP/HTTP's).")] = 4318,
     bootstrap_servers: Annotated[str | None, typer.Option(
-        "--bootstrap-servers", help="Kafka brokers (env AGENTWATCH_BOOTSTRAP_SERVERS).",
+        "--bootstrap-servers", help="Kafka brokers (env AGENTWATCH_BOOTSTRAP_SERVERS, else "
+        "KAFKA_BOOTSTRAP_SERVERS).",
         show_default=False)] = None,
     tenant_header: Annotated[str, typer.Option(
         "--tenant-header", help="Request header naming the tenant of the spans (else the "
@@ -185,17 +186,16 @@ def otlp(
     AGENTWATCH_* environment variables (see "Add it to an agent" in the README).
     """
     import logging  # noqa: PLC0415
-    import os  # noqa: PLC0415
 
     from agentwatch.cli.otlp import OtlpReceiver, run_receiver  # noqa: PLC0415
-    from agentwatch.producer import Agentwatch  # noqa: PLC0415
+    from agentwatch.producer import Agentwatch, ProducerSettings  # noqa: PLC0415
 
     if loglevel.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--loglevel: {loglevel!r} is not one of debug, info, warning, error")
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    if bootstrap_servers is None and not os.environ.get("AGENTWATCH_BOOTSTRAP_SERVERS"):
+    if bootstrap_servers is None and ProducerSettings.resolve().bootstrap_servers is None:
         raise ConfigError("where to send the events: --bootstrap-servers or "
-                          "AGENTWATCH_BOOTSTRAP_SERVERS")
+                          "AGENTWATCH_BOOTSTRAP_SERVERS (or KAFKA_BOOTSTRAP_SERVERS)")
     client = Agentwatch(bootstrap_servers=bootstrap_servers, spool_dir=spool_dir)
     raise typer.Exit(run_receiver(OtlpReceiver(client, tenant_header=tenant_header), host, port))
 
@@ -362,8 +362,7 @@ def webhooks(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from agentwatch.alerts import load_endpoints  # noqa: PLC0415
-    from agentwatch.sinks._settings import WebhooksSettings  # noqa: PLC0415
+    from agentwatch.alerts import WebhooksSettings, load_endpoints  # noqa: PLC0415
 
     settings = WebhooksSettings.from_env(
         endpoints_file=endpoints, bootstrap_servers=bootstrap_servers, group_id=group_id,
@@ -437,14 +436,12 @@ def alerts_ack(
     Writes the ack to the compacted acks topic: every `agentwatch webhooks` dispatcher
     applies it (also after a restart) and `agentwatch sink` stores it in alert_acks.
     """
-    import os  # noqa: PLC0415
-
+    from agentwatch.cli._control import AckSettings  # noqa: PLC0415
     from agentwatch.cli._webhooks import run_ack  # noqa: PLC0415
 
-    servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    acks_topic = topic or os.environ.get("AGENTWATCH_ACKS_TOPIC", "").strip()
-    raise typer.Exit(run_ack(alert_id, by, bootstrap_servers=servers or "localhost:9092",
-                             topic=acks_topic or "agentwatch.acks", out=sys.stdout))
+    settings = AckSettings.from_env(bootstrap_servers=bootstrap_servers, topic=topic)
+    raise typer.Exit(run_ack(alert_id, by, bootstrap_servers=settings.bootstrap_servers,
+                             topic=settings.topic, out=sys.stdout))
 
 
 @app.command()

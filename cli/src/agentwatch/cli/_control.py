@@ -1,4 +1,5 @@
-"""``agentwatch control halt | resume | list``: operators halt and resume agents on Kafka.
+"""``agentwatch control halt | resume | list``: operators halt and resume agents on Kafka
+(and where ``agentwatch alerts ack`` writes, :class:`AckSettings`).
 
 A halt or resume is one record on the compacted control topic (``agentwatch.control``,
 created compacted when missing, as the worker does), keyed by its scope; a resume is
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import getpass
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,7 +21,6 @@ from typing import Any, Final
 from aiokafka.errors import KafkaError
 
 from agentwatch.schemas import (
-    CONTROL_TOPIC,
     ConfigError,
     ControlAction,
     ControlRecord,
@@ -29,8 +29,22 @@ from agentwatch.schemas import (
     encode_control,
 )
 from agentwatch.schemas.kafka_security import KafkaSecurity
+from agentwatch.schemas.settings import (
+    ACKS_TOPIC,
+    CONTROL_TOPIC,
+    DEFAULT_BOOTSTRAP_SERVERS,
+    SettingError,
+    load,
+)
 
-__all__ = ["ControlSettings", "read_halts", "write_control"]
+__all__ = [
+    "ACK_ENV_VARS",
+    "CONTROL_ENV_VARS",
+    "AckSettings",
+    "ControlSettings",
+    "read_halts",
+    "write_control",
+]
 
 _TIMEOUT_S: Final = 15.0
 #: what connecting to an unreachable or wrong broker raises
@@ -39,25 +53,49 @@ _UNREACHABLE: Final = (KafkaError, OSError, TimeoutError)
 
 @dataclass(frozen=True, slots=True)
 class ControlSettings:
-    bootstrap_servers: str = "localhost:9092"
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
     topic: str = CONTROL_TOPIC
     replication_factor: int = 1
+    """Of the control topic when ``agentwatch control`` creates it (as the worker would)."""
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def __post_init__(self) -> None:
+        if self.replication_factor < 1:
+            raise SettingError("replication_factor", f"{self.replication_factor} is not >= 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *,
                  bootstrap_servers: str | None = None) -> ControlSettings:
-        env = os.environ if env is None else env
-        servers = (bootstrap_servers or env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-                   or "localhost:9092")
-        topic = env.get("AGENTWATCH_CONTROL_TOPIC", "").strip() or CONTROL_TOPIC
-        raw_rf = env.get("AGENTWATCH_REPLICATION_FACTOR", "").strip() or "1"
-        try:
-            replication_factor = int(raw_rf)
-        except ValueError:
-            raise ConfigError(
-                f"AGENTWATCH_REPLICATION_FACTOR: {raw_rf!r} is not a valid int") from None
-        return cls(servers, topic, replication_factor, KafkaSecurity.from_env(env))
+        settings = load(cls, CONTROL_ENV_VARS, env, {"bootstrap_servers": bootstrap_servers})
+        return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
+
+
+#: setting -> environment variable (the worker's names: one deployment, one set)
+CONTROL_ENV_VARS: Final[dict[str, str]] = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "topic": "AGENTWATCH_CONTROL_TOPIC",
+    "replication_factor": "AGENTWATCH_REPLICATION_FACTOR",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AckSettings:
+    """Where ``agentwatch alerts ack`` writes an acknowledgement."""
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
+    topic: str = ACKS_TOPIC
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *,
+                 bootstrap_servers: str | None = None, topic: str | None = None) -> AckSettings:
+        return load(cls, ACK_ENV_VARS, env, {"bootstrap_servers": bootstrap_servers,
+                                             "topic": topic})
+
+
+ACK_ENV_VARS: Final[dict[str, str]] = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "topic": "AGENTWATCH_ACKS_TOPIC",
+}
 
 
 def operator_record(action: ControlAction, *, tenant: str, agent: str | None,

@@ -32,6 +32,7 @@ from agentwatch.schemas import (
     ConfigError,
     default_price_table,
 )
+from agentwatch.schemas.settings import EVENTS_TOPIC
 from agentwatch.sinks import DEFAULT_CHDB_PATH, ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 
 __all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "LOOP_SESSION", "demo_chdb_path", "run_demo"]
@@ -117,7 +118,7 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         started = time.monotonic()
         halted = _play(events, client, duration_s, plan, console)
         client.flush(timeout_s=10.0)
-        pipeline.wait_until(log.end_offset("agentwatch.events"), timeout_s=30.0)
+        pipeline.wait_until(log.end_offset(EVENTS_TOPIC), timeout_s=30.0)
         pipeline.stop(timeout_s=60.0 if extra else 10.0)
         produced = client.stats
         client.close()

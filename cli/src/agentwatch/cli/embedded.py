@@ -45,6 +45,7 @@ from agentwatch.processors.core import Engine, EventTimeDriver
 from agentwatch.processors.worker import control_records, halt_rules
 from agentwatch.producer import InProcessLog
 from agentwatch.schemas import CONTROL_TOPIC, Alert, SinkError, decode_control, decode_record
+from agentwatch.schemas.settings import EVENTS_TOPIC
 from agentwatch.sinks import ClickHouseSink
 
 __all__ = ["EmbeddedPipeline", "PipelineStats"]
@@ -73,7 +74,7 @@ class EmbeddedPipeline:
         sink: ClickHouseSink,
         endpoints: Sequence[EndpointConfig] = (),
         *,
-        topic: str = "agentwatch.events",
+        topic: str = EVENTS_TOPIC,
         flush_interval_s: float = 0.5,
         on_alert: Callable[[Alert], None] | None = None,
         control_topic: str = CONTROL_TOPIC,

@@ -98,7 +98,8 @@ class Agentwatch:
 
     ``None`` settings fall back to environment variables (see
     :class:`ProducerSettings`). Exactly one of ``transport`` and
-    ``bootstrap_servers`` (or ``AGENTWATCH_BOOTSTRAP_SERVERS``) says where records
+    ``bootstrap_servers`` (or ``AGENTWATCH_BOOTSTRAP_SERVERS``, else
+    ``KAFKA_BOOTSTRAP_SERVERS``) says where records
     go; ``topic`` is used when the client builds the transport itself.
     """
 
@@ -168,7 +169,7 @@ class Agentwatch:
         else:
             raise ConfigError(
                 "no transport: pass transport=InProcessTransport(...) or bootstrap_servers= "
-                "(or set AGENTWATCH_BOOTSTRAP_SERVERS)"
+                "(or set AGENTWATCH_BOOTSTRAP_SERVERS or KAFKA_BOOTSTRAP_SERVERS)"
             )
         self._settings = settings
         self._transport = transport

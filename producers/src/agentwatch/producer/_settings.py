@@ -1,8 +1,10 @@
 """Producer settings: constructor argument, else environment variable, else default.
 
-Every value is validated once, at construction; a bad one raises
-:class:`~agentwatch.schemas.ConfigError` naming the setting (and the variable it
-came from). This is the only place the producer raises on purpose.
+Every value is validated once, at construction, by the one settings loader
+(:func:`agentwatch.schemas.settings.load`); a bad one raises
+:class:`~agentwatch.schemas.ConfigError` naming the argument or the variable it came
+from (``AGENTWATCH_LINGER_MS: 'abc' is not a valid int``). This is the only place the
+producer raises on purpose.
 
 ========================  ===============================  ======================
 setting                   environment variable             default
@@ -11,6 +13,7 @@ setting                   environment variable             default
 ``agent_id``              ``AGENTWATCH_AGENT_ID``          ``default``
 ``topic``                 ``AGENTWATCH_TOPIC``             ``agentwatch.events``
 ``bootstrap_servers``     ``AGENTWATCH_BOOTSTRAP_SERVERS`` (none)
+                          else ``KAFKA_BOOTSTRAP_SERVERS``
 ``queue_size``            ``AGENTWATCH_QUEUE_SIZE``        10000 events
 ``linger_ms``             ``AGENTWATCH_LINGER_MS``         50
 ``max_batch_events``      ``AGENTWATCH_MAX_BATCH_EVENTS``  500 events per record
@@ -27,6 +30,11 @@ setting                   environment variable             default
 ``control_fail_closed``   ``AGENTWATCH_CONTROL_FAIL_CLOSED`` ``false``: run when unreachable
 ========================  ===============================  ======================
 
+``bootstrap_servers`` falls back to ``KAFKA_BOOTSTRAP_SERVERS``, the variable of the
+services (and of ``KAFKA_SECURITY_PROTOCOL`` and the other security settings every
+client reads), so one environment serves an agent and a service alike; the producer's
+own variable wins when both are set. A client given ``transport=`` ignores both.
+
 Undelivered events are retried for as long as it takes; what bounds them is
 ``queue_size`` (events waiting in the queue, plus as many again in packed records
 waiting for delivery) or, with ``spool_dir``, ``spool_max_bytes`` on disk.
@@ -40,9 +48,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from agentwatch.schemas import ConfigError
+from agentwatch.schemas.settings import CONTROL_TOPIC, EVENTS_TOPIC, SettingError, load
 
-__all__ = ["ENV", "ProducerSettings"]
+__all__ = ["ENV", "ENV_FALLBACKS", "ProducerSettings"]
 
 #: Setting name -> environment variable it falls back to.
 ENV: Final[Mapping[str, str]] = {
@@ -66,26 +74,37 @@ ENV: Final[Mapping[str, str]] = {
     "control_fail_closed": "AGENTWATCH_CONTROL_FAIL_CLOSED",
 }
 
+#: Setting name -> more variables read, in order, when its own is unset.
+ENV_FALLBACKS: Final[Mapping[str, tuple[str, ...]]] = {
+    "bootstrap_servers": ("KAFKA_BOOTSTRAP_SERVERS",),
+}
+
 #: Accepted values of ``compression`` (``auto`` picks the best codec installed).
 COMPRESSIONS: Final = ("auto", "zstd", "lz4", "gzip", "none")
 _ACKS: Final = ("all", "1", "0")
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
-DEFAULT_TOPIC: Final = "agentwatch.events"
-DEFAULT_CONTROL_TOPIC: Final = "agentwatch.control"
+# the producer's defaults, under the names its modules import
+DEFAULT_TOPIC: Final = EVENTS_TOPIC
+DEFAULT_CONTROL_TOPIC: Final = CONTROL_TOPIC
 
-# (default, minimum, maximum) of the integer settings.
-_INT_BOUNDS: Final[Mapping[str, tuple[int, int, int]]] = {
-    "queue_size": (10_000, 1, 10_000_000),
-    "linger_ms": (50, 0, 60_000),
-    "max_batch_events": (500, 1, 100_000),
+# (minimum, maximum) of the integer settings.
+_INT_BOUNDS: Final[Mapping[str, tuple[int, int]]] = {
+    "queue_size": (1, 10_000_000),
+    "linger_ms": (0, 60_000),
+    "max_batch_events": (1, 100_000),
     # at most 8 MiB: with one event of up to ~3.5 MB past it, a record stays under the
     # decoders' 16 MiB limit (agentwatch.schemas.MAX_RECORD_BYTES)
-    "max_batch_bytes": (512 * 1024, 1024, 8 * 1024 * 1024),
-    "retry_backoff_ms": (100, 0, 60_000),
-    "spool_max_bytes": (1 << 30, 1 << 20, 1 << 40),
+    "max_batch_bytes": (1024, 8 * 1024 * 1024),
+    "retry_backoff_ms": (0, 60_000),
+    "spool_max_bytes": (1 << 20, 1 << 40),
 }
+# text settings -> longest value (None: no limit); all must be non-empty when given
+_TEXTS: Final[Mapping[str, int | None]] = {
+    "tenant_id": 128, "agent_id": 256, "topic": None, "bootstrap_servers": None,
+    "default_session_id": 256, "compression": None, "acks": None, "spool_dir": None,
+    "control_topic": None,
+}
+_FLAGS: Final = ("send_raw_tool_args", "enable_idempotence", "control", "control_fail_closed")
 
 _TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -114,6 +133,44 @@ class ProducerSettings:
     control_topic: str = DEFAULT_CONTROL_TOPIC
     control_fail_closed: bool = False
 
+    def __post_init__(self) -> None:
+        for name, limit in _TEXTS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise SettingError(name, f"{value!r} is not a string")
+            if not value.strip():
+                raise SettingError(name, "must not be empty")
+            value = value.strip()
+            if limit is not None and len(value) > limit:
+                raise SettingError(name, f"must be at most {limit} characters, got {len(value)}")
+            object.__setattr__(self, name, value)
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(name, f"{getattr(self, name)!r} is not True or False")
+        for name, (low, high) in _INT_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SettingError(name, f"{value!r} is not a valid int")
+            if not low <= value <= high:
+                raise SettingError(name, f"{value} is not between {low} and {high}")
+        if "/" in self.tenant_id:
+            raise SettingError(
+                "tenant_id", f"{self.tenant_id!r} contains '/' (the record key is "
+                "<tenant_id>/<session_id>)")
+        for name in ("topic", "control_topic"):
+            value = getattr(self, name)
+            if not _TOPIC_RE.match(value) or value in {".", ".."}:
+                raise SettingError(name, f"{value!r} is not 1-249 characters of letters, "
+                                   "digits, '.', '_' or '-'")
+        for name, allowed in (("compression", COMPRESSIONS), ("acks", _ACKS)):
+            value = getattr(self, name).lower()
+            if value not in allowed:
+                raise SettingError(
+                    name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+            object.__setattr__(self, name, value)
+
     @classmethod
     def resolve(
         cls,
@@ -140,128 +197,17 @@ class ProducerSettings:
         environ: Mapping[str, str] | None = None,
     ) -> ProducerSettings:
         """Arguments first, then ``environ`` (``os.environ`` by default), then defaults."""
-        env = os.environ if environ is None else environ
-        if not isinstance(send_raw_tool_args, bool):
-            raise ConfigError(
-                f"send_raw_tool_args must be True or False, got {send_raw_tool_args!r}"
-            )
-        return cls(
-            tenant_id=_tenant(_text("tenant_id", tenant_id, env, "default")),
-            agent_id=_bounded(_text("agent_id", agent_id, env, "default"), "agent_id", 256),
-            topic=_topic(_text("topic", topic, env, DEFAULT_TOPIC)),
-            bootstrap_servers=_optional_text("bootstrap_servers", bootstrap_servers, env),
-            queue_size=_int("queue_size", queue_size, env),
-            linger_ms=_int("linger_ms", linger_ms, env),
-            max_batch_events=_int("max_batch_events", max_batch_events, env),
-            max_batch_bytes=_int("max_batch_bytes", max_batch_bytes, env),
-            retry_backoff_ms=_int("retry_backoff_ms", retry_backoff_ms, env),
-            default_session_id=_session(
-                _optional_text("default_session_id", default_session_id, env)
-            ),
-            send_raw_tool_args=send_raw_tool_args,
-            compression=_choice("compression", compression, env, COMPRESSIONS, "auto"),
-            acks=_choice("acks", None if acks is None else str(acks), env, _ACKS, "all"),
-            enable_idempotence=_flag("enable_idempotence", enable_idempotence, env, True),
-            spool_dir=_optional_text(
-                "spool_dir", None if spool_dir is None else os.fspath(spool_dir), env
-            ),
-            spool_max_bytes=_int("spool_max_bytes", spool_max_bytes, env),
-            control=_flag("control", control, env, False),
-            control_topic=_topic(_text("control_topic", control_topic, env,
-                                       DEFAULT_CONTROL_TOPIC), "control_topic"),
-            control_fail_closed=_flag("control_fail_closed", control_fail_closed, env, False),
-        )
-
-
-def _where(name: str, from_env: bool) -> str:
-    return f"{ENV[name]} (setting {name})" if from_env else name
-
-
-def _text(name: str, value: str | None, env: Mapping[str, str], default: str) -> str:
-    got = _optional_text(name, value, env)
-    return default if got is None else got
-
-
-def _optional_text(name: str, value: str | None, env: Mapping[str, str]) -> str | None:
-    if value is not None:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-        return value.strip()
-    raw = env.get(ENV[name], "").strip()
-    return raw or None
-
-
-def _tenant(value: str) -> str:
-    _bounded(value, "tenant_id", 128)
-    if "/" in value:
-        raise ConfigError(
-            f"tenant_id must not contain '/' (the record key is <tenant_id>/<session_id>), "
-            f"got {value!r}"
-        )
-    return value
-
-
-def _bounded(value: str, name: str, limit: int) -> str:
-    if len(value) > limit:
-        raise ConfigError(f"{name} must be at most {limit} characters, got {len(value)}")
-    return value
-
-
-def _session(value: str | None) -> str | None:
-    return None if value is None else _bounded(value, "default_session_id", 256)
-
-
-def _topic(value: str, name: str = "topic") -> str:
-    if not _TOPIC_RE.match(value) or value in {".", ".."}:
-        raise ConfigError(
-            f"{name} must be 1-249 characters of letters, digits, '.', '_' or '-', got {value!r}"
-        )
-    return value
-
-
-def _int(name: str, value: int | None, env: Mapping[str, str]) -> int:
-    default, low, high = _INT_BOUNDS[name]
-    from_env = False
-    if value is None:
-        raw = env.get(ENV[name], "").strip()
-        if not raw:
-            return default
-        from_env = True
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{_where(name, from_env)} must be an integer, got {raw!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{_where(name, from_env)} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _choice(
-    name: str, value: str | None, env: Mapping[str, str], allowed: tuple[str, ...], default: str
-) -> str:
-    from_env = value is None
-    got = _optional_text(name, value, env)
-    if got is None:
-        return default
-    if got.lower() not in allowed:
-        raise ConfigError(
-            f"{_where(name, from_env)} must be one of {', '.join(allowed)}, got {got!r}"
-        )
-    return got.lower()
-
-
-def _flag(name: str, value: bool | None, env: Mapping[str, str], default: bool) -> bool:
-    if value is not None:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be True or False, got {value!r}")
-        return value
-    raw = env.get(ENV[name], "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{_where(name, True)} must be true or false, got {raw!r}")
+        given = {
+            "tenant_id": tenant_id, "agent_id": agent_id, "topic": topic,
+            "bootstrap_servers": bootstrap_servers, "queue_size": queue_size,
+            "linger_ms": linger_ms, "max_batch_events": max_batch_events,
+            "max_batch_bytes": max_batch_bytes, "retry_backoff_ms": retry_backoff_ms,
+            "default_session_id": default_session_id,
+            "send_raw_tool_args": send_raw_tool_args, "compression": compression,
+            "acks": acks if acks is None or isinstance(acks, str) else str(acks),
+            "enable_idempotence": enable_idempotence, "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes, "control": control,
+            "control_topic": control_topic, "control_fail_closed": control_fail_closed,
+        }
+        return load(cls, ENV, environ, given, fallbacks=ENV_FALLBACKS, given_as=str,
+                    parse_given=False)

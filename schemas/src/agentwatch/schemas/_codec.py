@@ -7,7 +7,7 @@ raises for bad input: what does not validate comes back as a :class:`Rejected`
 with the reason, so callers can dead-letter it and go on.
 
 The hot path has no pydantic: the record is parsed once with orjson, and an item
-that is *plainly* valid (``_fastcheck.plain_event``: what producers send) becomes
+that is *plainly* valid (``fastcheck.plain_event``: what producers send) becomes
 an :class:`Event` directly (~1 µs, against ~4 µs of validation). Any other item is
 validated by pydantic, which gives the exact reason when it is bad; a differential
 test holds the two paths to the same events.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final, Self
+from typing import Self
 
 import orjson
 from pydantic import (
@@ -40,6 +40,7 @@ from pydantic import (
 
 from agentwatch.schemas._alert import Alert, AlertScope, AlertState
 from agentwatch.schemas._time import format_ts, utc_now
+from agentwatch.schemas.settings import CONTROL_TOPIC
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -50,9 +51,9 @@ __all__ = [
     "encode_control",
 ]
 
-#: The compacted topic the control records live on (one partition: every follower reads
-#: all of it, in order).
-CONTROL_TOPIC: Final = "agentwatch.control"
+# CONTROL_TOPIC (agentwatch.schemas.settings, with the other topic names): the compacted
+# topic the control records live on (one partition: every follower reads all of it, in
+# order).
 
 
 class ControlAction(StrEnum):

@@ -21,7 +21,6 @@ aiokafka's clients take (faust's are made from the same values by the worker).
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agentwatch.schemas.errors import ConfigError
+from agentwatch.schemas.settings import load
 
 __all__ = [
     "KAFKA_SECURITY_ENV_VARS",
@@ -53,8 +53,6 @@ KAFKA_SECURITY_ENV_VARS: Final[dict[str, str]] = {
     "ssl_keyfile": "KAFKA_SSL_KEYFILE",
     "ssl_check_hostname": "KAFKA_SSL_CHECK_HOSTNAME",
 }
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +73,9 @@ class KafkaSecurity:
 
     def __post_init__(self) -> None:
         env = KAFKA_SECURITY_ENV_VARS
+        # names are case-insensitive: sasl_ssl, scram-sha-256
+        object.__setattr__(self, "protocol", self.protocol.upper())
+        object.__setattr__(self, "sasl_mechanism", self.sasl_mechanism.upper())
         if self.protocol not in PROTOCOLS:
             raise ConfigError(
                 f"{env['protocol']}: {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
@@ -108,21 +109,9 @@ class KafkaSecurity:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSecurity:
         """The settings from ``KAFKA_*`` variables (unset or empty: the default)."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, var in KAFKA_SECURITY_ENV_VARS.items():
-            raw = env.get(var, "").strip()
-            if not raw:
-                continue
-            if name == "ssl_check_hostname":
-                if raw.lower() not in _TRUE | _FALSE:
-                    raise ConfigError(f"{var}: {raw!r} is not true or false")
-                values[name] = raw.lower() in _TRUE
-            elif name in {"protocol", "sasl_mechanism"}:
-                values[name] = raw.upper()
-            else:
-                values[name] = raw
-        return cls(**values)
+        # errors of __post_init__ name the variables themselves (the settings have no CLI
+        # options); load() names the variable of a value that is not true or false
+        return load(cls, KAFKA_SECURITY_ENV_VARS, env)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for SSL/SASL_SSL (None otherwise); bad files name their variable."""

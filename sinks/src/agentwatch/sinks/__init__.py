@@ -52,7 +52,6 @@ from agentwatch.sinks._settings import (
     DEFAULT_CHDB_PATH,
     SinkSettings,
     StoreSettings,
-    WebhooksSettings,
 )
 from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
 from agentwatch.sinks.backends import (
@@ -97,7 +96,6 @@ __all__ = [
     "SchemaConfig",
     "SinkSettings",
     "StoreSettings",
-    "WebhooksSettings",
     "alerts_to_arrow",
     "applied_versions",
     "attribute_text",

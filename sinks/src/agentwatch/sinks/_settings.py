@@ -1,8 +1,9 @@
 """Where ClickHouse is (``StoreSettings``) and how the Kafka sink runs (``SinkSettings``).
 
-Both come from environment variables, overridable by CLI options (an option that is
-not ``None`` wins). Errors name the variable or option a bad value came from (the
-field, when the dataclass is built directly)::
+All come from environment variables, overridable by CLI options (an option that is
+not ``None`` wins), through the one loader :func:`agentwatch.schemas.settings.load`.
+Errors name the variable or option a bad value came from (the field, when the dataclass
+is built directly)::
 
     CLICKHOUSE_URL       a path or chdb://PATH (embedded, the default), http(s)://host:port
                          or clickhouse(s)://user:password@host:port/database
@@ -13,99 +14,39 @@ field, when the dataclass is built directly)::
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from agentwatch.schemas.errors import ConfigError
 from agentwatch.schemas.kafka_security import KafkaSecurity
+from agentwatch.schemas.settings import (
+    ACKS_TOPIC,
+    ALERTS_DLQ_TOPIC,
+    ALERTS_TOPIC,
+    CONTROL_TOPIC,
+    DEFAULT_BOOTSTRAP_SERVERS,
+    EVENTS_TOPIC,
+    SettingError,
+    load,
+)
 from agentwatch.sinks._ddl import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, SchemaConfig
 from agentwatch.sinks.backends._open import open_backend
 from agentwatch.sinks.backends.base import Backend
-
-if TYPE_CHECKING:
-    from agentwatch.alerts._acks import AckLinks
 
 __all__ = [
     "DEFAULT_CHDB_PATH",
     "SINK_ENV_VARS",
     "STORE_ENV_VARS",
-    "WEBHOOKS_ENV_VARS",
     "SinkSettings",
     "StoreSettings",
-    "WebhooksSettings",
 ]
 
 #: The embedded store when CLICKHOUSE_URL is not set (relative to the working dir).
 DEFAULT_CHDB_PATH: Final = "agentwatch-data/clickhouse"
 
 _CHDB_SCHEME: Final = "chdb://"
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
-
-
-class _SettingError(ConfigError):
-    """A value one setting does not accept: ``from_env`` names where it came from."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name}: {problem}")
-        self.name = name
-        self.problem = problem
-
-
-def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered not in _TRUE | _FALSE:
-        raise ValueError(value)
-    return lowered in _TRUE
-
-
-def _coerce(cls: type[Any], values: Mapping[str, Any], source: Mapping[str, str]) -> Any:
-    """Strings from the environment -> the dataclass field types; errors name the source."""
-    types = {f.name: str(f.type) for f in fields(cls)}
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        kind = types[name]
-        if not isinstance(value, str):
-            out[name] = value
-            continue
-        try:
-            if kind.startswith("int"):
-                out[name] = (
-                    None if kind.endswith("None") and value.lower() == "none" else int(value)
-                )
-            elif kind.startswith("float"):
-                out[name] = float(value)
-            elif kind.startswith("bool"):
-                out[name] = _bool(value)
-            else:
-                out[name] = value
-        except ValueError:
-            raise ConfigError(
-                f"{source[name]}: {value!r} is not a valid {kind.replace(' | None', '')}"
-            ) from None
-    try:
-        return cls(**out)
-    except _SettingError as exc:
-        raise ConfigError(f"{source.get(exc.name, exc.name)}: {exc.problem}") from None
-
-
-def _gather(
-    env_vars: Mapping[str, str], env: Mapping[str, str] | None, overrides: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    source: dict[str, str] = {}
-    for name, var in env_vars.items():
-        raw = env.get(var, "").strip()
-        if raw:
-            values[name], source[name] = raw, var
-    for name, value in overrides.items():
-        if value is not None:
-            values[name], source[name] = value, f"--{name.replace('_', '-')}"
-    return values, source
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,21 +63,19 @@ class StoreSettings:
     def __post_init__(self) -> None:
         ttl = self.ttl_days
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-            raise _SettingError(
+            raise SettingError(
                 "ttl_days", f"{ttl!r} is not a whole number of days >= 1 (or none: keep forever)"
             )
         if self.is_embedded and not self._chdb_location():
             # Path("") is the working directory: never open that by accident.
-            raise _SettingError(
+            raise SettingError(
                 "url", f"{self.url!r} names no chDB directory (give a path or chdb://PATH)"
             )
         self.schema()  # checks database
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> StoreSettings:
-        values, source = _gather(STORE_ENV_VARS, env, overrides)
-        settings: StoreSettings = _coerce(cls, values, source)
-        return settings
+        return load(cls, STORE_ENV_VARS, env, overrides)
 
     @property
     def is_embedded(self) -> bool:
@@ -219,13 +158,13 @@ class SinkSettings:
     ``AGENTWATCH_ACKS_TOPIC`` set to an empty string disables it.
     """
 
-    bootstrap_servers: str = "localhost:9092"
-    events_topic: str = "agentwatch.events"
-    alerts_topic: str = "agentwatch.alerts"
-    alerts_dlq_topic: str = "agentwatch.alerts.dlq"
-    control_topic: str = "agentwatch.control"
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
+    events_topic: str = EVENTS_TOPIC
+    alerts_topic: str = ALERTS_TOPIC
+    alerts_dlq_topic: str = ALERTS_DLQ_TOPIC
+    control_topic: str = CONTROL_TOPIC
     """Halts and resumes (``control_log`` rows); empty: not stored."""
-    acks_topic: str = "agentwatch.acks"
+    acks_topic: str = ACKS_TOPIC
     """Acknowledgements of alerts (``alert_acks`` rows); empty: not stored."""
     group_id: str = "agentwatch-sink"
     batch_max_events: int = 100_000
@@ -240,13 +179,13 @@ class SinkSettings:
 
     def __post_init__(self) -> None:
         if self.batch_max_events < 1:
-            raise _SettingError("batch_max_events", f"{self.batch_max_events} is not >= 1")
+            raise SettingError("batch_max_events", f"{self.batch_max_events} is not >= 1")
         if self.batch_max_ms < 1:
-            raise _SettingError("batch_max_ms", f"{self.batch_max_ms} is not >= 1")
+            raise SettingError("batch_max_ms", f"{self.batch_max_ms} is not >= 1")
         if not self.max_backoff_s > 0:
-            raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
+            raise SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
         if not 0 <= self.metrics_port <= 65535:
-            raise _SettingError("metrics_port", f"{self.metrics_port} is not a port "
+            raise SettingError("metrics_port", f"{self.metrics_port} is not a port "
                                 "(0..65535; 0: off)")
         topics = self.topics
         if not topics:
@@ -264,13 +203,8 @@ class SinkSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> SinkSettings:
-        values, source = _gather(SINK_ENV_VARS, env, overrides)
-        for name in ("alerts_dlq_topic", "control_topic", "acks_topic"):
-            var = SINK_ENV_VARS[name]
-            given = (os.environ if env is None else env).get(var)
-            if name not in values and given is not None and not given.strip():
-                values[name], source[name] = "", var  # disabled
-        settings: SinkSettings = _coerce(cls, values, source)
+        settings = load(cls, SINK_ENV_VARS, env, overrides,
+                        blank_disables=("alerts_dlq_topic", "control_topic", "acks_topic"))
         return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
 
     @property
@@ -293,109 +227,4 @@ SINK_ENV_VARS: Final[dict[str, str]] = {
     "batch_max_ms": "AGENTWATCH_SINK_BATCH_MAX_MS",
     "max_backoff_s": "AGENTWATCH_SINK_MAX_BACKOFF_S",
     "metrics_port": "AGENTWATCH_SINK_METRICS_PORT",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class WebhooksSettings:
-    """The Kafka side of ``agentwatch webhooks`` (the alert dispatcher).
-
-    ``endpoints_file`` is the endpoints file (see :mod:`agentwatch.alerts`).
-    At most ``max_in_flight`` alerts are held undelivered (waiting, being sent or
-    between retries) before the dispatcher stops reading; ``drain_s`` is how long a stop
-    waits for deliveries under way before it commits and leaves them to the next run.
-
-    Acknowledgements are read from (and the link server writes them to) ``acks_topic``,
-    a compacted topic keyed by alert id. ``ack_listen`` (``HOST:PORT``; empty = off, the
-    default) serves the signed acknowledgement links, which are then put in every
-    firing's body; ``ack_base_url`` is the address people reach that server at (default
-    ``http://<ack_listen>``), ``ack_ttl_s`` how long a link stays valid.
-    """
-
-    endpoints_file: str = ""
-    bootstrap_servers: str = "localhost:9092"
-    alerts_topic: str = "agentwatch.alerts"
-    dlq_topic: str = "agentwatch.alerts.dlq"
-    group_id: str = "agentwatch-webhooks"
-    max_in_flight: int = 10_000
-    drain_s: float = 10.0
-    max_backoff_s: float = 30.0
-    """Longest wait between two attempts to reach Kafka."""
-    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    """TLS/SASL of the dispatcher's Kafka clients (:mod:`agentwatch.schemas.kafka_security`)."""
-    metrics_port: int = 0
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port; 0: off."""
-    acks_topic: str = "agentwatch.acks"
-    ack_listen: str = ""
-    ack_base_url: str = ""
-    ack_ttl_s: int = 86_400
-
-    def __post_init__(self) -> None:
-        if not self.acks_topic:
-            raise _SettingError("acks_topic", "must not be empty")
-        if self.acks_topic in {self.alerts_topic, self.dlq_topic}:
-            raise _SettingError("acks_topic", f"{self.acks_topic!r} is already another topic")
-        if self.ack_ttl_s < 1:
-            raise _SettingError("ack_ttl_s", f"{self.ack_ttl_s} is not >= 1")
-        if self.ack_listen:
-            from agentwatch.alerts._acks import parse_listen  # noqa: PLC0415
-
-            try:
-                parse_listen(self.ack_listen)
-            except ValueError as exc:
-                raise _SettingError("ack_listen", str(exc).partition(": ")[2]) from None
-        if self.ack_base_url:
-            if not self.ack_listen:
-                raise _SettingError("ack_base_url", "set, but ack_listen is not (links are off)")
-            if not self.ack_base_url.startswith(("http://", "https://")):
-                raise _SettingError(
-                    "ack_base_url", f"{self.ack_base_url!r} is not an http(s):// URL"
-                )
-        if not self.endpoints_file:
-            raise ConfigError(
-                "no endpoints file: set AGENTWATCH_WEBHOOKS_FILE or pass --endpoints FILE"
-            )
-        if self.max_in_flight < 1:
-            raise _SettingError("max_in_flight", f"{self.max_in_flight} is not >= 1")
-        if not self.drain_s >= 0:
-            raise _SettingError("drain_s", f"{self.drain_s} is not >= 0")
-        if not self.max_backoff_s > 0:
-            raise _SettingError("max_backoff_s", f"{self.max_backoff_s} is not > 0")
-        if not 0 <= self.metrics_port <= 65535:
-            raise _SettingError("metrics_port", f"{self.metrics_port} is not a port "
-                                "(0..65535; 0: off)")
-        if not self.alerts_topic or not self.dlq_topic:
-            raise ConfigError("alerts_topic and dlq_topic must not be empty")
-        if self.alerts_topic == self.dlq_topic:
-            raise ConfigError(f"alerts_topic and dlq_topic are the same ({self.dlq_topic!r})")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WebhooksSettings:
-        values, source = _gather(WEBHOOKS_ENV_VARS, env, overrides)
-        settings: WebhooksSettings = _coerce(cls, values, source)
-        return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
-
-    def ack_links(self) -> AckLinks | None:
-        """The links to put in firings' bodies; None while ``ack_listen`` is off."""
-        if not self.ack_listen:
-            return None
-        from agentwatch.alerts._acks import AckLinks  # noqa: PLC0415
-
-        return AckLinks(self.ack_base_url or f"http://{self.ack_listen}", self.ack_ttl_s)
-
-
-WEBHOOKS_ENV_VARS: Final[dict[str, str]] = {
-    "endpoints_file": "AGENTWATCH_WEBHOOKS_FILE",
-    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "alerts_topic": "AGENTWATCH_ALERTS_TOPIC",
-    "dlq_topic": "AGENTWATCH_ALERTS_DLQ_TOPIC",
-    "group_id": "AGENTWATCH_WEBHOOKS_GROUP",
-    "max_in_flight": "AGENTWATCH_WEBHOOKS_MAX_IN_FLIGHT",
-    "drain_s": "AGENTWATCH_WEBHOOKS_DRAIN_S",
-    "max_backoff_s": "AGENTWATCH_WEBHOOKS_MAX_BACKOFF_S",
-    "metrics_port": "AGENTWATCH_WEBHOOKS_METRICS_PORT",
-    "acks_topic": "AGENTWATCH_ACKS_TOPIC",
-    "ack_listen": "AGENTWATCH_ACK_LISTEN",
-    "ack_base_url": "AGENTWATCH_ACK_BASE_URL",
-    "ack_ttl_s": "AGENTWATCH_ACK_TTL_S",
 }

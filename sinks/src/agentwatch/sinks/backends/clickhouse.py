@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from agentwatch.schemas.errors import BackpressureError, ConfigError, SinkError
+from agentwatch.schemas.settings import TRUE_WORDS
 from agentwatch.sinks._identifiers import check_identifier, qualified
 from agentwatch.sinks.backends._errors import UNREACHABLE_RETRY_AFTER_S, sink_error
 from agentwatch.sinks.backends._params import for_clickhouse_connect
@@ -24,7 +25,6 @@ __all__ = ["INSTALL_HINT", "ClickHouseBackend"]
 
 INSTALL_HINT: Final = "pip install clickhouse-connect"
 _SCHEMES: Final = {"http": False, "https": True, "clickhouse": False, "clickhouses": True}
-_TRUE: Final = {"1", "true", "yes", "on"}
 
 
 def _clickhouse_connect() -> Any:
@@ -69,7 +69,7 @@ class ClickHouseBackend(Backend):
             )
         query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
         if secure is None:
-            secure = _SCHEMES[scheme] or query.get("secure", "").lower() in _TRUE
+            secure = _SCHEMES[scheme] or query.get("secure", "").lower() in TRUE_WORDS
         if user is None and parts.username:
             user = unquote(parts.username)
         if password is None and parts.password:

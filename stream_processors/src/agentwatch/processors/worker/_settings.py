@@ -1,17 +1,28 @@
-"""Worker settings: broker and topics from the environment, overridable by the CLI."""
+"""Worker settings: broker and topics from the environment, overridable by the CLI
+(:func:`agentwatch.schemas.settings.load`).
+
+Checks in ``__post_init__`` name the setting (``store: 'redis' is not one of ...``), a value
+that is not a number names the variable or the setting it came from."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentwatch.schemas import ConfigError
 from agentwatch.schemas.kafka_security import KafkaSecurity
+from agentwatch.schemas.settings import (
+    ALERTS_TOPIC,
+    CONTROL_TOPIC,
+    DEFAULT_BOOTSTRAP_SERVERS,
+    EVENTS_TOPIC,
+    dlq_topic_for,
+    load,
+)
 
 __all__ = ["ENV_VARS", "STAGES", "WorkerSettings"]
 
@@ -25,11 +36,11 @@ def _default_store() -> str:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    bootstrap_servers: str = "localhost:9092"
-    events_topic: str = "agentwatch.events"
-    alerts_topic: str = "agentwatch.alerts"
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
+    events_topic: str = EVENTS_TOPIC
+    alerts_topic: str = ALERTS_TOPIC
     dlq_topic: str = ""  # default: <events_topic>.dlq
-    control_topic: str = "agentwatch.control"
+    control_topic: str = CONTROL_TOPIC
     """Halt and resume records of halt rules (compacted, one partition; created if missing)."""
     group_id: str = "agentwatch-worker"
     """Consumer group and faust app id: workers with the same id share the partitions."""
@@ -71,7 +82,7 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         if not self.dlq_topic:
-            object.__setattr__(self, "dlq_topic", f"{self.events_topic}.dlq")
+            object.__setattr__(self, "dlq_topic", dlq_topic_for(self.events_topic))
         if not self.store:
             object.__setattr__(self, "store", _default_store())
         if self.store not in {"memory", "rocksdb"}:
@@ -112,38 +123,9 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WorkerSettings:
         """Settings from ``AGENTWATCH_*`` / ``KAFKA_BOOTSTRAP_SERVERS``; ``overrides`` that are
-        not None win (the CLI's options)."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        source: dict[str, str] = {}  # where each value came from, for error messages
-        for name, var in ENV_VARS.items():
-            raw = env.get(var, "").strip()
-            if raw:
-                values[name], source[name] = raw, var
-        for name, value in overrides.items():
-            if value is not None:
-                values[name], source[name] = value, name
-        settings = cls._coerce(values, source)
+        not None win (the CLI's options, named by their setting in errors)."""
+        settings = load(cls, ENV_VARS, env, overrides, given_as=str)
         return dataclasses.replace(settings, kafka_security=KafkaSecurity.from_env(env))
-
-    @classmethod
-    def _coerce(cls, values: dict[str, Any], source: dict[str, str]) -> WorkerSettings:
-        types = {f.name: f.type for f in fields(cls)}
-        out: dict[str, Any] = {}
-        for name, value in values.items():
-            kind = types[name]
-            try:
-                if kind == "int":
-                    out[name] = int(value)
-                elif kind == "float":
-                    out[name] = float(value)
-                elif kind in {"Path", "Path | None"}:
-                    out[name] = Path(value)
-                else:
-                    out[name] = str(value)
-            except ValueError:
-                raise ConfigError(f"{source[name]}: {value!r} is not a valid {kind}") from None
-        return cls(**out)
 
 
 #: setting -> environment variable
