@@ -1,4 +1,4 @@
-"""The background thread: drain the queue, complete and validate events, pack, deliver.
+"""The background thread: drain the queue, complete events (``_completion``), pack, deliver.
 
 It wakes when the queue holds ``max_batch_events`` items, on the linger timer, and
 while records await delivery every 20 ms. Each wake it turns queued items into
@@ -25,79 +25,30 @@ bounded and the agent never waits.
 
 from __future__ import annotations
 
-import itertools
-import os
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Final
 
-import orjson
-from pydantic import ValidationError
-
+from agentwatch.producer._completion import EventCompleter, QueueItem, Redactor
 from agentwatch.producer._outbox import MemoryOutbox, Outbox
 from agentwatch.producer._placement import Parts, Placement
 from agentwatch.producer._queue import BoundedQueue, RateLimitedLog, logger
-from agentwatch.producer._scopes import _Context
 from agentwatch.producer._settings import ProducerSettings
 from agentwatch.producer._transport import Record, Transport
 from agentwatch.producer.packing import PackedRecord, Packer
-from agentwatch.schemas import Event, PriceTable, describe_validation_error
-from agentwatch.schemas.fastcheck import plainly_valid
+from agentwatch.schemas import PriceTable
 
-__all__ = ["Counters", "QueueItem", "Redactor", "Sender", "new_event_id"]
-
-#: What ``emit()`` enqueues: (wall-clock ns at emit, the caller's context, the event:
-#: its JSON as the caller gave it (``emit()`` of a dict), a dict (the helpers, or a
-#: dict JSON cannot hold) or an ``Event``).
-QueueItem: TypeAlias = tuple[int, _Context | None, bytes | dict[str, Any] | Event]
-#: The ``redact`` hook: returns the (possibly changed) event dict, or None to drop it.
-Redactor: TypeAlias = Callable[[dict[str, Any]], dict[str, Any] | None]
+__all__ = ["Counters", "QueueItem", "Redactor", "Sender"]
 
 _NS_PER_S: Final = 1_000_000_000
 _NS_PER_MS: Final = 1_000_000
 _MAX_BACKOFF_MS: Final = 5_000
 #: while records await confirmation, the thread looks for delivery reports this often
 _POLL_NS: Final = 20 * _NS_PER_MS
-
-
-_VALIDATOR: Final = Event.__pydantic_validator__
-# which fields the client made itself for the event at hand (the fast check skips them)
-_MADE_NOTHING: Final = frozenset[str]()
-_MADE_ID: Final = frozenset({"event_id"})
-_MADE_TS: Final = frozenset({"ts"})
-_MADE_ID_AND_TS: Final = frozenset({"event_id", "ts"})
-# Event ids: a UUID in the version 4 layout whose first 74 bits are random, drawn once per
-# process from a private generator seeded by the OS (drawn again in a forked child, so an
-# agent that seeds the global `random` or forks cannot make ids repeat), and whose last 48
-# bits count up from a random start: unique like random ids, ~3x cheaper to make.
-_rng = random.Random()  # noqa: S311 -- unique ids, not secrets
-_VERSION_CLEAR: Final = ~((0xF << 28) | (0x3 << 14))
-_VERSION_SET: Final = (0x4 << 28) | (0x2 << 14)
-_id_prefix = ""
-_id_counter = itertools.count()
-
-
-def _new_id_source() -> None:
-    global _id_prefix, _id_counter  # noqa: PLW0603 -- one id source per process
-    _rng.seed()
-    h = f"{(_rng.getrandbits(80) & _VERSION_CLEAR) | _VERSION_SET:020x}"
-    _id_prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:]}-"
-    # from 2**44 + (0 .. 2**46): 12 hex digits for 2**47 ids at least
-    _id_counter = itertools.count((1 << 44) + _rng.getrandbits(46))
-
-
-_new_id_source()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_id_source)
-
-
-def new_event_id() -> str:
-    """A unique UUID string (version 4 layout), ~0.2 µs."""
-    return _id_prefix + hex(next(_id_counter))[2:]
 
 
 @dataclass(slots=True)
@@ -143,13 +94,13 @@ class Sender:
         self._poll: Callable[[], tuple[int, str | None]] | None = getattr(
             transport, "poll_deliveries", None
         )
-        self._prices = prices
-        self._redact = redact
         self._queue = queue
         self._wake = wake
         self._counters = counters
         self._log = log
-        self._default_session_id = default_session_id
+        self._completer = EventCompleter(
+            settings=settings, prices=prices, redact=redact, count=counters.add, log=log,
+            default_session_id=default_session_id)
         self._packer = Packer(settings.max_batch_events, settings.max_batch_bytes)
         #: the transport's partition count, when it has one (Kafka): events are then packed
         #: per partition (partition batches) instead of per session
@@ -157,8 +108,6 @@ class Sender:
             transport, "partitions", None)
         self._placement = Placement(0)
         self._parts = Parts()  # transport records per outbox record in flight
-        self._ts_second = ""  # the seconds digits of the last emit time formatted, and
-        self._ts_prefix = ""  # that second as RFC 3339, up to the "."
         self._linger_ns = settings.linger_ms * _NS_PER_MS
         # delivery bookkeeping: records ever appended to / acknowledged by the outbox, and
         # marks (records appended, queue seq): every item up to seq is in those records
@@ -426,147 +375,16 @@ class Sender:
         )
 
     def _pack(self, items: list[QueueItem]) -> None:
-        """Complete, check and encode each item, and add it to its record. The hot loop:
-        names bound locally, the common case inline (an event as ``emit()`` queues it: its
-        JSON, without id, time, agent or tenant)."""
-        loads, dumps, packer_add = orjson.loads, orjson.dumps, self._packer.add
-        redact, settings = self._redact, self._settings
-        agent_default, tenant_default = settings.agent_id, settings.tenant_id
-        placement = self._placement
-        key_memo = placement.keys
-        second, ts_prefix = self._ts_second, self._ts_prefix
-        for item in items:
-            try:
-                ts_ns, ctx, payload = item
-                event: dict[str, Any] = (
-                    loads(payload) if type(payload) is bytes else self._as_dict(payload))
-                get = event.get
-                made = _MADE_NOTHING
-                if get("event_id") is None:
-                    event["event_id"] = _id_prefix + hex(next(_id_counter))[2:]
-                    made = _MADE_ID
-                if get("ts") is None:  # one strftime per second of emit time
-                    digits = str(ts_ns)  # (ns since the epoch: more than 9 digits)
-                    if digits[:-9] != second:
-                        second = digits[:-9]
-                        ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(second)))
-                    event["ts"] = f"{ts_prefix}{digits[-9:-3]}Z"
-                    made = _MADE_ID_AND_TS if made is _MADE_ID else _MADE_TS
-                if ctx is not None or get("session_id") is None:
-                    self._from_context(event, ctx)
-                if get("agent_id") is None:
-                    event["agent_id"] = agent_default
-                if get("tenant_id") is None:
-                    event["tenant_id"] = tenant_default
-                if "model" in event and get("cost_usd") is None:
-                    self._fill_cost(event)
-                if redact is not None:
-                    redacted = self._apply_redact(event)
-                    if redacted is None:
-                        continue
-                    event = redacted
-                    made = _MADE_NOTHING  # the hook may have changed any field
-                if plainly_valid(event, made):  # the common case: ~1 µs
-                    raw = dumps(event)
-                    tenant_id, session_id = event["tenant_id"], event["session_id"]
-                else:
-                    checked = self._checked(event)
-                    if checked is None:
-                        continue
-                    raw, tenant_id, session_id = checked
-                # what was checked is what is sent (no re-encoding: it is the slow part)
-                key = key_memo.get((tenant_id, session_id))
-                packer_add(key if key is not None else placement.key_of(tenant_id, session_id),
-                           raw)
-            except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
-                self._counters.add("failed")
-                self._log.warn_limited(
-                    "prepare", "agentwatch: could not prepare an event: %r", exc)
-        self._ts_second, self._ts_prefix = second, ts_prefix
+        """Complete and check each item (:class:`EventCompleter`), and add it to the
+        record of its partition (or session)."""
+        placement, add = self._placement, self._packer.add
+        key_memo, key_of = placement.keys, placement.key_of
 
-    @staticmethod
-    def _as_dict(payload: bytes | dict[str, Any] | Event) -> dict[str, Any]:
-        if isinstance(payload, Event):
-            return payload.model_dump(mode="json", exclude_none=True)
-        if isinstance(payload, bytes):
-            return dict(orjson.loads(payload))
-        return payload
+        def place(tenant_id: str, session_id: str, raw: bytes) -> None:
+            key = key_memo.get((tenant_id, session_id))
+            add(key if key is not None else key_of(tenant_id, session_id), raw)
 
-    def _from_context(self, event: dict[str, Any], ctx: _Context | None) -> None:
-        """The session (the context's, else the client's default) and, for an event of the
-        context's own session, its agent, trace and parent span."""
-        session_id = event.get("session_id")
-        if session_id is None:
-            session_id = event["session_id"] = (
-                ctx.session_id if ctx is not None else self._default_session_id
-            )
-        if ctx is None or session_id != ctx.session_id:
-            return
-        if event.get("agent_id") is None and ctx.agent_id is not None:
-            event["agent_id"] = ctx.agent_id
-        if event.get("trace_id") is None and ctx.trace_id is not None:
-            event["trace_id"] = ctx.trace_id
-        if (
-            event.get("parent_span_id") is None
-            and ctx.span_id is not None
-            and event.get("span_id") != ctx.span_id
-        ):
-            event["parent_span_id"] = ctx.span_id
-
-    def _checked(self, event: dict[str, Any]) -> tuple[bytes, str, str] | None:
-        """pydantic decides, and names what is wrong: ``(JSON, tenant_id, session_id)``, or
-        None when the event is invalid (counted and logged)."""
-        try:
-            raw = orjson.dumps({k: v for k, v in event.items() if v is not None})
-            model = _VALIDATOR.validate_json(raw)
-        except ValidationError as exc:
-            self._invalid(describe_validation_error(exc))
-            return None
-        except TypeError as exc:  # orjson: a value that is not JSON
-            self._invalid(str(exc))
-            return None
-        return raw, model.tenant_id, model.session_id
-
-    def _fill_cost(self, event: dict[str, Any]) -> None:
-        model = event.get("model")
-        if not isinstance(model, str):
-            return
-        get = event.get
-        inp, out, cached = get("input_tokens"), get("output_tokens"), get("cached_input_tokens")
-        if ((inp is None or (type(inp) is int and inp >= 0))
-                and (out is None or (type(out) is int and out >= 0))
-                and (cached is None or (type(cached) is int and cached >= 0))):
-            cost = self._prices.cost_usd(model, inp, out, cached)
-            if cost is not None:
-                event["cost_usd"] = cost
-        # (else unpriceable, or invalid: validation says why)
-
-    def _apply_redact(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        assert self._redact is not None  # noqa: S101 -- checked by the caller
-        try:
-            result = self._redact(event)
-        except Exception as exc:  # noqa: BLE001 -- never send what the hook failed to redact
-            self._counters.add("failed")
-            self._log.warn_limited(
-                "redact", "agentwatch: the redact hook raised %r; event not sent", exc
-            )
-            return None
-        if result is None:
-            self._counters.add("redacted")
-            return None
-        if not isinstance(result, dict):
-            self._counters.add("failed")
-            self._log.warn_limited(
-                "redact",
-                "agentwatch: the redact hook returned %s, not a dict or None; event not sent",
-                type(result).__name__,
-            )
-            return None
-        return result
-
-    def _invalid(self, reason: str) -> None:
-        self._counters.add("invalid")
-        self._log.warn_limited("invalid", "agentwatch: invalid event not sent: %s", reason)
+        self._completer.complete(items, place)
 
     def _backoff_s(self, attempt: int) -> float:
         base_ms = min(self._settings.retry_backoff_ms << min(attempt, 16), _MAX_BACKOFF_MS)
