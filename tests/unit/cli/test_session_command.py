@@ -204,3 +204,44 @@ def test_build_tree_survives_parent_cycles_and_unknown_parents() -> None:
     assert [n.row["spanID"] for n in roots[0].children] == ["a"]
     assert roots[0].children[0].children == []
     assert [n.row["spanID"] for n in roots[1].children] == ["e"]
+
+
+def tenant_events(tenant_id: str, agent_id: str) -> list[Event]:
+    """conv-7 of ``tenant_id``: a session id two tenants both use."""
+    client = collector(agent_id=agent_id, tenant_id=tenant_id, linger_ms=5)
+    with client.session("conv-7"), client.tool_call(f"lookup_{tenant_id}", args={"id": 1}):
+        pass
+    events = client.events
+    client.close()
+    return events
+
+
+def test_a_session_id_two_tenants_share_needs_and_takes_tenant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "chdb"
+    acme, globex = tenant_events("acme", "router"), tenant_events("globex", "planner")
+    alert = cost_alert(AlertState.FIRING, 1.0, [globex[0].event_id]).model_copy(
+        update={"alert_id": "7e0c2d4e-0d7c-5a43-9a1e-3c3b1f0f9a77", "tenant_id": "globex",
+                "session_id": "conv-7", "key": "conv-7"})
+    with ChdbBackend(path) as backend:
+        migrate(backend, SchemaConfig(ttl_days=None))
+        sink = ClickHouseSink(backend)
+        sink.add_events(acme + globex)
+        sink.add_alerts([alert])
+        sink.flush()
+    settings = StoreSettings.from_env({}, url=str(path))
+    with pytest.raises(Exception, match=r"conv-7' has events of 2 tenants \(acme, globex\): "
+                                        r"pass --tenant"):
+        load_session(settings, "conv-7")
+    only = load_session(settings, "conv-7", "globex")
+    assert {e["tenant_id"] for e in only.events} == {"globex"}
+    assert sorted(e["event_id"] for e in only.events) == sorted(e.event_id for e in globex)
+    assert [a["alert_id"] for a in only.alerts] == [alert.alert_id]
+    assert load_session(settings, "conv-7", "acme").alerts == []
+    code, out, _ = run(capsys, "session", "conv-7", "--tenant", "acme", "--url", str(path))
+    assert code == 0
+    assert "tenant acme" in out and "lookup_acme" in out and "lookup_globex" not in out
+    code, _, err = run(capsys, "session", "conv-7", "--tenant", "initech", "--url", str(path))
+    assert code == 2
+    assert "no events of session 'conv-7' of tenant 'initech'" in error_line(err)

@@ -313,13 +313,16 @@ def query(
 def session(
     session_id: Annotated[str, typer.Argument(
         metavar="SESSION_ID", help="The session (gen_ai.conversation.id) to show.")],
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", help="The session's tenant (session ids are unique per tenant; needed "
+        "only when two tenants have a session of that id).", show_default=False)] = None,
     url: UrlOption = None,
     database: DatabaseOption = None,
 ) -> None:
     """Print one session's path as a tree: its LLM and tool calls (nested by span ids,
     with durations, costs, tokens and errors) and the alerts it raised.
 
-    agentwatch session supply-loop-0001
+    agentwatch session supply-loop-0001 [--tenant acme]
 
     The same view as the Grafana "agentwatch session trace" dashboard.
     """
@@ -328,7 +331,8 @@ def session(
     from agentwatch.cli._session import run_session  # noqa: PLC0415
     from agentwatch.sinks import StoreSettings  # noqa: PLC0415
 
-    run_session(StoreSettings.from_env(url=url, database=database), session_id, Console())
+    run_session(StoreSettings.from_env(url=url, database=database), session_id, Console(),
+                tenant)
 
 
 # -- webhooks ------------------------------------------------------------------------------

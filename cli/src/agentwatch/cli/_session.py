@@ -26,6 +26,7 @@ from agentwatch.sinks import (
     SESSION_ALERTS_SQL,
     SESSION_SPANS_SQL,
     StoreSettings,
+    quote_identifier,
     session_sql,
 )
 
@@ -84,20 +85,44 @@ def _is_descendant(candidate: SpanNode, of: SpanNode) -> bool:
     return False
 
 
-def load_session(settings: StoreSettings, session_id: str) -> SessionPath:
-    """The session's events and alerts; :class:`ConfigError` when it has no event."""
+def load_session(
+    settings: StoreSettings, session_id: str, tenant_id: str | None = None
+) -> SessionPath:
+    """The session's events and alerts (of ``tenant_id`` only, when given: session ids are
+    unique per tenant); :class:`ConfigError` when it has no event, or when it has events
+    of several tenants and no ``tenant_id`` says which."""
     if not session_id or len(session_id) > _MAX_ID_CHARS:
         raise ConfigError(f"session id: 1 to {_MAX_ID_CHARS} characters, got {len(session_id)}")
+    if tenant_id is not None and not 0 < len(tenant_id) <= _MAX_ID_CHARS:
+        raise ConfigError(f"--tenant: 1 to {_MAX_ID_CHARS} characters, got {len(tenant_id)}")
     params = {"session": session_id}
     database = settings.database
+    spans_sql = session_sql(SESSION_SPANS_SQL, database)
+    alerts_sql = session_sql(SESSION_ALERTS_SQL, database)
+    if tenant_id is not None:  # around the dashboards' SQL, which stays as it is
+        params["tenant"] = tenant_id
+        # the values are query parameters; the database name is a checked identifier
+        spans_sql = f"SELECT * FROM ({spans_sql}) WHERE tenant_id = {{tenant:String}}"  # noqa: S608
+        alerts_sql = (
+            f"SELECT * FROM ({alerts_sql}) WHERE alert_id IN (SELECT alert_id FROM "  # noqa: S608
+            f"{quote_identifier(database)}.alerts WHERE session_id = {{session:String}} "
+            "AND tenant_id = {tenant:String})"
+        )
     with open_store(settings) as backend:
-        spans = backend.query(session_sql(SESSION_SPANS_SQL, database), params)
-        alerts = backend.query(session_sql(SESSION_ALERTS_SQL, database), params)
+        spans = backend.query(spans_sql, params)
+        alerts = backend.query(alerts_sql, params)
     events = _dicts(spans.column_names, spans.rows)
+    of_tenant = f" of tenant {tenant_id!r}" if tenant_id is not None else ""
     if not events:
         raise ConfigError(
-            f"no events of session {session_id!r} in {settings.describe()}, database "
-            f"{database} (`agentwatch query --saved top-sessions` lists sessions)"
+            f"no events of session {session_id!r}{of_tenant} in {settings.describe()}, "
+            f"database {database} (`agentwatch query --saved top-sessions` lists sessions)"
+        )
+    tenants = sorted({str(e["tenant_id"]) for e in events})
+    if len(tenants) > 1:
+        raise ConfigError(
+            f"session {session_id!r} has events of {len(tenants)} tenants "
+            f"({', '.join(tenants)}): pass --tenant to choose one"
         )
     return SessionPath(session_id, build_tree(events), events,
                        _dicts(alerts.column_names, alerts.rows))
@@ -201,7 +226,9 @@ def render_session(path: SessionPath, console: Console) -> None:
     console.print(tree)
 
 
-def run_session(settings: StoreSettings, session_id: str, console: Console) -> SessionPath:
-    path = load_session(settings, session_id)
+def run_session(
+    settings: StoreSettings, session_id: str, console: Console, tenant_id: str | None = None
+) -> SessionPath:
+    path = load_session(settings, session_id, tenant_id)
     render_session(path, console)
     return path

@@ -34,6 +34,7 @@ from agentwatch.sinks._ddl import (
     migrate,
     schema_statements,
 )
+from agentwatch.sinks._identifiers import quote_identifier
 from agentwatch.sinks._rows import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
@@ -104,6 +105,7 @@ __all__ = [
     "events_to_arrow",
     "migrate",
     "open_backend",
+    "quote_identifier",
     "saved_query",
     "schema_statements",
     "session_sql",
