@@ -241,7 +241,9 @@ def test_a_session_id_two_tenants_share_needs_and_takes_tenant(
     assert load_session(settings, "conv-7", "acme").alerts == []
     code, out, _ = run(capsys, "session", "conv-7", "--tenant", "acme", "--url", str(path))
     assert code == 0
-    assert "tenant acme" in out and "lookup_acme" in out and "lookup_globex" not in out
+    assert "tenant acme" in out
+    assert "lookup_acme" in out
+    assert "lookup_globex" not in out
     code, _, err = run(capsys, "session", "conv-7", "--tenant", "initech", "--url", str(path))
     assert code == 2
     assert "no events of session 'conv-7' of tenant 'initech'" in error_line(err)

@@ -35,3 +35,26 @@ def test_a_mapped_span_emitted_as_it_is_arrives_as_a_priced_event(aw: Collector)
     assert got.cost_usd is not None
     assert got.cost_usd > 0
     assert aw.stats.invalid == 0
+
+
+def test_a_handoff_span_is_a_handoff_event_named_after_the_agent_handed_to(
+    aw: Collector,
+) -> None:
+    """The OpenAI Agents SDK's instrumentation marks a handoff with operation ``handoff``
+    and the two agents (opentelemetry-instrumentation-openai-agents, _hooks.py)."""
+    span = GenAISpan(
+        trace_id="0af7651916cd43dd8448eb211c80319c", span_id="c7ad6b7169203332",
+        name="triage → billing.handoff", start_ns=1_796_032_800_000_000_000,
+        end_ns=1_796_032_800_001_000_000,
+        attributes={"gen_ai.operation.name": "handoff", "gen_ai.provider.name": "openai",
+                    "gen_ai.agent.name": "triage", "gen_ai.handoff.from_agent": "triage",
+                    "gen_ai.handoff.to_agent": "billing"},
+    )
+    event = map_span(span)
+    assert not isinstance(event, Skipped)
+    aw.emit(event)
+    [got] = aw.events
+    assert (got.kind, got.name) == ("handoff", "billing")
+    assert got.attributes["gen_ai.handoff.from_agent"] == "triage"
+    assert got.attributes["gen_ai.handoff.to_agent"] == "billing"
+    assert aw.stats.invalid == 0

@@ -14,7 +14,8 @@ event field                       from
 kind                              ``gen_ai.operation.name``: chat, text_completion,
                                   generate_content, embeddings -> llm_call; execute_tool,
                                   retrieval -> tool_call; invoke_agent, invoke_workflow ->
-                                  agent_step; any other value (create_agent, vendor names)
+                                  agent_step; handoff -> handoff; any other value
+                                  (create_agent, vendor names)
                                   -> custom. Without it: tool_call when ``gen_ai.tool.name``
                                   is set, llm_call when a model or token count is, else custom
 event_id                          UUID v5 of trace id + span id (a span exported twice is one
@@ -30,6 +31,7 @@ tenant_id                         the receiver's tenant (a header), else the res
                                   ``agentwatch.tenant.id``, else the producer's default
 name                              tool_call: ``gen_ai.tool.name`` (retrieval:
                                   ``gen_ai.data_source.id``); agent_step: ``gen_ai.agent.name``;
+                                  handoff: ``gen_ai.handoff.to_agent``;
                                   llm_call and custom: ``gen_ai.operation.name``; else the span
                                   name
 model                             ``gen_ai.request.model``, else ``gen_ai.response.model``
@@ -47,7 +49,8 @@ tool_args_hash                    hash of ``gen_ai.tool.call.arguments`` (as par
 attributes                        ``gen_ai.operation.name``, ``otel.span.name``,
                                   ``gen_ai.response.model`` (when it differs from model),
                                   ``gen_ai.tool.call.id``, ``gen_ai.agent.name`` (when the
-                                  agent id is another), ``gen_ai.usage.cache_creation.
+                                  agent id is another), ``gen_ai.handoff.from_agent`` /
+                                  ``to_agent``, ``gen_ai.usage.cache_creation.
                                   input_tokens``, ``otel.status_description`` (errors)
 ================================  ===========================================================
 
@@ -98,6 +101,7 @@ KIND_BY_OPERATION: Final[Mapping[str, str]] = {
     "retrieval": "tool_call",
     "invoke_agent": "agent_step",
     "invoke_workflow": "agent_step",
+    "handoff": "handoff",  # the OpenAI Agents SDK's instrumentation (one agent to another)
 }
 
 #: The span event (and log record) name of GenAI evaluation scores (:func:`map_evaluations`).
@@ -261,6 +265,10 @@ def _evaluation(span: GenAISpan, index: int, time_ns: int, attrs: Mapping[str, A
     return event
 
 
+#: a handoff's agents (the OpenAI Agents SDK's instrumentation), kept as attributes
+_HANDOFF_KEYS: Final = ("gen_ai.handoff.from_agent", "gen_ai.handoff.to_agent")
+
+
 def _extra_attributes(
     span: GenAISpan, operation: str | None, model: str | None, response_model: str | None,
     event: dict[str, Any],
@@ -279,6 +287,10 @@ def _extra_attributes(
     agent_name = _text(attrs.get("gen_ai.agent.name"))
     if agent_name and agent_name != event.get("agent_id"):
         extra["gen_ai.agent.name"] = agent_name
+    for key in _HANDOFF_KEYS:
+        agent = _text(attrs.get(key))
+        if agent:
+            extra[key] = agent
     cache_creation = _count(attrs.get("gen_ai.usage.cache_creation.input_tokens"))
     if cache_creation is not None:
         extra["gen_ai.usage.cache_creation.input_tokens"] = cache_creation
@@ -317,6 +329,8 @@ def _name(kind: str, operation: str | None, span: GenAISpan) -> str | None:
         named = _text(attrs.get("gen_ai.tool.name")) or _text(attrs.get("gen_ai.data_source.id"))
     elif kind == "agent_step":
         named = _text(attrs.get("gen_ai.agent.name"))
+    elif kind == "handoff":
+        named = _text(attrs.get("gen_ai.handoff.to_agent"))
     else:
         named = operation
     return named or span.name or operation
