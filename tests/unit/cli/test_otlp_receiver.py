@@ -380,7 +380,7 @@ def test_a_payload_over_the_size_limit_is_refused_with_413() -> None:
 
 def test_other_paths_and_methods_are_refused(served: Served) -> None:
     with pytest.raises(urllib.error.HTTPError) as missing:
-        urllib.request.urlopen(served.url.replace("/v1/traces", "/v1/logs"), data=b"",
+        urllib.request.urlopen(served.url.replace("/v1/traces", "/v1/metrics"), data=b"",
                                timeout=SAFETY_TIMEOUT_S)
     missing.value.close()
     assert missing.value.code == 404

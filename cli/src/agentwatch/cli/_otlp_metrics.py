@@ -71,7 +71,14 @@ class OtlpMetrics:
                       samples=[(("accepted",), s.events), (("skipped",), s.skipped_not_genai),
                                (("invalid",), s.invalid_spans)])
         yield counter("agentwatch_otlp_evaluations_skipped", "gen_ai.evaluation.result span "
-                      "events counted and not mapped.", s.evaluations_skipped)
+                      "events and log records counted and not mapped.", s.evaluations_skipped)
+        yield counter("agentwatch_otlp_scores", "Score events made of gen_ai.evaluation.result "
+                      "span events and log records.", s.scores)
+        yield counter("agentwatch_otlp_log_records", "Log records received (/v1/logs), by "
+                      "outcome: evaluation (a gen_ai.evaluation.result record) or skipped "
+                      "(any other record).", labels=("outcome",),
+                      samples=[(("evaluation",), s.log_records - s.log_records_skipped),
+                               (("skipped",), s.log_records_skipped)])
         yield counter("agentwatch_otlp_rejected_requests", "Requests refused, by reason "
                       "(bad_protobuf, bad_json, bad_gzip, unsupported_encoding, "
                       "unsupported_media_type, too_large, queue_full, internal).",

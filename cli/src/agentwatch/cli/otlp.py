@@ -17,7 +17,12 @@ exporter retries later instead of the events being dropped). Nothing a client se
 stops the server: every failure is counted in :class:`ReceiverStats`.
 
 ``gen_ai.evaluation.result`` span events (evaluation scores) become ``score`` events
-(``map_evaluations``); ``/v1/logs`` and ``/v1/metrics`` are not served.
+(``map_evaluations``). ``POST /v1/logs`` takes an ``ExportLogsServiceRequest`` the same
+ways: each log record named ``gen_ai.evaluation.result`` (its ``event_name``, or an
+``event.name`` attribute) becomes a ``score`` event (``map_evaluation_record``: the same
+mapping, the record's trace and span ids naming the scored operation); other records are
+counted and skipped (``partial_success.rejected_log_records``). ``/v1/metrics`` is not
+served.
 """
 
 from __future__ import annotations
@@ -29,20 +34,25 @@ import logging
 import signal
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 
@@ -52,6 +62,7 @@ from agentwatch.producer.genai import (
     EVALUATION_EVENT,
     GenAISpan,
     Skipped,
+    map_evaluation_record,
     map_evaluations,
     map_span,
 )
@@ -74,6 +85,7 @@ DEFAULT_PORT: Final = 4318  # the OTLP/HTTP port
 DEFAULT_TENANT_HEADER: Final = "X-Agentwatch-Tenant"
 DEFAULT_MAX_BODY_BYTES: Final = 20 * 1024 * 1024  # the OpenTelemetry Collector's default
 TRACES_PATH: Final = "/v1/traces"
+LOGS_PATH: Final = "/v1/logs"
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 
@@ -83,6 +95,8 @@ _INVALID_ARGUMENT: Final = 3  # google.rpc.Code
 _RESOURCE_EXHAUSTED: Final = 8
 _ID_KEYS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 _RETRY_AFTER_S: Final = 1
+
+_Request = TypeVar("_Request", bound=Message)
 
 
 class OtlpError(Exception):
@@ -100,8 +114,10 @@ class ReceiverStats:
     """Counters of a receiver (read them at any time; the event loop updates them).
 
     ``spans == events + skipped_not_genai + invalid_spans`` for the accepted requests;
-    ``scores``: score events made of ``gen_ai.evaluation.result`` span events,
-    ``evaluations_skipped``: those that made none (no evaluation name, bad ids).
+    ``scores``: score events made of ``gen_ai.evaluation.result`` span events and log
+    records, ``evaluations_skipped``: those that made none (no evaluation name, bad ids);
+    ``log_records``: records of accepted ``/v1/logs`` requests, ``log_records_skipped``:
+    those that are not evaluations.
     ``rejected_requests`` counts refused requests by reason: ``bad_protobuf``,
     ``bad_json``, ``bad_gzip``, ``unsupported_encoding``, ``unsupported_media_type``,
     ``too_large``, ``queue_full`` (answered 503), ``internal``.
@@ -114,6 +130,8 @@ class ReceiverStats:
     invalid_spans: int = 0
     evaluations_skipped: int = 0
     scores: int = 0
+    log_records: int = 0
+    log_records_skipped: int = 0
     rejected_requests: Counter[str] = field(default_factory=Counter)
 
 
@@ -121,7 +139,18 @@ def decode_request(
     body: bytes, content_type: str, content_encoding: str = "", *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> ExportTraceServiceRequest:
-    """The request in ``body``; raises :class:`OtlpError` saying why it cannot be read."""
+    """The traces request in ``body``; raises :class:`OtlpError` saying why it cannot be
+    read."""
+    return decode_message(ExportTraceServiceRequest(), body, content_type, content_encoding,
+                          max_body_bytes=max_body_bytes)
+
+
+def decode_message(
+    request: _Request, body: bytes, content_type: str, content_encoding: str = "", *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> _Request:
+    """``request`` (an empty OTLP export request) filled from ``body``; raises
+    :class:`OtlpError` saying why it cannot be read."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in (PROTOBUF, JSON):
         raise OtlpError(415, "unsupported_media_type",
@@ -132,21 +161,19 @@ def decode_request(
     elif encoding not in ("", "identity"):
         raise OtlpError(400, "unsupported_encoding",
                         f"unsupported Content-Encoding {content_encoding!r}: use gzip or none")
-    request = ExportTraceServiceRequest()
+    what = type(request).__name__
     if media == PROTOBUF:
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
-            raise OtlpError(400, "bad_protobuf",
-                            f"not an ExportTraceServiceRequest: {exc}") from None
+            raise OtlpError(400, "bad_protobuf", f"not an {what}: {exc}") from None
         return request
     try:
         document = _json_object(body)
         _hex_ids_to_base64(document)
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (orjson.JSONDecodeError, json_format.ParseError, TypeError, ValueError) as exc:
-        raise OtlpError(400, "bad_json",
-                        f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        raise OtlpError(400, "bad_json", f"not an OTLP/JSON {what}: {exc}") from None
     return request
 
 
@@ -192,6 +219,10 @@ def _hex_ids_to_base64(document: dict[str, Any]) -> None:
                 _rewrite_ids(span)
                 for link in _dicts(span.get("links")):
                     _rewrite_ids(link)
+    for resource_logs in _dicts(document.get("resourceLogs", document.get("resource_logs"))):
+        for scope_logs in _dicts(resource_logs.get("scopeLogs", resource_logs.get("scope_logs"))):
+            for record in _dicts(scope_logs.get("logRecords", scope_logs.get("log_records"))):
+                _rewrite_ids(record)
 
 
 def _dicts(value: Any) -> Iterator[dict[str, Any]]:
@@ -291,10 +322,27 @@ class OtlpReceiver:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post(TRACES_PATH, self.handle_traces)
+        app.router.add_post(LOGS_PATH, self.handle_logs)
         self.metrics.add_routes(app)  # /metrics, /healthz, /readyz
         return app
 
     async def handle_traces(self, request: web.Request) -> web.Response:
+        return await self._handle(request, lambda body, headers, tenant: self._export(
+            decode_message(ExportTraceServiceRequest(), body, headers.get("Content-Type", ""),
+                           headers.get("Content-Encoding", ""),
+                           max_body_bytes=self.max_body_bytes), tenant))
+
+    async def handle_logs(self, request: web.Request) -> web.Response:
+        return await self._handle(request, lambda body, headers, tenant: self._export_logs(
+            decode_message(ExportLogsServiceRequest(), body, headers.get("Content-Type", ""),
+                           headers.get("Content-Encoding", ""),
+                           max_body_bytes=self.max_body_bytes), tenant))
+
+    async def _handle(
+        self, request: web.Request,
+        export: Callable[[bytes, Mapping[str, str], str | None], Message],
+    ) -> web.Response:
+        """Read the body, hand it to ``export`` (decode and map), answer as OTLP does."""
         self.stats.requests += 1
         json_reply = request.content_type == JSON
         try:
@@ -304,11 +352,8 @@ class OtlpReceiver:
                 raise OtlpError(413, "too_large",
                                 f"the payload is larger than {self.max_body_bytes} bytes"
                                 ) from None
-            export = decode_request(
-                body, request.headers.get("Content-Type", ""),
-                request.headers.get("Content-Encoding", ""),
-                max_body_bytes=self.max_body_bytes)
-            response = self._export(export, request.headers.get(self.tenant_header) or None)
+            response = export(body, request.headers,
+                              request.headers.get(self.tenant_header) or None)
         except OtlpError as exc:
             self.stats.rejected_requests[exc.reason] += 1
             self._log.warn_limited(exc.reason, "agentwatch otlp: %s request refused (%d): %s",
@@ -378,13 +423,70 @@ class OtlpReceiver:
             response.partial_success.error_message = "; ".join(parts)
         return response
 
+    def _export_logs(
+        self, export: ExportLogsServiceRequest, tenant_id: str | None
+    ) -> ExportLogsServiceResponse:
+        scores: list[dict[str, Any]] = []
+        records = skipped = invalid = 0
+        first_invalid = ""
+        for resource_logs in export.resource_logs:
+            resource = _attributes(resource_logs.resource.attributes)
+            for scope_logs in resource_logs.scope_logs:
+                for record in scope_logs.log_records:
+                    records += 1
+                    attributes = _attributes(record.attributes)
+                    if _record_name(record, attributes) != EVALUATION_EVENT:
+                        skipped += 1
+                        continue
+                    score = map_evaluation_record(
+                        trace_id=record.trace_id.hex(), span_id=record.span_id.hex(),
+                        time_ns=record.time_unix_nano or record.observed_time_unix_nano,
+                        attributes=attributes, resource=resource, tenant_id=tenant_id)
+                    if isinstance(score, Skipped):
+                        invalid += 1
+                        first_invalid = first_invalid or score.detail
+                    else:
+                        scores.append(score)
+        room = self._room()
+        if len(scores) > room:
+            raise OtlpError(503, "queue_full", f"the producer's queue has room for {room} "
+                            f"events, not {len(scores)}: retry later")
+        for score in scores:
+            self.client.emit(score)
+        stats = self.stats
+        stats.log_records += records
+        stats.log_records_skipped += skipped
+        stats.evaluations_skipped += invalid
+        stats.scores += len(scores)
+        if invalid:
+            self._log.warn_limited("invalid_evaluation", "agentwatch otlp: %d invalid "
+                                   "evaluation records not sent (first: %s)", invalid,
+                                   first_invalid)
+        response = ExportLogsServiceResponse()
+        if skipped or invalid:
+            parts = []
+            if skipped:
+                parts.append(f"{skipped} log records that are not {EVALUATION_EVENT} skipped")
+            if invalid:
+                parts.append(f"{invalid} invalid evaluation records (first: {first_invalid})")
+            response.partial_success.rejected_log_records = skipped + invalid
+            response.partial_success.error_message = "; ".join(parts)
+        return response
+
     def _room(self) -> int:
         stats = self.client.stats
         return max(0, self.client.settings.queue_size - stats.queue_depth)
 
 
+def _record_name(record: LogRecord, attributes: Mapping[str, Any]) -> str:
+    """A log record's event name: ``event_name`` (OTLP 1.5+), else the ``event.name``
+    attribute older SDKs set."""
+    name = attributes.get("event.name")
+    return record.event_name or (name if isinstance(name, str) else "")
+
+
 def _reply(
-    message: ExportTraceServiceResponse | Status, json_reply: bool, *, status: int = 200,
+    message: Message, json_reply: bool, *, status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     if json_reply:

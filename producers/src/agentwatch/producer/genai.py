@@ -87,6 +87,7 @@ __all__ = [
     "GenAISpan",
     "SkipReason",
     "Skipped",
+    "map_evaluation_record",
     "map_evaluations",
     "map_span",
 ]
@@ -229,26 +230,58 @@ def map_evaluations(span: GenAISpan, *, tenant_id: str | None = None
         return [Skipped("invalid", problem) for _ in span.evaluations]
     out: list[dict[str, Any] | Skipped] = []
     for index, (time_ns, attrs) in enumerate(span.evaluations):
-        out.append(_evaluation(span, index, time_ns or span.end_ns or span.start_ns, attrs,
-                               tenant_id))
+        out.append(_evaluation(span, str(index), time_ns or span.end_ns or span.start_ns,
+                               attrs, tenant_id))
     return out
 
 
-def _evaluation(span: GenAISpan, index: int, time_ns: int, attrs: Mapping[str, Any],
+#: what an evaluation log record's own attributes may say about whose operation it scores
+_IDENTITY_KEYS: Final = ("gen_ai.conversation.id", "gen_ai.agent.id", "gen_ai.agent.name",
+                         "gen_ai.response.id")
+
+
+def map_evaluation_record(
+    *, trace_id: str, span_id: str, time_ns: int, attributes: Mapping[str, Any],
+    resource: Mapping[str, Any], tenant_id: str | None = None,
+) -> dict[str, Any] | Skipped:
+    """The ``score`` event of one ``gen_ai.evaluation.result`` **log record** (OTLP logs):
+    the same mapping as a span event's, the record's trace and span ids naming the scored
+    operation (either may be empty: then the session must come from
+    ``gen_ai.conversation.id``, on the record or its resource). Its id is a UUID v5 of
+    those ids, the evaluation's name and its time: a record exported twice is one event."""
+    scored = GenAISpan(trace_id=trace_id, span_id=span_id, name="", start_ns=0,
+                       end_ns=time_ns, resource=resource,
+                       attributes={k: attributes[k] for k in _IDENTITY_KEYS if k in attributes})
+    problem = _check_ids(scored, optional=True)
+    if problem is not None:
+        return Skipped("invalid", problem)
+    if not trace_id and not (_text(attributes.get("gen_ai.conversation.id"))
+                             or _text(resource.get("gen_ai.conversation.id"))):
+        return Skipped("invalid", "an evaluation record with neither a trace id nor "
+                                  "gen_ai.conversation.id names no session")
+    name = _text(attributes.get("gen_ai.evaluation.name")) or ""
+    return _evaluation(scored, f"log/{name}/{time_ns}", time_ns, attributes, tenant_id)
+
+
+def _evaluation(span: GenAISpan, id_key: str, time_ns: int, attrs: Mapping[str, Any],
                 tenant_id: str | None) -> dict[str, Any] | Skipped:
+    """The score event of one evaluation of ``span``; ``id_key`` tells it from the span's
+    other evaluations in its id."""
     name = _text(attrs.get("gen_ai.evaluation.name"))
     if name is None:
         return Skipped("invalid", "gen_ai.evaluation.result without gen_ai.evaluation.name")
     if not 0 < time_ns < _TS_END_NS:
         return Skipped("invalid", f"evaluation time {time_ns} ns is not between 1970 and 9999")
     event: dict[str, Any] = {
-        "event_id": _event_id(f"{span.trace_id}{span.span_id}/evaluation/{index}"),
+        "event_id": _event_id(f"{span.trace_id}{span.span_id}/evaluation/{id_key}"),
         "ts": _format_ts_ns(time_ns),
         "kind": "score",
-        "trace_id": span.trace_id,
-        "parent_span_id": span.span_id,
         "name": name[:_SHORT_TEXT_MAX],
     }
+    if span.trace_id:
+        event["trace_id"] = span.trace_id
+    if span.span_id:
+        event["parent_span_id"] = span.span_id
     problem = _identity(span, event, tenant_id)
     if problem is not None:
         return Skipped("invalid", problem)
@@ -299,11 +332,15 @@ def _extra_attributes(
     return extra
 
 
-def _check_ids(span: GenAISpan) -> str | None:
-    if not _HEX_TRACE.match(span.trace_id) or span.trace_id == _ZERO_TRACE:
-        return f"invalid trace id {span.trace_id[:40]!r} (16 bytes, not all zero)"
-    if not _HEX_SPAN.match(span.span_id) or span.span_id == _ZERO_SPAN:
-        return f"invalid span id {span.span_id[:40]!r} (8 bytes, not all zero)"
+def _check_ids(span: GenAISpan, *, optional: bool = False) -> str | None:
+    """Why the span's ids are not valid, or None; ``optional``: an empty trace or span id
+    is valid (an evaluation log record need not name a span)."""
+    trace_id, span_id = span.trace_id, span.span_id
+    if (trace_id or not optional) and (not _HEX_TRACE.match(trace_id)
+                                       or trace_id == _ZERO_TRACE):
+        return f"invalid trace id {trace_id[:40]!r} (16 bytes, not all zero)"
+    if ((span_id or not optional) and not _HEX_SPAN.match(span_id)) or span_id == _ZERO_SPAN:
+        return f"invalid span id {span_id[:40]!r} (8 bytes, not all zero)"
     if span.parent_span_id and not _HEX_SPAN.match(span.parent_span_id):
         return f"invalid parent span id {span.parent_span_id[:40]!r}"
     return None
