@@ -26,7 +26,7 @@ from agentwatch.producer._settings import ProducerSettings
 from agentwatch.schemas import Event, PriceTable, describe_validation_error
 from agentwatch.schemas.fastcheck import plainly_valid
 
-__all__ = ["EventCompleter", "Placer", "QueueItem", "Redactor", "new_event_id"]
+__all__ = ["EventCompleter", "Placer", "QueueItem", "Redactor"]
 
 #: What ``emit()`` enqueues: (wall-clock ns at emit, the caller's context, the event:
 #: its JSON as the caller gave it (``emit()`` of a dict), a dict (the helpers, or a
@@ -64,11 +64,6 @@ def _new_id_source() -> None:
 _new_id_source()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id_source)
-
-
-def new_event_id() -> str:
-    """A unique UUID string (version 4 layout), ~0.2 µs."""
-    return _id_prefix + hex(next(_id_counter))[2:]
 
 
 #: Where a completed event goes: ``(tenant_id, session_id, its JSON)``.

@@ -19,7 +19,6 @@ from pydantic import (
 from agentwatch.schemas._time import format_ts
 
 __all__ = [
-    "ATTRIBUTE_VALUE_TYPES",
     "MAX_ATTRIBUTES",
     "MAX_ATTRIBUTE_TEXT",
     "MAX_INT",
@@ -95,7 +94,6 @@ AttributeValue = (
     | Annotated[float, Field(allow_inf_nan=False)]
     | bool
 )
-ATTRIBUTE_VALUE_TYPES: Final = (str, int, float, bool)
 
 
 class Event(BaseModel):
