@@ -9,12 +9,22 @@ time, injected runaway loops). Goal (issue 2): >= 100,000 events/s on one core.
 (``durations=True``), replayed with the default rules and then with the default rules plus
 a tenant budget, an agent p95 latency rule and a score rule (issue 17); prints both rates
 and their ratio (the goal: >= 0.9).
+
+``bench_replay.py N --against REV``: the default rules of this tree against those of git
+revision ``REV`` (e.g. the commit before a change: issue 17 asks for >= 0.9x the rate
+before its rules), on the same events in the same run. ``REV`` is checked out in a
+temporary worktree, its core compiled with mypyc as ``make setup`` does, and each tree
+is measured in child processes, taking turns (this machine is shared and noisy): the best
+rate of each is compared.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -103,10 +113,69 @@ def more_rules(n_events: int) -> None:
           f"ratio {more / default:.2f} (goal >= 0.9)")
 
 
+#: a child's measurement: the default rules over a file of events, whatever tree is first
+#: on PYTHONPATH; prints "<events/s> <compiled>"
+_MEASURE: Final = """
+import gc, sys, time
+from agentwatch.processors.core import COMPILED, Engine, RulesConfig
+from agentwatch.processors.replay import replay_lines
+lines = open(sys.argv[1], "rb").read().splitlines()
+gc.freeze()
+best = 0.0
+for _ in range(2):
+    engine = Engine(RulesConfig.default())
+    t0 = time.perf_counter()
+    stats = replay_lines(lines, engine, lambda _alert: None)
+    best = max(best, stats.events / (time.perf_counter() - t0))
+print(best, COMPILED)
+"""
+_MEMBERS: Final = ("schemas", "producers", "stream_processors", "sinks", "alerts", "cli")
+
+
+def _measure(events_file: Path, tree: Path | None) -> tuple[float, bool]:
+    env = dict(os.environ)
+    if tree is not None:  # the other tree's packages first on the path
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(tree / m / "src") for m in _MEMBERS if (tree / m / "src").is_dir())
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(events_file)], env=env,  # noqa: S603
+                          capture_output=True, text=True, check=True)
+    rate, compiled = done.stdout.split()
+    return float(rate), compiled == "True"
+
+
+def against(n_events: int, rev: str, rounds: int = 3) -> None:
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="agentwatch-bench-replay-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev],  # noqa: S603, S607
+                       cwd=root, check=True, capture_output=True)
+        try:
+            subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
+                           check=False, capture_output=True)
+            events_file = Path(tmp) / "events.jsonl"
+            events_file.write_bytes(b"\n".join(synthetic_events(n_events)))
+            ours = theirs = 0.0
+            compiled: dict[str, bool] = {}
+            for _ in range(rounds):
+                rate, compiled["this tree"] = _measure(events_file, None)
+                ours = max(ours, rate)
+                rate, compiled[rev] = _measure(events_file, tree)
+                theirs = max(theirs, rate)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)],  # noqa: S603, S607
+                           cwd=root, check=False, capture_output=True)
+    print(f"replay --against {rev}: {n_events} events, default rules, best of {rounds} "
+          f"turns; compiled cores: {compiled}", file=sys.stderr)
+    summary(f"replay_vs_{rev}", "events_per_s", ours, theirs, higher_is_better=True)
+
+
 def main() -> None:
     n_events = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
     if "--more-rules" in sys.argv[2:]:
         more_rules(n_events)
+        return
+    if "--against" in sys.argv[2:]:
+        against(n_events, sys.argv[sys.argv.index("--against") + 1])
         return
     lines = list(synthetic_events(n_events))
     gc.freeze()  # the event list is long-lived: keep the collector off it, for both runs
