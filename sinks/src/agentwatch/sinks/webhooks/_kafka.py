@@ -22,6 +22,10 @@ reads an alert, the dispatcher reads the compacted acks topic from its beginning
 alert acknowledged before a restart is not escalated after it. With ``ack_listen`` set,
 it serves the signed acknowledgement links; an ack made there is written to the acks
 topic (every dispatcher of the group, and the sink, read it) before it is confirmed.
+The open alerts (escalation timers running, or a PagerDuty incident to acknowledge) are
+journaled to the compacted topic ``<acks_topic>.escalations``, written before each
+commit; a restarted dispatcher reads it back after the acks, so a pending escalation
+survives a crash (:mod:`~agentwatch.sinks.webhooks._escalation`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,10 +53,15 @@ from agentwatch.sinks.kafka._group import (
     start_with_retry,
 )
 from agentwatch.sinks.webhooks._acks import Ack, AckServer, parse_listen
-from agentwatch.sinks.webhooks._acks_kafka import AckFollower, ensure_acks_topic, publish_ack
+from agentwatch.sinks.webhooks._acks_kafka import (
+    AckFollower,
+    ensure_acks_topic,
+    publish_ack,
+    read_compacted,
+)
 from agentwatch.sinks.webhooks._dispatcher import Dispatcher, EndpointStats
 from agentwatch.sinks.webhooks._endpoints import EndpointConfig
-from agentwatch.sinks.webhooks._escalation import Escalator
+from agentwatch.sinks.webhooks._escalation import EscalationState, Escalator, escalations_topic
 from agentwatch.sinks.webhooks._failures import DeliveryFailure
 from agentwatch.sinks.webhooks._metrics import DispatcherMetrics
 from agentwatch.sinks.webhooks._progress import PartitionProgress, endpoint_tag, parse_progress
@@ -130,7 +140,10 @@ class KafkaDispatcher:
             on_done=self._on_done,
             ack_links=settings.ack_links(),
         )
-        self.escalator = Escalator(self.dispatcher)
+        self._escalations_topic = escalations_topic(settings.acks_topic)
+        self._journal_lock = threading.Lock()
+        self._journal_pending: list[tuple[str, bytes | None]] = []
+        self.escalator = Escalator(self.dispatcher, journal=self._journal)
         self.ack_server: AckServer | None = None
 
     def stop(self) -> None:
@@ -191,6 +204,7 @@ class KafkaDispatcher:
         acks_task: asyncio.Task[None] | None = None
         try:
             acks_task = await self._follow_acks()
+            await self._restore_escalations()
             self._start_ack_server()
             consumer = await self._start(self._make_consumer)
             if consumer is None:
@@ -244,6 +258,57 @@ class KafkaDispatcher:
             )
         log.info("webhooks: %d acknowledgement(s) read from %s", follower.read, s.acks_topic)
         return task
+
+    async def _restore_escalations(self) -> None:
+        """Take the open alerts back from the escalations topic (after the acks)."""
+        s, topic = self._settings, self._escalations_topic
+        try:
+            await ensure_acks_topic(s.bootstrap_servers, topic)
+        except TransportError as exc:
+            log.warning("webhooks: cannot create %s (%s)", topic, exc)
+        records, complete = await read_compacted(
+            s.bootstrap_servers, topic, timeout_s=_ACKS_CATCH_UP_S
+        )
+        if not complete:
+            log.warning("webhooks: %s not read to its end; pending escalations may be lost",
+                        topic)
+        states = []
+        for key, value in records.items():
+            try:
+                states.append(EscalationState.decode(value))
+            except ValueError as exc:
+                log.warning("webhooks: %s: record %r unreadable, skipped: %s", topic, key, exc)
+        restored = self.escalator.restore(states)
+        log.info("webhooks: %d open alert(s) restored from %s", restored, topic)
+
+    def _journal(self, alert_id: str, record: bytes | None) -> None:
+        """From any thread: an open alert's change, written before the next commit."""
+        with self._journal_lock:
+            self._journal_pending.append((alert_id, record))
+
+    async def _write_journal(self) -> bool:
+        """Write the journal's pending records in order; False (they stay pending) when
+        Kafka does not take them."""
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        producer = self._producer
+        with self._journal_lock:
+            pending, self._journal_pending = self._journal_pending, []
+        if not pending or producer is None:
+            return True
+        try:
+            sent = [
+                await producer.send(self._escalations_topic, record, key=alert_id.encode())
+                for alert_id, record in pending
+            ]
+            await asyncio.gather(*sent)
+        except KafkaError as exc:
+            with self._journal_lock:
+                self._journal_pending[:0] = pending
+            log.warning("webhooks: cannot write %s (%s); will retry",
+                        self._escalations_topic, exc)
+            return False
+        return True
 
     def _start_ack_server(self) -> None:
         links = self.dispatcher.ack_links
@@ -393,6 +458,8 @@ class KafkaDispatcher:
         from aiokafka.errors import KafkaError  # noqa: PLC0415
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
+        if not await self._write_journal():
+            return  # not past alerts whose escalation state is not durable yet
         consumer = self._consumer
         wanted = set(self._dirty if partitions is None else partitions)
         offsets = {
