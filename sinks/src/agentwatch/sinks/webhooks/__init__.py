@@ -60,7 +60,7 @@ from agentwatch.sinks.webhooks._endpoints import (
     endpoints_from_mapping,
     load_endpoints,
 )
-from agentwatch.sinks.webhooks._escalation import EscalationStats, Escalator
+from agentwatch.sinks.webhooks._escalation import EscalationState, EscalationStats, Escalator
 from agentwatch.sinks.webhooks._failures import FAILED_PREFIX, DeliveryFailure
 from agentwatch.sinks.webhooks._formats import (
     ACK_URL_KEY,
@@ -68,6 +68,7 @@ from agentwatch.sinks.webhooks._formats import (
     PAGERDUTY_SEVERITY,
     check_link_template,
     json_body,
+    pagerduty_acknowledge_body,
     pagerduty_body,
     render_link,
     slack_body,
@@ -112,6 +113,7 @@ __all__ = [
     "EndpointFilters",
     "EndpointStats",
     "EndpointsFile",
+    "EscalationState",
     "EscalationStats",
     "Escalator",
     "ReceivedDelivery",
@@ -127,6 +129,7 @@ __all__ = [
     "endpoints_from_mapping",
     "json_body",
     "load_endpoints",
+    "pagerduty_acknowledge_body",
     "pagerduty_body",
     "post_once",
     "refusal_kind",

@@ -100,7 +100,7 @@ class EscalationState:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")  # noqa: TRY004 - callers catch ValueError
         try:
-            alert = Alert.model_validate(data.get("alert"))
+            alert = Alert.model_validate_json(orjson.dumps(data.get("alert")))
         except ValidationError as exc:
             raise ValueError(f"alert: {exc.errors(include_url=False)[:1]}") from None
         received = data.get("received")
