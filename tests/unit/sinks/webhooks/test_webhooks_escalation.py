@@ -282,8 +282,42 @@ def test_restored_alert_read_again_from_the_alerts_topic_is_not_doubled(
         assert len(second.received) == 1
 
 
+def test_held_timers_wait_for_the_release_and_a_resolution_read_meanwhile_wins(
+    make_alert: AlertFactory,
+) -> None:
+    """After a restart the timers are held until the alerts written meanwhile are read:
+    a resolution among them closes an alert whose deadline passed while down."""
+    resolved, open_ = critical(make_alert), critical(make_alert)
+    with chain(2, {"wall_clock": lambda: WALL_NOW}) as (escalator, (first, second)):
+        escalator.hold()
+        escalator.restore([EscalationState(a, {"e0": WALL_NOW - 60}) for a in (resolved, open_)])
+        assert escalator.pending_timers == 2
+        escalator.submit(resolution(resolved))  # read from the alerts topic after the restart
+        escalator.release()
+        assert second.wait_for(1, WAIT_S)
+        settle(escalator)
+        assert [d.alert().alert_id for d in second.received] == [open_.alert_id]
+        assert [d.alert().state for d in first.received] == ["resolved"]
+
+
+def test_forgotten_partition_is_not_escalated_here(make_alert: AlertFactory) -> None:
+    """A revoked partition's open alerts go to its next owner (from the journal)."""
+    kept, moved = critical(make_alert), critical(make_alert)
+    journal = Journal()
+    with chain(2, {"journal": journal}) as (escalator, (_first, second)):
+        escalator.submit(kept, partition=0)
+        escalator.submit(moved, partition=1)
+        assert escalator.forget({1}) == 1
+        assert second.wait_for(1, WAIT_S)
+        settle(escalator)
+        assert [d.alert().alert_id for d in second.received] == [kept.alert_id]
+    moved_state = journal.latest(moved.alert_id)
+    assert moved_state is not None  # left in the journal for the next owner
+    assert moved_state.partition == 1
+
+
 def test_escalation_state_round_trips(make_alert: AlertFactory) -> None:
-    state = EscalationState(critical(make_alert), {"e0": 1.5, "e1": 2.0}, frozenset({"e1"}))
+    state = EscalationState(critical(make_alert), {"e0": 1.5, "e1": 2.0}, frozenset({"e1"}), 3)
     assert EscalationState.decode(state.encode()) == state
 
 

@@ -80,6 +80,8 @@ class EscalationState:
     alert: Alert
     received: Mapping[str, float]
     escalated: frozenset[str] = frozenset()
+    partition: int | None = None
+    """The alerts-topic partition it was read from: its owner restores it."""
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -87,6 +89,7 @@ class EscalationState:
                 "alert": orjson.Fragment(encode_alert(self.alert)),
                 "received": dict(self.received),
                 "escalated": sorted(self.escalated),
+                "partition": self.partition,
             }
         )
 
@@ -111,7 +114,15 @@ class EscalationState:
         escalated = data.get("escalated", [])
         if not isinstance(escalated, list) or not all(isinstance(n, str) for n in escalated):
             raise ValueError("escalated: not a list of endpoint names")
-        return cls(alert, {str(k): float(v) for k, v in received.items()}, frozenset(escalated))
+        partition = data.get("partition")
+        if partition is not None and (not isinstance(partition, int) or partition < 0):
+            raise ValueError("partition: not a partition number")
+        return cls(
+            alert,
+            {str(k): float(v) for k, v in received.items()},
+            frozenset(escalated),
+            partition,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +158,14 @@ class _Open:
     """Endpoints that got it by escalation only."""
     durable: dict[str, float] = field(default_factory=dict)
     """What the journal has of ``received``: an escalation counts once delivered."""
+    partition: int | None = None
 
     def record(self) -> bytes:
         return EscalationState(
-            self.alert, dict(self.durable), frozenset(self.escalated & self.durable.keys())
+            self.alert,
+            dict(self.durable),
+            frozenset(self.escalated & self.durable.keys()),
+            self.partition,
         ).encode()
 
 
@@ -183,6 +198,7 @@ class Escalator:
         """(due, seq, alert id, from endpoint, to endpoint)"""
         self._seq = itertools.count()
         self._closed = False
+        self._held = False
         self._running = 0
         self.stats = EscalationStats()
         self._thread = threading.Thread(target=self._run, name="agentwatch-escalation", daemon=True)
@@ -194,12 +210,20 @@ class Escalator:
         return self._dispatcher
 
     # -- the runtimes' side -----------------------------------------------------------
-    def submit(self, alert: Alert, ref: object = None, *, skip: Collection[str] = ()) -> int:
-        """:meth:`Dispatcher.submit`, then start or stop this alert's escalation."""
+    def submit(
+        self,
+        alert: Alert,
+        ref: object = None,
+        *,
+        skip: Collection[str] = (),
+        partition: int | None = None,
+    ) -> int:
+        """:meth:`Dispatcher.submit`, then start or stop this alert's escalation
+        (``partition``: where the alert was read, kept in the journal)."""
         count = self._dispatcher.submit(alert, ref, skip=skip)
         direct = {name for name, e in self._configs.items() if e.matches(alert)}
         if alert.state is AlertState.FIRING:
-            self._fired(alert, direct, sent=direct - set(skip))
+            self._fired(alert, direct, sent=direct - set(skip), partition=partition)
         else:
             self._resolved(alert, direct)
         return count
@@ -240,6 +264,7 @@ class Escalator:
                     received=dict(received),
                     escalated=set(saved.escalated) & received.keys(),
                     durable=dict(received),
+                    partition=saved.partition,
                 )
                 self._open[alert_id] = state
                 restored += 1
@@ -257,6 +282,27 @@ class Escalator:
     def acked(self, alert_id: str) -> Ack | None:
         with self._cond:
             return self._acks.get(alert_id)
+
+    def hold(self) -> None:
+        """Let no timer run until :meth:`release` (while the alerts written during a
+        restart are read: one may resolve an alert whose deadline has passed)."""
+        with self._cond:
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def forget(self, partitions: Collection[int]) -> int:
+        """Drop the open alerts read from ``partitions`` (revoked: their next owner
+        restores them from the journal); returns how many."""
+        with self._cond:
+            gone = [a for a, state in self._open.items() if state.partition in partitions]
+            for alert_id in gone:
+                del self._open[alert_id]
+            self._cond.notify_all()
+        return len(gone)
 
     @property
     def open_alerts(self) -> int:
@@ -282,7 +328,9 @@ class Escalator:
             self._cond.notify_all()
 
     # -- state ------------------------------------------------------------------------
-    def _fired(self, alert: Alert, direct: set[str], sent: set[str]) -> None:
+    def _fired(
+        self, alert: Alert, direct: set[str], sent: set[str], partition: int | None
+    ) -> None:
         starting = [n for n in direct if self._configs[n].escalate_to is not None]
         with self._cond:
             if alert.alert_id in self._acks:  # acknowledged already: PagerDuty is told
@@ -295,7 +343,7 @@ class Escalator:
                     wall_now = self._wall_clock()
                     received = dict.fromkeys(direct, wall_now)
                     self._open[alert.alert_id] = _Open(
-                        alert, received=received, durable=dict(received)
+                        alert, received=received, durable=dict(received), partition=partition
                     )
                     self._save(alert.alert_id, self._open[alert.alert_id].record())
                     self._trim()
@@ -398,7 +446,7 @@ class Escalator:
 
     def _next_due(self) -> tuple[str, str, str] | None:  # call with _cond held
         while not self._closed:
-            if not self._heap:
+            if not self._heap or self._held:
                 self._cond.wait()
                 continue
             wait_s = self._heap[0][0] - self._clock()

@@ -24,8 +24,12 @@ it serves the signed acknowledgement links; an ack made there is written to the 
 topic (every dispatcher of the group, and the sink, read it) before it is confirmed.
 The open alerts (escalation timers running, or a PagerDuty incident to acknowledge) are
 journaled to the compacted topic ``<acks_topic>.escalations``, written before each
-commit; a restarted dispatcher reads it back after the acks, so a pending escalation
-survives a crash (:mod:`~agentwatch.sinks.webhooks._escalation`).
+commit. When partitions are assigned, the dispatcher reads that topic back (after the
+acks) and restores the open alerts read from those partitions, so a pending escalation
+survives a crash or moves with its partition; no timer runs until the alerts written
+meanwhile are read (one may resolve an alert whose deadline passed). A revoked
+partition's open alerts are dropped here: its next owner restores them
+(:mod:`~agentwatch.sinks.webhooks._escalation`).
 """
 
 from __future__ import annotations
@@ -89,6 +93,9 @@ _DLQ_RETRY_MAX_S: Final = 10.0
 _REVOKE_WAIT_S: Final = 5.0
 _ACKS_CATCH_UP_S: Final = 30.0
 _ACK_WRITE_TIMEOUT_S: Final = 15.0
+_JOURNAL_READ_S: Final = 20.0
+_CATCH_UP_S: Final = 60.0
+"""Escalation timers wait at most this long after an assignment for the backlog."""
 
 
 @dataclass(slots=True)
@@ -143,6 +150,9 @@ class KafkaDispatcher:
         self._escalations_topic = escalations_topic(settings.acks_topic)
         self._journal_lock = threading.Lock()
         self._journal_pending: list[tuple[str, bytes | None]] = []
+        self._catching_up: dict[TopicPartition, int] = {}
+        """Partition -> its end offset at assignment, until read that far."""
+        self._catch_up_deadline = 0.0
         self.escalator = Escalator(self.dispatcher, journal=self._journal)
         self.ack_server: AckServer | None = None
 
@@ -195,6 +205,7 @@ class KafkaDispatcher:
         )
 
     async def run(self) -> DispatcherStats:
+        s = self._settings
         self._loop = asyncio.get_running_loop()
         producer = await self._start(self._make_producer)
         if producer is None:
@@ -204,7 +215,10 @@ class KafkaDispatcher:
         acks_task: asyncio.Task[None] | None = None
         try:
             acks_task = await self._follow_acks()
-            await self._restore_escalations()
+            try:
+                await ensure_acks_topic(s.bootstrap_servers, self._escalations_topic)
+            except TransportError as exc:  # read again at each assignment
+                log.warning("webhooks: cannot create %s (%s)", self._escalations_topic, exc)
             self._start_ack_server()
             consumer = await self._start(self._make_consumer)
             if consumer is None:
@@ -259,27 +273,54 @@ class KafkaDispatcher:
         log.info("webhooks: %d acknowledgement(s) read from %s", follower.read, s.acks_topic)
         return task
 
-    async def _restore_escalations(self) -> None:
-        """Take the open alerts back from the escalations topic (after the acks)."""
+    async def _restore_escalations(self, partitions: set[int]) -> None:
+        """Take back the open alerts read from ``partitions`` (just assigned) from the
+        escalations topic; timers wait until the alerts topic is read up to its end."""
         s, topic = self._settings, self._escalations_topic
-        try:
-            await ensure_acks_topic(s.bootstrap_servers, topic)
-        except TransportError as exc:
-            log.warning("webhooks: cannot create %s (%s)", topic, exc)
         records, complete = await read_compacted(
-            s.bootstrap_servers, topic, timeout_s=_ACKS_CATCH_UP_S
+            s.bootstrap_servers, topic, timeout_s=_JOURNAL_READ_S
         )
         if not complete:
-            log.warning("webhooks: %s not read to its end; pending escalations may be lost",
-                        topic)
+            log.warning(
+                "webhooks: %s not read to its end; pending escalations may be lost", topic
+            )
         states = []
         for key, value in records.items():
             try:
-                states.append(EscalationState.decode(value))
+                state = EscalationState.decode(value)
             except ValueError as exc:
                 log.warning("webhooks: %s: record %r unreadable, skipped: %s", topic, key, exc)
+                continue
+            if state.partition in partitions:
+                states.append(state)
         restored = self.escalator.restore(states)
         log.info("webhooks: %d open alert(s) restored from %s", restored, topic)
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        for tp, end in list(self._catching_up.items()):
+            progress = self._progress.get(tp)
+            # a transactional tail ends with a marker no record shows: the position does
+            if (
+                progress is None
+                or progress.next_offset >= end
+                or await consumer.position(tp) >= end
+            ):
+                self._caught_up(tp)
+        if self._catching_up and time.monotonic() > self._catch_up_deadline:
+            log.warning(
+                "webhooks: %s not read up to its end within %.0f s; escalation timers run",
+                self._settings.alerts_topic,
+                _CATCH_UP_S,
+            )
+            self._catching_up.clear()
+            self.escalator.release()
+
+    def _caught_up(self, tp: TopicPartition) -> None:
+        """``tp`` is read up to its end of the assignment: timers run once all are."""
+        if self._catching_up.pop(tp, None) is not None and not self._catching_up:
+            log.info("webhooks: caught up with %s; escalation timers run",
+                     self._settings.alerts_topic)
+            self.escalator.release()
 
     def _journal(self, alert_id: str, record: bytes | None) -> None:
         """From any thread: an open alert's change, written before the next commit."""
@@ -339,6 +380,7 @@ class KafkaDispatcher:
             async with self._lock:
                 for tp, records in data.items():
                     self._take(tp, records)
+                await self._check_caught_up(consumer)
             now = time.monotonic()
             if now >= next_commit:
                 next_commit = now + COMMIT_EVERY_S
@@ -389,7 +431,7 @@ class KafkaDispatcher:
                 continue
             self.stats.alerts += 1
             skip = {self._tags[t] for t in carried if t in self._tags}
-            self.escalator.submit(alert, ref, skip=skip)
+            self.escalator.submit(alert, ref, skip=skip, partition=tp.partition)
 
     # -- callbacks from the lanes' threads ------------------------------------------------
     def _call(self, fn: Any, *args: Any) -> None:
@@ -512,6 +554,8 @@ class KafkaDispatcher:
             for tp in revoked:
                 self._progress.pop(tp, None)
                 self._generation[tp] = self._generation.get(tp, 0) + 1
+                self._caught_up(tp)
+            self.escalator.forget({tp.partition for tp in revoked})
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
@@ -521,12 +565,22 @@ class KafkaDispatcher:
             committed = await self._committed.read(assigned)
             fresh = [tp for tp in assigned if committed.get(tp, (None, ""))[0] is None]
             beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
+            self.escalator.hold()
+            self._catch_up_deadline = time.monotonic() + _CATCH_UP_S
+            await self._restore_escalations({tp.partition for tp in assigned})
+            ends = await consumer.end_offsets(assigned)
             for tp in assigned:
                 offset, metadata = committed.get(tp, (None, ""))
                 start = offset if offset is not None else beginnings[tp]
                 self._generation[tp] = self._generation.get(tp, 0) + 1
                 self._progress[tp] = PartitionProgress(start, parse_progress(metadata, start))
                 consumer.seek(tp, start)
+                self._catching_up[tp] = ends[tp]
+            for tp in assigned:
+                if ends[tp] <= self._progress[tp].next_offset:
+                    self._caught_up(tp)
+            if not self._catching_up:
+                self.escalator.release()
             if self._paused:
                 consumer.pause(*assigned)
         log.info(
