@@ -261,12 +261,15 @@ def test_restore_skips_the_levels_already_escalated(make_alert: AlertFactory) ->
 def test_restore_leaves_an_acknowledged_alert_closed(make_alert: AlertFactory) -> None:
     """Acks are read (from the acks topic) before the journal."""
     alert = critical(make_alert)
-    with chain(2, {"wall_clock": lambda: WALL_NOW}) as (escalator, (_first, second)):
+    journal = Journal()
+    options = {"wall_clock": lambda: WALL_NOW, "journal": journal}
+    with chain(2, options) as (escalator, (_first, second)):
         escalator.ack(Ack.now(alert.alert_id, "maria", via="cli"))
         assert escalator.restore([EscalationState(alert, {"e0": WALL_NOW - 60})]) == 0
         settle(escalator)
         assert second.received == []
         assert escalator.open_alerts == 0
+    assert journal.records == [(alert.alert_id, None)]  # closed in the journal too
 
 
 def test_restored_alert_read_again_from_the_alerts_topic_is_not_doubled(

@@ -256,7 +256,10 @@ class Escalator:
         with self._cond:
             for saved in states:
                 alert_id = saved.alert.alert_id
-                if alert_id in self._acks or alert_id in self._open:
+                if alert_id in self._acks:  # acknowledged while down: closed for good
+                    self._save(alert_id, None)
+                    continue
+                if alert_id in self._open:
                     continue
                 received = {n: t for n, t in saved.received.items() if n in self._configs}
                 state = _Open(
