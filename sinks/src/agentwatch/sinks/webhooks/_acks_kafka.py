@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from agentwatch.schemas.errors import TransportError
+from agentwatch.schemas.kafka_security import KafkaSecurity
 from agentwatch.sinks.webhooks._acks import Ack
 
 if TYPE_CHECKING:
@@ -40,14 +41,22 @@ _TOPIC_VISIBLE_WAIT_S: Final = 10.0
 _MAX_RETRY_WAIT_S: Final = 30.0
 
 
-async def ensure_acks_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0) -> None:
+async def ensure_acks_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    timeout_s: float = 10.0,
+    security: KafkaSecurity | None = None,
+) -> None:
     """Create the compacted acks topic (or another compacted topic of the dispatcher)
     when it is missing (TransportError when Kafka cannot be reached)."""
     from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=int(timeout_s * 1000),
+        **(security or KafkaSecurity()).client_options(),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -140,8 +149,11 @@ class CompactedReader:
         bootstrap_servers: str,
         topic: str,
         on_record: Callable[[bytes | None, bytes | None], object],
+        *,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._security = security or KafkaSecurity()
         self._topic = topic
         self._on_record = on_record
         self.caught_up = asyncio.Event()
@@ -158,6 +170,7 @@ class CompactedReader:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             fetch_max_wait_ms=_POLL_MS,
+            **self._security.client_options(),
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -216,7 +229,7 @@ class CompactedReader:
 
 
 async def read_compacted(
-    bootstrap_servers: str, topic: str, *, timeout_s: float
+    bootstrap_servers: str, topic: str, *, timeout_s: float, security: KafkaSecurity | None = None
 ) -> tuple[dict[bytes, bytes], bool]:
     """The latest value of every key of a compacted topic (a tombstone, ``None``,
     removes its key), read to the end once; and whether the end was reached within
@@ -231,7 +244,7 @@ async def read_compacted(
         else:
             latest[key] = value
 
-    reader = CompactedReader(bootstrap_servers, topic, take)
+    reader = CompactedReader(bootstrap_servers, topic, take, security=security)
     stopping = asyncio.Event()
     task = asyncio.create_task(reader.run(stopping))
     try:
@@ -250,8 +263,15 @@ class AckFollower(CompactedReader):
     """:class:`CompactedReader` of the acks topic: ``on_ack`` gets every readable
     acknowledgement (unreadable records are logged and skipped)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, on_ack: Callable[[Ack], object]) -> None:
-        super().__init__(bootstrap_servers, topic, self._take)
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        on_ack: Callable[[Ack], object],
+        *,
+        security: KafkaSecurity | None = None,
+    ) -> None:
+        super().__init__(bootstrap_servers, topic, self._take, security=security)
         self._on_ack = on_ack
         self.read = 0
         self.unreadable = 0

@@ -216,7 +216,9 @@ class KafkaDispatcher:
         try:
             acks_task = await self._follow_acks()
             try:
-                await ensure_acks_topic(s.bootstrap_servers, self._escalations_topic)
+                await ensure_acks_topic(
+                    s.bootstrap_servers, self._escalations_topic, security=s.kafka_security
+                )
             except TransportError as exc:  # read again at each assignment
                 log.warning("webhooks: cannot create %s (%s)", self._escalations_topic, exc)
             self._start_ack_server()
@@ -256,10 +258,12 @@ class KafkaDispatcher:
         """Read the acks topic up to its end (up to a while), then follow it."""
         s = self._settings
         try:
-            await ensure_acks_topic(s.bootstrap_servers, s.acks_topic)
+            await ensure_acks_topic(s.bootstrap_servers, s.acks_topic, security=s.kafka_security)
         except TransportError as exc:  # the follower retries reading it
             log.warning("webhooks: cannot create %s (%s)", s.acks_topic, exc)
-        follower = AckFollower(s.bootstrap_servers, s.acks_topic, self.escalator.ack)
+        follower = AckFollower(
+            s.bootstrap_servers, s.acks_topic, self.escalator.ack, security=s.kafka_security
+        )
         task = asyncio.create_task(follower.run(self._stopping))
         try:
             await asyncio.wait_for(follower.caught_up.wait(), _ACKS_CATCH_UP_S)
@@ -278,7 +282,7 @@ class KafkaDispatcher:
         escalations topic; timers wait until the alerts topic is read up to its end."""
         s, topic = self._settings, self._escalations_topic
         records, complete = await read_compacted(
-            s.bootstrap_servers, topic, timeout_s=_JOURNAL_READ_S
+            s.bootstrap_servers, topic, timeout_s=_JOURNAL_READ_S, security=s.kafka_security
         )
         if not complete:
             log.warning(
