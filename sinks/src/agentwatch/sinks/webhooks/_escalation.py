@@ -149,7 +149,8 @@ class EscalationStats:
 
 @dataclass(slots=True, eq=False)
 class _Open:
-    """A firing alert with escalation timers running."""
+    """A firing alert with escalation timers running, or with a PagerDuty endpoint to
+    acknowledge it to."""
 
     alert: Alert
     received: dict[str, float] = field(default_factory=dict)
@@ -309,7 +310,7 @@ class Escalator:
 
     @property
     def open_alerts(self) -> int:
-        """Firing alerts with escalation timers running."""
+        """Firing alerts with escalation timers running or a PagerDuty incident open."""
         with self._cond:
             return len(self._open)
 
