@@ -2,7 +2,8 @@
 real HTTP receivers on 127.0.0.1: an alert nobody acknowledged reaches the next endpoint;
 one acknowledged by `agentwatch alerts ack` (before it fired) or by its signed link (after)
 does not; the escalated endpoint gets the resolution too; a restarted dispatcher reads
-the acks back from the compacted topic."""
+the acks back from the compacted topic; an ack reaches a PagerDuty endpoint as Events v2
+`acknowledge`, once."""
 
 from __future__ import annotations
 
@@ -143,3 +144,53 @@ def test_escalation_and_acks_through_kafka(
         finally:
             assert again.stop() == 0, again.log()[-3000:]
         assert f"2 acknowledgement(s) read from {acks_topic}" in again.log()
+
+
+PD_ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
+
+
+def test_cli_ack_sends_pagerduty_acknowledge_once(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """`agentwatch alerts ack` -> Events v2 `acknowledge` with the trigger's dedup_key, to
+    a local server answering like PagerDuty (202 + JSON); a second ack and a restart
+    (the acks read back) send nothing more."""
+    alerts_topic, acks_topic = f"{topic_name}.alerts", f"{topic_name}.acks"
+    create_topic(kafka_bootstrap, alerts_topic, 1)
+    pd_answer = '{"status":"success","message":"Event processed","dedup_key":"al-pd"}'
+    with WebhookReceiver(default_status=202, response_body=pd_answer) as pd:
+        file = write_endpoints(tmp_path / "endpoints.yaml", [
+            {"name": "pd", "url": pd.url, "secret": SECRET, "allow_private": True,
+             "format": "pagerduty", "routing_key": PD_ROUTING_KEY},
+        ])
+
+        def dispatcher(log: str) -> DispatcherProcess:
+            return DispatcherProcess(
+                kafka_bootstrap, alerts_topic=alerts_topic, dlq_topic=f"{alerts_topic}.dlq",
+                group=f"{topic_name}-webhooks", endpoints_file=file, log_path=tmp_path / log,
+                extra_env={"AGENTWATCH_ACKS_TOPIC": acks_topic},
+            )
+
+        def actions() -> list[tuple[str, str]]:
+            return [(d.json["event_action"], d.json["dedup_key"]) for d in pd.received]
+
+        proc = dispatcher("webhooks-1.log").start()
+        try:
+            wait_until(lambda: "webhooks: assigned" in proc.log(), "the assignment", proc)
+            produce(kafka_bootstrap, alerts_topic, [(b"al-pd", encode_alert(alert("al-pd")))])
+            wait_until(lambda: len(pd.received) >= 1, "the trigger", proc)
+            cli_ack(kafka_bootstrap, acks_topic, "al-pd", "maria")
+            wait_until(lambda: len(pd.received) >= 2, "the acknowledge", proc)
+            cli_ack(kafka_bootstrap, acks_topic, "al-pd", "li")  # not new: nothing sent
+            time.sleep(2.0)  # room for anything extra to show up
+        finally:
+            assert proc.stop() == 0, proc.log()[-3000:]
+        again = dispatcher("webhooks-2.log").start()
+        try:
+            wait_until(lambda: "webhooks: assigned" in again.log(), "the restart", again)
+            time.sleep(2.0)  # room for anything extra to show up
+        finally:
+            assert again.stop() == 0, again.log()[-3000:]
+        assert "2 acknowledgement(s) read" in again.log()
+    assert actions() == [("trigger", "al-pd"), ("acknowledge", "al-pd")]
+    assert [d.response_status for d in pd.received] == [202, 202]

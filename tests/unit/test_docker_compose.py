@@ -381,6 +381,47 @@ def test_the_webhooks_settings_parse_and_agree(compose: dict[str, Any]) -> None:
     assert options == ["ro"]
 
 
+def published_ports(compose: dict[str, Any], service: str) -> dict[int, tuple[str, int]]:
+    """container port -> (host address, host port) of a service's ``HOST:PORT:PORT``
+    (or ``PORT:PORT``) short-syntax ports."""
+    out = {}
+    for item in compose["services"][service].get("ports") or []:
+        *host, container = str(item).split("/")[0].split(":")
+        address = host[0] if len(host) == 2 else "0.0.0.0"  # noqa: S104 - compose's default
+        out[int(container)] = (address, int(host[-1]) if host else int(container))
+    return out
+
+
+def test_the_webhooks_ack_link_server_is_on_and_published_locally(
+    compose: dict[str, Any],
+) -> None:
+    env = env_of(compose, "webhooks")
+    ack_vars = {v for k, v in WEBHOOKS_ENV_VARS.items() if k.startswith("ack")}
+    assert ack_vars <= set(env), f"webhooks: not set: {sorted(ack_vars - set(env))}"
+    webhooks = WebhooksSettings.from_env(env)
+    links = webhooks.ack_links()
+    assert links is not None  # firings carry links
+    host, _, port_text = webhooks.ack_listen.rpartition(":")
+    port = int(port_text)
+    assert host == "0.0.0.0"  # noqa: S104 - inside the container: reachable through the port
+    ports = published_ports(compose, "webhooks")
+    assert port in ports, f"webhooks: the ack server's port {port} is not published"
+    address, host_port = ports[port]
+    assert address == "127.0.0.1"  # this machine only, until a proxy is put in front
+    base = urlsplit(links.base_url)
+    assert base.hostname in {"localhost", "127.0.0.1"}
+    assert base.port == host_port  # the links point where the server is published
+    assert webhooks.ack_ttl_s >= 3600  # a link outlives a night's page
+
+
+def test_the_sink_stores_the_acks_the_dispatcher_reads(compose: dict[str, Any]) -> None:
+    sink_env, webhooks_env = env_of(compose, "sink"), env_of(compose, "webhooks")
+    var = WEBHOOKS_ENV_VARS["acks_topic"]
+    assert sink_env[var] == webhooks_env[var] != ""
+    sink = SinkSettings.from_env(sink_env)
+    assert WebhooksSettings.from_env(webhooks_env).acks_topic in sink.topics
+
+
 def test_the_mounted_endpoints_file_loads(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

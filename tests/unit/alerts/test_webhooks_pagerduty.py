@@ -1,9 +1,12 @@
 """The PagerDuty Events v2 format: trigger on firing, resolve on resolution, dedup_key =
-alert id, mapped severity, payload limits; the routing key comes from the endpoint."""
+alert id, mapped severity, payload limits; the routing key comes from the endpoint; an
+acknowledgement in agentwatch sends ``acknowledge`` once (to a local server answering
+like PD: 202 and JSON)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -11,10 +14,13 @@ import pytest
 
 from agentwatch.alerts import (
     PAGERDUTY_SEVERITY,
+    Ack,
     Dispatcher,
     EndpointConfig,
+    Escalator,
     WebhookReceiver,
     endpoints_from_mapping,
+    pagerduty_acknowledge_body,
     pagerduty_body,
 )
 from agentwatch.schemas import Alert, AlertState, ConfigError, Severity, format_ts
@@ -126,3 +132,115 @@ def test_dispatcher_posts_trigger_then_resolve_to_a_real_server(
     assert {e["dedup_key"] for e in got} == {firing.alert_id}
     assert got[0]["payload"]["severity"] == "critical"
     assert all(d.verified for d in receiver.received)
+
+
+# -- acknowledge ----------------------------------------------------------------------------
+
+
+def test_acknowledge_carries_only_the_keys_and_the_alert_id(alert: Alert) -> None:
+    event = orjson.loads(pagerduty_acknowledge_body(alert.alert_id, ROUTING_KEY))
+    assert event == {
+        "routing_key": ROUTING_KEY,
+        "event_action": "acknowledge",
+        "dedup_key": alert.alert_id,
+    }
+
+
+def test_acknowledge_needs_a_routing_key(alert: Alert) -> None:
+    with pytest.raises(ValueError, match="routing_key"):
+        pagerduty_acknowledge_body(alert.alert_id, "")
+
+
+class PagerDutyLike(WebhookReceiver):
+    """A local server answering like PD's Events v2 endpoint: 202 and a JSON status."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            default_status=202,
+            response_body='{"status":"success","message":"Event processed","dedup_key":"x"}',
+        )
+
+
+@contextmanager
+def escalator_over(*configs: EndpointConfig) -> Iterator[Escalator]:
+    dispatcher = Dispatcher(list(configs), on_dead_letter=lambda f: None)
+    escalator = Escalator(dispatcher)
+    try:
+        yield escalator
+    finally:
+        escalator.close()
+        dispatcher.close()
+
+
+def _actions(receiver: WebhookReceiver) -> list[tuple[str, str]]:
+    return [(d.json["event_action"], d.json["dedup_key"]) for d in receiver.received]
+
+
+def test_ack_sends_pagerduty_acknowledge_once(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    with PagerDutyLike() as pd:
+        config = EndpointConfig.model_validate(
+            _pd(url=pd.url, routing_key=ROUTING_KEY, allow_private=True)
+        )
+        with escalator_over(config) as escalator:
+            escalator.submit(firing)
+            assert escalator.dispatcher.wait_idle(10)
+            assert escalator.ack(Ack.now(firing.alert_id, "maria", via="cli"))
+            assert not escalator.ack(Ack.now(firing.alert_id, "li"))  # not twice
+            assert escalator.dispatcher.wait_idle(10)
+            stats = escalator.dispatcher.stats()["pd"]
+    assert _actions(pd) == [("trigger", firing.alert_id), ("acknowledge", firing.alert_id)]
+    assert [d.response_status for d in pd.received] == [202, 202]
+    assert stats.delivered == 2
+    assert stats.dead_lettered == 0
+    assert len({d.delivery_id for d in pd.received}) == 2
+
+
+def test_ack_known_before_the_firing_acknowledges_right_after_the_trigger(
+    make_alert: AlertFactory,
+) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    with PagerDutyLike() as pd:
+        config = EndpointConfig.model_validate(
+            _pd(url=pd.url, routing_key=ROUTING_KEY, allow_private=True)
+        )
+        with escalator_over(config) as escalator:
+            escalator.ack(Ack.now(firing.alert_id, "maria", via="cli"))
+            escalator.submit(firing)
+            assert escalator.dispatcher.wait_idle(10)
+    assert _actions(pd) == [("trigger", firing.alert_id), ("acknowledge", firing.alert_id)]
+
+
+def test_acknowledge_goes_to_pagerduty_endpoints_only(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    with PagerDutyLike() as pd, WebhookReceiver() as plain:
+        configs = [
+            EndpointConfig.model_validate(
+                _pd(url=pd.url, routing_key=ROUTING_KEY, allow_private=True)
+            ),
+            EndpointConfig.model_validate(
+                {"name": "team", "url": plain.url, "secret": "s", "allow_private": True}
+            ),
+        ]
+        with escalator_over(*configs) as escalator:
+            escalator.submit(firing)
+            assert escalator.dispatcher.wait_idle(10)
+            escalator.ack(Ack.now(firing.alert_id, "maria"))
+            assert escalator.dispatcher.wait_idle(10)
+    assert [a for a, _ in _actions(pd)] == ["trigger", "acknowledge"]
+    assert [d.json["state"] for d in plain.received] == ["firing"]
+
+
+def test_resolved_alert_is_not_acknowledged(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    with PagerDutyLike() as pd:
+        config = EndpointConfig.model_validate(
+            _pd(url=pd.url, routing_key=ROUTING_KEY, allow_private=True)
+        )
+        with escalator_over(config) as escalator:
+            escalator.submit(firing)
+            escalator.submit(firing.model_copy(update={"state": AlertState.RESOLVED}))
+            assert escalator.dispatcher.wait_idle(10)
+            escalator.ack(Ack.now(firing.alert_id, "maria"))
+            assert escalator.dispatcher.wait_idle(10)
+    assert [a for a, _ in _actions(pd)] == ["trigger", "resolve"]

@@ -61,13 +61,14 @@ from agentwatch.alerts._endpoints import (
     endpoints_from_mapping,
     load_endpoints,
 )
-from agentwatch.alerts._escalation import EscalationStats, Escalator
+from agentwatch.alerts._escalation import EscalationState, EscalationStats, Escalator
 from agentwatch.alerts._formats import (
     ACK_URL_KEY,
     LINK_FIELDS,
     PAGERDUTY_SEVERITY,
     check_link_template,
     json_body,
+    pagerduty_acknowledge_body,
     pagerduty_body,
     render_link,
     slack_body,
@@ -115,6 +116,7 @@ __all__ = [
     "EndpointFilters",
     "EndpointStats",
     "EndpointsFile",
+    "EscalationState",
     "EscalationStats",
     "Escalator",
     "ReceivedDelivery",
@@ -131,6 +133,7 @@ __all__ = [
     "endpoints_from_mapping",
     "json_body",
     "load_endpoints",
+    "pagerduty_acknowledge_body",
     "pagerduty_body",
     "parse_listen",
     "post_once",

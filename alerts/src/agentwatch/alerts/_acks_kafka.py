@@ -6,6 +6,11 @@ old. Writers: ``agentwatch alerts ack`` (:func:`write_ack`) and the dispatcher's
 server. Readers: every dispatcher (:class:`AckFollower`, no consumer group: each reads
 the whole topic from its beginning at start, then follows it) and ``agentwatch sink``
 (into ``alert_acks``).
+
+:class:`CompactedReader` is the reading half for any compacted topic keyed by alert id:
+the dispatcher also reads its escalations topic with it at start
+(:mod:`agentwatch.alerts._escalation`), and creates that topic with
+:func:`~agentwatch.schemas.kafka_group.ensure_compacted_topic`.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import TYPE_CHECKING, Final
 from agentwatch.schemas import Ack
 from agentwatch.schemas.errors import TransportError
 from agentwatch.schemas.kafka_group import ensure_compacted_topic
+from agentwatch.schemas.kafka_security import KafkaSecurity
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-__all__ = ["AckFollower", "publish_ack", "write_ack"]
+__all__ = ["AckFollower", "CompactedReader", "publish_ack", "read_compacted", "write_ack"]
 
 log = logging.getLogger("agentwatch.webhooks")
 
@@ -66,18 +72,26 @@ def write_ack(bootstrap_servers: str, topic: str, ack: Ack, *, timeout_s: float 
         ) from None
 
 
-class AckFollower:
-    """Read the acks topic from its beginning, then follow it; ``on_ack`` gets every
-    readable record (unreadable ones are logged and skipped). :attr:`caught_up` is set
-    once everything written before the start has been read."""
+class CompactedReader:
+    """Read a compacted topic from its beginning, then follow it; ``on_record(key,
+    value)`` gets every record. :attr:`caught_up` is set once everything written before
+    the start has been read (or when Kafka cannot be read: nothing is held back)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, on_ack: Callable[[Ack], object]) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        on_record: Callable[[bytes | None, bytes | None], object],
+        *,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._security = security or KafkaSecurity()
         self._topic = topic
-        self._on_ack = on_ack
+        self._on_record = on_record
         self.caught_up = asyncio.Event()
-        self.read = 0
-        self.unreadable = 0
+        self.errors = 0
+        """Kafka errors met (each one sets :attr:`caught_up`, so nothing waits on Kafka)."""
 
     def _consumer(self) -> AIOKafkaConsumer:
         from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
@@ -89,6 +103,7 @@ class AckFollower:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             fetch_max_wait_ms=_POLL_MS,
+            **self._security.client_options(),
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -101,9 +116,8 @@ class AckFollower:
             try:
                 await self._follow(stopping)
             except (KafkaError, OSError) as exc:
-                log.warning(
-                    "acks: cannot read %s (%s); retrying in %.0f s", self._topic, exc, wait_s
-                )
+                self.errors += 1
+                log.warning("cannot read %s (%s); retrying in %.0f s", self._topic, exc, wait_s)
                 self.caught_up.set()  # do not hold the alerts back while Kafka is away
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), wait_s)
@@ -133,7 +147,7 @@ class AckFollower:
                 data = await consumer.getmany(timeout_ms=_POLL_MS)
                 for tp, records in data.items():
                     for record in records:
-                        self._take(record.value)
+                        self._on_record(record.key, record.value)
                     if tp in pending and records[-1].offset + 1 >= pending[tp]:
                         del pending[tp]
                 if not pending:
@@ -146,7 +160,56 @@ class AckFollower:
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
-    def _take(self, value: bytes | None) -> None:
+
+async def read_compacted(
+    bootstrap_servers: str, topic: str, *, timeout_s: float, security: KafkaSecurity | None = None
+) -> tuple[dict[bytes, bytes], bool]:
+    """The latest value of every key of a compacted topic (a tombstone, ``None``,
+    removes its key), read to the end once; and whether the end was reached within
+    ``timeout_s`` (False: Kafka was away or slow; what was read is returned)."""
+    latest: dict[bytes, bytes] = {}
+
+    def take(key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        if value is None:
+            latest.pop(key, None)
+        else:
+            latest[key] = value
+
+    reader = CompactedReader(bootstrap_servers, topic, take, security=security)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(reader.run(stopping))
+    try:
+        await asyncio.wait_for(reader.caught_up.wait(), timeout_s)
+        complete = reader.errors == 0
+    except TimeoutError:
+        complete = False
+    finally:
+        stopping.set()
+        with contextlib.suppress(Exception):
+            await task
+    return latest, complete
+
+
+class AckFollower(CompactedReader):
+    """:class:`CompactedReader` of the acks topic: ``on_ack`` gets every readable
+    acknowledgement (unreadable records are logged and skipped)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        on_ack: Callable[[Ack], object],
+        *,
+        security: KafkaSecurity | None = None,
+    ) -> None:
+        super().__init__(bootstrap_servers, topic, self._take, security=security)
+        self._on_ack = on_ack
+        self.read = 0
+        self.unreadable = 0
+
+    def _take(self, _key: bytes | None, value: bytes | None) -> None:
         try:
             ack = Ack.decode(value)
         except ValueError as exc:

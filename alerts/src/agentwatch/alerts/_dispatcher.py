@@ -38,6 +38,7 @@ from typing import Final
 
 from agentwatch.alerts._acks import AckLinks
 from agentwatch.alerts._endpoints import EndpointConfig, check_escalations
+from agentwatch.alerts._formats import pagerduty_acknowledge_body
 from agentwatch.alerts._sender import (
     AttemptOutcome,
     DeliveryResult,
@@ -288,16 +289,19 @@ class Dispatcher:
         *,
         skip: Collection[str] = (),
         only: Collection[str] | None = None,
+        acknowledge: bool = False,
     ) -> int:
         """Queue ``alert`` for every matching endpoint not named in ``skip`` (those that
         already have it); returns how many. With none, ``on_done(ref)`` runs at once
         (on the caller's thread). ``only`` names the endpoints instead of their filters
-        (an escalation)."""
+        (an escalation). ``acknowledge`` sends, instead of the alert, PagerDuty's
+        ``acknowledge`` event to the ``pagerduty`` endpoints among ``only``."""
         lanes = [
             lane
             for lane in self._lanes
             if lane.config.name not in skip
             and (lane.config.matches(alert) if only is None else lane.config.name in only)
+            and (not acknowledge or lane.config.format == "pagerduty")
         ]
         if not lanes:
             self.on_done(ref)
@@ -309,6 +313,11 @@ class Dispatcher:
         json_body: bytes | None = None
         links = self.ack_links if alert.state is AlertState.FIRING else None
         for lane in lanes:
+            if acknowledge:
+                body = pagerduty_acknowledge_body(alert.alert_id, lane.config.routing_key or "")
+                did = delivery_id(alert.alert_id, "acknowledged", lane.config.name)
+                lane.put(_Job(alert, body, did, ticket, started_s=now))
+                continue
             ack_url = None if links is None else links.url(alert.alert_id, lane.config)
             if lane.config.format == "json" and ack_url is None:  # one encoding for all
                 json_body = json_body or lane.config.body(alert)

@@ -19,12 +19,22 @@ escalated to (a PagerDuty incident opened by an escalation is closed by it).
 Timers run on the dispatcher's clock from the moment the firing is submitted (not the
 alert's event time: a replayed backlog must not page everyone at once).
 
-What a restart keeps and loses: acknowledgements are durable (the acks topic, read from
-its beginning at start, or ``alert_acks`` in ClickHouse) and are applied before any alert
-is escalated. Pending timers live in memory: a firing the dispatcher has committed
-before it stopped is not read again, so its remaining escalation levels are not sent,
-and its later resolution reaches only the endpoints its filters match (README,
-"Escalation and acknowledgement").
+A PagerDuty endpoint (``format: pagerduty``) that has an alert's firing also gets the
+Events v2 ``acknowledge`` (same ``dedup_key``) once, when the alert is acknowledged here;
+an alert acknowledged before its firing arrives gets the acknowledge right after the
+trigger.
+
+What a restart keeps: acknowledgements are durable (the acks topic, read from its
+beginning at start, or ``alert_acks`` in ClickHouse) and are applied before any alert is
+escalated. The open alerts are durable too when a ``journal`` is given: each change of
+an open alert (it fired; an escalation was delivered; it was acknowledged, resolved or
+forgotten) is handed to ``journal(alert_id, record)`` (:meth:`EscalationState.encode`,
+``None`` when it is closed), which the Kafka dispatcher writes to a compacted topic
+before it commits past the alert. At start, :meth:`Escalator.restore` takes those
+records back: times are wall-clock, so a level whose deadline passed while the
+dispatcher was down escalates right after start, one still pending at its deadline, and
+an acknowledged or resolved alert never. An escalation is recorded once its delivery is
+finished: a crash between the two sends it again, with the same delivery id.
 """
 
 from __future__ import annotations
@@ -35,14 +45,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
 
 from agentwatch.alerts._dispatcher import Dispatcher
-from agentwatch.schemas import Ack, Alert, AlertState
+from agentwatch.schemas import Ack, Alert, AlertState, encode_alert
 
-__all__ = ["EscalationStats", "Escalator"]
+__all__ = ["EscalationState", "EscalationStats", "Escalator", "escalations_topic"]
 
 log = logging.getLogger("agentwatch.webhooks")
 
@@ -50,6 +63,73 @@ MAX_OPEN_ALERTS: Final = 100_000
 """Firing alerts remembered for escalation; past it the oldest are forgotten."""
 MAX_ACKS: Final = 1_000_000
 """Acknowledgements remembered (the acks topic keeps them all)."""
+
+
+def escalations_topic(acks_topic: str) -> str:
+    """The compacted topic of the open alerts, next to the acks topic."""
+    return f"{acks_topic}.escalations"
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationState:
+    """An open alert as it survives a restart: the firing, the endpoints that have it
+    (with the wall-clock time, unix s, each got it) and those that got it by
+    escalation."""
+
+    alert: Alert
+    received: Mapping[str, float]
+    escalated: frozenset[str] = frozenset()
+    partition: int | None = None
+    """The alerts-topic partition it was read from: its owner restores it."""
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "alert": orjson.Fragment(encode_alert(self.alert)),
+                "received": dict(self.received),
+                "escalated": sorted(self.escalated),
+                "partition": self.partition,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> EscalationState:
+        """An escalations-topic record value; ValueError naming the key otherwise."""
+        try:
+            data: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")  # noqa: TRY004 - callers catch ValueError
+        try:
+            alert = Alert.model_validate_json(orjson.dumps(data.get("alert")))
+        except ValidationError as exc:
+            raise ValueError(f"alert: {exc.errors(include_url=False)[:1]}") from None
+        received = data.get("received")
+        if not isinstance(received, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in received.values()
+        ):
+            raise ValueError("received: not an object of endpoint -> unix seconds")
+        escalated = data.get("escalated", [])
+        if not isinstance(escalated, list) or not all(isinstance(n, str) for n in escalated):
+            raise ValueError("escalated: not a list of endpoint names")
+        partition = data.get("partition")
+        if partition is not None and (not isinstance(partition, int) or partition < 0):
+            raise ValueError("partition: not a partition number")
+        return cls(
+            alert,
+            {str(k): float(v) for k, v in received.items()},
+            frozenset(escalated),
+            partition,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _EscalationRef:
+    """The ``ref`` of an escalation's delivery: its end is recorded in the journal."""
+
+    alert_id: str
+    target: str
 
 
 @dataclass(slots=True)
@@ -60,17 +140,33 @@ class EscalationStats:
     """Acknowledgements applied (the first one per alert)."""
     stopped_by_ack: int = 0
     stopped_by_resolution: int = 0
+    restored: int = 0
+    """Open alerts taken back from the journal at start."""
+    pagerduty_acknowledged: int = 0
+    """PagerDuty ``acknowledge`` events submitted."""
 
 
 @dataclass(slots=True, eq=False)
 class _Open:
-    """A firing alert with escalation timers running."""
+    """A firing alert with escalation timers running, or with a PagerDuty endpoint to
+    acknowledge it to."""
 
     alert: Alert
-    received: set[str] = field(default_factory=set)
-    """Endpoints that have this firing (directly or by escalation)."""
+    received: dict[str, float] = field(default_factory=dict)
+    """Endpoints that have this firing (directly or by escalation) -> when (wall s)."""
     escalated: set[str] = field(default_factory=set)
     """Endpoints that got it by escalation only."""
+    durable: dict[str, float] = field(default_factory=dict)
+    """What the journal has of ``received``: an escalation counts once delivered."""
+    partition: int | None = None
+
+    def record(self) -> bytes:
+        return EscalationState(
+            self.alert,
+            dict(self.durable),
+            frozenset(self.escalated & self.durable.keys()),
+            self.partition,
+        ).encode()
 
 
 class Escalator:
@@ -82,12 +178,19 @@ class Escalator:
         dispatcher: Dispatcher,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         on_escalate: Callable[[Alert, str, str], None] | None = None,
+        journal: Callable[[str, bytes | None], None] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._configs = {e.name: e for e in dispatcher.endpoints}
+        self._paged = {e.name for e in dispatcher.endpoints if e.format == "pagerduty"}
         self._clock = clock
+        self._wall_clock = wall_clock
         self._on_escalate = on_escalate
+        self._journal = journal
+        self._inner_done = dispatcher.on_done
+        dispatcher.on_done = self._on_done  # escalations' ends are recorded; others go on
         self._cond = threading.Condition()
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._acks: OrderedDict[str, Ack] = OrderedDict()
@@ -95,6 +198,7 @@ class Escalator:
         """(due, seq, alert id, from endpoint, to endpoint)"""
         self._seq = itertools.count()
         self._closed = False
+        self._held = False
         self._running = 0
         self.stats = EscalationStats()
         self._thread = threading.Thread(target=self._run, name="agentwatch-escalation", daemon=True)
@@ -106,12 +210,20 @@ class Escalator:
         return self._dispatcher
 
     # -- the runtimes' side -----------------------------------------------------------
-    def submit(self, alert: Alert, ref: object = None, *, skip: Collection[str] = ()) -> int:
-        """:meth:`Dispatcher.submit`, then start or stop this alert's escalation."""
+    def submit(
+        self,
+        alert: Alert,
+        ref: object = None,
+        *,
+        skip: Collection[str] = (),
+        partition: int | None = None,
+    ) -> int:
+        """:meth:`Dispatcher.submit`, then start or stop this alert's escalation
+        (``partition``: where the alert was read, kept in the journal)."""
         count = self._dispatcher.submit(alert, ref, skip=skip)
         direct = {name for name, e in self._configs.items() if e.matches(alert)}
         if alert.state is AlertState.FIRING:
-            self._fired(alert, direct)
+            self._fired(alert, direct, sent=direct - set(skip), partition=partition)
         else:
             self._resolved(alert, direct)
         return count
@@ -125,18 +237,79 @@ class Escalator:
             while len(self._acks) > MAX_ACKS:
                 self._acks.popitem(last=False)
             self.stats.acked += 1
-            if self._open.pop(ack.alert_id, None) is not None:
-                self.stats.stopped_by_ack += 1
-                log.info("alert %s acknowledged by %s: escalation stopped", ack.alert_id, ack.by)
-            return True
+            state = self._open.pop(ack.alert_id, None)
+            if state is None:
+                return True
+            self._save(ack.alert_id, None)
+            self.stats.stopped_by_ack += 1
+            log.info("alert %s acknowledged by %s: escalation stopped", ack.alert_id, ack.by)
+        self._acknowledge(state.alert, state.received.keys())
+        return True
+
+    def restore(self, states: Iterable[EscalationState]) -> int:
+        """Take back the open alerts of a journal (call after the acks are applied and
+        before alerts are submitted); returns how many were restored. Acknowledged ones
+        and those already open are left out; endpoints no longer configured are
+        ignored."""
+        restored = 0
+        wall_now, now = self._wall_clock(), self._clock()
+        with self._cond:
+            for saved in states:
+                alert_id = saved.alert.alert_id
+                if alert_id in self._acks:  # acknowledged while down: closed for good
+                    self._save(alert_id, None)
+                    continue
+                if alert_id in self._open:
+                    continue
+                received = {n: t for n, t in saved.received.items() if n in self._configs}
+                state = _Open(
+                    saved.alert,
+                    received=dict(received),
+                    escalated=set(saved.escalated) & received.keys(),
+                    durable=dict(received),
+                    partition=saved.partition,
+                )
+                self._open[alert_id] = state
+                restored += 1
+                for name, at in received.items():
+                    config = self._configs[name]
+                    if config.escalate_to is None or config.escalate_to in received:
+                        continue
+                    if config.escalate_after_s is not None:
+                        left_s = max(0.0, at + config.escalate_after_s - wall_now)
+                        self._schedule(alert_id, name, due=now + left_s)
+            self._trim()
+            self.stats.restored += restored
+        return restored
 
     def acked(self, alert_id: str) -> Ack | None:
         with self._cond:
             return self._acks.get(alert_id)
 
+    def hold(self) -> None:
+        """Let no timer run until :meth:`release` (while the alerts written during a
+        restart are read: one may resolve an alert whose deadline has passed)."""
+        with self._cond:
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def forget(self, partitions: Collection[int]) -> int:
+        """Drop the open alerts read from ``partitions`` (revoked: their next owner
+        restores them from the journal); returns how many."""
+        with self._cond:
+            gone = [a for a, state in self._open.items() if state.partition in partitions]
+            for alert_id in gone:
+                del self._open[alert_id]
+            self._cond.notify_all()
+        return len(gone)
+
     @property
     def open_alerts(self) -> int:
-        """Firing alerts with escalation timers running."""
+        """Firing alerts with escalation timers running or a PagerDuty incident open."""
         with self._cond:
             return len(self._open)
 
@@ -158,24 +331,67 @@ class Escalator:
             self._cond.notify_all()
 
     # -- state ------------------------------------------------------------------------
-    def _fired(self, alert: Alert, direct: set[str]) -> None:
+    def _fired(
+        self, alert: Alert, direct: set[str], sent: set[str], partition: int | None
+    ) -> None:
         starting = [n for n in direct if self._configs[n].escalate_to is not None]
         with self._cond:
-            if alert.alert_id in self._acks or alert.alert_id in self._open:
-                return  # acknowledged already, or a firing read twice: its timers run
-            if not starting:
-                return
-            self._open[alert.alert_id] = _Open(alert, received=set(direct))
-            while len(self._open) > MAX_OPEN_ALERTS:
-                self._open.popitem(last=False)
-            for name in starting:
-                self._schedule(alert.alert_id, name)
+            if alert.alert_id in self._acks:  # acknowledged already: PagerDuty is told
+                acknowledge = sent & self._paged
+            elif alert.alert_id in self._open:
+                return  # a firing read twice: its timers run
+            else:
+                acknowledge = set()
+                if starting or direct & self._paged:
+                    wall_now = self._wall_clock()
+                    received = dict.fromkeys(direct, wall_now)
+                    self._open[alert.alert_id] = _Open(
+                        alert, received=received, durable=dict(received), partition=partition
+                    )
+                    self._save(alert.alert_id, self._open[alert.alert_id].record())
+                    self._trim()
+                    for name in starting:
+                        self._schedule(alert.alert_id, name)
+        if acknowledge:
+            self._acknowledge(alert, acknowledge)
 
-    def _schedule(self, alert_id: str, source: str) -> None:  # call with _cond held
+    def _trim(self) -> None:  # call with _cond held
+        while len(self._open) > MAX_OPEN_ALERTS:
+            alert_id, _state = self._open.popitem(last=False)
+            self._save(alert_id, None)
+
+    def _save(self, alert_id: str, record: bytes | None) -> None:  # call with _cond held
+        if self._journal is not None:
+            self._journal(alert_id, record)
+
+    def _acknowledge(self, alert: Alert, endpoints: Collection[str]) -> None:
+        """PagerDuty's ``acknowledge`` to the pagerduty endpoints among ``endpoints``."""
+        paged = set(endpoints) & self._paged
+        if not paged:
+            return
+        with self._cond:
+            self.stats.pagerduty_acknowledged += len(paged)
+        log.info("alert %s acknowledged: telling PagerDuty (%s)", alert.alert_id, sorted(paged))
+        self._dispatcher.submit(alert, only=paged, acknowledge=True)
+
+    def _on_done(self, ref: object) -> None:
+        """The dispatcher's ``on_done``: an escalation's end goes to the journal."""
+        if not isinstance(ref, _EscalationRef):
+            self._inner_done(ref)
+            return
+        with self._cond:
+            state = self._open.get(ref.alert_id)
+            if state is not None and ref.target in state.received:
+                state.durable[ref.target] = state.received[ref.target]
+                self._save(ref.alert_id, state.record())
+
+    def _schedule(self, alert_id: str, source: str, *, due: float | None = None) -> None:
+        # call with _cond held
         config = self._configs[source]
         if config.escalate_to is None or config.escalate_after_s is None:
             return
-        due = self._clock() + config.escalate_after_s
+        if due is None:
+            due = self._clock() + config.escalate_after_s
         heapq.heappush(self._heap, (due, next(self._seq), alert_id, source, config.escalate_to))
         self._cond.notify_all()  # the timer thread, whoever else waits
 
@@ -184,6 +400,7 @@ class Escalator:
             state = self._open.pop(alert.alert_id, None)
             if state is None:
                 return
+            self._save(alert.alert_id, None)
             self.stats.stopped_by_resolution += 1
             extra = state.escalated - direct
         if extra:  # they got the firing by escalation: close it there too
@@ -201,7 +418,7 @@ class Escalator:
                 if state is None or target in state.received:
                     self._cond.notify_all()  # for wait_timers
                     continue  # acknowledged, resolved, or it has it already
-                state.received.add(target)
+                state.received[target] = self._wall_clock()
                 state.escalated.add(target)
                 self._schedule(alert_id, target)
                 self.stats.escalated += 1
@@ -224,7 +441,7 @@ class Escalator:
             target,
         )
         try:
-            self._dispatcher.submit(alert, only={target})
+            self._dispatcher.submit(alert, _EscalationRef(alert_id, target), only={target})
             if self._on_escalate is not None:
                 self._on_escalate(alert, source, target)
         except Exception:
@@ -232,7 +449,7 @@ class Escalator:
 
     def _next_due(self) -> tuple[str, str, str] | None:  # call with _cond held
         while not self._closed:
-            if not self._heap:
+            if not self._heap or self._held:
                 self._cond.wait()
                 continue
             wait_s = self._heap[0][0] - self._clock()

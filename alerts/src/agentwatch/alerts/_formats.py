@@ -5,7 +5,8 @@ PagerDuty Events v2 event.
 when the dispatcher serves acknowledgement links (off by default) a firing's body also
 carries ``ack_url``, the one key outside the alert contract.
 ``pagerduty`` is an Events API v2 event (:func:`pagerduty_body`): ``trigger`` on firing,
-``resolve`` on resolution, ``dedup_key`` = the alert id.
+``resolve`` on resolution, ``dedup_key`` = the alert id; an acknowledgement in agentwatch
+sends ``acknowledge`` (:func:`pagerduty_acknowledge_body`) with the same ``dedup_key``.
 ``slack`` is a message for a Slack (or Slack-compatible: Mattermost, Rocket.Chat)
 incoming webhook: a plain ``text`` fallback for notifications plus ``blocks`` with the
 severity, rule, state, reason, where it happened, value against threshold and, when the
@@ -38,6 +39,7 @@ __all__ = [
     "PAGERDUTY_SUMMARY_MAX_CHARS",
     "check_link_template",
     "json_body",
+    "pagerduty_acknowledge_body",
     "pagerduty_body",
     "render_link",
     "slack_body",
@@ -262,13 +264,11 @@ def pagerduty_body(alert: Alert, routing_key: str, ack_url: str | None = None) -
     ``dedup_key`` is the alert id either way, so the resolution closes the incident the
     firing opened, and a retried or escalated trigger joins it.
     """
+    if alert.state is AlertState.RESOLVED:
+        return _pagerduty_action("resolve", alert.alert_id, routing_key)
     if not routing_key:
         raise ValueError("routing_key: must not be empty")
     dedup_key = alert.alert_id[:_PAGERDUTY_DEDUP_KEY_MAX_CHARS]
-    if alert.state is AlertState.RESOLVED:
-        return orjson.dumps(
-            {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
-        )
     source = f"agentwatch/{alert.tenant_id}"
     if alert.agent_id is not None:
         source += f"/{alert.agent_id}"
@@ -293,3 +293,20 @@ def pagerduty_body(alert: Alert, routing_key: str, ack_url: str | None = None) -
     if ack_url is not None:
         event["links"] = [{"href": ack_url, "text": "Acknowledge in agentwatch"}]
     return orjson.dumps(event)
+
+
+def pagerduty_acknowledge_body(alert_id: str, routing_key: str) -> bytes:
+    """The Events API v2 ``acknowledge`` of the incident ``alert_id``'s trigger opened
+    (same ``dedup_key``): sent when somebody acknowledges the alert in agentwatch, so
+    PagerDuty stops paging too."""
+    return _pagerduty_action("acknowledge", alert_id, routing_key)
+
+
+def _pagerduty_action(action: str, alert_id: str, routing_key: str) -> bytes:
+    """``resolve`` and ``acknowledge`` need only the routing and dedup keys."""
+    if not routing_key:
+        raise ValueError("routing_key: must not be empty")
+    dedup_key = alert_id[:_PAGERDUTY_DEDUP_KEY_MAX_CHARS]
+    return orjson.dumps(
+        {"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key}
+    )

@@ -22,6 +22,14 @@ reads an alert, the dispatcher reads the compacted acks topic from its beginning
 alert acknowledged before a restart is not escalated after it. With ``ack_listen`` set,
 it serves the signed acknowledgement links; an ack made there is written to the acks
 topic (every dispatcher of the group, and the sink, read it) before it is confirmed.
+The open alerts (escalation timers running, or a PagerDuty incident to acknowledge) are
+journaled to the compacted topic ``<acks_topic>.escalations``, written before each
+commit. When partitions are assigned, the dispatcher reads that topic back (after the
+acks) and restores the open alerts read from those partitions, so a pending escalation
+survives a crash or moves with its partition; no timer runs until the alerts written
+meanwhile are read (one may resolve an alert whose deadline passed). A revoked
+partition's open alerts are dropped here: its next owner restores them
+(:mod:`~agentwatch.alerts._escalation`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,10 +46,10 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 
 from agentwatch.alerts._acks import Ack, AckServer, parse_listen
-from agentwatch.alerts._acks_kafka import AckFollower, publish_ack
+from agentwatch.alerts._acks_kafka import AckFollower, publish_ack, read_compacted
 from agentwatch.alerts._dispatcher import Dispatcher, EndpointStats
 from agentwatch.alerts._endpoints import EndpointConfig
-from agentwatch.alerts._escalation import Escalator
+from agentwatch.alerts._escalation import EscalationState, Escalator, escalations_topic
 from agentwatch.alerts._metrics import DispatcherMetrics
 from agentwatch.alerts._progress import PartitionProgress, endpoint_tag, parse_progress
 from agentwatch.alerts._sender import DeliveryResult
@@ -79,6 +88,9 @@ _DLQ_RETRY_MAX_S: Final = 10.0
 _REVOKE_WAIT_S: Final = 5.0
 _ACKS_CATCH_UP_S: Final = 30.0
 _ACK_WRITE_TIMEOUT_S: Final = 15.0
+_JOURNAL_READ_S: Final = 20.0
+_CATCH_UP_S: Final = 60.0
+"""Escalation timers wait at most this long after an assignment for the backlog."""
 
 
 @dataclass(slots=True)
@@ -130,7 +142,13 @@ class KafkaDispatcher:
             on_done=self._on_done,
             ack_links=settings.ack_links(),
         )
-        self.escalator = Escalator(self.dispatcher)
+        self._escalations_topic = escalations_topic(settings.acks_topic)
+        self._journal_lock = threading.Lock()
+        self._journal_pending: list[tuple[str, bytes | None]] = []
+        self._catching_up: dict[TopicPartition, int] = {}
+        """Partition -> its end offset at assignment, until read that far."""
+        self._catch_up_deadline = 0.0
+        self.escalator = Escalator(self.dispatcher, journal=self._journal)
         self.ack_server: AckServer | None = None
 
     def stop(self) -> None:
@@ -182,6 +200,7 @@ class KafkaDispatcher:
         )
 
     async def run(self) -> DispatcherStats:
+        s = self._settings
         self._loop = asyncio.get_running_loop()
         producer = await self._start(self._make_producer)
         if producer is None:
@@ -191,6 +210,12 @@ class KafkaDispatcher:
         acks_task: asyncio.Task[None] | None = None
         try:
             acks_task = await self._follow_acks()
+            try:
+                await ensure_compacted_topic(
+                    s.bootstrap_servers, self._escalations_topic, security=s.kafka_security
+                )
+            except TransportError as exc:  # read again at each assignment
+                log.warning("webhooks: cannot create %s (%s)", self._escalations_topic, exc)
             self._start_ack_server()
             consumer = await self._start(self._make_consumer)
             if consumer is None:
@@ -228,10 +253,13 @@ class KafkaDispatcher:
         """Read the acks topic up to its end (up to a while), then follow it."""
         s = self._settings
         try:
-            await ensure_compacted_topic(s.bootstrap_servers, s.acks_topic)
+            await ensure_compacted_topic(s.bootstrap_servers, s.acks_topic,
+                                         security=s.kafka_security)
         except TransportError as exc:  # the follower retries reading it
             log.warning("webhooks: cannot create %s (%s)", s.acks_topic, exc)
-        follower = AckFollower(s.bootstrap_servers, s.acks_topic, self.escalator.ack)
+        follower = AckFollower(
+            s.bootstrap_servers, s.acks_topic, self.escalator.ack, security=s.kafka_security
+        )
         task = asyncio.create_task(follower.run(self._stopping))
         try:
             await asyncio.wait_for(follower.caught_up.wait(), _ACKS_CATCH_UP_S)
@@ -244,6 +272,84 @@ class KafkaDispatcher:
             )
         log.info("webhooks: %d acknowledgement(s) read from %s", follower.read, s.acks_topic)
         return task
+
+    async def _restore_escalations(self, partitions: set[int]) -> None:
+        """Take back the open alerts read from ``partitions`` (just assigned) from the
+        escalations topic; timers wait until the alerts topic is read up to its end."""
+        s, topic = self._settings, self._escalations_topic
+        records, complete = await read_compacted(
+            s.bootstrap_servers, topic, timeout_s=_JOURNAL_READ_S, security=s.kafka_security
+        )
+        if not complete:
+            log.warning(
+                "webhooks: %s not read to its end; pending escalations may be lost", topic
+            )
+        states = []
+        for key, value in records.items():
+            try:
+                state = EscalationState.decode(value)
+            except ValueError as exc:
+                log.warning("webhooks: %s: record %r unreadable, skipped: %s", topic, key, exc)
+                continue
+            if state.partition in partitions:
+                states.append(state)
+        restored = self.escalator.restore(states)
+        log.info("webhooks: %d open alert(s) restored from %s", restored, topic)
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        for tp, end in list(self._catching_up.items()):
+            progress = self._progress.get(tp)
+            # a transactional tail ends with a marker no record shows: the position does
+            if (
+                progress is None
+                or progress.next_offset >= end
+                or await consumer.position(tp) >= end
+            ):
+                self._caught_up(tp)
+        if self._catching_up and time.monotonic() > self._catch_up_deadline:
+            log.warning(
+                "webhooks: %s not read up to its end within %.0f s; escalation timers run",
+                self._settings.alerts_topic,
+                _CATCH_UP_S,
+            )
+            self._catching_up.clear()
+            self.escalator.release()
+
+    def _caught_up(self, tp: TopicPartition) -> None:
+        """``tp`` is read up to its end of the assignment: timers run once all are."""
+        if self._catching_up.pop(tp, None) is not None and not self._catching_up:
+            log.info("webhooks: caught up with %s; escalation timers run",
+                     self._settings.alerts_topic)
+            self.escalator.release()
+
+    def _journal(self, alert_id: str, record: bytes | None) -> None:
+        """From any thread: an open alert's change, written before the next commit."""
+        with self._journal_lock:
+            self._journal_pending.append((alert_id, record))
+
+    async def _write_journal(self) -> bool:
+        """Write the journal's pending records in order; False (they stay pending) when
+        Kafka does not take them."""
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        producer = self._producer
+        with self._journal_lock:
+            pending, self._journal_pending = self._journal_pending, []
+        if not pending or producer is None:
+            return True
+        try:
+            sent = [
+                await producer.send(self._escalations_topic, record, key=alert_id.encode())
+                for alert_id, record in pending
+            ]
+            await asyncio.gather(*sent)
+        except KafkaError as exc:
+            with self._journal_lock:
+                self._journal_pending[:0] = pending
+            log.warning("webhooks: cannot write %s (%s); will retry",
+                        self._escalations_topic, exc)
+            return False
+        return True
 
     def _start_ack_server(self) -> None:
         links = self.dispatcher.ack_links
@@ -274,6 +380,7 @@ class KafkaDispatcher:
             async with self._lock:
                 for tp, records in data.items():
                     self._take(tp, records)
+                await self._check_caught_up(consumer)
             now = time.monotonic()
             if now >= next_commit:
                 next_commit = now + COMMIT_EVERY_S
@@ -324,7 +431,7 @@ class KafkaDispatcher:
                 continue
             self.stats.alerts += 1
             skip = {self._tags[t] for t in carried if t in self._tags}
-            self.escalator.submit(alert, ref, skip=skip)
+            self.escalator.submit(alert, ref, skip=skip, partition=tp.partition)
 
     # -- callbacks from the lanes' threads ------------------------------------------------
     def _call(self, fn: Any, *args: Any) -> None:
@@ -393,6 +500,8 @@ class KafkaDispatcher:
         from aiokafka.errors import KafkaError  # noqa: PLC0415
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
+        if not await self._write_journal():
+            return  # not past alerts whose escalation state is not durable yet
         consumer = self._consumer
         wanted = set(self._dirty if partitions is None else partitions)
         offsets = {
@@ -445,6 +554,8 @@ class KafkaDispatcher:
             for tp in revoked:
                 self._progress.pop(tp, None)
                 self._generation[tp] = self._generation.get(tp, 0) + 1
+                self._caught_up(tp)
+            self.escalator.forget({tp.partition for tp in revoked})
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._consumer
@@ -454,12 +565,22 @@ class KafkaDispatcher:
             committed = await self._committed.read(assigned)
             fresh = [tp for tp in assigned if committed.get(tp, (None, ""))[0] is None]
             beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
+            self.escalator.hold()
+            self._catch_up_deadline = time.monotonic() + _CATCH_UP_S
+            await self._restore_escalations({tp.partition for tp in assigned})
+            ends = await consumer.end_offsets(assigned)
             for tp in assigned:
                 offset, metadata = committed.get(tp, (None, ""))
                 start = offset if offset is not None else beginnings[tp]
                 self._generation[tp] = self._generation.get(tp, 0) + 1
                 self._progress[tp] = PartitionProgress(start, parse_progress(metadata, start))
                 consumer.seek(tp, start)
+                self._catching_up[tp] = ends[tp]
+            for tp in assigned:
+                if ends[tp] <= self._progress[tp].next_offset:
+                    self._caught_up(tp)
+            if not self._catching_up:
+                self.escalator.release()
             if self._paused:
                 consumer.pause(*assigned)
         log.info(

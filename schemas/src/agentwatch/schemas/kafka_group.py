@@ -216,7 +216,8 @@ _TOPIC_VISIBLE_WAIT_S: Final = 10.0
 
 
 async def ensure_compacted_topic(
-    bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0
+    bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Create the compacted one-partition ``topic`` when it is missing (the acks topic:
     acks are a trickle, one partition keeps them in order); TransportError when Kafka
@@ -225,7 +226,9 @@ async def ensure_compacted_topic(
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=int(timeout_s * 1000),
+        **(security or KafkaSecurity()).client_options(),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)

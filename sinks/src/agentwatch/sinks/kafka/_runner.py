@@ -211,7 +211,8 @@ class KafkaSink:
         if self._settings.acks_topic:  # compacted: created here before a subscription
             try:  # could auto-create it with the broker's defaults
                 await ensure_compacted_topic(
-                    self._settings.bootstrap_servers, self._settings.acks_topic
+                    self._settings.bootstrap_servers, self._settings.acks_topic,
+                    security=self._settings.kafka_security,
                 )
             except TransportError as exc:
                 log.warning("sink: cannot create %s (%s)", self._settings.acks_topic, exc)
