@@ -41,7 +41,7 @@ from typing import Final
 __all__ = ["Backoff", "sleep", "sleep_async"]
 
 #: 2**_MAX_EXPONENT times any useful initial delay is past any cap (and floats stay finite)
-_MAX_EXPONENT: Final = 32
+_MAX_EXPONENT: Final = 60
 
 
 class Backoff:
