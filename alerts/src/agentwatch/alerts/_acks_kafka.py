@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from agentwatch.schemas import Ack
+from agentwatch.schemas.backoff import Backoff, sleep_async
 from agentwatch.schemas.errors import TransportError
 from agentwatch.schemas.kafka_group import ensure_compacted_topic
 from agentwatch.schemas.kafka_security import KafkaSecurity
@@ -111,17 +112,16 @@ class CompactedReader:
         acks read so far stay applied; re-reading from the beginning is harmless)."""
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-        wait_s = 1.0
+        backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
         while not stopping.is_set():
             try:
                 await self._follow(stopping)
             except (KafkaError, OSError) as exc:
                 self.errors += 1
+                wait_s = backoff.next_s()
                 log.warning("cannot read %s (%s); retrying in %.0f s", self._topic, exc, wait_s)
                 self.caught_up.set()  # do not hold the alerts back while Kafka is away
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), wait_s)
-                wait_s = min(wait_s * 2, _MAX_RETRY_WAIT_S)
+                await sleep_async(wait_s, stopping)
 
     async def _follow(self, stopping: asyncio.Event) -> None:
         from aiokafka.structs import TopicPartition  # noqa: PLC0415

@@ -55,6 +55,7 @@ from agentwatch.alerts._progress import PartitionProgress, endpoint_tag, parse_p
 from agentwatch.alerts._sender import DeliveryResult
 from agentwatch.alerts._settings import WebhooksSettings
 from agentwatch.schemas import Alert, DeliveryFailure
+from agentwatch.schemas.backoff import Backoff, sleep_async
 from agentwatch.schemas.errors import TransportError
 from agentwatch.schemas.kafka_group import (
     C,
@@ -131,7 +132,7 @@ class KafkaDispatcher:
         self._paused = False
         self._lock = asyncio.Lock()
         self._committed = CommittedOffsets(settings.bootstrap_servers, settings.group_id,
-                                           settings.kafka_security)
+                                           settings.kafka_security, stopping=self._stopping)
         self.stats = DispatcherStats()
         self.ready = asyncio.Event()  # set once partitions are assigned
         self.metrics = DispatcherMetrics(self)  # /metrics: reads the stats at scrape time
@@ -479,7 +480,7 @@ class KafkaDispatcher:
         producer = self._producer
         if producer is None:
             raise RuntimeError("the dead-letter producer is not running")
-        wait_s = 0.5
+        backoff = Backoff(0.5, _DLQ_RETRY_MAX_S)
         while True:
             try:
                 await producer.send_and_wait(
@@ -488,9 +489,11 @@ class KafkaDispatcher:
             except KafkaError as exc:
                 if self._stopping.is_set():
                     raise
-                log.warning("webhooks: cannot write the dead-letter topic (%s); retrying", exc)
-                await asyncio.sleep(wait_s)
-                wait_s = min(wait_s * 2, _DLQ_RETRY_MAX_S)
+                wait_s = backoff.next_s()
+                log.warning("webhooks: cannot write the dead-letter topic (%s); retrying in "
+                            "%.1f s", exc, wait_s)
+                if await sleep_async(wait_s, self._stopping):
+                    raise  # stopping: the delivery stays unfinished, the next run retries it
             else:
                 self.stats.dead_lettered += 1
                 return

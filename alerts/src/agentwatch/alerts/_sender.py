@@ -51,6 +51,7 @@ from agentwatch.alerts._signing import (
     sign,
 )
 from agentwatch.schemas import Alert, encode_alert
+from agentwatch.schemas.backoff import Backoff
 
 __all__ = [
     "AttemptOutcome",
@@ -68,7 +69,6 @@ logger = logging.getLogger("agentwatch.alerts")
 _RETRYABLE_4XX: Final = frozenset({408, 429})
 _ERROR_SNIPPET_CHARS: Final = 200
 _MAX_RESPONSE_BYTES: Final = 64 * 1024
-_MAX_EXPONENT: Final = 60
 
 
 @cache
@@ -193,12 +193,12 @@ def backoff_delay_s(
 ) -> float:
     """Seconds to wait after ``failed_attempts`` failures (>= 1): the server's
     ``Retry-After`` when given, else full jitter over the exponential ceiling; both capped
-    at ``backoff_max_s``."""
+    at ``backoff_max_s``. Only the delay: the dispatcher's retries wait on its heap (a
+    lane serves other deliveries meanwhile), :func:`deliver` in its ``sleep``."""
     if retry_after_s is not None:
         return min(max(0.0, retry_after_s), endpoint.backoff_max_s)
-    exponent = min(max(failed_attempts - 1, 0), _MAX_EXPONENT)
-    ceiling_s = min(endpoint.backoff_max_s, endpoint.backoff_initial_s * 2.0**exponent)
-    return rng() * ceiling_s
+    schedule = Backoff(endpoint.backoff_initial_s, endpoint.backoff_max_s, jitter=True, rng=rng)
+    return schedule.delay_s(failed_attempts)
 
 
 class _GuardedHTTPConnection(http.client.HTTPConnection):

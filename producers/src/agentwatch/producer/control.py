@@ -37,6 +37,7 @@ from agentwatch.schemas import (
     control_key,
     decode_control,
 )
+from agentwatch.schemas.backoff import Backoff
 
 if TYPE_CHECKING:
     from agentwatch.producer._inprocess import InProcessLog
@@ -246,7 +247,7 @@ async def _follow_kafka(control: Control, producer_config: dict[str, Any], topic
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 -- only with Kafka
 
     options = _consumer_options(producer_config)
-    retry_s = _RETRY_FIRST_S
+    backoff = Backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
     while True:
         consumer = AIOKafkaConsumer(**options, group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=200)
@@ -266,7 +267,7 @@ async def _follow_kafka(control: Control, producer_config: dict[str, Any], topic
                     if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                         caught_up = True
                         control.caught_up()
-                        retry_s = _RETRY_FIRST_S
+                        backoff.reset()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 -- fail-open: count, log once, retry
@@ -274,5 +275,6 @@ async def _follow_kafka(control: Control, producer_config: dict[str, Any], topic
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
-        await asyncio.sleep(retry_s)
-        retry_s = min(retry_s * 2, _RETRY_MAX_S)
+        # a plain sleep: the follower is stopped by cancelling its task (see
+        # follow_kafka), which ends this sleep too
+        await asyncio.sleep(backoff.next_s())

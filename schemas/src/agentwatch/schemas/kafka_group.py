@@ -15,6 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+from agentwatch.schemas.backoff import Backoff, sleep_async
 from agentwatch.schemas.errors import ConfigError, TransportError
 from agentwatch.schemas.kafka_security import KafkaSecurity, explain_connect_failure
 
@@ -95,7 +96,7 @@ async def start_with_retry(
     naming the settings to fix (a wrong password does not heal by waiting)."""
     from aiokafka.errors import KafkaError  # noqa: PLC0415 (optional runtime dependency)
 
-    wait_s = 1.0
+    backoff = Backoff(min(1.0, max_backoff_s), max_backoff_s)
     while True:
         client = make()
         try:
@@ -107,6 +108,7 @@ async def start_with_retry(
                 refused = await explain_connect_failure(bootstrap_servers, security)
                 if refused is not None:
                     raise ConfigError(refused) from None
+            wait_s = backoff.next_s()
             log.warning(
                 "%s: cannot reach Kafka at %s (%s); retrying in %.0f s",
                 what,
@@ -114,11 +116,8 @@ async def start_with_retry(
                 exc,
                 wait_s,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), wait_s)
-            if stopping.is_set():
+            if await sleep_async(wait_s, stopping):
                 return None
-            wait_s = min(wait_s * 2, max_backoff_s)
         else:
             return client
 
@@ -133,12 +132,15 @@ class CommittedOffsets:
     dispatcher's progress), read with the admin API's public ``list_consumer_group_offsets``
     (Kafka's OffsetFetch; the consumer's public ``committed()`` drops the metadata). One
     admin client, started on first use (a rebalance callback, so Kafka is reachable) and
-    kept until :meth:`close`."""
+    kept until :meth:`close`. ``stopping``: the service's stop event; set, it ends a
+    retry's wait at once (:meth:`read` then raises)."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str, security: KafkaSecurity) -> None:
+    def __init__(self, bootstrap_servers: str, group_id: str, security: KafkaSecurity,
+                 *, stopping: asyncio.Event | None = None) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._group_id = group_id
         self._security = security
+        self._stopping = asyncio.Event() if stopping is None else stopping
         self._admin: Any = None
 
     async def read(
@@ -159,7 +161,7 @@ class CommittedOffsets:
         from aiokafka.errors import KafkaError  # noqa: PLC0415 (optional runtime dependency)
 
         deadline = asyncio.get_running_loop().time() + _READ_RETRY_S
-        wait_s = 0.1
+        backoff = Backoff(0.1, 2.0)
         while True:
             try:
                 admin = await self._started()
@@ -174,14 +176,16 @@ class CommittedOffsets:
                 if not left_out:
                     break
                 problem = f"the answer left out {len(left_out)} of the partitions asked for"
-            if asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() > deadline or self._stopping.is_set():
                 raise KafkaError(f"committed offsets of {self._group_id}: {problem}")
+            wait_s = backoff.next_s()
             _log.info("committed offsets of %s: %s; retrying in %.1f s",
                       self._group_id, problem, wait_s)
             with contextlib.suppress(Exception):
                 await self.close()
-            await asyncio.sleep(wait_s)
-            wait_s = min(wait_s * 2, 2.0)
+            if await sleep_async(wait_s, self._stopping):
+                raise KafkaError(f"committed offsets of {self._group_id}: {problem} "
+                                 "(stopping)")
         out: dict[TopicPartition, tuple[int | None, str]] = {}
         for tp in partitions:
             meta = offsets.get(tp)

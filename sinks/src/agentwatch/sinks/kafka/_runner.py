@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from agentwatch.schemas import default_price_table
+from agentwatch.schemas.backoff import Backoff
 from agentwatch.schemas.errors import BackpressureError, SinkError, TransportError
 from agentwatch.schemas.kafka_group import (
     CommittedOffsets,
@@ -165,12 +166,12 @@ class KafkaSink:
         self._prices = default_price_table()
         self._consumer: AIOKafkaConsumer | None = None
         self._probe: AIOKafkaConsumer | None = None  # re-reads records to rebuild id memories
-        self._committed = CommittedOffsets(settings.bootstrap_servers, settings.group_id,
-                                           settings.kafka_security)
         self._crash = _CrashPoints(os.environ.get(CRASH_ENV))
         self._lock = asyncio.Lock()  # a flush round, or a rebalance, at a time
         self._revoking = False
         self._stopping = asyncio.Event()
+        self._committed = CommittedOffsets(settings.bootstrap_servers, settings.group_id,
+                                           settings.kafka_security, stopping=self._stopping)
         self._inflight: asyncio.Task[None] | None = None
         self._inflight_job: _Job | None = None
         self._paused = False  # every partition paused while ClickHouse fails
@@ -431,7 +432,8 @@ class KafkaSink:
         """Insert with the token, retrying while ClickHouse fails. ``recheck``: the events
         of a batch completed from an intent; those ClickHouse has already are left out
         first (see :meth:`_without_stored`)."""
-        backoff_s = _FIRST_BACKOFF_S
+        backoff = Backoff(min(_FIRST_BACKOFF_S, self._settings.max_backoff_s),
+                          self._settings.max_backoff_s)
         try:
             while True:
                 try:
@@ -446,10 +448,8 @@ class KafkaSink:
                     )
                     self.metrics.insert_seconds.labels(table).observe(time.perf_counter() - t0)
                 except SinkError as exc:
-                    wait_s = backoff_s
-                    if isinstance(exc, BackpressureError):
-                        wait_s = max(wait_s, exc.retry_after_s)
-                    wait_s = min(wait_s, self._settings.max_backoff_s)
+                    wait_s = backoff.next_s(at_least_s=exc.retry_after_s
+                                            if isinstance(exc, BackpressureError) else 0.0)
                     self.stats.retries += 1
                     log.warning("sink: %s; retrying in %.1f s (nothing is lost)", exc, wait_s)
                     if not self._paused and self._consumer is not None:
@@ -457,7 +457,6 @@ class KafkaSink:
                         self._consumer.pause(*self._consumer.assignment())
                         self._paused = True
                     await self._wait(wait_s)
-                    backoff_s = min(backoff_s * 2, self._settings.max_backoff_s)
                 else:
                     return
         finally:
@@ -498,7 +497,9 @@ class KafkaSink:
 
     async def _wait(self, wait_s: float) -> None:
         """Sleep before a retry; give up the round when a rebalance wants our partitions or
-        the sink is asked to stop. (The loop keeps polling meanwhile, so the group keeps us.)"""
+        the sink is asked to stop. (The loop keeps polling meanwhile, so the group keeps us.)
+        Not :func:`agentwatch.schemas.backoff.sleep_async`: besides the stop event it
+        watches ``_revoking``, a flag the rebalance callback sets."""
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self._revoking or self._stopping.is_set():

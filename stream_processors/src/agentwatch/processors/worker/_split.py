@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agentwatch.processors.worker._settings import ENV_VARS, WorkerSettings
+from agentwatch.schemas.backoff import sleep
 
 __all__ = ["rekeyed_child"]
 
@@ -69,7 +70,8 @@ def rekeyed_child(settings: WorkerSettings, loglevel: str) -> Iterator[None]:
             if not stopping.is_set():
                 log.error("agentwatch worker: the rekeyed stage process exited (%s); "
                           "starting it again in %.0f s", code, _RESTART_PAUSE_S)
-                stopping.wait(_RESTART_PAUSE_S)
+                # a fixed pause (each exit is logged as an error); a stop ends it at once
+                sleep(_RESTART_PAUSE_S, stopping)
 
     watcher = threading.Thread(target=keep_running, name="agentwatch-rekeyed-stage",
                                daemon=True)
