@@ -171,7 +171,6 @@ def delivery_failure_rows(
     return _AlertRow(failure.alert, failure.delivery_status), letter
 
 
-
 @dataclass(slots=True)
 class _TableBuffer(Generic[T]):
     table: str  # database.table
