@@ -145,7 +145,7 @@ def _check_imported_from(sinks_src: Path, env: dict[str, str]) -> None:
 
 
 def run_limit(work: Workload, tmp: Path, args: argparse.Namespace) -> float:
-    events = [e for _, value, _ in work.packed for e in decode_record(value).events]
+    events = [e for record in work.packed for e in decode_record(record[1]).events]
     tables = [
         events_to_arrow(events[i : i + args.batch_events])
         for i in range(0, len(events), args.batch_events)
@@ -192,7 +192,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     work = build_workload(args)
-    n = sum(events for _, _, events in work.packed)
+    n = sum(record[2] for record in work.packed)
     print(
         f"sink: workload {n:,} events of {work.sessions} sessions in {len(work.packed):,} "
         f"packed records ({n / len(work.packed):.1f} events/record), {args.partitions} "
@@ -205,7 +205,10 @@ def main() -> int:
         with kafka_bootstrap() as bootstrap:
             topic = fresh_name("bench-sink-events")
             create_topics(bootstrap, [topic], args.partitions)
-            loaded = preload(bootstrap, topic, work.packed)
+            # (key, value, events): a PackedRecord also carries the partition count it was
+            # packed for, which preload does not take
+            records = [(r[0], r[1], r[2]) for r in work.packed]
+            loaded = preload(bootstrap, topic, records)
             if args.baseline:
                 baseline_src = export_sinks(args.baseline, tmp)
                 ours, before = 0.0, 0.0

@@ -153,9 +153,13 @@ EventRow = Event | Mapping[str, Any]
 
 
 def _event_rows_to_arrow(items: Sequence[EventRow]) -> pa.Table:
-    if all(isinstance(item, Event) for item in items):
-        return events_to_arrow(items)  # type: ignore[arg-type]  # all Events: checked
-    return event_rows_to_arrow([vars(i) if isinstance(i, Event) else i for i in items])
+    # type() checks: isinstance() against a pydantic model class costs ~1 µs per dict
+    # (its metaclass's __instancecheck__), and a batch holds 100,000 rows.
+    if all(type(item) is not dict for item in items):
+        return events_to_arrow(items)  # type: ignore[arg-type]  # no rows: all Events
+    if any(type(item) is not dict for item in items):
+        items = [i if type(i) is dict else vars(i) for i in items]
+    return event_rows_to_arrow(items)  # type: ignore[arg-type]  # all rows now
 
 
 def delivery_failure_rows(
