@@ -48,7 +48,7 @@ from agentwatch.sinks._rows import (
 )
 from agentwatch.sinks._saved import SAVED_QUERIES, SavedQuery, saved_query
 from agentwatch.sinks._settings import SinkSettings, StoreSettings, WebhooksSettings
-from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
+from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts, StagedFlush
 from agentwatch.sinks.backends import (
     Backend,
     ChdbBackend,
@@ -87,6 +87,7 @@ __all__ = [
     "SavedQuery",
     "SchemaConfig",
     "SinkSettings",
+    "StagedFlush",
     "StoreSettings",
     "WebhooksSettings",
     "alerts_to_arrow",
