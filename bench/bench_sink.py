@@ -13,6 +13,12 @@ The limit: the same records decoded to events in this process (not timed), turne
 Arrow tables of the same batch size (not timed), then only the ``insert_arrow`` calls timed,
 into a fresh chDB database. ``ratio = sink / limit`` (1.0 would mean the sink adds nothing to
 the insert itself). Goal (issue 5, not asserted): >= 100,000 events/s per sink process.
+
+``--baseline REF`` also runs the sink as it was at git revision ``REF`` (its ``sinks/src``
+tree, from ``git archive``, first on the sink process's PYTHONPATH; the other distributions
+as in this tree) on the same topic, alternating with the tree's sink ``--baseline-rounds``
+times each, and prints the best rate of each and ``ratio = tree / REF`` (e.g. issue 20: the
+sink service as a shell over ClickHouseSink, against its own write path before).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,8 +55,19 @@ from bench.bench_worker import Workload, build_workload
 GOAL_EVENTS_PER_S = 100_000
 
 
-def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace) -> float:
+def run_sink(
+    loaded: Loaded,
+    bootstrap: str,
+    tmp: Path,
+    args: argparse.Namespace,
+    *,
+    label: str = "agentwatch sink",
+    sinks_src: Path | None = None,
+) -> float:
+    """One sink process over the loaded topic (fresh group, fresh chDB); its events/s.
+    ``sinks_src``: run the ``agentwatch.sinks`` package found there instead of the tree's."""
     group = fresh_name("bench-sink")
+    store = tmp / fresh_name("sink-chdb")
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -57,12 +75,17 @@ def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
         "AGENTWATCH_ALERTS_TOPIC": fresh_name("bench-alerts"),
         "AGENTWATCH_SINK_GROUP": group,
         "AGENTWATCH_SINK_BATCH_MAX_EVENTS": str(args.batch_events),
-        "CLICKHOUSE_URL": str(tmp / "sink-chdb"),
+        "CLICKHOUSE_URL": str(store),
         # The workload's event times start on a fixed date: without this, once that date
         # is older than the default 30-day TTL, ClickHouse drops the rows as they arrive.
         "AGENTWATCH_TTL_DAYS": "none",
     }
-    log = tmp / "sink.log"
+    if sinks_src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(sinks_src), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        _check_imported_from(sinks_src, env)
+    log = tmp / f"{group}.log"
     # BENCH_SINK_PREFIX: a command to run the sink under, e.g. a profiler
     cmd = [
         *os.environ.get("BENCH_SINK_PREFIX", "").split(),
@@ -71,7 +94,7 @@ def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
         "agentwatch.cli",
         "sink",
     ]
-    print("sink: running agentwatch sink ...", file=sys.stderr, flush=True)
+    print(f"sink: running {label} ...", file=sys.stderr, flush=True)
     watcher = GroupWatcher(bootstrap, group, loaded)
     proc, launched_at = start_process(cmd, env, log)
     try:
@@ -83,16 +106,46 @@ def run_sink(loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace
     finally:
         stop_process(proc)
         watcher.close()
-    print(f"sink: agentwatch sink: {result.describe()}", file=sys.stderr, flush=True)
-    with ChdbBackend(tmp / "sink-chdb") as db:
+    print(f"sink: {label}: {result.describe()}", file=sys.stderr, flush=True)
+    with ChdbBackend(store) as db:
         stored = db.query("SELECT count() FROM agentwatch.events").rows[0][0]
+    shutil.rmtree(store, ignore_errors=True)
     if stored != loaded.events:
-        raise BenchError(f"sink stored {stored:,} events of {loaded.events:,}")
+        raise BenchError(f"{label} stored {stored:,} events of {loaded.events:,}")
     return result.events_per_s
 
 
+def export_sinks(ref: str, tmp: Path) -> Path:
+    """``sinks/src`` as it was at git revision ``ref``, unpacked under ``tmp``."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp / "baseline"
+    out.mkdir()
+    try:
+        archive = subprocess.run(  # noqa: S603 -- argv built here; REF is the user's
+            ["git", "-C", str(root), "archive", "--format=tar", ref, "sinks/src"],  # noqa: S607
+            check=True, capture_output=True,
+        ).stdout
+        subprocess.run(  # noqa: S603 -- argv built here
+            ["tar", "-x", "-C", str(out)], input=archive, check=True  # noqa: S607 -- on PATH
+        )
+    except subprocess.CalledProcessError as exc:
+        detail = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
+        raise BenchError(f"--baseline {ref}: cannot export sinks/src: {detail}") from None
+    return out / "sinks" / "src"
+
+
+def _check_imported_from(sinks_src: Path, env: dict[str, str]) -> None:
+    """The sink process would import ``agentwatch.sinks`` from ``sinks_src``, or fail."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import agentwatch.sinks as s; print(s.__file__)"],
+        env=env, capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    if not where.startswith(str(sinks_src)):
+        raise BenchError(f"the baseline sink imports agentwatch.sinks from {where!r}")
+
+
 def run_limit(work: Workload, tmp: Path, args: argparse.Namespace) -> float:
-    events = [e for _, value, _ in work.packed for e in decode_record(value).events]
+    events = [e for record in work.packed for e in decode_record(record[1]).events]
     tables = [
         events_to_arrow(events[i : i + args.batch_events])
         for i in range(0, len(events), args.batch_events)
@@ -129,13 +182,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-events", type=int, default=100_000, help="sink batch size")
     parser.add_argument("--limit-rounds", type=int, default=2)
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--baseline", default="", metavar="REF",
+                        help="also run the sink of git revision REF and print tree/REF")
+    parser.add_argument("--baseline-rounds", type=int, default=2,
+                        help="with --baseline: runs of each sink, alternating (best counts)")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
     work = build_workload(args)
-    n = sum(events for _, _, events in work.packed)
+    n = sum(record[2] for record in work.packed)
     print(
         f"sink: workload {n:,} events of {work.sessions} sessions in {len(work.packed):,} "
         f"packed records ({n / len(work.packed):.1f} events/record), {args.partitions} "
@@ -148,8 +205,20 @@ def main() -> int:
         with kafka_bootstrap() as bootstrap:
             topic = fresh_name("bench-sink-events")
             create_topics(bootstrap, [topic], args.partitions)
-            loaded = preload(bootstrap, topic, work.packed)
-            ours = run_sink(loaded, bootstrap, tmp, args)
+            # (key, value, events): a PackedRecord also carries the partition count it was
+            # packed for, which preload does not take
+            records = [(r[0], r[1], r[2]) for r in work.packed]
+            loaded = preload(bootstrap, topic, records)
+            if args.baseline:
+                baseline_src = export_sinks(args.baseline, tmp)
+                ours, before = 0.0, 0.0
+                for _ in range(max(1, args.baseline_rounds)):
+                    before = max(before, run_sink(loaded, bootstrap, tmp, args,
+                                                  label=f"sink at {args.baseline}",
+                                                  sinks_src=baseline_src))
+                    ours = max(ours, run_sink(loaded, bootstrap, tmp, args))
+            else:
+                ours = run_sink(loaded, bootstrap, tmp, args)
         limit = run_limit(work, tmp, args)
     except BenchError as exc:
         print(f"sink: FAILED: {exc.reason}", file=sys.stderr)
@@ -159,6 +228,8 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary("sink", "events_per_s", ours, limit, higher_is_better=True)
+    if args.baseline:
+        summary(f"sink vs {args.baseline}", "events_per_s", ours, before, higher_is_better=True)
     verdict = "met" if ours >= GOAL_EVENTS_PER_S else "missed"
     print(f"sink: goal >= {GOAL_EVENTS_PER_S:,} events/s per sink process: {verdict}")
     return 0

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 HERE = Path(__file__).parent
 
@@ -61,8 +61,10 @@ class SinkProcess(ServiceProcess):
                  batch_max_ms: int = 300, kill_after_inserts: int | None = None,
                  crash_at: str | None = None) -> None:
         args = [sys.executable, str(HERE / "sink_harness.py"), "--chdb", str(chdb_path)]
-        if kill_after_inserts is not None:
-            args += ["--kill-after-inserts", str(kill_after_inserts)]
+        if kill_after_inserts is not None:  # the sink's own crash point after an insert
+            if crash_at is not None:
+                raise ValueError("give kill_after_inserts or crash_at, not both")
+            crash_at = f"insert:{kill_after_inserts}"
         super().__init__(args, {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -148,26 +150,10 @@ def wait_caught_up(bootstrap: str, group: str, topics: dict[str, int], *, timeou
 def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chdb", required=True)
-    parser.add_argument("--kill-after-inserts", type=int, default=None)
     args = parser.parse_args()
 
     from agentwatch.sinks import SinkSettings, StoreSettings  # noqa: PLC0415
-    from agentwatch.sinks.kafka import KafkaSink, run_sink  # noqa: PLC0415
-
-    if args.kill_after_inserts is not None:
-        original = KafkaSink._insert_with_retry  # the crash is injected by the test only
-        done = 0
-
-        async def insert_then_die(self: KafkaSink, table: str, data: Any, token: str,
-                                  **options: Any) -> None:
-            nonlocal done
-            await original(self, table, data, token, **options)
-            done += 1
-            if done >= args.kill_after_inserts:
-                print(f"harness: SIGKILL after insert {done} ({table}, {token})", flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        KafkaSink._insert_with_retry = insert_then_die  # type: ignore[method-assign]
+    from agentwatch.sinks.kafka import run_sink  # noqa: PLC0415
 
     sys.exit(run_sink(SinkSettings.from_env(), StoreSettings.from_env(url=args.chdb)))
 

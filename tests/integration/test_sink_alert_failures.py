@@ -132,7 +132,9 @@ def test_sink_stores_failed_deliveries_as_alert_rows_and_dead_letters_exactly_on
     assert len(letters) == len(failures) + 1  # each failure once, and the broken record
     for failure in failures:
         source, reason = by_raw[failure.encode().decode()]
-        assert source.startswith(f"{topics['dlq']}/")
+        # As the embedded pipeline stores it (ClickHouseSink.add_delivery_failures): where
+        # the delivery failed, not where its record sat on the dead-letter topic.
+        assert source == f"webhook/{failure.endpoint}"
         assert reason == failure.reason
         assert f"webhook {failure.endpoint}: delivery {failure.delivery_id}" in reason
     source, reason = by_raw[BROKEN.decode()]

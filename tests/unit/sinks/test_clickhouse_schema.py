@@ -444,21 +444,27 @@ def test_a_pending_batch_leaves_out_the_events_clickhouse_has(
 ) -> None:
     # What the Kafka sink inserts for a batch completed from an intent: whatever its
     # token, events the table holds already are left out (in slices of ids).
-    from agentwatch.sinks import SinkSettings  # noqa: PLC0415 (the Kafka part, only here)
-    from agentwatch.sinks.kafka import KafkaSink, _runner  # noqa: PLC0415
+    from agentwatch.sinks import ClickHouseSink, _sink  # noqa: PLC0415 (only here)
 
-    monkeypatch.setattr(_runner, "_RECHECK_IDS_PER_QUERY", 70)
+    monkeypatch.setattr(_sink, "_RECHECK_IDS_PER_QUERY", 70)
     batch = _random_events(random.Random(9), 300)
     stored = set(random.Random(10).sample(range(300), 120))
     table = f"{database}.events"
     backend.insert_arrow(table, events_to_arrow([batch[i] for i in sorted(stored)]))
-    sink = KafkaSink(SinkSettings(), backend, SchemaConfig(database=database))
-    left = sink._without_stored(table, events_to_arrow(batch))
-    assert left.column("event_id").to_pylist() == [
-        e.event_id for i, e in enumerate(batch) if i not in stored
-    ]
-    backend.insert_arrow(table, left)
-    assert sink._without_stored(table, events_to_arrow(batch)).num_rows == 0
+    sink = ClickHouseSink(backend, database=database)
+    inserted: list[tuple[str, int]] = []
+    sink.add_events(batch)
+    staged = sink.stage("g/t/0/0-299", maybe_stored=True)
+    sink.write(staged, on_insert=lambda name, rows, _s: inserted.append((name, rows)))
+    assert inserted == [(table, 300 - len(stored))]
+    ids = {row[0] for row in backend.query(f"SELECT event_id FROM {table}").rows}
+    assert backend.query(f"SELECT count() FROM {table}").rows == [(300,)]
+    assert ids == {e.event_id for e in batch}
+    sink.add_events(batch)  # once all are stored, nothing is left to insert
+    staged = sink.stage("g/t/0/0-299-again", maybe_stored=True)
+    sink.write(staged, on_insert=lambda name, rows, _s: inserted.append((name, rows)))
+    assert inserted[1:] == [(table, 0)]
+    assert backend.query(f"SELECT count() FROM {table}").rows == [(300,)]
 
 
 # --- the views on hand-made data --------------------------------------------------------

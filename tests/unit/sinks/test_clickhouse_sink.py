@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from agentwatch.schemas import Alert, DeliveryFailure, Event, Rejected
@@ -382,3 +383,70 @@ def test_delivery_failures_added_while_another_thread_flushes_are_all_stored_onc
         " WHERE source LIKE 'webhook/lane-%'"
     ).rows
     assert letters == [(total, total)]
+
+
+# --- stage / write: the split flush of a runtime that orders its own commits ------------
+
+
+def test_a_staged_flush_is_written_once_with_the_flush_tokens(
+    sink: ClickHouseSink, make_event: EventFactory, make_alert: AlertFactory
+) -> None:
+    events = [make_event(i) for i in range(3)]
+    for _ in range(2):  # a write, then its retry after a crash before the offset commit
+        sink.add_events(events)
+        sink.add_alerts([make_alert(alert_id="al-1")])
+        staged = sink.stage("p0/0-3")
+        assert staged.rows == RowCounts(events=3, alerts=1)
+        assert sink.buffered.total == 0
+        sink.write(staged)
+        assert staged.written
+    assert (_count(sink, "events"), _count(sink, "alerts")) == (3, 1)
+    sink.add_events(events)
+    sink.flush("p0/0-3")  # flush makes the same tokens
+    assert _count(sink, "events") == 3
+
+
+def test_a_staged_flush_that_failed_writes_only_the_rest_when_written_again(
+    sink: ClickHouseSink, make_event: EventFactory, make_alert: AlertFactory
+) -> None:
+    database = _db(sink)
+    sink.backend.command(f"RENAME TABLE {database}.alerts TO {database}.alerts_away")
+    sink.add_events([make_event(i) for i in range(4)])
+    sink.add_alerts([make_alert()])
+    sink.add_dead_letters([("t/0/9", "broken", b"{")])
+    staged = sink.stage("p1/0-9")
+    inserted: list[tuple[str, int]] = []
+
+    def hook(table: str, rows: int, seconds: float) -> None:
+        assert seconds >= 0
+        inserted.append((table, rows))
+
+    with pytest.raises(SinkError, match=f"insert into {database}.alerts failed"):
+        sink.write(staged, on_insert=hook)
+    assert inserted == [(f"{database}.events", 4)]
+    assert not staged.written
+    sink.backend.command(f"RENAME TABLE {database}.alerts_away TO {database}.alerts")
+    sink.write(staged, on_insert=hook)
+    assert inserted[1:] == [(f"{database}.alerts", 1), (f"{database}.dead_letters", 1)]
+    assert [_count(sink, t) for t in ("events", "alerts", "dead_letters")] == [4, 1, 1]
+
+
+def test_event_rows_as_decoded_from_json_store_as_their_events(
+    backend: ChdbBackend, make_event: EventFactory
+) -> None:
+    # What the Kafka sink adds (rows decoded from records) and what the embedded
+    # pipeline adds (Events) become the same rows.
+    events = [make_event(i, full=True) for i in range(3)] + [make_event(3)]
+    rows = [orjson.loads(e.model_dump_json(exclude_none=True)) for e in events]
+    stored = []
+    for add in ("add_events", "add_event_rows"):
+        database = f"aw_{uuid.uuid4().hex[:12]}"
+        migrate(backend, SchemaConfig(database=database, ttl_days=None))
+        sink = ClickHouseSink(backend, database=database)
+        getattr(sink, add)(events if add == "add_events" else rows)
+        sink.flush("p")
+        stored.append(sink.query(
+            f"SELECT * EXCEPT ingested_at FROM {database}.events ORDER BY event_id").dicts())
+        backend.command(f"DROP DATABASE {database} SYNC")
+    assert len(stored[0]) == 4
+    assert stored[0] == stored[1]

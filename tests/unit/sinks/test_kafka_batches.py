@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from agentwatch.schemas import Alert, DeliveryFailure, default_price_table, encode_alert
-from agentwatch.sinks import DeadLetter
 from agentwatch.sinks.kafka import (
     INTENT_PREFIX,
     CommitMeta,
@@ -187,7 +186,7 @@ def _failure(alert: Alert, endpoint: str = "team-slack") -> DeliveryFailure:
     )
 
 
-def test_a_failed_delivery_becomes_an_alert_row_with_its_status_and_a_dead_letter(
+def test_a_failed_delivery_is_taken_as_a_failure_for_the_sinks_one_mapping(
     make_alert: AlertFactory,
 ) -> None:
     batch = PartitionBatch("al.dlq", 1, kind="alert_failures")
@@ -195,10 +194,9 @@ def test_a_failed_delivery_becomes_an_alert_row_with_its_status_and_a_dead_lette
     batch.add(4, failure.encode(), None)
     assert batch.failures == [failure]
     assert batch.alerts == []
-    assert batch.dead_letters == [DeadLetter("al.dlq/1/4", failure.reason, failure.encode())]
-    assert "webhook team-slack" in batch.dead_letters[0].reason
+    # Its alerts and dead_letters rows are ClickHouseSink.add_delivery_failures' to make.
+    assert batch.dead_letters == []
     assert batch.rows == 2
-    assert batch.alert_rows() == ([failure.alert], ["failed:team-slack"])
 
 
 def test_an_unreadable_failure_record_becomes_a_dead_letter_with_the_reason() -> None:
@@ -210,7 +208,6 @@ def test_an_unreadable_failure_record_becomes_a_dead_letter_with_the_reason() ->
     assert [d.source for d in batch.dead_letters] == ["al.dlq/0/0", "al.dlq/0/1", "al.dlq/0/2"]
     assert "`alert`" in batch.dead_letters[0].reason
     assert batch.dead_letters[0].raw == b'{"endpoint": "x"}'
-    assert batch.alert_rows() == ([], None)
 
 
 def test_failed_deliveries_share_the_exactly_once_protocol_of_the_other_topics(
@@ -222,19 +219,9 @@ def test_failed_deliveries_share_the_exactly_once_protocol_of_the_other_topics(
     batch.add(11, _failure(make_alert(), "pager").encode(), None)
     assert batch.must_flush
     assert batch.token("g") == "g/al.dlq/2/10-11"
-    _, status = batch.alert_rows()
-    assert status == ["failed:team-slack", "failed:pager"]
+    assert [f.delivery_status for f in batch.failures] == ["failed:team-slack", "failed:pager"]
     batch.committed()
     assert (batch.start, batch.failures, batch.dead_letters, batch.rows) == (12, [], [], 0)
-
-
-def test_alert_rows_without_failures_leave_delivery_status_to_its_default(
-    make_alert: AlertFactory,
-) -> None:
-    batch = PartitionBatch("al", 0, kind="alerts")
-    alert = make_alert()
-    batch.add(0, encode_alert(alert), None)
-    assert batch.alert_rows() == ([alert], None)
 
 
 def test_events_without_cost_are_priced_like_the_core_prices_them() -> None:

@@ -54,7 +54,7 @@ from agentwatch.sinks._settings import (
     SinkSettings,
     StoreSettings,
 )
-from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts
+from agentwatch.sinks._sink import ClickHouseSink, FlushStats, RowCounts, StagedFlush
 from agentwatch.sinks.backends import (
     Backend,
     ChdbBackend,
@@ -96,6 +96,7 @@ __all__ = [
     "SavedQuery",
     "SchemaConfig",
     "SinkSettings",
+    "StagedFlush",
     "StoreSettings",
     "alerts_to_arrow",
     "applied_versions",

@@ -16,17 +16,29 @@ A webhook delivery that finally failed (:meth:`ClickHouseSink.add_delivery_failu
 is stored as the ``agentwatch.sinks.kafka`` sink stores the records of the dead-letter
 topic: an ``alerts`` row with ``delivery_status = 'failed:<endpoint>'`` and a
 ``dead_letters`` row with the reason. Plain alerts go into the same insert with
-``delivery_status = ''`` (one alerts insert per flush, so one token per table).
+``delivery_status = ''`` (one alerts insert per flush, so one token per table). That
+mapping exists only here: the dead letter's ``source`` is ``webhook/<endpoint>`` (where the
+delivery failed, what a user querying ``dead_letters`` looks for), whichever runtime
+(the embedded pipeline, or ``agentwatch sink`` reading the webhooks' dead-letter topic)
+adds the failure.
+
+A runtime that orders its own writes against its commits (``agentwatch sink``: intent,
+inserts, commit) splits :meth:`ClickHouseSink.flush` in two: :meth:`ClickHouseSink.stage`
+turns what is buffered into Arrow batches with their tokens (CPU work it may overlap with
+the previous write), :meth:`ClickHouseSink.write` inserts them, and may be called again
+with the same :class:`StagedFlush` after a failure (what was written is not written
+twice). Do not mix the two styles on one sink.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
 from agentwatch.schemas import Alert, ControlRecord, Event, Rejected
 from agentwatch.schemas.errors import SinkError
@@ -46,6 +58,7 @@ from agentwatch.sinks._rows import (
     control_to_arrow,
     dead_letters_from_rejected,
     dead_letters_to_arrow,
+    event_rows_to_arrow,
     events_to_arrow,
 )
 from agentwatch.sinks.backends.base import Backend, Parameters, QueryResult
@@ -55,7 +68,7 @@ if TYPE_CHECKING:
 
     from agentwatch.schemas import Ack, DeliveryFailure
 
-__all__ = ["ClickHouseSink", "FlushStats", "RowCounts"]
+__all__ = ["ClickHouseSink", "FlushStats", "RowCounts", "StagedFlush"]
 
 T = TypeVar("T")
 
@@ -80,10 +93,41 @@ class FlushStats:
     duration_s: float
 
 
+#: Event ids per query when a batch that may be stored already is checked against
+#: ClickHouse (a parameter travels in the URL of an HTTP request: ~40 bytes per id).
+_RECHECK_IDS_PER_QUERY: Final = 5_000
+
+_log = logging.getLogger("agentwatch.sink")
+
+#: ``dead_letters.source`` of a failed webhook delivery: this prefix, then the endpoint.
+WEBHOOK_SOURCE_PREFIX: Final = "webhook/"
+
+
 @dataclass(slots=True)
 class _Batch:
     data: pa.Table
     token: str | None
+    table: str = ""  # database.table
+    maybe_stored: bool = False  # events a first attempt may have stored (see stage())
+
+
+@dataclass(slots=True)
+class StagedFlush:
+    """What :meth:`ClickHouseSink.stage` took from the buffers: one Arrow batch per table,
+    each with its token, in insert order. :meth:`ClickHouseSink.write` removes each batch
+    once it is inserted: an empty :attr:`batches` means all is written."""
+
+    batches: list[_Batch]
+    rows: RowCounts
+
+    @property
+    def written(self) -> bool:
+        return not self.batches
+
+
+#: Called after each insert of :meth:`ClickHouseSink.write`: table (``database.table``),
+#: rows, seconds the insert took.
+InsertHook = Callable[[str, int, float], None]
 
 
 class _AlertRow(NamedTuple):
@@ -94,9 +138,40 @@ class _AlertRow(NamedTuple):
 
 
 def _alert_rows_to_arrow(rows: Sequence[_AlertRow]) -> pa.Table:
-    return alerts_to_arrow(
-        [r.alert for r in rows], delivery_status=[r.delivery_status for r in rows]
+    """One ``delivery_status`` value per row when a failed delivery is among them, else
+    none (the column keeps its DEFAULT, ``''``)."""
+    alerts = [r.alert for r in rows]
+    if all(not r.delivery_status for r in rows):
+        return alerts_to_arrow(alerts)
+    return alerts_to_arrow(alerts, delivery_status=[r.delivery_status for r in rows])
+
+
+EventRow = Event | Mapping[str, Any]
+"""An :class:`Event`, or an event row as decoded from JSON (see
+:func:`agentwatch.sinks._rows.event_rows_to_arrow`)."""
+
+
+def _event_rows_to_arrow(items: Sequence[EventRow]) -> pa.Table:
+    # type() checks: isinstance() against a pydantic model class costs ~1 µs per dict
+    # (its metaclass's __instancecheck__), and a batch holds 100,000 rows.
+    if all(type(item) is not dict for item in items):
+        return events_to_arrow(items)  # type: ignore[arg-type]  # no rows: all Events
+    if any(type(item) is not dict for item in items):
+        items = [i if type(i) is dict else vars(i) for i in items]
+    return event_rows_to_arrow(items)  # type: ignore[arg-type]  # all rows now
+
+
+def delivery_failure_rows(
+    failure: DeliveryFailure, received_at: datetime | None = None
+) -> tuple[_AlertRow, DeadLetter]:
+    """The one mapping of a failed webhook delivery to rows: its alert with
+    ``delivery_status = 'failed:<endpoint>'``, and a dead letter from
+    ``webhook/<endpoint>`` with the failure's reason and the failure as JSON."""
+    letter = DeadLetter(
+        f"{WEBHOOK_SOURCE_PREFIX}{failure.endpoint}", failure.reason, failure.encode(),
+        received_at,
     )
+    return _AlertRow(failure.alert, failure.delivery_status), letter
 
 
 @dataclass(slots=True)
@@ -123,7 +198,7 @@ class ClickHouseSink:
         schema = SchemaConfig(database=database)
         self._database = database
         self._backend = backend
-        self._events = _TableBuffer[Event](schema.table(EVENTS_TABLE), events_to_arrow)
+        self._events = _TableBuffer[EventRow](schema.table(EVENTS_TABLE), _event_rows_to_arrow)
         self._alerts = _TableBuffer[_AlertRow](schema.table(ALERTS_TABLE), _alert_rows_to_arrow)
         self._dead_letters = _TableBuffer[DeadLetter](
             schema.table(DEAD_LETTERS_TABLE), dead_letters_to_arrow
@@ -146,6 +221,13 @@ class ClickHouseSink:
         with self._lock:
             self._events.items.extend(events)
 
+    def add_event_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Event rows as decoded from JSON, each valid by the contract already, ``ts`` in
+        the producers' form (``agentwatch sink``'s hot path: no pydantic model per event;
+        see :func:`agentwatch.sinks._rows.event_rows_to_arrow`)."""
+        with self._lock:
+            self._events.items.extend(rows)
+
     def add_alerts(self, alerts: Iterable[Alert]) -> None:
         rows = [_AlertRow(alert, "") for alert in alerts]
         with self._lock:
@@ -164,10 +246,9 @@ class ClickHouseSink:
         rows: list[_AlertRow] = []
         letters: list[DeadLetter] = []
         for failure in failures:
-            rows.append(_AlertRow(failure.alert, failure.delivery_status))
-            letters.append(
-                DeadLetter(f"webhook/{failure.endpoint}", failure.reason, failure.encode(), now)
-            )
+            row, letter = delivery_failure_rows(failure, now)
+            rows.append(row)
+            letters.append(letter)
         with self._lock:
             self._alerts.items.extend(rows)
             self._dead_letters.items.extend(letters)
@@ -206,6 +287,10 @@ class ClickHouseSink:
                 self._acks.count(),
             )
 
+    def _buffers(self) -> tuple[_TableBuffer[Any], ...]:
+        """Every table's buffer, in insert order."""
+        return (self._events, self._alerts, self._dead_letters, self._acks, self._control)
+
     def flush(self, dedup_token_prefix: str | None = None) -> FlushStats:
         """Insert everything buffered: per table, failed batches first, then one
         Arrow insert of what was added since (token ``f"{prefix}:{table name}"``).
@@ -215,14 +300,68 @@ class ClickHouseSink:
         started = time.perf_counter()
         with self._flush_lock:
             inserted = [
-                self._flush_table(buffer, dedup_token_prefix)
-                for buffer in (self._events, self._alerts, self._dead_letters, self._acks)
+                self._flush_table(buffer, dedup_token_prefix) for buffer in self._buffers()
             ]
-            self._flush_table(self._control, dedup_token_prefix)
-        return FlushStats(RowCounts(*inserted), time.perf_counter() - started)
+        return FlushStats(RowCounts(*inserted[:4]), time.perf_counter() - started)
+
+    def stage(self, dedup_token_prefix: str, *, maybe_stored: bool = False) -> StagedFlush:
+        """Take everything buffered as one Arrow batch per table, each with its token
+        (``f"{prefix}:{table name}"``), for :meth:`write`; the buffers are empty after.
+
+        ``maybe_stored``: a first attempt of these very rows (same prefix) may be stored
+        already, e.g. a batch re-formed after a crash between insert and commit. The
+        events ClickHouse has already are then left out when :meth:`write` inserts them,
+        should ClickHouse have forgotten the token meanwhile (see :meth:`_without_stored`).
+        Raises :class:`SinkError` (the rows stay buffered) when a batch cannot be built.
+        """
+        with self._lock:
+            taken = [(buffer, buffer.items) for buffer in self._buffers()]
+            for buffer, _ in taken:
+                buffer.items = []
+        batches: list[_Batch] = []
+        counts: list[int] = []
+        try:
+            for buffer, items in taken:
+                counts.append(len(items))
+                if items:
+                    batch = self._build(buffer, items, dedup_token_prefix)
+                    batch.maybe_stored = maybe_stored and buffer is self._events
+                    batches.append(batch)
+        except SinkError:
+            with self._lock:
+                for buffer, items in taken:
+                    buffer.items = items + buffer.items
+            raise
+        return StagedFlush(batches, RowCounts(*counts[:4]))
+
+    def write(self, staged: StagedFlush, *, on_insert: InsertHook | None = None) -> None:
+        """Insert what :meth:`stage` took, table by table; each batch leaves ``staged``
+        once inserted, so after a :class:`SinkError` / :class:`BackpressureError` calling
+        this again with the same ``staged`` writes the rest, in order."""
+        while staged.batches:
+            batch = staged.batches[0]
+            started = time.perf_counter()
+            rows = self._insert(batch)
+            if on_insert is not None:
+                on_insert(batch.table, rows, time.perf_counter() - started)
+            staged.batches.pop(0)
+
+    @staticmethod
+    def _token(prefix: str | None, table: str) -> str | None:
+        """The one place a dedup token is made: ``f"{prefix}:{table name}"``."""
+        return None if prefix is None else f"{prefix}:{table.partition('.')[2]}"
+
+    @staticmethod
+    def _build(buffer: _TableBuffer[Any], items: list[Any], prefix: str | None) -> _Batch:
+        try:
+            data = buffer.to_arrow(items)
+        except Exception as exc:
+            what = f"building the Arrow batch for {buffer.table}"
+            raise SinkError(f"{what} failed: {exc}") from exc
+        return _Batch(data, ClickHouseSink._token(prefix, buffer.table), buffer.table)
 
     def _flush_table(self, buffer: _TableBuffer[Any], prefix: str | None) -> int:
-        token = None if prefix is None else f"{prefix}:{buffer.table.partition('.')[2]}"
+        token = self._token(prefix, buffer.table)
         with self._lock:
             items, buffer.items = buffer.items, []
             if items and token is not None and any(b.token == token for b in buffer.pending):
@@ -233,32 +372,69 @@ class ClickHouseSink:
                 )
         if items:
             try:
-                data = buffer.to_arrow(items)
-            except Exception as exc:
+                batch = self._build(buffer, items, prefix)
+            except SinkError:
                 with self._lock:
                     buffer.items = items + buffer.items
-                what = f"building the Arrow batch for {buffer.table}"
-                raise SinkError(f"{what} failed: {exc}") from exc
+                raise
             with self._lock:
-                buffer.pending.append(_Batch(data, token))
+                buffer.pending.append(batch)
         written = 0
         while True:
             with self._lock:
                 if not buffer.pending:
                     return written
                 batch = buffer.pending[0]
-            self._insert(buffer.table, batch)
+            self._insert(batch)
             with self._lock:
                 buffer.pending.pop(0)
             written += batch.data.num_rows
 
-    def _insert(self, table: str, batch: _Batch) -> None:
+    def _insert(self, batch: _Batch) -> int:
+        """One insert with the batch's token; the rows inserted."""
         try:
-            self._backend.insert_arrow(table, batch.data, dedup_token=batch.token)
+            if batch.maybe_stored:
+                batch.data = self._without_stored(batch.table, batch.data)
+                batch.maybe_stored = False
+                if batch.data.num_rows == 0:
+                    return 0
+            self._backend.insert_arrow(batch.table, batch.data, dedup_token=batch.token)
         except SinkError:
             raise
         except Exception as exc:
-            raise SinkError(f"insert into {table} failed: {exc}") from exc
+            raise SinkError(f"insert into {batch.table} failed: {exc}") from exc
+        return int(batch.data.num_rows)
+
+    def _without_stored(self, table: str, data: pa.Table) -> pa.Table:
+        """``data`` (events) without the rows whose ``event_id`` ``table`` holds already.
+
+        For a batch whose first attempt may be stored: its token makes ClickHouse drop a
+        retry only while the table's deduplication log (``non_replicated_deduplication_window``:
+        its last 1,000 inserts) still has the first attempt, which many sinks inserting
+        during a long restart can push out. ClickHouse stores each part of an insert
+        (one per day) whole or not at all, so what is left is what the first attempt did
+        not store, and the token stays right for it. Looked up within the rows' time
+        range (the table is partitioned by day), in slices of ids."""
+        import pyarrow as pa  # noqa: PLC0415 (with the sink's dependencies)
+        import pyarrow.compute as pc  # noqa: PLC0415
+
+        ids = data.column("event_id")
+        ts = data.column("ts")
+        sql = (
+            f"SELECT DISTINCT event_id FROM {table} "  # noqa: S608 (a checked table name)
+            "WHERE ts >= {lo:DateTime64(6, 'UTC')} AND ts <= {hi:DateTime64(6, 'UTC')} "
+            "AND event_id IN {ids:Array(String)}"
+        )
+        params: dict[str, Any] = {"lo": pc.min(ts).as_py(), "hi": pc.max(ts).as_py()}
+        stored: list[str] = []
+        values = ids.to_pylist()
+        for first in range(0, len(values), _RECHECK_IDS_PER_QUERY):
+            params["ids"] = values[first : first + _RECHECK_IDS_PER_QUERY]
+            stored += [row[0] for row in self._backend.query(sql, params).rows]
+        if not stored:
+            return data
+        _log.info("sink: %d events of a pending batch were stored already", len(stored))
+        return data.filter(pc.invert(pc.is_in(ids, value_set=pa.array(stored, pa.string()))))
 
     def query(self, sql: str, params: Parameters | None = None) -> QueryResult:
         """Run a read query on the sink's backend (values as ``{name:Type}`` parameters)."""

@@ -32,8 +32,10 @@ What a record becomes depends on the topic's :data:`BatchKind`: ``"events"`` rec
 (one event or a packed array) become ``events`` rows, ``"alerts"`` records ``alerts``
 rows, and ``"alert_failures"`` records (a
 :class:`~agentwatch.schemas.DeliveryFailure` from the webhook
-dispatcher's dead-letter topic) an ``alerts`` row with ``delivery_status =
-'failed:<endpoint>'`` **and** a ``dead_letters`` row with the failure's reason. A batch
+dispatcher's dead-letter topic) failures, which the sink contract
+(:meth:`~agentwatch.sinks.ClickHouseSink.add_delivery_failures`) stores as an ``alerts``
+row with ``delivery_status = 'failed:<endpoint>'`` **and** a ``dead_letters`` row (source
+``webhook/<endpoint>``) with the failure's reason. A batch
 holds one partition, so of one kind: its ``alerts`` insert is its only one into that
 table, and the per-table token stays unique. ``"acks"`` records (the acks topic,
 :class:`~agentwatch.alerts.Ack`) become ``alert_acks`` rows.
@@ -224,8 +226,8 @@ class PartitionBatch:
     """Event rows (contract-valid dicts, see :func:`decode_rows`)."""
     alerts: list[Alert] = field(default_factory=list)
     failures: list[DeliveryFailure] = field(default_factory=list)
-    """Failed deliveries: each one an ``alerts`` row (its alert, its ``delivery_status``);
-    its ``dead_letters`` row is in :attr:`dead_letters` already."""
+    """Failed deliveries: each one an ``alerts`` row and a ``dead_letters`` row, as
+    :meth:`~agentwatch.sinks.ClickHouseSink.add_delivery_failures` maps them."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     controls: list[ControlRecord] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
@@ -243,18 +245,9 @@ class PartitionBatch:
 
     @property
     def rows(self) -> int:
-        return (len(self.events) + len(self.alerts) + len(self.failures)
+        """Rows the batch will store (a failed delivery is two: alerts, dead_letters)."""
+        return (len(self.events) + len(self.alerts) + 2 * len(self.failures)
                 + len(self.dead_letters) + len(self.controls) + len(self.acks))
-
-    def alert_rows(self) -> tuple[list[Alert], list[str] | None]:
-        """The rows of the batch's one ``alerts`` insert: the alerts, then the failed
-        deliveries' alerts; with their ``delivery_status`` values when there are failures
-        (``''`` for a plain alert), else None (the column keeps its DEFAULT)."""
-        if not self.failures:
-            return self.alerts, None
-        alerts = [*self.alerts, *(f.alert for f in self.failures)]
-        status = [""] * len(self.alerts) + [f.delivery_status for f in self.failures]
-        return alerts, status
 
     @property
     def end(self) -> int | None:
@@ -362,7 +355,6 @@ class PartitionBatch:
             self.dead_letters.extend(dead_letters_from_rejected([Rejected(value, reason)], source))
             return
         self.failures.append(failure)
-        self.dead_letters.append(DeadLetter(source, failure.reason, value))
 
     def _add_ack(self, source: str, value: bytes) -> None:
         try:

@@ -5,8 +5,10 @@ when the rows held reach ``batch_max_events`` or the oldest is ``batch_max_ms`` 
 run a *flush round* over every partition that holds something:
 
 1. one commit of every batch's intent (``start`` + ``pending <last>``);
-2. per batch, its inserts (events and dead letters, alerts, or failed deliveries: alerts
-   and dead letters), each with its token;
+2. per batch, its rows go through the one sink contract,
+   :class:`~agentwatch.sinks.ClickHouseSink`: ``add_*``, then a flush with the batch's
+   token prefix (staged while the previous round writes, then written; the sink makes
+   the tokens, builds the Arrow batches and maps failed deliveries to rows);
 3. one commit of every batch's end (``last + 1``).
 
 See :mod:`._batches` for why that stores each row exactly once across crashes and
@@ -39,21 +41,8 @@ from agentwatch.schemas.kafka_group import (
     rebalance_listener,
     start_with_retry,
 )
-from agentwatch.sinks._ddl import (
-    ACKS_TABLE,
-    ALERTS_TABLE,
-    CONTROL_LOG_TABLE,
-    DEAD_LETTERS_TABLE,
-    EVENTS_TABLE,
-    SchemaConfig,
-)
-from agentwatch.sinks._rows import (
-    acks_to_arrow,
-    alerts_to_arrow,
-    control_to_arrow,
-    dead_letters_to_arrow,
-    event_rows_to_arrow,
-)
+from agentwatch.sinks._ddl import SchemaConfig
+from agentwatch.sinks._sink import ClickHouseSink, StagedFlush
 from agentwatch.sinks.kafka._batches import (
     BatchKind,
     PartitionBatch,
@@ -83,9 +72,6 @@ _STATS_EVERY_S: Final = 30.0
 #: Rebuilding a partition's recent-id memory gives up when the re-read makes no progress
 #: for this long (the memory is then partial, and says so in the log).
 _PRIME_STALL_S: Final = 30.0
-#: Event ids per query when a pending batch is checked against ClickHouse (a parameter
-#: travels in the URL of an HTTP request: ~40 bytes per id).
-_RECHECK_IDS_PER_QUERY: Final = 5_000
 
 #: Crash tests (tests/integration): ``<point>:<n>`` makes the sink SIGKILL itself at the
 #: n-th time it passes that point. Points: ``taken`` (a record taken into a batch: mid-batch,
@@ -128,8 +114,7 @@ class SinkStats:
 class _Job:
     """One round, detached from the batches: its tables, where it ends, what it holds."""
 
-    parts: list[tuple[str, Any, str]] = field(default_factory=list)  # (table, Arrow, token)
-    recheck: set[int] = field(default_factory=set)  # parts to check against ClickHouse first
+    parts: list[StagedFlush] = field(default_factory=list)  # one per batch, with its tokens
     ends: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> last offset
     end_metadata: dict[Any, str] = field(default_factory=dict)  # TopicPartition -> metadata
     events: int = 0
@@ -149,12 +134,7 @@ class KafkaSink:
 
     def __init__(self, settings: SinkSettings, backend: Backend, schema: SchemaConfig) -> None:
         self._settings = settings
-        self._backend = backend
-        self._tables = {
-            name: schema.table(name)
-            for name in (EVENTS_TABLE, ALERTS_TABLE, DEAD_LETTERS_TABLE, CONTROL_LOG_TABLE,
-                         ACKS_TABLE)
-        }
+        self._sink = ClickHouseSink(backend, database=schema.database)
         self._kinds: dict[str, BatchKind] = {
             settings.alerts_topic: "alerts",
             settings.alerts_dlq_topic: "alert_failures",
@@ -341,46 +321,38 @@ class KafkaSink:
     def _job(self, ready: dict[TopicPartition, PartitionBatch]) -> _Job:
         job = _Job()
         group = self._settings.group_id
+        sink = self._sink
         for tp, batch in ready.items():
-            token = batch.token(group)
-            if batch.events:
-                if batch.cut_at is not None:  # completes a batch whose first try may be stored
-                    job.recheck.add(len(job.parts))
-                job.parts.append((EVENTS_TABLE, event_rows_to_arrow(batch.events), token))
-            alerts, delivery_status = batch.alert_rows()
-            if alerts:
-                job.parts.append(
-                    (ALERTS_TABLE, alerts_to_arrow(alerts, delivery_status=delivery_status), token)
-                )
-            if batch.dead_letters:
-                job.parts.append(
-                    (DEAD_LETTERS_TABLE, dead_letters_to_arrow(batch.dead_letters), token)
-                )
-            if batch.controls:
-                job.parts.append((CONTROL_LOG_TABLE, control_to_arrow(batch.controls), token))
-            if batch.acks:
-                job.parts.append((ACKS_TABLE, acks_to_arrow(batch.acks), token))
+            sink.add_event_rows(batch.events)
+            sink.add_alerts(batch.alerts)
+            sink.add_delivery_failures(batch.failures)
+            sink.add_dead_letters(batch.dead_letters)
+            sink.add_control(batch.controls)
+            sink.add_acks(batch.acks)
+            # A batch re-formed from an intent (cut_at) completes one whose first try may
+            # be stored: the sink leaves out the events ClickHouse has already.
+            staged = sink.stage(batch.token(group), maybe_stored=batch.cut_at is not None)
+            if not staged.written:
+                job.parts.append(staged)
             if batch.end is not None:
                 job.ends[tp] = batch.end
                 # Every record read from tp is in this batch: the memory stands at its end.
                 recent = self._recent.get(tp)
                 job.end_metadata[tp] = memory_metadata(None if recent is None else recent.span)
-            job.events += len(batch.events)
-            job.alerts += len(alerts)
-            job.dead_letters += len(batch.dead_letters)
+            job.events += staged.rows.events
+            job.alerts += staged.rows.alerts
+            job.dead_letters += staged.rows.dead_letters
             job.reasons.update(d.reason for d in batch.dead_letters)
+            job.reasons.update(f.reason for f in batch.failures)
             job.duplicates += batch.duplicates
         return job
 
     async def _store(self, job: _Job) -> None:
-        """Insert a round's tables (each with its batch's token), then commit its ends."""
+        """Write a round's batches (each with its tokens), then commit its ends."""
         from aiokafka.structs import OffsetAndMetadata  # noqa: PLC0415
 
-        for index, (name, data, token) in enumerate(job.parts):
-            await self._insert_with_retry(
-                self._tables[name], data, f"{token}:{name}", recheck=index in job.recheck
-            )
-            self._crash.passed("insert")
+        for staged in job.parts:
+            await self._write_with_retry(staged)
         if self._consumer is not None:
             await self._consumer.commit(
                 {
@@ -426,27 +398,15 @@ class KafkaSink:
             return False
         raise exc
 
-    async def _insert_with_retry(
-        self, table: str, data: Any, token: str, *, recheck: bool = False
-    ) -> None:
-        """Insert with the token, retrying while ClickHouse fails. ``recheck``: the events
-        of a batch completed from an intent; those ClickHouse has already are left out
-        first (see :meth:`_without_stored`)."""
+    async def _write_with_retry(self, staged: StagedFlush) -> None:
+        """Write a batch through the sink, retrying while ClickHouse fails (the sink keeps
+        what is not written yet in ``staged``; each table is inserted once)."""
         backoff = Backoff(min(_FIRST_BACKOFF_S, self._settings.max_backoff_s),
                           self._settings.max_backoff_s)
         try:
             while True:
                 try:
-                    if recheck:
-                        data = await asyncio.to_thread(self._without_stored, table, data)
-                        recheck = False
-                        if data.num_rows == 0:
-                            return
-                    t0 = time.perf_counter()
-                    await asyncio.to_thread(
-                        self._backend.insert_arrow, table, data, dedup_token=token
-                    )
-                    self.metrics.insert_seconds.labels(table).observe(time.perf_counter() - t0)
+                    await asyncio.to_thread(self._sink.write, staged, on_insert=self._inserted)
                 except SinkError as exc:
                     wait_s = backoff.next_s(at_least_s=exc.retry_after_s
                                             if isinstance(exc, BackpressureError) else 0.0)
@@ -464,36 +424,11 @@ class KafkaSink:
                 self._consumer.resume(*self._consumer.assignment())
                 self._paused = False
 
-    def _without_stored(self, table: str, data: Any) -> Any:
-        """``data`` (events) without the rows whose ``event_id`` ``table`` holds already.
-
-        For a batch completed from an intent: its token makes ClickHouse drop a retry only
-        while the table's deduplication log (``non_replicated_deduplication_window``: its
-        last 1,000 inserts) still has the first attempt, which many sinks inserting
-        during a long restart can push out. ClickHouse stores each part of an insert
-        (one per day) whole or not at all, so what is left is what the first attempt did
-        not store, and the token stays right for it. Looked up within the rows' time
-        range (the table is partitioned by day), in slices of ids."""
-        import pyarrow as pa  # noqa: PLC0415 (with the sink's dependencies)
-        import pyarrow.compute as pc  # noqa: PLC0415
-
-        ids = data.column("event_id")
-        ts = data.column("ts")
-        sql = (
-            f"SELECT DISTINCT event_id FROM {table} "  # noqa: S608 (a checked table name)
-            "WHERE ts >= {lo:DateTime64(6, 'UTC')} AND ts <= {hi:DateTime64(6, 'UTC')} "
-            "AND event_id IN {ids:Array(String)}"
-        )
-        params: dict[str, Any] = {"lo": pc.min(ts).as_py(), "hi": pc.max(ts).as_py()}
-        stored: list[str] = []
-        values = ids.to_pylist()
-        for first in range(0, len(values), _RECHECK_IDS_PER_QUERY):
-            params["ids"] = values[first : first + _RECHECK_IDS_PER_QUERY]
-            stored += [row[0] for row in self._backend.query(sql, params).rows]
-        if not stored:
-            return data
-        log.info("sink: %d events of a pending batch were stored already", len(stored))
-        return data.filter(pc.invert(pc.is_in(ids, value_set=pa.array(stored, pa.string()))))
+    def _inserted(self, table: str, rows: int, seconds: float) -> None:
+        """After each insert (in the writing thread): metrics, and the ``insert`` crash point."""
+        if rows:  # 0: every event of a pending batch was stored already, nothing inserted
+            self.metrics.insert_seconds.labels(table).observe(seconds)
+        self._crash.passed("insert")
 
     async def _wait(self, wait_s: float) -> None:
         """Sleep before a retry; give up the round when a rebalance wants our partitions or
