@@ -25,8 +25,11 @@ DUMP_IDS: Final[dict[str, int]] = {}
 #: While the engine loads a session's state: the ids those positions refer to.
 LOAD_IDS: Final[list[str]] = []
 
-#: (tenant_id, scoped id): the session id, agent id, or the tenant id again
-ScopeKey = tuple[str, str]
+#: (tenant_id, scoped id): the session id, agent id, or the tenant id again. Typed as a
+#: variable-length tuple on purpose: mypyc unboxes ``tuple[str, str]`` into a C struct and
+#: boxes a new tuple for every dict lookup (each detector, each event); ``tuple[str, ...]``
+#: stays the caller's object
+ScopeKey = tuple[str, ...]
 
 
 def alert_id_for(rule: str, scope: AlertScope, key: ScopeKey, fired_ts_us: int) -> str:

@@ -10,7 +10,7 @@ the length of the current run of calls equal to the call p before them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
 from agentwatch.processors.core._detectors import _US, Detector, Schedule, _who, tracker_for
@@ -18,6 +18,11 @@ from agentwatch.processors.core._rules import LoopCycleRule
 from agentwatch.schemas import Alert, AlertScope, Event, EventKind
 
 __all__ = ["LoopCycleDetector"]
+
+#: a Final constant: mypyc reads it from a static, not from the module dict on every call
+_TOOL_CALL: Final = EventKind.TOOL_CALL
+#: at most this many distinct tool names are interned per detector (see ``_intern``)
+_INTERN_MAX: Final = 4096
 
 
 class _CycleState:
@@ -50,11 +55,20 @@ class LoopCycleDetector(Detector[_CycleState]):
         self._window_us = rule.window_s * _US
         #: _need[p]: the run of period p that means min_repeats repeats of its cycle
         self._need = [p * (rule.min_repeats - 1) for p in range(rule.max_period + 1)]
+        #: tool name -> one shared str: every session's ring holds up to 2 x max_period x
+        #: min_repeats names, each a fresh string from the decoder (~60 B apiece) without
+        #: this; shared, the ring costs a pointer per name and compares by identity first
+        self._intern: dict[str, str] = {}
 
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
-        if event.kind is not EventKind.TOOL_CALL:
+        if event.kind is not _TOOL_CALL:
             return
         tool = event.name or ""
+        interned = self._intern.get(tool)
+        if interned is not None:
+            tool = interned
+        elif len(self._intern) < _INTERN_MAX:
+            self._intern[tool] = tool
         state = self.states.get(skey)
         if state is None:
             state = self.states[skey] = _CycleState(

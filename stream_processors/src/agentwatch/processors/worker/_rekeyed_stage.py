@@ -61,9 +61,9 @@ class _Partition:
         #: come; max ts - disorder while active, from its mark's ``t`` while idle)
         self.sources: dict[int, tuple[int, int]] = {}
         self.heap: list[_Item] = []
-        self.frontier: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
+        self.frontier: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
-        self.dirty: set[tuple[str, tuple[str, str]]] = set()  # changed since the checkpoint
+        self.dirty: set[tuple[str, tuple[str, ...]]] = set()  # changed since the checkpoint
         self.last_offset = -1
         self.released_us = _NEVER
         self.late = 0
@@ -215,8 +215,8 @@ class RekeyedStage:
             return _NEVER
         return min(bound for _, bound in sources.values())
 
-    def _release(self, part: _Partition, out: StageOutput) -> set[tuple[str, tuple[str, str]]]:
-        touched: set[tuple[str, tuple[str, str]]] = set()
+    def _release(self, part: _Partition, out: StageOutput) -> set[tuple[str, tuple[str, ...]]]:
+        touched: set[tuple[str, tuple[str, ...]]] = set()
         aligned_us = self._aligned_us(part)
         heap, disorder_us, step_us = part.heap, self._disorder_us, ADVANCE_STEP_US
         alerts = out.alerts

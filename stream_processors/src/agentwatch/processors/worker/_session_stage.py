@@ -126,9 +126,9 @@ class _Partition:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.dirty: set[tuple[str, str]] = set()  # keys changed since the last checkpoint
-        self.applied: dict[tuple[str, str], int] = {}  # session key -> last record offset
-        self.closed: dict[tuple[str, str], int] = {}  # ended sessions: markers in the table
+        self.dirty: set[tuple[str, ...]] = set()  # keys changed since the last checkpoint
+        self.applied: dict[tuple[str, ...], int] = {}  # session key -> last record offset
+        self.closed: dict[tuple[str, ...], int] = {}  # ended sessions: markers in the table
         self.last_offset = -1
         self.max_ts_us = -(1 << 62)
         self.next_advance_us = -(1 << 62)
