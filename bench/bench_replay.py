@@ -143,7 +143,7 @@ def _measure(events_file: Path, tree: Path | None) -> tuple[float, bool]:
     return float(rate), compiled == "True"
 
 
-def against(n_events: int, rev: str, rounds: int = 3) -> None:
+def against(n_events: int, rev: str, rounds: int = 5) -> None:
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-replay-") as tmp:
         tree = Path(tmp) / "tree"
