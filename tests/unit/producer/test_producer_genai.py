@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from agentwatch.producer import hash_tool_args
 from agentwatch.producer.genai import GenAISpan, Skipped, map_span
 from agentwatch.producer.testing import Collector
 
@@ -58,3 +59,30 @@ def test_a_handoff_span_is_a_handoff_event_named_after_the_agent_handed_to(
     assert got.attributes["gen_ai.handoff.from_agent"] == "triage"
     assert got.attributes["gen_ai.handoff.to_agent"] == "billing"
     assert aw.stats.invalid == 0
+
+
+def _tool_span(arguments: str) -> GenAISpan:
+    return GenAISpan(
+        trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+        name="execute_tool lookup", start_ns=1_796_032_800_000_000_000,
+        end_ns=1_796_032_800_400_000_000,
+        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup",
+                    "gen_ai.tool.call.arguments": arguments},
+    )
+
+
+def test_openllmetry_langchain_envelope_hashes_the_inputs_without_the_call_id() -> None:
+    hashes = set()
+    for call_id in ("call_1", "call_2"):
+        event = map_span(_tool_span(
+            '{"input_str": "{\'q\': 1}", "tags": [], "metadata": {}, "inputs": {"q": 1}, '
+            f'"kwargs": {{"color": "green", "name": null, "tool_call_id": "{call_id}"}}}}'))
+        assert isinstance(event, dict)
+        hashes.add(event["tool_args_hash"])
+    assert hashes == {hash_tool_args({"q": 1})}
+
+
+def test_arguments_that_only_look_like_the_envelope_are_hashed_whole() -> None:
+    event = map_span(_tool_span('{"kwargs": {"id": 1}, "inputs": {"q": 1}}'))
+    assert isinstance(event, dict)
+    assert event["tool_args_hash"] == hash_tool_args({"kwargs": {"id": 1}, "inputs": {"q": 1}})

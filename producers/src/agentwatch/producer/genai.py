@@ -45,7 +45,12 @@ status / error_type               error when the span status is ERROR or ``error
                                   ``error.type``, else the ``exception.type`` of the span's
                                   first ``exception`` event
 tool_args_hash                    hash of ``gen_ai.tool.call.arguments`` (as parsed JSON, the
-                                  producer's hash); the arguments themselves are not sent
+                                  producer's hash); the arguments themselves are not sent.
+                                  OpenLLMetry's LangChain instrumentation wraps them in an
+                                  envelope (``input_str``, ``inputs``, ``kwargs`` holding a
+                                  per-call ``tool_call_id``): then only ``inputs`` (else
+                                  ``input_str``) is hashed, so one tool called with the same
+                                  arguments gives one hash
 attributes                        ``gen_ai.operation.name``, ``otel.span.name``,
                                   ``gen_ai.response.model`` (when it differs from model),
                                   ``gen_ai.tool.call.id``, ``gen_ai.agent.name`` (when the
@@ -442,14 +447,23 @@ def _count(value: Any) -> int | None:
     return None
 
 
+#: keys of OpenLLMetry's LangChain envelope around a tool's arguments (its ``kwargs`` hold
+#: the per-call ``tool_call_id``, which would make every call's hash differ)
+_LANGCHAIN_ENVELOPE: Final = frozenset({"input_str", "kwargs"})
+
+
 def _parsed_args(args: Any) -> Any:
     """Tool arguments as the agent passed them: a JSON string parsed (instrumentations
-    serialize them), anything else as it is."""
+    serialize them), anything else as it is; from OpenLLMetry's LangChain envelope only
+    the arguments (``inputs``, else ``input_str``)."""
     if isinstance(args, str):
         try:
-            return orjson.loads(args)
+            args = orjson.loads(args)
         except orjson.JSONDecodeError:
             return args
+    if isinstance(args, dict) and args.keys() >= _LANGCHAIN_ENVELOPE:
+        inputs = args.get("inputs")
+        return inputs if isinstance(inputs, dict) else args["input_str"]
     return args
 
 
