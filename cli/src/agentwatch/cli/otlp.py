@@ -136,16 +136,6 @@ class ReceiverStats:
 
 
 def decode_request(
-    body: bytes, content_type: str, content_encoding: str = "", *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> ExportTraceServiceRequest:
-    """The traces request in ``body``; raises :class:`OtlpError` saying why it cannot be
-    read."""
-    return decode_message(ExportTraceServiceRequest(), body, content_type, content_encoding,
-                          max_body_bytes=max_body_bytes)
-
-
-def decode_message(
     request: _Request, body: bytes, content_type: str, content_encoding: str = "", *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> _Request:
@@ -327,22 +317,17 @@ class OtlpReceiver:
         return app
 
     async def handle_traces(self, request: web.Request) -> web.Response:
-        return await self._handle(request, lambda body, headers, tenant: self._export(
-            decode_message(ExportTraceServiceRequest(), body, headers.get("Content-Type", ""),
-                           headers.get("Content-Encoding", ""),
-                           max_body_bytes=self.max_body_bytes), tenant))
+        return await self._handle(request, ExportTraceServiceRequest(), self._export)
 
     async def handle_logs(self, request: web.Request) -> web.Response:
-        return await self._handle(request, lambda body, headers, tenant: self._export_logs(
-            decode_message(ExportLogsServiceRequest(), body, headers.get("Content-Type", ""),
-                           headers.get("Content-Encoding", ""),
-                           max_body_bytes=self.max_body_bytes), tenant))
+        return await self._handle(request, ExportLogsServiceRequest(), self._export_logs)
 
     async def _handle(
-        self, request: web.Request,
-        export: Callable[[bytes, Mapping[str, str], str | None], Message],
+        self, request: web.Request, message: _Request,
+        export: Callable[[_Request, str | None], Message],
     ) -> web.Response:
-        """Read the body, hand it to ``export`` (decode and map), answer as OTLP does."""
+        """Read the body into ``message`` (an empty export request), hand it to ``export``
+        (map and send), answer as OTLP does."""
         self.stats.requests += 1
         json_reply = request.content_type == JSON
         try:
@@ -352,8 +337,10 @@ class OtlpReceiver:
                 raise OtlpError(413, "too_large",
                                 f"the payload is larger than {self.max_body_bytes} bytes"
                                 ) from None
-            response = export(body, request.headers,
-                              request.headers.get(self.tenant_header) or None)
+            decoded = decode_request(
+                message, body, request.headers.get("Content-Type", ""),
+                request.headers.get("Content-Encoding", ""), max_body_bytes=self.max_body_bytes)
+            response = export(decoded, request.headers.get(self.tenant_header) or None)
         except OtlpError as exc:
             self.stats.rejected_requests[exc.reason] += 1
             self._log.warn_limited(exc.reason, "agentwatch otlp: %s request refused (%d): %s",
@@ -395,13 +382,7 @@ class OtlpReceiver:
                             evaluations += 1
                         else:
                             scores.append(score)
-        room = self._room()
-        if len(events) + len(scores) > room:
-            raise OtlpError(503, "queue_full",
-                            f"the producer's queue has room for {room} events, not "
-                            f"{len(events) + len(scores)}: retry later")
-        for event in (*events, *scores):
-            self.client.emit(event)
+        self._emit_all([*events, *scores])
         stats = self.stats
         stats.spans += spans
         stats.events += len(events)
@@ -447,12 +428,7 @@ class OtlpReceiver:
                         first_invalid = first_invalid or score.detail
                     else:
                         scores.append(score)
-        room = self._room()
-        if len(scores) > room:
-            raise OtlpError(503, "queue_full", f"the producer's queue has room for {room} "
-                            f"events, not {len(scores)}: retry later")
-        for score in scores:
-            self.client.emit(score)
+        self._emit_all(scores)
         stats = self.stats
         stats.log_records += records
         stats.log_records_skipped += skipped
@@ -473,9 +449,15 @@ class OtlpReceiver:
             response.partial_success.error_message = "; ".join(parts)
         return response
 
-    def _room(self) -> int:
-        stats = self.client.stats
-        return max(0, self.client.settings.queue_size - stats.queue_depth)
+    def _emit_all(self, events: list[dict[str, Any]]) -> None:
+        """Hand all of a request's events to the producer, or none: OtlpError 503 when its
+        queue has no room for them (the exporter retries later instead of losing them)."""
+        room = max(0, self.client.settings.queue_size - self.client.stats.queue_depth)
+        if len(events) > room:
+            raise OtlpError(503, "queue_full", f"the producer's queue has room for {room} "
+                            f"events, not {len(events)}: retry later")
+        for event in events:
+            self.client.emit(event)
 
 
 def _record_name(record: LogRecord, attributes: Mapping[str, Any]) -> str:
