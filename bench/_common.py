@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -141,3 +144,22 @@ def build_workload(args: Any) -> Workload:
             packed.extend(packer.take(all_open=True))
     packed.extend(packer.take(all_open=True))
     return Workload(packed, single, len(keys), nbytes / max(1, len(single)))
+
+
+def export_revision(ref: str, dest: Path) -> list[Path]:
+    """The workspace as it was at git revision ``ref``: every member's ``src`` (the members
+    named by that revision's pyproject) and ``tools/``, unpacked under ``dest``. Returns the
+    members' ``src`` folders, for a PYTHONPATH that runs that revision's code (its detection
+    core is pure Python until ``dest/tools/build_core.py`` compiles it in place).
+    Raises ``subprocess.CalledProcessError`` when git cannot give them."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    pyproject = subprocess.run([*git, "show", f"{ref}:pyproject.toml"],  # noqa: S603
+                               check=True, capture_output=True, text=True).stdout
+    members = tomllib.loads(pyproject)["tool"]["uv"]["workspace"]["members"]
+    archive = subprocess.run(  # noqa: S603 -- argv built here; REF is the user's
+        [*git, "archive", "--format=tar", ref, "tools", *(f"{m}/src" for m in members)],
+        check=True, capture_output=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)  # noqa: S603, S607
+    return [dest / m / "src" for m in members]

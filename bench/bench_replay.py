@@ -12,8 +12,9 @@ and their ratio (the goal: >= 0.9).
 
 ``bench_replay.py N --against REV``: the default rules of this tree against those of git
 revision ``REV`` (e.g. the commit before a change: issue 17 asks for >= 0.9x the rate
-before its rules), on the same events in the same run. ``REV`` is checked out in a
-temporary worktree, its core compiled with mypyc as ``make setup`` does, and each tree
+before its rules), on the same events in the same run. ``REV``'s sources are unpacked in
+a temporary folder (``_common.export_revision``), its core compiled with mypyc as
+``make setup`` does, and each tree
 is measured in child processes, taking turns (this machine is shared and noisy): the best
 rate of each is compared.
 """
@@ -32,7 +33,7 @@ from typing import Final
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import summary, synthetic_events
+from _common import export_revision, summary, synthetic_events
 
 from agentwatch.processors.core import COMPILED, Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
@@ -129,14 +130,12 @@ for _ in range(2):
     best = max(best, stats.events / (time.perf_counter() - t0))
 print(best, COMPILED)
 """
-_MEMBERS: Final = ("schemas", "producers", "stream_processors", "sinks", "alerts", "cli")
 
 
-def _measure(events_file: Path, tree: Path | None) -> tuple[float, bool]:
+def _measure(events_file: Path, srcs: list[Path] | None) -> tuple[float, bool]:
     env = dict(os.environ)
-    if tree is not None:  # the other tree's packages first on the path
-        env["PYTHONPATH"] = os.pathsep.join(
-            str(tree / m / "src") for m in _MEMBERS if (tree / m / "src").is_dir())
+    if srcs is not None:  # the other revision's packages first on the path
+        env["PYTHONPATH"] = os.pathsep.join(map(str, srcs))
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(events_file)], env=env,  # noqa: S603
                           capture_output=True, text=True, check=True)
     rate, compiled = done.stdout.split()
@@ -144,26 +143,20 @@ def _measure(events_file: Path, tree: Path | None) -> tuple[float, bool]:
 
 
 def against(n_events: int, rev: str, rounds: int = 5) -> None:
-    root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-replay-") as tmp:
         tree = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev],  # noqa: S603, S607
-                       cwd=root, check=True, capture_output=True)
-        try:
-            subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
-                           check=False, capture_output=True)
-            events_file = Path(tmp) / "events.jsonl"
-            events_file.write_bytes(b"\n".join(synthetic_events(n_events)))
-            ours = theirs = 0.0
-            compiled: dict[str, bool] = {}
-            for _ in range(rounds):
-                rate, compiled["this tree"] = _measure(events_file, None)
-                ours = max(ours, rate)
-                rate, compiled[rev] = _measure(events_file, tree)
-                theirs = max(theirs, rate)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)],  # noqa: S603, S607
-                           cwd=root, check=False, capture_output=True)
+        srcs = export_revision(rev, tree)
+        subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
+                       check=False, capture_output=True)
+        events_file = Path(tmp) / "events.jsonl"
+        events_file.write_bytes(b"\n".join(synthetic_events(n_events)))
+        ours = theirs = 0.0
+        compiled: dict[str, bool] = {}
+        for _ in range(rounds):
+            rate, compiled["this tree"] = _measure(events_file, None)
+            ours = max(ours, rate)
+            rate, compiled[rev] = _measure(events_file, srcs)
+            theirs = max(theirs, rate)
     print(f"replay --against {rev}: {n_events} events, default rules, best of {rounds} "
           f"turns; compiled cores: {compiled}", file=sys.stderr)
     summary(f"replay_vs_{rev}", "events_per_s", ours, theirs, higher_is_better=True)

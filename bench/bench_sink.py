@@ -14,9 +14,10 @@ Arrow tables of the same batch size (not timed), then only the ``insert_arrow`` 
 into a fresh chDB database. ``ratio = sink / limit`` (1.0 would mean the sink adds nothing to
 the insert itself). Goal (issue 5, not asserted): >= 100,000 events/s per sink process.
 
-``--baseline REF`` also runs the sink as it was at git revision ``REF`` (its ``sinks/src``
-tree, from ``git archive``, first on the sink process's PYTHONPATH; the other distributions
-as in this tree) on the same topic, alternating with the tree's sink ``--baseline-rounds``
+``--baseline REF`` also runs the sink as it was at git revision ``REF`` (every member's
+``src`` at ``REF``, from ``git archive`` via ``_common.export_revision``, first on the sink
+process's PYTHONPATH: modules move between the distributions, so one revision's sink needs
+its own neighbours) on the same topic, alternating with the tree's sink ``--baseline-rounds``
 times each, and prints the best rate of each and ``ratio = tree / REF`` (e.g. issue 20: the
 sink service as a shell over ClickHouseSink, against its own write path before).
 """
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a nam
 
 from agentwatch.schemas import decode_record
 from agentwatch.sinks import ChdbBackend, SchemaConfig, events_to_arrow, migrate
-from bench._common import summary
+from bench._common import export_revision, summary
 from bench._kafka import (
     BenchError,
     GroupWatcher,
@@ -62,10 +63,11 @@ def run_sink(
     args: argparse.Namespace,
     *,
     label: str = "agentwatch sink",
-    sinks_src: Path | None = None,
+    baseline_srcs: list[Path] | None = None,
 ) -> float:
     """One sink process over the loaded topic (fresh group, fresh chDB); its events/s.
-    ``sinks_src``: run the ``agentwatch.sinks`` package found there instead of the tree's."""
+    ``baseline_srcs``: run the packages found there (another revision's) instead of the
+    tree's."""
     group = fresh_name("bench-sink")
     store = tmp / fresh_name("sink-chdb")
     env = {
@@ -80,11 +82,11 @@ def run_sink(
         # is older than the default 30-day TTL, ClickHouse drops the rows as they arrive.
         "AGENTWATCH_TTL_DAYS": "none",
     }
-    if sinks_src is not None:
+    if baseline_srcs is not None:
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(sinks_src), *filter(None, [os.environ.get("PYTHONPATH")])]
+            [*map(str, baseline_srcs), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
-        _check_imported_from(sinks_src, env)
+        _check_imported_from(next(p for p in baseline_srcs if p.parent.name == "sinks"), env)
     log = tmp / f"{group}.log"
     # BENCH_SINK_PREFIX: a command to run the sink under, e.g. a profiler
     cmd = [
@@ -115,23 +117,13 @@ def run_sink(
     return result.events_per_s
 
 
-def export_sinks(ref: str, tmp: Path) -> Path:
-    """``sinks/src`` as it was at git revision ``ref``, unpacked under ``tmp``."""
-    root = Path(__file__).resolve().parents[1]
-    out = tmp / "baseline"
-    out.mkdir()
+def export_baseline(ref: str, tmp: Path) -> list[Path]:
+    """The members' ``src`` folders as they were at git revision ``ref``, under ``tmp``."""
     try:
-        archive = subprocess.run(  # noqa: S603 -- argv built here; REF is the user's
-            ["git", "-C", str(root), "archive", "--format=tar", ref, "sinks/src"],  # noqa: S607
-            check=True, capture_output=True,
-        ).stdout
-        subprocess.run(  # noqa: S603 -- argv built here
-            ["tar", "-x", "-C", str(out)], input=archive, check=True  # noqa: S607 -- on PATH
-        )
+        return export_revision(ref, tmp / "baseline")
     except subprocess.CalledProcessError as exc:
         detail = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
-        raise BenchError(f"--baseline {ref}: cannot export sinks/src: {detail}") from None
-    return out / "sinks" / "src"
+        raise BenchError(f"--baseline {ref}: cannot export its sources: {detail}") from None
 
 
 def _check_imported_from(sinks_src: Path, env: dict[str, str]) -> None:
@@ -210,12 +202,12 @@ def main() -> int:
             records = [(r[0], r[1], r[2]) for r in work.packed]
             loaded = preload(bootstrap, topic, records)
             if args.baseline:
-                baseline_src = export_sinks(args.baseline, tmp)
+                baseline_srcs = export_baseline(args.baseline, tmp)
                 ours, before = 0.0, 0.0
                 for _ in range(max(1, args.baseline_rounds)):
                     before = max(before, run_sink(loaded, bootstrap, tmp, args,
                                                   label=f"sink at {args.baseline}",
-                                                  sinks_src=baseline_src))
+                                                  baseline_srcs=baseline_srcs))
                     ours = max(ours, run_sink(loaded, bootstrap, tmp, args))
             else:
                 ours = run_sink(loaded, bootstrap, tmp, args)
