@@ -14,7 +14,6 @@ of its own for the framework.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,24 +21,20 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from framework_tracing import Traced, traced_run
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from opentelemetry.instrumentation.langchain import LangchainInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import TracerProvider
 
 from agentwatch.processors.core import Engine, RulesConfig
 from agentwatch.processors.replay import replay_lines
 from agentwatch.producer import hash_tool_args
 from agentwatch.producer.genai import map_span
-from agentwatch.producer.otel import AgentwatchSpanProcessor, genai_span
-from agentwatch.producer.testing import collector
-from agentwatch.schemas import Alert, Event, EventKind, EventStatus, encode_event
+from agentwatch.producer.otel import genai_span
+from agentwatch.schemas import Alert, EventKind, EventStatus, encode_event
 
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 MODEL = "gpt-4o-mini"
 SERVED_MODEL = "gpt-4o-mini-2024-07-18"
 ORDER_ARGS = '{"order_id": "A-17"}'
@@ -100,33 +95,12 @@ async def run_agent(provider: TracerProvider) -> int:
 
 
 @pytest.fixture(scope="module")
-def traced() -> Iterator[tuple[list[Event], list[ReadableSpan], AgentwatchSpanProcessor]]:
+def traced() -> Iterator[Traced]:
     """One agent run under the instrumentation: the events the processor emitted, and the
     finished spans."""
-    saved = {name: os.environ.pop(name, None) for name in PROXY_VARS}
-    aw = collector(agent_id="fallback", linger_ms=5)
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "shop-app"}))
-    processor = AgentwatchSpanProcessor(aw)
-    # the README's lines: the instrumentation ...
-    instrumentor = LangchainInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    provider.add_span_processor(processor)  # ... and agentwatch's span processor
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    try:
-        assert asyncio.run(run_agent(provider)) == TURNS
-        provider.force_flush()
-        yield aw.events, list(memory.get_finished_spans()), processor
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
-        aw.close()
-        for name, value in saved.items():
-            if value is not None:
-                os.environ[name] = value
-
-
-Traced = tuple[list[Event], list[ReadableSpan], AgentwatchSpanProcessor]
+    with traced_run(LangchainInstrumentor(), lambda provider: asyncio.run(run_agent(provider)),
+                    TURNS) as got:
+        yield got
 
 
 def test_every_genai_span_of_the_run_becomes_its_mapped_event(traced: Traced) -> None:

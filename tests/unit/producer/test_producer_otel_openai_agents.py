@@ -11,7 +11,6 @@ of its own for the framework.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,20 +25,15 @@ from agents import (
     set_trace_processors,
 )
 from aiohttp import web
+from framework_tracing import Traced, traced_run
 from openai import AsyncOpenAI
 from opentelemetry.instrumentation.openai_agents import OpenAIAgentsInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwatch.producer import hash_tool_args
 from agentwatch.producer.genai import map_span
-from agentwatch.producer.otel import AgentwatchSpanProcessor, genai_span
-from agentwatch.producer.testing import collector
-from agentwatch.schemas import Event, EventKind, EventStatus, default_price_table
+from agentwatch.producer.otel import genai_span
+from agentwatch.schemas import EventKind, EventStatus, default_price_table
 
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 MODEL = "gpt-4o-mini"
 SERVED_MODEL = "gpt-4o-mini-2024-07-18"
 ORDER_ARGS = '{"order_id": "A-17"}'
@@ -117,34 +111,17 @@ async def run_agent() -> str:
 
 
 @pytest.fixture(scope="module")
-def traced() -> Iterator[tuple[list[Event], list[ReadableSpan], AgentwatchSpanProcessor]]:
+def traced() -> Iterator[Traced]:
     """One agent run under the instrumentation: the events the processor emitted, and the
     finished spans."""
-    saved = {name: os.environ.pop(name, None) for name in PROXY_VARS}
-    aw = collector(agent_id="fallback", linger_ms=5)
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "shop-app"}))
-    processor = AgentwatchSpanProcessor(aw)
     # the README's lines: the instrumentation (instead of the SDK's own exporter) ...
     instrumentor = OpenAIAgentsInstrumentor(replace_existing_processors=True)
-    instrumentor.instrument(tracer_provider=provider)
-    provider.add_span_processor(processor)  # ... and agentwatch's span processor
-    provider.add_span_processor(SimpleSpanProcessor(memory))
     try:
-        assert asyncio.run(run_agent()) == "A-17 has shipped."
-        provider.force_flush()
-        yield aw.events, list(memory.get_finished_spans()), processor
+        with traced_run(instrumentor, lambda _provider: asyncio.run(run_agent()),
+                        "A-17 has shipped.") as got:
+            yield got
     finally:
-        instrumentor.uninstrument()
         set_trace_processors([])
-        provider.shutdown()
-        aw.close()
-        for name, value in saved.items():
-            if value is not None:
-                os.environ[name] = value
-
-
-Traced = tuple[list[Event], list[ReadableSpan], AgentwatchSpanProcessor]
 
 
 def test_every_span_of_the_run_becomes_its_mapped_event(traced: Traced) -> None:
