@@ -20,6 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from test_otlp_receiver import SAFETY_TIMEOUT_S, Served, serve_in_thread
 
+from agentwatch.producer.genai import Skipped, map_evaluation_record
 from agentwatch.producer.testing import collector
 from agentwatch.schemas import EventKind
 
@@ -142,3 +143,10 @@ def test_a_bad_logs_payload_gets_an_error_status_and_the_server_keeps_serving(
                  attributes=_attrs(gen_ai__evaluation__name="relevance"))
     assert logs.post(_payload(ok), "application/json")[0] == 200
     assert [e.name for e in logs.events()] == ["relevance"]
+
+
+def test_an_evaluation_record_naming_no_session_is_invalid_with_the_reason() -> None:
+    assert map_evaluation_record(
+        trace_id="", span_id="", time_ns=T_NS, resource={},
+        attributes={"gen_ai.evaluation.name": "relevance"},
+    ) == Skipped("invalid", "neither gen_ai.conversation.id nor a trace id names the session")

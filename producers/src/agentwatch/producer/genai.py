@@ -260,10 +260,6 @@ def map_evaluation_record(
     problem = _check_ids(scored, optional=True)
     if problem is not None:
         return Skipped("invalid", problem)
-    if not trace_id and not (_text(attributes.get("gen_ai.conversation.id"))
-                             or _text(resource.get("gen_ai.conversation.id"))):
-        return Skipped("invalid", "an evaluation record with neither a trace id nor "
-                                  "gen_ai.conversation.id names no session")
     name = _text(attributes.get("gen_ai.evaluation.name")) or ""
     return _evaluation(scored, f"log/{name}/{time_ns}", time_ns, attributes, tenant_id)
 
@@ -386,6 +382,8 @@ def _identity(span: GenAISpan, event: dict[str, Any], tenant_id: str | None) -> 
         or _text(resource.get("gen_ai.conversation.id"))
         or span.trace_id
     )
+    if not session:  # an evaluation log record may name no span
+        return "neither gen_ai.conversation.id nor a trace id names the session"
     if len(session) > _ID_MAX:
         return f"gen_ai.conversation.id longer than {_ID_MAX} characters"
     event["session_id"] = session
