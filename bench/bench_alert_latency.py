@@ -50,7 +50,6 @@ import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -91,6 +90,7 @@ from bench._latency import (
     machine_busy_s,
     process_cpu_s,
 )
+from bench._profile import finish_profile, start_profile
 
 AGENTWATCH = Path(sys.executable).parent / "agentwatch"  # the venv's console script
 SECRET = "bench-secret"  # noqa: S105 -- a throwaway secret of a local run
@@ -337,7 +337,7 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
         cpu = Cpu({"worker": [worker.pid], "dispatcher": [hooks.pid],
                    "generators": load.pids(), **({"broker": [broker]} if broker else {})})
         wait_live(receiver, alive, args.warmup_timeout_s, args.settle_s)
-        profiler = start_profile(args, worker.pid, tmp)
+        profiler = start_profile(args.py_spy, worker.pid, tmp, args.duration_s)
         window = Window(time.time(), 0.0)
         cpu.start = cpu.sample()
         sleep_alive(args.duration_s, alive)
@@ -353,7 +353,7 @@ def run_kafka(args: argparse.Namespace, tmp: Path, bootstrap: str, rate: int,
         sleep_alive(args.drain_s, lambda: None, all_alerted)
         waited_until_s = time.time()
         result = outcome(receiver, load.loops, (window.start_s, window.end_s), waited_until_s)
-    finish_profile(profiler)
+    finish_profile(profiler, log)
     report(name, result, receiver)
     print_generators(name, reports, rate)
     print_legs(name, bootstrap, topics, result)
@@ -515,77 +515,6 @@ def print_legs(name: str, bootstrap: str, topics: dict[str, str], result: Outcom
                           ("event on Kafka -> alert stored on Kafka (worker)", detect),
                           ("alert on Kafka -> webhook received (dispatcher)", deliver)):
         log(f"{name}: {label}: {describe(values)}")
-
-
-# --- profiling (optional) ---------------------------------------------------------------------
-
-
-def start_profile(args: argparse.Namespace, pid: int, tmp: Path
-                  ) -> tuple[subprocess.Popen[bytes], Path] | None:
-    """``--py-spy BIN``: sample the worker (and its children) through the window."""
-    if not args.py_spy:
-        return None
-    out = tmp / f"py-spy-{pid}.txt"
-    proc = subprocess.Popen(  # noqa: S603 -- the py-spy the user named
-        [args.py_spy, "record", "--pid", str(pid), "--duration", str(int(args.duration_s)),
-         "--rate", "50", "--format", "raw", "--subprocesses", "--nonblocking",
-         "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, out
-
-
-#: (component, a substring of a frame that puts a sample in it), first match wins
-PROFILE_PARTS = (
-    ("checkpoint (state to the changelog, commit)", "checkpoint (processors/worker/"),
-    ("rekeyed stage (agent/tenant windows)", "RekeyedStage"),
-    ("rekeyed stage (agent/tenant windows)", "rekeyed_agent"),
-    ("session stage: decode, checks, forwards", "SessionStage."),
-    ("aiokafka (fetch, decompress, send)", "aiokafka/"),
-    ("faust / mode (streams, tables, timers)", "faust/"),
-    ("faust / mode (streams, tables, timers)", "mode/"),
-)
-
-
-def profile_part(frames: list[str]) -> str:
-    if "selectors.py" in frames[-1]:
-        return "idle (waiting in epoll)"
-    if frames[-1].startswith("SessionStage.process ("):  # mypyc code is invisible to py-spy
-        return "session stage: its own lines, with the compiled detection core"
-    for part, needle in PROFILE_PARTS:
-        if any(needle in f for f in frames):
-            return part
-    return "other"
-
-
-def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> None:
-    """Where the worker's samples fall (components, and the top lines), from py-spy's
-    collapsed stacks."""
-    if profiler is None:
-        return
-    proc, out = profiler
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-    if not out.exists():
-        log("py-spy: no profile written")
-        return
-    parts: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in out.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        total += n
-        parts[profile_part(frames)] += n
-        own[frames[-1]] += n
-    if not total:
-        log("py-spy: no samples")
-        return
-    log(f"py-spy: {total} samples of the worker in the window ({out}); by component: "
-        + ", ".join(f"{part} {n / total:.0%}" for part, n in parts.most_common()))
-    for frame, n in own.most_common(12):
-        log(f"py-spy: self {n / total:5.1%} {frame}")
 
 
 # --- embedded (optional) ----------------------------------------------------------------------

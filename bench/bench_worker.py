@@ -75,6 +75,7 @@ from bench._kafka import (
     start_process,
     stop_process,
 )
+from bench._profile import finish_profile, start_profile
 
 # bench_sink builds its workload from here (the session-packed records of the earlier bench)
 __all__ = ["Workload", "build_workload", "main"]
@@ -195,10 +196,12 @@ def measure(
     until_events: int = 0,
     linger_for_stats: bool = False,
     alerts_topic: str = "",
+    py_spy: str = "",
 ) -> Run:
     log(f"running {label} ...")
     watcher = GroupWatcher(bootstrap, group, loaded)
     proc, launched_at = start_process(cmd, env, log_path)
+    profiler = start_profile(py_spy, proc.pid, log_path.parent, timeout_s)
     try:
         result = measure_group(
             watcher,
@@ -215,6 +218,7 @@ def measure(
             f"{label}: {exc.reason}", f"--- tail of {log_path} ---\n{log_tail(log_path)}"
         ) from None
     finally:
+        finish_profile(profiler, log, stop_now=True)
         stop_process(proc)
         watcher.close()
     log(f"{label}: {result.describe()}")
@@ -263,6 +267,7 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argp
         timeout_s=args.timeout_s,
         linger_for_stats=True,
         alerts_topic=alerts_topic,
+        py_spy=args.py_spy,
     )
 
 
@@ -522,6 +527,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=("fleet", "single"), default=None)
     parser.add_argument(
         "--ours-only", action="store_true", help="run only the worker (no peers, no ratio)"
+    )
+    parser.add_argument(
+        "--py-spy", default="", help="a py-spy executable: profile the worker through its run"
     )
     parser.add_argument(
         "--keep-tmp", action="store_true", help="keep the scratch dir (consumer logs, state dirs)"
