@@ -9,6 +9,7 @@ UV          := $(TOOLS)/bin/uv
 VENV        := .venv
 STAMP       := $(VENV)/.synced
 CORE        := stream_processors/src/agentwatch/processors/core
+WORKER      := stream_processors/src/agentwatch/processors/worker
 CORE_STAMP  := $(VENV)/.core-compiled
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
@@ -25,8 +26,9 @@ $(STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
-# The detection core compiled with mypyc, in place (pure Python when that is not possible).
-$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py $(CORE)/_budget.py $(CORE)/_latency.py $(CORE)/_scores.py $(CORE)/_cycles.py $(CORE)/_governance.py
+# The detection core and the worker's two stages compiled with mypyc, in place (pure Python
+# when that is not possible).
+$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py $(CORE)/_budget.py $(CORE)/_latency.py $(CORE)/_scores.py $(CORE)/_cycles.py $(CORE)/_governance.py $(WORKER)/_forward.py $(WORKER)/_session_stage.py $(WORKER)/_rekeyed_stage.py
 	-$(VENV)/bin/python tools/build_core.py
 	@touch $@
 

@@ -141,8 +141,8 @@ def build_workload(args: Any) -> Workload:
         single.append((key, raw, 1))
         packer.add(key, raw)
         if i % args.linger_events == 0:  # one linger interval of the fleet's events
-            packed.extend(packer.take(all_open=True))
-    packed.extend(packer.take(all_open=True))
+            packed.extend((r.key, r.value, r.events) for r in packer.take(all_open=True))
+    packed.extend((r.key, r.value, r.events) for r in packer.take(all_open=True))
     return Workload(packed, single, len(keys), nbytes / max(1, len(single)))
 
 

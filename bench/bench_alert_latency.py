@@ -507,7 +507,7 @@ def print_legs(name: str, bootstrap: str, topics: dict[str, str], result: Outcom
     dump = os.environ.get("BENCH_LATENCY_DUMP")  # JSON lines per alert, for a closer look
     if dump:
         Path(dump).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in sorted(
-            rows, key=lambda r: float(r["emitted_s"]))))
+            rows, key=lambda r: float(str(r["emitted_s"])))))
     if not produce:
         log(f"{name}: no leg figures (records not found)")
         return

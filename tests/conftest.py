@@ -1,4 +1,4 @@
-"""Suite-wide guard: never test a stale compiled core.
+"""Suite-wide guard: never test a stale compiled core (or worker stage).
 
 ``make setup`` compiles the detection core with mypyc in place (tools/build_core.py);
 Python then imports the compiled modules instead of the .py files beside them. If a
@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-_CORE = Path(__file__).resolve().parents[1] / "stream_processors/src/agentwatch/processors/core"
+_PROCESSORS = Path(__file__).resolve().parents[1] / "stream_processors/src/agentwatch/processors"
+#: what tools/build_core.py compiles: the core, and the worker's two stages
+_COMPILED_DIRS = (_PROCESSORS / "core", _PROCESSORS / "worker")
 _EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     stale = [
-        ext.name for ext in _CORE.glob(f"*{_EXT_SUFFIX}")
+        ext.name for folder in _COMPILED_DIRS for ext in folder.glob(f"*{_EXT_SUFFIX}")
         if (src := ext.with_name(ext.name.removesuffix(_EXT_SUFFIX) + ".py")).exists()
         and src.stat().st_mtime > ext.stat().st_mtime
     ]
