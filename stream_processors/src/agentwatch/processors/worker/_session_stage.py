@@ -20,7 +20,6 @@ lost. An alert sent after the last checkpoint is sent again after a crash, ident
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -28,7 +27,7 @@ from typing import Any, Final
 import orjson
 
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
-from agentwatch.processors.worker._forward import compact_event, scope_key, table_key
+from agentwatch.processors.worker._forward import compact_event, table_key
 from agentwatch.schemas import (
     Alert,
     AlertScope,
@@ -136,6 +135,44 @@ class _Partition:
         self.resume_offset: int | None = None
 
 
+class _Forwards:
+    """The events of one call that the rekeyed stage needs, grouped per scope key: one
+    message per agent (and tenant) and input partition (see ``_forward.py``)."""
+
+    __slots__ = ("agents", "by_agent", "by_tenant", "tenants")
+
+    def __init__(self, by_agent: bool, by_tenant: bool) -> None:
+        self.by_agent = by_agent
+        self.by_tenant = by_tenant
+        self.agents: dict[tuple[str, str], list[list[Any]]] = {}  # (tenant, agent) -> events
+        self.tenants: dict[tuple[str, str], list[list[Any]]] = {}  # (tenant, tenant) -> events
+
+    def add(self, event: Event, ts_us: int) -> None:
+        compact = compact_event(event, ts_us)
+        tenant = event.tenant_id
+        if self.by_agent:
+            _append(self.agents, (tenant, event.agent_id), compact)
+        if self.by_tenant:
+            _append(self.tenants, (tenant, tenant), compact)
+
+    def messages(self, partition: int, out: list[tuple[bytes, bytes]]) -> None:
+        """(key, value) of each message, as ``{"s": scope, "p": partition, "e": events}``."""
+        for scope, groups in ((AlertScope.AGENT, self.agents),
+                              (AlertScope.TENANT, self.tenants)):
+            head = b'{"s":"%s","p":%d,"e":' % (scope.value.encode(), partition)
+            out.extend((orjson.dumps(fkey), head + orjson.dumps(compacts) + b"}")
+                       for fkey, compacts in groups.items())
+
+
+def _append(groups: dict[tuple[str, str], list[list[Any]]], key: tuple[str, str],
+            compact: list[Any]) -> None:
+    group = groups.get(key)
+    if group is None:
+        groups[key] = [compact]
+    else:
+        group.append(compact)
+
+
 class SessionStage:
     """Session-scoped rules over the input topic, per partition; forwards the rest."""
 
@@ -212,22 +249,29 @@ class SessionStage:
         engine = part.engine
         process, advance, is_new = engine.process, engine.advance, engine.is_new
         applied, closed = part.applied, part.closed
+        owner = self._owner.get
         disorder_us, step_us = self._disorder_us, ADVANCE_STEP_US
         forward_kinds = self._forward_kinds if self.forward_scopes else frozenset()
-        forwards: dict[tuple[AlertScope, tuple[str, str]], list[list[Any]]] = defaultdict(list)
+        forwards = _Forwards(AlertScope.AGENT in self.forward_scopes,
+                             AlertScope.TENANT in self.forward_scopes)
         alerts = out.alerts
         touched = part.dirty
         max_ts_us = part.max_ts_us
+        next_advance_us = part.next_advance_us
         n_events = duplicates = replayed = 0
         for offset, key, value in records:
             part.last_offset = max(part.last_offset, offset)
             this_record: set[tuple[str, str]] = set()
             events = self._decode(partition, offset, key, value, out)
-            if is_partition_batch(key):
-                events = self._owned(partition, offset, key, events, out)
+            batch = is_partition_batch(key)
             for event in events:
                 skey = (event.tenant_id, event.session_id)
                 if skey not in this_record:
+                    # inside a partition batch, a session of another partition is a dead
+                    # letter (checked once per session and record)
+                    if batch and owner(skey[0], skey[1]) != partition:
+                        self._wrong_partition(partition, offset, key, event, out)
+                        continue
                     last = applied.get(skey)
                     if last is None:  # an ended session's marker counts too
                         last = closed.get(skey, -1)
@@ -244,20 +288,16 @@ class SessionStage:
                 ts_us = to_us(event.ts)
                 alerts += process(event, ts_us)
                 max_ts_us = max(max_ts_us, ts_us)
-                if ts_us >= part.next_advance_us:  # EventTimeDriver.feed, inlined
+                if ts_us >= next_advance_us:  # EventTimeDriver.feed, inlined
                     alerts += advance(ts_us - disorder_us)
-                    part.next_advance_us = ts_us + step_us
+                    next_advance_us = ts_us + step_us
                 if event.kind in forward_kinds:
-                    compact = compact_event(event, ts_us)
-                    for scope in self.forward_scopes:
-                        forwards[(scope, scope_key(scope, event))].append(compact)
+                    forwards.add(event, ts_us)
         part.max_ts_us = max_ts_us
+        part.next_advance_us = next_advance_us
         out.events, out.duplicates = out.events + n_events, out.duplicates + duplicates
         out.replayed += replayed
-        out.forwards += [
-            (orjson.dumps(fkey), orjson.dumps({"s": scope.value, "p": partition, "e": compacts}))
-            for (scope, fkey), compacts in forwards.items()
-        ]
+        forwards.messages(partition, out.forwards)
 
     def _decode(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                 out: StageOutput) -> list[Event]:
@@ -273,27 +313,18 @@ class SessionStage:
         ]
         return decoded.events
 
-    def _owned(self, partition: int, offset: int, key: bytes | None, events: list[Event],
-               out: StageOutput) -> list[Event]:
-        """The events of a partition batch whose sessions belong on ``partition``; the
-        others are dead letters."""
-        owner = self._owner.get
-        if all(owner(e.tenant_id, e.session_id) == partition for e in events):
-            return events
-        kept = []
-        for event in events:
-            home = owner(event.tenant_id, event.session_id)
-            if home == partition:
-                kept.append(event)
-                continue
-            out.dead_letters.append(DeadLetter(
-                key, encode_event(event),
-                f"wrong partition: session {event.tenant_id}/{event.session_id} belongs on "
-                f"partition {home} of {self._owner.partitions} (Kafka's default partitioner), "
-                f"not {partition}; a partition batch may hold only its partition's sessions "
-                "(was the producer's partition count stale?)",
-                self.topic, partition, offset, None))
-        return kept
+    def _wrong_partition(self, partition: int, offset: int, key: bytes | None,
+                         event: Event, out: StageOutput) -> None:
+        """A partition batch's event whose session belongs on another partition: a dead
+        letter (it would split that session's state)."""
+        home = self._owner.get(event.tenant_id, event.session_id)
+        out.dead_letters.append(DeadLetter(
+            key, encode_event(event),
+            f"wrong partition: session {event.tenant_id}/{event.session_id} belongs on "
+            f"partition {home} of {self._owner.partitions} (Kafka's default partitioner), "
+            f"not {partition}; a partition batch may hold only its partition's sessions "
+            "(was the producer's partition count stale?)",
+            self.topic, partition, offset, None))
 
     # -- checkpoints ----------------------------------------------------------------------
     def dirty(self, partition: int) -> int:
