@@ -19,18 +19,16 @@ from typing import Any, Final
 
 import orjson
 
-from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us
+from agentwatch.schemas import Event, EventKind, EventStatus, from_us
 
 __all__ = [
     "MARK_KEY",
     "compact_event",
     "event_from_compact",
-    "scope_key",
     "table_key",
 ]
 
 MARK_KEY: Final = b"~"
-_SCOPES: Final = {s.value: s for s in AlertScope}
 
 
 def compact_event(event: Event, ts_us: int) -> list[Any]:
@@ -78,17 +76,6 @@ def event_from_compact(c: list[Any]) -> Event:
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
-
-
-def scope_key(scope: AlertScope, event: Event) -> tuple[str, str]:
-    """The key an agent- or tenant-scoped detector keeps ``event`` under."""
-    if scope is AlertScope.AGENT:
-        return (event.tenant_id, event.agent_id)
-    return (event.tenant_id, event.tenant_id)
-
-
-def parse_scope(value: str) -> AlertScope:
-    return _SCOPES[value]
 
 
 def table_key(partition: int, *parts: Any) -> bytes:
