@@ -24,7 +24,6 @@ compared, e.g. ``--against HEAD`` for an uncommitted change.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import subprocess
 import sys
@@ -138,8 +137,10 @@ def run_once(intervals: list[list[tuple[int, bytes, bytes]]], checkpoint_s: floa
 
 
 def measure(events: int, checkpoint_s: float, rounds: int) -> dict[str, float]:
+    from agentwatch.processors.worker.run import tune_gc  # noqa: PLC0415
+
     intervals = build_records(events)
-    gc.freeze()
+    tune_gc()  # the worker's collector settings (it freezes what exists, the records here)
     best: dict[str, float] = {}
     for _ in range(rounds):
         run = run_once(intervals, checkpoint_s)
