@@ -99,14 +99,25 @@ def _table_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
             yield key, value
 
 
-#: records a stage runs over at a time (see _Worker.run_slices)
-FEED_SLICE_RECORDS = 16
+#: what a stage runs over at a time (see _Worker.run_slices): records up to this many bytes
+#: of values (a partition batch of the fleet is ~75 KB: ~14 of them, ~4,000 events), and
+#: at most this many records (a slice has fixed costs: the lock, the offset guard, the
+#: sends, the stats; with single-event records 16 at a time left them per 16 events)
+FEED_SLICE_BYTES = 1 << 20
+FEED_SLICE_RECORDS = 1024
 
 
 def _slices(groups: dict[int, list[EventT[Any]]]) -> Iterator[tuple[int, list[EventT[Any]]]]:
     for partition, events in groups.items():
-        for lo in range(0, len(events), FEED_SLICE_RECORDS):
-            yield partition, events[lo:lo + FEED_SLICE_RECORDS]
+        start = size = 0
+        for i, event in enumerate(events):
+            value = event.message.value
+            size += len(value) if value is not None else 0
+            if size >= FEED_SLICE_BYTES or i + 1 - start >= FEED_SLICE_RECORDS:
+                yield partition, events[start:i + 1]
+                start, size = i + 1, 0
+        if start < len(events):
+            yield partition, events[start:]
 
 
 async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
