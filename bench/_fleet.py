@@ -53,6 +53,7 @@ __all__ = [
     "LOOP_ROUNDS",
     "ProducedLayout",
     "fleet_events",
+    "fleet_start",
     "is_loop_session",
     "produce_fleet",
     "read_layout",
@@ -79,6 +80,11 @@ _LLM_ERRORS: Final = ("RateLimitError", "APITimeoutError")
 _TOOL_ERRORS: Final = ("TimeoutError", "ToolError", "PermissionError")
 _CALLS_PER_SESSION: Final = (10, 80)  # calls between session_start and session_end
 _ERROR_SHARE: Final = 0.03
+
+
+def fleet_start(start_us: int | None) -> datetime:
+    """The first event time of a fleet: ``start_us`` (unix µs) or the fixed default date."""
+    return DEFAULT_START if start_us is None else datetime.fromtimestamp(start_us / 1e6, UTC)
 
 
 def is_loop_session(session_id: str) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `bench` as a namespace package
 
 from agentwatch.producer import Agentwatch
-from bench._fleet import fleet_events
+from bench._fleet import fleet_events, fleet_start
 
 
 def main() -> int:
@@ -37,6 +37,9 @@ def main() -> int:
     parser.add_argument("--loop-every", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--fleet-start-us", type=int, default=None,
+                        help="the fleet's first event time (unix µs; default: the fixed date "
+                        "of bench/_fleet.py)")
     parser.add_argument("--spool", default=None)
     args = parser.parse_args()
 
@@ -47,7 +50,8 @@ def main() -> int:
     spool_pending = recovered > 0
     fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     events = fleet_events(args.events, sessions=args.sessions, rate_per_s=args.pace,
-                          loop_every=args.loop_every, seed=args.seed)
+                          loop_every=args.loop_every, seed=args.seed,
+                          start=fleet_start(args.fleet_start_us))
     t0 = time.perf_counter()
     try:
         for n, event in enumerate(itertools.islice(events, args.start, None)):

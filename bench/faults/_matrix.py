@@ -30,6 +30,7 @@ the fleet's run; then:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -46,7 +47,7 @@ import orjson
 
 from agentwatch.processors.core import load_rules
 from agentwatch.sinks.kafka import parse_intent
-from bench._fleet import fleet_events
+from bench._fleet import fleet_events, fleet_start
 from bench.faults._pipeline import RULES, Pipeline, signal_broker, spool_event_ids
 
 RECOVERY_TIMEOUT_S = 150.0
@@ -107,6 +108,9 @@ class Fleet:
     sessions: int = 100
     loop_every: int = 300
     seed: int = 7
+    #: the first event time (unix µs): a row's fleet starts at the wall clock, as agents
+    #: stamp their events (None: bench/_fleet.py's fixed date)
+    start_us: int | None = None
 
     @property
     def events(self) -> int:
@@ -114,7 +118,7 @@ class Fleet:
 
     def args(self) -> dict[str, Any]:
         return {"events": self.events, "pace": self.pace, "sessions": self.sessions,
-                "loop_every": self.loop_every, "seed": self.seed}
+                "loop_every": self.loop_every, "seed": self.seed, "start_us": self.start_us}
 
 
 class Ctx:
@@ -375,6 +379,9 @@ def run_row(row: Row, fleet: Fleet, out_dir: Path, seed: int, *,
     p = Pipeline(out_dir / row.key, name, idle_after_s=idle_after_s)
     try:
         p.start()
+        # event times from the clock, like the producer library's: the worker's idle marks
+        # bound an idle partition by wall-clock time (README, "What survives what")
+        fleet = dataclasses.replace(fleet, start_us=time.time_ns() // 1000)
         p.start_agent(fleet.args(), spool=row.spool)
         c = Ctx(p, fleet, random.Random(f"{seed}:{row.key}"), result)
         fault_end = row.inject(c)
@@ -411,7 +418,7 @@ def _count(p: Pipeline, c: Ctx, fleet: Fleet, result: Result) -> None:
 
     ids = [e["event_id"] for e in fleet_events(
         fleet.events, sessions=fleet.sessions, rate_per_s=fleet.pace,
-        loop_every=fleet.loop_every, seed=fleet.seed)]
+        loop_every=fleet.loop_every, seed=fleet.seed, start=fleet_start(fleet.start_us))]
     index = {event_id: i for i, event_id in enumerate(ids)}
     emitted = {ids[i] for i in p.emitted_indices()}
     topic_events, result.producer_copies = p.topic_events()

@@ -183,6 +183,8 @@ class Pipeline:
                 "--events", str(fleet["events"]), "--pace", str(fleet["pace"]),
                 "--sessions", str(fleet["sessions"]), "--loop-every", str(fleet["loop_every"]),
                 "--seed", str(fleet["seed"]), "--start", str(start)]
+        if fleet.get("start_us") is not None:
+            args += ["--fleet-start-us", str(fleet["start_us"])]
         if spool:
             args += ["--spool", str(self.spool_dir)]
         out = (self.root / f"agent-{self.agent_runs}.out").open("wb")
