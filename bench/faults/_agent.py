@@ -1,5 +1,7 @@
 """An agent process for the fault matrix: emits the fleet of :func:`bench._fleet.fleet_events`
-through ``agentwatch.producer.Agentwatch``, paced on the wall clock.
+through ``agentwatch.producer.Agentwatch``, paced on the wall clock: each event at its own
+time when ``--fleet-start-us`` dates the fleet from the clock (so its time is the time it is
+emitted, as an agent stamps its events), else uniformly at ``--pace``.
 
 It appends the index of every event ``emit()`` accepted to ``--log`` (one line each, written
 right after ``emit()`` returns), so a process killed with SIGKILL can be started again with
@@ -18,6 +20,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `bench` as a namespace package
@@ -55,7 +58,10 @@ def main() -> int:
     t0 = time.perf_counter()
     try:
         for n, event in enumerate(itertools.islice(events, args.start, None)):
-            ahead = t0 + n / args.pace - time.perf_counter()
+            if args.fleet_start_us is None:  # uniform pacing
+                ahead = t0 + n / args.pace - time.perf_counter()
+            else:  # at the event's own time: it is stamped when emitted, as agents stamp
+                ahead = datetime.fromisoformat(event["ts"]).timestamp() - time.time()
             if ahead > 0.001:
                 time.sleep(ahead)
             client.emit(event)
