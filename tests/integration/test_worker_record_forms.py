@@ -246,3 +246,5 @@ def test_holes_left_by_a_transactional_producer_are_read_past_and_committed_over
     # one hole per transaction marker on the way (some transactions span two partitions)
     assert stats[-1]["holes_real_total"] >= len(events) // 7 - PARTITIONS, stats[-1]
     assert stats[-1]["holes_read_again_total"] == 0, stats[-1]
+    # every agent window got its events in time (none taken out of order)
+    assert stats[-1]["late_events"] == 0, stats[-1]

@@ -625,8 +625,11 @@ class _Worker:
                     lag += max(0, highwater - self.session_stage.last_offset(tp.partition) - 1)
         sessions = sum(p.engine.stats.active_sessions
                        for p in self.session_stage.partitions.values())
+        # events the rekeyed stage got after their time was released (taken out of order)
+        late = sum(p.late for p in self.rekeyed_stage.partitions.values())
         return {"lag": lag, "open_sessions": sessions, "rss_bytes": _rss_bytes(),
-                "held_records": len(self.session_held.events) + len(self.rekeyed_held.events)}
+                "held_records": len(self.session_held.events) + len(self.rekeyed_held.events),
+                "late_events": late}
 
     # -- progress, stalls, idle partitions --------------------------------------------------
     def _progressed(self, topic: str, groups: dict[int, list[EventT[Any]]]) -> None:
