@@ -24,7 +24,14 @@ from agentwatch.alerts import (
     pagerduty_acknowledge_body,
     pagerduty_body,
 )
-from agentwatch.schemas import Alert, AlertState, ConfigError, Severity, format_ts
+from agentwatch.schemas import (
+    Alert,
+    AlertState,
+    ConfigError,
+    DeliveryFailure,
+    Severity,
+    format_ts,
+)
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 AlertFactory = Callable[..., Alert]
@@ -340,3 +347,21 @@ def test_escalation_state_keeps_the_owed_acknowledge(make_alert: AlertFactory) -
     bad = orjson.loads(state.encode()) | {"acknowledge": "pd"}
     with pytest.raises(ValueError, match="acknowledge"):
         EscalationState.decode(orjson.dumps(bad))
+
+
+def test_failed_acknowledge_is_dead_lettered_as_an_acknowledge(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    failures: list[DeliveryFailure] = []
+    with WebhookReceiver(statuses=[202, 400]) as pd:  # 400: final, no retry
+        dispatcher = Dispatcher([_pd_config(pd)], on_dead_letter=failures.append)
+        escalator = Escalator(dispatcher)
+        try:
+            escalator.submit(firing)
+            assert dispatcher.wait_idle(10)
+            escalator.ack(Ack.now(firing.alert_id, "maria"))
+            assert dispatcher.wait_idle(10)
+        finally:
+            escalator.close()
+            dispatcher.close()
+    assert [(f.delivery, f.status_code) for f in failures] == [("acknowledge", 400)]
+    assert f"of the acknowledge of alert {firing.alert_id} failed" in failures[0].reason

@@ -86,6 +86,8 @@ class _Job:
     started_s: float
     attempts: int = 0
     due_s: float = 0.0
+    acknowledge: bool = False
+    """PagerDuty's ``acknowledge`` of ``alert``, not the alert."""
 
 
 @dataclass(eq=False)
@@ -193,6 +195,7 @@ class _Lane:
             attempts=job.attempts,
             status_code=outcome.status_code,
             error=outcome.error or "failed",
+            delivery="acknowledge" if job.acknowledge else "alert",
         )
         logger.warning("%s", failure.reason)
         self.owner.on_dead_letter(failure)  # returns once the failure is stored
@@ -316,7 +319,7 @@ class Dispatcher:
             if acknowledge:
                 body = pagerduty_acknowledge_body(alert.alert_id, lane.config.routing_key or "")
                 did = delivery_id(alert.alert_id, "acknowledged", lane.config.name)
-                lane.put(_Job(alert, body, did, ticket, started_s=now))
+                lane.put(_Job(alert, body, did, ticket, started_s=now, acknowledge=True))
                 continue
             ack_url = None if links is None else links.url(alert.alert_id, lane.config)
             if lane.config.format == "json" and ack_url is None:  # one encoding for all
