@@ -1,7 +1,8 @@
-"""The dispatcher's dead-letter write (sinks/webhooks/_kafka.py) retries while Kafka
+"""The dispatcher's dead-letter write (alerts/_kafka.py) retries while Kafka
 refuses the record, and a stop ends the wait between two attempts: the write gives up
 (the delivery stays unfinished for the next run) instead of sleeping on and trying once
-more after the service was asked to stop.
+more after the service was asked to stop; and the stop's drain does not then wait
+``drain_s`` for that delivery, which nothing can finish any more.
 
 Kafka refuses here because the record is larger than the producer's ``max_request_size``
 (the real client's check, on the real broker's topic)."""
@@ -18,11 +19,19 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from worker_harness import create_topic
+from worker_harness import create_topic, produce
 
-from agentwatch.alerts import WebhooksSettings
+from agentwatch.alerts import EndpointConfig, WebhookReceiver, WebhooksSettings
 from agentwatch.alerts._kafka import KafkaDispatcher
-from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, DeliveryFailure, Severity
+from agentwatch.schemas import (
+    Alert,
+    AlertScope,
+    AlertState,
+    AlertType,
+    DeliveryFailure,
+    Severity,
+    encode_alert,
+)
 
 _LOGGER = "agentwatch.webhooks"
 
@@ -103,3 +112,49 @@ def test_a_stop_during_the_dead_letter_retry_wait_gives_up_without_another_attem
     assert handler.retries == 1  # it failed once and was going to wait
     assert sends == 1  # the stop ended the wait: no second attempt
     assert dispatcher.stats.dead_lettered == 0
+
+
+class _RefusingDispatcher(KafkaDispatcher):
+    """The real dispatcher whose producer refuses records past 200 bytes (a dead letter
+    is larger; the topics it creates and reads are not)."""
+
+    def _make_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(bootstrap_servers=self._settings.bootstrap_servers,
+                                max_request_size=200)
+
+
+def test_a_stop_does_not_wait_drain_s_for_a_dead_letter_write_that_gave_up(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    alerts_topic = f"{topic_name}.alerts"
+    create_topic(kafka_bootstrap, alerts_topic, 1)
+    create_topic(kafka_bootstrap, f"{topic_name}.dlq", 1)
+    drain_s = 600.0  # a stop that waited for it would outlast the test's timeout
+    with WebhookReceiver(default_status=400) as receiver:  # final: dead-lettered at once
+        endpoint = EndpointConfig.model_validate(
+            {"name": "ops", "url": receiver.url, "secret": "s", "allow_private": True})
+        settings = WebhooksSettings(
+            endpoints_file=str(tmp_path / "endpoints.yaml"), bootstrap_servers=kafka_bootstrap,
+            dlq_topic=f"{topic_name}.dlq", alerts_topic=alerts_topic,
+            group_id=f"{topic_name}-g", acks_topic=f"{topic_name}.acks", drain_s=drain_s)
+        runner = _RefusingDispatcher(settings, [endpoint])
+        handler = _StopOnRetry(runner)
+        logger = logging.getLogger(_LOGGER)
+        logger.addHandler(handler)
+
+        async def main() -> None:
+            task = asyncio.create_task(runner.run())
+            await asyncio.wait_for(runner.ready.wait(), 60)
+            await asyncio.to_thread(produce, kafka_bootstrap, alerts_topic,
+                                    [(b"al-1", encode_alert(_failure().alert))])
+            await asyncio.wait_for(task, 60)  # was: drain_s
+
+        caplog.set_level(logging.INFO, _LOGGER)
+        try:
+            asyncio.run(main())
+        finally:
+            logger.removeHandler(handler)
+    assert handler.retries >= 1
+    assert runner.dispatcher.abandoned == 1
+    assert "1 alert(s) unfinished; the next run delivers them" in caplog.text
+    assert runner.stats.dead_lettered == 0

@@ -311,11 +311,42 @@ def test_a_failing_dead_letter_store_leaves_the_delivery_unfinished(
         try:
             dispatcher.submit(alert, ref="kept")
             assert receiver.wait_for(1, timeout_s=10)
-            assert not dispatcher.wait_idle(0.5)
+            # nothing can finish it any more: not under way (a stopping runtime's drain
+            # does not wait for it), and never done
+            assert dispatcher.wait_idle(10)
         finally:
             dispatcher.close(join_timeout_s=5)
     assert recorder.done == []
-    assert dispatcher.in_flight == 1
+    assert (dispatcher.in_flight, dispatcher.abandoned) == (0, 1)
+
+
+def test_an_alert_left_unfinished_at_one_endpoint_is_never_done(
+    recorder: Recorder, alert: Alert
+) -> None:
+    """Its other endpoint delivers (a result), but the alert is not done: the runtime
+    must not commit past it."""
+
+    def refuse(_failure: DeliveryFailure) -> None:
+        raise RuntimeError("stopping: the dead-letter write gave up")
+
+    with (WebhookReceiver(secret=SECRET, default_status=400) as bad,
+          WebhookReceiver(secret=SECRET, statuses=[503], default_status=200) as good):
+        dispatcher = Dispatcher(
+            [endpoint("bad", bad.url), endpoint("good", good.url, backoff_initial_s=0.01)],
+            on_dead_letter=refuse, on_result=recorder.on_result, on_done=recorder.on_done,
+        )
+        try:
+            dispatcher.submit(alert, ref="kept")
+            assert good.wait_for(2, timeout_s=10)
+            assert dispatcher.wait_idle(10)
+            deadline = time.monotonic() + 10
+            while dispatcher.stats()["good"].delivered < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            dispatcher.close(join_timeout_s=5)
+    assert dispatcher.stats()["good"].delivered == 1
+    assert recorder.done == []
+    assert (dispatcher.in_flight, dispatcher.abandoned) == (0, 1)
 
 
 def test_endpoint_names_must_be_unique(alert: Alert) -> None:

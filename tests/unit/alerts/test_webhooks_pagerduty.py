@@ -17,13 +17,21 @@ from agentwatch.alerts import (
     Ack,
     Dispatcher,
     EndpointConfig,
+    EscalationState,
     Escalator,
     WebhookReceiver,
     endpoints_from_mapping,
     pagerduty_acknowledge_body,
     pagerduty_body,
 )
-from agentwatch.schemas import Alert, AlertState, ConfigError, Severity, format_ts
+from agentwatch.schemas import (
+    Alert,
+    AlertState,
+    ConfigError,
+    DeliveryFailure,
+    Severity,
+    format_ts,
+)
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 AlertFactory = Callable[..., Alert]
@@ -162,9 +170,11 @@ class PagerDutyLike(WebhookReceiver):
 
 
 @contextmanager
-def escalator_over(*configs: EndpointConfig) -> Iterator[Escalator]:
+def escalator_over(
+    *configs: EndpointConfig, journal: Callable[[str, bytes | None], None] | None = None
+) -> Iterator[Escalator]:
     dispatcher = Dispatcher(list(configs), on_dead_letter=lambda f: None)
-    escalator = Escalator(dispatcher)
+    escalator = Escalator(dispatcher, journal=journal)
     try:
         yield escalator
     finally:
@@ -244,3 +254,114 @@ def test_resolved_alert_is_not_acknowledged(make_alert: AlertFactory) -> None:
             escalator.ack(Ack.now(firing.alert_id, "maria"))
             assert escalator.dispatcher.wait_idle(10)
     assert [a for a, _ in _actions(pd)] == ["trigger", "resolve"]
+
+
+class Journal:
+    """What an Escalator hands its journal: (alert id, decoded state or None)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, EscalationState | None]] = []
+
+    def __call__(self, alert_id: str, record: bytes | None) -> None:
+        self.records.append((alert_id, None if record is None else EscalationState.decode(record)))
+
+    def owed(self) -> list[frozenset[str] | None]:
+        """Per record, the endpoints owed an acknowledge (None: closed)."""
+        return [None if s is None else s.acknowledge for _, s in self.records]
+
+
+def _pd_config(pd: WebhookReceiver) -> EndpointConfig:
+    return EndpointConfig.model_validate(
+        _pd(url=pd.url, routing_key=ROUTING_KEY, allow_private=True)
+    )
+
+
+def test_acknowledge_stays_in_the_journal_until_it_is_finished(make_alert: AlertFactory) -> None:
+    """A crash before the acknowledge is finished leaves the alert in the journal, with
+    the endpoint it is owed to; once finished the alert is closed there."""
+    firing = make_alert(severity=Severity.CRITICAL)
+    journal = Journal()
+    with PagerDutyLike() as pd, escalator_over(_pd_config(pd), journal=journal) as escalator:
+        escalator.submit(firing)
+        assert escalator.dispatcher.wait_idle(10)
+        escalator.ack(Ack.now(firing.alert_id, "maria"))
+        assert escalator.dispatcher.wait_idle(10)
+    assert journal.owed() == [frozenset(), frozenset({"pd"}), None]
+
+
+def test_restore_sends_the_acknowledge_of_an_alert_acknowledged_while_down(
+    make_alert: AlertFactory,
+) -> None:
+    """The trigger reached PagerDuty before the crash; the ack came while the dispatcher
+    was down (read from the acks topic before the journal)."""
+    firing = make_alert(severity=Severity.CRITICAL)
+    journal = Journal()
+    with PagerDutyLike() as pd, escalator_over(_pd_config(pd), journal=journal) as escalator:
+        escalator.ack(Ack.now(firing.alert_id, "maria", via="cli"))
+        assert escalator.restore([EscalationState(firing, {"pd": 1.0})]) == 0
+        assert escalator.dispatcher.wait_idle(10)
+        assert escalator.open_alerts == 0
+    assert _actions(pd) == [("acknowledge", firing.alert_id)]
+    assert journal.owed() == [frozenset({"pd"}), None]
+
+
+def test_restore_sends_an_acknowledge_that_was_under_way_again(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    saved = EscalationState(firing, {"pd": 1.0}, acknowledge=frozenset({"pd"}))
+    with PagerDutyLike() as pd, escalator_over(_pd_config(pd)) as escalator:
+        escalator.restore([saved])
+        assert escalator.dispatcher.wait_idle(10)
+    assert _actions(pd) == [("acknowledge", firing.alert_id)]
+
+
+def test_firing_read_again_after_a_restored_acknowledge_is_acknowledged_after_it(
+    make_alert: AlertFactory,
+) -> None:
+    """The trigger had not reached PagerDuty at the crash: it is sent again, and the
+    incident it opens is acknowledged."""
+    firing = make_alert(severity=Severity.CRITICAL)
+    with PagerDutyLike() as pd, escalator_over(_pd_config(pd)) as escalator:
+        escalator.ack(Ack.now(firing.alert_id, "maria"))
+        escalator.restore([EscalationState(firing, {"pd": 1.0})])
+        escalator.submit(firing)
+        assert escalator.dispatcher.wait_idle(10)
+    assert [a for a, _ in _actions(pd)][-2:] == ["trigger", "acknowledge"]
+
+
+def test_resolution_closes_an_owed_acknowledge_in_the_journal(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    journal = Journal()
+    with PagerDutyLike() as pd, escalator_over(_pd_config(pd), journal=journal) as escalator:
+        escalator.submit(firing)
+        assert escalator.dispatcher.wait_idle(10)
+        escalator.ack(Ack.now(firing.alert_id, "maria"))
+        escalator.submit(firing.model_copy(update={"state": AlertState.RESOLVED}))
+        assert escalator.dispatcher.wait_idle(10)
+    assert journal.owed()[-1] is None
+    assert [a for a, _ in _actions(pd)] == ["trigger", "acknowledge", "resolve"]
+
+
+def test_escalation_state_keeps_the_owed_acknowledge(make_alert: AlertFactory) -> None:
+    state = EscalationState(make_alert(), {"pd": 1.0}, acknowledge=frozenset({"pd"}))
+    assert EscalationState.decode(state.encode()) == state
+    bad = orjson.loads(state.encode()) | {"acknowledge": "pd"}
+    with pytest.raises(ValueError, match="acknowledge"):
+        EscalationState.decode(orjson.dumps(bad))
+
+
+def test_failed_acknowledge_is_dead_lettered_as_an_acknowledge(make_alert: AlertFactory) -> None:
+    firing = make_alert(severity=Severity.CRITICAL)
+    failures: list[DeliveryFailure] = []
+    with WebhookReceiver(statuses=[202, 400]) as pd:  # 400: final, no retry
+        dispatcher = Dispatcher([_pd_config(pd)], on_dead_letter=failures.append)
+        escalator = Escalator(dispatcher)
+        try:
+            escalator.submit(firing)
+            assert dispatcher.wait_idle(10)
+            escalator.ack(Ack.now(firing.alert_id, "maria"))
+            assert dispatcher.wait_idle(10)
+        finally:
+            escalator.close()
+            dispatcher.close()
+    assert [(f.delivery, f.status_code) for f in failures] == [("acknowledge", 400)]
+    assert f"of the acknowledge of alert {firing.alert_id} failed" in failures[0].reason

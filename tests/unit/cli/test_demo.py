@@ -133,6 +133,22 @@ def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
                        ["resume", "loop_repeat", "session:acme-retail/supply-loop-0001"]]
 
 
+def test_demo_halts_the_loop_whatever_topics_the_environment_names(tmp_path: Path) -> None:
+    """AGENTWATCH_TOPIC and AGENTWATCH_CONTROL_TOPIC are a real deployment's; the demo's
+    agent and pipeline share one in-process log (the halt used to go to a control topic
+    the agent did not follow: the loop ran to its end)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentwatch.cli", "demo", "--duration-s", "3",
+         "--data-dir", str(tmp_path / "demo")],
+        capture_output=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "320", "AGENTWATCH_TOPIC": "prod.events",
+             "AGENTWATCH_CONTROL_TOPIC": "prod.control"},
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "halt: supply-loop-0001 stopped on AgentHalted" in " ".join(out.split()), out
+
+
 def test_demo_delivers_to_an_endpoints_file_and_stores_what_finally_failed(
     tmp_path: Path,
 ) -> None:

@@ -307,6 +307,21 @@ def test_a_delivery_failure_is_an_alert_row_with_its_status_and_a_dead_letter(
     assert DeliveryFailure.decode(letters[0][2]) == failure
 
 
+def test_a_failed_pagerduty_acknowledge_is_a_dead_letter_saying_so_and_no_alert_row(
+    sink: ClickHouseSink, make_alert: AlertFactory
+) -> None:
+    """The alert reached PagerDuty; only its acknowledge failed: no ``failed:`` row."""
+    failure = _failure(make_alert(), "pd").model_copy(update={"delivery": "acknowledge"})
+    sink.add_delivery_failures([failure])
+    assert sink.buffered == RowCounts(dead_letters=1)
+    sink.flush("p9/0-0")
+    assert _count(sink, "alerts") == 0
+    reasons = sink.query(f"SELECT reason FROM {_db(sink)}.dead_letters").rows
+    assert reasons == [(failure.reason,)]
+    assert "of the acknowledge of alert" in failure.reason
+    assert DeliveryFailure.decode(failure.encode()).delivery == "acknowledge"
+
+
 def test_delivery_failures_retried_with_one_token_prefix_are_stored_once(
     sink: ClickHouseSink, make_alert: AlertFactory
 ) -> None:

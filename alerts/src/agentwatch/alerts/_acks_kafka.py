@@ -93,6 +93,9 @@ class CompactedReader:
         self.caught_up = asyncio.Event()
         self.errors = 0
         """Kafka errors met (each one sets :attr:`caught_up`, so nothing waits on Kafka)."""
+        self.backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
+        """The wait before reading again after an error; it starts over once the topic
+        has been read to its end again."""
 
     def _consumer(self) -> AIOKafkaConsumer:
         from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
@@ -112,16 +115,21 @@ class CompactedReader:
         acks read so far stay applied; re-reading from the beginning is harmless)."""
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-        backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
         while not stopping.is_set():
             try:
                 await self._follow(stopping)
             except (KafkaError, OSError) as exc:
                 self.errors += 1
-                wait_s = backoff.next_s()
+                wait_s = self.backoff.next_s()
                 log.warning("cannot read %s (%s); retrying in %.0f s", self._topic, exc, wait_s)
                 self.caught_up.set()  # do not hold the alerts back while Kafka is away
                 await sleep_async(wait_s, stopping)
+
+    def _read_to_end(self) -> None:
+        """Everything written before this reading started has been read: caught up, and
+        Kafka works again (the next error waits the first delay of the backoff)."""
+        self.caught_up.set()
+        self.backoff.reset()
 
     async def _follow(self, stopping: asyncio.Event) -> None:
         from aiokafka.structs import TopicPartition  # noqa: PLC0415
@@ -142,7 +150,7 @@ class CompactedReader:
             ends = await consumer.end_offsets(tps) if tps else {}
             pending = {tp: end for tp, end in ends.items() if end > 0}
             if not pending:
-                self.caught_up.set()
+                self._read_to_end()
             while not stopping.is_set():
                 data = await consumer.getmany(timeout_ms=_POLL_MS)
                 for tp, records in data.items():
@@ -151,7 +159,7 @@ class CompactedReader:
                     if tp in pending and records[-1].offset + 1 >= pending[tp]:
                         del pending[tp]
                 if not pending:
-                    self.caught_up.set()
+                    self._read_to_end()
                 # a compacted or transactional tail may never show its last offset
                 for tp in list(pending):
                     if await consumer.position(tp) >= pending[tp]:

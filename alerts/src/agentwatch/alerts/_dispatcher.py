@@ -20,7 +20,10 @@ Callbacks run on the lane threads: ``on_result(ref, result)`` for each finished
 delivery (delivered or dead-lettered), then ``on_done(ref)`` once every endpoint the
 alert went to has finished. A runtime commits its input position only past alerts that
 are done. :meth:`close` leaves unfinished deliveries unfinished (no callback): the
-runtime will read those alerts again.
+runtime will read those alerts again. So does a callback that raises (``on_dead_letter``
+giving up while the runtime stops): that alert is never done here, and it no longer
+counts in :attr:`Dispatcher.in_flight` (nothing can finish it) but in
+:attr:`Dispatcher.abandoned`, so a stopping runtime does not wait for it.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class _Ticket:
 
     ref: object
     remaining: int
+    abandoned: bool = False
+    """A delivery of it was left unfinished: never done."""
 
 
 @dataclass(slots=True, eq=False)
@@ -86,6 +91,8 @@ class _Job:
     started_s: float
     attempts: int = 0
     due_s: float = 0.0
+    acknowledge: bool = False
+    """PagerDuty's ``acknowledge`` of ``alert``, not the alert."""
 
 
 @dataclass(eq=False)
@@ -155,6 +162,7 @@ class _Lane:
                 logger.exception(
                     "webhook %s: delivery %s left unfinished", self.config.name, job.delivery_id
                 )
+                self.owner.abandon(job.ticket)
 
     def _attempt(self, job: _Job) -> None:
         endpoint = self.endpoint
@@ -193,6 +201,7 @@ class _Lane:
             attempts=job.attempts,
             status_code=outcome.status_code,
             error=outcome.error or "failed",
+            delivery="acknowledge" if job.acknowledge else "alert",
         )
         logger.warning("%s", failure.reason)
         self.owner.on_dead_letter(failure)  # returns once the failure is stored
@@ -259,6 +268,7 @@ class Dispatcher:
         self.clock = clock
         self._lock = threading.Condition()
         self._in_flight = 0
+        self._abandoned = 0
         self._lanes = [_Lane(config, self) for config in endpoints]
 
     @property
@@ -267,9 +277,16 @@ class Dispatcher:
 
     @property
     def in_flight(self) -> int:
-        """Alerts submitted and not done."""
+        """Alerts submitted and not done (nor left unfinished)."""
         with self._lock:
             return self._in_flight
+
+    @property
+    def abandoned(self) -> int:
+        """Alerts a delivery of which was left unfinished (a callback raised): never done
+        in this run; the runtime reads them again after a restart."""
+        with self._lock:
+            return self._abandoned
 
     def stats(self) -> dict[str, EndpointStats]:
         """A snapshot of every endpoint's counters."""
@@ -316,7 +333,7 @@ class Dispatcher:
             if acknowledge:
                 body = pagerduty_acknowledge_body(alert.alert_id, lane.config.routing_key or "")
                 did = delivery_id(alert.alert_id, "acknowledged", lane.config.name)
-                lane.put(_Job(alert, body, did, ticket, started_s=now))
+                lane.put(_Job(alert, body, did, ticket, started_s=now, acknowledge=True))
                 continue
             ack_url = None if links is None else links.url(alert.alert_id, lane.config)
             if lane.config.format == "json" and ack_url is None:  # one encoding for all
@@ -332,13 +349,23 @@ class Dispatcher:
         """A lane finished one delivery (called on the lane's thread)."""
         with self._lock:
             ticket.remaining -= 1
-            done = ticket.remaining == 0
+            done = ticket.remaining == 0 and not ticket.abandoned
             if done:
                 self._in_flight -= 1
                 self._lock.notify_all()
         self.on_result(ticket.ref, result)
         if done:
             self.on_done(ticket.ref)
+
+    def abandon(self, ticket: _Ticket) -> None:
+        """A lane left one delivery of ``ticket`` unfinished: the alert is never done."""
+        with self._lock:
+            if ticket.abandoned:
+                return
+            ticket.abandoned = True
+            self._in_flight -= 1
+            self._abandoned += 1
+            self._lock.notify_all()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until every submitted alert is done; False at the timeout."""

@@ -22,7 +22,9 @@ alert's event time: a replayed backlog must not page everyone at once).
 A PagerDuty endpoint (``format: pagerduty``) that has an alert's firing also gets the
 Events v2 ``acknowledge`` (same ``dedup_key``) once, when the alert is acknowledged here;
 an alert acknowledged before its firing arrives gets the acknowledge right after the
-trigger.
+trigger. Until that ``acknowledge`` is finished (delivered or dead-lettered) the alert
+stays in the journal with the endpoints it is owed to, so a crash meanwhile sends it
+again after the restart, with the same delivery id.
 
 What a restart keeps: acknowledgements are durable (the acks topic, read from its
 beginning at start, or ``alert_acks`` in ClickHouse) and are applied before any alert is
@@ -33,7 +35,9 @@ forgotten) is handed to ``journal(alert_id, record)`` (:meth:`EscalationState.en
 before it commits past the alert. At start, :meth:`Escalator.restore` takes those
 records back: times are wall-clock, so a level whose deadline passed while the
 dispatcher was down escalates right after start, one still pending at its deadline, and
-an acknowledged or resolved alert never. An escalation is recorded once its delivery is
+an acknowledged or resolved alert never; an alert acknowledged while the dispatcher was
+down (or whose ``acknowledge`` was under way at the crash) gets its PagerDuty
+``acknowledge`` then. An escalation is recorded once its delivery is
 finished: a crash between the two sends it again, with the same delivery id.
 """
 
@@ -81,16 +85,19 @@ class EscalationState:
     escalated: frozenset[str] = frozenset()
     partition: int | None = None
     """The alerts-topic partition it was read from: its owner restores it."""
+    acknowledge: frozenset[str] = frozenset()
+    """PagerDuty endpoints owed the ``acknowledge`` of this acknowledged alert."""
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "alert": orjson.Fragment(encode_alert(self.alert)),
-                "received": dict(self.received),
-                "escalated": sorted(self.escalated),
-                "partition": self.partition,
-            }
-        )
+        data: dict[str, Any] = {
+            "alert": orjson.Fragment(encode_alert(self.alert)),
+            "received": dict(self.received),
+            "escalated": sorted(self.escalated),
+            "partition": self.partition,
+        }
+        if self.acknowledge:
+            data["acknowledge"] = sorted(self.acknowledge)
+        return orjson.dumps(data)
 
     @classmethod
     def decode(cls, raw: bytes) -> EscalationState:
@@ -116,11 +123,15 @@ class EscalationState:
         partition = data.get("partition")
         if partition is not None and (not isinstance(partition, int) or partition < 0):
             raise ValueError("partition: not a partition number")
+        acknowledge = data.get("acknowledge", [])
+        if not isinstance(acknowledge, list) or not all(isinstance(n, str) for n in acknowledge):
+            raise ValueError("acknowledge: not a list of endpoint names")
         return cls(
             alert,
             {str(k): float(v) for k, v in received.items()},
             frozenset(escalated),
             partition,
+            frozenset(acknowledge),
         )
 
 
@@ -130,6 +141,14 @@ class _EscalationRef:
 
     alert_id: str
     target: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _AcknowledgeRef:
+    """The ``ref`` of a PagerDuty ``acknowledge``: its end closes the alert's journal
+    record."""
+
+    alert_id: str
 
 
 @dataclass(slots=True)
@@ -159,6 +178,10 @@ class _Open:
     durable: dict[str, float] = field(default_factory=dict)
     """What the journal has of ``received``: an escalation counts once delivered."""
     partition: int | None = None
+    acknowledging: set[str] = field(default_factory=set)
+    """Acknowledged: the PagerDuty endpoints whose ``acknowledge`` is not finished."""
+    acknowledges: int = 0
+    """``acknowledge`` submissions under way."""
 
     def record(self) -> bytes:
         return EscalationState(
@@ -166,6 +189,7 @@ class _Open:
             dict(self.durable),
             frozenset(self.escalated & self.durable.keys()),
             self.partition,
+            frozenset(self.acknowledging),
         ).encode()
 
 
@@ -193,6 +217,8 @@ class Escalator:
         dispatcher.on_done = self._on_done  # escalations' ends are recorded; others go on
         self._cond = threading.Condition()
         self._open: OrderedDict[str, _Open] = OrderedDict()
+        self._owed: dict[str, _Open] = {}
+        """Acknowledged alerts whose PagerDuty ``acknowledge`` is not finished."""
         self._acks: OrderedDict[str, Ack] = OrderedDict()
         self._heap: list[tuple[float, int, str, str, str]] = []
         """(due, seq, alert id, from endpoint, to endpoint)"""
@@ -240,10 +266,10 @@ class Escalator:
             state = self._open.pop(ack.alert_id, None)
             if state is None:
                 return True
-            self._save(ack.alert_id, None)
             self.stats.stopped_by_ack += 1
             log.info("alert %s acknowledged by %s: escalation stopped", ack.alert_id, ack.by)
-        self._acknowledge(state.alert, state.received.keys())
+            owed = self._owe(state, state.received.keys())
+        self._acknowledge(state.alert, owed)
         return True
 
     def restore(self, states: Iterable[EscalationState]) -> int:
@@ -252,12 +278,20 @@ class Escalator:
         and those already open are left out; endpoints no longer configured are
         ignored."""
         restored = 0
+        acknowledge: list[tuple[Alert, set[str]]] = []
         wall_now, now = self._wall_clock(), self._clock()
         with self._cond:
             for saved in states:
                 alert_id = saved.alert.alert_id
-                if alert_id in self._acks:  # acknowledged while down: closed for good
-                    self._save(alert_id, None)
+                if alert_id in self._acks or saved.acknowledge:
+                    # acknowledged while down, or its acknowledge was under way: closed
+                    # for good once PagerDuty has the acknowledge
+                    if alert_id not in self._owed:
+                        state = _Open(saved.alert, durable=dict(saved.received),
+                                      partition=saved.partition)
+                        owed = (saved.received.keys() | saved.acknowledge) & self._paged
+                        if owed := self._owe(state, owed):
+                            acknowledge.append((saved.alert, owed))
                     continue
                 if alert_id in self._open:
                     continue
@@ -280,6 +314,8 @@ class Escalator:
                         self._schedule(alert_id, name, due=now + left_s)
             self._trim()
             self.stats.restored += restored
+        for alert, owed in acknowledge:
+            self._acknowledge(alert, owed)
         return restored
 
     def acked(self, alert_id: str) -> Ack | None:
@@ -304,6 +340,8 @@ class Escalator:
             gone = [a for a, state in self._open.items() if state.partition in partitions]
             for alert_id in gone:
                 del self._open[alert_id]
+            for alert_id in [a for a, s in self._owed.items() if s.partition in partitions]:
+                del self._owed[alert_id]  # its next owner sends the acknowledge again
             self._cond.notify_all()
         return len(gone)
 
@@ -337,7 +375,10 @@ class Escalator:
         starting = [n for n in direct if self._configs[n].escalate_to is not None]
         with self._cond:
             if alert.alert_id in self._acks:  # acknowledged already: PagerDuty is told
-                acknowledge = sent & self._paged
+                acknowledge: set[str] = set()
+                if sent & self._paged:  # (again: a trigger sent anew needs it after it)
+                    owed = self._owed.get(alert.alert_id) or _Open(alert, partition=partition)
+                    acknowledge = self._owe(owed, sent)
             elif alert.alert_id in self._open:
                 return  # a firing read twice: its timers run
             else:
@@ -364,18 +405,45 @@ class Escalator:
         if self._journal is not None:
             self._journal(alert_id, record)
 
-    def _acknowledge(self, alert: Alert, endpoints: Collection[str]) -> None:
-        """PagerDuty's ``acknowledge`` to the pagerduty endpoints among ``endpoints``."""
-        paged = set(endpoints) & self._paged
+    def _owe(self, state: _Open, endpoints: Collection[str]) -> set[str]:
+        """The acknowledged ``state`` owes PagerDuty's ``acknowledge`` to the pagerduty
+        endpoints among ``endpoints``: journaled until it is finished (else closed in the
+        journal now). Returns them; call with _cond held, then :meth:`_acknowledge`."""
+        alert_id = state.alert.alert_id
+        owed = set(endpoints) & self._paged
+        if not owed:
+            if alert_id not in self._owed:
+                self._save(alert_id, None)
+            return owed
+        state.acknowledging |= owed
+        state.acknowledges += 1
+        self._owed[alert_id] = state
+        self._save(alert_id, state.record())
+        return owed
+
+    def _acknowledge(self, alert: Alert, paged: set[str]) -> None:
+        """PagerDuty's ``acknowledge`` to ``paged`` (from :meth:`_owe`)."""
         if not paged:
             return
         with self._cond:
             self.stats.pagerduty_acknowledged += len(paged)
         log.info("alert %s acknowledged: telling PagerDuty (%s)", alert.alert_id, sorted(paged))
-        self._dispatcher.submit(alert, only=paged, acknowledge=True)
+        self._dispatcher.submit(
+            alert, _AcknowledgeRef(alert.alert_id), only=paged, acknowledge=True
+        )
 
     def _on_done(self, ref: object) -> None:
-        """The dispatcher's ``on_done``: an escalation's end goes to the journal."""
+        """The dispatcher's ``on_done``: an escalation's or an acknowledge's end goes to
+        the journal."""
+        if isinstance(ref, _AcknowledgeRef):
+            with self._cond:
+                state = self._owed.get(ref.alert_id)
+                if state is not None:
+                    state.acknowledges -= 1
+                    if state.acknowledges <= 0:
+                        del self._owed[ref.alert_id]
+                        self._save(ref.alert_id, None)
+            return
         if not isinstance(ref, _EscalationRef):
             self._inner_done(ref)
             return
@@ -397,6 +465,8 @@ class Escalator:
 
     def _resolved(self, alert: Alert, direct: set[str]) -> None:
         with self._cond:
+            if self._owed.pop(alert.alert_id, None) is not None:  # resolved: nothing to ack
+                self._save(alert.alert_id, None)
             state = self._open.pop(alert.alert_id, None)
             if state is None:
                 return

@@ -524,7 +524,8 @@ class KafkaDispatcher:
         self.stats.commits += 1
 
     async def _drain(self) -> None:
-        """Give deliveries under way up to ``drain_s``, then commit what is done."""
+        """Give deliveries under way up to ``drain_s``, then commit what is done (one
+        whose dead-letter write gave up on the stop is not under way any more)."""
         dispatcher = self.dispatcher
         if dispatcher.in_flight:
             log.info(
@@ -537,11 +538,8 @@ class KafkaDispatcher:
                 await asyncio.sleep(0.05)
         async with self._lock:
             await self._commit(list(self._progress))
-        if dispatcher.in_flight:
-            log.info(
-                "webhooks: %d alert(s) unfinished; the next run delivers them",
-                dispatcher.in_flight,
-            )
+        if unfinished := dispatcher.in_flight + dispatcher.abandoned:
+            log.info("webhooks: %d alert(s) unfinished; the next run delivers them", unfinished)
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         # give the deliveries under way a moment (fewer alerts sent twice), then commit;

@@ -32,7 +32,7 @@ from agentwatch.schemas import (
     ConfigError,
     default_price_table,
 )
-from agentwatch.schemas.settings import EVENTS_TOPIC
+from agentwatch.schemas.settings import CONTROL_TOPIC, EVENTS_TOPIC
 from agentwatch.sinks import DEFAULT_CHDB_PATH, ChdbBackend, ClickHouseSink, SchemaConfig, migrate
 
 __all__ = ["DEMO_DATA_DIR", "EXAMPLE_SQL", "LOOP_SESSION", "demo_chdb_path", "run_demo"]
@@ -105,9 +105,13 @@ def run_demo(*, duration_s: float, data_dir: Path | None, rules_path: Path | Non
         local = EndpointConfig(name="demo", url=receiver.url, secret=secret, allow_private=True)
         endpoints = [local, *extra]
         log = InProcessLog()
-        client = Agentwatch(transport=InProcessTransport(log), tenant_id=plan.tenant_id,
-                            agent_id="demo", linger_ms=20, control=True)
-        pipeline = EmbeddedPipeline(log, Engine(rules), sink, endpoints).start()
+        # one in-process log: its topic names are the pipeline's, whatever the environment
+        # says for a real deployment (AGENTWATCH_TOPIC, AGENTWATCH_CONTROL_TOPIC)
+        client = Agentwatch(transport=InProcessTransport(log, EVENTS_TOPIC),
+                            tenant_id=plan.tenant_id, agent_id="demo", linger_ms=20,
+                            control=True, control_topic=CONTROL_TOPIC)
+        pipeline = EmbeddedPipeline(log, Engine(rules), sink, endpoints, topic=EVENTS_TOPIC,
+                                    control_topic=CONTROL_TOPIC).start()
 
         console.print(
             f"[bold]agentwatch demo[/]: 3 agents, {len(events):,} events over "

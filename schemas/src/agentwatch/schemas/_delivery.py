@@ -16,25 +16,35 @@ one attempt (it is never retried): ``status_code`` is None and ``error`` says wh
 ``destination refused: 127.0.0.1 is a loopback address; endpoint 'ops' does not set
 `allow_private: true```.
 
+A PagerDuty ``acknowledge`` (sent when an alert is acknowledged) that finally fails is
+recorded the same way with ``"delivery": "acknowledge"``; the ``alert`` is the firing it
+acknowledges. The key is left out for an alert's own state change (``"alert"``, the
+default), so records read the same as before it existed.
+
 The endpoint's URL is left out on purpose: Slack-style webhook URLs are secrets. The
 sink stores each record as a row of the ``alerts`` table whose ``delivery_status`` is
 :attr:`DeliveryFailure.delivery_status` (``failed:<endpoint>``) and a ``dead_letters`` row
-with the reason, so BI tools see which alerts never reached whom.
+with the reason, so BI tools see which alerts never reached whom. A failed
+``acknowledge`` gets the ``dead_letters`` row only: the alert itself did reach the
+endpoint.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from agentwatch.schemas._alert import Alert
 
-__all__ = ["FAILED_PREFIX", "DeliveryFailure"]
+__all__ = ["FAILED_PREFIX", "DeliveryFailure", "DeliveryKind"]
 
 #: ``alerts.delivery_status`` of a failed delivery is this prefix and the endpoint name.
 FAILED_PREFIX: Final = "failed:"
+
+#: What a delivery carried: the alert's state change, or PagerDuty's ``acknowledge`` of it.
+DeliveryKind = Literal["alert", "acknowledge"]
 
 
 class DeliveryFailure(BaseModel):
@@ -50,6 +60,8 @@ class DeliveryFailure(BaseModel):
     """The last HTTP status; None when the last attempt got no HTTP answer."""
     error: str
     failed_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    delivery: DeliveryKind = "alert"
+    """``acknowledge``: PagerDuty's ``acknowledge`` of the alert failed, not the alert."""
 
     @property
     def delivery_status(self) -> str:
@@ -59,15 +71,21 @@ class DeliveryFailure(BaseModel):
     @property
     def reason(self) -> str:
         """One line for logs and the ``dead_letters`` table."""
+        what = (
+            f"the acknowledge of alert {self.alert.alert_id}"
+            if self.delivery == "acknowledge"
+            else f"alert {self.alert.alert_id} ({self.alert.state})"
+        )
         return (
-            f"webhook {self.endpoint}: delivery {self.delivery_id} of alert "
-            f"{self.alert.alert_id} ({self.alert.state}) failed after {self.attempts} "
-            f"attempt(s): {self.error}"
+            f"webhook {self.endpoint}: delivery {self.delivery_id} of {what} failed after "
+            f"{self.attempts} attempt(s): {self.error}"
         )
 
     def encode(self) -> bytes:
-        """The dead-letter topic's record value (JSON)."""
-        return self.__pydantic_serializer__.to_json(self)
+        """The dead-letter topic's record value (JSON; ``delivery`` only when it is not
+        ``alert``)."""
+        exclude = {"delivery"} if self.delivery == "alert" else None
+        return self.__pydantic_serializer__.to_json(self, exclude=exclude)
 
     @classmethod
     def decode(cls, value: bytes | str) -> DeliveryFailure:

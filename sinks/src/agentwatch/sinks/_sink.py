@@ -163,14 +163,17 @@ def _event_rows_to_arrow(items: Sequence[EventRow]) -> pa.Table:
 
 def delivery_failure_rows(
     failure: DeliveryFailure, received_at: datetime | None = None
-) -> tuple[_AlertRow, DeadLetter]:
+) -> tuple[_AlertRow | None, DeadLetter]:
     """The one mapping of a failed webhook delivery to rows: its alert with
-    ``delivery_status = 'failed:<endpoint>'``, and a dead letter from
+    ``delivery_status = 'failed:<endpoint>'`` (none for a failed PagerDuty
+    ``acknowledge``: the alert did reach the endpoint), and a dead letter from
     ``webhook/<endpoint>`` with the failure's reason and the failure as JSON."""
     letter = DeadLetter(
         f"{WEBHOOK_SOURCE_PREFIX}{failure.endpoint}", failure.reason, failure.encode(),
         received_at,
     )
+    if failure.delivery == "acknowledge":
+        return None, letter
     return _AlertRow(failure.alert, failure.delivery_status), letter
 
 
@@ -235,8 +238,9 @@ class ClickHouseSink:
 
     def add_delivery_failures(self, failures: Iterable[DeliveryFailure]) -> None:
         """Webhook deliveries that finally failed: per failure, an ``alerts`` row (its
-        alert, ``delivery_status = 'failed:<endpoint>'``) and a ``dead_letters`` row
-        (source ``webhook/<endpoint>``, the failure's reason, the failure as JSON).
+        alert, ``delivery_status = 'failed:<endpoint>'``; not for a failed PagerDuty
+        ``acknowledge``) and a ``dead_letters`` row (source ``webhook/<endpoint>``, the
+        failure's reason, the failure as JSON).
 
         Both rows of every failure are buffered under one lock: safe to call from a
         webhook thread while another flushes. (A flush running meanwhile may write the
@@ -247,7 +251,8 @@ class ClickHouseSink:
         letters: list[DeadLetter] = []
         for failure in failures:
             row, letter = delivery_failure_rows(failure, now)
-            rows.append(row)
+            if row is not None:
+                rows.append(row)
             letters.append(letter)
         with self._lock:
             self._alerts.items.extend(rows)
