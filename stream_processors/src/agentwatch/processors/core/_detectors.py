@@ -8,13 +8,21 @@ engine tells them when event time has passed a deadline they asked for
 
 from __future__ import annotations
 
+import base64
+import binascii
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from operator import attrgetter
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
+from agentwatch.processors.core._alerting import (
+    DUMP_IDS,
+    LOAD_IDS,
+    AlertTracker,
+    ScopeKey,
+    SessionCodec,
+)
 from agentwatch.processors.core._rules import (
     RESOLVE_BELOW_FACTOR,
     BudgetRule,
@@ -102,6 +110,24 @@ class Detector(Generic[S]):
     def load(self, key: ScopeKey, data: Any) -> None:
         """Install ``key``'s state from :meth:`dump` data (the engine re-arms its timers)."""
         raise NotImplementedError
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """The state of session ``key`` in format 2 (``Engine.dump_key``), sharing what
+        ``codec`` holds. By default :meth:`dump`, its samples referring to the ids already
+        in the session's table by position."""
+        DUMP_IDS.update(codec.index)
+        try:
+            return self.dump(key)
+        finally:
+            DUMP_IDS.clear()
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        """Install :meth:`dump_session` data."""
+        LOAD_IDS.extend(codec.ids)
+        try:
+            self.load(key, data)
+        finally:
+            LOAD_IDS.clear()
 
 
 # -- sliding-window sums: cost and error rate ----------------------------------------------
@@ -316,6 +342,28 @@ class _WindowDetector(Detector[_WindowState]):
         if state.below_us == _NO_RUN:
             return [state.window.dump(), state.tracker.dump()]
         return [state.window.dump(), state.tracker.dump(), state.below_us]
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """``[window, tracker]`` (``+ [below_us]`` while below the threshold), the window's
+        high-water mark as ``base_us`` minus it."""
+        state = self.states.get(key)
+        if state is None:
+            return None
+        window = state.window.dump()
+        window[0] = codec.base_us - window[0]
+        if state.below_us == _NO_RUN:
+            return [window, state.tracker.dump_compact(codec)]
+        return [window, state.tracker.dump_compact(codec), state.below_us]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
+        dumped = list(data[0])
+        dumped[0] = codec.base_us - dumped[0]
+        window.load(dumped)
+        state = _WindowState(window, AlertTracker.from_compact(key, data[1], codec))
+        if len(data) > 2:
+            state.below_us = data[2]
+        self.states[key] = state
 
     def load(self, key: ScopeKey, data: Any) -> None:
         """Also the dumps of versions without hysteresis: ``[window, tracker]``."""
@@ -620,6 +668,50 @@ class LoopRepeatDetector(Detector[_RepeatState]):
             out["h"] = [position[p] for p in state.hot]
         return out
 
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """``[tracker, base - max_ts_us, sweep_at, tools, args hashes, calls, hot]``, a
+        pattern per position of the three lists (hashes packed when they are hex digests:
+        :func:`pack_hex`), its calls as ``base - t`` (an int when called once, else a
+        list), ``hot`` the hot patterns' positions. Tools and single calls are written as
+        loop_cycle writes its names and times: zstd stores the second copy as a reference."""
+        state = self.states.get(key)
+        if state is None:
+            return None
+        base = codec.base_us
+        tools: list[str] = []
+        hashes: list[str] = []
+        calls_out: list[Any] = []
+        for pattern, calls in state.patterns.items():
+            tools.append(pattern[0])
+            hashes.append(pattern[1])
+            calls_out.append(base - calls if isinstance(calls, int)
+                             else [base - t for t in calls])
+        hot: list[int] = []
+        if state.hot:
+            position = {p: i for i, p in enumerate(state.patterns)}
+            hot = [position[p] for p in state.hot]
+        return [state.tracker.dump_compact(codec), base - state.max_ts_us, state.sweep_at,
+                tools, pack_hex(hashes), calls_out, hot]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        base = codec.base_us
+        state = _RepeatState(AlertTracker.from_compact(key, data[0], codec))
+        state.max_ts_us = base - data[1]
+        state.sweep_at = data[2]
+        tools, hashes, calls_in = data[3], unpack_hex(data[4]), data[5]
+        if not len(tools) == len(hashes) == len(calls_in):
+            raise ValueError(f"loop_repeat state: {len(tools)} tools, {len(hashes)} hashes, "
+                             f"{len(calls_in)} call lists")
+        patterns: list[tuple[str, str]] = []
+        for tool, args_hash, calls in zip(tools, hashes, calls_in, strict=True):
+            pattern = (tool, args_hash)
+            patterns.append(pattern)
+            state.patterns[pattern] = (base - calls if isinstance(calls, int)
+                                       else [base - t for t in calls])
+        for i in data[6]:
+            state.hot[patterns[i]] = None
+        self.states[key] = state
+
     def load(self, key: ScopeKey, data: Any) -> None:
         """:meth:`dump` data, or the first format's list ``[tracker, max_ts_us, sweep_at,
         [[tool, args hash, calls]...], [[tool, args hash]...]]`` (absolute times)."""
@@ -701,6 +793,48 @@ class LoopStepsDetector(Detector[_StepsState]):
         state = _StepsState(AlertTracker.from_dump(key, data[0]))
         state.steps = data[1]
         self.states[key] = state
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        state = self.states.get(key)
+        return None if state is None else [state.tracker.dump_compact(codec), state.steps]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        state = _StepsState(AlertTracker.from_compact(key, data[0], codec))
+        state.steps = data[1]
+        self.states[key] = state
+
+
+_HEX_DIGEST: Final = 32  # characters of the producer's tool_args_hash (128 bits in hex)
+
+
+def pack_hex(values: list[str]) -> str | list[str]:
+    """Strings for a state dump: when every one is 32 lowercase hex digits (the producer's
+    ``tool_args_hash``), one base64 string of their bytes (22 characters each instead of 35
+    in a JSON list); otherwise the list. :func:`unpack_hex` gives them back."""
+    n = len(values)
+    if not n:
+        return values
+    joined = "".join(values)
+    if len(joined) != _HEX_DIGEST * n or not joined.islower():
+        return values
+    try:
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return values
+    if len(raw) != 16 * n:  # fromhex skips whitespace
+        return values
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unpack_hex(data: str | list[str]) -> list[str]:
+    """The strings :func:`pack_hex` packed (a list passes through)."""
+    if not isinstance(data, str):
+        return list(data)
+    try:
+        h = base64.b64decode(data, validate=True).hex()
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"bad packed hashes in a state dump: {exc}") from exc
+    return [h[i:i + _HEX_DIGEST] for i in range(0, len(h), _HEX_DIGEST)]
 
 
 def _last_call(calls: list[int] | int) -> int:
