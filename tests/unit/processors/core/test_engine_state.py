@@ -7,6 +7,7 @@ that never stopped.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from pathlib import Path
@@ -104,6 +105,49 @@ def test_a_restart_from_dumped_state_changes_no_alert(seed: int,
         driver = _restart(driver, None, resolve_after_s)
         start = cut
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_restart_with_hex_digest_args_hashes_changes_no_alert(seed: int) -> None:
+    """The producer's args hashes (32 hex digits): a pattern called once is kept by its
+    first 64 bits, and its second call after the restart still counts as a repeat."""
+    events = [e if e.tool_args_hash is None else e.model_copy(update={
+        "tool_args_hash": hashlib.md5(e.tool_args_hash.encode()).hexdigest()})  # noqa: S324
+        for e in _stream(seed, 1500)]
+    expected = _run(EventTimeDriver(_engine()), events)
+    assert any(a["rule"] == "loop_repeat" for a in expected)
+    driver = EventTimeDriver(_engine())
+    got: list[dict[str, Any]] = []
+    start = 0
+    for cut in [*sorted(random.Random(seed).sample(range(1, len(events)), 5)), len(events)]:
+        got += _run(driver, events[start:cut])
+        driver = _restart(driver, None)
+        start = cut
+    assert got == expected
+
+
+def test_a_call_repeating_one_made_before_a_restart_counts(ev: EventFactory) -> None:
+    args_hash = uuid.uuid4().hex
+    calls = [ev(i, "tool_call", name="search", tool_args_hash=args_hash) for i in (0, 4, 5, 6, 7)]
+    fresh = [ev(i, "tool_call", name="search", tool_args_hash=uuid.uuid4().hex)
+             for i in (1, 2, 3)]
+    key = ("default", "sess-1")
+    first = Engine()
+    for event in [calls[0], *fresh]:
+        first.process(event)
+    state = orjson.loads(orjson.dumps(first.dump_key(key, max_ids=16)))
+    repeat = state[6]["loop_repeat"]
+    assert repeat[3] == []  # every pattern was called once: kept by 64 bits of its hash
+    assert len(unpack_hex(repeat[8], 16)) == 4
+    assert unpack_hex(repeat[8], 16)[0] == args_hash[:16]
+    second = Engine()
+    second.load_key(key, state)
+    again = orjson.loads(orjson.dumps(second.dump_key(key, max_ids=16)))
+    assert again == state  # the restored prefixes are written as they were read
+    alerts = [a for e in calls[1:] for a in second.process(e)]
+    assert [(a.rule, a.value) for a in alerts] == [("loop_repeat", 5.0)]
+    assert orjson.loads(orjson.dumps(second.dump_key(key, max_ids=16)))[6]["loop_repeat"][3] \
+        == ["search"]  # the repeated pattern has its whole hash again
 
 
 def _dip(ev: EventFactory) -> list[Event]:
@@ -409,8 +453,9 @@ def test_hex_digest_args_hashes_are_packed_in_a_session_state(ev: EventFactory) 
     state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
     repeat = state[6]["loop_repeat"]
     assert isinstance(repeat[4], str)
-    assert unpack_hex(repeat[4]) == hashes
-    assert repeat[6] == [0]  # the repeated pattern is hot
+    assert unpack_hex(repeat[4]) == hashes[:1]  # the repeated pattern, its whole hash
+    assert repeat[6] == [0]  # hot
+    assert unpack_hex(repeat[8], 16) == [h[:16] for h in hashes[1:]]  # called once
     restored = Engine()
     restored.load_key(key, state)
     assert orjson.loads(orjson.dumps(restored.dump_key(key, max_ids=16))) == state
@@ -423,3 +468,13 @@ def test_hex_digest_args_hashes_are_packed_in_a_session_state(ev: EventFactory) 
 def test_hashes_that_would_not_come_back_the_same_stay_a_list(values: list[str]) -> None:
     assert pack_hex(values) == values
     assert unpack_hex(pack_hex(values)) == values
+
+
+def test_tool_calls_with_other_args_hashes_are_kept_whole(ev: EventFactory) -> None:
+    engine = Engine()
+    for i, args_hash in enumerate(["h1", uuid.uuid4().hex, "h1"]):
+        engine.process(ev(i, "tool_call", name="search", tool_args_hash=args_hash))
+    repeat = orjson.loads(orjson.dumps(engine.dump_key(("default", "sess-1"))))[6][
+        "loop_repeat"]
+    assert repeat[3:6] == [["search"], ["h1"], [[2 * US, 0]]]  # base - t of both calls
+    assert len(unpack_hex(repeat[8], 16)) == 1

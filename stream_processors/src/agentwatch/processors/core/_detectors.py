@@ -475,8 +475,12 @@ class ErrorRateDetector(_WindowDetector):
 # -- runaway loop: the same tool with the same arguments, again and again -------------------
 _SWEEP_AT: Final = 16  # a key's first sweep of cold patterns (then 2 x patterns + 16)
 
+#: hex digits of an args hash a session's state keeps for a pattern called once (64 bits)
+_SHORT_HEX: Final = 16
+
+
 class _RepeatState:
-    __slots__ = ("hot", "max_ts_us", "patterns", "sweep_at", "tracker")
+    __slots__ = ("hot", "max_ts_us", "patterns", "short", "sweep_at", "tracker")
 
     def __init__(self, tracker: AlertTracker) -> None:
         self.tracker = tracker
@@ -486,6 +490,10 @@ class _RepeatState:
         self.hot: dict[tuple[str, str], None] = {}  # patterns at the threshold
         self.max_ts_us = -(1 << 62)
         self.sweep_at = _SWEEP_AT
+        #: after a restore: the patterns called once whose args hash (a hex digest) the state
+        #: kept only the first 64 bits of, (tool, _SHORT_HEX digits) -> call time. A call with
+        #: a full hash of that prefix is their second call. None: there are none.
+        self.short: dict[tuple[str, str], int] | None = None
 
 
 class LoopRepeatDetector(Detector[_RepeatState]):
@@ -526,8 +534,11 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         pattern = (event.name or "", event.tool_args_hash)
         patterns = state.patterns
         found = patterns.get(pattern)
+        short = state.short
+        if found is None and short is not None and len(pattern[1]) == _HEX_DIGEST:
+            found = short.pop((pattern[0], pattern[1][:_SHORT_HEX]), None)
         if found is None:  # the common case: fresh arguments; a first call is no repeat
-            if len(patterns) >= state.sweep_at:
+            if len(patterns) + (0 if short is None else len(short)) >= state.sweep_at:
                 self._sweep(state, ts_us)
             patterns[pattern] = ts_us
             return
@@ -616,7 +627,15 @@ class LoopRepeatDetector(Detector[_RepeatState]):
                 if p not in state.hot and _last_call(calls) <= horizon]
         for pattern in gone:
             del state.patterns[pattern]
-        state.sweep_at = 2 * len(state.patterns) + 16
+        n_short = 0
+        short = state.short
+        if short is not None:
+            for pattern in [p for p, t in short.items() if t <= horizon]:
+                del short[pattern]
+            n_short = len(short)
+            if not n_short:
+                state.short = None
+        state.sweep_at = 2 * (len(state.patterns) + n_short) + 16
 
     def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
         state = self.states.get(key)
@@ -669,10 +688,17 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         return out
 
     def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
-        """``[tracker, base - max_ts_us, sweep_at, tools, args hashes, calls, hot]``, a
-        pattern per position of the three lists (hashes packed when they are hex digests:
-        :func:`pack_hex`), its calls as ``base - t`` (an int when called once, else a
-        list), ``hot`` the hot patterns' positions. Tools and single calls are written as
+        """``[tracker, base - max_ts_us, sweep_at, tools, args hashes, calls, hot,
+        tools once, hash prefixes, times once]``, calls as ``base - t``.
+
+        Patterns called more than once (or whose args hash is not a 32-digit hex digest):
+        one per position of ``tools``, ``args hashes`` (packed when hex digests:
+        :func:`pack_hex`) and ``calls`` (an int for a single call, else a list); ``hot``
+        the hot ones' positions. Patterns called once with a hex digest, most tool calls
+        (fresh arguments): ``tools once``, the first 64 bits of their hashes (packed as
+        well) and their call times; a restored engine takes a later call whose hash starts
+        with those bits for their second call (two different arguments of one tool in
+        one session's window collide with odds of 2^-64). Tools and times are written as
         loop_cycle writes its names and times: zstd stores the second copy as a reference."""
         state = self.states.get(key)
         if state is None:
@@ -681,17 +707,39 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         tools: list[str] = []
         hashes: list[str] = []
         calls_out: list[Any] = []
+        once_tools: list[str] = []
+        once_hashes: list[str] = []
+        once_calls: list[int] = []
+        position: dict[tuple[str, str], int] = {}
+        hot = state.hot
         for pattern, calls in state.patterns.items():
+            args_hash = pattern[1]
+            if isinstance(calls, int) and len(args_hash) == _HEX_DIGEST and pattern not in hot:
+                once_tools.append(pattern[0])
+                once_hashes.append(args_hash)
+                once_calls.append(base - calls)
+                continue
+            if hot:
+                position[pattern] = len(tools)
             tools.append(pattern[0])
-            hashes.append(pattern[1])
+            hashes.append(args_hash)
             calls_out.append(base - calls if isinstance(calls, int)
                              else [base - t for t in calls])
-        hot: list[int] = []
-        if state.hot:
-            position = {p: i for i, p in enumerate(state.patterns)}
-            hot = [position[p] for p in state.hot]
+        if once_hashes and not _all_hex(once_hashes, _HEX_DIGEST):  # keep them whole
+            tools += once_tools
+            hashes += once_hashes
+            calls_out += once_calls
+            once_tools, once_hashes, once_calls = [], [], []
+        prefixes = [h[:_SHORT_HEX] for h in once_hashes]
+        short = state.short
+        if short is not None:  # restored ones still called once
+            prefixes = [p[1] for p in short] + prefixes
+            once_tools = [p[0] for p in short] + once_tools
+            once_calls = [base - t for t in short.values()] + once_calls
+        packed_once = pack_hex(prefixes, _SHORT_HEX) if prefixes else ""
         return [state.tracker.dump_compact(codec), base - state.max_ts_us, state.sweep_at,
-                tools, pack_hex(hashes), calls_out, hot]
+                tools, pack_hex(hashes), calls_out, [position[p] for p in hot],
+                once_tools, packed_once, once_calls]
 
     def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
         base = codec.base_us
@@ -710,6 +758,15 @@ class LoopRepeatDetector(Detector[_RepeatState]):
                                        else [base - t for t in calls])
         for i in data[6]:
             state.hot[patterns[i]] = None
+        once_tools, once_calls = data[7], data[9]
+        prefixes = unpack_hex(data[8], _SHORT_HEX) if data[8] else []
+        if not len(once_tools) == len(prefixes) == len(once_calls):
+            raise ValueError(f"loop_repeat state: {len(once_tools)} tools called once, "
+                             f"{len(prefixes)} hash prefixes, {len(once_calls)} times")
+        if once_tools:
+            state.short = {(tool, prefix): base - t
+                           for tool, prefix, t in zip(once_tools, prefixes, once_calls,
+                                                      strict=True)}
         self.states[key] = state
 
     def load(self, key: ScopeKey, data: Any) -> None:
@@ -807,34 +864,38 @@ class LoopStepsDetector(Detector[_StepsState]):
 _HEX_DIGEST: Final = 32  # characters of the producer's tool_args_hash (128 bits in hex)
 
 
-def pack_hex(values: list[str]) -> str | list[str]:
-    """Strings for a state dump: when every one is 32 lowercase hex digits (the producer's
-    ``tool_args_hash``), one base64 string of their bytes (22 characters each instead of 35
-    in a JSON list); otherwise the list. :func:`unpack_hex` gives them back."""
-    n = len(values)
-    if not n:
-        return values
+def _all_hex(values: list[str], width: int) -> bool:
+    """Every one of ``values`` is ``width`` lowercase hex digits."""
     joined = "".join(values)
-    if len(joined) != _HEX_DIGEST * n or not joined.islower():
-        return values
+    if width % 2 or len(joined) != width * len(values) or not joined.islower():
+        return False
     try:
-        raw = bytes.fromhex(joined)
+        return len(bytes.fromhex(joined)) * 2 == len(joined)  # fromhex skips whitespace
     except ValueError:
-        return values
-    if len(raw) != 16 * n:  # fromhex skips whitespace
-        return values
-    return base64.b64encode(raw).decode("ascii")
+        return False
 
 
-def unpack_hex(data: str | list[str]) -> list[str]:
-    """The strings :func:`pack_hex` packed (a list passes through)."""
+def pack_hex(values: list[str], width: int = _HEX_DIGEST) -> str | list[str]:
+    """Strings for a state dump: when every one is ``width`` lowercase hex digits (the
+    producer's ``tool_args_hash`` has 32), one base64 string of their bytes (22 characters
+    a 32-digit hash instead of 35 in a JSON list); otherwise the list as it is.
+    :func:`unpack_hex` gives them back."""
+    if not values or not _all_hex(values, width):
+        return values
+    return base64.b64encode(bytes.fromhex("".join(values))).decode("ascii")
+
+
+def unpack_hex(data: str | list[str], width: int = _HEX_DIGEST) -> list[str]:
+    """The strings :func:`pack_hex` packed, ``width`` digits each (a list passes through)."""
     if not isinstance(data, str):
         return list(data)
     try:
         h = base64.b64decode(data, validate=True).hex()
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"bad packed hashes in a state dump: {exc}") from exc
-    return [h[i:i + _HEX_DIGEST] for i in range(0, len(h), _HEX_DIGEST)]
+    if len(h) % width:
+        raise ValueError(f"packed hashes of {len(h)} digits are not {width} digits each")
+    return [h[i:i + width] for i in range(0, len(h), width)]
 
 
 def _last_call(calls: list[int] | int) -> int:
