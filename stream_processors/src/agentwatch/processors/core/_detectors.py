@@ -61,9 +61,27 @@ class _KeyState(Protocol):
 S = TypeVar("S", bound=_KeyState)
 
 
+#: agent ids shared by the trackers that name them (each event's decoder makes new strings:
+#: a session's trackers held a copy each); at most _SHARED_MAX, then no more are added
+_AGENT_IDS: Final[dict[str, str]] = {}
+_SHARED_MAX: Final = 65_536
+
+
+def shared(strings: dict[str, str], value: str) -> str:
+    """The one copy of ``value`` in ``strings`` (added while there is room)."""
+    found = strings.get(value)
+    if found is not None:
+        return found
+    if len(strings) < _SHARED_MAX:
+        strings[value] = value
+    return value
+
+
 def tracker_for(scope: AlertScope, key: ScopeKey, event: Event) -> AlertTracker:
+    """A new tracker for ``key``; a session's shares the key's session id and one copy of
+    each agent id."""
     if scope is AlertScope.SESSION:
-        return AlertTracker(key, event.agent_id, event.session_id)
+        return AlertTracker(key, shared(_AGENT_IDS, event.agent_id), key[1])
     if scope is AlertScope.AGENT:
         return AlertTracker(key, event.agent_id, None)
     return AlertTracker(key, None, None)
@@ -514,6 +532,7 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         self._disorder_us = config.disorder_us
         self._k = rule.min_repeats
         self.kinds = frozenset({EventKind.TOOL_CALL})
+        self._tools: dict[str, str] = {}  # one copy of each tool name (see ``shared``)
 
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind is not EventKind.TOOL_CALL or event.tool_args_hash is None:
@@ -540,7 +559,7 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         if found is None:  # the common case: fresh arguments; a first call is no repeat
             if len(patterns) + (0 if short is None else len(short)) >= state.sweep_at:
                 self._sweep(state, ts_us)
-            patterns[pattern] = ts_us
+            patterns[(shared(self._tools, pattern[0]), pattern[1])] = ts_us
             return
         if isinstance(found, int):
             calls = patterns[pattern] = [found]

@@ -41,6 +41,8 @@ STATE_FORMAT: Final = 2
 _log = logging.getLogger("agentwatch.processors.core")
 
 _SESSION_TIMER = -1
+#: a new session's older generation of ids: one shared empty dict (64 bytes a session)
+_NO_IDS: Final[dict[str, None]] = {}
 _UUID_CHARS = 36  # a canonical UUID: 8-4-4-4-12 lowercase hex digits
 _session_key: Callable[[Event], ScopeKey] = attrgetter("tenant_id", "session_id")
 
@@ -59,14 +61,17 @@ class EngineStats:
 
 
 class _Session:
-    __slots__ = ("last_ts_us", "older", "seen")
+    __slots__ = ("key", "last_ts_us", "older", "seen")
 
-    def __init__(self, ts_us: int) -> None:
+    def __init__(self, ts_us: int, key: ScopeKey) -> None:
+        #: the session's key as first seen: every detector's state of the session is kept
+        #: under this one tuple (each event's decoder makes a new tuple and new strings)
+        self.key = key
         self.last_ts_us = ts_us
         # recent event ids in two generations: between limit and 2 x limit ids are kept
         # (dicts as insertion-ordered sets: a snapshot can take the most recent ones)
         self.seen: dict[str, None] = {}
-        self.older: dict[str, None] = {}
+        self.older: dict[str, None] = _NO_IDS  # replaced, never changed in place
 
 
 class Engine:
@@ -117,10 +122,11 @@ class Engine:
             return self._observe(event, ts_us, skey, out)
         session = self._sessions.get(skey)
         if session is None:
-            session = self._sessions[skey] = _Session(ts_us)
+            session = self._sessions[skey] = _Session(ts_us, skey)
             self._schedule(ts_us + self._idle_us, _SESSION_TIMER, skey)
-        elif ts_us > session.last_ts_us:
-            session.last_ts_us = ts_us
+        else:
+            skey = session.key
+            session.last_ts_us = max(session.last_ts_us, ts_us)
         if self._dedup:
             seen, event_id = session.seen, event.event_id
             if event_id in seen or event_id in session.older:
@@ -255,7 +261,7 @@ class Engine:
         if min(n_recent, n_rest) < 0 or n_recent + n_rest > len(ids):
             raise ValueError(f"{n_recent} + {n_rest} dedup ids of {len(ids)}")
         if self._track:
-            session = self._sessions[key] = _Session(last_ts_us)
+            session = self._sessions[key] = _Session(last_ts_us, key)
             session.seen = dict.fromkeys(ids[:n_recent])
             session.older = dict.fromkeys(ids[n_recent:n_recent + n_rest])
             self._schedule(last_ts_us + self._idle_us, _SESSION_TIMER, key)
@@ -277,7 +283,7 @@ class Engine:
                 LOAD_IDS.extend(recent)  # what the trackers' samples refer to by position
                 LOAD_IDS.extend(rest)
                 if self._track:
-                    session = self._sessions[key] = _Session(session_data[0])
+                    session = self._sessions[key] = _Session(session_data[0], key)
                     session.seen = dict.fromkeys(recent)
                     session.older = dict.fromkeys(rest)
                     self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
