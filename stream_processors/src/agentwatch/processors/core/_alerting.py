@@ -190,21 +190,21 @@ class AlertTracker:
         session id, not firing, no cooldown); else ``[positions, extra]`` with ``extra``
         holding only what differs: ``a`` agent id, ``s`` session id (null: none), ``f``
         [alert id, fired at], ``c`` cooldown end."""
-        ids = self.sample.ids()
-        positions = [codec.position(i) for i in ids]
+        positions = [codec.position(i) for i in self.sample.ids()]
+        firing = self.firing
+        if (firing is None and self.cooldown_until_us == _NO_COOLDOWN
+                and self.agent_id == codec.agent_id and self.session_id == self.key[1]):
+            return positions  # the common case: no dict to build
         extra: dict[str, Any] = {}
         if self.agent_id != codec.agent_id:
             extra["a"] = self.agent_id
         if self.session_id != self.key[1]:
             extra["s"] = self.session_id
-        firing = self.firing
         if firing is not None:
             extra["f"] = [firing.alert_id, firing.fired_ts_us]
         if self.cooldown_until_us != _NO_COOLDOWN:
             extra["c"] = self.cooldown_until_us
-        if extra:
-            return [positions, extra]
-        return positions
+        return [positions, extra]
 
     @staticmethod
     def from_compact(key: ScopeKey, data: Any, codec: SessionCodec) -> AlertTracker:

@@ -755,7 +755,12 @@ class LoopRepeatDetector(Detector[_RepeatState]):
             prefixes = [p[1] for p in short] + prefixes
             once_tools = [p[0] for p in short] + once_tools
             once_calls = [base - t for t in short.values()] + once_calls
-        packed_once = pack_hex(prefixes, _SHORT_HEX) if prefixes else ""
+        packed_once: str | list[str]
+        if short is None:  # hex digits checked above: pack them as they are
+            packed_once = (base64.b64encode(bytes.fromhex("".join(prefixes))).decode("ascii")
+                           if prefixes else "")
+        else:
+            packed_once = pack_hex(prefixes, _SHORT_HEX)
         return [state.tracker.dump_compact(codec), base - state.max_ts_us, state.sweep_at,
                 tools, pack_hex(hashes), calls_out, [position[p] for p in hot],
                 once_tools, packed_once, once_calls]
