@@ -156,7 +156,14 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-codec-") as tmp:
         tree = Path(tmp) / "tree"
-        srcs = export_revision(args.against, tree)
+        try:
+            srcs = export_revision(args.against, tree)
+        except subprocess.CalledProcessError as exc:
+            detail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) \
+                else str(exc.stderr or "")
+            print(f"state_codec: FAILED: git cannot give revision {args.against}: "
+                  f"{detail.strip()}", flush=True)
+            return 1
         subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
                        check=False, capture_output=True)
         ours: dict[str, Any] = {}
