@@ -7,6 +7,7 @@ that never stopped.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from pathlib import Path
@@ -17,7 +18,8 @@ import pytest
 from conftest import US, EventFactory
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
-from agentwatch.processors.core._engine import pack_ids, unpack_ids
+from agentwatch.processors.core._detectors import pack_hex, unpack_hex
+from agentwatch.processors.core._engine import STATE_FORMAT, pack_ids, unpack_ids
 from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us, to_us
 
 
@@ -103,6 +105,49 @@ def test_a_restart_from_dumped_state_changes_no_alert(seed: int,
         driver = _restart(driver, None, resolve_after_s)
         start = cut
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_restart_with_hex_digest_args_hashes_changes_no_alert(seed: int) -> None:
+    """The producer's args hashes (32 hex digits): a pattern called once is kept by its
+    first 64 bits, and its second call after the restart still counts as a repeat."""
+    events = [e if e.tool_args_hash is None else e.model_copy(update={
+        "tool_args_hash": hashlib.md5(e.tool_args_hash.encode()).hexdigest()})  # noqa: S324
+        for e in _stream(seed, 1500)]
+    expected = _run(EventTimeDriver(_engine()), events)
+    assert any(a["rule"] == "loop_repeat" for a in expected)
+    driver = EventTimeDriver(_engine())
+    got: list[dict[str, Any]] = []
+    start = 0
+    for cut in [*sorted(random.Random(seed).sample(range(1, len(events)), 5)), len(events)]:
+        got += _run(driver, events[start:cut])
+        driver = _restart(driver, None)
+        start = cut
+    assert got == expected
+
+
+def test_a_call_repeating_one_made_before_a_restart_counts(ev: EventFactory) -> None:
+    args_hash = uuid.uuid4().hex
+    calls = [ev(i, "tool_call", name="search", tool_args_hash=args_hash) for i in (0, 4, 5, 6, 7)]
+    fresh = [ev(i, "tool_call", name="search", tool_args_hash=uuid.uuid4().hex)
+             for i in (1, 2, 3)]
+    key = ("default", "sess-1")
+    first = Engine()
+    for event in [calls[0], *fresh]:
+        first.process(event)
+    state = orjson.loads(orjson.dumps(first.dump_key(key, max_ids=16)))
+    repeat = state[6]["loop_repeat"]
+    assert repeat[3] == []  # every pattern was called once: kept by 64 bits of its hash
+    assert len(unpack_hex(repeat[8], 16)) == 4
+    assert unpack_hex(repeat[8], 16)[0] == args_hash[:16]
+    second = Engine()
+    second.load_key(key, state)
+    again = orjson.loads(orjson.dumps(second.dump_key(key, max_ids=16)))
+    assert again == state  # the restored prefixes are written as they were read
+    alerts = [a for e in calls[1:] for a in second.process(e)]
+    assert [(a.rule, a.value) for a in alerts] == [("loop_repeat", 5.0)]
+    assert orjson.loads(orjson.dumps(second.dump_key(key, max_ids=16)))[6]["loop_repeat"][3] \
+        == ["search"]  # the repeated pattern has its whole hash again
 
 
 def _dip(ev: EventFactory) -> list[Event]:
@@ -218,9 +263,9 @@ def test_a_dump_can_keep_only_the_most_recent_event_ids(ev: EventFactory) -> Non
         engine.process(event)
     state = engine.dump_key(("default", "sess-1"), max_ids=3)
     assert state is not None
-    _, recent, older = state["s"]
-    assert recent == [events[4].event_id, events[5].event_id]
-    assert older == [events[3].event_id]
+    ids, n_recent, n_rest = unpack_ids(state[3]), state[4], state[5]
+    assert ids[:n_recent] == [events[4].event_id, events[5].event_id]
+    assert ids[n_recent:n_recent + n_rest] == [events[3].event_id]
     restored = Engine(config)
     restored.load_key(("default", "sess-1"), state)
     assert not restored.is_new(events[5])
@@ -259,7 +304,7 @@ def test_a_session_dump_with_producer_ids_restores_its_dedup_memory(ev: EventFac
         engine.process(event)
     state = engine.dump_key(("default", "sess-1"), max_ids=16)
     assert state is not None
-    assert isinstance(state["s"][1], str)  # packed
+    assert isinstance(state[3], str)  # packed
     restored = Engine(rules_from_mapping({}))
     restored.load_key(("default", "sess-1"), orjson.loads(orjson.dumps(state)))
     assert not any(restored.is_new(e) for e in events)
@@ -310,11 +355,126 @@ def test_a_session_dump_names_its_samples_ids_by_position_among_its_kept_ids(
         engine.process(ev(i, "tool_call", name="search", tool_args_hash=f"h{i}"))
     key = ("default", "sess-1")
     state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
-    sample = state["d"]["loop_steps"][0]["i"]
+    sample = state[6]["loop_steps"][0]
     assert sample == list(range(2, 12))  # the last 10 of the 12 ids the dump keeps
     restored = Engine()
     restored.load_key(key, state)
     tracker = restored.detectors[[d.name for d in restored.detectors].index("loop_steps")
                                  ].tracker(key)
     assert tracker is not None
-    assert tracker.sample.ids() == unpack_ids(state["s"][1])[2:]
+    assert tracker.sample.ids() == unpack_ids(state[3])[2:]
+
+
+_DICT_STATE = Path(__file__).parent / "data" / "engine_state_dict.json"
+
+
+def test_state_dumped_in_the_dict_form_loads_and_changes_no_alert() -> None:
+    """A worker upgraded over a changelog written before format 2 (the dict form of commit
+    4e47128: ``{"s": [last_ts_us, packed ids, packed ids], "d": {rule: state}}``, trackers
+    as dicts naming their samples' ids by position; made by dumping every key of this
+    stream after ``cut`` events with ``max_ids=16``, as the session stage did) carries on
+    exactly like an engine that never stopped."""
+    saved = orjson.loads(_DICT_STATE.read_bytes())
+    events = _v1_stream(saved["seed"], saved["events"])
+    cut = saved["cut"]
+    expected = _run(EventTimeDriver(_engine(resolve_after_s=3)), events)
+    before = _run(EventTimeDriver(_engine(resolve_after_s=3)), events[:cut])
+    assert expected[:len(before)] == before
+    after = expected[len(before):]
+    assert {a["rule"] for a in after} >= {"session_cost", "loop_repeat"}
+    sessions = [d for _, d in saved["table"] if "s" in d]
+    assert sessions
+    assert all(isinstance(d["s"][1], str) for d in sessions)  # packed ids: the dict form
+
+    fresh = _engine(resolve_after_s=3)
+    fresh.restore_watermark(saved["watermark_us"])
+    for key, data in saved["table"]:
+        assert fresh.load_key(tuple(key), data)  # type: ignore[arg-type]
+    driver = EventTimeDriver(fresh)
+    driver.next_advance_us = saved["next_advance_us"]
+    assert _run(driver, events[cut:]) == after
+
+
+def test_a_session_state_is_written_in_format_2() -> None:
+    events = _v1_stream(3, 300)
+    driver = EventTimeDriver(_engine())
+    _run(driver, events)
+    engine = driver.engine
+    key = next(iter(engine._sessions))
+    state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
+    assert state[0] == STATE_FORMAT == 2
+    assert state[1] == engine._sessions[key].last_ts_us
+    assert isinstance(state[6], dict)
+    assert "agent_error_rate" not in state[6]  # agent keys are not the session's
+    agent_key = ("default", state[2])
+    assert engine.dump_key(agent_key)["d"]  # type: ignore[index]  # the dict form
+
+
+def test_a_state_in_a_format_this_version_cannot_read_starts_the_key_fresh(
+    ev: EventFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine()
+    engine.process(ev(1))
+    key = ("default", "sess-1")
+    newer = [3, 1, "whatever a later version writes"]
+    restored = Engine()
+    with caplog.at_level("WARNING", logger="agentwatch.processors.core"):
+        assert restored.load_key(key, newer) is False
+    assert "default/sess-1 is in format 3" in caplog.text
+    assert "starts fresh" in caplog.text
+    assert restored.dump_key(key) is None
+    assert restored.process(ev(2)) == []  # and the key goes on as a new session
+    assert restored.dump_key(key) is not None
+
+
+def test_a_damaged_state_starts_the_key_fresh_and_says_why(
+    ev: EventFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine()
+    for i in range(3):
+        engine.process(ev(i, "tool_call", name="search", tool_args_hash="h"))
+    key = ("default", "sess-1")
+    state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
+    state[6]["loop_steps"][0] = [99]  # a sample position past the id table
+    restored = Engine()
+    with caplog.at_level("WARNING", logger="agentwatch.processors.core"):
+        assert restored.load_key(key, state) is False
+    assert "could not be read (ValueError: a sample refers to event id #99" in caplog.text
+    assert restored.dump_key(key) is None  # nothing half-loaded stays behind
+    assert all(not d.states for d in restored.detectors)
+
+
+def test_hex_digest_args_hashes_are_packed_in_a_session_state(ev: EventFactory) -> None:
+    engine = Engine()
+    hashes = [uuid.uuid4().hex for _ in range(6)]
+    for i, args_hash in enumerate(hashes + hashes[:1] * 5):
+        engine.process(ev(i, "tool_call", name="search", tool_args_hash=args_hash))
+    key = ("default", "sess-1")
+    state = orjson.loads(orjson.dumps(engine.dump_key(key, max_ids=16)))
+    repeat = state[6]["loop_repeat"]
+    assert isinstance(repeat[4], str)
+    assert unpack_hex(repeat[4]) == hashes[:1]  # the repeated pattern, its whole hash
+    assert repeat[6] == [0]  # hot
+    assert unpack_hex(repeat[8], 16) == [h[:16] for h in hashes[1:]]  # called once
+    restored = Engine()
+    restored.load_key(key, state)
+    assert orjson.loads(orjson.dumps(restored.dump_key(key, max_ids=16))) == state
+
+
+@pytest.mark.parametrize("values", [
+    [], ["same"], [uuid.uuid4().hex.upper()], [uuid.uuid4().hex, "short"],
+    [uuid.uuid4().hex[:-1] + "g"], [uuid.uuid4().hex[:-2] + " 1"],
+])
+def test_hashes_that_would_not_come_back_the_same_stay_a_list(values: list[str]) -> None:
+    assert pack_hex(values) == values
+    assert unpack_hex(pack_hex(values)) == values
+
+
+def test_tool_calls_with_other_args_hashes_are_kept_whole(ev: EventFactory) -> None:
+    engine = Engine()
+    for i, args_hash in enumerate(["h1", uuid.uuid4().hex, "h1"]):
+        engine.process(ev(i, "tool_call", name="search", tool_args_hash=args_hash))
+    repeat = orjson.loads(orjson.dumps(engine.dump_key(("default", "sess-1"))))[6][
+        "loop_repeat"]
+    assert repeat[3:6] == [["search"], ["h1"], [[2 * US, 0]]]  # base - t of both calls
+    assert len(unpack_hex(repeat[8], 16)) == 1

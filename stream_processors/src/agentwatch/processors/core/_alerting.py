@@ -11,7 +11,7 @@ from agentwatch.processors.core._rules import Rule
 from agentwatch.schemas import Alert, AlertScope, AlertState, from_us
 
 __all__ = ["DUMP_IDS", "LOAD_IDS", "SAMPLE_SIZE", "AlertTracker", "Firing", "Sample",
-           "ScopeKey", "alert_id_for"]
+           "ScopeKey", "SessionCodec", "alert_id_for"]
 
 #: how many contributing event ids an alert carries
 SAMPLE_SIZE: Final = 10
@@ -24,6 +24,43 @@ _NO_COOLDOWN: Final = -(1 << 62)
 DUMP_IDS: Final[dict[str, int]] = {}
 #: While the engine loads a session's state: the ids those positions refer to.
 LOAD_IDS: Final[list[str]] = []
+
+
+
+class SessionCodec:
+    """What the detectors of one session share while the engine dumps or loads its state
+    (format 2, ``Engine.dump_key``): written once per session instead of once per
+    detector. ``base_us``: the session's last event time; times are written as
+    ``base_us - t`` (small numbers, the same digits in every detector). ``agent_id``: the
+    session's agent (a tracker of another agent says so). ``index`` (dumping): event id ->
+    position in ``ids``, the session's id table, which samples grow as they refer to ids
+    not in it yet; ``ids`` (loading): the table."""
+
+    __slots__ = ("agent_id", "base_us", "ids", "index")
+
+    def __init__(self, base_us: int, agent_id: str | None, ids: list[str],
+                 index: dict[str, int]) -> None:
+        self.base_us = base_us
+        self.agent_id = agent_id
+        self.ids = ids
+        self.index = index
+
+    def position(self, event_id: str) -> int:
+        """Where ``event_id`` is in the id table (appended when new)."""
+        index = self.index
+        found = index.get(event_id)
+        if found is None:
+            found = index[event_id] = len(self.ids)
+            self.ids.append(event_id)
+        return found
+
+    def event_id(self, position: Any) -> str:
+        ids = self.ids
+        if not isinstance(position, int) or not 0 <= position < len(ids):
+            raise ValueError(f"a sample refers to event id #{position} of {len(ids)} in a "
+                             "state dump")
+        return ids[position]
+
 
 #: (tenant_id, scoped id): the session id, agent id, or the tenant id again. Typed as a
 #: variable-length tuple on purpose: mypyc unboxes ``tuple[str, str]`` into a C struct and
@@ -145,6 +182,45 @@ class AlertTracker:
                 tracker.sample.append(ids[item])
             else:
                 tracker.sample.append(item)
+        return tracker
+
+    def dump_compact(self, codec: SessionCodec) -> Any:
+        """Format 2 (a session's state): the sample as positions in the session's id table,
+        a bare list when the rest is a new session tracker's (the session's agent, the key's
+        session id, not firing, no cooldown); else ``[positions, extra]`` with ``extra``
+        holding only what differs: ``a`` agent id, ``s`` session id (null: none), ``f``
+        [alert id, fired at], ``c`` cooldown end."""
+        positions = [codec.position(i) for i in self.sample.ids()]
+        firing = self.firing
+        if (firing is None and self.cooldown_until_us == _NO_COOLDOWN
+                and self.agent_id == codec.agent_id and self.session_id == self.key[1]):
+            return positions  # the common case: no dict to build
+        extra: dict[str, Any] = {}
+        if self.agent_id != codec.agent_id:
+            extra["a"] = self.agent_id
+        if self.session_id != self.key[1]:
+            extra["s"] = self.session_id
+        if firing is not None:
+            extra["f"] = [firing.alert_id, firing.fired_ts_us]
+        if self.cooldown_until_us != _NO_COOLDOWN:
+            extra["c"] = self.cooldown_until_us
+        return [positions, extra]
+
+    @staticmethod
+    def from_compact(key: ScopeKey, data: Any, codec: SessionCodec) -> AlertTracker:
+        """:meth:`dump_compact` data."""
+        if data and isinstance(data[0], list):
+            positions, extra = data[0], data[1]
+        else:
+            positions, extra = data, {}
+        tracker = AlertTracker(key, extra.get("a", codec.agent_id), extra.get("s", key[1]))
+        firing = extra.get("f")
+        if firing is not None:
+            tracker.firing = Firing(firing[0], firing[1])
+        tracker.cooldown_until_us = extra.get("c", _NO_COOLDOWN)
+        sample = tracker.sample
+        for position in positions:
+            sample.append(codec.event_id(position))
         return tracker
 
     def can_fire(self, ts_us: int) -> bool:

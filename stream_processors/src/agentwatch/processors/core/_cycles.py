@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
+from agentwatch.processors.core._alerting import AlertTracker, ScopeKey, SessionCodec
 from agentwatch.processors.core._detectors import _US, Detector, Schedule, _who, tracker_for
 from agentwatch.processors.core._rules import LoopCycleRule
 from agentwatch.schemas import Alert, AlertScope, Event, EventKind
@@ -162,6 +162,35 @@ class LoopCycleDetector(Detector[_CycleState]):
         deltas = [times[i] - times[i - 1] for i in range(1, len(times))]
         return [state.tracker.dump(), state.names[-cap:], times[:1] + deltas, state.runs,
                 state.period, state.cold_us, state.repeats]
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """As :meth:`dump`, times as ``base_us - t`` (as loop_repeat writes its calls)."""
+        state = self.states.get(key)
+        if state is None:
+            return None
+        cap, base = self._ring, codec.base_us
+        return [state.tracker.dump_compact(codec), state.names[-cap:],
+                [base - t for t in state.times[-cap:]], state.runs, state.period,
+                state.cold_us, state.repeats]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        state = _CycleState(AlertTracker.from_compact(key, data[0], codec), self._k)
+        self._fill(state, data)
+        base = codec.base_us
+        state.times = [base - t for t in data[2]]
+        if len(state.times) != len(state.names):
+            raise ValueError(f"loop_cycle state: {len(state.names)} names, "
+                             f"{len(state.times)} times")
+        self.states[key] = state
+
+    def _fill(self, state: _CycleState, data: Any) -> None:
+        names = self._intern
+        state.names = [names.get(n, n) for n in data[1]]
+        runs = list(data[3])
+        state.runs[:len(runs)] = runs[:self._k + 1]
+        state.period = data[4]
+        state.cold_us = data[5]
+        state.repeats = data[6]
 
     def load(self, key: ScopeKey, data: Any) -> None:
         state = _CycleState(AlertTracker.from_dump(key, data[0]), self._k)

@@ -8,13 +8,21 @@ engine tells them when event time has passed a deadline they asked for
 
 from __future__ import annotations
 
+import base64
+import binascii
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from operator import attrgetter
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from agentwatch.processors.core._alerting import AlertTracker, ScopeKey
+from agentwatch.processors.core._alerting import (
+    DUMP_IDS,
+    LOAD_IDS,
+    AlertTracker,
+    ScopeKey,
+    SessionCodec,
+)
 from agentwatch.processors.core._rules import (
     RESOLVE_BELOW_FACTOR,
     BudgetRule,
@@ -53,9 +61,27 @@ class _KeyState(Protocol):
 S = TypeVar("S", bound=_KeyState)
 
 
+#: agent ids shared by the trackers that name them (each event's decoder makes new strings:
+#: a session's trackers held a copy each); at most _SHARED_MAX, then no more are added
+_AGENT_IDS: Final[dict[str, str]] = {}
+_SHARED_MAX: Final = 65_536
+
+
+def shared(strings: dict[str, str], value: str) -> str:
+    """The one copy of ``value`` in ``strings`` (added while there is room)."""
+    found = strings.get(value)
+    if found is not None:
+        return found
+    if len(strings) < _SHARED_MAX:
+        strings[value] = value
+    return value
+
+
 def tracker_for(scope: AlertScope, key: ScopeKey, event: Event) -> AlertTracker:
+    """A new tracker for ``key``; a session's shares the key's session id and one copy of
+    each agent id."""
     if scope is AlertScope.SESSION:
-        return AlertTracker(key, event.agent_id, event.session_id)
+        return AlertTracker(key, shared(_AGENT_IDS, event.agent_id), key[1])
     if scope is AlertScope.AGENT:
         return AlertTracker(key, event.agent_id, None)
     return AlertTracker(key, None, None)
@@ -102,6 +128,24 @@ class Detector(Generic[S]):
     def load(self, key: ScopeKey, data: Any) -> None:
         """Install ``key``'s state from :meth:`dump` data (the engine re-arms its timers)."""
         raise NotImplementedError
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """The state of session ``key`` in format 2 (``Engine.dump_key``), sharing what
+        ``codec`` holds. By default :meth:`dump`, its samples referring to the ids already
+        in the session's table by position."""
+        DUMP_IDS.update(codec.index)
+        try:
+            return self.dump(key)
+        finally:
+            DUMP_IDS.clear()
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        """Install :meth:`dump_session` data."""
+        LOAD_IDS.extend(codec.ids)
+        try:
+            self.load(key, data)
+        finally:
+            LOAD_IDS.clear()
 
 
 # -- sliding-window sums: cost and error rate ----------------------------------------------
@@ -317,6 +361,28 @@ class _WindowDetector(Detector[_WindowState]):
             return [state.window.dump(), state.tracker.dump()]
         return [state.window.dump(), state.tracker.dump(), state.below_us]
 
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """``[window, tracker]`` (``+ [below_us]`` while below the threshold), the window's
+        high-water mark as ``base_us`` minus it."""
+        state = self.states.get(key)
+        if state is None:
+            return None
+        window = state.window.dump()
+        window[0] = codec.base_us - window[0]
+        if state.below_us == _NO_RUN:
+            return [window, state.tracker.dump_compact(codec)]
+        return [window, state.tracker.dump_compact(codec), state.below_us]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
+        dumped = list(data[0])
+        dumped[0] = codec.base_us - dumped[0]
+        window.load(dumped)
+        state = _WindowState(window, AlertTracker.from_compact(key, data[1], codec))
+        if len(data) > 2:
+            state.below_us = data[2]
+        self.states[key] = state
+
     def load(self, key: ScopeKey, data: Any) -> None:
         """Also the dumps of versions without hysteresis: ``[window, tracker]``."""
         window = SlidingWindow(self._window_us, self._step_us, self._disorder_us)
@@ -427,8 +493,12 @@ class ErrorRateDetector(_WindowDetector):
 # -- runaway loop: the same tool with the same arguments, again and again -------------------
 _SWEEP_AT: Final = 16  # a key's first sweep of cold patterns (then 2 x patterns + 16)
 
+#: hex digits of an args hash a session's state keeps for a pattern called once (64 bits)
+_SHORT_HEX: Final = 16
+
+
 class _RepeatState:
-    __slots__ = ("hot", "max_ts_us", "patterns", "sweep_at", "tracker")
+    __slots__ = ("hot", "max_ts_us", "patterns", "short", "sweep_at", "tracker")
 
     def __init__(self, tracker: AlertTracker) -> None:
         self.tracker = tracker
@@ -438,6 +508,10 @@ class _RepeatState:
         self.hot: dict[tuple[str, str], None] = {}  # patterns at the threshold
         self.max_ts_us = -(1 << 62)
         self.sweep_at = _SWEEP_AT
+        #: after a restore: the patterns called once whose args hash (a hex digest) the state
+        #: kept only the first 64 bits of, (tool, _SHORT_HEX digits) -> call time. A call with
+        #: a full hash of that prefix is their second call. None: there are none.
+        self.short: dict[tuple[str, str], int] | None = None
 
 
 class LoopRepeatDetector(Detector[_RepeatState]):
@@ -458,6 +532,7 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         self._disorder_us = config.disorder_us
         self._k = rule.min_repeats
         self.kinds = frozenset({EventKind.TOOL_CALL})
+        self._tools: dict[str, str] = {}  # one copy of each tool name (see ``shared``)
 
     def observe(self, event: Event, ts_us: int, skey: ScopeKey, out: list[Alert]) -> None:
         if event.kind is not EventKind.TOOL_CALL or event.tool_args_hash is None:
@@ -478,10 +553,13 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         pattern = (event.name or "", event.tool_args_hash)
         patterns = state.patterns
         found = patterns.get(pattern)
+        short = state.short
+        if found is None and short is not None and len(pattern[1]) == _HEX_DIGEST:
+            found = short.pop((pattern[0], pattern[1][:_SHORT_HEX]), None)
         if found is None:  # the common case: fresh arguments; a first call is no repeat
-            if len(patterns) >= state.sweep_at:
+            if len(patterns) + (0 if short is None else len(short)) >= state.sweep_at:
                 self._sweep(state, ts_us)
-            patterns[pattern] = ts_us
+            patterns[(shared(self._tools, pattern[0]), pattern[1])] = ts_us
             return
         if isinstance(found, int):
             calls = patterns[pattern] = [found]
@@ -568,7 +646,15 @@ class LoopRepeatDetector(Detector[_RepeatState]):
                 if p not in state.hot and _last_call(calls) <= horizon]
         for pattern in gone:
             del state.patterns[pattern]
-        state.sweep_at = 2 * len(state.patterns) + 16
+        n_short = 0
+        short = state.short
+        if short is not None:
+            for pattern in [p for p, t in short.items() if t <= horizon]:
+                del short[pattern]
+            n_short = len(short)
+            if not n_short:
+                state.short = None
+        state.sweep_at = 2 * (len(state.patterns) + n_short) + 16
 
     def on_due(self, key: ScopeKey, now_us: int, out: list[Alert]) -> None:
         state = self.states.get(key)
@@ -619,6 +705,93 @@ class LoopRepeatDetector(Detector[_RepeatState]):
         if state.hot:
             out["h"] = [position[p] for p in state.hot]
         return out
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        """``[tracker, base - max_ts_us, sweep_at, tools, args hashes, calls, hot,
+        tools once, hash prefixes, times once]``, calls as ``base - t``.
+
+        Patterns called more than once (or whose args hash is not a 32-digit hex digest):
+        one per position of ``tools``, ``args hashes`` (packed when hex digests:
+        :func:`pack_hex`) and ``calls`` (an int for a single call, else a list); ``hot``
+        the hot ones' positions. Patterns called once with a hex digest, most tool calls
+        (fresh arguments): ``tools once``, the first 64 bits of their hashes (packed as
+        well) and their call times; a restored engine takes a later call whose hash starts
+        with those bits for their second call (two different arguments of one tool in
+        one session's window collide with odds of 2^-64). Tools and times are written as
+        loop_cycle writes its names and times: zstd stores the second copy as a reference."""
+        state = self.states.get(key)
+        if state is None:
+            return None
+        base = codec.base_us
+        tools: list[str] = []
+        hashes: list[str] = []
+        calls_out: list[Any] = []
+        once_tools: list[str] = []
+        once_hashes: list[str] = []
+        once_calls: list[int] = []
+        position: dict[tuple[str, str], int] = {}
+        hot = state.hot
+        for pattern, calls in state.patterns.items():
+            args_hash = pattern[1]
+            if isinstance(calls, int) and len(args_hash) == _HEX_DIGEST and pattern not in hot:
+                once_tools.append(pattern[0])
+                once_hashes.append(args_hash)
+                once_calls.append(base - calls)
+                continue
+            if hot:
+                position[pattern] = len(tools)
+            tools.append(pattern[0])
+            hashes.append(args_hash)
+            calls_out.append(base - calls if isinstance(calls, int)
+                             else [base - t for t in calls])
+        if once_hashes and not _all_hex(once_hashes, _HEX_DIGEST):  # keep them whole
+            tools += once_tools
+            hashes += once_hashes
+            calls_out += once_calls
+            once_tools, once_hashes, once_calls = [], [], []
+        prefixes = [h[:_SHORT_HEX] for h in once_hashes]
+        short = state.short
+        if short is not None:  # restored ones still called once
+            prefixes = [p[1] for p in short] + prefixes
+            once_tools = [p[0] for p in short] + once_tools
+            once_calls = [base - t for t in short.values()] + once_calls
+        packed_once: str | list[str]
+        if short is None:  # hex digits checked above: pack them as they are
+            packed_once = (base64.b64encode(bytes.fromhex("".join(prefixes))).decode("ascii")
+                           if prefixes else "")
+        else:
+            packed_once = pack_hex(prefixes, _SHORT_HEX)
+        return [state.tracker.dump_compact(codec), base - state.max_ts_us, state.sweep_at,
+                tools, pack_hex(hashes), calls_out, [position[p] for p in hot],
+                once_tools, packed_once, once_calls]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        base = codec.base_us
+        state = _RepeatState(AlertTracker.from_compact(key, data[0], codec))
+        state.max_ts_us = base - data[1]
+        state.sweep_at = data[2]
+        tools, hashes, calls_in = data[3], unpack_hex(data[4]), data[5]
+        if not len(tools) == len(hashes) == len(calls_in):
+            raise ValueError(f"loop_repeat state: {len(tools)} tools, {len(hashes)} hashes, "
+                             f"{len(calls_in)} call lists")
+        patterns: list[tuple[str, str]] = []
+        for tool, args_hash, calls in zip(tools, hashes, calls_in, strict=True):
+            pattern = (tool, args_hash)
+            patterns.append(pattern)
+            state.patterns[pattern] = (base - calls if isinstance(calls, int)
+                                       else [base - t for t in calls])
+        for i in data[6]:
+            state.hot[patterns[i]] = None
+        once_tools, once_calls = data[7], data[9]
+        prefixes = unpack_hex(data[8], _SHORT_HEX) if data[8] else []
+        if not len(once_tools) == len(prefixes) == len(once_calls):
+            raise ValueError(f"loop_repeat state: {len(once_tools)} tools called once, "
+                             f"{len(prefixes)} hash prefixes, {len(once_calls)} times")
+        if once_tools:
+            state.short = {(tool, prefix): base - t
+                           for tool, prefix, t in zip(once_tools, prefixes, once_calls,
+                                                      strict=True)}
+        self.states[key] = state
 
     def load(self, key: ScopeKey, data: Any) -> None:
         """:meth:`dump` data, or the first format's list ``[tracker, max_ts_us, sweep_at,
@@ -701,6 +874,52 @@ class LoopStepsDetector(Detector[_StepsState]):
         state = _StepsState(AlertTracker.from_dump(key, data[0]))
         state.steps = data[1]
         self.states[key] = state
+
+    def dump_session(self, key: ScopeKey, codec: SessionCodec) -> Any:
+        state = self.states.get(key)
+        return None if state is None else [state.tracker.dump_compact(codec), state.steps]
+
+    def load_session(self, key: ScopeKey, data: Any, codec: SessionCodec) -> None:
+        state = _StepsState(AlertTracker.from_compact(key, data[0], codec))
+        state.steps = data[1]
+        self.states[key] = state
+
+
+_HEX_DIGEST: Final = 32  # characters of the producer's tool_args_hash (128 bits in hex)
+
+
+def _all_hex(values: list[str], width: int) -> bool:
+    """Every one of ``values`` is ``width`` lowercase hex digits."""
+    joined = "".join(values)
+    if width % 2 or len(joined) != width * len(values) or not joined.islower():
+        return False
+    try:
+        return len(bytes.fromhex(joined)) * 2 == len(joined)  # fromhex skips whitespace
+    except ValueError:
+        return False
+
+
+def pack_hex(values: list[str], width: int = _HEX_DIGEST) -> str | list[str]:
+    """Strings for a state dump: when every one is ``width`` lowercase hex digits (the
+    producer's ``tool_args_hash`` has 32), one base64 string of their bytes (22 characters
+    a 32-digit hash instead of 35 in a JSON list); otherwise the list as it is.
+    :func:`unpack_hex` gives them back."""
+    if not values or not _all_hex(values, width):
+        return values
+    return base64.b64encode(bytes.fromhex("".join(values))).decode("ascii")
+
+
+def unpack_hex(data: str | list[str], width: int = _HEX_DIGEST) -> list[str]:
+    """The strings :func:`pack_hex` packed, ``width`` digits each (a list passes through)."""
+    if not isinstance(data, str):
+        return list(data)
+    try:
+        h = base64.b64decode(data, validate=True).hex()
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"bad packed hashes in a state dump: {exc}") from exc
+    if len(h) % width:
+        raise ValueError(f"packed hashes of {len(h)} digits are not {width} digits each")
+    return [h[i:i + width] for i in range(0, len(h), width)]
 
 
 def _last_call(calls: list[int] | int) -> int:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import count, islice
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
-from agentwatch.processors.core._alerting import DUMP_IDS, LOAD_IDS, ScopeKey
+from agentwatch.processors.core._alerting import LOAD_IDS, ScopeKey, SessionCodec
 from agentwatch.processors.core._detectors import Detector, build_detectors
 from agentwatch.processors.core._rules import RulesConfig
 from agentwatch.schemas import (
@@ -33,9 +34,15 @@ from agentwatch.schemas import (
     to_us,
 )
 
-__all__ = ["Engine", "EngineStats"]
+__all__ = ["STATE_FORMAT", "Engine", "EngineStats"]
+
+#: the format of a session's state written by :meth:`Engine.dump_key` (its first item)
+STATE_FORMAT: Final = 2
+_log = logging.getLogger("agentwatch.processors.core")
 
 _SESSION_TIMER = -1
+#: a new session's older generation of ids: one shared empty dict (64 bytes a session)
+_NO_IDS: Final[dict[str, None]] = {}
 _UUID_CHARS = 36  # a canonical UUID: 8-4-4-4-12 lowercase hex digits
 _session_key: Callable[[Event], ScopeKey] = attrgetter("tenant_id", "session_id")
 
@@ -54,14 +61,17 @@ class EngineStats:
 
 
 class _Session:
-    __slots__ = ("last_ts_us", "older", "seen")
+    __slots__ = ("key", "last_ts_us", "older", "seen")
 
-    def __init__(self, ts_us: int) -> None:
+    def __init__(self, ts_us: int, key: ScopeKey) -> None:
+        #: the session's key as first seen: every detector's state of the session is kept
+        #: under this one tuple (each event's decoder makes a new tuple and new strings)
+        self.key = key
         self.last_ts_us = ts_us
         # recent event ids in two generations: between limit and 2 x limit ids are kept
         # (dicts as insertion-ordered sets: a snapshot can take the most recent ones)
         self.seen: dict[str, None] = {}
-        self.older: dict[str, None] = {}
+        self.older: dict[str, None] = _NO_IDS  # replaced, never changed in place
 
 
 class Engine:
@@ -112,10 +122,11 @@ class Engine:
             return self._observe(event, ts_us, skey, out)
         session = self._sessions.get(skey)
         if session is None:
-            session = self._sessions[skey] = _Session(ts_us)
+            session = self._sessions[skey] = _Session(ts_us, skey)
             self._schedule(ts_us + self._idle_us, _SESSION_TIMER, skey)
-        elif ts_us > session.last_ts_us:
-            session.last_ts_us = ts_us
+        else:
+            skey = session.key
+            session.last_ts_us = max(session.last_ts_us, ts_us)
         if self._dedup:
             seen, event_id = session.seen, event.event_id
             if event_id in seen or event_id in session.older:
@@ -169,53 +180,114 @@ class Engine:
         return out
 
     # -- state as plain data, one key at a time (a worker's changelog tables) ----------------
-    def dump_key(self, key: ScopeKey, *, max_ids: int | None = None) -> dict[str, Any] | None:
+    def dump_key(self, key: ScopeKey, *, max_ids: int | None = None) -> Any:
         """Everything the engine keeps for ``key`` (a session key, or an agent/tenant key)
         as JSON-able data; None when it keeps nothing (the key is gone). ``max_ids``: keep
         only that many of the session's most recent event ids for deduplication (a worker
-        writes a session's state every batch; all 1,024-2,048 ids would dominate it)."""
-        out: dict[str, Any] = {}
-        session = self._sessions.get(key)
-        if session is not None:
-            seen, older = session.seen, session.older
-            if max_ids is None:
-                recent, rest = list(seen), list(older)
-            else:
-                recent = list(islice(reversed(seen), max_ids))
-                recent.reverse()
-                rest = list(islice(reversed(older), max(0, max_ids - len(recent))))
-                rest.reverse()
-            out["s"] = [session.last_ts_us, pack_ids(recent), pack_ids(rest)]
-            # the trackers' samples refer to these ids by position (_alerting.DUMP_IDS)
-            for i, event_id in enumerate(recent + rest):
-                DUMP_IDS[event_id] = i
-        states = {}
-        try:
-            for detector in self.detectors:
-                data = detector.dump(key)
-                if data is not None:
-                    states[detector.name] = data
-        finally:
-            DUMP_IDS.clear()
-        if states:
-            out["d"] = states
-        return out or None
+        writes a session's state every checkpoint; all 1,024-2,048 ids would dominate it).
 
-    def load_key(self, key: ScopeKey, data: dict[str, Any]) -> None:
-        """Install :meth:`dump_key` data for ``key``; its timers run at the next advance.
-        State of rules that no longer exist is dropped."""
-        session_data = data.get("s")
-        if session_data is not None:
-            recent, rest = unpack_ids(session_data[1]), unpack_ids(session_data[2])
-            LOAD_IDS.extend(recent)  # what the trackers' samples refer to by position
-            LOAD_IDS.extend(rest)
-            if self._track:
-                session = self._sessions[key] = _Session(session_data[0])
-                session.seen = dict.fromkeys(recent)
-                session.older = dict.fromkeys(rest)
-                self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
-        states = data.get("d") or {}
+        A session's state is format 2 (:data:`STATE_FORMAT`), written for every dirty
+        session at every checkpoint, so its bytes and its CPU both count:
+        ``[2, last_ts_us, agent_id, ids, n_recent, n_rest, {rule: state}]``. ``ids`` is the
+        session's one table of event ids (:func:`pack_ids`): its ``n_recent`` newest and
+        ``n_rest`` older ids kept for deduplication, then the ids the alert samples refer
+        to (by position) that are not among them. The detectors' states share the session's
+        agent (a tracker says so only when its own differs) and write times as
+        ``last_ts_us`` minus them (see :class:`SessionCodec`). Agent and tenant keys (no
+        session) keep the dict form ``{"d": {rule: state}}``."""
+        session = self._sessions.get(key)
+        if session is None:
+            return self._dump_scoped(key)
+        seen, older = session.seen, session.older
+        if max_ids is None:
+            recent, rest = list(seen), list(older)
+        else:
+            recent = list(islice(reversed(seen), max_ids))
+            recent.reverse()
+            rest = list(islice(reversed(older), max(0, max_ids - len(recent))))
+            rest.reverse()
+        agent_id: str | None = None
+        for detector in self._session_detectors:
+            tracker = detector.tracker(key)
+            if tracker is not None:
+                agent_id = tracker.agent_id
+                break
+        ids = recent + rest
+        index = {event_id: i for i, event_id in enumerate(ids)}
+        codec = SessionCodec(session.last_ts_us, agent_id, ids, index)
+        states: dict[str, Any] = {}
+        for detector in self._session_detectors:
+            data = detector.dump_session(key, codec)
+            if data is not None:
+                states[detector.name] = data
+        return [STATE_FORMAT, session.last_ts_us, agent_id, pack_ids(codec.ids), len(recent),
+                len(rest), states]
+
+    def _dump_scoped(self, key: ScopeKey) -> dict[str, Any] | None:
+        states = {}
+        for detector in self.detectors:
+            data = detector.dump(key)
+            if data is not None:
+                states[detector.name] = data
+        return {"d": states} if states else None
+
+    def load_key(self, key: ScopeKey, data: Any) -> bool:
+        """Install :meth:`dump_key` data for ``key`` (format 2, or the dict form of earlier
+        versions); its timers run at the next advance. State of rules that no longer exist
+        is dropped. Returns False, and logs why, when ``data`` is in a format this version
+        cannot read (a newer one) or is damaged: the key then starts fresh (as a new
+        session would) instead of stopping the worker."""
         try:
+            if isinstance(data, list) and data and data[0] == STATE_FORMAT:
+                self._load_session(key, data)
+            elif isinstance(data, dict):
+                self._load_dict(key, data)
+            else:
+                version = data[0] if isinstance(data, list) and data else type(data).__name__
+                _log.warning("state of %s/%s is in format %r, which this version cannot "
+                             "read (it reads %d and the earlier dict form): the key starts "
+                             "fresh", key[0], key[1], version, STATE_FORMAT)
+                return False
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            self._forget(key)
+            _log.warning("state of %s/%s could not be read (%s: %s): the key starts fresh",
+                         key[0], key[1], type(exc).__name__, exc)
+            return False
+        return True
+
+    def _load_session(self, key: ScopeKey, data: list[Any]) -> None:
+        last_ts_us, agent_id, n_recent, n_rest = data[1], data[2], data[4], data[5]
+        ids = unpack_ids(data[3])
+        if min(n_recent, n_rest) < 0 or n_recent + n_rest > len(ids):
+            raise ValueError(f"{n_recent} + {n_rest} dedup ids of {len(ids)}")
+        if self._track:
+            session = self._sessions[key] = _Session(last_ts_us, key)
+            session.seen = dict.fromkeys(ids[:n_recent])
+            session.older = dict.fromkeys(ids[n_recent:n_recent + n_rest])
+            self._schedule(last_ts_us + self._idle_us, _SESSION_TIMER, key)
+        codec = SessionCodec(last_ts_us, agent_id, ids, {})
+        states = data[6]
+        for detector in self.detectors:
+            state = states.get(detector.name)
+            if state is not None:
+                detector.load_session(key, state, codec)
+                self._schedule(self.watermark_us, detector.index, key)
+
+    def _load_dict(self, key: ScopeKey, data: dict[str, Any]) -> None:
+        """The dict form: ``{"s": [last_ts_us, recent ids, older ids], "d": {rule: state}}``
+        (what every version wrote before format 2; agent and tenant keys still do)."""
+        session_data = data.get("s")
+        try:
+            if session_data is not None:
+                recent, rest = unpack_ids(session_data[1]), unpack_ids(session_data[2])
+                LOAD_IDS.extend(recent)  # what the trackers' samples refer to by position
+                LOAD_IDS.extend(rest)
+                if self._track:
+                    session = self._sessions[key] = _Session(session_data[0], key)
+                    session.seen = dict.fromkeys(recent)
+                    session.older = dict.fromkeys(rest)
+                    self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
+            states = data.get("d") or {}
             for detector in self.detectors:
                 state = states.get(detector.name)
                 if state is not None:
@@ -224,6 +296,12 @@ class Engine:
                     self._schedule(self.watermark_us, detector.index, key)
         finally:
             LOAD_IDS.clear()
+
+    def _forget(self, key: ScopeKey) -> None:
+        """Drop what a failed load installed for ``key`` (its timers find nothing)."""
+        self._sessions.pop(key, None)
+        for detector in self.detectors:
+            detector.states.pop(key, None)
 
     def restore_watermark(self, watermark_us: int) -> None:
         """Set the watermark of a restored engine (no timers run)."""
