@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 _PROCESSORS = Path(__file__).resolve().parents[1] / "stream_processors/src/agentwatch/processors"
-#: what tools/build_core.py compiles: the core, and the worker's two stages
-_COMPILED_DIRS = (_PROCESSORS / "core", _PROCESSORS / "worker")
+_PRODUCER = Path(__file__).resolve().parents[1] / "producers/src/agentwatch/producer"
+#: what tools/build_core.py compiles: the core, the worker's two stages, the producer's
+#: background thread's hot modules
+_COMPILED_DIRS = (_PROCESSORS / "core", _PROCESSORS / "worker", _PRODUCER)
 _EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 

@@ -4,7 +4,9 @@ The core (windows, detectors, alert state machine, engine) is plain, strictly ty
 Python; mypyc turns it into C extension modules that run the same code about 1.4x as
 fast, which is what takes ``agentwatch replay`` past 100,000 events/s on one core. The
 worker's two stages (pure too, its hot path) are compiled with it: 1.09x through both
-stages (``bench/bench_stages.py --against`` the commit before they were).
+stages (``bench/bench_stages.py --against`` the commit before they were). So are the
+producer's background thread's two hot modules (completing and checking each event,
+packing records: ``PRODUCER_MODULES``), in a build of their own.
 Python imports ``_engine.cpython-*.so`` in preference to ``_engine.py`` in the same
 folder, so the editable install picks the compiled modules up with no other change.
 
@@ -31,13 +33,19 @@ MODULES = ("_windows", "_alerting", "_detectors", "_engine", "_budget", "_latenc
 WORKER = SRC / "agentwatch" / "processors" / "worker"
 #: the worker's two stages (its hot path, pure like the core) and what they forward
 WORKER_MODULES = ("_forward", "_session_stage", "_rekeyed_stage")
+PRODUCER_SRC = ROOT / "producers" / "src"
+PRODUCER = PRODUCER_SRC / "agentwatch" / "producer"
+#: the producer's background thread: completing and checking each event, packing records
+#: (built apart: the producer is its own distribution, with its own mypyc runtime)
+PRODUCER_MODULES = ("_completion", "packing")
 EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
 def compiled_files() -> list[Path]:
     """Every file this script installs (the core's extension modules and mypyc's runtime)."""
     return [*CORE.glob(f"*{EXT_SUFFIX}"), *WORKER.glob(f"*{EXT_SUFFIX}"),
-            *SRC.glob(f"*__mypyc{EXT_SUFFIX}")]
+            *SRC.glob(f"*__mypyc{EXT_SUFFIX}"), *PRODUCER.glob(f"*{EXT_SUFFIX}"),
+            *PRODUCER_SRC.glob(f"*__mypyc{EXT_SUFFIX}")]
 
 
 def clean() -> None:
@@ -81,8 +89,39 @@ def build() -> int:
     return 0
 
 
+def build_producer() -> int:
+    """The producer's hot modules, like the core (a failure leaves them pure Python)."""
+    with tempfile.TemporaryDirectory(prefix="agentwatch-mypyc-") as tmp:
+        work = Path(tmp)
+        config = work / "mypy.ini"
+        config.write_text(
+            "[mypy]\nstrict = True\nnamespace_packages = True\nexplicit_package_bases = True\n"
+            f"mypy_path = {ROOT / 'schemas' / 'src'}\nplugins = pydantic.mypy\n"
+        )
+        shutil.copytree(PRODUCER_SRC / "agentwatch", work / "agentwatch")
+        mypyc = Path(sys.executable).with_name("mypyc")
+        done = subprocess.run(  # noqa: S603 -- our venv's mypyc on our own sources
+            [str(mypyc), "--config-file", str(config),
+             *(f"agentwatch/producer/{m}.py" for m in PRODUCER_MODULES)],
+            cwd=work, capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            print(f"build_core: mypyc failed on the producer; it runs as pure Python.\n"
+                  f"{done.stdout[-2000:]}{done.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        for module in PRODUCER_MODULES:
+            built = work / PRODUCER.relative_to(PRODUCER_SRC) / f"{module}{EXT_SUFFIX}"
+            shutil.copy2(built, PRODUCER / f"{module}{EXT_SUFFIX}")
+        for runtime in work.glob(f"*__mypyc{EXT_SUFFIX}"):
+            shutil.copy2(runtime, PRODUCER_SRC / runtime.name)
+    print(f"build_core: compiled the producer's {', '.join(PRODUCER_MODULES)} with mypyc",
+          file=sys.stderr)
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--clean"]:
         clean()
         sys.exit(0)
-    sys.exit(build())
+    core = build()  # (cleans every compiled module first)
+    sys.exit(build_producer() or core)
