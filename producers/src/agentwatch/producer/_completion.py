@@ -27,10 +27,11 @@ from pydantic import ValidationError
 from agentwatch.producer._queue import RateLimitedLog
 from agentwatch.producer._scopes import _Context
 from agentwatch.producer._settings import ProducerSettings
+from agentwatch.producer.packing import Packer
 from agentwatch.schemas import Event, PriceTable, describe_validation_error
 from agentwatch.schemas.fastcheck import plain_cost, plain_fields, plain_id, plain_text
 
-__all__ = ["EventCompleter", "Placer", "QueueItem", "Redactor"]
+__all__ = ["EventCompleter", "QueueItem", "Redactor"]
 
 #: What ``emit()`` enqueues: (wall-clock ns at emit, the caller's context, the event:
 #: its JSON as the caller gave it (``emit()`` of a dict), a dict (the helpers, or a
@@ -65,10 +66,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id_source)
 
 
-#: Where a completed event goes: ``(tenant_id, session_id, its JSON)``.
-Placer: TypeAlias = Callable[[str, str, bytes], None]
-
-
 class EventCompleter:
     """Completes and checks queued events on the producer's thread (not thread-safe)."""
 
@@ -95,10 +92,13 @@ class EventCompleter:
         self._ts_second = ""  # the seconds digits of the last emit time formatted, and
         self._ts_prefix = ""  # that second as RFC 3339, up to the "."
 
-    def complete(self, items: list[QueueItem], place: Placer) -> None:
-        """Complete, check and encode each item, and hand it to ``place``. The hot loop:
-        names bound locally, the common case inline (an event as ``emit()`` queues it: its
-        JSON, without id, time, agent or tenant)."""
+    def complete(self, items: list[QueueItem], keys: dict[tuple[str, str], bytes],
+                 key_of: Callable[[str, str], bytes], packer: Packer) -> None:
+        """Complete, check and encode each item, and add it to ``packer`` under its record
+        key: ``keys[tenant_id, session_id]``, else ``key_of(tenant_id, session_id)`` (which
+        remembers it in ``keys``: see ``_placement``). The hot loop: names bound locally,
+        the common case inline (an event as ``emit()`` queues it: its JSON, without id,
+        time, agent or tenant)."""
         loads, dumps = orjson.loads, orjson.dumps
         redact, settings = self._redact, self._settings
         agent_default, tenant_default = settings.agent_id, settings.tenant_id
@@ -144,7 +144,8 @@ class EventCompleter:
                         continue
                     raw, tenant_id, session_id = checked
                 # what was checked is what is sent (no re-encoding: it is the slow part)
-                place(tenant_id, session_id, raw)
+                key = keys.get((tenant_id, session_id))
+                packer.add(key if key is not None else key_of(tenant_id, session_id), raw)
             except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
                 self._count("failed")
                 self._log.warn_limited(
