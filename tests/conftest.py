@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 _PROCESSORS = Path(__file__).resolve().parents[1] / "stream_processors/src/agentwatch/processors"
-#: what tools/build_core.py compiles: the core, and the worker's two stages
-_COMPILED_DIRS = (_PROCESSORS / "core", _PROCESSORS / "worker")
+_ROOT = Path(__file__).resolve().parents[1]
+#: what tools/build_core.py compiles: the core, the worker's two stages, the producer's
+#: background thread's hot modules, the schemas' fast check
+_COMPILED_DIRS = (_PROCESSORS / "core", _PROCESSORS / "worker",
+                  _ROOT / "producers/src/agentwatch/producer",
+                  _ROOT / "schemas/src/agentwatch/schemas")
 _EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 

@@ -4,7 +4,10 @@ The core (windows, detectors, alert state machine, engine) is plain, strictly ty
 Python; mypyc turns it into C extension modules that run the same code about 1.4x as
 fast, which is what takes ``agentwatch replay`` past 100,000 events/s on one core. The
 worker's two stages (pure too, its hot path) are compiled with it: 1.09x through both
-stages (``bench/bench_stages.py --against`` the commit before they were).
+stages (``bench/bench_stages.py --against`` the commit before they were). So are the
+producer's background thread's two hot modules (completing and checking each event,
+packing records: ``PRODUCER_MODULES``), and the schemas' fast check of the event contract,
+each in a build of its own.
 Python imports ``_engine.cpython-*.so`` in preference to ``_engine.py`` in the same
 folder, so the editable install picks the compiled modules up with no other change.
 
@@ -31,13 +34,24 @@ MODULES = ("_windows", "_alerting", "_detectors", "_engine", "_budget", "_latenc
 WORKER = SRC / "agentwatch" / "processors" / "worker"
 #: the worker's two stages (its hot path, pure like the core) and what they forward
 WORKER_MODULES = ("_forward", "_session_stage", "_rekeyed_stage")
+PRODUCER_SRC = ROOT / "producers" / "src"
+PRODUCER = PRODUCER_SRC / "agentwatch" / "producer"
+#: the producer's background thread: completing and checking each event, packing records
+#: (built apart: the producer is its own distribution, with its own mypyc runtime)
+PRODUCER_MODULES = ("_completion", "packing")
+SCHEMAS_SRC = ROOT / "schemas" / "src"
+SCHEMAS = SCHEMAS_SRC / "agentwatch" / "schemas"
+#: the contract's fast check (the producer's thread, the worker's and the sink's decoders),
+#: built alone: one module, its runtime beside it
+SCHEMAS_MODULES = ("fastcheck",)
 EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
 def compiled_files() -> list[Path]:
     """Every file this script installs (the core's extension modules and mypyc's runtime)."""
     return [*CORE.glob(f"*{EXT_SUFFIX}"), *WORKER.glob(f"*{EXT_SUFFIX}"),
-            *SRC.glob(f"*__mypyc{EXT_SUFFIX}")]
+            *SRC.glob(f"*__mypyc{EXT_SUFFIX}"), *PRODUCER.glob(f"*{EXT_SUFFIX}"),
+            *PRODUCER_SRC.glob(f"*__mypyc{EXT_SUFFIX}"), *SCHEMAS.glob(f"*{EXT_SUFFIX}")]
 
 
 def clean() -> None:
@@ -81,8 +95,40 @@ def build() -> int:
     return 0
 
 
+def build_apart(src: Path, folder: Path, modules: tuple[str, ...]) -> int:
+    """Modules of another distribution (the producer's, the schemas' fast check), built like
+    the core in a build of their own (a failure leaves them pure Python). The runtime of a
+    one-module build lies beside it; of a larger one, in ``src``."""
+    package = folder.relative_to(src)
+    with tempfile.TemporaryDirectory(prefix="agentwatch-mypyc-") as tmp:
+        work = Path(tmp)
+        config = work / "mypy.ini"
+        config.write_text(
+            "[mypy]\nstrict = True\nnamespace_packages = True\nexplicit_package_bases = True\n"
+            f"mypy_path = {SCHEMAS_SRC}\nplugins = pydantic.mypy\n"
+        )
+        shutil.copytree(src / "agentwatch", work / "agentwatch")
+        mypyc = Path(sys.executable).with_name("mypyc")
+        done = subprocess.run(  # noqa: S603 -- our venv's mypyc on our own sources
+            [str(mypyc), "--config-file", str(config), *(f"{package}/{m}.py" for m in modules)],
+            cwd=work, capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            print(f"build_core: mypyc failed on {package}; it runs as pure Python.\n"
+                  f"{done.stdout[-2000:]}{done.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        for built in (work / package).glob(f"*{EXT_SUFFIX}"):
+            shutil.copy2(built, folder / built.name)
+        for runtime in work.glob(f"*__mypyc{EXT_SUFFIX}"):
+            shutil.copy2(runtime, src / runtime.name)
+    print(f"build_core: compiled {package}'s {', '.join(modules)} with mypyc", file=sys.stderr)
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--clean"]:
         clean()
         sys.exit(0)
-    sys.exit(build())
+    core = build()  # (cleans every compiled module first)
+    producer = build_apart(PRODUCER_SRC, PRODUCER, PRODUCER_MODULES)
+    sys.exit(build_apart(SCHEMAS_SRC, SCHEMAS, SCHEMAS_MODULES) or producer or core)

@@ -305,6 +305,28 @@ def test_redact_hook_output_is_validated() -> None:
     client.close()
 
 
+def test_a_session_id_the_contract_rejects_is_counted_invalid_not_sent(aw: Collector) -> None:
+    with aw.session(session_id="s" * 300):  # made by the client from the caller's context
+        aw.emit({"kind": "custom"})
+    aw.emit({"kind": "custom", "session_id": ""})
+    aw.flush()
+    assert aw.events == []
+    assert aw.stats.invalid == 4  # session_start and session_end too
+
+
+def test_an_event_gets_its_context_ids_and_price_checked_and_sent(aw: Collector) -> None:
+    with aw.session(session_id="s-1", agent_id="concierge"):
+        aw.emit({"kind": "llm_call", "model": "gpt-4o", "input_tokens": 10})
+    aw.flush()
+    event = next(e for e in aw.events if e.kind == "llm_call")
+    assert (event.session_id, event.agent_id, event.tenant_id) == ("s-1", "concierge", "acme")
+    assert event.trace_id
+    assert event.parent_span_id
+    assert event.cost_usd is not None
+    assert event.cost_usd > 0
+    assert aw.stats.invalid == 0
+
+
 # -- stats ----------------------------------------------------------------------------------
 
 

@@ -12,7 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from agentwatch.schemas import Event
-from agentwatch.schemas.fastcheck import plainly_valid
+from agentwatch.schemas.fastcheck import (
+    plain_cost,
+    plain_fields,
+    plain_id,
+    plain_text,
+    plainly_valid,
+)
 
 MADE = frozenset({"event_id", "ts"})
 VALIDATOR = Event.__pydantic_validator__
@@ -114,3 +120,50 @@ def test_ids_and_times_the_caller_set_go_to_pydantic() -> None:
     assert not plainly_valid(event, frozenset())
     assert not plainly_valid(event, frozenset({"ts"}))
     assert plainly_valid(event, MADE)  # (only when the client made both itself)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_plain_fields_never_accepts_a_field_the_contract_rejects(seed: int) -> None:
+    # every random event has the required fields unless one was deleted: then plain_fields
+    # may accept (it does not ask for them) but plainly_valid may not
+    rng = random.Random(seed)
+    accepted = 0
+    for _ in range(5_000):
+        event = random_event(rng)
+        complete = all(f in event for f in ("agent_id", "session_id", "kind"))
+        if plain_fields(event, MADE):
+            accepted += 1
+            assert plainly_valid(event, MADE) == complete, event
+            if complete:
+                assert pydantic_accepts(event), event
+        else:
+            assert not plainly_valid(event, MADE), event
+    assert accepted > 500
+
+
+def test_plain_fields_leaves_ids_and_times_to_the_caller() -> None:
+    assert plain_fields({"kind": "custom", "name": "x"})
+    assert not plain_fields({"kind": "custom", "event_id": "8d116ece-1738-47d9-bd9c-172411e20b8f"})
+    assert not plain_fields({"kind": "custom", "ts": "2026-11-20T09:00:00.010000Z"})
+    assert not plain_fields({"kind": "custom", "session_id": None})
+
+
+@pytest.mark.parametrize(("check", "field", "values"), [
+    (plain_id, "agent_id", TEXT),
+    (plain_id, "session_id", TEXT),
+    (plain_text, "trace_id", TEXT),
+    (plain_text, "parent_span_id", TEXT),
+    (plain_cost, "cost_usd", FLOATS),
+    (plain_cost, "duration_ms", FLOATS),
+])
+def test_single_value_checks_agree_with_the_contract(
+    check: Any, field: str, values: list[Any],
+) -> None:
+    base = {"event_id": "8d116ece-1738-47d9-bd9c-172411e20b8f",
+            "ts": "2026-11-20T09:00:00.010000Z", "agent_id": "a", "session_id": "s",
+            "kind": "custom"}
+    for value in values:
+        if check(value):
+            assert value is not None
+            assert pydantic_accepts({**base, field: value}), (field, value)
+    assert check(values[0])

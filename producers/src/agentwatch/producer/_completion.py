@@ -3,9 +3,13 @@
 Every event ``emit()`` queued gets what its caller left out — an id, the emit time, the
 session, agent, trace and parent span of the caller's context, the client's agent and
 tenant, a cost priced from the model table — then the ``redact`` hook, then a check: a
-fast one for the common case (:func:`agentwatch.schemas.fastcheck.plainly_valid`, ~1 µs),
-pydantic for anything unusual (it names what is wrong). What was checked is what is
-sent: the JSON is encoded once. Invalid events are counted and logged, never raised.
+fast one for the common case, pydantic for anything unusual (it names what is wrong).
+The fast check looks at what the caller gave
+(:func:`agentwatch.schemas.fastcheck.plain_fields`, before anything is added) and at each
+value the completion adds from elsewhere as it adds it (a context's ids, a cost); the id,
+the time and the client's own agent, tenant and default session are made valid. What was
+checked is what is sent: the JSON is encoded once. Invalid events are counted and logged,
+never raised.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from pydantic import ValidationError
 from agentwatch.producer._queue import RateLimitedLog
 from agentwatch.producer._scopes import _Context
 from agentwatch.producer._settings import ProducerSettings
+from agentwatch.producer.packing import Packer
 from agentwatch.schemas import Event, PriceTable, describe_validation_error
-from agentwatch.schemas.fastcheck import plainly_valid
+from agentwatch.schemas.fastcheck import plain_cost, plain_fields, plain_id, plain_text
 
-__all__ = ["EventCompleter", "Placer", "QueueItem", "Redactor"]
+__all__ = ["EventCompleter", "QueueItem", "Redactor"]
 
 #: What ``emit()`` enqueues: (wall-clock ns at emit, the caller's context, the event:
 #: its JSON as the caller gave it (``emit()`` of a dict), a dict (the helpers, or a
@@ -36,11 +41,6 @@ QueueItem: TypeAlias = tuple[int, _Context | None, bytes | dict[str, Any] | Even
 Redactor: TypeAlias = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 _VALIDATOR: Final = Event.__pydantic_validator__
-# which fields the client made itself for the event at hand (the fast check skips them)
-_MADE_NOTHING: Final = frozenset[str]()
-_MADE_ID: Final = frozenset({"event_id"})
-_MADE_TS: Final = frozenset({"ts"})
-_MADE_ID_AND_TS: Final = frozenset({"event_id", "ts"})
 # Event ids: a UUID in the version 4 layout whose first 74 bits are random, drawn once per
 # process from a private generator seeded by the OS (drawn again in a forked child, so an
 # agent that seeds the global `random` or forks cannot make ids repeat), and whose last 48
@@ -66,10 +66,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id_source)
 
 
-#: Where a completed event goes: ``(tenant_id, session_id, its JSON)``.
-Placer: TypeAlias = Callable[[str, str, bytes], None]
-
-
 class EventCompleter:
     """Completes and checks queued events on the producer's thread (not thread-safe)."""
 
@@ -89,49 +85,57 @@ class EventCompleter:
         self._count = count
         self._log = log
         self._default_session_id = default_session_id
+        # the client's own agent, tenant and default session, as they are added to events
+        self._defaults_plain = plain_fields({
+            "agent_id": settings.agent_id, "tenant_id": settings.tenant_id,
+            "session_id": default_session_id})
         self._ts_second = ""  # the seconds digits of the last emit time formatted, and
         self._ts_prefix = ""  # that second as RFC 3339, up to the "."
 
-    def complete(self, items: list[QueueItem], place: Placer) -> None:
-        """Complete, check and encode each item, and hand it to ``place``. The hot loop:
-        names bound locally, the common case inline (an event as ``emit()`` queues it: its
-        JSON, without id, time, agent or tenant)."""
+    def complete(self, items: list[QueueItem], keys: dict[tuple[str, str], bytes],
+                 key_of: Callable[[str, str], bytes], packer: Packer) -> None:
+        """Complete, check and encode each item, and add it to ``packer`` under its record
+        key: ``keys[tenant_id, session_id]``, else ``key_of(tenant_id, session_id)`` (which
+        remembers it in ``keys``: see ``_placement``). The hot loop: names bound locally,
+        the common case inline (an event as ``emit()`` queues it: its JSON, without id,
+        time, agent or tenant)."""
         loads, dumps = orjson.loads, orjson.dumps
         redact, settings = self._redact, self._settings
         agent_default, tenant_default = settings.agent_id, settings.tenant_id
+        defaults_plain = self._defaults_plain
         second, ts_prefix = self._ts_second, self._ts_prefix
         for item in items:
             try:
                 ts_ns, ctx, payload = item
                 event: dict[str, Any] = (
                     loads(payload) if type(payload) is bytes else self._as_dict(payload))
+                # what the caller gave (False: pydantic decides, after completion)
+                plain = defaults_plain and plain_fields(event)
                 get = event.get
-                made = _MADE_NOTHING
                 if get("event_id") is None:
                     event["event_id"] = _id_prefix + hex(next(_id_counter))[2:]
-                    made = _MADE_ID
                 if get("ts") is None:  # one strftime per second of emit time
                     digits = str(ts_ns)  # (ns since the epoch: more than 9 digits)
                     if digits[:-9] != second:
                         second = digits[:-9]
                         ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(second)))
                     event["ts"] = f"{ts_prefix}{digits[-9:-3]}Z"
-                    made = _MADE_ID_AND_TS if made is _MADE_ID else _MADE_TS
-                if ctx is not None or get("session_id") is None:
-                    self._from_context(event, ctx)
+                if (ctx is not None or get("session_id") is None) and not self._from_context(
+                        event, ctx):
+                    plain = False
                 if get("agent_id") is None:
                     event["agent_id"] = agent_default
                 if get("tenant_id") is None:
                     event["tenant_id"] = tenant_default
-                if "model" in event and get("cost_usd") is None:
-                    self._fill_cost(event)
+                if "model" in event and get("cost_usd") is None and not self._fill_cost(event):
+                    plain = False
                 if redact is not None:
                     redacted = self._apply_redact(event)
                     if redacted is None:
                         continue
                     event = redacted
-                    made = _MADE_NOTHING  # the hook may have changed any field
-                if plainly_valid(event, made):  # the common case: ~1 µs
+                    plain = False  # the hook may have changed any field: pydantic decides
+                if plain and "kind" in event:  # the common case
                     raw = dumps(event)
                     tenant_id, session_id = event["tenant_id"], event["session_id"]
                 else:
@@ -140,7 +144,8 @@ class EventCompleter:
                         continue
                     raw, tenant_id, session_id = checked
                 # what was checked is what is sent (no re-encoding: it is the slow part)
-                place(tenant_id, session_id, raw)
+                key = keys.get((tenant_id, session_id))
+                packer.add(key if key is not None else key_of(tenant_id, session_id), raw)
             except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
                 self._count("failed")
                 self._log.warn_limited(
@@ -155,26 +160,33 @@ class EventCompleter:
             return dict(orjson.loads(payload))
         return payload
 
-    def _from_context(self, event: dict[str, Any], ctx: _Context | None) -> None:
+    def _from_context(self, event: dict[str, Any], ctx: _Context | None) -> bool:
         """The session (the context's, else the client's default) and, for an event of the
-        context's own session, its agent, trace and parent span."""
+        context's own session, its agent, trace and parent span. False when a value taken
+        from the context is not surely valid (pydantic then decides)."""
+        plain = True
         session_id = event.get("session_id")
         if session_id is None:
             session_id = event["session_id"] = (
                 ctx.session_id if ctx is not None else self._default_session_id
             )
+            plain = plain_id(session_id)
         if ctx is None or session_id != ctx.session_id:
-            return
+            return plain
         if event.get("agent_id") is None and ctx.agent_id is not None:
             event["agent_id"] = ctx.agent_id
+            plain = plain and plain_id(ctx.agent_id)
         if event.get("trace_id") is None and ctx.trace_id is not None:
             event["trace_id"] = ctx.trace_id
+            plain = plain and plain_text(ctx.trace_id)
         if (
             event.get("parent_span_id") is None
             and ctx.span_id is not None
             and event.get("span_id") != ctx.span_id
         ):
             event["parent_span_id"] = ctx.span_id
+            plain = plain and plain_text(ctx.span_id)
+        return plain
 
     def _checked(self, event: dict[str, Any]) -> tuple[bytes, str, str] | None:
         """pydantic decides, and names what is wrong: ``(JSON, tenant_id, session_id)``, or
@@ -190,10 +202,12 @@ class EventCompleter:
             return None
         return raw, model.tenant_id, model.session_id
 
-    def _fill_cost(self, event: dict[str, Any]) -> None:
+    def _fill_cost(self, event: dict[str, Any]) -> bool:
+        """Price the event from the model table when it can be; False when the cost it
+        added is not surely valid (pydantic then decides)."""
         model = event.get("model")
         if not isinstance(model, str):
-            return
+            return True
         get = event.get
         inp, out, cached = get("input_tokens"), get("output_tokens"), get("cached_input_tokens")
         if ((inp is None or (type(inp) is int and inp >= 0))
@@ -202,7 +216,8 @@ class EventCompleter:
             cost = self._prices.cost_usd(model, inp, out, cached)
             if cost is not None:
                 event["cost_usd"] = cost
-        # (else unpriceable, or invalid: validation says why)
+                return plain_cost(cost)
+        return True  # (else unpriceable, or invalid: validation says why)
 
     def _apply_redact(self, event: dict[str, Any]) -> dict[str, Any] | None:
         assert self._redact is not None  # noqa: S101 -- checked by the caller

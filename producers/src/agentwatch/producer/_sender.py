@@ -377,14 +377,8 @@ class Sender:
     def _pack(self, items: list[QueueItem]) -> None:
         """Complete and check each item (:class:`EventCompleter`), and add it to the
         record of its partition (or session)."""
-        placement, add = self._placement, self._packer.add
-        key_memo, key_of = placement.keys, placement.key_of
-
-        def place(tenant_id: str, session_id: str, raw: bytes) -> None:
-            key = key_memo.get((tenant_id, session_id))
-            add(key if key is not None else key_of(tenant_id, session_id), raw)
-
-        self._completer.complete(items, place)
+        placement = self._placement
+        self._completer.complete(items, placement.keys, placement.key_of, self._packer)
 
     def _backoff_s(self, attempt: int) -> float:
         base_ms = min(self._settings.retry_backoff_ms << min(attempt, 16), _MAX_BACKOFF_MS)

@@ -29,9 +29,13 @@ from agentwatch.schemas._event import (
 __all__ = [
     "KINDS",
     "parse_plain_ts",
+    "plain_cost",
     "plain_event",
     "plain_event_id",
     "plain_event_ts",
+    "plain_fields",
+    "plain_id",
+    "plain_text",
     "plain_ts",
     "plainly_valid",
 ]
@@ -128,9 +132,20 @@ _CODES: Final[dict[str, int]] = {
 _STATUSES: Final = frozenset({"ok", "error"})
 
 
-def plainly_valid(event: dict[str, Any], trusted: frozenset[str]) -> bool:  # noqa: PLR0911, PLR0912 (one flat dispatch, on purpose)
+def plainly_valid(event: dict[str, Any], trusted: frozenset[str]) -> bool:
     """True when ``event`` (no None values) surely satisfies the contract. Fields named in
     ``trusted`` (made by the client: ``event_id``, ``ts``) are not looked at."""
+    return (plain_fields(event, trusted)
+            and "agent_id" in event and "session_id" in event and "kind" in event)
+
+
+def plain_fields(event: dict[str, Any], trusted: frozenset[str] = frozenset()) -> bool:  # noqa: PLR0911, PLR0912 (one flat dispatch, on purpose)
+    """True when every field of ``event`` is a contract field whose value surely satisfies
+    the contract (None is not such a value); fields named in ``trusted`` are not looked at,
+    and ``event_id`` and ``ts`` are not contract fields here unless trusted. Unlike
+    :func:`plainly_valid` it does not ask for the required fields: the producer checks what
+    the caller gave before it adds what it makes itself (:func:`plain_id`,
+    :func:`plain_text`)."""
     codes = _CODES
     for name, value in event.items():
         code = codes.get(name)
@@ -166,7 +181,26 @@ def plainly_valid(event: dict[str, Any], trusted: frozenset[str]) -> bool:  # no
                 return False
         elif not _attributes(value):
             return False
-    return "agent_id" in event and "session_id" in event and "kind" in event
+    return True
+
+
+def plain_id(value: Any) -> bool:
+    """What ``agent_id`` and ``session_id`` must be: a non-empty string of at most 256
+    characters."""
+    return type(value) is str and 0 < len(value) <= _MAX_SHORT
+
+
+def plain_text(value: Any) -> bool:
+    """What the optional text fields (``trace_id``, ``parent_span_id``, ``name``...) must be:
+    a string of at most 256 characters."""
+    return type(value) is str and len(value) <= _MAX_SHORT
+
+
+def plain_cost(value: Any) -> bool:
+    """What ``cost_usd`` and ``duration_ms`` must be: a finite, non-negative number."""
+    if type(value) is float:
+        return value >= 0.0 and isfinite(value)
+    return type(value) is int and 0 <= value < _INT64
 
 
 _ID_AND_TS: Final = frozenset({"event_id", "ts"})
