@@ -332,7 +332,7 @@ class RekeyedStage:
                 driver.next_advance_us = ts_us + step_us
             touched.add(frontier_key)
             n += 1
-            if ts_us > released_us:
+            if ts_us > released_us:  # noqa: PLR1730 (a compare, not a call of max, per event)
                 released_us = ts_us
         part.released_us = released_us
         out.events += n
