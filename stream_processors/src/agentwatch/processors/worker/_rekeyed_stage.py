@@ -434,8 +434,9 @@ def _data_problem(key: bytes | None, message: dict[str, Any],  # noqa: PLR0911 (
     why = _key_problem(key)
     if why is not None:
         return why
+    tenant, agent = orjson.loads(key)  # type: ignore[arg-type]  # checked by _key_problem
     for i, compact in enumerate(compacts):
-        why = _compact_problem(compact)
+        why = _compact_problem(compact, tenant, agent if scope == _AGENT else None)
         if why is not None:
             return f"data message: event {i}: {why}"
     return None
@@ -461,8 +462,8 @@ def _key_problem(key: bytes | None) -> str | None:
 _COMPACT_TYPES: Final[tuple[tuple[frozenset[type], str], ...]] = (
     (frozenset({str}), f"a string of at most {_ID_MAX} characters"),
     (frozenset({int}), f"an integer {_TS_MIN_US}..{_TS_MAX_US}"),
-    (frozenset({str}), f"a string of at most {_TENANT_MAX} characters"),
-    (frozenset({str}), f"a string of at most {_ID_MAX} characters"),
+    (frozenset({str}), "the key's tenant_id"),
+    (frozenset({str}), "a string"),  # in an agent-scoped message: the key's agent_id
     (frozenset({str}), "a string"),
     (frozenset({str}), f"one of {sorted(_KINDS)}"),
     (frozenset({str}), f"one of {sorted(_STATUSES)}"),
@@ -475,7 +476,8 @@ _COMPACT_TYPES: Final[tuple[tuple[frozenset[type], str], ...]] = (
 )
 
 
-def _compact_problem(compact: Any) -> str | None:
+def _compact_problem(compact: Any, tenant: str, agent: str | None) -> str | None:
+    """``agent``: the key's agent id in an agent-scoped message, else None."""
     if type(compact) is not list:
         return f"not an array: {_show(compact)}"
     if len(compact) not in (10, 13):
@@ -487,10 +489,11 @@ def _compact_problem(compact: Any) -> str | None:
         value = compact[i]
         bad = type(value) not in types or (
             (i == 0 and len(value) > _ID_MAX) or (i == 1 and not _TS_MIN_US <= value <= _TS_MAX_US)
-            or (i == 2 and len(value) > _TENANT_MAX) or (i == 3 and len(value) > _ID_MAX)
+            or (i == 2 and value != tenant) or (i == 3 and agent is not None and value != agent)
             or (i == 5 and value not in _KINDS) or (i == 6 and value not in _STATUSES))
         if bad:
-            return f"field {i} ({field}) must be {must}, got {_show(value)}"
+            what = "the key's agent_id" if i == 3 and agent is not None else must
+            return f"field {i} ({field}) must be {what}, got {_show(value)}"
     return None
 
 
