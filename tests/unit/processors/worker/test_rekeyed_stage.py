@@ -34,6 +34,7 @@ from agentwatch.schemas import (
 CONFIG = rules_from_mapping({"rules": {"agent_error_rate": {"min_events": 10, "window_s": 60}}})
 INPUTS = 2  # input partitions
 Q = 0  # the rekeyed partition under test: every agent key hashed to it
+REKEYED_TOPIC = "g-rekeyed"
 
 Message = tuple[bytes, bytes]
 
@@ -124,7 +125,7 @@ def _replay(events: list[Event], config: RulesConfig = CONFIG) -> list[dict[str,
 
 def _stage(table: dict[bytes, bytes] | None = None, config: RulesConfig = CONFIG
            ) -> RekeyedStage:
-    stage = RekeyedStage(config, INPUTS)
+    stage = RekeyedStage(config, REKEYED_TOPIC, INPUTS)
     stage.restore(Q, list((table or {}).items()))
     return stage
 

@@ -332,7 +332,7 @@ class _Worker:
                                            value_type=bytes, options=dict(ROCKSDB_OPTIONS))
         self.session_stage = SessionStage(config, settings.events_topic, n)
         self.halt_rules = halt_rules(config)
-        self.rekeyed_stage = RekeyedStage(config, n)
+        self.rekeyed_stage = RekeyedStage(config, settings.rekeyed_topic, n)
         self.session_held = _Held()
         self.rekeyed_held = _Held()
         #: no record skipped: the next offset each stage needs, per partition (_offsets.py)
@@ -538,7 +538,7 @@ class _Worker:
             self._progressed(self.settings.rekeyed_topic, _by_partition(batch))
             self.metrics.outputs(out)
             self.stats.add(rekeyed_events=out.events, rekeyed_records=len(batch),
-                           alerts=len(out.alerts))
+                           alerts=len(out.alerts), dead_letters=len(out.dead_letters))
 
     # -- checkpoints -------------------------------------------------------------------------
     async def maybe_checkpoint(self) -> None:

@@ -26,6 +26,12 @@ guarantees of the rest of the pipeline. What keeps the result exact:
   safe_offset`), so a restarted worker reads those messages again; every key's state
   records the last ``(ts, event_id)`` released to it, so a message read again feeds
   nothing twice. Key state is saved per checkpoint, like the session stage's.
+* A malformed message on the topic (anything but the two forms ``_forward.py`` describes,
+  with the types and ranges ``compact_event`` writes) is a dead letter with a reason, and
+  skipped: one bad message must not stop the worker, nor stop it again after a restart
+  (it would be read again). The hot path checks types and ranges only, with no reason
+  text; :func:`problem` works the reason out when a check failed. Nothing of a message is
+  applied before all of it passed.
 """
 
 from __future__ import annotations
@@ -38,17 +44,49 @@ import orjson
 
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, EventTimeDriver, RulesConfig
 from agentwatch.processors.worker._forward import event_from_compact, table_key
-from agentwatch.processors.worker._session_stage import StageOutput, config_fingerprint
-from agentwatch.schemas import AlertScope, PriceTable
+from agentwatch.processors.worker._session_stage import DeadLetter, StageOutput, config_fingerprint
+from agentwatch.schemas import AlertScope, EventKind, EventStatus, PriceTable, to_us
+from agentwatch.schemas._event import TS_MAX, TS_MIN
 
-__all__ = ["RekeyedStage"]
+__all__ = ["RekeyedStage", "problem"]
 
 _META: Final = "meta"
 _NEVER: Final = -(1 << 62)
 _ALWAYS: Final = 1 << 62
+#: the release frontier of a key nothing was released to yet
+_NO_FRONTIER: Final = (_NEVER, "")
 
-# a buffered event: (ts_us, event_id, scope value, key tuple, compact event, message offset)
-_Item = tuple[int, str, str, tuple[str, str], list[Any], int]
+# What a well-formed message holds (``_forward.py``); anything else is a dead letter.
+_DATA_FIELDS: Final = frozenset({"s", "p", "e"})
+_MARK_FIELDS: Final = frozenset({"p", "w", "idle", "t"})
+_AGENT: Final = AlertScope.AGENT.value
+_SCOPES: Final = frozenset({_AGENT, AlertScope.TENANT.value})
+_KINDS: Final = frozenset(k.value for k in EventKind)
+_STATUSES: Final = frozenset(s.value for s in EventStatus)
+_NUMBER: Final[frozenset[type]] = frozenset({float, int, type(None)})
+_TEXT: Final[frozenset[type]] = frozenset({str, type(None)})
+_ATTRIBUTES: Final[frozenset[type]] = frozenset({dict, type(None)})
+#: event time: the range of an event's ``ts`` (the session stage refuses others)
+_TS_MIN_US: Final = to_us(TS_MIN)
+_TS_MAX_US: Final = to_us(TS_MAX)
+#: characters of the ids the stage keys state by (the event contract's limits): a longer
+#: one would make changelog records past the broker's message size
+_ID_MAX: Final = 256
+_TENANT_MAX: Final = 128
+#: the compact event's fields, as ``_forward.compact_event`` writes them (for reasons)
+_COMPACT_FIELDS: Final = (
+    "event_id", "ts_us", "tenant_id", "agent_id", "session_id", "kind", "status", "cost_usd",
+    "name", "tool_args_hash", "duration_ms", "model", "attributes",
+)
+
+
+class _MalformedError(ValueError):
+    """A check of the hot path failed; :func:`problem` says which."""
+
+# a buffered event: (ts_us, event_id, scope value, key tuple, message offset, its index in
+# the message, compact event); offset and index make every item unique, so the heap never
+# compares two compact events (a float with None, say: a TypeError)
+_Item = tuple[int, str, str, tuple[str, str], int, int, list[Any]]
 
 
 class _Partition:
@@ -74,9 +112,11 @@ class _Partition:
 class RekeyedStage:
     """Agent- and tenant-scoped rules; one engine per (rekeyed partition, scope)."""
 
-    def __init__(self, config: RulesConfig, input_partitions: int, *,
+    def __init__(self, config: RulesConfig, topic: str, input_partitions: int, *,
                  prices: PriceTable | None = None) -> None:
         self.config = config
+        #: the rekeyed topic (named in dead letters)
+        self.topic = topic
         self.input_partitions = input_partitions
         self._prices = prices
         self._disorder_us = config.disorder_us
@@ -131,25 +171,41 @@ class RekeyedStage:
     def process(self, partition: int,
                 messages: Iterable[tuple[int, bytes | None, bytes | None]],
                 out: StageOutput) -> None:
-        """Feed ``(offset, key, value)`` messages of one rekeyed partition, in order."""
+        """Feed ``(offset, key, value)`` messages of one rekeyed partition, in order; a
+        malformed one becomes a dead letter in ``out`` (see :func:`problem`)."""
         part = self.partitions[partition]
         for offset, key, value in messages:
             part.last_offset = max(part.last_offset, offset)
-            if value is None or key is None:
-                continue
-            message = orjson.loads(value)
-            if "e" not in message:  # a mark: an input partition's progress
-                source = message["p"]
-                max_ts_us = max(message["w"], part.sources.get(source, (_NEVER, _NEVER))[0])
-                bound_us = max_ts_us - self._disorder_us
-                if message.get("idle"):
-                    # a mark without "t" (a worker before marks had it): nothing more at all
-                    bound_us = max(bound_us, message.get("t", _ALWAYS))
-                part.sources[source] = (max_ts_us, bound_us)
-                continue
-            fkey = orjson.loads(key)
-            self._buffer(part, offset, (fkey[0], fkey[1]), message)
+            try:
+                message = orjson.loads(value)  # type: ignore[arg-type]  # None: a dead letter
+                if type(message) is not dict:
+                    raise _MalformedError
+                if "e" in message:
+                    self._buffer(part, offset, _scope_key(key), message)
+                else:  # a mark: an input partition's progress
+                    self._mark(part, message)
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                # orjson's errors are ValueErrors; the others come from a value of the wrong
+                # shape met before its check (e.g. an unhashable scope)
+                reason = problem(key, value, self.input_partitions) or f"malformed: {exc!r}"
+                out.dead_letters.append(DeadLetter(key, value or b"", reason, self.topic,
+                                                   partition, offset, None))
         part.dirty |= self._release(part, out)
+
+    def _mark(self, part: _Partition, message: dict[str, Any]) -> None:
+        source, w = message["p"], message["w"]
+        idle, until = message.get("idle", False), message.get("t", _ALWAYS)
+        if (type(source) is not int or not 0 <= source < self.input_partitions
+                or type(w) is not int or not (_TS_MIN_US <= w <= _TS_MAX_US or w == _NEVER)
+                or type(idle) is not bool or type(until) is not int
+                or not _NEVER <= until <= _ALWAYS or not message.keys() <= _MARK_FIELDS):
+            raise _MalformedError
+        max_ts_us = max(w, part.sources.get(source, (_NEVER, _NEVER))[0])
+        bound_us = max_ts_us - self._disorder_us
+        if idle:
+            # a mark without "t" (a worker before marks had it): nothing more at all
+            bound_us = max(bound_us, until)
+        part.sources[source] = (max_ts_us, bound_us)
 
     # -- checkpoints ----------------------------------------------------------------------
     def safe_offset(self, partition: int) -> int:
@@ -190,20 +246,50 @@ class RekeyedStage:
 
     def _buffer(self, part: _Partition, offset: int, fkey: tuple[str, str],
                 message: dict[str, Any]) -> bool:
-        """Queue a data message's events; False when it brought nothing new."""
-        scope = message["s"]
+        """Queue a data message's events; False when it brought nothing new. Raises
+        :class:`_MalformedError` (or a ValueError, TypeError...) before queueing any when the
+        message is not as the session stage writes it."""
+        scope, source, compacts = message["s"], message["p"], message["e"]
+        if (type(scope) is not str or scope not in _SCOPES or type(source) is not int
+                or not 0 <= source < self.input_partitions or type(compacts) is not list
+                or len(message) != len(_DATA_FIELDS)):
+            raise _MalformedError
+        ts_min, ts_max, id_max = _TS_MIN_US, _TS_MAX_US, _ID_MAX
+        kinds, statuses, number, text = _KINDS, _STATUSES, _NUMBER, _TEXT
+        # the events' scope key is the message's (checked for size once, in _scope_key)
+        key_tenant, key_agent = fkey if scope == _AGENT else (fkey[0], None)
+        for c in compacts:  # every event checked before any is queued
+            # not a list: unpacking fails, or (a string, an object's keys) ts_us is no int
+            if len(c) == 10:
+                event_id, ts_us, tenant, agent, session, kind, status, cost, name, args = c
+            else:  # a ValueError when it is not 13 either
+                (event_id, ts_us, tenant, agent, session, kind, status, cost, name, args,
+                 duration, model, attributes) = c
+                if (type(duration) not in number or type(model) not in text
+                        or type(attributes) not in _ATTRIBUTES):
+                    raise _MalformedError
+            if (type(ts_us) is not int or not ts_min <= ts_us <= ts_max
+                    or type(event_id) is not str or len(event_id) > id_max
+                    or tenant != key_tenant
+                    or (agent != key_agent if key_agent is not None else type(agent) is not str)
+                    or type(session) is not str or kind not in kinds or status not in statuses
+                    or type(cost) not in number or type(name) not in text
+                    or type(args) not in text):
+                raise _MalformedError
         if scope not in part.drivers:
             return False
-        frontier = part.frontier.get((scope, fkey), (_NEVER, ""))
-        n = 0
-        for compact in message["e"]:
-            ts_us, event_id = compact[1], compact[0]
-            if (ts_us, event_id) <= frontier:
+        frontier_ts, frontier_id = part.frontier.get((scope, fkey), _NO_FRONTIER)
+        heap, push, released_us = part.heap, heapq.heappush, part.released_us
+        n = late = 0
+        for compact in compacts:
+            ts_us = compact[1]
+            if ts_us <= frontier_ts and (ts_us < frontier_ts or compact[0] <= frontier_id):
                 continue  # released before a restart
-            if ts_us <= part.released_us:
-                part.late += 1
-            heapq.heappush(part.heap, (ts_us, event_id, scope, fkey, compact, offset))
+            if ts_us <= released_us:
+                late += 1
+            push(heap, (ts_us, compact[0], scope, fkey, offset, n, compact))
             n += 1
+        part.late += late
         if n:
             part.messages[offset] = part.messages.get(offset, 0) + n
         return n > 0
@@ -219,32 +305,36 @@ class RekeyedStage:
         touched: set[tuple[str, tuple[str, ...]]] = set()
         aligned_us = self._aligned_us(part)
         heap, disorder_us, step_us = part.heap, self._disorder_us, ADVANCE_STEP_US
+        pop, to_event = heapq.heappop, event_from_compact
+        pending, frontier, drivers = part.messages, part.frontier, part.drivers
+        released_us = part.released_us
         alerts = out.alerts
         n = 0
         while heap and heap[0][0] <= aligned_us:
-            ts_us, event_id, scope, fkey, compact, offset = heapq.heappop(heap)
-            left = part.messages[offset] - 1
+            ts_us, event_id, scope, fkey, offset, _, compact = pop(heap)
+            left = pending[offset] - 1
             if left:
-                part.messages[offset] = left
+                pending[offset] = left
             else:
-                del part.messages[offset]
+                del pending[offset]
             frontier_key = (scope, fkey)
             released = (ts_us, event_id)
-            previous = part.frontier.get(frontier_key)
-            if previous is not None and released <= previous:
+            if released <= frontier.get(frontier_key, _NO_FRONTIER):
                 # forwarded twice (the session stage read records again after a crash): the
-                # heap pops the copy right after the original (same time and id)
+                # heap pops the copy right after the original (same time, id and key)
                 continue
-            part.frontier[frontier_key] = released
-            driver = part.drivers[scope]
+            frontier[frontier_key] = released
+            driver = drivers[scope]
             engine = driver.engine
-            alerts += engine.process(event_from_compact(compact), ts_us)
+            alerts += engine.process(to_event(compact), ts_us)
             if ts_us >= driver.next_advance_us:
                 alerts += engine.advance(ts_us - disorder_us)
                 driver.next_advance_us = ts_us + step_us
             touched.add(frontier_key)
             n += 1
-            part.released_us = max(part.released_us, ts_us)
+            if ts_us > released_us:  # noqa: PLR1730 (a compare, not a call of max, per event)
+                released_us = ts_us
+        part.released_us = released_us
         out.events += n
         # event time has reached the aligned watermark everywhere: quiet keys resolve (with
         # every partition idle, at most the largest event time seen, like replay at the end
@@ -258,3 +348,162 @@ class RekeyedStage:
             touched.update((scope, k) for k in driver.engine.touched)
             driver.engine.touched.clear()
         return touched
+
+
+def _scope_key(key: bytes | None) -> tuple[str, str]:
+    """A data message's key, ``[tenant_id, agent_id]`` (or ``[tenant_id, tenant_id]``)."""
+    fkey = orjson.loads(key)  # type: ignore[arg-type]  # None: a TypeError, a dead letter
+    if type(fkey) is not list or len(fkey) != 2:
+        raise _MalformedError
+    tenant, other = fkey
+    if (type(tenant) is not str or not 0 < len(tenant) <= _TENANT_MAX
+            or type(other) is not str or not 0 < len(other) <= _ID_MAX):
+        raise _MalformedError
+    return (tenant, other)
+
+
+# -- reasons: worked out only for a message the hot path refused -----------------------------
+def problem(key: bytes | None, value: bytes | None, input_partitions: int) -> str | None:
+    """Why ``(key, value)`` is no message of the rekeyed topic (``_forward.py`` describes
+    the two forms), in one line naming the field; ``None`` when it is well formed. The
+    same checks as :meth:`RekeyedStage.process`, spelled out."""
+    if value is None:
+        return "empty record (no value)"
+    try:
+        message = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"malformed JSON: {exc}"
+    if type(message) is not dict:
+        return f"not a JSON object: {_show(message)}"
+    if "e" in message:
+        return _data_problem(key, message, input_partitions)
+    if "w" not in message:
+        names = ", ".join(_show(name) for name in sorted(message)[:5])
+        return ('neither a data message (no field "e") nor a mark (no field "w"): fields '
+                f"{names or 'none'}")
+    return _mark_problem(message, input_partitions)
+
+
+def _partition_problem(what: str, source: Any, input_partitions: int) -> str | None:
+    if type(source) is not int or not 0 <= source < input_partitions:
+        return (f'{what}: field "p" must be an input partition, an integer 0..'
+                f"{input_partitions - 1}, got {_show(source)}")
+    return None
+
+
+def _mark_problem(message: dict[str, Any], input_partitions: int  # noqa: PLR0911 (one flat list of checks, on purpose)
+                  ) -> str | None:
+    unknown = sorted(message.keys() - _MARK_FIELDS)
+    if unknown:
+        return f"mark: unknown field {_show(unknown[0])}"
+    if "p" not in message:
+        return 'mark: missing field "p"'
+    why = _partition_problem("mark", message["p"], input_partitions)
+    if why is not None:
+        return why
+    w = message["w"]
+    if type(w) is not int or not (_TS_MIN_US <= w <= _TS_MAX_US or w == _NEVER):
+        return (f'mark: field "w" must be an event time in microseconds, an integer '
+                f"{_TS_MIN_US}..{_TS_MAX_US} (or {_NEVER}: none yet), got {_show(w)}")
+    if type(message.get("idle", False)) is not bool:
+        return f'mark: field "idle" must be true or false, got {_show(message["idle"])}'
+    until = message.get("t", _ALWAYS)
+    if type(until) is not int or not _NEVER <= until <= _ALWAYS:
+        return (f'mark: field "t" must be an event time in microseconds, an integer '
+                f"{_NEVER}..{_ALWAYS}, got {_show(until)}")
+    return None
+
+
+def _data_problem(key: bytes | None, message: dict[str, Any],  # noqa: PLR0911 (one flat list of checks)
+                  input_partitions: int) -> str | None:
+    unknown = sorted(message.keys() - _DATA_FIELDS)
+    if unknown:
+        return f"data message: unknown field {_show(unknown[0])}"
+    missing = sorted(_DATA_FIELDS - message.keys())
+    if missing:
+        return f"data message: missing field {_show(missing[0])}"
+    scope = message["s"]
+    if type(scope) is not str or scope not in _SCOPES:
+        return f'data message: field "s" must be "agent" or "tenant", got {_show(scope)}'
+    why = _partition_problem("data message", message["p"], input_partitions)
+    if why is not None:
+        return why
+    compacts = message["e"]
+    if type(compacts) is not list:
+        return f'data message: field "e" must be an array of events, got {_show(compacts)}'
+    why = _key_problem(key)
+    if why is not None:
+        return why
+    tenant, agent = orjson.loads(key)  # type: ignore[arg-type]  # checked by _key_problem
+    for i, compact in enumerate(compacts):
+        why = _compact_problem(compact, tenant, agent if scope == _AGENT else None)
+        if why is not None:
+            return f"data message: event {i}: {why}"
+    return None
+
+
+def _key_problem(key: bytes | None) -> str | None:
+    expected = (f"the key must be a JSON array of 2 strings, [tenant_id, agent_id] (or "
+                f"[tenant_id, tenant_id]) of 1..{_TENANT_MAX} and 1..{_ID_MAX} characters")
+    if key is None:
+        return f"data message without a key: {expected}"
+    try:
+        fkey = orjson.loads(key)
+    except orjson.JSONDecodeError as exc:
+        return f"data message: {expected}; malformed JSON: {exc}"
+    if (type(fkey) is not list or len(fkey) != 2 or type(fkey[0]) is not str
+            or not 0 < len(fkey[0]) <= _TENANT_MAX or type(fkey[1]) is not str
+            or not 0 < len(fkey[1]) <= _ID_MAX):
+        return f"data message: {expected}, got {_show(fkey)}"
+    return None
+
+
+#: per compact event field: (allowed types, what it must be); ranges checked below
+_COMPACT_TYPES: Final[tuple[tuple[frozenset[type], str], ...]] = (
+    (frozenset({str}), f"a string of at most {_ID_MAX} characters"),
+    (frozenset({int}), f"an integer {_TS_MIN_US}..{_TS_MAX_US}"),
+    (frozenset({str}), "the key's tenant_id"),
+    (frozenset({str}), "a string"),  # in an agent-scoped message: the key's agent_id
+    (frozenset({str}), "a string"),
+    (frozenset({str}), f"one of {sorted(_KINDS)}"),
+    (frozenset({str}), f"one of {sorted(_STATUSES)}"),
+    (_NUMBER, "a number or null"),
+    (_TEXT, "a string or null"),
+    (_TEXT, "a string or null"),
+    (_NUMBER, "a number or null"),
+    (_TEXT, "a string or null"),
+    (_ATTRIBUTES, "an object or null"),
+)
+
+
+def _compact_problem(compact: Any, tenant: str, agent: str | None) -> str | None:
+    """``agent``: the key's agent id in an agent-scoped message, else None."""
+    if type(compact) is not list:
+        return f"not an array: {_show(compact)}"
+    if len(compact) not in (10, 13):
+        return f"{len(compact)} fields, not 10 or 13"
+    for i, (field, (types, must)) in enumerate(zip(_COMPACT_FIELDS, _COMPACT_TYPES,
+                                                   strict=False)):
+        if i >= len(compact):
+            break
+        value = compact[i]
+        bad = type(value) not in types or (
+            (i == 0 and len(value) > _ID_MAX) or (i == 1 and not _TS_MIN_US <= value <= _TS_MAX_US)
+            or (i == 2 and value != tenant) or (i == 3 and agent is not None and value != agent)
+            or (i == 5 and value not in _KINDS) or (i == 6 and value not in _STATUSES))
+        if bad:
+            what = "the key's agent_id" if i == 3 and agent is not None else must
+            return f"field {i} ({field}) must be {what}, got {_show(value)}"
+    return None
+
+
+def _show(value: Any) -> str:
+    """A short view of a decoded JSON value for a reason (bounded, whatever its size)."""
+    if isinstance(value, str):
+        text = orjson.dumps(value[:60]).decode()
+        return text if len(value) <= 60 else f"{text[:-1]}...\" ({len(value)} characters)"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items" if value else "an empty array"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} fields"
+    return orjson.dumps(value).decode()
