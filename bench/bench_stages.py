@@ -92,7 +92,10 @@ def run_once(intervals: list[list[tuple[int, bytes, bytes]]], checkpoint_s: floa
 
     config = RulesConfig.default()
     session = SessionStage(config, "events", PARTITIONS)
-    rekeyed = RekeyedStage(config, PARTITIONS)
+    try:
+        rekeyed = RekeyedStage(config, "rekeyed", PARTITIONS)  # type: ignore[call-arg,arg-type,unused-ignore]
+    except TypeError:  # a revision before the stage named its topic
+        rekeyed = RekeyedStage(config, PARTITIONS)  # type: ignore[call-arg,arg-type,unused-ignore]
     for p in range(PARTITIONS):
         session.restore(p, [])
         rekeyed.restore(p, [])
