@@ -35,8 +35,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
 
 from agentwatch.processors.core import RulesConfig
-from agentwatch.processors.worker import SessionStage, StageOutput
-from agentwatch.processors.worker._forward import MARK_KEY
+from agentwatch.processors.worker import MARK_KEY, SessionStage, StageOutput
 from agentwatch.schemas import default_price_table, partition_batch_key, partition_for
 from bench._common import completed, export_revision, summary
 from bench._fleet import fleet_events

@@ -83,8 +83,8 @@ def run_once(intervals: list[list[tuple[int, bytes, bytes]]], checkpoint_s: floa
              ) -> dict[str, float]:
     """Both stages over every interval; returns events, seconds and changelog bytes."""
     from agentwatch.processors.core import RulesConfig  # noqa: PLC0415
-    from agentwatch.processors.worker._rekeyed_stage import RekeyedStage  # noqa: PLC0415
-    from agentwatch.processors.worker._session_stage import (  # noqa: PLC0415
+    from agentwatch.processors.worker import (  # noqa: PLC0415
+        RekeyedStage,
         SessionStage,
         StageOutput,
     )

@@ -15,11 +15,13 @@ State lives in changelog-backed faust tables, written once per key per batch.
 """
 
 from agentwatch.processors.worker._control import control_records, halt_rules
+from agentwatch.processors.worker._forward import MARK_KEY
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
 
 __all__ = [
+    "MARK_KEY",
     "RekeyedStage",
     "SessionStage",
     "StageOutput",

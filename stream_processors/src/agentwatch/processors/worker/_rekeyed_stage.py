@@ -45,8 +45,7 @@ import orjson
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, EventTimeDriver, RulesConfig
 from agentwatch.processors.worker._forward import event_from_compact, table_key
 from agentwatch.processors.worker._session_stage import DeadLetter, StageOutput, config_fingerprint
-from agentwatch.schemas import AlertScope, EventKind, EventStatus, PriceTable, to_us
-from agentwatch.schemas._event import TS_MAX, TS_MIN
+from agentwatch.schemas import TS_MAX, TS_MIN, AlertScope, EventKind, EventStatus, PriceTable, to_us
 
 __all__ = ["RekeyedStage", "problem"]
 
