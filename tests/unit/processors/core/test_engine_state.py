@@ -326,25 +326,35 @@ def test_state_dumped_in_the_first_format_loads_and_changes_no_alert() -> None:
     04fcc8d: JSON lists, absolute µs, event ids as strings; made by dumping every key of
     this stream after 600 events, ``max_ids=16`` as the session stage does) carries on
     exactly like an engine that never stopped."""
-    saved = orjson.loads(_V1_STATE.read_bytes())
-    events = _v1_stream(saved["seed"], saved["events"])
-    cut = saved["cut"]
-    expected = _run(EventTimeDriver(_engine(resolve_after_s=3)), events)
-    before = _run(EventTimeDriver(_engine(resolve_after_s=3)), events[:cut])
-    assert expected[:len(before)] == before
-    after = expected[len(before):]
-    assert {a["rule"] for a in after} >= {"session_cost", "loop_repeat"}  # firing ones go on
+    saved, events, after = _frozen_dump(_V1_STATE)
     steps = [d["d"]["loop_steps"] for _, d in saved["table"] if "loop_steps" in d.get("d", {})]
     assert steps
     assert all(isinstance(s[0], list) for s in steps)  # trackers: the first format
+    assert _resumed(saved, events) == after
 
+
+def _frozen_dump(path: Path) -> tuple[dict[str, Any], list[Event], list[dict[str, Any]]]:
+    """A frozen dump (every key of ``_v1_stream`` after ``cut`` events), its stream, and
+    the alerts an engine that never stopped raises after the cut."""
+    saved = orjson.loads(path.read_bytes())
+    events = _v1_stream(saved["seed"], saved["events"])
+    expected = _run(EventTimeDriver(_engine(resolve_after_s=3)), events)
+    before = _run(EventTimeDriver(_engine(resolve_after_s=3)), events[:saved["cut"]])
+    assert expected[:len(before)] == before
+    after = expected[len(before):]
+    assert {a["rule"] for a in after} >= {"session_cost", "loop_repeat"}  # firing ones go on
+    return saved, events, after
+
+
+def _resumed(saved: dict[str, Any], events: list[Event]) -> list[dict[str, Any]]:
+    """The alerts of an engine restored from the frozen dump, fed the rest of the stream."""
     fresh = _engine(resolve_after_s=3)
     fresh.restore_watermark(saved["watermark_us"])
     for key, data in saved["table"]:
-        fresh.load_key(tuple(key), data)  # type: ignore[arg-type]
+        assert fresh.load_key(tuple(key), data)  # type: ignore[arg-type]
     driver = EventTimeDriver(fresh)
     driver.next_advance_us = saved["next_advance_us"]
-    assert _run(driver, events[cut:]) == after
+    return _run(driver, events[saved["cut"]:])
 
 
 def test_a_session_dump_names_its_samples_ids_by_position_among_its_kept_ids(
@@ -374,25 +384,11 @@ def test_state_dumped_in_the_dict_form_loads_and_changes_no_alert() -> None:
     as dicts naming their samples' ids by position; made by dumping every key of this
     stream after ``cut`` events with ``max_ids=16``, as the session stage did) carries on
     exactly like an engine that never stopped."""
-    saved = orjson.loads(_DICT_STATE.read_bytes())
-    events = _v1_stream(saved["seed"], saved["events"])
-    cut = saved["cut"]
-    expected = _run(EventTimeDriver(_engine(resolve_after_s=3)), events)
-    before = _run(EventTimeDriver(_engine(resolve_after_s=3)), events[:cut])
-    assert expected[:len(before)] == before
-    after = expected[len(before):]
-    assert {a["rule"] for a in after} >= {"session_cost", "loop_repeat"}
+    saved, events, after = _frozen_dump(_DICT_STATE)
     sessions = [d for _, d in saved["table"] if "s" in d]
     assert sessions
     assert all(isinstance(d["s"][1], str) for d in sessions)  # packed ids: the dict form
-
-    fresh = _engine(resolve_after_s=3)
-    fresh.restore_watermark(saved["watermark_us"])
-    for key, data in saved["table"]:
-        assert fresh.load_key(tuple(key), data)  # type: ignore[arg-type]
-    driver = EventTimeDriver(fresh)
-    driver.next_advance_us = saved["next_advance_us"]
-    assert _run(driver, events[cut:]) == after
+    assert _resumed(saved, events) == after
 
 
 def test_a_session_state_is_written_in_format_2() -> None:
