@@ -59,6 +59,17 @@ class _Setup:
         wait_until(lambda: group_offsets(self.bootstrap, self.group).get(
             (self.alerts_topic, 0), (0, ""))[0] >= 1, "the commit", proc)
 
+    def restart_until(self, pd: WebhookReceiver, deliveries: int, what: str) -> None:
+        """A restarted dispatcher sends until PagerDuty has ``deliveries``; then a clean
+        stop, and a quiet restart after it (nothing more is sent)."""
+        proc = self.dispatcher("webhooks-2.log")
+        try:
+            wait_until(lambda: len(pd.received) >= deliveries, what, proc)
+            time.sleep(1.0)  # its end reaches the journal
+        finally:
+            assert proc.stop() == 0, proc.log()[-3000:]
+        self.quiet_restart("webhooks-3.log")
+
     def quiet_restart(self, log: str) -> None:
         """A clean run that must send nothing: ``stop`` after a while."""
         proc = self.dispatcher(log)
@@ -97,13 +108,7 @@ def test_acknowledge_under_way_at_a_crash_is_sent_after_the_restart(
             first.kill()  # SIGKILL with the acknowledge under way
             release.set()
 
-        second = setup.dispatcher("webhooks-2.log")
-        try:
-            wait_until(lambda: len(pd.received) >= 3, "the acknowledge again", second)
-            time.sleep(1.0)  # its end reaches the journal
-        finally:
-            assert second.stop() == 0, second.log()[-3000:]
-        setup.quiet_restart("webhooks-3.log")
+        setup.restart_until(pd, 3, "the acknowledge again")
 
     assert _actions(pd) == [("trigger", "al-held"), ("acknowledge", "al-held"),
                             ("acknowledge", "al-held")]
@@ -122,13 +127,7 @@ def test_ack_made_while_the_dispatcher_is_down_reaches_pagerduty_after_the_resta
             first.kill()
         cli_ack(kafka_bootstrap, setup.acks_topic, "al-down", "maria")
 
-        second = setup.dispatcher("webhooks-2.log")
-        try:
-            wait_until(lambda: len(pd.received) >= 2, "the acknowledge", second)
-            time.sleep(1.0)  # its end reaches the journal
-        finally:
-            assert second.stop() == 0, second.log()[-3000:]
-        setup.quiet_restart("webhooks-3.log")
+        setup.restart_until(pd, 2, "the acknowledge")
 
     assert _actions(pd) == [("trigger", "al-down"), ("acknowledge", "al-down")]
     assert all(d.response_status == 202 for d in pd.received)
