@@ -59,9 +59,14 @@ def clean() -> None:
         path.unlink()
 
 
-def build() -> int:
-    clean()
+def build(src: Path, folders: tuple[tuple[Path, tuple[str, ...]], ...]) -> int:
+    """Compile ``modules`` of each ``(folder, modules)`` under ``src`` in one mypyc build and
+    install them in place (a failure leaves them pure Python). mypyc builds in the working
+    directory and copies each module to its path there: build from a copy of the source
+    tree, then install only the extension modules; the build's runtime goes in ``src``
+    (of a one-module build, it lies beside the module)."""
     mypy_paths = ":".join(str(ROOT / p / "src") for p in ("schemas", "stream_processors"))
+    packages = [folder.relative_to(src) for folder, _ in folders]
     with tempfile.TemporaryDirectory(prefix="agentwatch-mypyc-") as tmp:
         work = Path(tmp)
         config = work / "mypy.ini"
@@ -70,58 +75,26 @@ def build() -> int:
             f"mypy_path = {mypy_paths}\nplugins = pydantic.mypy\n"
             "[mypy-yaml.*]\nignore_missing_imports = True\n"
         )
-        # mypyc builds in the working directory and copies each module to its path there:
-        # build from a copy of the source tree, then install only the extension modules.
-        shutil.copytree(SRC / "agentwatch", work / "agentwatch")
-        sources = [*(f"agentwatch/processors/core/{m}.py" for m in MODULES),
-                   *(f"agentwatch/processors/worker/{m}.py" for m in WORKER_MODULES)]
+        shutil.copytree(src / "agentwatch", work / "agentwatch")
+        sources = [f"{package}/{m}.py" for package, (_, modules) in zip(packages, folders,
+                                                                         strict=True)
+                   for m in modules]
         mypyc = Path(sys.executable).with_name("mypyc")
         done = subprocess.run(  # noqa: S603 -- our venv's mypyc on our own sources
             [str(mypyc), "--config-file", str(config), *sources],
             cwd=work, capture_output=True, text=True, check=False,
         )
+        names = ", ".join(Path(source).stem for source in sources)
         if done.returncode != 0:
-            print(f"build_core: mypyc failed; the pure-Python core is used.\n{done.stdout[-2000:]}"
-                  f"{done.stderr[-2000:]}", file=sys.stderr)
-            return 1
-        for folder, modules in ((CORE, MODULES), (WORKER, WORKER_MODULES)):
-            for module in modules:
-                built = work / folder.relative_to(SRC) / f"{module}{EXT_SUFFIX}"
-                shutil.copy2(built, folder / f"{module}{EXT_SUFFIX}")
-        for runtime in work.glob(f"*__mypyc{EXT_SUFFIX}"):
-            shutil.copy2(runtime, SRC / runtime.name)
-    print(f"build_core: compiled {', '.join(MODULES + WORKER_MODULES)} with mypyc",
-          file=sys.stderr)
-    return 0
-
-
-def build_apart(src: Path, folder: Path, modules: tuple[str, ...]) -> int:
-    """Modules of another distribution (the producer's, the schemas' fast check), built like
-    the core in a build of their own (a failure leaves them pure Python). The runtime of a
-    one-module build lies beside it; of a larger one, in ``src``."""
-    package = folder.relative_to(src)
-    with tempfile.TemporaryDirectory(prefix="agentwatch-mypyc-") as tmp:
-        work = Path(tmp)
-        config = work / "mypy.ini"
-        config.write_text(
-            "[mypy]\nstrict = True\nnamespace_packages = True\nexplicit_package_bases = True\n"
-            f"mypy_path = {SCHEMAS_SRC}\nplugins = pydantic.mypy\n"
-        )
-        shutil.copytree(src / "agentwatch", work / "agentwatch")
-        mypyc = Path(sys.executable).with_name("mypyc")
-        done = subprocess.run(  # noqa: S603 -- our venv's mypyc on our own sources
-            [str(mypyc), "--config-file", str(config), *(f"{package}/{m}.py" for m in modules)],
-            cwd=work, capture_output=True, text=True, check=False,
-        )
-        if done.returncode != 0:
-            print(f"build_core: mypyc failed on {package}; it runs as pure Python.\n"
+            print(f"build_core: mypyc failed on {names}; they run as pure Python.\n"
                   f"{done.stdout[-2000:]}{done.stderr[-2000:]}", file=sys.stderr)
             return 1
-        for built in (work / package).glob(f"*{EXT_SUFFIX}"):
-            shutil.copy2(built, folder / built.name)
+        for package, (folder, _) in zip(packages, folders, strict=True):
+            for built in (work / package).glob(f"*{EXT_SUFFIX}"):
+                shutil.copy2(built, folder / built.name)
         for runtime in work.glob(f"*__mypyc{EXT_SUFFIX}"):
             shutil.copy2(runtime, src / runtime.name)
-    print(f"build_core: compiled {package}'s {', '.join(modules)} with mypyc", file=sys.stderr)
+    print(f"build_core: compiled {names} with mypyc", file=sys.stderr)
     return 0
 
 
@@ -129,6 +102,10 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--clean"]:
         clean()
         sys.exit(0)
-    core = build()  # (cleans every compiled module first)
-    producer = build_apart(PRODUCER_SRC, PRODUCER, PRODUCER_MODULES)
-    sys.exit(build_apart(SCHEMAS_SRC, SCHEMAS, SCHEMAS_MODULES) or producer or core)
+    clean()
+    # the producer and the schemas are distributions of their own: a build (and a mypyc
+    # runtime) each
+    failed = [build(SRC, ((CORE, MODULES), (WORKER, WORKER_MODULES))),
+              build(PRODUCER_SRC, ((PRODUCER, PRODUCER_MODULES),)),
+              build(SCHEMAS_SRC, ((SCHEMAS, SCHEMAS_MODULES),))]
+    sys.exit(max(failed))
