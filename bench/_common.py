@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -163,3 +164,12 @@ def export_revision(ref: str, dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)  # noqa: S603, S607
     return [dest / m / "src" for m in members]
+
+
+def export_compiled_revision(ref: str, dest: Path) -> list[Path]:
+    """:func:`export_revision`, then that revision's ``tools/build_core.py`` compiles its
+    modules in place, as ``make setup`` does (pure Python where it cannot)."""
+    srcs = export_revision(ref, dest)
+    subprocess.run([sys.executable, str(dest / "tools" / "build_core.py")],  # noqa: S603
+                   check=False, capture_output=True)
+    return srcs

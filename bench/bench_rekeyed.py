@@ -13,7 +13,7 @@ linger), run through the worker's session stage (``SessionStage.process``, the d
 rules) batch by batch, taking its forwards and, after each batch, the mark the shell
 sends (then the idle marks of the stream's end): the messages one rekeyed partition
 receives, in the order the input partitions took turns. Each tree (``REV``'s unpacked by
-``_common.export_revision``, its core compiled as ``make setup`` does) feeds them to a
+``_common.export_compiled_revision``, its core compiled as ``make setup`` does) feeds them to a
 fresh ``RekeyedStage`` in batches of 500 messages (faust's batch) in child processes,
 taking turns (this machine is shared and noisy); the best rate of each is compared.
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a nam
 from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker import MARK_KEY, SessionStage, StageOutput
 from agentwatch.schemas import default_price_table, partition_batch_key, partition_for
-from bench._common import completed, export_revision, summary
+from bench._common import completed, export_compiled_revision, summary
 from bench._fleet import fleet_events
 
 INPUTS: Final = 4
@@ -129,9 +129,7 @@ def main() -> None:
     messages, events = rekeyed_messages(args.events)
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-rekeyed-") as tmp:
         tree = Path(tmp) / "tree"
-        srcs = export_revision(args.against, tree)
-        subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
-                       check=False, capture_output=True)
+        srcs = export_compiled_revision(args.against, tree)
         messages_file = Path(tmp) / "messages.jsonl"
         messages_file.write_bytes(b"\n".join(
             orjson.dumps([k.decode(), v.decode()]) for k, v in messages))

@@ -13,7 +13,7 @@ and their ratio (the goal: >= 0.9).
 ``bench_replay.py N --against REV``: the default rules of this tree against those of git
 revision ``REV`` (e.g. the commit before a change: issue 17 asks for >= 0.9x the rate
 before its rules), on the same events in the same run. ``REV``'s sources are unpacked in
-a temporary folder (``_common.export_revision``), its core compiled with mypyc as
+a temporary folder (``_common.export_compiled_revision``), its core compiled with mypyc as
 ``make setup`` does, and each tree
 is measured in child processes, taking turns (this machine is shared and noisy): the best
 rate of each is compared.
@@ -33,7 +33,7 @@ from typing import Final
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import export_revision, summary, synthetic_events
+from _common import export_compiled_revision, summary, synthetic_events
 
 from agentwatch.processors.core import COMPILED, Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
@@ -145,9 +145,7 @@ def _measure(events_file: Path, srcs: list[Path] | None) -> tuple[float, bool]:
 def against(n_events: int, rev: str, rounds: int = 5) -> None:
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-replay-") as tmp:
         tree = Path(tmp) / "tree"
-        srcs = export_revision(rev, tree)
-        subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
-                       check=False, capture_output=True)
+        srcs = export_compiled_revision(rev, tree)
         events_file = Path(tmp) / "events.jsonl"
         events_file.write_bytes(b"\n".join(synthetic_events(n_events)))
         ours = theirs = 0.0

@@ -14,7 +14,7 @@ stages, and the share of process vs checkpoint time, with the changelog bytes pe
 (the JSON written, before compression).
 
 ``--against REV``: the same, on git revision ``REV``'s stages and core (unpacked and
-compiled as ``make setup`` does, ``_common.export_revision``), in child processes taking
+compiled as ``make setup`` does, ``_common.export_compiled_revision``), in child processes taking
 turns with this tree's (the machine is shared and noisy): the best rate of each is
 compared, e.g. ``--against HEAD`` for an uncommitted change.
 
@@ -37,7 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
 
-from bench._common import completed, export_revision, summary
+from bench._common import completed, export_compiled_revision, summary
 from bench._fleet import fleet_events
 
 LINGER_US = 50_000
@@ -184,9 +184,7 @@ def run_child(args: argparse.Namespace, srcs: list[Path] | None) -> dict[str, fl
 def against(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-stages-") as tmp:
         tree = Path(tmp) / "tree"
-        srcs = export_revision(args.against, tree)
-        subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
-                       check=False, capture_output=True)
+        srcs = export_compiled_revision(args.against, tree)
         ours: dict[str, float] = {}
         theirs: dict[str, float] = {}
         for _ in range(args.rounds):

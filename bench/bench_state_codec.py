@@ -17,7 +17,7 @@ value ``{"o": offset, "k": state}``, the key ``[partition, tenant, session]``). 
   values into a fresh engine (a worker's restore; best of the turns).
 
 Both trees run in child processes, taking turns (the machine is shared and noisy); the
-other revision's sources are unpacked from git (``_common.export_revision``) and its core
+other revision's sources are unpacked from git (``_common.export_compiled_revision``) and its core
 compiled with mypyc as ``make setup`` does. Ratios > 1: this tree is better.
 
     .venv/bin/python bench/bench_state_codec.py [--events 200000] [--against 4e47128]
@@ -38,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` as a namespace package
 
-from bench._common import completed, export_revision, summary
+from bench._common import completed, export_compiled_revision, summary
 
 CHILD = "--child"
 #: the last revision whose session state is the dict form (before format 2)
@@ -157,15 +157,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentwatch-bench-codec-") as tmp:
         tree = Path(tmp) / "tree"
         try:
-            srcs = export_revision(args.against, tree)
+            srcs = export_compiled_revision(args.against, tree)
         except subprocess.CalledProcessError as exc:
             detail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) \
                 else str(exc.stderr or "")
             print(f"state_codec: FAILED: git cannot give revision {args.against}: "
                   f"{detail.strip()}", flush=True)
             return 1
-        subprocess.run([sys.executable, str(tree / "tools" / "build_core.py")],  # noqa: S603
-                       check=False, capture_output=True)
         ours: dict[str, Any] = {}
         theirs: dict[str, Any] = {}
         for _ in range(args.rounds):
