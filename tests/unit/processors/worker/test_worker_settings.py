@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentwatch.processors.worker import WorkerSettings
-from agentwatch.processors.worker._settings import ENV_VARS
+from agentwatch.processors.worker._settings import CHECKPOINT_STRETCH_MAX, ENV_VARS
 from agentwatch.processors.worker._split import child_env
 from agentwatch.schemas import ConfigError
 
@@ -28,6 +28,7 @@ ENV = {
     "AGENTWATCH_BATCH_WITHIN_S": "0.2",
     "AGENTWATCH_IDLE_AFTER_S": "3",
     "AGENTWATCH_CHECKPOINT_INTERVAL_S": "2.5",
+    "AGENTWATCH_CHECKPOINT_MAX_SHARE": "0.2",
     "AGENTWATCH_STATS_INTERVAL_S": "10",
     "AGENTWATCH_WORKER_STAGES": "all",
     "AGENTWATCH_WORKER_METRICS_PORT": "9464",
@@ -43,7 +44,8 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
         dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
         partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
         batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
-        checkpoint_interval_s=2.5, stats_interval_s=10.0, metrics_port=9464,
+        checkpoint_interval_s=2.5, checkpoint_max_share=0.2, stats_interval_s=10.0,
+        metrics_port=9464,
         control_topic="t.control",
     )
 
@@ -54,6 +56,30 @@ def test_a_non_positive_interval_is_refused_by_name(variable: str) -> None:
     name = next(k for k, v in ENV_VARS.items() if v == variable)
     with pytest.raises(ConfigError, match=name):
         WorkerSettings.from_env({variable: "0"})
+
+
+@pytest.mark.parametrize("share", ["0", "-0.1", "1.5"])
+def test_a_checkpoint_share_outside_0_1_is_refused_by_name(share: str) -> None:
+    with pytest.raises(ConfigError, match="checkpoint_max_share"):
+        WorkerSettings.from_env({"AGENTWATCH_CHECKPOINT_MAX_SHARE": share})
+
+
+@pytest.mark.parametrize(("took_s", "gap_s"), [
+    (0.0, 1.0),    # cheap checkpoints: every checkpoint_interval_s
+    (0.1, 1.0),    # 10 % of 1 s: still every second
+    (0.25, 2.5),   # 0.25 s at most 10 % of the time: 2.5 s apart
+    (3.0, 5.0),    # stretched at most CHECKPOINT_STRETCH_MAX (5) x the interval
+])
+def test_a_costly_checkpoint_spaces_the_next_one(took_s: float, gap_s: float) -> None:
+    settings = WorkerSettings(checkpoint_interval_s=1.0, checkpoint_max_share=0.1)
+    assert CHECKPOINT_STRETCH_MAX == 5
+    assert settings.checkpoint_gap_s(took_s) == pytest.approx(gap_s)
+
+
+def test_a_share_of_1_never_stretches_the_interval() -> None:
+    settings = WorkerSettings(checkpoint_interval_s=2.0, checkpoint_max_share=1.0)
+    assert settings.checkpoint_gap_s(1.9) == 2.0
+    assert settings.checkpoint_gap_s(3.0) == 3.0  # a checkpoint longer than the interval
 
 
 def test_without_variables_the_defaults_apply() -> None:

@@ -6,12 +6,13 @@ batch of records (``noack_take``), grouped by partition and handed to a stage, w
 returns what to send; the batch's alerts, dead letters and forwarded events are sent and
 acknowledged by the broker right away (an alert's latency does not wait for state).
 
-State is checkpointed (DESIGN.md, "Worker state"): every ``checkpoint_interval_s`` the
-shell takes the stages' dirty keys, writes them to the changelog tables, waits for the
-broker's acks, and only then acks the records they came from, so faust commits input
-offsets never ahead of saved state. A record of the rekeyed stage is acked only once
-every event it brought is released (``RekeyedStage.safe_offset``): a restart reads the
-others again. Key state in memory, one changelog write per dirty key per checkpoint.
+State is checkpointed (DESIGN.md, "Worker state"): every ``checkpoint_interval_s`` (longer
+when checkpoints would take more than ``checkpoint_max_share`` of the time) the shell
+takes the stages' dirty keys, writes them to the changelog tables, waits for the broker's
+acks, and only then acks the records they came from, so faust commits input offsets never
+ahead of saved state. A record of the rekeyed stage is acked only once every event it
+brought is released (``RekeyedStage.safe_offset``): a restart reads the others again. Key
+state in memory, one changelog write per dirty key per checkpoint.
 """
 
 from __future__ import annotations
@@ -352,6 +353,8 @@ class _Worker:
         #: batch whose outputs the broker has not acknowledged yet
         self.lock = asyncio.Lock()
         self.last_checkpoint_s = time.monotonic()
+        #: from the start of the last checkpoint to the next (WorkerSettings.checkpoint_gap_s)
+        self.checkpoint_gap_s = settings.checkpoint_interval_s
         self.crashable = 0  # checkpoints with changelog writes (see _crash_point)
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
@@ -542,7 +545,7 @@ class _Worker:
 
     # -- checkpoints -------------------------------------------------------------------------
     async def maybe_checkpoint(self) -> None:
-        if time.monotonic() - self.last_checkpoint_s >= self.settings.checkpoint_interval_s:
+        if time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s:
             await self.checkpoint()
         if self.stats.due(self.settings.stats_interval_s):
             log.info("agentwatch worker stats %s", self.stats.line(self._gauges()))
@@ -613,6 +616,7 @@ class _Worker:
             self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
                            changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
             self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
+            self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s)
             self.metrics.checkpoint_seconds.observe(took_s)
 
     def _gauges(self) -> dict[str, Any]:
@@ -629,7 +633,7 @@ class _Worker:
         late = sum(p.late for p in self.rekeyed_stage.partitions.values())
         return {"lag": lag, "open_sessions": sessions, "rss_bytes": _rss_bytes(),
                 "held_records": len(self.session_held.events) + len(self.rekeyed_held.events),
-                "late_events": late}
+                "late_events": late, "checkpoint_gap_s": round(self.checkpoint_gap_s, 3)}
 
     # -- progress, stalls, idle partitions --------------------------------------------------
     def _progressed(self, topic: str, groups: dict[int, list[EventT[Any]]]) -> None:

@@ -24,10 +24,13 @@ from agentwatch.schemas.settings import (
     load,
 )
 
-__all__ = ["ENV_VARS", "STAGES", "WorkerSettings"]
+__all__ = ["CHECKPOINT_STRETCH_MAX", "ENV_VARS", "STAGES", "WorkerSettings"]
 
 #: the values of ``WorkerSettings.stages``
 STAGES = ("all", "split", "session", "rekeyed")
+#: how far ``checkpoint_max_share`` may stretch the checkpoint interval (a multiple of
+#: ``checkpoint_interval_s``): records re-read after a crash stay bounded whatever the load
+CHECKPOINT_STRETCH_MAX = 5
 
 
 def _default_store() -> str:
@@ -63,6 +66,15 @@ class WorkerSettings:
     to its changelog topics, waits for the broker's acks, then commits input offsets
     (DESIGN.md, "Worker state"). Longer: fewer changelog bytes, more records re-read
     after a crash (never an alert lost or a different one fired)."""
+    checkpoint_max_share: float = 0.1
+    """The share of the worker's time checkpoints may take: after a checkpoint that took
+    ``d`` seconds the next one starts no sooner than ``d / checkpoint_max_share`` after it
+    began (and at most ``CHECKPOINT_STRETCH_MAX`` times ``checkpoint_interval_s``), Flink's
+    minimum pause between checkpoints sized by the last one. Under load, when a checkpoint
+    writes nearly one session state per event (sparse sessions, one event per record),
+    checkpoints come less often and each session's state is written once for more of
+    its events; a worker that keeps up checkpoints every ``checkpoint_interval_s``. 1:
+    never stretch."""
     stats_interval_s: float = 30.0
     """How often the worker logs its counters (``agentwatch worker stats {json}``, INFO)."""
     metrics_port: int = 0
@@ -92,6 +104,10 @@ class WorkerSettings:
         if not self.checkpoint_interval_s > 0:
             raise ConfigError(
                 f"checkpoint_interval_s: {self.checkpoint_interval_s} is not a positive number")
+        if not 0 < self.checkpoint_max_share <= 1:
+            raise ConfigError(f"checkpoint_max_share: {self.checkpoint_max_share} is not in "
+                              "(0, 1] (1: checkpoints every checkpoint_interval_s whatever "
+                              "they cost)")
         if not self.stats_interval_s > 0:
             raise ConfigError(
                 f"stats_interval_s: {self.stats_interval_s} is not a positive number")
@@ -100,6 +116,12 @@ class WorkerSettings:
                               "0: off)")
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} is not a positive number")
+
+    def checkpoint_gap_s(self, took_s: float) -> float:
+        """Seconds from the start of a checkpoint that took ``took_s`` to the next one."""
+        stretched = min(took_s / self.checkpoint_max_share,
+                        CHECKPOINT_STRETCH_MAX * self.checkpoint_interval_s)
+        return max(self.checkpoint_interval_s, stretched)
 
     @property
     def runs_session_stage(self) -> bool:
@@ -146,6 +168,7 @@ ENV_VARS: dict[str, str] = {
     "idle_after_s": "AGENTWATCH_IDLE_AFTER_S",
     "stages": "AGENTWATCH_WORKER_STAGES",
     "checkpoint_interval_s": "AGENTWATCH_CHECKPOINT_INTERVAL_S",
+    "checkpoint_max_share": "AGENTWATCH_CHECKPOINT_MAX_SHARE",
     "stats_interval_s": "AGENTWATCH_STATS_INTERVAL_S",
     "metrics_port": "AGENTWATCH_WORKER_METRICS_PORT",
 }
