@@ -24,7 +24,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -198,21 +197,6 @@ class _Held:
         self.touched = set()
 
 
-@dataclass(slots=True)
-class _Snapshot:
-    """What one checkpoint saves and acks, taken under the lock (see _Worker.checkpoint)."""
-
-    session_writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
-    rekeyed_writes: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)
-    session_last: dict[int, EventT[Any]] = field(default_factory=dict)
-    rekeyed_last: dict[int, EventT[Any]] = field(default_factory=dict)
-    session_stream: Any = None
-    rekeyed_stream: Any = None
-    session_acks: list[EventT[Any]] = field(default_factory=list)
-    rekeyed_acks: list[EventT[Any]] = field(default_factory=list)
-    crashable: int = 0
-
-
 class _Stats:
     """Counters of the worker, logged as ``agentwatch worker stats {json}`` (INFO) every
     ``stats_interval_s`` and read by the benchmarks."""
@@ -222,8 +206,7 @@ class _Stats:
         self.total: dict[str, float] = dict.fromkeys((
             "events", "records", "batches", "alerts", "dead_letters", "forwards", "checkpoints",
             "changelog_bytes", "changelog_writes", "process_s", "send_s", "checkpoint_s",
-            "checkpoint_locked_s", "rekeyed_events", "rekeyed_records", "holes_real",
-            "holes_read_again"), 0)
+            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again"), 0)
         self.at_last_log = dict(self.total)
         self.checkpoint_s_max = 0.0
 
@@ -251,9 +234,6 @@ class _Stats:
             "checkpoint_s_mean": round(delta["checkpoint_s"] / checkpoints, 4)
             if checkpoints else None,
             "checkpoint_s_max": round(self.checkpoint_s_max, 4),
-            # of which batches waited for the snapshot (the rest overlaps them)
-            "checkpoint_locked_s_mean": round(delta["checkpoint_locked_s"] / checkpoints, 4)
-            if checkpoints else None,
             "checkpoint_bytes": int(delta["changelog_bytes"]),
             "bytes_per_key_written": round(delta["changelog_bytes"] / delta["changelog_writes"])
             if delta["changelog_writes"] else None,
@@ -375,8 +355,6 @@ class _Worker:
         self.last_checkpoint_s = time.monotonic()
         #: from the start of the last checkpoint to the next (WorkerSettings.checkpoint_gap_s)
         self.checkpoint_gap_s = settings.checkpoint_interval_s
-        #: the writes, acks and commit of the last checkpoint, while batches go on
-        self.checkpoint_tail: asyncio.Future[None] | None = None
         self.crashable = 0  # checkpoints with changelog writes (see _crash_point)
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
@@ -567,13 +545,8 @@ class _Worker:
 
     # -- checkpoints -------------------------------------------------------------------------
     async def maybe_checkpoint(self) -> None:
-        tail = self.checkpoint_tail
-        if tail is not None and tail.done():
-            self.checkpoint_tail = None
-            tail.result()  # a checkpoint that failed stops the worker here
-        if (tail is None or tail.done()) and (
-                time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s):
-            await self.checkpoint(wait=False)
+        if time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s:
+            await self.checkpoint()
         if self.stats.due(self.settings.stats_interval_s):
             log.info("agentwatch worker stats %s", self.stats.line(self._gauges()))
 
@@ -584,98 +557,67 @@ class _Worker:
             await self.kick_stalled()
             await self.maybe_checkpoint()
 
-    async def finish_checkpoint(self) -> None:
-        """Wait for the checkpoint under way, if any (one at a time, in order)."""
-        tail, self.checkpoint_tail = self.checkpoint_tail, None
-        if tail is not None:
-            await tail
-
-    async def checkpoint(self, *, wait: bool = True) -> None:
+    async def checkpoint(self) -> None:
         """Write the dirty keys of both stages, wait for the broker, ack their records,
-        commit (DESIGN.md: quixstreams' and Flink's order).
-
-        Only the snapshot holds the lock: the dirty keys' state, and which records it
-        covers. Writing it, waiting for the broker's acks, acking those records and the
-        commit run after, while batches go on (``wait=False``: in a task of their own,
-        which the next checkpoint waits for): records processed meanwhile are not acked by
-        this checkpoint, so offsets are still never committed past saved state."""
-        await self.finish_checkpoint()
-        t0 = time.perf_counter()
+        commit (DESIGN.md: quixstreams' and Flink's order)."""
         async with self.lock:
             self.last_checkpoint_s = time.monotonic()
-            snapshot = self._snapshot()
-        locked_s = time.perf_counter() - t0
-        tail = asyncio.ensure_future(self._save(snapshot, t0, locked_s))
-        if wait:
-            await tail
-        else:
-            self.checkpoint_tail = tail
-
-    def _snapshot(self) -> _Snapshot:
-        consumer: Any = self.app.consumer
-        topic = self.settings.events_topic
-        snapshot = _Snapshot()
-        for partition in self.session_held.take_touched():
-            committed = faust_internals.committed_offset(consumer, TP(topic, partition))
-            snapshot.session_writes += self.session_stage.checkpoint(partition, committed)
-        for partition in self.rekeyed_held.take_touched():
-            snapshot.rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
-        if snapshot.session_writes or snapshot.rekeyed_writes:
-            self.crashable += 1
-        snapshot.crashable = self.crashable
-        held = self.session_held
-        snapshot.session_last, snapshot.session_stream = dict(held.last), held.stream
-        snapshot.session_acks, held.events = held.events, []
-        held = self.rekeyed_held
-        snapshot.rekeyed_last, snapshot.rekeyed_stream = dict(held.last), held.stream
-        safe = {p: self.rekeyed_stage.safe_offset(p) for p in held.last}
-        keep = []
-        for event in held.events:
-            message = event.message
-            if message.offset < safe.get(message.partition, 0):
-                snapshot.rekeyed_acks.append(event)
-            else:
-                keep.append(event)
-        held.events = keep
-        return snapshot
-
-    async def _save(self, snapshot: _Snapshot, t0: float, locked_s: float) -> None:
-        session_writes, rekeyed_writes = snapshot.session_writes, snapshot.rekeyed_writes
-        half = len(session_writes) // 2
-        producer: Any = self.app.producer
-        # the outputs of every batch saved below are on the broker before their state
-        await producer.flush()
-        last: dict[int, Any] = {}
-        if session_writes:
-            last = await _write(producer, self.session_table, snapshot.session_last,
-                                session_writes[:half])
-        _crash_point("write", snapshot.crashable)
-        if session_writes:
-            last.update(await _write(producer, self.session_table, snapshot.session_last,
-                                     session_writes[half:]))
-        last_rekeyed: dict[int, Any] = {}
-        if rekeyed_writes:
-            last_rekeyed = await _write(producer, self.rekeyed_table, snapshot.rekeyed_last,
-                                        rekeyed_writes)
-        await producer.flush()  # every changelog write acknowledged (acks=all)
-        if last:
-            _persisted(self.session_table, last)
-        if last_rekeyed:
-            _persisted(self.rekeyed_table, last_rekeyed)
-        _crash_point("commit", snapshot.crashable)
-        for stream, events in ((snapshot.session_stream, snapshot.session_acks),
-                               (snapshot.rekeyed_stream, snapshot.rekeyed_acks)):
-            for event in events:
-                await stream.ack(event)
-        await self.app.consumer.commit()
-        writes = session_writes + rekeyed_writes
-        took_s = time.perf_counter() - t0
-        self.stats.add(checkpoints=1, checkpoint_s=took_s, checkpoint_locked_s=locked_s,
-                       changelog_writes=len(writes),
-                       changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
-        self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
-        self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s)
-        self.metrics.checkpoint_seconds.observe(took_s)
+            t0 = time.perf_counter()
+            consumer: Any = self.app.consumer
+            topic = self.settings.events_topic
+            session_writes: list[tuple[int, bytes, bytes | None]] = []
+            for partition in self.session_held.take_touched():
+                committed = faust_internals.committed_offset(consumer, TP(topic, partition))
+                session_writes += self.session_stage.checkpoint(partition, committed)
+            rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
+            for partition in self.rekeyed_held.take_touched():
+                rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
+            if session_writes or rekeyed_writes:
+                self.crashable += 1
+            half = len(session_writes) // 2
+            producer: Any = self.app.producer
+            # the outputs of every batch saved below are on the broker before their state
+            await producer.flush()
+            last: dict[int, Any] = {}
+            if session_writes:
+                last = await _write(producer, self.session_table, self.session_held.last,
+                                    session_writes[:half])
+            _crash_point("write", self.crashable)
+            if session_writes:
+                last.update(await _write(producer, self.session_table, self.session_held.last,
+                                         session_writes[half:]))
+            last_rekeyed: dict[int, Any] = {}
+            if rekeyed_writes:
+                last_rekeyed = await _write(producer, self.rekeyed_table,
+                                            self.rekeyed_held.last, rekeyed_writes)
+            await producer.flush()  # every changelog write acknowledged (acks=all)
+            if last:
+                _persisted(self.session_table, last)
+            if last_rekeyed:
+                _persisted(self.rekeyed_table, last_rekeyed)
+            _crash_point("commit", self.crashable)
+            held = self.session_held
+            for event in held.events:
+                await held.stream.ack(event)
+            held.events = []
+            held = self.rekeyed_held
+            safe = {p: self.rekeyed_stage.safe_offset(p) for p in held.last}
+            keep = []
+            for event in held.events:
+                message = event.message
+                if message.offset < safe.get(message.partition, 0):
+                    await held.stream.ack(event)
+                else:
+                    keep.append(event)
+            held.events = keep
+            await consumer.commit()
+            writes = session_writes + rekeyed_writes
+            took_s = time.perf_counter() - t0
+            self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
+                           changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
+            self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
+            self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s)
+            self.metrics.checkpoint_seconds.observe(took_s)
 
     def _gauges(self) -> dict[str, Any]:
         consumer: Any = self.app.consumer
@@ -818,14 +760,12 @@ class _Worker:
     async def on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Save everything processed before the partitions move (faust then seeks every
         partition to its committed offset)."""
-        await self.finish_checkpoint()
         tables: Any = self.app.tables
         if tables.recovery.completed.is_set() and (
                 self.session_held.events or self.rekeyed_held.events):
             await self.checkpoint()
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        await self.finish_checkpoint()
         await self.probe.stop()
         self.metrics.close()
 
