@@ -186,3 +186,14 @@ def test_changed_default_threshold_applies(ev: EventFactory) -> None:
     engine = Engine(rules_from_mapping({"rules": {"session_cost": {"threshold_usd": 2.5}}}))
     assert engine.process_many([ev(t, cost_usd=0.6) for t in range(4)]) == []
     assert len(engine.process(ev(4, cost_usd=0.6))) == 1
+
+
+
+def test_open_sessions_counts_what_stats_counts(ev: EventFactory) -> None:
+    engine = Engine()
+    assert engine.open_sessions == engine.stats.active_sessions == 0
+    for t, session in enumerate(("s1", "s2", "s2")):
+        engine.process(ev(t, session_id=session))
+    assert engine.open_sessions == engine.stats.active_sessions == 2
+    engine.process(ev(3, "session_end", session_id="s1"))
+    assert engine.open_sessions == engine.stats.active_sessions == 1

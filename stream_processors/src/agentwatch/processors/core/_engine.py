@@ -318,6 +318,13 @@ class Engine:
 
     # -- reading -----------------------------------------------------------------------------
     @property
+    def open_sessions(self) -> int:
+        """Sessions open now: ``stats.active_sessions`` without its walk over every key
+        of every detector (the worker's stats line and ``/metrics`` read it per partition;
+        the walk was 3.7 % of a worker logging once a second)."""
+        return len(self._sessions)
+
+    @property
     def stats(self) -> EngineStats:
         keys = sum(len(d.states) for d in self.detectors)
         firing = sum(

@@ -627,7 +627,7 @@ class _Worker:
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
                     lag += max(0, highwater - self.session_stage.last_offset(tp.partition) - 1)
-        sessions = sum(p.engine.stats.active_sessions
+        sessions = sum(p.engine.open_sessions
                        for p in self.session_stage.partitions.values())
         # events the rekeyed stage got after their time was released (taken out of order)
         late = sum(p.late for p in self.rekeyed_stage.partitions.values())

@@ -110,6 +110,6 @@ class WorkerMetrics(ServiceMetrics):
                     labels=("topic", "partition"), samples=lag)
         yield gauge("agentwatch_worker_assigned_partitions",
                     "Partitions of the events topic assigned to this worker.", assigned)
-        sessions = sum(p.engine.stats.active_sessions
+        sessions = sum(p.engine.open_sessions
                        for p in list(worker.session_stage.partitions.values()))
         yield gauge("agentwatch_worker_open_sessions", "Sessions with open windows.", sessions)
