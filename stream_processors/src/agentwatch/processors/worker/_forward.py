@@ -2,7 +2,8 @@
 
 Forwarded events are compact JSON arrays with only what agent- and tenant-scoped
 detectors read (cost already priced by the session stage); the rekeyed stage turns
-them back into :class:`Event` objects without validating them again.
+them into :class:`ForwardedEvent` objects (what the detectors read) without validating
+them again.
 
 Messages on the internal topic (JSON objects):
 
@@ -15,7 +16,8 @@ Messages on the internal topic (JSON objects):
 
 from __future__ import annotations
 
-from typing import Any, Final
+from datetime import datetime
+from typing import Any, Final, cast
 
 import orjson
 
@@ -23,6 +25,7 @@ from agentwatch.schemas import Event, EventKind, EventStatus, from_us
 
 __all__ = [
     "MARK_KEY",
+    "ForwardedEvent",
     "compact_event",
     "event_from_compact",
     "table_key",
@@ -44,38 +47,50 @@ def compact_event(event: Event, ts_us: int) -> list[Any]:
     return compact
 
 
-_FIELDS: Final = (
-    "event_id", "ts", "tenant_id", "agent_id", "session_id", "kind", "status", "cost_usd",
-    "name", "tool_args_hash",
-)
-_MORE_FIELDS: Final = (*_FIELDS, "duration_ms", "model", "attributes")
-_DEFAULTS: Final = {
-    name: info.get_default(call_default_factory=True)
-    for name, info in Event.model_fields.items() if not info.is_required()
-}
-_FIELDS_SET: Final = frozenset(_FIELDS)
 _KINDS: Final = {k.value: k for k in EventKind}
 _STATUSES: Final = {s.value: s for s in EventStatus}
-_new_event = Event.__new__
-_set = object.__setattr__
+_PLAIN_FIELDS: Final = 10
+
+
+class ForwardedEvent:
+    """A compact event as the rekeyed stage's engines read it: the attributes of
+    :class:`Event` that the detectors read, in a class of its own (compiled by mypyc, a
+    plain struct) instead of a pydantic model per event on the hot path. Tokens are None:
+    the session stage priced the cost (``cost_usd``) before forwarding."""
+
+    def __init__(self, c: list[Any]) -> None:
+        self.event_id: str = c[0]
+        self.ts_us: int = c[1]
+        self.tenant_id: str = c[2]
+        self.agent_id: str = c[3]
+        self.session_id: str = c[4]
+        self.kind: EventKind = _KINDS[c[5]]
+        self.status: EventStatus = _STATUSES[c[6]]
+        self.cost_usd: float | None = c[7]
+        self.name: str | None = c[8]
+        self.tool_args_hash: str | None = c[9]
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cached_input_tokens: int | None = None
+        if len(c) > _PLAIN_FIELDS:
+            self.duration_ms: float | None = c[10]
+            self.model: str | None = c[11]
+            self.attributes: dict[str, Any] | None = c[12]
+        else:
+            self.duration_ms = self.model = self.attributes = None
+
+    @property
+    def ts(self) -> datetime:
+        return from_us(self.ts_us)
 
 
 def event_from_compact(c: list[Any]) -> Event:
-    """What ``Event.model_construct`` builds (no validation: the session stage validated
-    it), ~20x faster: model_construct resolves every default field by field."""
-    event = _new_event(Event)
-    values = _DEFAULTS.copy()
-    values.update(zip(_FIELDS, (
-        c[0], from_us(c[1]), c[2], c[3], c[4], _KINDS[c[5]], _STATUSES[c[6]], c[7], c[8], c[9],
-    ), strict=True))
-    if len(c) > len(_FIELDS):
-        values["duration_ms"], values["model"], values["attributes"] = c[10], c[11], c[12]
-    _set(event, "__dict__", values)
-    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET if len(c) == len(_FIELDS)
-                                               else _MORE_FIELDS))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
-    return event
+    """The event the session stage compacted, for the core's ``Engine.process``, which
+    reads it by attribute only: a :class:`ForwardedEvent`, typed as the :class:`Event` it
+    stands in for (mypyc checks no argument of a non-native class such as Event, so the
+    compiled core takes it as the interpreter does). No validation: the session stage
+    validated it, the rekeyed stage checked the compact form's types and ranges."""
+    return cast("Event", ForwardedEvent(c))
 
 
 def table_key(partition: int, *parts: Any) -> bytes:
