@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_rekeyed_stage import CONFIG, INPUTS, REKEYED_TOPIC, Q, _arrival, _dump, _replay
 
 from agentwatch.processors.worker import RekeyedStage, StageOutput
-from agentwatch.processors.worker._forward import MARK_KEY, compact_event
+from agentwatch.processors.worker._forward import MARK_KEY, compact_event, event_from_model
 from agentwatch.processors.worker._rekeyed_stage import problem
 from agentwatch.processors.worker._session_stage import DEAD_LETTER_RAW_MAX
 from agentwatch.schemas import Event, EventKind, from_us
@@ -32,7 +32,7 @@ KEY = b'["default","agent-1"]'
 def _compact(i: int, **fields: Any) -> list[Any]:
     event = Event(event_id=str(uuid.UUID(int=i)), ts=from_us(TS_US + i), agent_id="agent-1",
                   session_id="s", kind=EventKind.TOOL_CALL, **fields)
-    return compact_event(event, TS_US + i)
+    return compact_event(event_from_model(event))
 
 
 def _data(*compacts: list[Any]) -> bytes:

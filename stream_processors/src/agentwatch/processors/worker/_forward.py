@@ -2,7 +2,8 @@
 
 Forwarded events are compact JSON arrays with only what agent- and tenant-scoped
 detectors read (cost already priced by the session stage); the rekeyed stage turns
-them back into :class:`Event` objects without validating them again.
+them back into :class:`StageEvent` objects (the session stage's own events, what the
+detectors read) without validating them again.
 
 Messages on the internal topic (JSON objects):
 
@@ -15,66 +16,150 @@ Messages on the internal topic (JSON objects):
 
 from __future__ import annotations
 
-from typing import Any, Final
+from datetime import datetime
+from typing import Any, Final, cast
 
 import orjson
 
-from agentwatch.schemas import Event, EventKind, EventStatus, from_us
+from agentwatch.schemas import Event, EventKind, EventStatus, decode_event, from_us, to_us
 
 __all__ = [
     "MARK_KEY",
+    "StageEvent",
     "compact_event",
+    "core_event",
     "event_from_compact",
+    "event_from_item",
+    "event_from_model",
     "table_key",
 ]
 
 MARK_KEY: Final = b"~"
 
 
-def compact_event(event: Event, ts_us: int) -> list[Any]:
+class StageEvent:
+    """An event as both stages hand it to the core: the attributes of :class:`Event` that
+    the stages and the detectors read, in a class compiled by mypyc (a plain struct), not
+    a pydantic model per event on the hot path (DESIGN.md, "Kafka records"). Built from
+    what the contract's fast check accepted (:func:`event_from_item`), from a compact
+    event (:func:`event_from_compact`) or, off the hot path, from a pydantic event
+    (:func:`event_from_model`). The core types its events as :class:`Event` and reads
+    them by attribute only; mypyc checks no argument of a non-native class such as Event,
+    so :func:`core_event` hands a StageEvent over as one (the engine sets ``cost_usd``
+    when it prices an event). ``origin``: the decoded JSON object or the pydantic event
+    it came from (a dead letter's body), None for a forwarded one."""
+
+    def __init__(self, event_id: str, ts_us: int, tenant_id: str, agent_id: str,
+                 session_id: str, kind: EventKind, status: EventStatus,
+                 cost_usd: float | None, name: str | None, tool_args_hash: str | None) -> None:
+        self.event_id = event_id
+        self.ts_us = ts_us
+        self.tenant_id = tenant_id
+        self.agent_id = agent_id
+        self.session_id = session_id
+        self.kind = kind
+        self.status = status
+        self.cost_usd = cost_usd
+        self.name = name
+        self.tool_args_hash = tool_args_hash
+        self.duration_ms: float | None = None
+        self.model: str | None = None
+        self.attributes: dict[str, Any] | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cached_input_tokens: int | None = None
+        self.origin: dict[str, Any] | Event | None = None
+
+    @property
+    def ts(self) -> datetime:
+        return from_us(self.ts_us)
+
+    def to_model(self) -> Event:
+        """The pydantic event it came from (for a dead letter's body)."""
+        if isinstance(self.origin, Event):
+            return self.origin
+        if self.origin is not None:
+            return decode_event(self.origin)
+        return Event(event_id=self.event_id, ts=self.ts, tenant_id=self.tenant_id,
+                     agent_id=self.agent_id, session_id=self.session_id, kind=self.kind,
+                     status=self.status, cost_usd=self.cost_usd, name=self.name,
+                     tool_args_hash=self.tool_args_hash, duration_ms=self.duration_ms,
+                     model=self.model, attributes=self.attributes)
+
+
+def core_event(event: StageEvent) -> Event:
+    """``event`` for the core's ``Engine.process`` and ``is_new`` (see :class:`StageEvent`)."""
+    return cast("Event", event)
+
+
+_KINDS: Final = {k.value: k for k in EventKind}
+_STATUSES: Final = {s.value: s for s in EventStatus}
+_OK: Final = EventStatus.OK
+_TENANT_DEFAULT: Final[str] = Event.model_fields["tenant_id"].get_default()
+_PLAIN_FIELDS: Final = 10
+
+
+def _number(value: Any) -> float | None:
+    """A JSON int where a float is due becomes a float, as pydantic makes it."""
+    return float(value) if type(value) is int else value
+
+
+def event_from_item(item: dict[str, Any], ts_us: int) -> StageEvent:
+    """The event of a decoded JSON object that the contract's fast check accepted
+    (``agentwatch.schemas.fastcheck.plain_event_ts``; ``ts_us``: its instant), with the
+    values the pydantic :class:`Event` of it would hold, without validating it again."""
+    get = item.get
+    status = get("status")
+    event = StageEvent(
+        item["event_id"], ts_us, get("tenant_id", _TENANT_DEFAULT), item["agent_id"],
+        item["session_id"], _KINDS[item["kind"]], _OK if status is None else _STATUSES[status],
+        _number(get("cost_usd")), get("name"), get("tool_args_hash"))
+    event.duration_ms = _number(get("duration_ms"))
+    event.model = get("model")
+    event.attributes = get("attributes")
+    event.input_tokens = get("input_tokens")
+    event.output_tokens = get("output_tokens")
+    event.cached_input_tokens = get("cached_input_tokens")
+    event.origin = item
+    return event
+
+
+def event_from_model(model: Event) -> StageEvent:
+    """A validated pydantic event (the decoder's slow path) as a :class:`StageEvent`."""
+    event = StageEvent(
+        model.event_id, to_us(model.ts), model.tenant_id, model.agent_id, model.session_id,
+        model.kind, model.status, model.cost_usd, model.name, model.tool_args_hash)
+    event.duration_ms = model.duration_ms
+    event.model = model.model
+    event.attributes = model.attributes
+    event.input_tokens = model.input_tokens
+    event.output_tokens = model.output_tokens
+    event.cached_input_tokens = model.cached_input_tokens
+    event.origin = model
+    return event
+
+
+def compact_event(event: StageEvent) -> list[Any]:
     """Ten fields; three more (duration_ms, model, and a score's attributes: the latency
     and score rules read them) when one of them is set."""
-    compact = [
-        event.event_id, ts_us, event.tenant_id, event.agent_id, event.session_id,
-        event.kind.value, event.status.value, event.cost_usd, event.name, event.tool_args_hash,
+    kind = event.kind
+    compact: list[Any] = [
+        event.event_id, event.ts_us, event.tenant_id, event.agent_id, event.session_id,
+        kind.value, event.status.value, event.cost_usd, event.name, event.tool_args_hash,
     ]
-    score = event.kind is EventKind.SCORE
+    score = kind is EventKind.SCORE
     if score or event.duration_ms is not None or event.model is not None:
         compact += (event.duration_ms, event.model, event.attributes if score else None)
     return compact
 
 
-_FIELDS: Final = (
-    "event_id", "ts", "tenant_id", "agent_id", "session_id", "kind", "status", "cost_usd",
-    "name", "tool_args_hash",
-)
-_MORE_FIELDS: Final = (*_FIELDS, "duration_ms", "model", "attributes")
-_DEFAULTS: Final = {
-    name: info.get_default(call_default_factory=True)
-    for name, info in Event.model_fields.items() if not info.is_required()
-}
-_FIELDS_SET: Final = frozenset(_FIELDS)
-_KINDS: Final = {k.value: k for k in EventKind}
-_STATUSES: Final = {s.value: s for s in EventStatus}
-_new_event = Event.__new__
-_set = object.__setattr__
-
-
-def event_from_compact(c: list[Any]) -> Event:
-    """What ``Event.model_construct`` builds (no validation: the session stage validated
-    it), ~20x faster: model_construct resolves every default field by field."""
-    event = _new_event(Event)
-    values = _DEFAULTS.copy()
-    values.update(zip(_FIELDS, (
-        c[0], from_us(c[1]), c[2], c[3], c[4], _KINDS[c[5]], _STATUSES[c[6]], c[7], c[8], c[9],
-    ), strict=True))
-    if len(c) > len(_FIELDS):
-        values["duration_ms"], values["model"], values["attributes"] = c[10], c[11], c[12]
-    _set(event, "__dict__", values)
-    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET if len(c) == len(_FIELDS)
-                                               else _MORE_FIELDS))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
+def event_from_compact(c: list[Any]) -> StageEvent:
+    """A compact event back (no validation: the session stage validated it, the rekeyed
+    stage checked the compact form's types and ranges)."""
+    event = StageEvent(c[0], c[1], c[2], c[3], c[4], _KINDS[c[5]], _STATUSES[c[6]], c[7],
+                       c[8], c[9])
+    if len(c) > _PLAIN_FIELDS:
+        event.duration_ms, event.model, event.attributes = c[10], c[11], c[12]
     return event
 
 

@@ -43,7 +43,7 @@ from typing import Any, Final
 import orjson
 
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, EventTimeDriver, RulesConfig
-from agentwatch.processors.worker._forward import event_from_compact, table_key
+from agentwatch.processors.worker._forward import core_event, event_from_compact, table_key
 from agentwatch.processors.worker._session_stage import DeadLetter, StageOutput, config_fingerprint
 from agentwatch.schemas import TS_MAX, TS_MIN, AlertScope, EventKind, EventStatus, PriceTable, to_us
 
@@ -325,7 +325,7 @@ class RekeyedStage:
             frontier[frontier_key] = released
             driver = drivers[scope]
             engine = driver.engine
-            alerts += engine.process(to_event(compact), ts_us)
+            alerts += engine.process(core_event(to_event(compact)), ts_us)
             if ts_us >= driver.next_advance_us:
                 alerts += engine.advance(ts_us - disorder_us)
                 driver.next_advance_us = ts_us + step_us

@@ -27,11 +27,18 @@ from typing import Any, Final
 import orjson
 
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
-from agentwatch.processors.worker._forward import compact_event, table_key
+from agentwatch.processors.worker._forward import (
+    StageEvent,
+    compact_event,
+    core_event,
+    event_from_item,
+    event_from_model,
+    table_key,
+)
 from agentwatch.schemas import (
+    MAX_RECORD_BYTES,
     Alert,
     AlertScope,
-    Event,
     EventKind,
     PartitionCache,
     PriceTable,
@@ -40,6 +47,7 @@ from agentwatch.schemas import (
     is_partition_batch,
     to_us,
 )
+from agentwatch.schemas.fastcheck import plain_event_ts
 
 __all__ = ["DeadLetter", "SessionStage", "StageOutput", "config_fingerprint"]
 
@@ -147,8 +155,8 @@ class _Forwards:
         self.agents: dict[tuple[str, str], list[list[Any]]] = {}  # (tenant, agent) -> events
         self.tenants: dict[tuple[str, str], list[list[Any]]] = {}  # (tenant, tenant) -> events
 
-    def add(self, event: Event, ts_us: int) -> None:
-        compact = compact_event(event, ts_us)
+    def add(self, event: StageEvent) -> None:
+        compact = compact_event(event)
         tenant = event.tenant_id
         if self.by_agent:
             _append(self.agents, (tenant, event.agent_id), compact)
@@ -171,6 +179,37 @@ def _append(groups: dict[tuple[str, str], list[list[Any]]], key: tuple[str, str]
         groups[key] = [compact]
     else:
         group.append(compact)
+
+
+def _plain_events(value: bytes) -> list[StageEvent] | None:
+    """The events of a record (one event object or an array of them) when the contract's
+    fast check accepts every one, each built straight from its JSON object; None when any
+    part needs ``decode_record``'s reference path (pydantic, reasons for dead letters):
+    malformed JSON, an empty array, an item the fast check does not vouch for, a record
+    past the size limit. What ``decode_record`` returns for such a record, with no pydantic
+    model per event."""
+    if len(value) > MAX_RECORD_BYTES:
+        return None
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    items: list[Any]
+    if type(parsed) is dict:
+        items = [parsed]
+    elif type(parsed) is list and parsed:
+        items = parsed
+    else:
+        return None
+    events: list[StageEvent] = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        ts = plain_event_ts(item)
+        if ts is None:
+            return None
+        events.append(event_from_item(item, to_us(ts)))
+    return events
 
 
 class SessionStage:
@@ -281,18 +320,19 @@ class SessionStage:
                     applied[skey] = offset
                     this_record.add(skey)
                     touched.add(skey)
-                if not is_new(event):
+                core = core_event(event)
+                if not is_new(core):
                     duplicates += 1
                     continue
                 n_events += 1
-                ts_us = to_us(event.ts)
-                alerts += process(event, ts_us)
+                ts_us = event.ts_us
+                alerts += process(core, ts_us)
                 max_ts_us = max(max_ts_us, ts_us)
                 if ts_us >= next_advance_us:  # EventTimeDriver.feed, inlined
                     alerts += advance(ts_us - disorder_us)
                     next_advance_us = ts_us + step_us
                 if event.kind in forward_kinds:
-                    forwards.add(event, ts_us)
+                    forwards.add(event)
         part.max_ts_us = max_ts_us
         part.next_advance_us = next_advance_us
         out.events, out.duplicates = out.events + n_events, out.duplicates + duplicates
@@ -300,26 +340,29 @@ class SessionStage:
         forwards.messages(partition, out.forwards)
 
     def _decode(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                out: StageOutput) -> list[Event]:
+                out: StageOutput) -> list[StageEvent]:
         """The record's valid events; everything else becomes a dead letter."""
         if value is None:
             out.dead_letters.append(DeadLetter(
                 key, b"", "empty record (no value)", self.topic, partition, offset, None))
             return []
+        events = _plain_events(value)
+        if events is not None:
+            return events
         decoded = decode_record(value)
         out.dead_letters += [
             DeadLetter(key, r.raw, r.reason, self.topic, partition, offset, r.index)
             for r in decoded.rejected
         ]
-        return decoded.events
+        return [event_from_model(e) for e in decoded.events]
 
     def _wrong_partition(self, partition: int, offset: int, key: bytes | None,
-                         event: Event, out: StageOutput) -> None:
+                         event: StageEvent, out: StageOutput) -> None:
         """A partition batch's event whose session belongs on another partition: a dead
         letter (it would split that session's state)."""
         home = self._owner.get(event.tenant_id, event.session_id)
         out.dead_letters.append(DeadLetter(
-            key, encode_event(event),
+            key, encode_event(event.to_model()),
             f"wrong partition: session {event.tenant_id}/{event.session_id} belongs on "
             f"partition {home} of {self._owner.partitions} (Kafka's default partitioner), "
             f"not {partition}; a partition batch may hold only its partition's sessions "
