@@ -334,7 +334,9 @@ class Engine:
         self._sessions.pop(key, None)
         for detector in self.detectors:
             detector.states.pop(key, None)
-        self._packed[key] = orjson.dumps(data)
+        # a right-sized copy: orjson's bytes keep its whole buffer (4 KiB at least since
+        # orjson 3.12), the session's unpacked state would take less
+        self._packed[key] = bytes(memoryview(orjson.dumps(data)))
 
     def _unpack(self, key: ScopeKey) -> _Session | None:
         """Install ``key``'s packed session (None when it is not packed) and schedule its
