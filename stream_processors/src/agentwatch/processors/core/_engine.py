@@ -20,6 +20,8 @@ from itertools import count, islice
 from operator import attrgetter
 from typing import Any, Final
 
+import orjson
+
 from agentwatch.processors.core._alerting import LOAD_IDS, ScopeKey, SessionCodec
 from agentwatch.processors.core._detectors import Detector, build_detectors
 from agentwatch.processors.core._rules import RulesConfig
@@ -41,6 +43,7 @@ STATE_FORMAT: Final = 2
 _log = logging.getLogger("agentwatch.processors.core")
 
 _SESSION_TIMER = -1
+_PACK_TIMER = -2
 #: a new session's older generation of ids: one shared empty dict (64 bytes a session)
 _NO_IDS: Final[dict[str, None]] = {}
 _UUID_CHARS = 36  # a canonical UUID: 8-4-4-4-12 lowercase hex digits
@@ -98,6 +101,10 @@ class Engine:
             for kind in EventKind
         }
         self._sessions: dict[ScopeKey, _Session] = {}
+        #: idle sessions kept as their state dump (orjson bytes, all ids): see _pack
+        self._packed: dict[ScopeKey, bytes] = {}
+        pack_s = self.config.pack_idle_sessions_s
+        self._pack_us = -1 if pack_s is None or not track_sessions else int(pack_s * 1_000_000)
         self._idle_us = self.config.session_idle_timeout_s * 1_000_000
         self._dedup = self.config.dedup_ids_per_session
         #: without session detectors and dedup (a worker's agent/tenant stage) nothing needs
@@ -121,9 +128,13 @@ class Engine:
         if not self._track:
             return self._observe(event, ts_us, skey, out)
         session = self._sessions.get(skey)
+        if session is None and self._packed:
+            session = self._unpack(skey)
         if session is None:
             session = self._sessions[skey] = _Session(ts_us, skey)
             self._schedule(ts_us + self._idle_us, _SESSION_TIMER, skey)
+            if self._pack_us >= 0:
+                self._schedule(ts_us + self._pack_us, _PACK_TIMER, skey)
         else:
             skey = session.key
             session.last_ts_us = max(session.last_ts_us, ts_us)
@@ -164,6 +175,11 @@ class Engine:
         timers = self._timers
         while timers and timers[0][0] <= watermark_us:
             _, _, index, key = heapq.heappop(timers)
+            if index == _PACK_TIMER:
+                self._on_pack_timer(key, watermark_us)
+                continue
+            if key in self._packed:
+                self._unpack(key)
             self.touched.add(key)
             if index == _SESSION_TIMER:
                 self._on_session_timer(key, watermark_us, out)
@@ -197,7 +213,15 @@ class Engine:
         session) keep the dict form ``{"d": {rule: state}}``."""
         session = self._sessions.get(key)
         if session is None:
-            return self._dump_scoped(key)
+            packed = self._packed.get(key)
+            if packed is None:
+                return self._dump_scoped(key)
+            if max_ids is None:
+                return orjson.loads(packed)
+            unpacked = self._unpack(key)
+            if unpacked is None:
+                return self._dump_scoped(key)
+            session = unpacked
         seen, older = session.seen, session.older
         if max_ids is None:
             recent, rest = list(seen), list(older)
@@ -237,6 +261,7 @@ class Engine:
         is dropped. Returns False, and logs why, when ``data`` is in a format this version
         cannot read (a newer one) or is damaged: the key then starts fresh (as a new
         session would) instead of stopping the worker."""
+        self._packed.pop(key, None)
         try:
             if isinstance(data, list) and data and data[0] == STATE_FORMAT:
                 self._load_session(key, data)
@@ -255,23 +280,75 @@ class Engine:
             return False
         return True
 
-    def _load_session(self, key: ScopeKey, data: list[Any]) -> None:
+    def _load_session(self, key: ScopeKey, data: list[Any], schedule: bool = True
+                      ) -> _Session | None:
+        """Install format-2 ``data``; ``schedule``: also schedule the key's timers (a
+        restore; an unpacked session's timers are still in the heap)."""
         last_ts_us, agent_id, n_recent, n_rest = data[1], data[2], data[4], data[5]
         ids = unpack_ids(data[3])
         if min(n_recent, n_rest) < 0 or n_recent + n_rest > len(ids):
             raise ValueError(f"{n_recent} + {n_rest} dedup ids of {len(ids)}")
+        session: _Session | None = None
         if self._track:
             session = self._sessions[key] = _Session(last_ts_us, key)
             session.seen = dict.fromkeys(ids[:n_recent])
-            session.older = dict.fromkeys(ids[n_recent:n_recent + n_rest])
-            self._schedule(last_ts_us + self._idle_us, _SESSION_TIMER, key)
+            session.older = dict.fromkeys(ids[n_recent:n_recent + n_rest]) if n_rest else _NO_IDS
+            if schedule:
+                self._schedule(last_ts_us + self._idle_us, _SESSION_TIMER, key)
+                if self._pack_us >= 0:
+                    self._schedule(last_ts_us + self._pack_us, _PACK_TIMER, key)
         codec = SessionCodec(last_ts_us, agent_id, ids, {})
         states = data[6]
         for detector in self.detectors:
             state = states.get(detector.name)
             if state is not None:
                 detector.load_session(key, state, codec)
-                self._schedule(self.watermark_us, detector.index, key)
+                if schedule:
+                    self._schedule(self.watermark_us, detector.index, key)
+        return session
+
+    # -- idle sessions packed -----------------------------------------------------------------
+    def _on_pack_timer(self, key: ScopeKey, now_us: int) -> None:
+        """Pack ``key``'s session when it has been idle for ``pack_idle_sessions_s`` of
+        event time and no alert of it fires (one that fires waits for its resolution);
+        otherwise come back later. Packing changes no state: the key is not touched."""
+        session = self._sessions.get(key)
+        if session is None:
+            return  # closed, or already packed (its unpacking scheduled a new timer)
+        due_us = session.last_ts_us + self._pack_us
+        if due_us <= now_us:
+            for detector in self._session_detectors:
+                tracker = detector.tracker(key)
+                if tracker is not None and tracker.firing is not None:
+                    due_us = now_us + max(self._pack_us, 1_000_000)
+                    break
+            else:
+                self._pack(key)
+                return
+        self._schedule(due_us, _PACK_TIMER, key)
+
+    def _pack(self, key: ScopeKey) -> None:
+        """Keep ``key``'s session as its state dump (all ids) instead of its objects; its
+        timers stay in the heap and unpack it when due."""
+        data = self.dump_key(key)
+        self._sessions.pop(key, None)
+        for detector in self.detectors:
+            detector.states.pop(key, None)
+        # a right-sized copy: orjson's bytes keep its whole buffer (4 KiB at least since
+        # orjson 3.12), the session's unpacked state would take less
+        self._packed[key] = bytes(memoryview(orjson.dumps(data)))
+
+    def _unpack(self, key: ScopeKey) -> _Session | None:
+        """Install ``key``'s packed session (None when it is not packed) and schedule its
+        next packing."""
+        packed = self._packed.pop(key, None)
+        if packed is None:
+            return None
+        session = self._load_session(key, orjson.loads(packed), False)
+        if session is not None:
+            self._schedule(max(session.last_ts_us + self._pack_us, self.watermark_us + 1),
+                           _PACK_TIMER, key)
+        return session
 
     def _load_dict(self, key: ScopeKey, data: dict[str, Any]) -> None:
         """The dict form: ``{"s": [last_ts_us, recent ids, older ids], "d": {rule: state}}``
@@ -287,6 +364,8 @@ class Engine:
                     session.seen = dict.fromkeys(recent)
                     session.older = dict.fromkeys(rest)
                     self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
+                    if self._pack_us >= 0:
+                        self._schedule(session.last_ts_us + self._pack_us, _PACK_TIMER, key)
             states = data.get("d") or {}
             for detector in self.detectors:
                 state = states.get(detector.name)
@@ -300,6 +379,7 @@ class Engine:
     def _forget(self, key: ScopeKey) -> None:
         """Drop what a failed load installed for ``key`` (its timers find nothing)."""
         self._sessions.pop(key, None)
+        self._packed.pop(key, None)
         for detector in self.detectors:
             detector.states.pop(key, None)
 
@@ -310,7 +390,10 @@ class Engine:
     def is_new(self, event: Event) -> bool:
         """False when ``event`` is a duplicate :meth:`process` already dropped or would drop
         (its id is among its session's recent ids). Call it before ``process``."""
-        session = self._sessions.get(_session_key(event))
+        skey = _session_key(event)
+        session = self._sessions.get(skey)
+        if session is None and self._packed:
+            session = self._unpack(skey)
         if session is None or not self._dedup:
             return True
         event_id = event.event_id
@@ -322,7 +405,7 @@ class Engine:
         """Sessions open now: ``stats.active_sessions`` without its walk over every key
         of every detector (the worker's stats line and ``/metrics`` read it per partition;
         the walk was 3.7 % of a worker logging once a second)."""
-        return len(self._sessions)
+        return len(self._sessions) + len(self._packed)
 
     @property
     def stats(self) -> EngineStats:
@@ -338,7 +421,7 @@ class Engine:
             late=sum(d.late for d in self.detectors),
             alerts_fired=self._fired,
             alerts_resolved=self._resolved,
-            active_sessions=len(self._sessions),
+            active_sessions=len(self._sessions) + len(self._packed),
             active_keys=keys,
             firing=firing,
         )

@@ -5,6 +5,7 @@ A rules file looks like this (every key optional; unknown keys are errors)::
     disorder_s: 5                 # accepted event-time disorder per key
     step_ms: 1000                 # window granularity (windows slide in these steps)
     session_idle_timeout_s: 1800  # session state expires after this much event time
+    pack_idle_sessions_s: 60      # a session this long without events is kept packed
     rules:
       session_cost:               # a default rule: only the keys you give change
         threshold_usd: 2.5
@@ -433,6 +434,12 @@ class RulesConfig(BaseModel):
     """Recent event ids remembered per session to drop redelivered events: between this and
     twice this many are kept (two generations), so memory per session stays bounded even
     in a runaway loop; redeliveries arrive close to the original. 0 turns it off."""
+    pack_idle_sessions_s: Annotated[float, Field(ge=0)] | None = 60.0
+    """A session that has had no event for this much event time (behind the watermark) is
+    kept in memory as one compact bytes value (its state dump, all dedup ids included)
+    instead of its detectors' objects, and unpacked when an event or one of its timers
+    comes: ~10x less memory per idle open session; alerts are exactly the same. Sessions
+    with a firing alert stay unpacked. None turns it off; 0 packs at every advance."""
     rules: dict[str, Rule] = Field(default_factory=dict)
 
     @model_validator(mode="after")

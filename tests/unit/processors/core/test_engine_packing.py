@@ -1,0 +1,163 @@
+"""Idle sessions packed into bytes (``pack_idle_sessions_s``) change nothing: the same
+alerts, the same duplicates dropped, the same idle expiries and resolutions, the same
+state dumps as an engine that keeps every session unpacked."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+import pytest
+from conftest import US
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
+from agentwatch.schemas import Event, EventKind, EventStatus, from_us
+
+
+def _stream(seed: int, n: int, sessions: int) -> list[Event]:
+    """Sessions with costs, errors, repeated tool calls, disorder, pauses long enough to
+    pack and to expire a session, session ends, and redelivered (duplicate) events."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    t_us = 0
+    for i in range(n):
+        if events and rng.random() < 0.05:  # a redelivery of a recent event
+            events.append(rng.choice(events[-50:]))
+            continue
+        t_us += rng.randrange(0, 400_000) if rng.random() < 0.97 else rng.randrange(5, 40) * US
+        session = f"s{rng.randrange(sessions)}"
+        jitter = rng.randrange(0, 3 * US) if rng.random() < 0.2 else 0  # within disorder
+        fields: dict[str, Any] = {}
+        kind = rng.choice((EventKind.LLM_CALL, EventKind.TOOL_CALL, EventKind.TOOL_CALL))
+        if i % 97 == 96:
+            kind = EventKind.SESSION_END
+        elif kind is EventKind.LLM_CALL:
+            fields["cost_usd"] = rng.choice((0.01, 0.2, 0.45))
+        else:
+            fields["name"] = rng.choice(("search", "lookup"))
+            fields["tool_args_hash"] = rng.choice(("same", f"{rng.getrandbits(32):x}"))
+        if rng.random() < 0.3:
+            fields["status"] = EventStatus.ERROR
+        events.append(Event(
+            event_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            ts=from_us(max(0, t_us - jitter)),
+            agent_id=f"agent-{hash(session) % 3}",
+            session_id=session,
+            kind=kind,
+            **fields,
+        ))
+    return events
+
+
+def _engine(pack_s: float | None, dedup: int = 8, resolve_after_s: int | None = None
+            ) -> Engine:
+    return Engine(rules_from_mapping({
+        "rules": {"agent_error_rate": {"min_events": 10, "resolve_after_s": resolve_after_s},
+                  "session_cost": {"cooldown_s": 5, "resolve_after_s": resolve_after_s},
+                  "loop_repeat": {"min_repeats": 3}},
+        "session_idle_timeout_s": 20,
+        "dedup_ids_per_session": dedup,  # small: the two generations of ids turn over
+        "pack_idle_sessions_s": pack_s,
+    }))
+
+
+def _run(engine: Engine, events: list[Event]) -> list[dict[str, Any]]:
+    driver = EventTimeDriver(engine)
+    return [a.model_dump(mode="json") for e in events for a in driver.feed(e)]
+
+
+def _settle(*engines: Engine) -> None:
+    """Event time moves on 6 s past the last event (its watermark, 5 s of disorder behind
+    it, passes every session's last event; none expires)."""
+    for engine in engines:
+        engine.advance(max(s.last_ts_us for s in engine._sessions.values()) + 6 * US)
+
+
+def _stats(engine: Engine) -> dict[str, Any]:
+    stats = asdict(engine.stats)
+    del stats["active_keys"]  # a packed session's detectors keep no key
+    return stats
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), pack_s=st.sampled_from([0.0, 0.5, 3.0]),
+       dedup=st.sampled_from([0, 4, 64]), resolve_after_s=st.sampled_from([None, 3]))
+def test_packing_idle_sessions_changes_no_alert(seed: int, pack_s: float, dedup: int,
+                                                resolve_after_s: int | None) -> None:
+    events = _stream(seed, 600, 10)
+    plain, packed = _engine(None, dedup, resolve_after_s), _engine(pack_s, dedup, resolve_after_s)
+    assert _run(packed, events) == _run(plain, events)
+    assert _stats(packed) == _stats(plain)
+    assert packed.open_sessions == plain.open_sessions
+
+
+def test_the_stream_exercises_packing_duplicates_expiry_and_resolution() -> None:
+    events = _stream(1, 3000, 12)
+    plain, packed = _engine(None), _engine(0.0)
+    unpacks = 0
+    driver = EventTimeDriver(packed)
+    got: list[dict[str, Any]] = []
+    for event in events:
+        was_packed = (event.tenant_id, event.session_id) in packed._packed
+        got += [a.model_dump(mode="json") for a in driver.feed(event)]
+        unpacks += was_packed
+    expected = _run(plain, events)
+    assert got == expected
+    assert unpacks > 100  # sessions were packed and came back by their events
+    assert plain.stats.duplicates > 50
+    assert any("expired" in a["reason"] for a in expected)
+    assert any(a["state"] == "resolved" for a in expected)
+    assert any(a["state"] == "firing" for a in expected)
+
+
+@pytest.mark.parametrize("max_ids", [None, 16, 1])
+def test_a_packed_session_dumps_as_it_would_unpacked(max_ids: int | None) -> None:
+    events = _stream(2, 800, 10)
+    plain, packed = _engine(None, 64), _engine(0.0, 64)
+    _run(plain, events)
+    _run(packed, events)
+    _settle(plain, packed)
+    keys = set(packed._packed)
+    assert keys  # idle sessions are packed
+    for key in sorted(keys | set(plain._sessions)):
+        assert orjson.dumps(packed.dump_key(key, max_ids=max_ids)) == orjson.dumps(
+            plain.dump_key(key, max_ids=max_ids))
+
+
+def test_a_packed_session_is_unpacked_for_a_checkpoint_and_reports_duplicates() -> None:
+    events = _stream(3, 300, 20)
+    packed = _engine(0.0, 64)
+    _run(packed, events)
+    _settle(packed)
+    key = next(iter(packed._packed))
+    ids = [e for e in events if (e.tenant_id, e.session_id) == key]
+    assert not packed.is_new(ids[-1])  # its dedup ids were packed with it
+    assert key not in packed._packed  # ... and it is unpacked now
+    packed.advance(packed.watermark_us + 1)
+    assert key in packed._packed
+    packed.dump_key(key, max_ids=16)  # a worker's checkpoint of a key a timer touched
+    assert key in packed._sessions
+
+
+def test_a_loaded_key_replaces_its_packed_state() -> None:
+    events = _stream(4, 300, 20)
+    source, packed = _engine(None, 64), _engine(0.0, 64)
+    _run(source, events)
+    _run(packed, events)
+    _settle(source, packed)
+    key = next(iter(packed._packed))
+    other = next(k for k in source._sessions if k != key)
+    data = orjson.loads(orjson.dumps(source.dump_key(other)))
+    assert packed.load_key(key, data)
+    assert key not in packed._packed
+    assert packed.dump_key(key) == data
+
+
+def test_a_pack_delay_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="pack_idle_sessions_s"):
+        _engine(-1.0)
