@@ -463,6 +463,11 @@ class _Worker:
                 total.forwards += out.forwards
                 self.stats.add(process_s=t1 - t0, send_s=time.perf_counter() - t1)
             await self.maybe_checkpoint()
+            # a turn for the other stage's agent and the timers: none of the awaits above
+            # suspends while the producer has room, so over a backlog (a preloaded topic,
+            # a restart) the session stage ran alone and the agent/tenant windows waited
+            # for it to drain the whole topic (worker_fleet: 0 rekeyed events at its end)
+            await asyncio.sleep(0)
 
     async def admit(self, guard: OffsetGuard, tp: TP, records: list[EventT[Any]]
                     ) -> list[EventT[Any]]:
