@@ -102,6 +102,8 @@ class _Partition:
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
         self.dirty: set[tuple[str, tuple[str, ...]]] = set()  # changed since the checkpoint
         self.last_offset = -1
+        #: event time released up to (the engines' watermark included): an event at or
+        #: before it that comes now is late (counted, taken out of order)
         self.released_us = _NEVER
         self.late = 0
         #: the first offset the restored state has not seen all of (None: no state restored)
@@ -340,6 +342,8 @@ class RekeyedStage:
         # of a file)
         latest_us = max((ts for ts, _ in part.sources.values()), default=_NEVER)
         aligned_us = min(aligned_us, latest_us - disorder_us)
+        if aligned_us > part.released_us:  # the engines' watermark: no event before it comes
+            part.released_us = aligned_us
         for driver in part.drivers.values():
             if aligned_us > driver.engine.watermark_us:
                 alerts += driver.engine.advance(aligned_us)
