@@ -65,6 +65,7 @@ class Result:
     lost: int = 0
     duplicate_rows: int = 0
     producer_copies: int = 0  # re-sent copies on the events topic
+    late_events: int = 0  # the worker's agent stage took this many out of order
     in_memory_at_kill: int = 0
     alerts_expected: int = 0
     alerts_delivered: int = 0
@@ -421,7 +422,11 @@ def _count(p: Pipeline, c: Ctx, fleet: Fleet, result: Result) -> None:
         loop_every=fleet.loop_every, seed=fleet.seed, start=fleet_start(fleet.start_us))]
     index = {event_id: i for i, event_id in enumerate(ids)}
     emitted = {ids[i] for i in p.emitted_indices()}
-    topic_events, result.producer_copies = p.topic_events()
+    topic_events, result.producer_copies, order = p.topic_events()
+    result.notes.append(order.summary(load_rules(RULES).disorder_us))
+    late = p.late_events()
+    result.late_events = sum(late)
+    result.notes.append(f"worker late_events per run: {late}")
     on_topic = {e["event_id"] for e in topic_events}
     if c.wait_spool:  # the producer row: what it still held in memory died with it
         in_memory = emitted - on_topic - c.spool_ids

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from webhooks_harness import DispatcherProcess, write_endpoints  # noqa: E402
 from worker_harness import WorkerProcess, create_topic, topics_for  # noqa: E402
 
 from agentwatch.alerts import ReceivedDelivery, WebhookReceiver  # noqa: E402
+from agentwatch.schemas import to_us  # noqa: E402
 
 SECRET = "fault-matrix-secret"  # noqa: S105 -- a local receiver's test secret
 ENDPOINT = "ops"
@@ -50,6 +53,10 @@ def signal_broker(broker: KafkaBroker, sig: signal.Signals) -> None:
     proc: subprocess.Popen[bytes] | None = broker._proc  # the fixture keeps it private
     assert proc is not None
     os.killpg(proc.pid, sig)
+
+
+#: the worker's stats line every 2 s: its last one (when it stops) is read for late_events
+STATS_INTERVAL_S = 2.0
 
 
 class Pipeline:
@@ -130,7 +137,7 @@ class Pipeline:
         self.worker = WorkerProcess(
             self.bootstrap, self.topics, self.groups["worker"], self.worker_dir,
             self.root / f"worker-{self.starts['worker']}.log", rules=RULES,
-            idle_after_s=self.idle_after_s).start()
+            idle_after_s=self.idle_after_s, stats_interval_s=STATS_INTERVAL_S).start()
 
     def start_sink(self) -> None:
         self.starts["sink"] += 1
@@ -211,10 +218,21 @@ class Pipeline:
     def committed(self, group: str) -> dict[tuple[str, int], tuple[int, str]]:
         return asyncio.run(_committed(self.bootstrap, group))
 
-    def topic_events(self) -> tuple[list[dict[str, Any]], int]:
-        """Every event on the events topic (first copy of each ``event_id``), and how many
-        copies there were beyond the first (producer re-sends)."""
+    def topic_events(self) -> tuple[list[dict[str, Any]], int, TopicOrder]:
+        """Every event on the events topic (first copy of each ``event_id``), how many
+        copies there were beyond the first (producer re-sends), and how far the partitions'
+        offsets run backwards in event time."""
         return asyncio.run(_read_events(self.bootstrap, self.topics["events"]))
+
+    def late_events(self) -> list[int]:
+        """Per worker run, the ``late_events`` of its last stats line (events its agent stage
+        took after their time was released, out of order)."""
+        late = []
+        for n in range(1, self.starts["worker"] + 1):
+            found = re.findall(rb'"late_events":(\d+)',
+                               (self.root / f"worker-{n}.log").read_bytes())
+            late.append(int(found[-1]) if found else 0)
+        return late
 
     def clickhouse_ids(self) -> dict[str, int]:
         """``event_id -> rows`` in ClickHouse's ``agentwatch.events`` (the sink stopped),
@@ -258,7 +276,8 @@ async def _committed(bootstrap: str, group: str) -> dict[tuple[str, int], tuple[
     return {(tp.topic, tp.partition): (m.offset, m.metadata or "") for tp, m in offsets.items()}
 
 
-async def _read_events(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]], int]:
+async def _read_events(bootstrap: str, topic: str
+                       ) -> tuple[list[dict[str, Any]], int, TopicOrder]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 << 20)
@@ -266,6 +285,7 @@ async def _read_events(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]]
     seen: set[str] = set()
     events: list[dict[str, Any]] = []
     copies = 0
+    order = TopicOrder()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
@@ -281,6 +301,8 @@ async def _read_events(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]]
                     for event in decoded if isinstance(decoded, list) else [decoded]:
                         if not isinstance(event, dict) or "event_id" not in event:
                             continue
+                        order.add(message.partition, message.offset, event,
+                                  event["event_id"] in seen)
                         if event["event_id"] in seen:
                             copies += 1
                             continue
@@ -293,7 +315,38 @@ async def _read_events(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]]
             raise RuntimeError(f"could not read {topic} to its end in 120 s")
     finally:
         await consumer.stop()
-    return events, copies
+    return events, copies, order
+
+
+class TopicOrder:
+    """How far each partition's offsets run backwards in event time: an event behind the
+    largest time already on its partition (a copy included) by more than the rules'
+    ``disorder_s`` can reach the worker's agent stage after its time was released."""
+
+    def __init__(self) -> None:
+        self.max_us: dict[int, int] = {}
+        #: partition -> [(behind us, offset, event_id, first copy?)] of events behind the max
+        self.behind: dict[int, list[tuple[int, int, str, bool]]] = {}
+
+    def add(self, partition: int, offset: int, event: dict[str, Any], copy: bool) -> None:
+        ts_us = to_us(datetime.fromisoformat(event["ts"]))
+        top = self.max_us.get(partition, ts_us)
+        if ts_us < top:
+            self.behind.setdefault(partition, []).append(
+                (top - ts_us, offset, event["event_id"], not copy))
+        self.max_us[partition] = max(top, ts_us)
+
+    def summary(self, disorder_us: int) -> str:
+        """One line: per partition, first copies behind by more than ``disorder_us``."""
+        parts = []
+        for partition, items in sorted(self.behind.items()):
+            over = [i for i in items if i[3] and i[0] > disorder_us]
+            if over:
+                worst = max(over)
+                parts.append(f"p{partition}: {len(over)} (worst {worst[0] / 1e6:.2f} s "
+                             f"at offset {worst[1]})")
+        return ("events behind their partition's newest by more than disorder_s: "
+                + (", ".join(parts) or "none"))
 
 
 def spool_event_ids(spool_dir: Path) -> set[str]:

@@ -69,9 +69,10 @@ def _mark(stage: SessionStage, p: int, *, idle: bool = False) -> Message:
     return MARK_KEY, orjson.dumps({"p": p, "w": stage.max_ts_us(p), "idle": idle})
 
 
-def _forwarded(events: list[Event], seed: int, config: RulesConfig = CONFIG
-               ) -> tuple[list[list[list[Message]]], SessionStage]:
-    """Per input partition, the batches of messages its session stage sends (data, mark)."""
+def _forwarded(events: list[Event], seed: int, config: RulesConfig = CONFIG, *,
+               cut_us: int | None = None) -> tuple[list[list[list[Message]]], SessionStage]:
+    """Per input partition, the batches of messages its session stage sends (data, mark);
+    with ``cut_us``, no record nor batch holds events on both sides of that time."""
     rng = random.Random(seed)
     stage = SessionStage(config, "agentwatch.events", INPUTS)
     batches: list[list[list[Message]]] = []
@@ -79,8 +80,13 @@ def _forwarded(events: list[Event], seed: int, config: RulesConfig = CONFIG
         stage.restore(p, [])
         mine = [e for e in events if _partition(e) == p]
         records: list[list[Event]] = []
+        cut = len(mine)
         for event in mine:  # consecutive events of one session share a packed record
-            if records and records[-1][0].session_id == event.session_id and len(records[-1]) < 4:
+            if cut_us is not None and cut == len(mine) and to_us(event.ts) > cut_us:
+                cut = len(records)  # the first record after the cut
+                records.append([event])
+            elif (records and records[-1][0].session_id == event.session_id
+                    and len(records[-1]) < 4):
                 records[-1].append(event)
             else:
                 records.append([event])
@@ -89,6 +95,8 @@ def _forwarded(events: list[Event], seed: int, config: RulesConfig = CONFIG
         part_batches: list[list[Message]] = []
         while offset < len(values):
             size = rng.randint(1, 12)
+            if offset < cut:
+                size = min(size, cut - offset)
             out = StageOutput()
             stage.process(p, [(o, *values[o]) for o in range(offset, offset + size)
                               if o < len(values)], out)
@@ -393,9 +401,16 @@ def test_an_idle_mark_from_before_an_outage_holds_back_the_backlog_of_the_others
     stage = _stage()
     assert _dump(_feed(stage, messages, 0, len(messages))) == expected
     assert stage.buffered(Q) == 0
-    # the marks of before (idle = nothing more at all): partition 0's backlog ran ahead of
-    # partition 1's, whose events then came late; what this test would catch
+    # the marks of before (idle = nothing more at all) are held at the newest event time
+    # announced too (test_an_idle_mark_releases_no_event_time_beyond_...)
     messages, _ = _outage(11, with_time=False)
+    assert _dump(_feed(_stage(), messages, 0, len(messages))) == expected
+    # a mark letting partition 0's backlog run ahead of partition 1's (whose events then
+    # come late) gives other alerts: what this test would catch
+    messages, _ = _outage(11, with_time=True)
+    ahead = orjson.loads(messages[-1][1])["w"]
+    messages = [(k, orjson.dumps({"p": 1, "w": ahead, "idle": False}))
+                if k == MARK_KEY and orjson.loads(v)["p"] == 1 else (k, v) for k, v in messages]
     assert _dump(_feed(_stage(), messages, 0, len(messages))) != expected
 
 
@@ -415,3 +430,51 @@ def test_an_idle_mark_releases_the_others_only_up_to_its_time() -> None:
     out = _feed(rekeyed, messages, len(messages) - 1, len(messages))
     released_up_to = stage.max_ts_us(0) - CONFIG.disorder_us
     assert out.events == sum(until_us < to_us(e.ts) <= released_up_to for e in operations)
+
+
+def _late_producer(seed: int, *, lead_us: int, start: bool = False
+                   ) -> tuple[list[Message], list[Event]]:
+    """What the rekeyed partition receives when the producers' records come late (a
+    producer starting, or stalled while the broker answers): both input partitions read up
+    to event time T (every event up to T, as one producer's records of a linger interval
+    deliver them) and announced idle with ``t`` = T + ``lead_us`` (the broker confirmed them
+    quiet while the wall clock ran on); then partition 0's share of the late records
+    arrives whole before partition 1's. ``start``: T is before the first event."""
+    events = _stream(seed, 900)
+    times = sorted(to_us(e.ts) for e in events)
+    read_us = times[0] - 1 if start else times[300]
+    per_partition, _ = _forwarded(events, seed, cut_us=read_us)
+    before: list[list[Message]] = [[], []]
+    after: list[list[Message]] = [[], []]
+    last_w = [-(1 << 62)] * INPUTS
+    for p, batches in enumerate(per_partition):
+        for batch in batches:
+            w = orjson.loads(batch[-1][1])["w"]
+            if w <= read_us:
+                before[p] += batch
+                last_w[p] = w
+            else:
+                after[p] += batch
+    idle = [(MARK_KEY, orjson.dumps({"p": p, "w": last_w[p], "idle": True,
+                                     "t": read_us + lead_us})) for p in range(INPUTS)]
+    final = [(MARK_KEY, orjson.dumps({"p": p, "w": orjson.loads(per_partition[p][-1][-1][1])["w"],
+                                      "idle": True, "t": times[-1] + US}))
+             for p in range(INPUTS)]
+    return [*before[0], *before[1], *idle, *after[0], *after[1], *final], events
+
+
+@pytest.mark.parametrize(("seed", "lead_us", "start"), [
+    (13, 3 * US, False), (14, 20 * US, False), (15, 30 * US, True), (16, 60 * US, True),
+])
+def test_an_idle_mark_releases_no_event_time_beyond_what_the_partitions_announced(
+        seed: int, lead_us: int, start: bool) -> None:
+    # a producer stalled 3 or 20 s while the broker confirmed every partition quiet; a
+    # fleet whose producers deliver their first records 30 or 60 s late (every partition
+    # quiet since the worker started). Partition 0's share of those records is read first:
+    # with idle marks taken at their word, its events up to the marks' time were released
+    # before partition 1's older ones came (late, other alerts than replay's)
+    messages, events = _late_producer(seed, lead_us=lead_us, start=start)
+    stage = _stage()
+    assert _dump(_feed(stage, messages, 0, len(messages))) == _replay(events)
+    assert stage.partitions[Q].late == 0
+    assert stage.buffered(Q) == 0

@@ -694,18 +694,23 @@ class _Worker:
         """Note, every 0.5 s, when the broker last answered a fetch for each input
         partition, and when its answers came back after a gap (none for longer than
         _FETCH_GAP_S: the broker was stopped, frozen or unreachable, or the consumer was
-        paused). Sampled apart from announce_idle, whose period follows idle_after_s."""
+        paused). Sampled apart from announce_idle, whose period follows idle_after_s (and
+        which samples each answer it judges too, before it judges it)."""
         consumer: Any = self.app.consumer
         for tp in consumer.assignment():
-            if tp.topic != self.settings.events_topic:
-                continue
-            fetched = faust_internals.last_fetch_s(consumer, tp)
-            if fetched is None:
-                continue
-            seen, back = self.fetches.get(tp, (None, None))
-            if seen is not None and fetched - seen > _FETCH_GAP_S:
-                back = fetched
-            self.fetches[tp] = (fetched, back)
+            if tp.topic == self.settings.events_topic:
+                self._sample_fetch(tp, faust_internals.last_fetch_s(consumer, tp))
+
+    def _sample_fetch(self, tp: TP, fetched: float | None) -> float | None:
+        """Note ``fetched`` (the last fetch answer of ``tp``, wall s) and return since when
+        answers are back after a gap (None: no gap seen)."""
+        seen, back = self.fetches.get(tp, (None, None))
+        if fetched is None:
+            return back
+        if seen is not None and fetched - seen > _FETCH_GAP_S:
+            back = fetched
+        self.fetches[tp] = (fetched, back)
+        return back
 
     async def announce_idle(self) -> None:
         """Input partitions with nothing left to read stop holding back the rekeyed stage.
@@ -749,7 +754,9 @@ class _Worker:
             # the agent windows ahead of partitions still catching up)
             seen_s = self.progress.get(tp, (self.assigned_s, -1))[0]
             quiet_s = now - max(seen_s, self.assigned_s)
-            back = self.fetches.get(tp, (None, None))[1]
+            # the gap check on this very answer: the first answer after an outage must not
+            # make the partition idle before sample_fetches has seen the gap
+            back = self._sample_fetch(tp, fetched)
             if not caught_up or quiet_s < idle_after_s or fetched is None:
                 continue
             # the answer came after a full quiet period (in wall time: quiet since

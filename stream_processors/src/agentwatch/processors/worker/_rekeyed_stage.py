@@ -14,7 +14,11 @@ guarantees of the rest of the pipeline. What keeps the result exact:
   of a time-ordered file computes the same alerts.
 * An input partition with nothing left to read is announced idle and stops holding the
   others back beyond the time its mark gives (``t``: the broker confirmed, at wall time
-  ``t + idle_after_s``, that nothing more was there; see ``_Worker.announce_idle``). With
+  ``t + idle_after_s``, that nothing more was there; see ``_Worker.announce_idle``), and
+  never beyond the newest event time any input partition had announced when the mark
+  came: when a producer's records are late (it is starting, stalled or cut off from the
+  broker) every partition is quiet, and its events, newer than anything read, must not
+  be released from the partition whose share happens to arrive first. With
   every partition idle, everything buffered up to the earliest such time is released. A
   partition whose idle mark is old (the broker was away since) holds the others at its
   ``t`` until it is confirmed idle again or its own events come. An event that
@@ -102,6 +106,8 @@ class _Partition:
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
         self.dirty: set[tuple[str, tuple[str, ...]]] = set()  # changed since the checkpoint
         self.last_offset = -1
+        #: event time released up to (the engines' watermark included): an event at or
+        #: before it that comes now is late (counted, taken out of order)
         self.released_us = _NEVER
         self.late = 0
         #: the first offset the restored state has not seen all of (None: no state restored)
@@ -199,12 +205,18 @@ class RekeyedStage:
                 or type(idle) is not bool or type(until) is not int
                 or not _NEVER <= until <= _ALWAYS or not message.keys() <= _MARK_FIELDS):
             raise _MalformedError
-        max_ts_us = max(w, part.sources.get(source, (_NEVER, _NEVER))[0])
+        sources = part.sources
+        max_ts_us = max(w, sources.get(source, (_NEVER, _NEVER))[0])
         bound_us = max_ts_us - self._disorder_us
         if idle:
-            # a mark without "t" (a worker before marks had it): nothing more at all
-            bound_us = max(bound_us, until)
-        part.sources[source] = (max_ts_us, bound_us)
+            # ``t`` (a mark without it, from a worker before marks had it: nothing more at
+            # all), but no later than the newest event time any input partition has
+            # announced: a producer whose records are late (starting, stalled, cut off)
+            # leaves every partition quiet, and its events are newer than what was read
+            # before; an idle mark must not release them from a partition read first
+            latest_us = max(max_ts_us, max((ts for ts, _ in sources.values()), default=_NEVER))
+            bound_us = max(bound_us, min(until, latest_us))
+        sources[source] = (max_ts_us, bound_us)
 
     # -- checkpoints ----------------------------------------------------------------------
     def safe_offset(self, partition: int) -> int:
@@ -340,6 +352,8 @@ class RekeyedStage:
         # of a file)
         latest_us = max((ts for ts, _ in part.sources.values()), default=_NEVER)
         aligned_us = min(aligned_us, latest_us - disorder_us)
+        # the engines' watermark: no event before it is expected any more
+        part.released_us = max(part.released_us, aligned_us)
         for driver in part.drivers.values():
             if aligned_us > driver.engine.watermark_us:
                 alerts += driver.engine.advance(aligned_us)
