@@ -4,54 +4,23 @@ state dumps as an engine that keeps every session unpacked."""
 
 from __future__ import annotations
 
-import random
-import uuid
 from dataclasses import asdict
 from typing import Any
 
 import orjson
 import pytest
-from conftest import US
+from conftest import US, random_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
-from agentwatch.schemas import Event, EventKind, EventStatus, from_us
+from agentwatch.schemas import Event
 
 
 def _stream(seed: int, n: int, sessions: int) -> list[Event]:
     """Sessions with costs, errors, repeated tool calls, disorder, pauses long enough to
     pack and to expire a session, session ends, and redelivered (duplicate) events."""
-    rng = random.Random(seed)
-    events: list[Event] = []
-    t_us = 0
-    for i in range(n):
-        if events and rng.random() < 0.05:  # a redelivery of a recent event
-            events.append(rng.choice(events[-50:]))
-            continue
-        t_us += rng.randrange(0, 400_000) if rng.random() < 0.97 else rng.randrange(5, 40) * US
-        session = f"s{rng.randrange(sessions)}"
-        jitter = rng.randrange(0, 3 * US) if rng.random() < 0.2 else 0  # within disorder
-        fields: dict[str, Any] = {}
-        kind = rng.choice((EventKind.LLM_CALL, EventKind.TOOL_CALL, EventKind.TOOL_CALL))
-        if i % 97 == 96:
-            kind = EventKind.SESSION_END
-        elif kind is EventKind.LLM_CALL:
-            fields["cost_usd"] = rng.choice((0.01, 0.2, 0.45))
-        else:
-            fields["name"] = rng.choice(("search", "lookup"))
-            fields["tool_args_hash"] = rng.choice(("same", f"{rng.getrandbits(32):x}"))
-        if rng.random() < 0.3:
-            fields["status"] = EventStatus.ERROR
-        events.append(Event(
-            event_id=str(uuid.UUID(int=rng.getrandbits(128))),
-            ts=from_us(max(0, t_us - jitter)),
-            agent_id=f"agent-{hash(session) % 3}",
-            session_id=session,
-            kind=kind,
-            **fields,
-        ))
-    return events
+    return random_stream(seed, n, sessions=sessions, redelivered_p=0.05, short_gap_p=0.97)
 
 
 def _engine(pack_s: float | None, dedup: int = 8, resolve_after_s: int | None = None

@@ -15,43 +15,17 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import US, EventFactory
+from conftest import US, EventFactory, random_stream
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
 from agentwatch.processors.core._detectors import pack_hex, unpack_hex
 from agentwatch.processors.core._engine import STATE_FORMAT, pack_ids, unpack_ids
-from agentwatch.schemas import AlertScope, Event, EventKind, EventStatus, from_us, to_us
+from agentwatch.schemas import AlertScope, Event, from_us, to_us
 
 
 def _stream(seed: int, n: int) -> list[Event]:
     """Sessions over 3 agents with costs, errors, a repeated tool call and disorder."""
-    rng = random.Random(seed)
-    events: list[Event] = []
-    t_us = 0
-    for i in range(n):
-        t_us += rng.randrange(0, 400_000)
-        session = f"s{rng.randrange(12)}"
-        jitter = rng.randrange(0, 3 * US) if rng.random() < 0.2 else 0  # within disorder
-        fields: dict[str, Any] = {}
-        kind = rng.choice((EventKind.LLM_CALL, EventKind.TOOL_CALL, EventKind.TOOL_CALL))
-        if i % 97 == 96:
-            kind = EventKind.SESSION_END
-        elif kind is EventKind.LLM_CALL:
-            fields["cost_usd"] = rng.choice((0.01, 0.2, 0.45))
-        else:
-            fields["name"] = rng.choice(("search", "lookup"))
-            fields["tool_args_hash"] = rng.choice(("same", f"{rng.getrandbits(32):x}"))
-        if rng.random() < 0.3:
-            fields["status"] = EventStatus.ERROR
-        events.append(Event(
-            event_id=str(uuid.UUID(int=rng.getrandbits(128))),
-            ts=from_us(max(0, t_us - jitter)),
-            agent_id=f"agent-{hash(session) % 3}",
-            session_id=session,
-            kind=kind,
-            **fields,
-        ))
-    return events
+    return random_stream(seed, n)
 
 
 def _engine(scopes: set[AlertScope] | None = None, *, resolve_after_s: int | None = None
