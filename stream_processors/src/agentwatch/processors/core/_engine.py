@@ -421,7 +421,7 @@ class Engine:
             late=sum(d.late for d in self.detectors),
             alerts_fired=self._fired,
             alerts_resolved=self._resolved,
-            active_sessions=len(self._sessions) + len(self._packed),
+            active_sessions=self.open_sessions,
             active_keys=keys,
             firing=firing,
         )
