@@ -214,7 +214,7 @@ class RekeyedStage:
             # announced: a producer whose records are late (starting, stalled, cut off)
             # leaves every partition quiet, and its events are newer than what was read
             # before; an idle mark must not release them from a partition read first
-            latest_us = max(max_ts_us, max((ts for ts, _ in sources.values()), default=_NEVER))
+            latest_us = max(max_ts_us, _newest_us(sources))
             bound_us = max(bound_us, min(until, latest_us))
         sources[source] = (max_ts_us, bound_us)
 
@@ -350,7 +350,7 @@ class RekeyedStage:
         # event time has reached the aligned watermark everywhere: quiet keys resolve (with
         # every partition idle, at most the largest event time seen, like replay at the end
         # of a file)
-        latest_us = max((ts for ts, _ in part.sources.values()), default=_NEVER)
+        latest_us = _newest_us(part.sources)
         aligned_us = min(aligned_us, latest_us - disorder_us)
         # the engines' watermark: no event before it is expected any more
         part.released_us = max(part.released_us, aligned_us)
@@ -361,6 +361,11 @@ class RekeyedStage:
             touched.update((scope, k) for k in driver.engine.touched)
             driver.engine.touched.clear()
         return touched
+
+
+def _newest_us(sources: dict[int, tuple[int, int]]) -> int:
+    """The newest event time any input partition has announced (``_NEVER``: none yet)."""
+    return max((ts for ts, _ in sources.values()), default=_NEVER)
 
 
 def _scope_key(key: bytes | None) -> tuple[str, str]:
