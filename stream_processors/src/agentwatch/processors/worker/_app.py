@@ -34,6 +34,7 @@ from agentwatch.processors.core import RulesConfig
 from agentwatch.processors.worker import _faust_internals as faust_internals
 from agentwatch.processors.worker._control import control_records, halt_rules
 from agentwatch.processors.worker._forward import MARK_KEY
+from agentwatch.processors.worker._idle import FetchGaps, PartitionView, idle_until_us
 from agentwatch.processors.worker._metrics import WorkerMetrics
 from agentwatch.processors.worker._offsets import HoleProbe, OffsetGuard
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
@@ -50,13 +51,6 @@ log = logging.getLogger("agentwatch.worker")
 _STALL_S = 5.0
 #: a partition sought back over a hole whose record has not come for this long is sought again
 _RESEEK_S = 2.0
-#: no fetch answer for a partition for this long: the broker was away (stopped, frozen,
-#: unreachable) or the consumer was paused
-_FETCH_GAP_S = 2.0
-#: after such a gap a partition is called idle only once it has stayed quiet this long
-#: since fetches came back: producers send what they buffered meanwhile after their next
-#: retry, and the producer library retries at most 5 s apart (x1.2 jitter)
-_QUIET_AFTER_GAP_S = 10.0
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                         "key_serializer": "raw", "value_serializer": "raw"}
 #: How long the broker may hold a fetch that finds no new data. faust hard-codes 1,500 ms.
@@ -364,7 +358,7 @@ class _Worker:
         self.progress: dict[TP, tuple[float, int]] = {}
         #: input partition -> (the broker's last fetch answer seen, wall s; when answers
         #: came back after a gap, wall s or None): idle claims need a fresh answer
-        self.fetches: dict[TP, tuple[float, float | None]] = {}
+        self.fetches = FetchGaps()
         self.started_s = time.monotonic()
         self.stats = _Stats()
         self.metrics = WorkerMetrics(self)  # /metrics: reads the stats at scrape time
@@ -693,38 +687,21 @@ class _Worker:
     async def sample_fetches(self) -> None:
         """Note, every 0.5 s, when the broker last answered a fetch for each input
         partition, and when its answers came back after a gap (none for longer than
-        _FETCH_GAP_S: the broker was stopped, frozen or unreachable, or the consumer was
+        FETCH_GAP_S: the broker was stopped, frozen or unreachable, or the consumer was
         paused). Sampled apart from announce_idle, whose period follows idle_after_s (and
         which samples each answer it judges too, before it judges it)."""
         consumer: Any = self.app.consumer
         for tp in consumer.assignment():
             if tp.topic == self.settings.events_topic:
-                self._sample_fetch(tp, faust_internals.last_fetch_s(consumer, tp))
-
-    def _sample_fetch(self, tp: TP, fetched: float | None) -> float | None:
-        """Note ``fetched`` (the last fetch answer of ``tp``, wall s) and return since when
-        answers are back after a gap (None: no gap seen)."""
-        seen, back = self.fetches.get(tp, (None, None))
-        if fetched is None:
-            return back
-        if seen is not None and fetched - seen > _FETCH_GAP_S:
-            back = fetched
-        self.fetches[tp] = (fetched, back)
-        return back
+                self.fetches.note(tp, faust_internals.last_fetch_s(consumer, tp))
 
     async def announce_idle(self) -> None:
         """Input partitions with nothing left to read stop holding back the rekeyed stage.
 
-        A partition is idle when it is caught up (nothing between its next offset and the
-        highwater) and has been quiet for ``idle_after_s``, *as the broker confirmed*: a
-        fetch answered after that quiet period (when the broker is away nothing is
-        confirmed, so nothing turns idle, whatever the wall clock says), and, after a gap
-        in fetch answers, only once quiet for _QUIET_AFTER_GAP_S since they came back
-        (producers deliver their backlog then). The mark carries ``t``: the event time
-        before which the partition will hold no more events, the time of that fetch answer
-        minus ``idle_after_s`` (event time runs with the wall clock: see
-        WorkerSettings.idle_after_s). The rekeyed stage releases an idle partition's share
-        up to that time only, so an idle mark sent before an outage does not let the other
+        Which partition is idle, and up to which event time ``t``, is ``_idle.idle_until_us``:
+        caught up, quiet for ``idle_after_s`` as a later fetch answer confirmed, long enough
+        after a gap in answers. The rekeyed stage releases an idle partition's share up to
+        ``t`` only, so an idle mark sent before an outage does not let the other
         partitions' backlog run ahead of this one's."""
         stage = self.session_stage
         tables: Any = self.app.tables
@@ -756,17 +733,12 @@ class _Worker:
             quiet_s = now - max(seen_s, self.assigned_s)
             # the gap check on this very answer: the first answer after an outage must not
             # make the partition idle before sample_fetches has seen the gap
-            back = self._sample_fetch(tp, fetched)
-            if not caught_up or quiet_s < idle_after_s or fetched is None:
-                continue
-            # the answer came after a full quiet period (in wall time: quiet since
-            # wall_s - quiet_s), and long enough after fetches came back from a gap
-            if fetched - (wall_s - quiet_s) < idle_after_s:
-                continue
-            if back is not None and fetched - back < _QUIET_AFTER_GAP_S:
-                continue
-            idle.append(tp.partition)
-            until_us[tp.partition] = int((fetched - idle_after_s) * 1_000_000)
+            back = self.fetches.note(tp, fetched)
+            until = idle_until_us(PartitionView(caught_up, quiet_s, fetched, back),
+                                  wall_s=wall_s, idle_after_s=idle_after_s)
+            if until is not None:
+                idle.append(tp.partition)
+                until_us[tp.partition] = until
         await self.announce(idle, idle=True, until_us=until_us)
 
     # -- rebalances --------------------------------------------------------------------------
