@@ -19,8 +19,8 @@ from agentwatch.sinks import events_to_arrow
 from agentwatch.sinks._rows import event_rows_to_arrow
 from agentwatch.sinks.kafka._decode import decode_rows
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "producer"))
-from test_producer_fastcheck import FIELD_VALUES
+sys.path.insert(0, str(Path(__file__).parents[1] / "schemas"))
+from test_fastcheck import FIELD_VALUES
 
 IDS = [str(uuid.UUID(int=7)), "0" * 36, "not-a-uuid", str(uuid.UUID(int=9)).upper(), 5, None]
 STAMPS = [
