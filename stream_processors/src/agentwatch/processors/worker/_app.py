@@ -170,34 +170,69 @@ def _persisted(table: Any, last: dict[int, Any]) -> None:
 
 
 class _Held:
-    """Records processed by a stage and not acked yet, with the last one per partition."""
+    """Records processed by a stage and not acked yet, per partition, with the last one
+    per partition."""
 
     __slots__ = ("events", "last", "stream", "touched")
 
     def __init__(self) -> None:
         self.stream: Any = None
-        self.events: list[EventT[Any]] = []
+        self.events: dict[int, list[EventT[Any]]] = {}
         self.last: dict[int, EventT[Any]] = {}
-        self.touched: set[int] = set()  # partitions with records since the last checkpoint
+        self.touched: set[int] = set()  # partitions with records since their last checkpoint
 
     def add(self, stream: Any, batch: Sequence[EventT[Any]]) -> None:
         self.stream = stream
-        self.events += batch
+        events = self.events
         for event in batch:
             partition = event.message.partition
+            held = events.get(partition)
+            if held is None:
+                events[partition] = held = []
+            held.append(event)
             self.last[partition] = event
             self.touched.add(partition)
 
-    def take_touched(self) -> list[int]:
-        touched, self.touched = sorted(self.touched), set()
-        return touched
+    def take_touched(self, partitions: Iterable[int] | None = None) -> list[int]:
+        """The partitions with records since their last checkpoint, of ``partitions``
+        (None: all), now no longer touched."""
+        if partitions is None:
+            touched, self.touched = sorted(self.touched), set()
+            return touched
+        taken = sorted(self.touched.intersection(partitions))
+        self.touched.difference_update(taken)
+        return taken
+
+    def count(self) -> int:
+        return sum(len(events) for events in self.events.values())
 
     def forget(self) -> None:
         """After a rebalance faust seeks every partition to its committed offset: what
         was held is read again."""
-        self.events = []
+        self.events = {}
         self.last = {}
         self.touched = set()
+
+
+#: what a checkpoint's time goes to (stats counters, seconds): the dirty keys' state taken
+#: (CPU), the batches' outputs acknowledged, the state handed to the store and producer,
+#: the state acknowledged, the records acked and the offsets committed
+CHECKPOINT_PHASES = ("checkpoint_dump_s", "checkpoint_flush_s", "checkpoint_write_s",
+                     "checkpoint_acks_s", "checkpoint_commit_s")
+
+
+class _Snapshot:
+    """What a checkpoint saves: the partitions whose dirty keys it took, their table writes
+    (partition, key, value or None: delete), and the rekeyed partitions' safe offsets."""
+
+    __slots__ = ("rekeyed_parts", "rekeyed_writes", "safe", "session_parts", "session_writes")
+
+    def __init__(self, session_parts: list[int], rekeyed_parts: list[int]) -> None:
+        self.session_parts = session_parts
+        self.rekeyed_parts = rekeyed_parts
+        self.session_writes: list[tuple[int, bytes, bytes | None]] = []
+        self.rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
+        self.safe: dict[int, int] = {}
 
 
 class _Stats:
@@ -209,7 +244,8 @@ class _Stats:
         self.total: dict[str, float] = dict.fromkeys((
             "events", "records", "batches", "alerts", "dead_letters", "forwards", "checkpoints",
             "changelog_bytes", "changelog_writes", "process_s", "send_s", "checkpoint_s",
-            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again"), 0)
+            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again",
+            *CHECKPOINT_PHASES), 0)
         self.at_last_log = dict(self.total)
         self.checkpoint_s_max = 0.0
 
@@ -255,7 +291,7 @@ class _Stats:
 #: crash tests (tests/integration): ``<point>:<n>`` kills the worker (SIGKILL) at that point
 #: of its n-th checkpoint with changelog writes. Points: ``write`` (half of the changelog
 #: writes handed to the producer), ``commit`` (every write acknowledged, no record acked,
-#: no offset committed).
+#: no offset committed), ``after`` (its offsets committed, the next checkpoint not begun).
 CRASH_ENV = "AGENTWATCH_TEST_CRASH_AT"
 
 
@@ -565,67 +601,96 @@ class _Worker:
             await self.kick_stalled()
             await self.maybe_checkpoint()
 
-    async def checkpoint(self) -> None:
+    async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Write the dirty keys of both stages, wait for the broker, ack their records,
-        commit (DESIGN.md: quixstreams' and Flink's order)."""
+        commit (DESIGN.md: quixstreams' and Flink's order). ``partitions``: the partition
+        numbers to save (session partition p, rekeyed partition p: the state, the records
+        and the offsets of each are its own); None: every one with records since its last
+        checkpoint."""
         async with self.lock:
             self.last_checkpoint_s = time.monotonic()
             t0 = time.perf_counter()
-            consumer: Any = self.app.consumer
-            topic = self.settings.events_topic
-            session_writes: list[tuple[int, bytes, bytes | None]] = []
-            for partition in self.session_held.take_touched():
-                committed = faust_internals.committed_offset(consumer, TP(topic, partition))
-                session_writes += self.session_stage.checkpoint(partition, committed)
-            rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
-            for partition in self.rekeyed_held.take_touched():
-                rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
-            if session_writes or rekeyed_writes:
+            snap = self._snapshot(partitions)
+            if snap.session_writes or snap.rekeyed_writes:
                 self.crashable += 1
-            half = len(session_writes) // 2
             producer: Any = self.app.producer
+            t1 = time.perf_counter()
             # the outputs of every batch saved below are on the broker before their state
             await producer.flush()
-            last: dict[int, Any] = {}
-            if session_writes:
-                last = await _write(producer, self.session_table, self.session_held.last,
-                                    session_writes[:half])
-            _crash_point("write", self.crashable)
-            if session_writes:
-                last.update(await _write(producer, self.session_table, self.session_held.last,
-                                         session_writes[half:]))
-            last_rekeyed: dict[int, Any] = {}
-            if rekeyed_writes:
-                last_rekeyed = await _write(producer, self.rekeyed_table,
-                                            self.rekeyed_held.last, rekeyed_writes)
+            t2 = time.perf_counter()
+            last, last_rekeyed = await self._write_state(snap)
+            t3 = time.perf_counter()
             await producer.flush()  # every changelog write acknowledged (acks=all)
-            if last:
-                _persisted(self.session_table, last)
-            if last_rekeyed:
-                _persisted(self.rekeyed_table, last_rekeyed)
+            t4 = time.perf_counter()
+            _persisted(self.session_table, last)
+            _persisted(self.rekeyed_table, last_rekeyed)
             _crash_point("commit", self.crashable)
-            held = self.session_held
-            for event in held.events:
-                await held.stream.ack(event)
-            held.events = []
-            held = self.rekeyed_held
-            safe = {p: self.rekeyed_stage.safe_offset(p) for p in held.last}
-            keep = []
-            for event in held.events:
-                message = event.message
-                if message.offset < safe.get(message.partition, 0):
-                    await held.stream.ack(event)
-                else:
-                    keep.append(event)
-            held.events = keep
-            await consumer.commit()
-            writes = session_writes + rekeyed_writes
-            took_s = time.perf_counter() - t0
+            await self._ack_held(snap)
+            await self.app.consumer.commit()
+            _crash_point("after", self.crashable)
+            writes = snap.session_writes + snap.rekeyed_writes
+            t5 = time.perf_counter()
+            took_s = t5 - t0
             self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
-                           changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
+                           changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes),
+                           checkpoint_dump_s=t1 - t0, checkpoint_flush_s=t2 - t1,
+                           checkpoint_write_s=t3 - t2, checkpoint_acks_s=t4 - t3,
+                           checkpoint_commit_s=t5 - t4)
             self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
             self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s)
             self.metrics.checkpoint_seconds.observe(took_s)
+
+    def _snapshot(self, partitions: Iterable[int] | None) -> _Snapshot:
+        """The table writes of the stages' dirty keys in ``partitions`` (None: every
+        touched one); the keys are clean afterwards."""
+        consumer: Any = self.app.consumer
+        topic = self.settings.events_topic
+        snap = _Snapshot(self.session_held.take_touched(partitions),
+                         self.rekeyed_held.take_touched(partitions))
+        for partition in snap.session_parts:
+            committed = faust_internals.committed_offset(consumer, TP(topic, partition))
+            snap.session_writes += self.session_stage.checkpoint(partition, committed)
+        for partition in snap.rekeyed_parts:
+            snap.rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
+            # messages below it hold no event the saved state lacks
+            snap.safe[partition] = self.rekeyed_stage.safe_offset(partition)
+        return snap
+
+    async def _write_state(self, snap: _Snapshot) -> tuple[dict[int, Any], dict[int, Any]]:
+        """Hand the snapshot's writes to the tables' stores and the producer; the send
+        futures of the last changelog message per partition (session, rekeyed)."""
+        producer: Any = self.app.producer
+        writes = snap.session_writes
+        half = len(writes) // 2
+        last: dict[int, Any] = {}
+        if writes:
+            last = await _write(producer, self.session_table, self.session_held.last,
+                                writes[:half])
+        _crash_point("write", self.crashable)
+        if writes:
+            last.update(await _write(producer, self.session_table, self.session_held.last,
+                                     writes[half:]))
+        last_rekeyed: dict[int, Any] = {}
+        if snap.rekeyed_writes:
+            last_rekeyed = await _write(producer, self.rekeyed_table, self.rekeyed_held.last,
+                                        snap.rekeyed_writes)
+        return last, last_rekeyed
+
+    async def _ack_held(self, snap: _Snapshot) -> None:
+        """Ack the records whose effects the snapshot saved (faust commits up to them)."""
+        held = self.session_held
+        for partition in snap.session_parts:
+            for event in held.events.pop(partition, ()):
+                await held.stream.ack(event)
+        held = self.rekeyed_held
+        for partition in snap.rekeyed_parts:
+            safe, keep = snap.safe[partition], []
+            for event in held.events.get(partition, ()):
+                if event.message.offset < safe:
+                    await held.stream.ack(event)
+                else:
+                    keep.append(event)
+            held.events[partition] = keep
 
     def _gauges(self) -> dict[str, Any]:
         consumer: Any = self.app.consumer
@@ -640,7 +705,7 @@ class _Worker:
         # events the rekeyed stage got after their time was released (taken out of order)
         late = sum(p.late for p in self.rekeyed_stage.partitions.values())
         return {"lag": lag, "open_sessions": sessions, "rss_bytes": _rss_bytes(),
-                "held_records": len(self.session_held.events) + len(self.rekeyed_held.events),
+                "held_records": self.session_held.count() + self.rekeyed_held.count(),
                 "late_events": late, "checkpoint_gap_s": round(self.checkpoint_gap_s, 3)}
 
     # -- progress, stalls, idle partitions --------------------------------------------------
@@ -777,7 +842,7 @@ class _Worker:
         partition to its committed offset)."""
         tables: Any = self.app.tables
         if tables.recovery.completed.is_set() and (
-                self.session_held.events or self.rekeyed_held.events):
+                self.session_held.count() or self.rekeyed_held.count()):
             await self.checkpoint()
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
