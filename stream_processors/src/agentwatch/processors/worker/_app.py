@@ -221,6 +221,13 @@ CHECKPOINT_PHASES = ("checkpoint_dump_s", "checkpoint_flush_s", "checkpoint_writ
                      "checkpoint_acks_s", "checkpoint_commit_s")
 
 
+def _next_in_turn(touched: set[int], last: int) -> int | None:
+    """The partition to checkpoint after ``last``: the next touched one, in a cycle."""
+    if not touched:
+        return None
+    return min((p for p in touched if p > last), default=min(touched))
+
+
 class _Snapshot:
     """What a checkpoint saves: the partitions whose dirty keys it took, their table writes
     (partition, key, value or None: delete), and the rekeyed partitions' safe offsets."""
@@ -395,6 +402,7 @@ class _Worker:
         #: from the start of the last checkpoint to the next (WorkerSettings.checkpoint_gap_s)
         self.checkpoint_gap_s = settings.checkpoint_interval_s
         self.crashable = 0  # checkpoints with changelog writes (see _crash_point)
+        self.checkpointed_partition = -1  # the partition of the last checkpoint in turn
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
@@ -412,7 +420,9 @@ class _Worker:
                 app.task(self.rekeyed_topic.maybe_declare)
         if settings.runs_rekeyed_stage:
             app.agent(self.rekeyed_topic, name="agentwatch-rekeyed-stage")(self.rekeyed_agent)
-        app.timer(interval=max(0.05, settings.checkpoint_interval_s / 4))(self.checkpoint_timer)
+        # checkpoints take the partitions in turn, n per checkpoint_interval_s
+        app.timer(interval=max(0.05, settings.checkpoint_interval_s / (4 * n)))(
+            self.checkpoint_timer)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self.on_shutdown)  # type: ignore[arg-type]
@@ -589,8 +599,17 @@ class _Worker:
 
     # -- checkpoints -------------------------------------------------------------------------
     async def maybe_checkpoint(self) -> None:
-        if time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s:
-            await self.checkpoint()
+        """When due, checkpoint the next partition in turn (one at a time: processing
+        waits for a checkpoint, and one partition's is ~1/N of all of them)."""
+        if self._checkpoint_due():
+            async with self.lock:
+                if self._checkpoint_due():
+                    partition = _next_in_turn(
+                        self.session_held.touched | self.rekeyed_held.touched,
+                        self.checkpointed_partition)
+                    if partition is not None:
+                        self.checkpointed_partition = partition
+                        await self._checkpoint([partition])
         if self.stats.due(self.settings.stats_interval_s):
             log.info("agentwatch worker stats %s", self.stats.line(self._gauges()))
 
@@ -608,37 +627,51 @@ class _Worker:
         and the offsets of each are its own); None: every one with records since its last
         checkpoint."""
         async with self.lock:
-            self.last_checkpoint_s = time.monotonic()
-            t0 = time.perf_counter()
-            snap = self._snapshot(partitions)
-            if snap.session_writes or snap.rekeyed_writes:
-                self.crashable += 1
-            producer: Any = self.app.producer
-            t1 = time.perf_counter()
-            # the outputs of every batch saved below are on the broker before their state
-            await producer.flush()
-            t2 = time.perf_counter()
-            last, last_rekeyed = await self._write_state(snap)
-            t3 = time.perf_counter()
-            await producer.flush()  # every changelog write acknowledged (acks=all)
-            t4 = time.perf_counter()
-            _persisted(self.session_table, last)
-            _persisted(self.rekeyed_table, last_rekeyed)
-            _crash_point("commit", self.crashable)
-            await self._ack_held(snap)
-            await self.app.consumer.commit()
-            _crash_point("after", self.crashable)
-            writes = snap.session_writes + snap.rekeyed_writes
-            t5 = time.perf_counter()
-            took_s = t5 - t0
-            self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
-                           changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes),
-                           checkpoint_dump_s=t1 - t0, checkpoint_flush_s=t2 - t1,
-                           checkpoint_write_s=t3 - t2, checkpoint_acks_s=t4 - t3,
-                           checkpoint_commit_s=t5 - t4)
-            self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
-            self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s)
-            self.metrics.checkpoint_seconds.observe(took_s)
+            await self._checkpoint(partitions)
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s
+
+    def _parts_in_turn(self) -> int:
+        """Partition numbers checkpointed in turn: those assigned (of either stage)."""
+        topics = {self.settings.events_topic, self.settings.rekeyed_topic}
+        consumer: Any = self.app.consumer
+        return max(1, len({tp.partition for tp in consumer.assignment() if tp.topic in topics}))
+
+    async def _checkpoint(self, partitions: Iterable[int] | None) -> None:
+        """:meth:`checkpoint`, with the lock held."""
+        self.last_checkpoint_s = time.monotonic()
+        t0 = time.perf_counter()
+        snap = self._snapshot(partitions)
+        if snap.session_writes or snap.rekeyed_writes:
+            self.crashable += 1
+        producer: Any = self.app.producer
+        t1 = time.perf_counter()
+        # the outputs of every batch saved below are on the broker before their state
+        await producer.flush()
+        t2 = time.perf_counter()
+        last, last_rekeyed = await self._write_state(snap)
+        t3 = time.perf_counter()
+        await producer.flush()  # every changelog write acknowledged (acks=all)
+        t4 = time.perf_counter()
+        _persisted(self.session_table, last)
+        _persisted(self.rekeyed_table, last_rekeyed)
+        _crash_point("commit", self.crashable)
+        await self._ack_held(snap)
+        await self.app.consumer.commit()
+        _crash_point("after", self.crashable)
+        writes = snap.session_writes + snap.rekeyed_writes
+        t5 = time.perf_counter()
+        took_s = t5 - t0
+        self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
+                       changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes),
+                       checkpoint_dump_s=t1 - t0, checkpoint_flush_s=t2 - t1,
+                       checkpoint_write_s=t3 - t2, checkpoint_acks_s=t4 - t3,
+                       checkpoint_commit_s=t5 - t4)
+        self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
+        parts = 1 if partitions is None else self._parts_in_turn()
+        self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s, parts)
+        self.metrics.checkpoint_seconds.observe(took_s)
 
     def _snapshot(self, partitions: Iterable[int] | None) -> _Snapshot:
         """The table writes of the stages' dirty keys in ``partitions`` (None: every

@@ -117,11 +117,13 @@ class WorkerSettings:
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} is not a positive number")
 
-    def checkpoint_gap_s(self, took_s: float) -> float:
-        """Seconds from the start of a checkpoint that took ``took_s`` to the next one."""
+    def checkpoint_gap_s(self, took_s: float, parts: int = 1) -> float:
+        """Seconds from the start of a checkpoint that took ``took_s`` to the next one, when
+        checkpoints save ``parts`` partitions in turn (each partition every
+        ``checkpoint_interval_s``, stretched alike: the share of the time is per checkpoint)."""
         stretched = min(took_s / self.checkpoint_max_share,
-                        CHECKPOINT_STRETCH_MAX * self.checkpoint_interval_s)
-        return max(self.checkpoint_interval_s, stretched)
+                        CHECKPOINT_STRETCH_MAX * self.checkpoint_interval_s / parts)
+        return max(self.checkpoint_interval_s / parts, stretched)
 
     @property
     def runs_session_stage(self) -> bool:
