@@ -121,11 +121,18 @@ def _slices(groups: dict[int, list[EventT[Any]]]) -> Iterator[tuple[int, list[Ev
             yield partition, events[start:]
 
 
+#: a checkpoint hands this many writes to the store and the producer, then yields to the
+#: batches (it runs beside them: see _Worker.maybe_checkpoint)
+WRITE_CHUNK = 256
+
+
 async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
-                 writes: list[tuple[int, bytes, bytes | None]]) -> dict[int, Any]:
-    """Write (or delete) table keys: the local store, then the key's changelog partition.
-    Returns the send future of the last changelog message per partition: once the producer
-    is flushed, :func:`_persisted` records their offsets for the local store.
+                 writes: list[tuple[int, bytes, bytes | None]], snap: _Snapshot
+                 ) -> dict[int, Any]:
+    """Write (or delete) table keys: the local store, then the key's changelog partition,
+    ``WRITE_CHUNK`` at a time (their time is added to ``snap.write_s``). Returns the send
+    future of the last changelog message per partition: once the producer is flushed,
+    :func:`_persisted` records their offsets for the local store.
 
     Not through ``table[key] = value`` nor ``changelog.send``: the first queues every write
     on faust's producer buffer, which sends one message per event-loop round trip (it
@@ -145,18 +152,24 @@ async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
     topic = table.changelog_topic.get_topic_name()
     last: dict[int, Any] = {}
     for partition, items in by_partition.items():
-        with faust_internals.current_event(last_events[partition]):
-            for key, value in items:
-                if value is not None:
-                    # a right-sized copy: the (memory) store keeps it until the key's next
-                    # write, and orjson's bytes keep its whole buffer (>= 4 KiB since
-                    # orjson 3.12): it was ~4 KB of a worker's ~16 KB per open session
-                    store[key] = bytes(memoryview(value))
-                else:
-                    with contextlib.suppress(KeyError):
-                        del store[key]
-        for key, value in items:
-            last[partition] = await producer.send(topic, key, value, partition, None, None)
+        for start in range(0, len(items), WRITE_CHUNK):
+            t0 = time.perf_counter()
+            chunk = items[start:start + WRITE_CHUNK]
+            with faust_internals.current_event(last_events[partition]):
+                for key, value in chunk:
+                    if value is not None:
+                        # a right-sized copy: the (memory) store keeps it until the key's
+                        # next write, and orjson's bytes keep its whole buffer (>= 4 KiB
+                        # since orjson 3.12): it was ~4 KB of a worker's ~16 KB per session
+                        store[key] = bytes(memoryview(value))
+                    else:
+                        with contextlib.suppress(KeyError):
+                            del store[key]
+            for key, value in chunk:
+                last[partition] = await producer.send(topic, key, value, partition, None,
+                                                      None)
+            snap.write_s += time.perf_counter() - t0
+            await asyncio.sleep(0)  # the batches' turn
     return last
 
 
@@ -229,17 +242,25 @@ def _next_in_turn(touched: set[int], last: int) -> int | None:
 
 
 class _Snapshot:
-    """What a checkpoint saves: the partitions whose dirty keys it took, their table writes
-    (partition, key, value or None: delete), and the rekeyed partitions' safe offsets."""
+    """What a checkpoint saves, taken at one point between two batches: the partitions
+    whose dirty keys it took, their table writes (partition, key, value or None: delete),
+    the records held until then, and the rekeyed partitions' safe offsets."""
 
-    __slots__ = ("rekeyed_parts", "rekeyed_writes", "safe", "session_parts", "session_writes")
+    __slots__ = ("dump_s", "partitions", "rekeyed_parts", "rekeyed_records", "rekeyed_writes",
+                 "safe", "session_parts", "session_records", "session_writes", "write_s")
 
-    def __init__(self, session_parts: list[int], rekeyed_parts: list[int]) -> None:
+    def __init__(self, partitions: Iterable[int] | None, session_parts: list[int],
+                 rekeyed_parts: list[int]) -> None:
+        self.partitions = partitions  # None: all of them (not one in turn)
         self.session_parts = session_parts
         self.rekeyed_parts = rekeyed_parts
         self.session_writes: list[tuple[int, bytes, bytes | None]] = []
         self.rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
+        self.session_records: list[EventT[Any]] = []
+        self.rekeyed_records: dict[int, list[EventT[Any]]] = {}
         self.safe: dict[int, int] = {}
+        self.dump_s = 0.0  # taking the snapshot (processing waits for it)
+        self.write_s = 0.0  # handing its writes to the stores and the producer
 
 
 class _Stats:
@@ -398,6 +419,9 @@ class _Worker:
         #: one batch or one checkpoint at a time: a checkpoint must not save the state of a
         #: batch whose outputs the broker has not acknowledged yet
         self.lock = asyncio.Lock()
+        #: one checkpoint at a time (its writes and acks run apart from the lock)
+        self.checkpointing = asyncio.Lock()
+        self.saving: asyncio.Future[None] | None = None  # the checkpoint under way
         self.last_checkpoint_s = time.monotonic()
         #: from the start of the last checkpoint to the next (WorkerSettings.checkpoint_gap_s)
         self.checkpoint_gap_s = settings.checkpoint_interval_s
@@ -599,17 +623,30 @@ class _Worker:
 
     # -- checkpoints -------------------------------------------------------------------------
     async def maybe_checkpoint(self) -> None:
-        """When due, checkpoint the next partition in turn (one at a time: processing
-        waits for a checkpoint, and one partition's is ~1/N of all of them)."""
-        if self._checkpoint_due():
-            async with self.lock:
-                if self._checkpoint_due():
-                    partition = _next_in_turn(
-                        self.session_held.touched | self.rekeyed_held.touched,
-                        self.checkpointed_partition)
-                    if partition is not None:
-                        self.checkpointed_partition = partition
-                        await self._checkpoint([partition])
+        """When due, checkpoint the next partition in turn, one at a time: processing waits
+        only for the snapshot of one partition's dirty keys (~1/N of them all); the rest
+        (writes, acks, commit) runs in a task of its own while batches go on."""
+        if self.saving is not None and self.saving.done():
+            await self._saved()
+        if self._checkpoint_due() and not self.checkpointing.locked():
+            await self.checkpointing.acquire()
+            try:
+                snap = None
+                async with self.lock:
+                    if self._checkpoint_due():
+                        partition = _next_in_turn(
+                            self.session_held.touched | self.rekeyed_held.touched,
+                            self.checkpointed_partition)
+                        if partition is not None:
+                            self.checkpointed_partition = partition
+                            snap = self._snapshot([partition])
+            except BaseException:
+                self.checkpointing.release()
+                raise
+            if snap is None:
+                self.checkpointing.release()
+            else:
+                self.saving = asyncio.ensure_future(self._save_then_release(snap))
         if self.stats.due(self.settings.stats_interval_s):
             log.info("agentwatch worker stats %s", self.stats.line(self._gauges()))
 
@@ -622,12 +659,14 @@ class _Worker:
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Write the dirty keys of both stages, wait for the broker, ack their records,
-        commit (DESIGN.md: quixstreams' and Flink's order). ``partitions``: the partition
-        numbers to save (session partition p, rekeyed partition p: the state, the records
-        and the offsets of each are its own); None: every one with records since its last
-        checkpoint."""
-        async with self.lock:
-            await self._checkpoint(partitions)
+        commit (DESIGN.md: quixstreams' and Flink's order), once a checkpoint under way is
+        done. ``partitions``: the partition numbers to save (session partition p, rekeyed
+        partition p: the state, the records and the offsets of each are its own); None:
+        every one with records since its last checkpoint."""
+        async with self.checkpointing:
+            async with self.lock:
+                snap = self._snapshot(partitions)
+            await self._save(snap)
 
     def _checkpoint_due(self) -> bool:
         return time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s
@@ -638,22 +677,36 @@ class _Worker:
         consumer: Any = self.app.consumer
         return max(1, len({tp.partition for tp in consumer.assignment() if tp.topic in topics}))
 
-    async def _checkpoint(self, partitions: Iterable[int] | None) -> None:
-        """:meth:`checkpoint`, with the lock held."""
-        self.last_checkpoint_s = time.monotonic()
+    async def _save_then_release(self, snap: _Snapshot) -> None:
+        try:
+            await self._save(snap)
+        finally:
+            self.checkpointing.release()
+
+    async def _saved(self) -> None:
+        """Wait for the checkpoint under way, if any; its error (the broker refused the
+        state, say) is raised here, in a caller of the checkpoints, as when they ran in
+        the agents themselves."""
+        saving, self.saving = self.saving, None
+        if saving is not None:
+            await saving
+
+    async def _save(self, snap: _Snapshot) -> None:
+        """Save a snapshot (with ``checkpointing`` held, not the processing lock: batches
+        go on meanwhile, and the next checkpoint waits for this one). The outputs of
+        every batch before the snapshot are acknowledged before its state is written, the
+        state before its records are acked and their offsets committed."""
         t0 = time.perf_counter()
-        snap = self._snapshot(partitions)
         if snap.session_writes or snap.rekeyed_writes:
             self.crashable += 1
         producer: Any = self.app.producer
-        t1 = time.perf_counter()
         # the outputs of every batch saved below are on the broker before their state
         await producer.flush()
-        t2 = time.perf_counter()
+        t1 = time.perf_counter()
         last, last_rekeyed = await self._write_state(snap)
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         await producer.flush()  # every changelog write acknowledged (acks=all)
-        t4 = time.perf_counter()
+        t3 = time.perf_counter()
         _persisted(self.session_table, last)
         _persisted(self.rekeyed_table, last_rekeyed)
         _crash_point("commit", self.crashable)
@@ -661,32 +714,40 @@ class _Worker:
         await self.app.consumer.commit()
         _crash_point("after", self.crashable)
         writes = snap.session_writes + snap.rekeyed_writes
-        t5 = time.perf_counter()
-        took_s = t5 - t0
+        t4 = time.perf_counter()
+        took_s = snap.dump_s + t4 - t0
         self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
                        changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes),
-                       checkpoint_dump_s=t1 - t0, checkpoint_flush_s=t2 - t1,
-                       checkpoint_write_s=t3 - t2, checkpoint_acks_s=t4 - t3,
-                       checkpoint_commit_s=t5 - t4)
+                       checkpoint_dump_s=snap.dump_s, checkpoint_flush_s=t1 - t0,
+                       checkpoint_write_s=t2 - t1, checkpoint_acks_s=t3 - t2,
+                       checkpoint_commit_s=t4 - t3)
         self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
-        parts = 1 if partitions is None else self._parts_in_turn()
-        self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s, parts)
+        parts = 1 if snap.partitions is None else self._parts_in_turn()
+        # spaced by its own work (the snapshot, the writes), not by the batches that ran
+        # while it waited for the broker
+        self.checkpoint_gap_s = self.settings.checkpoint_gap_s(snap.dump_s + snap.write_s,
+                                                               parts)
         self.metrics.checkpoint_seconds.observe(took_s)
 
     def _snapshot(self, partitions: Iterable[int] | None) -> _Snapshot:
         """The table writes of the stages' dirty keys in ``partitions`` (None: every
         touched one); the keys are clean afterwards."""
+        self.last_checkpoint_s = time.monotonic()
+        t0 = time.perf_counter()
         consumer: Any = self.app.consumer
         topic = self.settings.events_topic
-        snap = _Snapshot(self.session_held.take_touched(partitions),
+        snap = _Snapshot(partitions, self.session_held.take_touched(partitions),
                          self.rekeyed_held.take_touched(partitions))
         for partition in snap.session_parts:
             committed = faust_internals.committed_offset(consumer, TP(topic, partition))
             snap.session_writes += self.session_stage.checkpoint(partition, committed)
+            snap.session_records += self.session_held.events.pop(partition, [])
         for partition in snap.rekeyed_parts:
             snap.rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
             # messages below it hold no event the saved state lacks
             snap.safe[partition] = self.rekeyed_stage.safe_offset(partition)
+            snap.rekeyed_records[partition] = self.rekeyed_held.events.pop(partition, [])
+        snap.dump_s = time.perf_counter() - t0
         return snap
 
     async def _write_state(self, snap: _Snapshot) -> tuple[dict[int, Any], dict[int, Any]]:
@@ -698,32 +759,33 @@ class _Worker:
         last: dict[int, Any] = {}
         if writes:
             last = await _write(producer, self.session_table, self.session_held.last,
-                                writes[:half])
+                                writes[:half], snap)
         _crash_point("write", self.crashable)
         if writes:
             last.update(await _write(producer, self.session_table, self.session_held.last,
-                                     writes[half:]))
+                                     writes[half:], snap))
         last_rekeyed: dict[int, Any] = {}
         if snap.rekeyed_writes:
             last_rekeyed = await _write(producer, self.rekeyed_table, self.rekeyed_held.last,
-                                        snap.rekeyed_writes)
+                                        snap.rekeyed_writes, snap)
         return last, last_rekeyed
 
     async def _ack_held(self, snap: _Snapshot) -> None:
-        """Ack the records whose effects the snapshot saved (faust commits up to them)."""
+        """Ack the records whose effects the snapshot saved (faust commits up to them); a
+        rekeyed record holding events not released yet is held on."""
         held = self.session_held
-        for partition in snap.session_parts:
-            for event in held.events.pop(partition, ()):
-                await held.stream.ack(event)
+        for event in snap.session_records:
+            await held.stream.ack(event)
         held = self.rekeyed_held
-        for partition in snap.rekeyed_parts:
+        for partition, events in snap.rekeyed_records.items():
             safe, keep = snap.safe[partition], []
-            for event in held.events.get(partition, ()):
+            for event in events:
                 if event.message.offset < safe:
                     await held.stream.ack(event)
                 else:
                     keep.append(event)
-            held.events[partition] = keep
+            if keep:  # before those held since the snapshot
+                held.events[partition] = keep + held.events.get(partition, [])
 
     def _gauges(self) -> dict[str, Any]:
         consumer: Any = self.app.consumer
@@ -874,11 +936,16 @@ class _Worker:
         """Save everything processed before the partitions move (faust then seeks every
         partition to its committed offset)."""
         tables: Any = self.app.tables
+        async with self.checkpointing:  # a checkpoint under way finishes first
+            pass
+        await self._saved()  # (its records are no longer counted as held)
         if tables.recovery.completed.is_set() and (
                 self.session_held.count() or self.rekeyed_held.count()):
             await self.checkpoint()
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(Exception):  # stopping: what it did not save is read again
+            await self._saved()
         await self.probe.stop()
         self.metrics.close()
 
