@@ -155,16 +155,17 @@ async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
         for start in range(0, len(items), WRITE_CHUNK):
             t0 = time.perf_counter()
             chunk = items[start:start + WRITE_CHUNK]
-            with faust_internals.current_event(last_events[partition]):
-                for key, value in chunk:
-                    if value is not None:
-                        # a right-sized copy: the (memory) store keeps it until the key's
-                        # next write, and orjson's bytes keep its whole buffer (>= 4 KiB
-                        # since orjson 3.12): it was ~4 KB of a worker's ~16 KB per session
-                        store[key] = bytes(memoryview(value))
-                    else:
-                        with contextlib.suppress(KeyError):
-                            del store[key]
+            if not faust_internals.store_write_many(store, partition, chunk):
+                with faust_internals.current_event(last_events[partition]):
+                    for key, value in chunk:
+                        if value is not None:
+                            # a right-sized copy: the (memory) store keeps it until the
+                            # key's next write, and orjson's bytes keep its whole buffer
+                            # (>= 4 KiB since orjson 3.12): ~4 KB of ~16 KB per session
+                            store[key] = bytes(memoryview(value))
+                        else:
+                            with contextlib.suppress(KeyError):
+                                del store[key]
             for key, value in chunk:
                 last[partition] = await producer.send(topic, key, value, partition, None,
                                                       None)

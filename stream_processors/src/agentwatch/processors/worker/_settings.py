@@ -62,10 +62,12 @@ class WorkerSettings:
     one worker), or ``session`` / ``rekeyed`` alone (what ``split`` runs; start them
     yourself to place them apart)."""
     checkpoint_interval_s: float = 1.0
-    """How often the worker writes the state of the keys changed since the last checkpoint
-    to its changelog topics, waits for the broker's acks, then commits input offsets
-    (DESIGN.md, "Worker state"). Longer: fewer changelog bytes, more records re-read
-    after a crash (never an alert lost or a different one fired)."""
+    """How often the worker writes the state of a partition's keys changed since its last
+    checkpoint to the changelog topics, waits for the broker's acks, then commits the
+    partition's input offsets (DESIGN.md, "Worker state"). The partitions take turns, one
+    checkpoint at a time: with N of them, one every interval / N. Longer: fewer changelog
+    bytes, more records re-read after a crash (never an alert lost or a different one
+    fired)."""
     checkpoint_max_share: float = 0.1
     """The share of the worker's time checkpoints may take: after a checkpoint that took
     ``d`` seconds the next one starts no sooner than ``d / checkpoint_max_share`` after it
