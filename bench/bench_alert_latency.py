@@ -438,8 +438,9 @@ def print_worker(name: str, worker_log: Path, window: Window) -> None:
             phases = ", ".join(
                 f"{phase} {per_s(f'checkpoint_{phase}_s_total') / checkpoints * 1000:.0f}"
                 for phase in ("dump", "flush", "write", "acks", "commit"))
-            log(f"{name}: {who}: {checkpoints:.2f} checkpoints/s; one takes (ms, mean): "
-                f"{phases}")
+            log(f"{name}: {who}: {checkpoints:.2f} checkpoints/s (partitions in turn); one "
+                f"takes (ms, mean): {phases}; the batches wait for the snapshot (dump) "
+                f"only: {per_s('checkpoint_dump_s_total'):.0%} of the time")
 
 
 # --- the three legs ---------------------------------------------------------------------------
