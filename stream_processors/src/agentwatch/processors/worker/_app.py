@@ -945,8 +945,11 @@ class _Worker:
             await self.checkpoint()
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        with contextlib.suppress(Exception):  # stopping: what it did not save is read again
-            await self._saved()
+        saving, self.saving = self.saving, None
+        if saving is not None:  # let it finish; what it did not save is read again
+            await asyncio.wait([saving])
+            if not saving.cancelled():
+                saving.exception()  # (retrieved: stopping, it no longer matters)
         await self.probe.stop()
         self.metrics.close()
 
