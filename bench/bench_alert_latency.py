@@ -434,6 +434,13 @@ def print_worker(name: str, worker_log: Path, window: Window) -> None:
             f"{per_s('send_s_total'):.0%}, checkpoint {per_s('checkpoint_s_total'):.0%}; "
             f"open sessions {last.get('open_sessions')}, RSS "
             f"{int(last.get('rss_bytes') or 0) / 1e6:,.0f} MB")
+        if checkpoints:
+            phases = ", ".join(
+                f"{phase} {per_s(f'checkpoint_{phase}_s_total') / checkpoints * 1000:.0f}"
+                for phase in ("dump", "flush", "write", "acks", "commit"))
+            log(f"{name}: {who}: {checkpoints:.2f} checkpoints/s (partitions in turn); one "
+                f"takes (ms, mean): {phases}; the batches wait for the snapshot (dump) "
+                f"only: {per_s('checkpoint_dump_s_total'):.0%} of the time")
 
 
 # --- the three legs ---------------------------------------------------------------------------

@@ -35,9 +35,10 @@ PARTITIONS = 4
 #: the producer's linger interval (4 events, ~2 s of event time)
 IDLE_AFTER_S = 6.0
 FLUSH_EVERY = 4
-#: the crash comes at the third checkpoint with changelog writes: ~3 s into a ~25 s stream,
-#: after two complete checkpoints (state on the changelog, offsets committed)
-CRASH_CHECKPOINT = 3
+#: the crash comes at the tenth checkpoint with changelog writes, ~3 s into a ~25 s stream:
+#: checkpoints take the 4 partitions in turn, so it is partition 1's in the third round,
+#: partition 0 saved in this round and partitions 2 and 3 in the one before
+CRASH_CHECKPOINT = 10
 
 
 def _crash_then_recover(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
@@ -100,3 +101,12 @@ def test_a_worker_killed_between_the_state_acks_and_the_offset_commit_recovers_e
     record is acked or offset committed: the restart re-reads records whose effects the
     saved state already holds (each key's last applied offset must skip them)."""
     _crash_then_recover(kafka_bootstrap, topic_name, tmp_path, f"commit:{CRASH_CHECKPOINT}")
+
+
+def test_a_worker_killed_between_two_partitions_checkpoints_recovers_exactly(
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """SIGKILL right after one partition's checkpoint committed its offsets, before the
+    next partition's begins: each partition restores its own checkpoint, taken at a
+    different point of the stream, and reads again from its own committed offset."""
+    _crash_then_recover(kafka_bootstrap, topic_name, tmp_path, f"after:{CRASH_CHECKPOINT}")

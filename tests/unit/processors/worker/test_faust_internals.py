@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -84,3 +86,34 @@ def test_fetch_waits_are_shortened_once() -> None:
 
 def test_no_fetch_time_before_the_consumer_fetched(consumer: Any) -> None:
     assert internals.last_fetch_s(consumer, TP("events", 0)) is None
+
+
+class _Event:  # faust keeps a weak reference to the current event
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def test_state_written_in_one_batch_reads_back_through_the_rocksdb_store(
+        tmp_path: Path) -> None:
+    app = faust.App("agentwatch-store-test", broker="kafka://127.0.0.1:1",
+                    store="rocksdb://", datadir=str(tmp_path), web_enabled=False)
+    store = app.Table("state", partitions=4, key_type=bytes, value_type=bytes).data
+    assert internals.store_write_many(store, 2, [(b'[2,"a"]', b"1"), (b'[2,"b"]', b"2")])
+    assert internals.store_write_many(store, 2, [(b'[2,"a"]', None), (b'[2,"b"]', b"3")])
+    with internals.current_event(_Event(2)):
+        assert store[b'[2,"b"]'] == b"3"
+        with pytest.raises(KeyError):
+            store[b'[2,"a"]']
+    # written to partition 2's database only
+    with internals.current_event(_Event(1)), pytest.raises(KeyError):
+        store[b'[2,"b"]']
+    app.loop.close()
+
+
+def test_a_memory_store_is_left_to_its_own_mapping() -> None:
+    app = faust.App("agentwatch-store-test-2", broker="kafka://127.0.0.1:1",
+                    store="memory://", web_enabled=False)
+    store = app.Table("state", partitions=4, key_type=bytes, value_type=bytes).data
+    assert not internals.store_write_many(store, 0, [(b"k", b"v")])
+    assert b"k" not in store.data
+    app.loop.close()

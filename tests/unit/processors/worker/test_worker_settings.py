@@ -76,6 +76,17 @@ def test_a_costly_checkpoint_spaces_the_next_one(took_s: float, gap_s: float) ->
     assert settings.checkpoint_gap_s(took_s) == pytest.approx(gap_s)
 
 
+@pytest.mark.parametrize(("took_s", "gap_s"), [
+    (0.0, 0.25),   # 4 partitions in turn: each every checkpoint_interval_s
+    (0.05, 0.5),   # 0.05 s at most 10 % of the time
+    (3.0, 1.25),   # each partition at most CHECKPOINT_STRETCH_MAX intervals apart
+])
+def test_partitions_in_turn_share_the_interval_and_its_stretch(took_s: float,
+                                                              gap_s: float) -> None:
+    settings = WorkerSettings(checkpoint_interval_s=1.0, checkpoint_max_share=0.1)
+    assert settings.checkpoint_gap_s(took_s, parts=4) == pytest.approx(gap_s)
+
+
 def test_a_share_of_1_never_stretches_the_interval() -> None:
     settings = WorkerSettings(checkpoint_interval_s=2.0, checkpoint_max_share=1.0)
     assert settings.checkpoint_gap_s(1.9) == 2.0

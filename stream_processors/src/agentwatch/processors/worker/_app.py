@@ -115,11 +115,18 @@ def _slices(groups: dict[int, list[EventT[Any]]]) -> Iterator[tuple[int, list[Ev
             yield partition, events[start:]
 
 
+#: a checkpoint hands this many writes to the store and the producer, then yields to the
+#: batches (it runs beside them: see _Worker.maybe_checkpoint)
+WRITE_CHUNK = 256
+
+
 async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
-                 writes: list[tuple[int, bytes, bytes | None]]) -> dict[int, Any]:
-    """Write (or delete) table keys: the local store, then the key's changelog partition.
-    Returns the send future of the last changelog message per partition: once the producer
-    is flushed, :func:`_persisted` records their offsets for the local store.
+                 writes: list[tuple[int, bytes, bytes | None]], snap: _Snapshot
+                 ) -> dict[int, Any]:
+    """Write (or delete) table keys: the local store, then the key's changelog partition,
+    ``WRITE_CHUNK`` at a time (their time is added to ``snap.write_s``). Returns the send
+    future of the last changelog message per partition: once the producer is flushed,
+    :func:`_persisted` records their offsets for the local store.
 
     Not through ``table[key] = value`` nor ``changelog.send``: the first queues every write
     on faust's producer buffer, which sends one message per event-loop round trip (it
@@ -139,18 +146,25 @@ async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
     topic = table.changelog_topic.get_topic_name()
     last: dict[int, Any] = {}
     for partition, items in by_partition.items():
-        with faust_internals.current_event(last_events[partition]):
-            for key, value in items:
-                if value is not None:
-                    # a right-sized copy: the (memory) store keeps it until the key's next
-                    # write, and orjson's bytes keep its whole buffer (>= 4 KiB since
-                    # orjson 3.12): it was ~4 KB of a worker's ~16 KB per open session
-                    store[key] = bytes(memoryview(value))
-                else:
-                    with contextlib.suppress(KeyError):
-                        del store[key]
-        for key, value in items:
-            last[partition] = await producer.send(topic, key, value, partition, None, None)
+        for start in range(0, len(items), WRITE_CHUNK):
+            t0 = time.perf_counter()
+            chunk = items[start:start + WRITE_CHUNK]
+            if not faust_internals.store_write_many(store, partition, chunk):
+                with faust_internals.current_event(last_events[partition]):
+                    for key, value in chunk:
+                        if value is not None:
+                            # a right-sized copy: the (memory) store keeps it until the
+                            # key's next write, and orjson's bytes keep its whole buffer
+                            # (>= 4 KiB since orjson 3.12): ~4 KB of ~16 KB per session
+                            store[key] = bytes(memoryview(value))
+                        else:
+                            with contextlib.suppress(KeyError):
+                                del store[key]
+            for key, value in chunk:
+                last[partition] = await producer.send(topic, key, value, partition, None,
+                                                      None)
+            snap.write_s += time.perf_counter() - t0
+            await asyncio.sleep(0)  # the batches' turn
     return last
 
 
@@ -164,34 +178,84 @@ def _persisted(table: Any, last: dict[int, Any]) -> None:
 
 
 class _Held:
-    """Records processed by a stage and not acked yet, with the last one per partition."""
+    """Records processed by a stage and not acked yet, per partition, with the last one
+    per partition."""
 
     __slots__ = ("events", "last", "stream", "touched")
 
     def __init__(self) -> None:
         self.stream: Any = None
-        self.events: list[EventT[Any]] = []
+        self.events: dict[int, list[EventT[Any]]] = {}
         self.last: dict[int, EventT[Any]] = {}
-        self.touched: set[int] = set()  # partitions with records since the last checkpoint
+        self.touched: set[int] = set()  # partitions with records since their last checkpoint
 
     def add(self, stream: Any, batch: Sequence[EventT[Any]]) -> None:
         self.stream = stream
-        self.events += batch
+        events = self.events
         for event in batch:
             partition = event.message.partition
+            held = events.get(partition)
+            if held is None:
+                events[partition] = held = []
+            held.append(event)
             self.last[partition] = event
             self.touched.add(partition)
 
-    def take_touched(self) -> list[int]:
-        touched, self.touched = sorted(self.touched), set()
-        return touched
+    def take_touched(self, partitions: Iterable[int] | None = None) -> list[int]:
+        """The partitions with records since their last checkpoint, of ``partitions``
+        (None: all), now no longer touched."""
+        if partitions is None:
+            touched, self.touched = sorted(self.touched), set()
+            return touched
+        taken = sorted(self.touched.intersection(partitions))
+        self.touched.difference_update(taken)
+        return taken
+
+    def count(self) -> int:
+        return sum(len(events) for events in self.events.values())
 
     def forget(self) -> None:
         """After a rebalance faust seeks every partition to its committed offset: what
         was held is read again."""
-        self.events = []
+        self.events = {}
         self.last = {}
         self.touched = set()
+
+
+#: what a checkpoint's time goes to (stats counters, seconds): the dirty keys' state taken
+#: (CPU), the batches' outputs acknowledged, the state handed to the store and producer,
+#: the state acknowledged, the records acked and the offsets committed
+CHECKPOINT_PHASES = ("checkpoint_dump_s", "checkpoint_flush_s", "checkpoint_write_s",
+                     "checkpoint_acks_s", "checkpoint_commit_s")
+
+
+def _next_in_turn(touched: set[int], last: int) -> int | None:
+    """The partition to checkpoint after ``last``: the next touched one, in a cycle."""
+    if not touched:
+        return None
+    return min((p for p in touched if p > last), default=min(touched))
+
+
+class _Snapshot:
+    """What a checkpoint saves, taken at one point between two batches: the partitions
+    whose dirty keys it took, their table writes (partition, key, value or None: delete),
+    the records held until then, and the rekeyed partitions' safe offsets."""
+
+    __slots__ = ("dump_s", "partitions", "rekeyed_parts", "rekeyed_records", "rekeyed_writes",
+                 "safe", "session_parts", "session_records", "session_writes", "write_s")
+
+    def __init__(self, partitions: Iterable[int] | None, session_parts: list[int],
+                 rekeyed_parts: list[int]) -> None:
+        self.partitions = partitions  # None: all of them (not one in turn)
+        self.session_parts = session_parts
+        self.rekeyed_parts = rekeyed_parts
+        self.session_writes: list[tuple[int, bytes, bytes | None]] = []
+        self.rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
+        self.session_records: list[EventT[Any]] = []
+        self.rekeyed_records: dict[int, list[EventT[Any]]] = {}
+        self.safe: dict[int, int] = {}
+        self.dump_s = 0.0  # taking the snapshot (processing waits for it)
+        self.write_s = 0.0  # handing its writes to the stores and the producer
 
 
 class _Stats:
@@ -203,7 +267,8 @@ class _Stats:
         self.total: dict[str, float] = dict.fromkeys((
             "events", "records", "batches", "alerts", "dead_letters", "forwards", "checkpoints",
             "changelog_bytes", "changelog_writes", "process_s", "send_s", "checkpoint_s",
-            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again"), 0)
+            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again",
+            *CHECKPOINT_PHASES), 0)
         self.at_last_log = dict(self.total)
         self.checkpoint_s_max = 0.0
 
@@ -249,7 +314,7 @@ class _Stats:
 #: crash tests (tests/integration): ``<point>:<n>`` kills the worker (SIGKILL) at that point
 #: of its n-th checkpoint with changelog writes. Points: ``write`` (half of the changelog
 #: writes handed to the producer), ``commit`` (every write acknowledged, no record acked,
-#: no offset committed).
+#: no offset committed), ``after`` (its offsets committed, the next checkpoint not begun).
 CRASH_ENV = "AGENTWATCH_TEST_CRASH_AT"
 
 
@@ -349,10 +414,14 @@ class _Worker:
         #: one batch or one checkpoint at a time: a checkpoint must not save the state of a
         #: batch whose outputs the broker has not acknowledged yet
         self.lock = asyncio.Lock()
+        #: one checkpoint at a time (its writes and acks run apart from the lock)
+        self.checkpointing = asyncio.Lock()
+        self.saving: asyncio.Future[None] | None = None  # the checkpoint under way
         self.last_checkpoint_s = time.monotonic()
         #: from the start of the last checkpoint to the next (WorkerSettings.checkpoint_gap_s)
         self.checkpoint_gap_s = settings.checkpoint_interval_s
         self.crashable = 0  # checkpoints with changelog writes (see _crash_point)
+        self.checkpointed_partition = -1  # the partition of the last checkpoint in turn
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
@@ -370,7 +439,9 @@ class _Worker:
                 app.task(self.rekeyed_topic.maybe_declare)
         if settings.runs_rekeyed_stage:
             app.agent(self.rekeyed_topic, name="agentwatch-rekeyed-stage")(self.rekeyed_agent)
-        app.timer(interval=max(0.05, settings.checkpoint_interval_s / 4))(self.checkpoint_timer)
+        # checkpoints take the partitions in turn, n per checkpoint_interval_s
+        app.timer(interval=max(0.05, settings.checkpoint_interval_s / (4 * n)))(
+            self.checkpoint_timer)
         app.on_partitions_revoked.connect(self.on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self.on_assigned)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self.on_shutdown)  # type: ignore[arg-type]
@@ -547,8 +618,30 @@ class _Worker:
 
     # -- checkpoints -------------------------------------------------------------------------
     async def maybe_checkpoint(self) -> None:
-        if time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s:
-            await self.checkpoint()
+        """When due, checkpoint the next partition in turn, one at a time: processing waits
+        only for the snapshot of one partition's dirty keys (~1/N of them all); the rest
+        (writes, acks, commit) runs in a task of its own while batches go on."""
+        if self.saving is not None and self.saving.done():
+            await self._saved()
+        if self._checkpoint_due() and not self.checkpointing.locked():
+            await self.checkpointing.acquire()
+            try:
+                snap = None
+                async with self.lock:
+                    if self._checkpoint_due():
+                        partition = _next_in_turn(
+                            self.session_held.touched | self.rekeyed_held.touched,
+                            self.checkpointed_partition)
+                        if partition is not None:
+                            self.checkpointed_partition = partition
+                            snap = self._snapshot([partition])
+            except BaseException:
+                self.checkpointing.release()
+                raise
+            if snap is None:
+                self.checkpointing.release()
+            else:
+                self.saving = asyncio.ensure_future(self._save_then_release(snap))
         if self.stats.due(self.settings.stats_interval_s):
             log.info("agentwatch worker stats %s", self.stats.line(self._gauges()))
 
@@ -559,67 +652,135 @@ class _Worker:
             await self.kick_stalled()
             await self.maybe_checkpoint()
 
-    async def checkpoint(self) -> None:
+    async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Write the dirty keys of both stages, wait for the broker, ack their records,
-        commit (DESIGN.md: quixstreams' and Flink's order)."""
-        async with self.lock:
-            self.last_checkpoint_s = time.monotonic()
-            t0 = time.perf_counter()
-            consumer: Any = self.app.consumer
-            topic = self.settings.events_topic
-            session_writes: list[tuple[int, bytes, bytes | None]] = []
-            for partition in self.session_held.take_touched():
-                committed = faust_internals.committed_offset(consumer, TP(topic, partition))
-                session_writes += self.session_stage.checkpoint(partition, committed)
-            rekeyed_writes: list[tuple[int, bytes, bytes | None]] = []
-            for partition in self.rekeyed_held.take_touched():
-                rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
-            if session_writes or rekeyed_writes:
-                self.crashable += 1
-            half = len(session_writes) // 2
-            producer: Any = self.app.producer
-            # the outputs of every batch saved below are on the broker before their state
-            await producer.flush()
-            last: dict[int, Any] = {}
-            if session_writes:
-                last = await _write(producer, self.session_table, self.session_held.last,
-                                    session_writes[:half])
-            _crash_point("write", self.crashable)
-            if session_writes:
-                last.update(await _write(producer, self.session_table, self.session_held.last,
-                                         session_writes[half:]))
-            last_rekeyed: dict[int, Any] = {}
-            if rekeyed_writes:
-                last_rekeyed = await _write(producer, self.rekeyed_table,
-                                            self.rekeyed_held.last, rekeyed_writes)
-            await producer.flush()  # every changelog write acknowledged (acks=all)
-            if last:
-                _persisted(self.session_table, last)
-            if last_rekeyed:
-                _persisted(self.rekeyed_table, last_rekeyed)
-            _crash_point("commit", self.crashable)
-            held = self.session_held
-            for event in held.events:
-                await held.stream.ack(event)
-            held.events = []
-            held = self.rekeyed_held
-            safe = {p: self.rekeyed_stage.safe_offset(p) for p in held.last}
-            keep = []
-            for event in held.events:
-                message = event.message
-                if message.offset < safe.get(message.partition, 0):
+        commit (DESIGN.md: quixstreams' and Flink's order), once a checkpoint under way is
+        done. ``partitions``: the partition numbers to save (session partition p, rekeyed
+        partition p: the state, the records and the offsets of each are its own); None:
+        every one with records since its last checkpoint."""
+        async with self.checkpointing:
+            async with self.lock:
+                snap = self._snapshot(partitions)
+            await self._save(snap)
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_checkpoint_s >= self.checkpoint_gap_s
+
+    def _parts_in_turn(self) -> int:
+        """Partition numbers checkpointed in turn: those assigned (of either stage)."""
+        topics = {self.settings.events_topic, self.settings.rekeyed_topic}
+        consumer: Any = self.app.consumer
+        return max(1, len({tp.partition for tp in consumer.assignment() if tp.topic in topics}))
+
+    async def _save_then_release(self, snap: _Snapshot) -> None:
+        try:
+            await self._save(snap)
+        finally:
+            self.checkpointing.release()
+
+    async def _saved(self) -> None:
+        """Wait for the checkpoint under way, if any; its error (the broker refused the
+        state, say) is raised here, in a caller of the checkpoints, as when they ran in
+        the agents themselves."""
+        saving, self.saving = self.saving, None
+        if saving is not None:
+            await saving
+
+    async def _save(self, snap: _Snapshot) -> None:
+        """Save a snapshot (with ``checkpointing`` held, not the processing lock: batches
+        go on meanwhile, and the next checkpoint waits for this one). The outputs of
+        every batch before the snapshot are acknowledged before its state is written, the
+        state before its records are acked and their offsets committed."""
+        t0 = time.perf_counter()
+        if snap.session_writes or snap.rekeyed_writes:
+            self.crashable += 1
+        producer: Any = self.app.producer
+        # the outputs of every batch saved below are on the broker before their state
+        await producer.flush()
+        t1 = time.perf_counter()
+        last, last_rekeyed = await self._write_state(snap)
+        t2 = time.perf_counter()
+        await producer.flush()  # every changelog write acknowledged (acks=all)
+        t3 = time.perf_counter()
+        _persisted(self.session_table, last)
+        _persisted(self.rekeyed_table, last_rekeyed)
+        _crash_point("commit", self.crashable)
+        await self._ack_held(snap)
+        await self.app.consumer.commit()
+        _crash_point("after", self.crashable)
+        writes = snap.session_writes + snap.rekeyed_writes
+        t4 = time.perf_counter()
+        took_s = snap.dump_s + t4 - t0
+        self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
+                       changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes),
+                       checkpoint_dump_s=snap.dump_s, checkpoint_flush_s=t1 - t0,
+                       checkpoint_write_s=t2 - t1, checkpoint_acks_s=t3 - t2,
+                       checkpoint_commit_s=t4 - t3)
+        self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
+        parts = 1 if snap.partitions is None else self._parts_in_turn()
+        # spaced by its own work (the snapshot, the writes), not by the batches that ran
+        # while it waited for the broker
+        self.checkpoint_gap_s = self.settings.checkpoint_gap_s(snap.dump_s + snap.write_s,
+                                                               parts)
+        self.metrics.checkpoint_seconds.observe(took_s)
+
+    def _snapshot(self, partitions: Iterable[int] | None) -> _Snapshot:
+        """The table writes of the stages' dirty keys in ``partitions`` (None: every
+        touched one); the keys are clean afterwards."""
+        self.last_checkpoint_s = time.monotonic()
+        t0 = time.perf_counter()
+        consumer: Any = self.app.consumer
+        topic = self.settings.events_topic
+        snap = _Snapshot(partitions, self.session_held.take_touched(partitions),
+                         self.rekeyed_held.take_touched(partitions))
+        for partition in snap.session_parts:
+            committed = faust_internals.committed_offset(consumer, TP(topic, partition))
+            snap.session_writes += self.session_stage.checkpoint(partition, committed)
+            snap.session_records += self.session_held.events.pop(partition, [])
+        for partition in snap.rekeyed_parts:
+            snap.rekeyed_writes += self.rekeyed_stage.checkpoint(partition)
+            # messages below it hold no event the saved state lacks
+            snap.safe[partition] = self.rekeyed_stage.safe_offset(partition)
+            snap.rekeyed_records[partition] = self.rekeyed_held.events.pop(partition, [])
+        snap.dump_s = time.perf_counter() - t0
+        return snap
+
+    async def _write_state(self, snap: _Snapshot) -> tuple[dict[int, Any], dict[int, Any]]:
+        """Hand the snapshot's writes to the tables' stores and the producer; the send
+        futures of the last changelog message per partition (session, rekeyed)."""
+        producer: Any = self.app.producer
+        writes = snap.session_writes
+        half = len(writes) // 2
+        last: dict[int, Any] = {}
+        if writes:
+            last = await _write(producer, self.session_table, self.session_held.last,
+                                writes[:half], snap)
+        _crash_point("write", self.crashable)
+        if writes:
+            last.update(await _write(producer, self.session_table, self.session_held.last,
+                                     writes[half:], snap))
+        last_rekeyed: dict[int, Any] = {}
+        if snap.rekeyed_writes:
+            last_rekeyed = await _write(producer, self.rekeyed_table, self.rekeyed_held.last,
+                                        snap.rekeyed_writes, snap)
+        return last, last_rekeyed
+
+    async def _ack_held(self, snap: _Snapshot) -> None:
+        """Ack the records whose effects the snapshot saved (faust commits up to them); a
+        rekeyed record holding events not released yet is held on."""
+        held = self.session_held
+        for event in snap.session_records:
+            await held.stream.ack(event)
+        held = self.rekeyed_held
+        for partition, events in snap.rekeyed_records.items():
+            safe, keep = snap.safe[partition], []
+            for event in events:
+                if event.message.offset < safe:
                     await held.stream.ack(event)
                 else:
                     keep.append(event)
-            held.events = keep
-            await consumer.commit()
-            writes = session_writes + rekeyed_writes
-            took_s = time.perf_counter() - t0
-            self.stats.add(checkpoints=1, checkpoint_s=took_s, changelog_writes=len(writes),
-                           changelog_bytes=sum(len(k) + len(v or b"") for _, k, v in writes))
-            self.stats.checkpoint_s_max = max(self.stats.checkpoint_s_max, took_s)
-            self.checkpoint_gap_s = self.settings.checkpoint_gap_s(took_s)
-            self.metrics.checkpoint_seconds.observe(took_s)
+            if keep:  # before those held since the snapshot
+                held.events[partition] = keep + held.events.get(partition, [])
 
     def _gauges(self) -> dict[str, Any]:
         consumer: Any = self.app.consumer
@@ -634,7 +795,7 @@ class _Worker:
         # events the rekeyed stage got after their time was released (taken out of order)
         late = sum(p.late for p in self.rekeyed_stage.partitions.values())
         return {"lag": lag, "open_sessions": sessions, "rss_bytes": _rss_bytes(),
-                "held_records": len(self.session_held.events) + len(self.rekeyed_held.events),
+                "held_records": self.session_held.count() + self.rekeyed_held.count(),
                 "late_events": late, "checkpoint_gap_s": round(self.checkpoint_gap_s, 3)}
 
     # -- progress, stalls, idle partitions --------------------------------------------------
@@ -748,11 +909,19 @@ class _Worker:
         """Save everything processed before the partitions move (faust then seeks every
         partition to its committed offset)."""
         tables: Any = self.app.tables
+        async with self.checkpointing:  # a checkpoint under way finishes first
+            pass
+        await self._saved()  # (its records are no longer counted as held)
         if tables.recovery.completed.is_set() and (
-                self.session_held.events or self.rekeyed_held.events):
+                self.session_held.count() or self.rekeyed_held.count()):
             await self.checkpoint()
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        saving, self.saving = self.saving, None
+        if saving is not None:  # let it finish; what it did not save is read again
+            await asyncio.wait([saving])
+            if not saving.cancelled():
+                saving.exception()  # (retrieved: stopping, it no longer matters)
         await self.probe.stop()
         self.metrics.close()
 

@@ -24,6 +24,7 @@ __all__ = [
     "own_ack_gaps",
     "problems",
     "short_fetch_wait",
+    "store_write_many",
 ]
 
 AddGap = Callable[[Any, int, int], Awaitable[None]]
@@ -114,6 +115,31 @@ def last_fetch_s(consumer: Any, tp: Any) -> float | None:
     return None if stamp_ms is None else stamp_ms / 1000.0
 
 
+def store_write_many(store: Any, partition: int,
+                     items: list[tuple[bytes, bytes | None]]) -> bool:
+    """Write (value) or delete (None) the raw ``items`` of one partition of a table's local
+    store in one RocksDB write batch, what faust does itself when it applies a changelog
+    batch (``Store.apply_changelog_batch``); False, with nothing done, when the store is
+    not faust's RocksDB store on rocksdict (write through the store's mapping then).
+    faust's own per-key path costs a database write per key, an update of its (threaded,
+    1,000-entry) key index, and a delete of a key the index has forgotten goes to every
+    partition's database: ~60 % of a checkpoint's writes (py-spy, alert_latency at 20k)."""
+    from faust.stores import rocksdb  # noqa: PLC0415
+
+    if not isinstance(store, rocksdb.Store) or not getattr(store, "use_rocksdict", False):
+        return False
+    import rocksdict  # noqa: PLC0415 (faust's store uses it: installed)
+
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for key, value in items:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    store._db_for_partition(partition).write(batch)
+    return True
+
+
 def problems() -> list[str]:
     """What is missing of the internals above (empty: all there)."""
     import aiokafka  # noqa: PLC0415
@@ -147,6 +173,10 @@ def problems() -> list[str]:
         missing("faust ThreadDelegateConsumer._thread", "to read when a fetch last answered")
     if not callable(getattr(aiokafka.AIOKafkaConsumer, "last_poll_timestamp", None)):
         missing("AIOKafkaConsumer.last_poll_timestamp", "to read when a fetch last answered")
+    from faust.stores import rocksdb  # noqa: PLC0415
+
+    if not callable(getattr(rocksdb.Store, "_db_for_partition", None)):
+        missing("faust rocksdb Store._db_for_partition", "to write state in batches")
     for name in ("seek_wait", "resume_partitions", "on_buffer_drop", "highwater"):
         if not callable(getattr(faust_consumer.Consumer, name, None)):
             missing(f"faust Consumer.{name}", "(public API)")

@@ -62,10 +62,12 @@ class WorkerSettings:
     one worker), or ``session`` / ``rekeyed`` alone (what ``split`` runs; start them
     yourself to place them apart)."""
     checkpoint_interval_s: float = 1.0
-    """How often the worker writes the state of the keys changed since the last checkpoint
-    to its changelog topics, waits for the broker's acks, then commits input offsets
-    (DESIGN.md, "Worker state"). Longer: fewer changelog bytes, more records re-read
-    after a crash (never an alert lost or a different one fired)."""
+    """How often the worker writes the state of a partition's keys changed since its last
+    checkpoint to the changelog topics, waits for the broker's acks, then commits the
+    partition's input offsets (DESIGN.md, "Worker state"). The partitions take turns, one
+    checkpoint at a time: with N of them, one every interval / N. Longer: fewer changelog
+    bytes, more records re-read after a crash (never an alert lost or a different one
+    fired)."""
     checkpoint_max_share: float = 0.1
     """The share of the worker's time checkpoints may take: after a checkpoint that took
     ``d`` seconds the next one starts no sooner than ``d / checkpoint_max_share`` after it
@@ -117,11 +119,13 @@ class WorkerSettings:
         if self.partitions < 1:
             raise ConfigError(f"partitions: {self.partitions} is not a positive number")
 
-    def checkpoint_gap_s(self, took_s: float) -> float:
-        """Seconds from the start of a checkpoint that took ``took_s`` to the next one."""
+    def checkpoint_gap_s(self, took_s: float, parts: int = 1) -> float:
+        """Seconds from the start of a checkpoint that took ``took_s`` to the next one, when
+        checkpoints save ``parts`` partitions in turn (each partition every
+        ``checkpoint_interval_s``, stretched alike: the share of the time is per checkpoint)."""
         stretched = min(took_s / self.checkpoint_max_share,
-                        CHECKPOINT_STRETCH_MAX * self.checkpoint_interval_s)
-        return max(self.checkpoint_interval_s, stretched)
+                        CHECKPOINT_STRETCH_MAX * self.checkpoint_interval_s / parts)
+        return max(self.checkpoint_interval_s / parts, stretched)
 
     @property
     def runs_session_stage(self) -> bool:
