@@ -84,3 +84,85 @@ def test_fetch_waits_are_shortened_once() -> None:
 
 def test_no_fetch_time_before_the_consumer_fetched(consumer: Any) -> None:
     assert internals.last_fetch_s(consumer, TP("events", 0)) is None
+
+
+def _drain_once(consumer: Any, callback: Any) -> Any:
+    """What faust's consumer loop does per record: ``wait_first(callback, flow.wait())``."""
+    return consumer.wait_first(callback, consumer.suspend_flow.wait())
+
+
+def test_a_delivery_that_does_not_suspend_runs_in_place_without_a_task(consumer: Any) -> None:
+    internals.eager_delivery()
+    internals.eager_delivery()  # idempotent
+    delivered: list[int] = []
+
+    async def callback(n: int) -> str:
+        delivered.append(n)
+        return "done"
+
+    async def go() -> None:
+        tasks_before = len(asyncio.all_tasks())
+        result = await _drain_once(consumer, callback(1))
+        assert delivered == [1]
+        assert result.results == ["done"]
+        assert not result.stopped
+        assert len(asyncio.all_tasks()) == tasks_before  # nothing scheduled, nothing left
+
+    asyncio.run(go())
+
+
+def test_a_delivery_that_suspends_finishes_under_faust_s_wait(consumer: Any) -> None:
+    internals.eager_delivery()
+    steps: list[str] = []
+
+    async def callback() -> int:
+        steps.append("before")
+        await asyncio.sleep(0)  # a bare yield
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, 7)
+        value = await fut  # a future
+        steps.append("after")
+        return value
+
+    async def go() -> None:
+        result = await _drain_once(consumer, callback())
+        assert steps == ["before", "after"]
+        assert 7 in result.results
+
+    asyncio.run(go())
+
+
+def test_a_blocked_delivery_is_cancelled_when_the_flow_is_suspended(consumer: Any) -> None:
+    internals.eager_delivery()
+    seen: list[str] = []
+
+    async def callback() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # a full buffer: never done
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def go() -> None:
+        asyncio.get_running_loop().call_later(0.01, consumer.suspend_flow.set)
+        result = await _drain_once(consumer, callback())
+        for _ in range(3):  # the cancelled task runs on the next turns of the loop
+            await asyncio.sleep(0)
+        assert seen == ["cancelled"]
+        assert result.results == [None]  # the flow event won
+        consumer.suspend_flow.clear()
+
+    asyncio.run(go())
+
+
+def test_an_error_in_a_delivery_propagates(consumer: Any) -> None:
+    internals.eager_delivery()
+
+    async def callback() -> None:
+        raise ValueError("bad record")
+
+    async def go() -> None:
+        with pytest.raises(ValueError, match="bad record"):
+            await _drain_once(consumer, callback())
+
+    asyncio.run(go())

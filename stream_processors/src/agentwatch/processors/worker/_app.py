@@ -822,6 +822,7 @@ def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: i
         raise ConfigError("agentwatch worker cannot run with the installed faust-streaming: "
                           + "; ".join(broken))
     faust_internals.short_fetch_wait(FETCH_MAX_WAIT_MS)
+    faust_internals.eager_delivery()
     worker = _Worker(settings, config, input_partitions)
     if settings.metrics_port:
         worker.metrics.start(settings.metrics_port)
