@@ -147,11 +147,18 @@ def quix_child(argv: list[str]) -> None:
 
 
 def faust_child(argv: list[str]) -> None:
-    """``FAUST_CHILD <bootstrap> <topic> <group> <data_dir> <commit_s>``: a faust-streaming
-    agent that decodes each record with orjson and does nothing else; the worker's consumer
-    settings (10,000 records per poll, a 64 Ki stream buffer)."""
-    bootstrap, topic_name, group, data_dir, commit_interval_s = argv
+    """``FAUST_CHILD <bootstrap> <topic> <group> <data_dir> <commit_s> [eager]``: a
+    faust-streaming agent that decodes each record with orjson and does nothing else; the
+    worker's consumer settings (10,000 records per poll, a 64 Ki stream buffer). ``eager``:
+    with the worker's eager delivery of fetched records (``_faust_internals.
+    eager_delivery``), to show how much of the ratio that alone makes."""
+    bootstrap, topic_name, group, data_dir, commit_interval_s = argv[:5]
     import faust  # noqa: PLC0415 -- heavy, and parses sys.argv: only in the child
+
+    if argv[5:] == ["eager"]:
+        from agentwatch.processors.worker import _faust_internals  # noqa: PLC0415
+
+        _faust_internals.eager_delivery()
 
     app = faust.App(
         group,
@@ -341,7 +348,8 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argp
 
 
 def run_child(marker: str, label: str, loaded: Loaded, bootstrap: str, tmp: Path,
-              args: argparse.Namespace, *, until_events: int = 0) -> Run:
+              args: argparse.Namespace, *, until_events: int = 0,
+              extra: tuple[str, ...] = ()) -> Run:
     group = fresh_name(f"bench-{marker.strip('-')}")
     state_dir = tmp / group
     cmd = [
@@ -353,6 +361,7 @@ def run_child(marker: str, label: str, loaded: Loaded, bootstrap: str, tmp: Path
         group,
         str(state_dir),
         str(args.peer_commit_s),
+        *extra,
     ]
     return measure(
         label,
@@ -672,6 +681,17 @@ def run_all(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
             print(f"worker_single: goal >= {SINGLE_GOAL_RATIO}x the bare faust agent: "
                   f"{verdict} ({ratio:.2f}x; {os.cpu_count()} cores shared by broker, worker "
                   f"and load generator)", flush=True)
+            # the worker delivers fetched records without faust's four tasks per record:
+            # the same bare agent with that too, so the ratio's share of it is known
+            eager = run_child(FAUST_CHILD, "the same agent with the worker's eager delivery",
+                              single, bootstrap, tmp, args, extra=("eager",))
+            print(f"worker_single: against the bare agent with the worker's eager delivery "
+                  f"of records (_faust_internals.eager_delivery) too: "
+                  f"{ours.result.events_per_s / eager.result.events_per_s:.2f}x "
+                  f"(ours={ours.result.events_per_s:,.0f} "
+                  f"peer={eager.result.events_per_s:,.0f} events/s); the bare agent "
+                  f"with it {eager.result.events_per_s / peer.result.events_per_s:.2f}x "
+                  f"the one without", flush=True)
     return 0
 
 
