@@ -117,3 +117,102 @@ def test_a_memory_store_is_left_to_its_own_mapping() -> None:
     assert not internals.store_write_many(store, 0, [(b"k", b"v")])
     assert b"k" not in store.data
     app.loop.close()
+
+
+def _run(test: Any) -> None:
+    """Run ``test(consumer)`` on a faust consumer built inside the running event loop (mode
+    binds its events and wait_first's tasks to the loop of the consumer's making)."""
+
+    async def main() -> None:
+        app = faust.App("agentwatch-eager-test", broker="kafka://127.0.0.1:1",
+                        web_enabled=False)
+        consumer: Any = app.consumer
+        try:
+            await test(consumer)
+        finally:
+            consumer._thread.thread_loop.close()
+
+    asyncio.run(main())
+
+
+def _drain_once(consumer: Any, callback: Any) -> Any:
+    """What faust's consumer loop does per record: ``wait_first(callback, flow.wait())``
+    (on the consumer's own event loop, where mode's wait_first makes its tasks)."""
+    return consumer.wait_first(callback, consumer.suspend_flow.wait())
+
+
+def test_a_delivery_that_does_not_suspend_runs_in_place_without_a_task() -> None:
+    internals.eager_delivery()
+    internals.eager_delivery()  # idempotent
+    delivered: list[int] = []
+
+    async def callback(n: int) -> str:
+        delivered.append(n)
+        return "done"
+
+    async def go(consumer: Any) -> None:
+        tasks_before = len(asyncio.all_tasks())
+        result = await _drain_once(consumer, callback(1))
+        assert delivered == [1]
+        assert result.results == ["done"]
+        assert not result.stopped
+        assert len(asyncio.all_tasks()) == tasks_before  # nothing scheduled, nothing left
+
+    _run(go)
+
+
+def test_a_delivery_that_suspends_finishes_under_faust_s_wait() -> None:
+    internals.eager_delivery()
+    steps: list[str] = []
+
+    async def callback() -> int:
+        steps.append("before")
+        await asyncio.sleep(0)  # a bare yield
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, 7)
+        value: int = await fut  # a future
+        steps.append("after")
+        return value
+
+    async def go(consumer: Any) -> None:
+        result = await _drain_once(consumer, callback())
+        assert steps == ["before", "after"]
+        assert 7 in result.results
+
+    _run(go)
+
+
+def test_a_blocked_delivery_is_cancelled_when_the_flow_is_suspended() -> None:
+    internals.eager_delivery()
+    seen: list[str] = []
+
+    async def callback() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # a full buffer: never done
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def go(consumer: Any) -> None:
+        asyncio.get_running_loop().call_later(0.01, consumer.suspend_flow.set)
+        result = await _drain_once(consumer, callback())
+        for _ in range(3):  # the cancelled task runs on the next turns of the loop
+            await asyncio.sleep(0)
+        assert seen == ["cancelled"]
+        assert result.results == [True]  # the flow event's wait() won
+        consumer.suspend_flow.clear()
+
+    _run(go)
+
+
+def test_an_error_in_a_delivery_propagates() -> None:
+    internals.eager_delivery()
+
+    async def callback() -> None:
+        raise ValueError("bad record")
+
+    async def go(consumer: Any) -> None:
+        with pytest.raises(ValueError, match="bad record"):
+            await _drain_once(consumer, callback())
+
+    _run(go)

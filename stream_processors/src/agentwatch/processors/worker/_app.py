@@ -267,8 +267,8 @@ class _Stats:
         self.total: dict[str, float] = dict.fromkeys((
             "events", "records", "batches", "alerts", "dead_letters", "forwards", "checkpoints",
             "changelog_bytes", "changelog_writes", "process_s", "send_s", "checkpoint_s",
-            "rekeyed_events", "rekeyed_records", "holes_real", "holes_read_again",
-            *CHECKPOINT_PHASES), 0)
+            "rekeyed_events", "rekeyed_records", "rekeyed_forwards", "holes_real",
+            "holes_read_again", *CHECKPOINT_PHASES), 0)
         self.at_last_log = dict(self.total)
         self.checkpoint_s_max = 0.0
 
@@ -289,6 +289,8 @@ class _Stats:
         checkpoints = delta["checkpoints"]
         out: dict[str, Any] = {
             "t_s": round(now - self.started_s, 3),
+            # the machine's monotonic clock (system-wide): benchmarks place the line in time
+            "monotonic_s": round(now, 3),
             "interval_s": round(dt, 3),
             "events_per_s": round(events / dt, 1),
             "records_per_s": round(records / dt, 1),
@@ -613,7 +615,11 @@ class _Worker:
                                         self.settings.rekeyed_topic, stream, batch)
             self._progressed(self.settings.rekeyed_topic, _by_partition(batch))
             self.metrics.outputs(out)
+            # forward messages read (marks aside): with ``forwards_total`` they say when
+            # this stage has read everything the session stage sent
+            forwards = sum(1 for event in batch if event.message.key != MARK_KEY)
             self.stats.add(rekeyed_events=out.events, rekeyed_records=len(batch),
+                           rekeyed_forwards=forwards,
                            alerts=len(out.alerts), dead_letters=len(out.dead_letters))
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -963,6 +969,7 @@ def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: i
         raise ConfigError("agentwatch worker cannot run with the installed faust-streaming: "
                           + "; ".join(broken))
     faust_internals.short_fetch_wait(FETCH_MAX_WAIT_MS)
+    faust_internals.eager_delivery()
     worker = _Worker(settings, config, input_partitions)
     if settings.metrics_port:
         worker.metrics.start(settings.metrics_port)
