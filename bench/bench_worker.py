@@ -150,15 +150,15 @@ def faust_child(argv: list[str]) -> None:
     """``FAUST_CHILD <bootstrap> <topic> <group> <data_dir> <commit_s> [eager]``: a
     faust-streaming agent that decodes each record with orjson and does nothing else; the
     worker's consumer settings (10,000 records per poll, a 64 Ki stream buffer). ``eager``:
-    with the worker's eager delivery of fetched records (``_faust_internals.
-    eager_delivery``), to show how much of the ratio that alone makes."""
+    with the worker's eager delivery of fetched records (``agentwatch.processors.
+    worker.eager_delivery``), to show how much of the ratio that alone makes."""
     bootstrap, topic_name, group, data_dir, commit_interval_s = argv[:5]
     import faust  # noqa: PLC0415 -- heavy, and parses sys.argv: only in the child
 
     if argv[5:] == ["eager"]:
-        from agentwatch.processors.worker import _faust_internals  # noqa: PLC0415
+        from agentwatch.processors.worker import eager_delivery  # noqa: PLC0415
 
-        _faust_internals.eager_delivery()
+        eager_delivery()
 
     app = faust.App(
         group,

@@ -11,10 +11,13 @@ Two stages, both thin shells around the pure :class:`~agentwatch.processors.core
   watermark has passed them and feeds them to its engine in event-time order: the result
   does not depend on how partitions were interleaved (see ``_rekeyed_stage.py``).
 
-State lives in changelog-backed faust tables, written once per key per batch.
+State lives in memory and in changelog-backed faust tables, written once per dirty key per
+checkpoint, one partition at a time (``_app.py``). :func:`eager_delivery` is the worker's
+delivery of fetched records to faust's streams (exported for the benchmarks' peer).
 """
 
 from agentwatch.processors.worker._control import control_records, halt_rules
+from agentwatch.processors.worker._faust_internals import eager_delivery
 from agentwatch.processors.worker._forward import MARK_KEY
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
@@ -27,5 +30,6 @@ __all__ = [
     "StageOutput",
     "WorkerSettings",
     "control_records",
+    "eager_delivery",
     "halt_rules",
 ]
