@@ -427,8 +427,8 @@ class _Worker:
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
         self.progress: dict[TP, tuple[float, int]] = {}
-        #: input partition -> (the broker's last fetch answer seen, wall s; when answers
-        #: came back after a gap, wall s or None): idle claims need a fresh answer
+        #: per input partition, the broker's last fetch answer seen and since when answers
+        #: are back after a gap: idle claims need a fresh answer (_idle.FetchGaps)
         self.fetches = FetchGaps()
         self.started_s = time.monotonic()
         self.stats = _Stats()
@@ -658,15 +658,14 @@ class _Worker:
             await self.kick_stalled()
             await self.maybe_checkpoint()
 
-    async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
-        """Write the dirty keys of both stages, wait for the broker, ack their records,
-        commit (DESIGN.md: quixstreams' and Flink's order), once a checkpoint under way is
-        done. ``partitions``: the partition numbers to save (session partition p, rekeyed
-        partition p: the state, the records and the offsets of each are its own); None:
-        every one with records since its last checkpoint."""
+    async def checkpoint(self) -> None:
+        """Write the dirty keys of both stages in every partition with records since its
+        last checkpoint, wait for the broker, ack their records, commit (DESIGN.md:
+        quixstreams' and Flink's order), once a checkpoint under way is done (a rebalance
+        saves everything at once; maybe_checkpoint takes the partitions in turn)."""
         async with self.checkpointing:
             async with self.lock:
-                snap = self._snapshot(partitions)
+                snap = self._snapshot(None)
             await self._save(snap)
 
     def _checkpoint_due(self) -> bool:
