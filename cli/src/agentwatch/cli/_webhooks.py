@@ -185,6 +185,21 @@ def run_ack(
     from agentwatch.alerts import Ack, write_ack  # noqa: PLC0415
 
     alert_id = alert_id.strip()
+    # Every alert id is a UUID (the core's uuid5 of rule, scope, key and firing time). An
+    # ack of anything else reaches no alert and would be stored as if it had: a truncated
+    # or mistyped id is refused here. A well-formed id of no alert cannot be told apart
+    # without reading the alerts (the CLI does not read them): it is written, and ignored.
+    try:
+        canonical = str(uuid.UUID(alert_id))
+    except ValueError:
+        raise ConfigError(
+            f"ALERT_ID: {alert_id!r} is not an alert id (alert ids are UUIDs, e.g. "
+            "6f1c2a4e-0b7d-5c1e-9a51-3d2f8e0c4b71: copy it from the webhook body or the "
+            "alerts table)") from None
+    if canonical != alert_id.lower():
+        raise ConfigError(f"ALERT_ID: {alert_id!r} is not an alert id in its canonical "
+                          f"form (did you mean {canonical}?)")
+    alert_id = canonical
     try:
         ack = Ack.now(alert_id, by, via="cli")
     except ValueError as exc:
