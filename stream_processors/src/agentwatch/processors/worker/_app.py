@@ -38,12 +38,13 @@ from agentwatch.processors.worker._idle import FetchGaps, PartitionView, idle_un
 from agentwatch.processors.worker._metrics import WorkerMetrics
 from agentwatch.processors.worker._offsets import HoleProbe, OffsetGuard
 from agentwatch.processors.worker._rekeyed_stage import RekeyedStage
+from agentwatch.processors.worker._sends import SendFailures, SendRefusedError
 from agentwatch.processors.worker._session_stage import SessionStage, StageOutput
 from agentwatch.processors.worker._settings import WorkerSettings
 from agentwatch.schemas import ConfigError, encode_alert
 from agentwatch.schemas.kafka_security import KafkaSecurity
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "fatal_error"]
 
 log = logging.getLogger("agentwatch.worker")
 
@@ -121,8 +122,8 @@ WRITE_CHUNK = 256
 
 
 async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
-                 writes: list[tuple[int, bytes, bytes | None]], snap: _Snapshot
-                 ) -> dict[int, Any]:
+                 writes: list[tuple[int, bytes, bytes | None]], snap: _Snapshot,
+                 sends: SendFailures) -> dict[int, Any]:
     """Write (or delete) table keys: the local store, then the key's changelog partition,
     ``WRITE_CHUNK`` at a time (their time is added to ``snap.write_s``). Returns the send
     future of the last changelog message per partition: once the producer is flushed,
@@ -161,8 +162,9 @@ async def _write(producer: Any, table: Any, last_events: dict[int, EventT[Any]],
                             with contextlib.suppress(KeyError):
                                 del store[key]
             for key, value in chunk:
-                last[partition] = await producer.send(topic, key, value, partition, None,
-                                                      None)
+                last[partition] = sent = await producer.send(topic, key, value, partition,
+                                                             None, None)
+                sends.watch(sent, topic)
             snap.write_s += time.perf_counter() - t0
             await asyncio.sleep(0)  # the batches' turn
     return last
@@ -423,6 +425,9 @@ class _Worker:
         #: from the start of the last checkpoint to the next (WorkerSettings.checkpoint_gap_s)
         self.checkpoint_gap_s = settings.checkpoint_interval_s
         self.crashable = 0  # checkpoints with changelog writes (see _crash_point)
+        #: sends the broker refused: checked after every flush, before anything is committed
+        self.sends = SendFailures()
+        self.fatal: SendRefusedError | None = None  # why the worker stops (see stop_on)
         self.checkpointed_partition = -1  # the partition of the last checkpoint in turn
         #: (topic, partition) -> (monotonic time, last offset) of its latest batch: the
         #: watchdog's and the idle detection's view of which partitions make progress
@@ -451,7 +456,9 @@ class _Worker:
     # -- sending ---------------------------------------------------------------------------
     async def _send(self, topic: str, key: bytes | None, value: bytes | None,
                     partition: int | None = None) -> Awaitable[Any]:
-        return await self.app.producer.send(topic, key, value, partition, None, None)
+        sent = await self.app.producer.send(topic, key, value, partition, None, None)
+        self.sends.watch(sent, topic)
+        return sent
 
     async def send_outputs(self, out: StageOutput) -> None:
         """Hand every output to the producer, which sends at once (no wait for the acks
@@ -627,8 +634,14 @@ class _Worker:
         """When due, checkpoint the next partition in turn, one at a time: processing waits
         only for the snapshot of one partition's dirty keys (~1/N of them all); the rest
         (writes, acks, commit) runs in a task of its own while batches go on."""
+        if self.fatal is not None:
+            return  # stopping: nothing more is committed
         if self.saving is not None and self.saving.done():
-            await self._saved()
+            try:
+                await self._saved()
+            except SendRefusedError as exc:
+                self.stop_on(exc)
+                return
         if self._checkpoint_due() and not self.checkpointing.locked():
             await self.checkpointing.acquire()
             try:
@@ -657,6 +670,15 @@ class _Worker:
             await self.reseek_overdue()
             await self.kick_stalled()
             await self.maybe_checkpoint()
+
+    def stop_on(self, exc: SendRefusedError) -> None:
+        """The broker refused what the worker sent: say so once and stop the worker (as
+        SIGTERM does), committing nothing more; ``agentwatch worker`` then exits with
+        this error (run.py). A restart reads again from the last checkpoint."""
+        if self.fatal is None:
+            self.fatal = exc
+            log.error("agentwatch worker: checkpoint refused, stopping: %s", exc)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     async def checkpoint(self) -> None:
         """Write the dirty keys of both stages in every partition with records since its
@@ -702,10 +724,12 @@ class _Worker:
         producer: Any = self.app.producer
         # the outputs of every batch saved below are on the broker before their state
         await producer.flush()
+        self.sends.check()  # (the flush waits for the acks; a refusal is only noted)
         t1 = time.perf_counter()
         last, last_rekeyed = await self._write_state(snap)
         t2 = time.perf_counter()
         await producer.flush()  # every changelog write acknowledged (acks=all)
+        self.sends.check()
         t3 = time.perf_counter()
         _persisted(self.session_table, last)
         _persisted(self.rekeyed_table, last_rekeyed)
@@ -759,15 +783,15 @@ class _Worker:
         last: dict[int, Any] = {}
         if writes:
             last = await _write(producer, self.session_table, self.session_held.last,
-                                writes[:half], snap)
+                                writes[:half], snap, self.sends)
         _crash_point("write", self.crashable)
         if writes:
             last.update(await _write(producer, self.session_table, self.session_held.last,
-                                     writes[half:], snap))
+                                     writes[half:], snap, self.sends))
         last_rekeyed: dict[int, Any] = {}
         if snap.rekeyed_writes:
             last_rekeyed = await _write(producer, self.rekeyed_table, self.rekeyed_held.last,
-                                        snap.rekeyed_writes, snap)
+                                        snap.rekeyed_writes, snap, self.sends)
         return last, last_rekeyed
 
     async def _ack_held(self, snap: _Snapshot) -> None:
@@ -916,10 +940,13 @@ class _Worker:
         tables: Any = self.app.tables
         async with self.checkpointing:  # a checkpoint under way finishes first
             pass
-        await self._saved()  # (its records are no longer counted as held)
-        if tables.recovery.completed.is_set() and (
-                self.session_held.count() or self.rekeyed_held.count()):
-            await self.checkpoint()
+        try:
+            await self._saved()  # (its records are no longer counted as held)
+            if self.fatal is None and tables.recovery.completed.is_set() and (
+                    self.session_held.count() or self.rekeyed_held.count()):
+                await self.checkpoint()
+        except SendRefusedError as exc:
+            self.stop_on(exc)
 
     async def on_shutdown(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         saving, self.saving = self.saving, None
@@ -959,6 +986,16 @@ class _Worker:
             self.rekeyed_stage.drop(partition)
 
 
+#: the worker of each app build_app made (fatal_error reads it once the app has stopped)
+_WORKERS: dict[int, _Worker] = {}
+
+
+def fatal_error(app: faust.App) -> SendRefusedError | None:
+    """Why ``app``'s worker stopped itself, if it did (None: it was asked to stop)."""
+    worker = _WORKERS.get(id(app))
+    return None if worker is None else worker.fatal
+
+
 def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: int
               ) -> faust.App:
     """The worker app. ``input_partitions``: partitions of the events topic (the rekeyed
@@ -970,6 +1007,7 @@ def build_app(settings: WorkerSettings, config: RulesConfig, input_partitions: i
     faust_internals.short_fetch_wait(FETCH_MAX_WAIT_MS)
     faust_internals.eager_delivery()
     worker = _Worker(settings, config, input_partitions)
+    _WORKERS[id(worker.app)] = worker
     if settings.metrics_port:
         worker.metrics.start(settings.metrics_port)
     log.info("worker %s: %d partitions, store %s, forwarding %s", settings.group_id,

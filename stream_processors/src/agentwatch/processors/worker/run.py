@@ -126,7 +126,7 @@ def _run_app(settings: WorkerSettings, config: RulesConfig, partitions: int, log
              ) -> None:
     import faust  # noqa: PLC0415 -- heavy: only when a worker runs
 
-    from agentwatch.processors.worker._app import build_app  # noqa: PLC0415
+    from agentwatch.processors.worker._app import build_app, fatal_error  # noqa: PLC0415
 
     app = build_app(settings, config, partitions)
     tune_gc()
@@ -135,4 +135,10 @@ def _run_app(settings: WorkerSettings, config: RulesConfig, partitions: int, log
     # WARNING and above: every debug call of faust and aiokafka then built a LogRecord, per
     # message sent (profiled: 6 % of the worker). No terminal here needs it.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        fatal = fatal_error(app)
+        if fatal is not None:  # it stopped itself: exit with the reason, not 0
+            raise fatal from None
+        raise
