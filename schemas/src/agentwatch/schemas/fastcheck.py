@@ -15,7 +15,7 @@ never rejects by itself: the contract stays defined by ``agentwatch.schemas``
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from math import isfinite
 from typing import Any, Final
 
@@ -29,10 +29,12 @@ from agentwatch.schemas._event import (
 __all__ = [
     "KINDS",
     "parse_plain_ts",
+    "parse_plain_ts_us",
     "plain_cost",
     "plain_event",
     "plain_event_id",
     "plain_event_ts",
+    "plain_event_ts_us",
     "plain_fields",
     "plain_id",
     "plain_text",
@@ -77,6 +79,55 @@ def parse_plain_ts(value: Any) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+#: "YYYY-MM-DDTHH:MM" -> microseconds since the epoch of that minute, for the minutes
+#: seen lately (a stream's events share few): one datetime parse per minute, not per event
+_MINUTES: dict[str, int] = {}
+_MINUTES_MAX: Final = 4096
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+_ZERO: Final = ord("0")
+_FRACTION_SCALE: Final = (0, 100_000, 10_000, 1_000, 100, 10, 1)
+
+
+def parse_plain_ts_us(value: Any) -> int | None:  # noqa: PLR0911 (one flat check, on purpose)
+    """What ``to_us(parse_plain_ts(value))`` gives (None when that is None), in a third
+    of its time: the minute's instant from a cache, seconds and fraction added here."""
+    if type(value) is not str:
+        return None
+    n = len(value)
+    if n not in _TS_LENGTHS or value[-1] != "Z":
+        return None
+    if value[4] != "-" or value[7] != "-" or value[10] != "T" or value[13] != ":":
+        return None
+    if value[16] != ":" or (n > 20 and value[19] != "."):
+        return None
+    minute = value[:16]
+    base = _MINUTES.get(minute)
+    if base is None:
+        if not "1900" <= value[:4] <= "2299":  # Event.ts's range (see parse_plain_ts)
+            return None
+        try:
+            # the same parser as parse_plain_ts, on this minute (date, hour and minute
+            # are checked here once; seconds and fraction below)
+            at = datetime.fromisoformat(minute + ":00Z")
+        except ValueError:
+            return None
+        base = (at - _EPOCH) // _ONE_US
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[minute] = base
+    tens, ones = ord(value[17]) - _ZERO, ord(value[18]) - _ZERO
+    if not (0 <= tens <= 5 and 0 <= ones <= 9):  # fromisoformat: seconds 00-59
+        return None
+    us = base + (tens * 10 + ones) * 1_000_000
+    if n > 20:
+        fraction = value[20:n - 1]
+        if not (fraction.isascii() and fraction.isdigit()):
+            return None
+        us += int(fraction) * _FRACTION_SCALE[len(fraction)]
+    return us
 
 
 def _attributes(value: Any) -> bool:
@@ -209,6 +260,18 @@ _ID_AND_TS: Final = frozenset({"event_id", "ts"})
 def plain_event(item: dict[str, Any]) -> bool:
     """A whole decoded event (``event_id`` and ``ts`` included) that surely validates."""
     return plain_event_ts(item) is not None
+
+
+def plain_event_ts_us(item: dict[str, Any]) -> int | None:
+    """What ``plain_event_ts`` says, as microseconds since the epoch (the worker's form),
+    through :func:`parse_plain_ts_us`."""
+    event_id = item.get("event_id")
+    if type(event_id) is not str or len(event_id) != 36 or _UUID.match(event_id) is None:
+        return None
+    ts_us = parse_plain_ts_us(item.get("ts"))
+    if ts_us is None or not plainly_valid(item, _ID_AND_TS):
+        return None
+    return ts_us
 
 
 def plain_event_ts(item: dict[str, Any]) -> datetime | None:

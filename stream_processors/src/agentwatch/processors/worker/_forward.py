@@ -143,9 +143,11 @@ def compact_event(event: StageEvent) -> list[Any]:
     """Ten fields; three more (duration_ms, model, and a score's attributes: the latency
     and score rules read them) when one of them is set."""
     kind = event.kind
+    # the enums themselves, not their .value (a Python-level property: ~0.3 µs of the
+    # two per forwarded event): they are str, and orjson writes a str enum as its value
     compact: list[Any] = [
         event.event_id, event.ts_us, event.tenant_id, event.agent_id, event.session_id,
-        kind.value, event.status.value, event.cost_usd, event.name, event.tool_args_hash,
+        kind, event.status, event.cost_usd, event.name, event.tool_args_hash,
     ]
     score = kind is EventKind.SCORE
     if score or event.duration_ms is not None or event.model is not None:

@@ -45,9 +45,8 @@ from agentwatch.schemas import (
     decode_record,
     encode_event,
     is_partition_batch,
-    to_us,
 )
-from agentwatch.schemas.fastcheck import plain_event_ts
+from agentwatch.schemas.fastcheck import plain_event_ts_us
 
 __all__ = ["DeadLetter", "SessionStage", "StageOutput", "config_fingerprint"]
 
@@ -205,10 +204,10 @@ def _plain_events(value: bytes) -> list[StageEvent] | None:
     for item in items:
         if type(item) is not dict:
             return None
-        ts = plain_event_ts(item)
-        if ts is None:
+        ts_us = plain_event_ts_us(item)
+        if ts_us is None:
             return None
-        events.append(event_from_item(item, to_us(ts)))
+        events.append(event_from_item(item, ts_us))
     return events
 
 
@@ -286,7 +285,7 @@ class SessionStage:
         """Feed ``(offset, key, value)`` records of ``partition`` in offset order."""
         part = self.partitions[partition]
         engine = part.engine
-        process, advance, is_new = engine.process, engine.advance, engine.is_new
+        process, advance = engine.process, engine.advance
         applied, closed = part.applied, part.closed
         owner = self._owner.get
         disorder_us, step_us = self._disorder_us, ADVANCE_STEP_US
@@ -320,13 +319,13 @@ class SessionStage:
                     applied[skey] = offset
                     this_record.add(skey)
                     touched.add(skey)
-                core = core_event(event)
-                if not is_new(core):
+                ts_us = event.ts_us
+                dropped = engine.duplicates
+                alerts += process(core_event(event), ts_us)  # (none for a duplicate)
+                if engine.duplicates != dropped:  # a duplicate: nothing else happens
                     duplicates += 1
                     continue
                 n_events += 1
-                ts_us = event.ts_us
-                alerts += process(core, ts_us)
                 max_ts_us = max(max_ts_us, ts_us)
                 if ts_us >= next_advance_us:  # EventTimeDriver.feed, inlined
                     alerts += advance(ts_us - disorder_us)
