@@ -401,6 +401,12 @@ class Engine:
 
     # -- reading -----------------------------------------------------------------------------
     @property
+    def duplicates(self) -> int:
+        """Events :meth:`process` dropped so far as duplicates (a worker compares it around
+        each call instead of asking :meth:`is_new` first: one session lookup, not two)."""
+        return self._duplicates
+
+    @property
     def open_sessions(self) -> int:
         """Sessions open now: ``stats.active_sessions`` without its walk over every key
         of every detector (the worker's stats line and ``/metrics`` read it per partition;
