@@ -261,6 +261,11 @@ def measure(
     first_commit_s = launched_at + result.startup_s
     both_s = max(result.elapsed_s, done_s - first_commit_s)
     run = Run(label, result, log_path, alerts_topic, both_s, line)
+    cpu = cpu_us_per_event(log_path, done_s)
+    if cpu is not None:
+        log(f"{label}: worker CPU {cpu:.1f} µs per event (every thread; from its first stats "
+            f"line with events to the one where both stages were through; the figure to "
+            f"compare on a shared machine, where wall-clock rates swing)")
     log(
         f"{label}: both stages through the topic {both_s - result.elapsed_s:.2f} s after the "
         f"input's last commit (the agent/tenant stage had read "
@@ -270,6 +275,22 @@ def measure(
         f"(late by at most one stats interval, {STATS_INTERVAL_S} s)"
     )
     return run
+
+
+def cpu_us_per_event(log_path: Path, done_s: float) -> float | None:
+    """The worker's CPU time (``cpu_s`` of its stats lines, every thread) per input event
+    between its first stats line counting events and its line at ``done_s`` (monotonic);
+    None when the lines lack it (an older worker) or a stage runs in another process."""
+    lines = [line for line in read_worker_stats(log_path)
+             if "cpu_s" in line and int(line.get("events_total") or 0) > 0]
+    if not lines or len({line["_pid"] for line in lines}) > 1:
+        return None
+    first = lines[0]
+    last = next((line for line in lines if float(line["monotonic_s"]) >= done_s), lines[-1])
+    events = int(last["events_total"]) - int(first["events_total"])
+    if events <= 0:
+        return None
+    return (float(last["cpu_s"]) - float(first["cpu_s"])) / events * 1e6
 
 
 def wait_for_both_stages(log_path: Path, events: int, *, timeout_s: float

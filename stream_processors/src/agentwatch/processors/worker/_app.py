@@ -825,7 +825,11 @@ class _Worker:
         late = sum(p.late for p in self.rekeyed_stage.partitions.values())
         return {"lag": lag, "open_sessions": sessions, "rss_bytes": _rss_bytes(),
                 "held_records": self.session_held.count() + self.rekeyed_held.count(),
-                "late_events": late, "checkpoint_gap_s": round(self.checkpoint_gap_s, 3)}
+                "late_events": late, "checkpoint_gap_s": round(self.checkpoint_gap_s, 3),
+                # CPU seconds of the process (every thread) so far: per event, the figure a
+                # benchmark on a shared machine can compare (wall-clock rates swing with
+                # whatever else runs)
+                "cpu_s": round(time.process_time(), 3)}
 
     # -- progress, stalls, idle partitions --------------------------------------------------
     def _progressed(self, topic: str, groups: dict[int, list[EventT[Any]]]) -> None:
