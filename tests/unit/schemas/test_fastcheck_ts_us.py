@@ -74,8 +74,10 @@ def test_whole_events_agree() -> None:
     event = {"event_id": "0b6f3b8e-52a4-4d5e-9c1f-3f0e2f6a8b10", "ts": "2026-11-20T09:00:00.25Z",
              "agent_id": "a", "session_id": "s", "kind": "tool_call", "name": "search"}
     at = plain_event_ts(event)
-    assert at is not None and plain_event_ts_us(event) == to_us(at)
+    assert at is not None
+    assert plain_event_ts_us(event) == to_us(at)
     for broken in ({"ts": "2026-11-20T09:00:61Z"}, {"event_id": "x"}, {"kind": "nope"},
                    {"ts": 5}):
         bad = {**event, **broken}
-        assert plain_event_ts(bad) is None and plain_event_ts_us(bad) is None, broken
+        assert plain_event_ts(bad) is None, broken
+        assert plain_event_ts_us(bad) is None, broken
