@@ -516,21 +516,18 @@ def uuid_bytes(ids: list[str]) -> bytes | None:
     lowercase UUID (what the producer makes); None otherwise (or when there are none).
     :func:`ids_from_bytes` gives them back."""
     n = len(ids)
-    if n == 0:
-        return None
-    joined = "".join(ids)
-    if len(joined) != _UUID_CHARS * n or not joined.islower():
-        return None
-    for dash_at in (8, 13, 18, 23):
-        if joined[dash_at::_UUID_CHARS].count("-") != n:
+    for event_id in ids:  # each one: ids of 35 and 37 characters would line up joined
+        if len(event_id) != _UUID_CHARS:
             return None
-    hexed = joined.replace("-", "")
-    if len(hexed) != 32 * n:
+    joined = "".join(ids)
+    if n == 0 or not joined.islower() or any(
+            joined[dash_at::_UUID_CHARS].count("-") != n for dash_at in (8, 13, 18, 23)):
         return None
     try:
-        return bytes.fromhex(hexed)
+        raw = bytes.fromhex(joined.replace("-", ""))
     except ValueError:
         return None
+    return raw if len(raw) == 16 * n else None  # fromhex skips whitespace
 
 
 def ids_from_bytes(raw: bytes) -> list[str]:
