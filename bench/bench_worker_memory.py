@@ -763,6 +763,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--core-timeout-s", type=float, default=1800.0,
                         help="for the session-stage-alone breakdown (tracemalloc is slow)")
     parser.add_argument("--only", choices=("memory", "changelog"), default=None)
+    parser.add_argument("--no-core", action="store_true",
+                        help="skip the session-stage-alone breakdown (tracemalloc: slow)")
     parser.add_argument("--scenario", choices=tuple(SCENARIOS), default="both",
                         help="memory: the deployment's mix (worker_memory), all sessions "
                              "active (worker_memory_active), or both")
@@ -785,7 +787,8 @@ def memory_scenario(bootstrap: str, tmp: Path, args: argparse.Namespace) -> bool
     try:
         ours = measure_worker_memory(bootstrap, tmp, args)
         peer, mix = measure_baseline(args)
-        measure_core(args)
+        if not args.no_core:
+            measure_core(args)
     except BenchError as exc:
         print(f"{name}: FAILED: {exc.reason}\n{exc.detail}", flush=True)
         return False
