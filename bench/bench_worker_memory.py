@@ -24,10 +24,13 @@ is printed: ``quiet`` = no event for more than 60 s of event time before the new
 sessions, then ``--sessions`` more, with ``--events-per-session`` events each on average
 (all inside the rules' windows, none finished: sessions of ``bench/_fleet.py`` cut short).
 
-How either is measured: a 4-partition topic gets, through ``agentwatch.producer`` (default
-settings), phase 1's events; then the worker starts and reads them (the warm-up: imports,
-buffers, caches; ``before`` is read once it has committed the end of the topic); then phase
-2's events arrive while it runs; ``after`` is read once those are committed too. Events go
+How either is measured: the worker starts on an empty 4-partition topic; phase 1's events
+arrive through ``agentwatch.producer`` (default settings) while it runs (the warm-up:
+imports, buffers, caches; ``before`` is read once it has committed them all); then phase
+2's events arrive the same way; ``after`` is read once those are committed too. (A worker
+that read phase 1 preloaded, as fast as it could, held ~60 MB more at its peak than one
+that keeps up with a live fleet; that memory, free again, took phase 2's sessions, and the
+growth read ~0.) Events go
 out at ``--pace`` events/s of wall clock (default 20,000, the fleet's rate; in the active
 scenario event time runs at the same pace), so each checkpoint writes what one second of
 such a fleet touches, as in a deployment; the emit loop also waits while the client's queue
@@ -378,11 +381,13 @@ def describe_phase(args: argparse.Namespace, phase: int) -> str:
 def measure_worker_memory(bootstrap: str, tmp: Path, args: argparse.Namespace) -> Growth:
     topic = fresh_name("bench-memory")
     create_topics(bootstrap, [topic], args.partitions)
-    log(f"{args.scenario}: phase 1: {describe_phase(args, 1)} through agentwatch.producer ...")
-    sent1 = produce_paced(bootstrap, topic, phase_events(args, 1), args.pace)
-    loaded = read_layout(bootstrap, topic)
     worker = start_worker(bootstrap, topic, tmp, args)
     try:
+        time.sleep(args.join_wait_s)  # the worker joins its group before the load starts
+        log(f"{args.scenario}: phase 1: {describe_phase(args, 1)} through agentwatch.producer, "
+            f"while the worker runs ...")
+        sent1 = produce_paced(bootstrap, topic, phase_events(args, 1), args.pace)
+        loaded = read_layout(bootstrap, topic)
         took = wait_committed(worker, bootstrap, loaded, args.timeout_s, args.stall_s)
         stats = latest_stats(worker, sent1)
         time.sleep(2)  # a quiet moment: the last checkpoint written, buffers released
