@@ -134,9 +134,11 @@ def fleet_events(
     loop_every: int = 3000,
     seed: int = 0,
     start: datetime | None = None,
+    calls_per_session: tuple[int, int] = _CALLS_PER_SESSION,
 ) -> Iterator[dict[str, Any]]:
     """``n_events`` event dicts of the fleet described in the module doc, in event-time
     order (each with ``event_id`` and ``ts``; ``cost_usd`` is left to the producer).
+    ``calls_per_session``: the range of a session's calls (default 10-80).
     About 10 µs per event here: fast enough to feed a paced producer live."""
     if sessions < 1 or agents < 1 or tenants < 1 or rate_per_s <= 0 or loop_every < 1:
         raise ValueError("sessions, agents, tenants, rate_per_s and loop_every must be > 0")
@@ -144,7 +146,7 @@ def fleet_events(
     draw = rng.random  # uniform draws scaled by hand: randrange() costs 3x more
     clock = _Clock(start or DEFAULT_START)
     mean_gap_us = 1e6 / rate_per_s
-    lo, hi = _CALLS_PER_SESSION
+    lo, hi = calls_per_session
     counter = 0
 
     def new_session() -> _Session:

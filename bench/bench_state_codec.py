@@ -14,7 +14,11 @@ value ``{"o": offset, "k": state}``, the key ``[partition, tenant, session]``). 
 * ``state_codec_dump`` -- µs per dirty session to dump and encode its value (best of the
   turns);
 * ``state_codec_load`` -- µs per session to decode and load the last checkpoint's
-  values into a fresh engine (a worker's restore; best of the turns).
+  values into a fresh engine (a worker's restore; best of the turns);
+* ``state_codec_packed``, ``state_codec_pack``, ``state_codec_unpack`` -- bytes per session
+  the engine keeps for a session idle for ``pack_idle_sessions_s`` (packed), and µs to pack
+  it and to unpack it (its next event), over the sessions open at the end (best of the
+  turns; only when the other revision packs sessions too).
 
 Both trees run in child processes, taking turns (the machine is shared and noisy); the
 other revision's sources are unpacked from git (``_common.export_compiled_revision``) and its core
@@ -45,6 +49,7 @@ CHILD = "--child"
 DICT_FORM_REVISION = "4e47128"
 BATCH_BYTES = 512 * 1024  # the worker's producer_max_batch_size
 DEDUP_IDS_KEPT = 16  # as the session stage dumps
+TIMES = ("dump_us", "load_us", "pack_us", "unpack_us")  # best of the turns
 PARTITION = 0
 
 
@@ -117,11 +122,36 @@ def child(n_events: int) -> None:
 
     load_s = time_restore(Engine(config, scopes=[AlertScope.SESSION], prices=prices), table)
     print(orjson.dumps({
+        **time_packing(engine),
         "compiled": COMPILED, "events": len(values), "writes": writes,
         "raw_per_event": raw_bytes / len(values), "zstd_per_event": zstd_bytes / len(values),
         "dump_us": dump_s / max(1, writes) * 1e6, "load_us": load_s / max(1, len(table)) * 1e6,
         "sessions_loaded": len(table),
     }).decode(), flush=True)
+
+
+def time_packing(engine: Any) -> dict[str, float]:
+    """µs to pack each session the engine holds unpacked at the end (what it does to a
+    session idle for ``pack_idle_sessions_s``; the engine's private ``_pack``/``_unpack``,
+    which revisions before packing lack: then nothing), bytes per packed session, and µs
+    to unpack each again (its next event)."""
+    pack, unpack = getattr(engine, "_pack", None), getattr(engine, "_unpack", None)
+    if pack is None or unpack is None:
+        return {}
+    keys = list(engine._sessions)  # private: what the bench measures
+    t0 = time.perf_counter()
+    for key in keys:
+        pack(key)
+    pack_s = time.perf_counter() - t0
+    packed = engine._packed
+    size = sum(len(packed[key]) for key in keys)
+    t0 = time.perf_counter()
+    for key in keys:
+        unpack(key)
+    unpack_s = time.perf_counter() - t0
+    n = max(1, len(keys))
+    return {"pack_us": pack_s / n * 1e6, "unpack_us": unpack_s / n * 1e6,
+            "packed_bytes": size / n, "packed_sessions": len(keys)}
 
 
 def time_restore(engine: Any, table: dict[bytes, bytes]) -> float:
@@ -169,9 +199,10 @@ def main() -> int:
         for _ in range(args.rounds):
             for best, got in ((ours, run_child(args.events, None)),
                               (theirs, run_child(args.events, srcs))):
-                for name in ("dump_us", "load_us"):
-                    best[name] = min(best.get(name, float("inf")), got[name])
-                best.update({k: v for k, v in got.items() if k not in ("dump_us", "load_us")})
+                for name in TIMES:
+                    if name in got:
+                        best[name] = min(best.get(name, float("inf")), got[name])
+                best.update({k: v for k, v in got.items() if k not in TIMES})
     print(f"state_codec: {ours['events']:,} fleet events, {ours['writes']:,} session writes "
           f"(1 s checkpoints), {ours['sessions_loaded']:,} sessions restored; compiled cores: "
           f"this tree {ours['compiled']}, {args.against} {theirs['compiled']}; best of "
@@ -185,6 +216,18 @@ def main() -> int:
             higher_is_better=False)
     summary("state_codec_load", "us_per_session", ours["load_us"], theirs["load_us"],
             higher_is_better=False)
+    if "pack_us" in ours and "pack_us" in theirs:
+        print(f"state_codec: {ours['packed_sessions']:,} open sessions packed then unpacked "
+              f"(an idle session, then its next event)", file=sys.stderr)
+        summary("state_codec_packed", "bytes_per_session", ours["packed_bytes"],
+                theirs["packed_bytes"], higher_is_better=False)
+        summary("state_codec_pack", "us_per_session", ours["pack_us"], theirs["pack_us"],
+                higher_is_better=False)
+        summary("state_codec_unpack", "us_per_session", ours["unpack_us"],
+                theirs["unpack_us"], higher_is_better=False)
+    else:
+        print(f"state_codec: packing not measured ({args.against} has no packed sessions)",
+              file=sys.stderr)
     return 0
 
 

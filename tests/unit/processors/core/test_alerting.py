@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from agentwatch.processors.core._alerting import (
@@ -78,3 +80,21 @@ def test_a_tracker_dumped_in_the_first_format_loads() -> None:
     first = ["agent-1", "s1", "alert-1", 1_795_000_000_000_000, 1_794_000_000_000_000,
              tracker.sample.ids()]
     assert _same(AlertTracker.from_dump(tracker.key, first), tracker)
+
+
+def test_a_tracker_is_its_own_sample_and_is_never_false() -> None:
+    tracker = AlertTracker(("t", "s"), "a", "s")
+    assert tracker.sample is tracker
+    assert len(tracker.sample) == 0
+    assert tracker  # an empty sample does not make the tracker false
+    tracker.sample.append("e1")
+    assert tracker.sample.ids() == ["e1"]
+
+
+@pytest.mark.parametrize("n", [SAMPLE_SIZE - 1, SAMPLE_SIZE, SAMPLE_SIZE + 5])
+def test_a_long_sample_takes_only_the_room_of_its_ids(n: int) -> None:
+    sample = Sample()
+    sample.extend(f"e{i}" for i in range(n))
+    held = min(n, SAMPLE_SIZE)
+    assert sys.getsizeof(sample._ids) == sys.getsizeof([None] * held)
+    assert sample.ids() == [f"e{i}" for i in range(n - held, n)]

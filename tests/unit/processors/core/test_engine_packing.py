@@ -4,6 +4,7 @@ state dumps as an engine that keeps every session unpacked."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
+from agentwatch.processors.core._engine import ids_from_bytes, pack_ids, unpack_ids, uuid_bytes
 from agentwatch.schemas import Event
 
 
@@ -130,3 +132,89 @@ def test_a_loaded_key_replaces_its_packed_state() -> None:
 def test_a_pack_delay_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="pack_idle_sessions_s"):
         _engine(-1.0)
+
+
+# -- the compact packed value: raw 16-byte ids, the rest deflated ---------------------------
+def _ids_as(events: list[Event], form: str) -> list[Event]:
+    """``events`` with their ids rewritten (a redelivered event keeps its twin's id):
+    ``uuid`` as they are (canonical UUIDs), ``plain`` none a UUID, ``mixed`` every third
+    not a UUID, ``upper`` UUIDs in upper case (not canonical: kept as strings)."""
+    if form == "uuid":
+        return events
+    out = []
+    for event in events:
+        event_id = event.event_id
+        if form == "plain" or (form == "mixed" and int(event_id[-2:], 16) % 3 == 0):
+            event_id = f"evt-{event_id[:13]}"
+        elif form == "upper":
+            event_id = event_id.upper()
+        out.append(event.model_copy(update={"event_id": event_id}))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), form=st.sampled_from(["uuid", "plain", "mixed", "upper"]),
+       pack_s=st.sampled_from([0.0, 3.0]), dedup=st.sampled_from([4, 64]))
+def test_packing_changes_no_alert_nor_duplicate_whatever_the_event_ids(
+        seed: int, form: str, pack_s: float, dedup: int) -> None:
+    events = _ids_as(_stream(seed, 500, 8), form)
+    plain, packed = _engine(None, dedup), _engine(pack_s, dedup)
+    assert _run(packed, events) == _run(plain, events)
+    assert _stats(packed) == _stats(plain)  # the same duplicates dropped, among the rest
+
+
+@pytest.mark.parametrize("form", ["uuid", "plain", "mixed"])
+def test_a_packed_session_with_any_ids_dumps_as_it_would_unpacked(form: str) -> None:
+    events = _ids_as(_stream(5, 800, 10), form)
+    plain, packed = _engine(None, 64), _engine(0.0, 64)
+    _run(plain, events)
+    _run(packed, events)
+    _settle(plain, packed)
+    assert packed._packed
+    for key in sorted(set(packed._packed) | set(plain._sessions)):
+        assert orjson.dumps(packed.dump_key(key)) == orjson.dumps(plain.dump_key(key))
+
+
+def test_a_packed_session_takes_half_of_its_dump_or_less() -> None:
+    events = _stream(6, 2000, 10)
+    packed = _engine(0.0, 64)
+    _run(packed, events)
+    _settle(packed)
+    packed_bytes = sum(len(v) for v in packed._packed.values())
+    dumped = sum(len(orjson.dumps(packed.dump_key(k))) for k in list(packed._packed))
+    assert packed_bytes * 2 <= dumped
+
+
+@given(st.lists(st.uuids(), max_size=40))
+def test_canonical_uuids_round_trip_through_their_bytes(ids: list[uuid.UUID]) -> None:
+    text = [str(i) for i in ids]
+    raw = uuid_bytes(text)
+    if not text:
+        assert raw is None
+        return
+    assert raw is not None
+    assert len(raw) == 16 * len(text)
+    assert ids_from_bytes(raw) == text
+
+
+@pytest.mark.parametrize("ids", [
+    ["4A1B2C3D-0000-4000-8000-000000000000"],  # upper case
+    ["4a1b2c3d000040008000000000000000"],  # no dashes
+    ["{4a1b2c3d-0000-4000-8000-000000000000}"],
+    ["4a1b2c3d-0000-4000-8000-00000000000g"],  # not hex
+    ["4a1b2c3d-0000-4000-8000-000000000000", "evt-1"],  # one of them is not
+    ["4a1b2c3d-0000-4000-8000-00000000000", "04a1b2c3d-0000-4000-8000-000000000000"],
+])
+def test_ids_not_all_canonical_uuids_have_no_bytes_form(ids: list[str]) -> None:
+    assert uuid_bytes(ids) is None
+
+
+def test_bytes_of_ids_that_are_not_16_each_are_refused() -> None:
+    with pytest.raises(ValueError, match="not 16 bytes each"):
+        ids_from_bytes(b"\x00" * 17)
+
+
+def test_ids_of_35_and_37_characters_come_back_from_a_state_dump_as_they_were() -> None:
+    # joined, their dashes fall where two UUIDs' would: they were packed as two UUIDs
+    ids = ["4a1b2c3d-0000-4000-8000-00000000000", "04a1b2c3d-0000-4000-8000-000000000000"]
+    assert unpack_ids(pack_ids(ids)) == ids

@@ -75,9 +75,16 @@ def alert_id_for(rule: str, scope: AlertScope, key: ScopeKey, fired_ts_us: int) 
     return str(uuid.uuid5(_NAMESPACE, name))
 
 
+#: a sample's list grows by copies from this many ids on: appended to, a list of 8 would
+#: take room for 16 (CPython's growth), a copy takes room for exactly what it holds
+_RIGHT_SIZED_FROM: Final = 8
+
+
 class Sample:
     """The ``SAMPLE_SIZE`` most recent event ids appended (a ring; read oldest first).
-    A deque with a maxlen took 624 bytes whatever it held, three of them per session."""
+    A deque with a maxlen took 624 bytes whatever it held, three of them per session.
+    An :class:`AlertTracker` is its own sample (one object instead of two: four trackers
+    a session)."""
 
     __slots__ = ("_ids", "_pos")
 
@@ -87,8 +94,12 @@ class Sample:
 
     def append(self, event_id: str) -> None:
         ids = self._ids
-        if len(ids) < SAMPLE_SIZE:
-            ids.append(event_id)
+        n = len(ids)
+        if n < SAMPLE_SIZE:
+            if n < _RIGHT_SIZED_FROM:
+                ids.append(event_id)
+            else:  # a full ring of 10 takes 10 slots, not 16
+                self._ids = ids + [event_id]  # noqa: RUF005 -- exactly sized, unlike [*ids, ...]
             return
         pos = self._pos
         ids[pos] = event_id
@@ -116,18 +127,27 @@ class Firing:
     fired_ts_us: int
 
 
-class AlertTracker:
-    """The alert state machine of one (rule, key). Not thread-safe; owned by a detector."""
+class AlertTracker(Sample):
+    """The alert state machine of one (rule, key), and its sample of contributing event
+    ids (:attr:`sample` is the tracker itself). Not thread-safe; owned by a detector."""
 
-    __slots__ = ("agent_id", "cooldown_until_us", "firing", "key", "sample", "session_id")
+    __slots__ = ("agent_id", "cooldown_until_us", "firing", "key", "session_id")
 
     def __init__(self, key: ScopeKey, agent_id: str | None, session_id: str | None) -> None:
+        super().__init__()
         self.key = key
         self.agent_id = agent_id
         self.session_id = session_id
         self.firing: Firing | None = None
         self.cooldown_until_us = _NO_COOLDOWN
-        self.sample = Sample()
+
+    @property
+    def sample(self) -> Sample:
+        """The most recent contributing event ids (the tracker: no second object)."""
+        return self
+
+    def __bool__(self) -> bool:
+        return True  # a tracker is never false, whatever its sample's length
 
     @property
     def is_firing(self) -> bool:
