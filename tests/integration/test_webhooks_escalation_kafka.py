@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 from webhooks_harness import DispatcherProcess, write_endpoints
 from worker_harness import create_topic, produce, read_topic
 
@@ -25,6 +26,11 @@ from agentwatch.alerts import Ack, WebhookReceiver
 from agentwatch.schemas import Alert, AlertScope, AlertState, AlertType, Severity, encode_alert
 
 SECRET = "escalation-integration-secret"
+#: alert ids (UUIDs, as every alert id is: `agentwatch alerts ack` refuses anything else)
+ACKED_CLI = "aced0000-0000-4000-8000-0000000000c1"
+NOBODY = "0b0d0000-0000-4000-8000-000000000000"
+PD = "0d000000-0000-4000-8000-0000000000d1"
+ACKED_LINK = "aced0000-0000-4000-8000-0000000000c2"
 ESCALATE_AFTER_S = 5.0  # room for the test to click the link before it runs out
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
@@ -106,38 +112,38 @@ def test_escalation_and_acks_through_kafka(
         try:
             wait_until(lambda: "webhooks: assigned" in proc.log(), "the assignment", proc)
             # acknowledged before it fires: with the CLI
-            out = cli_ack(kafka_bootstrap, acks_topic, "al-acked-cli", "maria")
-            assert "al-acked-cli acknowledged by maria" in out
+            out = cli_ack(kafka_bootstrap, acks_topic, ACKED_CLI, "maria")
+            assert f"{ACKED_CLI} acknowledged by maria" in out
             produce(kafka_bootstrap, alerts_topic, [
                 (a.alert_id.encode(), encode_alert(a))
-                for a in (alert("al-acked-cli"), alert("al-acked-link"), alert("al-nobody"))
+                for a in (alert(ACKED_CLI), alert(ACKED_LINK), alert(NOBODY))
             ])
             wait_until(lambda: len(team.received) >= 3, "the first deliveries", proc)
             # acknowledged after it fired: with the signed link in its body
-            (by_link,) = [d for d in team.received if d.json["alert_id"] == "al-acked-link"]
+            (by_link,) = [d for d in team.received if d.json["alert_id"] == ACKED_LINK]
             assert by_link.ack_url is not None
             assert by_link.ack_url.startswith(f"http://127.0.0.1:{port}/ack?")
             assert click(by_link.ack_url, "li") == 200
-            # nobody acknowledged al-nobody: the on-call endpoint gets it
-            wait_until(lambda: ("al-nobody", "firing") in ids(oncall), "the escalation", proc)
+            # nobody acknowledged NOBODY: the on-call endpoint gets it
+            wait_until(lambda: (NOBODY, "firing") in ids(oncall), "the escalation", proc)
             produce(kafka_bootstrap, alerts_topic, [
-                (b"al-nobody", encode_alert(alert("al-nobody", AlertState.RESOLVED)))
+                (NOBODY.encode(), encode_alert(alert(NOBODY, AlertState.RESOLVED)))
             ])
-            wait_until(lambda: ("al-nobody", "resolved") in ids(oncall), "the resolution", proc)
+            wait_until(lambda: (NOBODY, "resolved") in ids(oncall), "the resolution", proc)
         finally:
             assert proc.stop() == 0, proc.log()[-3000:]
-        assert ids(oncall) == [("al-nobody", "firing"), ("al-nobody", "resolved")]
+        assert ids(oncall) == [(NOBODY, "firing"), (NOBODY, "resolved")]
         assert all(d.verified for d in oncall.received)
         assert sorted(ids(team)) == sorted([
-            ("al-acked-cli", "firing"), ("al-acked-link", "firing"),
-            ("al-nobody", "firing"), ("al-nobody", "resolved"),
+            (ACKED_CLI, "firing"), (ACKED_LINK, "firing"),
+            (NOBODY, "firing"), (NOBODY, "resolved"),
         ])
 
         # both acks are on the compacted topic, and a new dispatcher reads them back
         acks = [Ack.decode(v) for v in read_topic(
             kafka_bootstrap, acks_topic, until=lambda v: len(v) >= 2, timeout_s=30)]
         assert sorted((a.alert_id, a.by, a.via) for a in acks) == [
-            ("al-acked-cli", "maria", "cli"), ("al-acked-link", "li", "link:team")]
+            (ACKED_CLI, "maria", "cli"), (ACKED_LINK, "li", "link:team")]
         again = dispatcher("webhooks-2.log").start()
         try:
             wait_until(lambda: "webhooks: assigned" in again.log(), "the restart", again)
@@ -157,7 +163,8 @@ def test_cli_ack_sends_pagerduty_acknowledge_once(
     (the acks read back) send nothing more."""
     alerts_topic, acks_topic = f"{topic_name}.alerts", f"{topic_name}.acks"
     create_topic(kafka_bootstrap, alerts_topic, 1)
-    pd_answer = '{"status":"success","message":"Event processed","dedup_key":"al-pd"}'
+    pd_answer = orjson.dumps({"status": "success", "message": "Event processed",
+                              "dedup_key": PD}).decode()
     with WebhookReceiver(default_status=202, response_body=pd_answer) as pd:
         file = write_endpoints(tmp_path / "endpoints.yaml", [
             {"name": "pd", "url": pd.url, "secret": SECRET, "allow_private": True,
@@ -177,11 +184,11 @@ def test_cli_ack_sends_pagerduty_acknowledge_once(
         proc = dispatcher("webhooks-1.log").start()
         try:
             wait_until(lambda: "webhooks: assigned" in proc.log(), "the assignment", proc)
-            produce(kafka_bootstrap, alerts_topic, [(b"al-pd", encode_alert(alert("al-pd")))])
+            produce(kafka_bootstrap, alerts_topic, [(PD.encode(), encode_alert(alert(PD)))])
             wait_until(lambda: len(pd.received) >= 1, "the trigger", proc)
-            cli_ack(kafka_bootstrap, acks_topic, "al-pd", "maria")
+            cli_ack(kafka_bootstrap, acks_topic, PD, "maria")
             wait_until(lambda: len(pd.received) >= 2, "the acknowledge", proc)
-            cli_ack(kafka_bootstrap, acks_topic, "al-pd", "li")  # not new: nothing sent
+            cli_ack(kafka_bootstrap, acks_topic, PD, "li")  # not new: nothing sent
             time.sleep(2.0)  # room for anything extra to show up
         finally:
             assert proc.stop() == 0, proc.log()[-3000:]
@@ -192,5 +199,5 @@ def test_cli_ack_sends_pagerduty_acknowledge_once(
         finally:
             assert again.stop() == 0, again.log()[-3000:]
         assert "2 acknowledgement(s) read" in again.log()
-    assert actions() == [("trigger", "al-pd"), ("acknowledge", "al-pd")]
+    assert actions() == [("trigger", PD), ("acknowledge", PD)]
     assert [d.response_status for d in pd.received] == [202, 202]

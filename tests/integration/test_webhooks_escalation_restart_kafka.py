@@ -19,9 +19,13 @@ from agentwatch.alerts import EscalationState, WebhookReceiver
 from agentwatch.schemas import AlertState, encode_alert
 
 SECRET = "escalation-restart-secret"
+#: alert ids (UUIDs, as every alert id is: `agentwatch alerts ack` refuses anything else)
+RESOLVED = "5e500000-0000-4000-8000-000000000001"
+PASSED = "0a550000-0000-4000-8000-000000000001"
+ACKED = "aced0000-0000-4000-8000-000000000001"
 TEAM_AFTER_S = 6.0  # room to kill the dispatcher before the first deadline
 ONCALL_AFTER_S = 6.0  # ... and before the second one
-FIRINGS = ("al-passed", "al-acked", "al-resolved")
+FIRINGS = (PASSED, ACKED, RESOLVED)
 
 
 def journaled(bootstrap: str, topic: str, alert_id: str, endpoint: str) -> bool:
@@ -74,33 +78,33 @@ def test_pending_escalations_survive_sigkill(
 
         # 2. while it is down: one alert is acknowledged, one resolved, and the first
         # deadline passes
-        cli_ack(kafka_bootstrap, acks_topic, "al-acked", "maria")
+        cli_ack(kafka_bootstrap, acks_topic, ACKED, "maria")
         produce(kafka_bootstrap, alerts_topic, [
-            (b"al-resolved", encode_alert(alert("al-resolved", AlertState.RESOLVED)))])
+            (RESOLVED.encode(), encode_alert(alert(RESOLVED, AlertState.RESOLVED)))])
         time.sleep(max(0.0, fired_at + TEAM_AFTER_S + 1.0 - time.monotonic()))
 
         # 3. restarted: the passed deadline escalates at once; killed again while the
         # second level waits
         second = dispatcher("webhooks-2.log").start()
         try:
-            wait_until(lambda: ("al-passed", "firing") in ids(oncall), "level 1", second)
-            wait_until(lambda: journaled(kafka_bootstrap, escalations_topic, "al-passed",
+            wait_until(lambda: (PASSED, "firing") in ids(oncall), "level 1", second)
+            wait_until(lambda: journaled(kafka_bootstrap, escalations_topic, PASSED,
                                          "oncall"), "the journal", second)
         finally:
             second.kill()
-        assert "2 open alert(s) restored" in second.log()  # al-acked is closed by its ack
+        assert "2 open alert(s) restored" in second.log()  # ACKED is closed by its ack
 
         # 4. restarted again: the pending second level escalates at its deadline
         third = dispatcher("webhooks-3.log").start()
         try:
-            wait_until(lambda: ("al-passed", "firing") in ids(boss), "level 2", third)
+            wait_until(lambda: (PASSED, "firing") in ids(boss), "level 2", third)
             time.sleep(2.0)  # room for anything extra to show up
         finally:
             assert third.stop() == 0, third.log()[-3000:]
         assert "1 open alert(s) restored" in third.log()
 
-    assert ids(oncall) == [("al-passed", "firing")]
-    assert ids(boss) == [("al-passed", "firing")]
+    assert ids(oncall) == [(PASSED, "firing")]
+    assert ids(boss) == [(PASSED, "firing")]
     assert all(d.verified for d in oncall.received + boss.received)
     assert sorted(ids(team)) == sorted(
-        [(a, "firing") for a in FIRINGS] + [("al-resolved", "resolved")])
+        [(a, "firing") for a in FIRINGS] + [(RESOLVED, "resolved")])

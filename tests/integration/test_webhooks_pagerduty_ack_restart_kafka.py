@@ -25,6 +25,9 @@ from agentwatch.alerts import ReceivedDelivery, WebhookReceiver
 from agentwatch.schemas import encode_alert
 
 SECRET = "pagerduty-restart-secret"
+#: alert ids (UUIDs, as every alert id is: `agentwatch alerts ack` refuses anything else)
+HELD = "0e1d0000-0000-4000-8000-000000000001"
+DOWN = "d0000000-0000-4000-8000-000000000001"
 PD_ANSWER = '{"status":"success","message":"Event processed","dedup_key":"x"}'
 JOURNAL_ROOM_S = 1.5
 """Room for the dispatcher to write its escalations journal (every 0.1 s) before a kill."""
@@ -100,8 +103,8 @@ def test_acknowledge_under_way_at_a_crash_is_sent_after_the_restart(
         setup = _Setup(kafka_bootstrap, topic_name, tmp_path, pd.url)
         first = setup.dispatcher("webhooks-1.log")
         try:
-            setup.fire("al-held", first, pd)
-            cli_ack(kafka_bootstrap, setup.acks_topic, "al-held", "maria")
+            setup.fire(HELD, first, pd)
+            cli_ack(kafka_bootstrap, setup.acks_topic, HELD, "maria")
             wait_until(arrived.is_set, "the acknowledge", first)
             time.sleep(JOURNAL_ROOM_S)  # what the dispatcher writes meanwhile, it writes
         finally:
@@ -110,8 +113,8 @@ def test_acknowledge_under_way_at_a_crash_is_sent_after_the_restart(
 
         setup.restart_until(pd, 3, "the acknowledge again")
 
-    assert _actions(pd) == [("trigger", "al-held"), ("acknowledge", "al-held"),
-                            ("acknowledge", "al-held")]
+    assert _actions(pd) == [("trigger", HELD), ("acknowledge", HELD),
+                            ("acknowledge", HELD)]
     assert pd.received[1].delivery_id == pd.received[2].delivery_id  # the same delivery
 
 
@@ -122,12 +125,12 @@ def test_ack_made_while_the_dispatcher_is_down_reaches_pagerduty_after_the_resta
         setup = _Setup(kafka_bootstrap, topic_name, tmp_path, pd.url)
         first = setup.dispatcher("webhooks-1.log")
         try:
-            setup.fire("al-down", first, pd)
+            setup.fire(DOWN, first, pd)
         finally:
             first.kill()
-        cli_ack(kafka_bootstrap, setup.acks_topic, "al-down", "maria")
+        cli_ack(kafka_bootstrap, setup.acks_topic, DOWN, "maria")
 
         setup.restart_until(pd, 2, "the acknowledge")
 
-    assert _actions(pd) == [("trigger", "al-down"), ("acknowledge", "al-down")]
+    assert _actions(pd) == [("trigger", DOWN), ("acknowledge", DOWN)]
     assert all(d.response_status == 202 for d in pd.received)
