@@ -13,16 +13,14 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 from worker_harness import (
     CRASH_ENV,
     WorkerProcess,
-    alert_set,
     assert_exactly,
     create_topic,
     pack,
     produce,
-    read_topic,
+    read_alerts,
     replay_alerts,
     save_alerts,
     topics_for,
@@ -75,9 +73,7 @@ def _crash_then_recover(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
                            stats_interval_s=1).start()
     producer.join()
     try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
     finally:
         second.stop()
     save_alerts(tmp_path / "alerts.jsonl", got)

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 from worker_harness import (
     WorkerProcess,
-    alert_set,
     assert_exactly,
     create_topic,
     pack,
     produce,
+    read_alerts,
     read_topic,
     replay_alerts,
     topics_for,
@@ -112,9 +112,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
                            tmp_path / "worker-2.log", idle_after_s=IDLE_AFTER_S).start()
     producer.join()
     try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
     finally:
         second.stop()
     assert len(alerts_before) >= 2

@@ -12,15 +12,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 from worker_harness import (
     WorkerProcess,
-    alert_set,
     assert_exactly,
     create_topic,
     pack_partition_batches,
     produce,
-    read_topic,
+    read_alerts,
     replay_alerts,
     topics_for,
 )
@@ -53,9 +51,7 @@ def test_records_delivered_after_every_partition_went_idle_give_replays_alerts(
         records = sorted(pack_partition_batches(events, PARTITIONS, flush_every=400),
                          key=lambda r: r[2])  # each partition's records in order, 0 first
         produce(kafka_bootstrap, topics["events"], records)
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=120)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected), timeout_s=120)
         time.sleep(2)  # a stats line after the last alert
     finally:
         worker.stop()

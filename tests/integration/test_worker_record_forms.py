@@ -25,6 +25,7 @@ from worker_harness import (
     pack_partition_batches,
     produce,
     produce_confluent,
+    read_alerts,
     read_records,
     read_topic,
     replay_alerts,
@@ -47,9 +48,7 @@ def _alerts_of_worker(kafka_bootstrap: str, topics: dict[str, str], group: str,
     worker = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data",
                            tmp_path / "worker.log", idle_after_s=IDLE_AFTER_S).start()
     try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]
@@ -225,9 +224,7 @@ def test_holes_left_by_a_transactional_producer_are_read_past_and_committed_over
                            tmp_path / "worker.log", idle_after_s=IDLE_AFTER_S,
                            stats_interval_s=0.5).start()
     try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
         deadline = time.monotonic() + 30
         committed = _committed(kafka_bootstrap, group, topics["events"])
         while time.monotonic() < deadline and any(

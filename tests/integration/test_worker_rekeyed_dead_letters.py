@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 from worker_harness import (
     WorkerProcess,
-    alert_set,
     assert_exactly,
     create_topic,
     pack,
     produce,
+    read_alerts,
     read_topic,
     replay_alerts,
     topics_for,
@@ -45,9 +45,7 @@ def test_garbage_on_the_rekeyed_topic_is_dead_lettered_and_alerts_equal_replay(
         dead = [orjson.loads(v) for v in read_topic(
             kafka_bootstrap, topics["dlq"], until=lambda v: len(v) >= len(garbage),
             timeout_s=60, settle_s=0)]
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]

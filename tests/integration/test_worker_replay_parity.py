@@ -20,8 +20,8 @@ from worker_harness import (
     create_topic,
     pack,
     produce,
+    read_alerts,
     read_records,
-    read_topic,
     replay_alerts,
     topics_for,
     worker_alerts,
@@ -169,9 +169,7 @@ def test_many_open_sessions_sent_by_the_producer_in_partition_batches_match_repl
     worker = WorkerProcess(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path / "data",
                            tmp_path / "worker.log", rules=rules).start()
     try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]

@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 from confluent_kafka.admin import (  # type: ignore[import-untyped]
     AdminClient,
@@ -24,12 +23,11 @@ from confluent_kafka.admin import (  # type: ignore[import-untyped]
 )
 from worker_harness import (
     WorkerProcess,
-    alert_set,
     assert_exactly,
     create_topic,
     pack,
     produce,
-    read_topic,
+    read_alerts,
     replay_alerts,
     save_alerts,
     topics_for,
@@ -104,9 +102,7 @@ def test_a_refused_send_stops_the_worker_before_its_offsets_are_committed(
                            stats_interval_s=1).start()
     producer.join()
     try:
-        got = [orjson.loads(v) for v in read_topic(
-            kafka_bootstrap, topics["alerts"], until=lambda v: len(alert_set(
-                orjson.loads(x) for x in v)) >= len(expected), timeout_s=90)]
+        got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
     finally:
         second.stop()
     save_alerts(tmp_path / "alerts.jsonl", got)

@@ -254,6 +254,15 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[bytes]], boo
     return [r.value for r in records]
 
 
+def read_alerts(bootstrap: str, topic: str, *, distinct: int, timeout_s: float = 90.0
+                ) -> list[dict[str, Any]]:
+    """Every alert on ``topic`` (decoded), read until ``distinct`` different ones are there
+    (then :func:`read_topic`'s settle time, to catch anything extra) or ``timeout_s``."""
+    values = read_topic(bootstrap, topic, timeout_s=timeout_s, until=lambda v: len(
+        alert_set(orjson.loads(x) for x in v)) >= distinct)
+    return [orjson.loads(v) for v in values]
+
+
 def replay_alerts(events: Iterable[dict[str, Any]], config: RulesConfig | None = None
                   ) -> list[dict[str, Any]]:
     """What `agentwatch replay` reports for the events in this order (as alert JSON dicts)."""
