@@ -17,6 +17,7 @@ from agentwatch.schemas.fastcheck import (
     plain_fields,
     plain_id,
     plain_text,
+    plain_ts,
     plainly_valid,
 )
 
@@ -155,6 +156,10 @@ def test_plain_fields_leaves_ids_and_times_to_the_caller() -> None:
     (plain_text, "parent_span_id", TEXT),
     (plain_cost, "cost_usd", FLOATS),
     (plain_cost, "duration_ms", FLOATS),
+    # fromisoformat also takes minutes with a fraction and no seconds ("HH:MM.ff"), which
+    # the contract refuses: plain_ts must not
+    (plain_ts, "ts", ["2026-11-20T09:00:00.010000Z", "2026-11-20T09:00:00Z",
+                      "2026-11-20T09:00.5Z", "1900-01-01T00:00.00Z", "2026-11-20T09:00.123456Z"]),
 ])
 def test_single_value_checks_agree_with_the_contract(
     check: Any, field: str, values: list[Any],

@@ -61,7 +61,10 @@ def test_edges() -> None:
     for text in ["2026-02-30T00:00:00Z", "2026-11-20T24:00:00Z", "2026-11-20T09:60:00Z",
                  "2026-11-20T09:00:60Z", "2026-11-20T09:00:00.Z", "2026-11-20T09:00:00.1234567Z",
                  "1899-12-31T23:59:59Z", "2300-01-01T00:00:00Z", "2026-11-20 09:00:00Z",
-                 "2026-11-20T09:00:00+00:00", "2026-11-20T09:00:0\u0661Z", 20261120, None]:
+                 "2026-11-20T09:00:00+00:00", "2026-11-20T09:00:0\u0661Z", 20261120, None,
+                 # minutes with a fraction and no seconds: fromisoformat takes them, the
+                 # contract does not (found by the near-miss test above)
+                 "1900-01-01T00:00.00Z", "2026-11-20T09:00.5Z"]:
         assert parse_plain_ts_us(text) is None, text
         assert _reference(text) is None, text
     assert parse_plain_ts_us("1970-01-01T00:00:01.5Z") == 1_500_000

@@ -71,7 +71,9 @@ def parse_plain_ts(value: Any) -> datetime | None:
         return None
     if value[4] != "-" or value[7] != "-" or value[10] != "T" or value[13] != ":":
         return None
-    if len(value) > 20 and value[19] != ".":
+    # the seconds' colon too: fromisoformat takes "HH:MM.ff" (minutes with a fraction, no
+    # seconds), which the contract (pydantic) refuses
+    if value[16] != ":" or (len(value) > 20 and value[19] != "."):
         return None
     if not "1900" <= value[:4] <= "2299":  # Event.ts's range (a "Z" time: the year is UTC's)
         return None
@@ -94,6 +96,8 @@ _FRACTION_SCALE: Final = (0, 100_000, 10_000, 1_000, 100, 10, 1)
 def parse_plain_ts_us(value: Any) -> int | None:  # noqa: PLR0911 (one flat check, on purpose)
     """What ``to_us(parse_plain_ts(value))`` gives (None when that is None), in a third
     of its time: the minute's instant from a cache, seconds and fraction added here."""
+    # the shape checks of parse_plain_ts, inlined: a shared helper taking the value as Any
+    # made this function ~0.28 µs slower per event, compiled
     if type(value) is not str:
         return None
     n = len(value)
@@ -262,25 +266,20 @@ def plain_event(item: dict[str, Any]) -> bool:
     return plain_event_ts(item) is not None
 
 
+def _plain_but_ts(item: dict[str, Any]) -> bool:
+    """Everything of a whole event but its ``ts`` surely validates."""
+    return plain_event_id(item.get("event_id")) and plainly_valid(item, _ID_AND_TS)
+
+
 def plain_event_ts_us(item: dict[str, Any]) -> int | None:
     """What ``plain_event_ts`` says, as microseconds since the epoch (the worker's form),
     through :func:`parse_plain_ts_us`."""
-    event_id = item.get("event_id")
-    if type(event_id) is not str or len(event_id) != 36 or _UUID.match(event_id) is None:
-        return None
     ts_us = parse_plain_ts_us(item.get("ts"))
-    if ts_us is None or not plainly_valid(item, _ID_AND_TS):
-        return None
-    return ts_us
+    return ts_us if ts_us is not None and _plain_but_ts(item) else None
 
 
 def plain_event_ts(item: dict[str, Any]) -> datetime | None:
     """The event's instant when the whole event (``event_id`` and ``ts`` included) surely
     validates, else None (one parse of ``ts`` for the check and the value)."""
-    event_id = item.get("event_id")
-    if type(event_id) is not str or len(event_id) != 36 or _UUID.match(event_id) is None:
-        return None
     ts = parse_plain_ts(item.get("ts"))
-    if ts is None or not plainly_valid(item, _ID_AND_TS):
-        return None
-    return ts
+    return ts if ts is not None and _plain_but_ts(item) else None
