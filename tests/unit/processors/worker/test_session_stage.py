@@ -446,3 +446,22 @@ def test_cost_resolve_after_s_equals_replay_across_a_crash(seed: int) -> None:
     before, _ = _run(_stage(config=TIMED_COST), records, 0, crash, table=table)
     after, _ = _run(_stage(table, TIMED_COST), records, committed, len(records), table=table)
     assert before + after == expected
+
+
+def test_a_session_is_kept_under_one_key_tuple_and_its_tenants_one_string() -> None:
+    """The stage's offsets and the engine's state share the tuple of the session's first
+    event; sessions of one tenant share its id's string (memory per open session)."""
+    owner = PartitionCache(N)
+    mine = [f"s{i}" for i in range(60) if owner.get("acme", f"s{i}") == P][:2]
+    stage = _stage()
+    for offset, session in enumerate([mine[0], mine[1], mine[0]]):
+        event = _event(offset + 1, offset * US, tenant_id="acme", session_id=session)
+        # each record decodes to new strings and tuples
+        stage.process(P, [(offset, partition_batch_key(P), encode_events([event]))],
+                      StageOutput())
+    part = stage.partitions[P]
+    keys = {k[1]: k for k in part.applied}
+    engine_keys = {k[1]: k for k in part.engine._sessions}
+    assert keys.keys() == engine_keys.keys() == set(mine)
+    assert all(keys[s] is engine_keys[s] for s in mine)
+    assert keys[mine[0]][0] is keys[mine[1]][0]

@@ -45,6 +45,11 @@ _log = logging.getLogger("agentwatch.processors.core")
 
 _SESSION_TIMER = -1
 _PACK_TIMER = -2
+#: sessions' idle timers wait in buckets of this much event time (see _schedule_idle)
+_WHEEL_US: Final = 60_000_000
+#: a session's idle timer in the heap: its sequence number (timers due at the same
+#: microsecond run in sequence order; see _schedule_idle)
+_IDLE_SEQ: Final = -1
 #: a new session's older generation of ids: one shared empty dict (64 bytes a session)
 _NO_IDS: Final[dict[str, None]] = {}
 _UUID_CHARS = 36  # a canonical UUID: 8-4-4-4-12 lowercase hex digits
@@ -101,6 +106,10 @@ class Engine:
         self._prices = prices if prices is not None else default_price_table()
         self._timers: list[tuple[int, int, int, ScopeKey]] = []
         self._seq = count()
+        #: sessions' idle timers not yet near due: bucket (due // _WHEEL_US) -> keys
+        self._wheel: dict[int, list[ScopeKey]] = {}
+        self._wheel_buckets: list[int] = []  # the buckets of _wheel, a heap
+        self._wheel_done = -(1 << 62)  # buckets up to this one have moved to the heap
         self.detectors: list[Detector[Any]] = build_detectors(
             self.config, self._schedule, None if scopes is None else frozenset(scopes)
         )
@@ -130,13 +139,16 @@ class Engine:
         self._fired = self._resolved = 0
 
     # -- the two entry points ----------------------------------------------------------------
-    def process(self, event: Event, ts_us: int | None = None) -> list[Alert]:
+    def process(self, event: Event, ts_us: int | None = None,
+                key: ScopeKey | None = None) -> list[Alert]:
         """Feed one event; returns the alert state changes it caused (usually none).
-        ``ts_us`` is ``to_us(event.ts)`` when the caller already has it."""
+        ``ts_us`` is ``to_us(event.ts)`` when the caller already has it; ``key`` its
+        ``(tenant_id, session_id)`` when the caller keeps one (a new session's state is
+        kept under that tuple then: one per session, not one here and one there)."""
         out: list[Alert] = []
         if ts_us is None:
             ts_us = to_us(event.ts)
-        skey = _session_key(event)
+        skey = _session_key(event) if key is None else key
         if not self._track:
             return self._observe(event, ts_us, skey, out)
         session = self._sessions.get(skey)
@@ -144,7 +156,7 @@ class Engine:
             session = self._unpack(skey)
         if session is None:
             session = self._sessions[skey] = _Session(ts_us, skey)
-            self._schedule(ts_us + self._idle_us, _SESSION_TIMER, skey)
+            self._schedule_idle(ts_us + self._idle_us, skey)
             if self._pack_us >= 0:
                 self._schedule(ts_us + self._pack_us, _PACK_TIMER, skey)
         else:
@@ -184,6 +196,8 @@ class Engine:
         if watermark_us <= self.watermark_us:
             return out
         self.watermark_us = watermark_us
+        if self._wheel_buckets and self._wheel_buckets[0] <= watermark_us // _WHEEL_US:
+            self._drain_wheel(watermark_us)
         timers = self._timers
         while timers and timers[0][0] <= watermark_us:
             _, _, index, key = heapq.heappop(timers)
@@ -317,7 +331,7 @@ class Engine:
             session.seen = dict.fromkeys(ids[:n_recent])
             session.older = dict.fromkeys(ids[n_recent:n_recent + n_rest]) if n_rest else _NO_IDS
             if schedule:
-                self._schedule(last_ts_us + self._idle_us, _SESSION_TIMER, key)
+                self._schedule_idle(last_ts_us + self._idle_us, key)
                 if self._pack_us >= 0:
                     self._schedule(last_ts_us + self._pack_us, _PACK_TIMER, key)
         codec = SessionCodec(last_ts_us, agent_id, ids, {})
@@ -352,14 +366,15 @@ class Engine:
 
     def _pack(self, key: ScopeKey) -> None:
         """Keep ``key``'s session as its state dump (all ids) instead of its objects; its
-        timers stay in the heap and unpack it when due.
+        timers stay in the heap (its idle timer in the wheel) and unpack it when due.
 
-        The packed value (in memory only, never written): 4 bytes (little-endian) giving
-        the length of the raw ids that follow, those ids (16 bytes each: canonical UUIDs,
-        the ids field of the dump then :data:`_RAW_IDS`; none otherwise, the dump keeps
-        its list), then the format-2 dump as orjson, raw deflate with the engine's preset
-        dictionary (:attr:`_zdict`): ~0.8 KB where the dump's orjson bytes took ~1.5 KB
-        (a session of ~26 events)."""
+        The packed value (in memory only, never written): the session's last event time
+        (8 bytes, little-endian, signed: its idle timer reads it, see _drain_wheel), 4
+        bytes (little-endian) giving the length of the raw ids that follow, those ids (16
+        bytes each: canonical UUIDs, the ids field of the dump then :data:`_RAW_IDS`; none
+        otherwise, the dump keeps its list), then the format-2 dump as orjson, raw
+        deflate with the engine's preset dictionary (:attr:`_zdict`): ~0.8 KB where the
+        dump's orjson bytes took ~1.5 KB (a session of ~26 events)."""
         session = self._sessions.get(key)
         if session is None:
             return
@@ -378,16 +393,17 @@ class Engine:
         self._sessions.pop(key, None)
         for detector in self.detectors:
             detector.states.pop(key, None)
-        self._packed[key] = b"".join((len(raw).to_bytes(4, "little"), raw,
+        self._packed[key] = b"".join((session.last_ts_us.to_bytes(8, "little", signed=True),
+                                      len(raw).to_bytes(4, "little"), raw,
                                       deflate.compress(body), deflate.flush()))
 
     def _unpacked_dump(self, packed: bytes) -> tuple[list[Any], list[str]]:
         """A :meth:`_pack` value's format-2 dump and its ids (the dump's ids field left as
         packed)."""
-        n_raw = int.from_bytes(packed[:4], "little")
+        n_raw = int.from_bytes(packed[8:12], "little")
         inflate = zlib.decompressobj(_Z_WBITS, self._zdict)
-        data: list[Any] = orjson.loads(inflate.decompress(packed[4 + n_raw:]) + inflate.flush())
-        ids = (ids_from_bytes(packed[4:4 + n_raw]) if data[3] == _RAW_IDS
+        data: list[Any] = orjson.loads(inflate.decompress(packed[12 + n_raw:]) + inflate.flush())
+        ids = (ids_from_bytes(packed[12:12 + n_raw]) if data[3] == _RAW_IDS
                else unpack_ids(data[3]))
         return data, ids
 
@@ -417,7 +433,7 @@ class Engine:
                     session = self._sessions[key] = _Session(session_data[0], key)
                     session.seen = dict.fromkeys(recent)
                     session.older = dict.fromkeys(rest)
-                    self._schedule(session.last_ts_us + self._idle_us, _SESSION_TIMER, key)
+                    self._schedule_idle(session.last_ts_us + self._idle_us, key)
                     if self._pack_us >= 0:
                         self._schedule(session.last_ts_us + self._pack_us, _PACK_TIMER, key)
             states = data.get("d") or {}
@@ -490,13 +506,52 @@ class Engine:
     def _schedule(self, due_us: int, index: int, key: ScopeKey) -> None:
         heapq.heappush(self._timers, (due_us, next(self._seq), index, key))
 
+    def _schedule_idle(self, due_us: int, key: ScopeKey) -> None:
+        """The idle timer of session ``key``, due at ``due_us`` (or later: it is checked
+        against the session's last event when it runs). Every open session has one, most
+        of them far from due (30 minutes by default), so it waits in a bucket of
+        :data:`_WHEEL_US` (a list slot, 8 bytes a session) and moves to the heap (a tuple
+        and two ints, ~140 bytes) only when the watermark reaches its bucket
+        (:meth:`_drain_wheel`). In the heap its sequence number is :data:`_IDLE_SEQ`: at
+        the same microsecond it runs before the detectors' timers, whenever it moved,
+        so that the order does not depend on how the watermark advanced."""
+        bucket = due_us // _WHEEL_US
+        if bucket <= self._wheel_done:
+            heapq.heappush(self._timers, (due_us, _IDLE_SEQ, _SESSION_TIMER, key))
+            return
+        keys = self._wheel.get(bucket)
+        if keys is None:
+            self._wheel[bucket] = [key]
+            heapq.heappush(self._wheel_buckets, bucket)
+        else:
+            keys.append(key)
+
+    def _drain_wheel(self, watermark_us: int) -> None:
+        """Move the idle timers of the buckets the watermark has reached to the heap, each
+        due at its session's last event + the idle timeout (a packed session's from its
+        header, without unpacking it); a session that had events since goes to its new
+        bucket instead, a closed one is dropped."""
+        done = self._wheel_done = watermark_us // _WHEEL_US
+        buckets = self._wheel_buckets
+        while buckets and buckets[0] <= done:
+            for key in self._wheel.pop(heapq.heappop(buckets)):
+                session = self._sessions.get(key)
+                if session is not None:
+                    last_ts_us = session.last_ts_us
+                else:
+                    packed = self._packed.get(key)
+                    if packed is None:
+                        continue  # closed (an ended session's timer)
+                    last_ts_us = int.from_bytes(packed[:8], "little", signed=True)
+                self._schedule_idle(last_ts_us + self._idle_us, key)
+
     def _on_session_timer(self, skey: ScopeKey, now_us: int, out: list[Alert]) -> None:
         session = self._sessions.get(skey)
         if session is None:
             return
         due_us = session.last_ts_us + self._idle_us
         if due_us > now_us:
-            self._schedule(due_us, _SESSION_TIMER, skey)
+            self._schedule_idle(due_us, skey)
             return
         self._close_session(
             skey, due_us,

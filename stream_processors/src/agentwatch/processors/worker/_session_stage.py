@@ -20,6 +20,7 @@ lost. An alert sent after the last checkpoint is sent again after a crash, ident
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -40,11 +41,12 @@ from agentwatch.schemas import (
     Alert,
     AlertScope,
     EventKind,
-    PartitionCache,
     PriceTable,
     decode_record,
     encode_event,
     is_partition_batch,
+    partition_for,
+    session_key,
 )
 from agentwatch.schemas.fastcheck import plain_event_ts_us
 
@@ -57,8 +59,11 @@ _META: Final = "meta"
 #: worker the engine keeps its full 1,024-2,048 ids per session. Each id costs 39 bytes of
 #: the session's checkpointed state (64 ids were 40 % of it on the fleet workload).
 DEDUP_IDS_KEPT: Final = 16
-#: sessions whose partition the stage remembers (then it forgets them all and starts over)
-_OWNERS_MAX: Final = 1 << 16
+#: sessions whose partition the stage remembers (then it forgets them all and starts over):
+#: the running ones are what it needs (a deployment's worker has a few thousand at a time,
+#: most open sessions being quiet); 65,536 kept ~50 B of each of the last 65,536 sessions
+#: (bench_worker_memory), and a miss costs one murmur2 (~7 µs) per session and clearing
+_OWNERS_MAX: Final = 1 << 14
 _NON_SESSION: Final = (AlertScope.AGENT, AlertScope.TENANT)
 
 
@@ -220,11 +225,13 @@ class SessionStage:
                  prices: PriceTable | None = None) -> None:
         self.config = config
         self.topic = topic
-        #: session -> partition as Kafka's default partitioner places it (partition batches)
-        self._owner = PartitionCache(partitions)
-        #: the same, as this compiled class reads it per session and record (a call of
-        #: PartitionCache.get, a Python method, cost ~0.15 µs each)
-        self._owners: dict[tuple[str, str], int] = {}
+        #: the input topic's partition count (partition batches: Kafka's default partitioner)
+        self._partitions = partitions
+        #: session -> partition as Kafka's default partitioner places it, for the running
+        #: sessions (a dict of its own, read per session and record by this compiled class,
+        #: not a PartitionCache: a call of its Python method cost ~0.15 µs, and its own
+        #: 200,000 entries held a second key tuple of every session: ~110 B a session)
+        self._owners: dict[tuple[str, ...], int] = {}
         self._prices = prices
         self._fingerprint = config_fingerprint(config)
         self._disorder_us = config.disorder_us
@@ -303,11 +310,13 @@ class SessionStage:
         n_events = duplicates = replayed = 0
         for offset, key, value in records:
             part.last_offset = max(part.last_offset, offset)
-            this_record: set[tuple[str, str]] = set()
+            this_record: set[tuple[str, ...]] = set()
             events = self._decode(partition, offset, key, value, out)
             batch = is_partition_batch(key)
             for event in events:
-                skey = (event.tenant_id, event.session_id)
+                # a Python tuple (mypyc keeps a tuple[str, str] unboxed and makes a new
+                # tuple object for every dict it goes in: no key could be shared)
+                skey: tuple[str, ...] = (event.tenant_id, event.session_id)
                 if skey not in this_record:
                     # inside a partition batch, a session of another partition is a dead
                     # letter (checked once per session and record)
@@ -317,6 +326,10 @@ class SessionStage:
                     last = applied.get(skey)
                     if last is None:  # an ended session's marker counts too
                         last = closed.get(skey, -1)
+                        # a session new to the stage: this tuple becomes the key of its
+                        # state here and in the engine (process below), one per session,
+                        # its tenant id the one string of its tenant (sys.intern)
+                        skey = (sys.intern(skey[0]), skey[1])
                     if last >= offset:  # this key's state already has it
                         replayed += 1
                         continue
@@ -325,7 +338,7 @@ class SessionStage:
                     touched.add(skey)
                 ts_us = event.ts_us
                 dropped = engine.duplicates
-                alerts += process(core_event(event), ts_us)  # (none for a duplicate)
+                alerts += process(core_event(event), ts_us, skey)  # (none for a duplicate)
                 if engine.duplicates != dropped:  # a duplicate: nothing else happens
                     duplicates += 1
                     continue
@@ -342,14 +355,15 @@ class SessionStage:
         out.replayed += replayed
         forwards.messages(partition, out.forwards)
 
-    def _home(self, skey: tuple[str, str]) -> int:
+    def _home(self, skey: tuple[str, ...]) -> int:
         """The partition of session ``skey`` (Kafka's default partitioner over its key)."""
         owners = self._owners
         home = owners.get(skey)
         if home is None:
             if len(owners) >= _OWNERS_MAX:
                 owners.clear()
-            home = owners[skey] = self._owner.get(skey[0], skey[1])
+            home = owners[skey] = partition_for(session_key(skey[0], skey[1]),
+                                                self._partitions)
         return home
 
     def _decode(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
@@ -373,11 +387,11 @@ class SessionStage:
                          event: StageEvent, out: StageOutput) -> None:
         """A partition batch's event whose session belongs on another partition: a dead
         letter (it would split that session's state)."""
-        home = self._owner.get(event.tenant_id, event.session_id)
+        home = self._home((event.tenant_id, event.session_id))
         out.dead_letters.append(DeadLetter(
             key, encode_event(event.to_model()),
             f"wrong partition: session {event.tenant_id}/{event.session_id} belongs on "
-            f"partition {home} of {self._owner.partitions} (Kafka's default partitioner), "
+            f"partition {home} of {self._partitions} (Kafka's default partitioner), "
             f"not {partition}; a partition batch may hold only its partition's sessions "
             "(was the producer's partition count stale?)",
             self.topic, partition, offset, None))
