@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -465,3 +466,22 @@ def test_a_session_is_kept_under_one_key_tuple_and_its_tenants_one_string() -> N
     assert keys.keys() == engine_keys.keys() == set(mine)
     assert all(keys[s] is engine_keys[s] for s in mine)
     assert keys[mine[0]][0] is keys[mine[1]][0]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_stage_spilling_quiet_sessions_to_files_equals_replay(seed: int,
+                                                                 tmp_path: Path) -> None:
+    config = rules_from_mapping({**SESSION_RULES.model_dump(mode="json"),
+                                 "pack_idle_sessions_s": 2})
+    records = _stream(seed, 400)
+    stage = SessionStage(config, TOPIC, N, spill_dir=tmp_path / "spill")
+    stage.restore(P, [])
+    spill = stage.partitions[P].engine._spill
+    assert spill is not None
+    got, _ = _run(stage, _encode(records), 0, len(records), size=7)
+    assert got == _replay(records, config)
+    assert spill.file_bytes > 0  # quiet sessions went to the file
+    assert list((tmp_path / "spill").iterdir()) == []  # which is not on disk by name
+    stage.drop(P)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        spill.read(1)  # closed with its partition

@@ -21,6 +21,7 @@ ENV = {
     "AGENTWATCH_WORKER_GROUP": "g1",
     "AGENTWATCH_DATA_DIR": "/var/lib/aw",
     "AGENTWATCH_STORE": "memory",
+    "AGENTWATCH_SPILL_PACKED_SESSIONS": "false",
     "AGENTWATCH_PARTITIONS": "12",
     "AGENTWATCH_REPLICATION_FACTOR": "3",
     "AGENTWATCH_RULES": "rules.yaml",
@@ -42,7 +43,8 @@ def test_every_setting_with_a_variable_is_read_from_the_environment() -> None:
     assert settings == WorkerSettings(
         bootstrap_servers="k1:9092,k2:9092", events_topic="t.events", alerts_topic="t.alerts",
         dlq_topic="t.dead", group_id="g1", data_dir=Path("/var/lib/aw"), store="memory",
-        partitions=12, replication_factor=3, rules_file=Path("rules.yaml"),
+        spill_packed_sessions=False, partitions=12, replication_factor=3,
+        rules_file=Path("rules.yaml"),
         batch_max_records=5000, batch_within_s=0.2, idle_after_s=3.0,
         checkpoint_interval_s=2.5, checkpoint_max_share=0.2, stats_interval_s=10.0,
         metrics_port=9464,

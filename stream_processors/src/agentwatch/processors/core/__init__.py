@@ -32,6 +32,7 @@ from agentwatch.processors.core._rules import (
     load_rules,
     rules_from_mapping,
 )
+from agentwatch.processors.core._spill import SpillFile
 from agentwatch.processors.core._windows import ADDED, LATE, REORDERED, SlidingWindow
 
 from agentwatch.processors.core import _engine as _engine_module  # isort: skip
@@ -68,6 +69,7 @@ __all__ = [
     "Rule",
     "RulesConfig",
     "SlidingWindow",
+    "SpillFile",
     "ToolPolicy",
     "ToolPolicyDetector",
     "ToolPolicyRule",

@@ -26,6 +26,7 @@ import orjson
 from agentwatch.processors.core._alerting import LOAD_IDS, ScopeKey, SessionCodec
 from agentwatch.processors.core._detectors import Detector, build_detectors
 from agentwatch.processors.core._rules import RulesConfig
+from agentwatch.processors.core._spill import SpillFile
 from agentwatch.schemas import (
     Alert,
     AlertScope,
@@ -101,6 +102,7 @@ class Engine:
         prices: PriceTable | None = None,
         scopes: Iterable[AlertScope] | None = None,
         track_sessions: bool = True,
+        spill: SpillFile | None = None,
     ) -> None:
         self.config = config or RulesConfig.default()
         self._prices = prices if prices is not None else default_price_table()
@@ -119,8 +121,10 @@ class Engine:
             for kind in EventKind
         }
         self._sessions: dict[ScopeKey, _Session] = {}
-        #: idle sessions kept as their state dump, compact (all ids): see _pack
-        self._packed: dict[ScopeKey, bytes] = {}
+        #: idle sessions kept as their state dump, compact (all ids): see _pack; with a
+        #: spill file, the handle of that dump in the file
+        self._packed: dict[ScopeKey, bytes | int] = {}
+        self._spill = spill
         #: the preset dictionary of the packed dumps' deflate: the first dump packed (the
         #: next ones share its structure, rule names, agent and tool names)
         self._zdict = b""
@@ -243,7 +247,7 @@ class Engine:
             if packed is None:
                 return self._dump_scoped(key)
             if max_ids is None:
-                data, ids = self._unpacked_dump(packed)
+                data, ids = self._unpacked_dump(self._packed_bytes(packed))
                 data[3] = pack_ids(ids)
                 return data
             unpacked = self._unpack(key)
@@ -296,7 +300,7 @@ class Engine:
         is dropped. Returns False, and logs why, when ``data`` is in a format this version
         cannot read (a newer one) or is damaged: the key then starts fresh (as a new
         session would) instead of stopping the worker."""
-        self._packed.pop(key, None)
+        self._drop_packed(key)
         try:
             if isinstance(data, list) and data and data[0] == STATE_FORMAT:
                 self._load_session(key, data)
@@ -393,9 +397,41 @@ class Engine:
         self._sessions.pop(key, None)
         for detector in self.detectors:
             detector.states.pop(key, None)
-        self._packed[key] = b"".join((session.last_ts_us.to_bytes(8, "little", signed=True),
-                                      len(raw).to_bytes(4, "little"), raw,
-                                      deflate.compress(body), deflate.flush()))
+        packed = b"".join((session.last_ts_us.to_bytes(8, "little", signed=True),
+                           len(raw).to_bytes(4, "little"), raw,
+                           deflate.compress(body), deflate.flush()))
+        spill = self._spill
+        if spill is None:
+            self._packed[key] = packed
+            return
+        self._packed[key] = spill.put(packed)
+        if spill.wants_compaction:
+            keys = [k for k, v in self._packed.items() if isinstance(v, int)]
+            handles = spill.compact([h for h in self._packed.values() if isinstance(h, int)])
+            self._packed.update(zip(keys, handles, strict=True))
+
+    def _packed_bytes(self, packed: bytes | int) -> bytes:
+        """A packed session's bytes (read from the spill file when ``packed`` is a handle)."""
+        if isinstance(packed, bytes):
+            return packed
+        return self._spill_file().read(packed)
+
+    def _drop_packed(self, key: ScopeKey) -> bytes | None:
+        """Remove ``key``'s packed session; its bytes (None when it was not packed)."""
+        packed = self._packed.pop(key, None)
+        if packed is None or isinstance(packed, bytes):
+            return packed
+        return self._spill_file().take(packed)
+
+    def _spill_file(self) -> SpillFile:
+        if self._spill is None:  # handles come from it
+            raise RuntimeError("a packed session's handle, and no spill file")
+        return self._spill
+
+    def close(self) -> None:
+        """Release the spill file (the engine's packed sessions are gone with it)."""
+        if self._spill is not None:
+            self._spill.close()
 
     def _unpacked_dump(self, packed: bytes) -> tuple[list[Any], list[str]]:
         """A :meth:`_pack` value's format-2 dump and its ids (the dump's ids field left as
@@ -410,7 +446,7 @@ class Engine:
     def _unpack(self, key: ScopeKey) -> _Session | None:
         """Install ``key``'s packed session (None when it is not packed) and schedule its
         next packing."""
-        packed = self._packed.pop(key, None)
+        packed = self._drop_packed(key)
         if packed is None:
             return None
         data, ids = self._unpacked_dump(packed)
@@ -449,7 +485,7 @@ class Engine:
     def _forget(self, key: ScopeKey) -> None:
         """Drop what a failed load installed for ``key`` (its timers find nothing)."""
         self._sessions.pop(key, None)
-        self._packed.pop(key, None)
+        self._drop_packed(key)
         for detector in self.detectors:
             detector.states.pop(key, None)
 
@@ -542,7 +578,8 @@ class Engine:
                     packed = self._packed.get(key)
                     if packed is None:
                         continue  # closed (an ended session's timer)
-                    last_ts_us = int.from_bytes(packed[:8], "little", signed=True)
+                    last_ts_us = int.from_bytes(self._packed_bytes(packed)[:8], "little",
+                                                signed=True)
                 self._schedule_idle(last_ts_us + self._idle_us, key)
 
     def _on_session_timer(self, skey: ScopeKey, now_us: int, out: list[Alert]) -> None:

@@ -397,7 +397,9 @@ class _Worker:
         if settings.runs_rekeyed_stage:
             self.rekeyed_table = app.Table("rekeyed-state", partitions=n, key_type=bytes,
                                            value_type=bytes, options=dict(ROCKSDB_OPTIONS))
-        self.session_stage = SessionStage(config, settings.events_topic, n)
+        self.session_stage = SessionStage(
+            config, settings.events_topic, n,
+            spill_dir=settings.data_dir / "spill" if settings.spill_packed_sessions else None)
         self.halt_rules = halt_rules(config)
         self.rekeyed_stage = RekeyedStage(config, settings.rekeyed_topic, n)
         self.session_held = _Held()

@@ -23,11 +23,12 @@ import hashlib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig
+from agentwatch.processors.core import ADVANCE_STEP_US, Engine, RulesConfig, SpillFile
 from agentwatch.processors.worker._forward import (
     StageEvent,
     compact_event,
@@ -222,9 +223,12 @@ class SessionStage:
     """Session-scoped rules over the input topic, per partition; forwards the rest."""
 
     def __init__(self, config: RulesConfig, topic: str, partitions: int, *,
-                 prices: PriceTable | None = None) -> None:
+                 prices: PriceTable | None = None, spill_dir: Path | None = None) -> None:
         self.config = config
         self.topic = topic
+        #: where each partition's engine keeps its packed (quiet) sessions, in a file of
+        #: its own (core/_spill.py); None: in memory
+        self._spill_dir = spill_dir
         #: the input topic's partition count (partition batches: Kafka's default partitioner)
         self._partitions = partitions
         #: session -> partition as Kafka's default partitioner places it, for the running
@@ -252,7 +256,11 @@ class SessionStage:
     # -- partitions come and go with rebalances -----------------------------------------------
     def restore(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> None:
         """(Re)build ``partition`` from its table entries (key, value)."""
-        part = _Partition(Engine(self.config, scopes=[AlertScope.SESSION], prices=self._prices))
+        self.drop(partition)
+        spill = (None if self._spill_dir is None
+                 else SpillFile(self._spill_dir, f"{self.topic}-{partition}"))
+        part = _Partition(Engine(self.config, scopes=[AlertScope.SESSION], prices=self._prices,
+                                 spill=spill))
         entries = [(orjson.loads(k), orjson.loads(v)) for k, v in items]
         meta = next((v for k, v in entries if k[1:] == [_META]), None)
         if meta is not None and meta["f"] == self._fingerprint:
@@ -274,7 +282,9 @@ class SessionStage:
         self.partitions[partition] = part
 
     def drop(self, partition: int) -> None:
-        self.partitions.pop(partition, None)
+        part = self.partitions.pop(partition, None)
+        if part is not None:
+            part.engine.close()
 
     def last_offset(self, partition: int) -> int:
         part = self.partitions.get(partition)
