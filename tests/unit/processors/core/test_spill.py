@@ -82,3 +82,18 @@ def test_a_spilling_engine_gives_what_an_engine_in_memory_gives(
         assert orjson.dumps(spilling.dump_key(key)) == orjson.dumps(memory.dump_key(key))
         assert orjson.dumps(spilling.dump_key(key, max_ids=16)) == orjson.dumps(
             memory.dump_key(key, max_ids=16))
+
+
+def test_a_spill_file_that_refuses_leaves_sessions_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    events = random_stream(6, 1500, sessions=14, redelivered_p=0.05, short_gap_p=0.97)
+    spilling = _spilling(tmp_path, 0.0)
+    assert spilling._spill is not None
+    spilling._spill.close()  # every write fails now (EBADF), as on a full disk
+    got = _run(spilling, events)
+    assert got == _run(_engine(0.0), events)
+    _settle(spilling)
+    assert spilling._packed
+    assert all(isinstance(v, bytes) for v in spilling._packed.values())
+    [warning] = [r for r in caplog.records if "spill file refused" in r.getMessage()]
+    assert "Bad file descriptor" in warning.getMessage()

@@ -125,6 +125,7 @@ class Engine:
         #: spill file, the handle of that dump in the file
         self._packed: dict[ScopeKey, bytes | int] = {}
         self._spill = spill
+        self._spill_failed = False  # logged once
         #: the preset dictionary of the packed dumps' deflate: the first dump packed (the
         #: next ones share its structure, rule names, agent and tool names)
         self._zdict = b""
@@ -404,7 +405,15 @@ class Engine:
         if spill is None:
             self._packed[key] = packed
             return
-        self._packed[key] = spill.put(packed)
+        try:
+            self._packed[key] = spill.put(packed)
+        except OSError as exc:  # a full disk: this session stays in memory
+            self._packed[key] = packed
+            if not self._spill_failed:
+                self._spill_failed = True
+                _log.warning("quiet sessions stay in memory: the spill file refused one "
+                             "(%s); later failures are not logged", exc)
+            return
         if spill.wants_compaction:
             keys = [k for k, v in self._packed.items() if isinstance(v, int)]
             handles = spill.compact([h for h in self._packed.values() if isinstance(h, int)])
