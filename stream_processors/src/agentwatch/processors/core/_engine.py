@@ -587,8 +587,10 @@ class Engine:
                     packed = self._packed.get(key)
                     if packed is None:
                         continue  # closed (an ended session's timer)
-                    last_ts_us = int.from_bytes(self._packed_bytes(packed)[:8], "little",
-                                                signed=True)
+                    # its header only (SpillFile.read's size: not the whole value)
+                    head = (packed[:8] if isinstance(packed, bytes)
+                            else self._spill_file().read(packed, 8))
+                    last_ts_us = int.from_bytes(head, "little", signed=True)
                 self._schedule_idle(last_ts_us + self._idle_us, key)
 
     def _on_session_timer(self, skey: ScopeKey, now_us: int, out: list[Alert]) -> None:
