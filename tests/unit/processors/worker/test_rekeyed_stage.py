@@ -20,7 +20,12 @@ from conftest import US
 from agentwatch.processors.core import Engine, RulesConfig, rules_from_mapping
 from agentwatch.processors.replay import replay_lines
 from agentwatch.processors.worker import RekeyedStage, SessionStage, StageOutput
-from agentwatch.processors.worker._forward import MARK_KEY, table_key
+from agentwatch.processors.worker._forward import (
+    MARK_KEY,
+    compact_event,
+    event_from_model,
+    table_key,
+)
 from agentwatch.schemas import (
     Event,
     EventKind,
@@ -477,4 +482,51 @@ def test_an_idle_mark_releases_no_event_time_beyond_what_the_partitions_announce
     stage = _stage()
     assert _dump(_feed(stage, messages, 0, len(messages))) == _replay(events)
     assert stage.partitions[Q].late == 0
+    assert stage.buffered(Q) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unsorted_messages_ties_and_copies_are_released_in_replays_order(seed: int) -> None:
+    """Each message's events are a run the stage sorts and merges with the others: events
+    out of order inside a message, many at the same instant in several messages and
+    agents, and whole messages forwarded again still reach the engine in ``(ts,
+    event_id)`` order, each once: the alerts equal replay of the time-sorted stream."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(1200):  # whole seconds: ties everywhere
+        t_us = (i // 6) * US - (rng.randrange(0, 3) * US if rng.random() < 0.2 else 0)
+        slot = rng.randrange(8)
+        error_share = 0.5 if (i // 150) % 2 else 0.1
+        events.append(Event(
+            event_id=str(uuid.UUID(int=seed << 40 | rng.getrandbits(32))), ts=from_us(max(0, t_us)),
+            kind=EventKind.TOOL_CALL, agent_id=f"agent-{slot % 3 % 2}", session_id=f"s{slot}",
+            status=EventStatus.ERROR if rng.random() < error_share else EventStatus.OK))
+    messages: list[Message] = []
+    newest = [-(1 << 62)] * INPUTS
+    sent: list[Message] = []
+    for lo in range(0, len(events), 30):  # every 30 events: a message per partition and agent
+        chunk = events[lo:lo + 30]
+        for p in range(INPUTS):
+            for agent in ("agent-0", "agent-1"):
+                mine = [compact_event(event_from_model(e)) for e in chunk
+                        if _partition(e) == p and e.agent_id == agent]
+                if not mine:
+                    continue
+                rng.shuffle(mine)
+                message = (orjson.dumps(["default", agent]),
+                           orjson.dumps({"s": "agent", "p": p, "e": mine}))
+                messages.append(message)
+                sent.append(message)
+                newest[p] = max(newest[p], *(c[1] for c in mine))
+            if rng.random() < 0.2:
+                messages.append(rng.choice(sent))  # forwarded again (a re-read record)
+            messages.append((MARK_KEY, orjson.dumps({"p": p, "w": newest[p], "idle": False})))
+    messages += [(MARK_KEY, orjson.dumps({"p": p, "w": newest[p], "idle": True}))
+                 for p in range(INPUTS)]
+    expected = _replay(events)
+    assert "firing" in {a["state"] for a in expected}
+    stage = _stage()
+    out = _feed(stage, messages, 0, len(messages), size=rng.randint(1, 9))
+    assert _dump(out) == expected
+    assert out.events == len({(e.ts, e.event_id) for e in events})
     assert stage.buffered(Q) == 0

@@ -49,7 +49,16 @@ import orjson
 from agentwatch.processors.core import ADVANCE_STEP_US, Engine, EventTimeDriver, RulesConfig
 from agentwatch.processors.worker._forward import core_event, event_from_compact, table_key
 from agentwatch.processors.worker._session_stage import DeadLetter, StageOutput, config_fingerprint
-from agentwatch.schemas import TS_MAX, TS_MIN, AlertScope, EventKind, EventStatus, PriceTable, to_us
+from agentwatch.schemas import (
+    TS_MAX,
+    TS_MIN,
+    Alert,
+    AlertScope,
+    EventKind,
+    EventStatus,
+    PriceTable,
+    to_us,
+)
 
 __all__ = ["RekeyedStage", "problem"]
 
@@ -86,15 +95,24 @@ _COMPACT_FIELDS: Final = (
 class _MalformedError(ValueError):
     """A check of the hot path failed; :func:`problem` says which."""
 
-# a buffered event: (ts_us, event_id, scope value, key tuple, message offset, its index in
-# the message, compact event); offset and index make every item unique, so the heap never
-# compares two compact events (a float with None, say: a TypeError)
-_Item = tuple[int, str, str, tuple[str, str], int, int, list[Any]]
+# A buffered run: the events of one data message not yet released, sorted by (ts_us,
+# event_id), and a cursor in it. The heap holds one item per run, keyed by the run's next
+# event: (ts_us, event_id, scope value, key tuple, message offset, the event's index in the
+# run, a number unique to the run, the run). An item per event (a 7-tuple pushed and popped
+# through the heap) cost ~45 % of this stage at the fleet's 530 events per message. The
+# order is the same: within a run, events go in (ts_us, event_id) order, ties in the
+# message's order (a stable sort); between runs the head's key decides, as it did for
+# single events, and the unique number keeps the heap from ever comparing two runs.
+_Item = tuple[int, str, str, tuple[str, str], int, int, int, list[list[Any]]]
+
+
+def _order(compact: list[Any]) -> tuple[int, str]:
+    return (compact[1], compact[0])
 
 
 class _Partition:
     __slots__ = ("dirty", "drivers", "frontier", "heap", "last_offset", "late",
-                 "messages", "released_us", "resume_offset", "sources")
+                 "messages", "released_us", "resume_offset", "runs", "sources")
 
     def __init__(self, drivers: dict[str, EventTimeDriver]) -> None:
         self.drivers = drivers
@@ -102,6 +120,7 @@ class _Partition:
         #: come; max ts - disorder while active, from its mark's ``t`` while idle)
         self.sources: dict[int, tuple[int, int]] = {}
         self.heap: list[_Item] = []
+        self.runs = 0  # runs buffered so far (each run's unique number)
         self.frontier: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
         self.messages: dict[int, int] = {}  # message offset -> events not yet released
         self.dirty: set[tuple[str, tuple[str, ...]]] = set()  # changed since the checkpoint
@@ -169,8 +188,9 @@ class RekeyedStage:
         return None if part is None else part.resume_offset
 
     def buffered(self, partition: int) -> int:
+        """Events of ``partition`` buffered, not released yet."""
         part = self.partitions.get(partition)
-        return 0 if part is None else len(part.heap)
+        return 0 if part is None else sum(len(item[7]) - item[5] for item in part.heap)
 
     # -- the hot path -------------------------------------------------------------------------
     def process(self, partition: int,
@@ -290,20 +310,83 @@ class RekeyedStage:
         if scope not in part.drivers:
             return False
         frontier_ts, frontier_id = part.frontier.get((scope, fkey), _NO_FRONTIER)
-        heap, push, released_us = part.heap, heapq.heappush, part.released_us
-        n = late = 0
+        released_us = part.released_us
+        run: list[list[Any]] = []
+        late = 0
+        in_order = True
+        last_ts, last_id = _NEVER, ""
         for compact in compacts:
-            ts_us = compact[1]
-            if ts_us <= frontier_ts and (ts_us < frontier_ts or compact[0] <= frontier_id):
+            ts_us, event_id = compact[1], compact[0]
+            if ts_us <= frontier_ts and (ts_us < frontier_ts or event_id <= frontier_id):
                 continue  # released before a restart
             if ts_us <= released_us:
                 late += 1
-            push(heap, (ts_us, compact[0], scope, fkey, offset, n, compact))
-            n += 1
+            if ts_us < last_ts or (ts_us == last_ts and event_id < last_id):
+                in_order = False
+            last_ts, last_id = ts_us, event_id
+            run.append(compact)
         part.late += late
-        if n:
-            part.messages[offset] = part.messages.get(offset, 0) + n
-        return n > 0
+        if not run:
+            return False
+        if not in_order:
+            run.sort(key=_order)  # stable: ties keep the message's order
+        head = run[0]
+        part.runs += 1
+        heapq.heappush(part.heap, (head[1], head[0], scope, fkey, offset, 0, part.runs, run))
+        part.messages[offset] = part.messages.get(offset, 0) + len(run)
+        return True
+
+    def _release_run(self, part: _Partition, item: _Item, aligned_us: int,
+                     alerts: list[Alert], touched: set[tuple[str, tuple[str, ...]]]) -> int:
+        """Feed the run of ``item`` (popped: its next event comes first) while its events
+        come before the next run's head and ``aligned_us``; then it goes back in the heap
+        (unless it is through). The events fed (a copy forwarded twice is not)."""
+        _, _, scope, fkey, offset, pos, number, run = item
+        heap, disorder_us, step_us = part.heap, self._disorder_us, ADVANCE_STEP_US
+        to_event = event_from_compact
+        end = len(run)
+        bound_ts = heap[0][0] if heap else _ALWAYS
+        frontier_key = (scope, fkey)
+        frontier_ts, frontier_id = part.frontier.get(frontier_key, _NO_FRONTIER)
+        released_us = part.released_us
+        driver = part.drivers[scope]
+        engine = driver.engine
+        start, fed = pos, 0
+        while True:
+            compact = run[pos]
+            ts_us, event_id = compact[1], compact[0]
+            # forwarded twice (the session stage read records again after a crash): the
+            # copy comes right after the original (same time, id and key)
+            if ts_us > frontier_ts or (ts_us == frontier_ts and event_id > frontier_id):
+                frontier_ts, frontier_id = ts_us, event_id
+                alerts += engine.process(core_event(to_event(compact)), ts_us)
+                if ts_us >= driver.next_advance_us:
+                    alerts += engine.advance(ts_us - disorder_us)
+                    driver.next_advance_us = ts_us + step_us
+                fed += 1
+                if ts_us > released_us:  # noqa: PLR1730 (a compare, not a call of max)
+                    released_us = ts_us
+            pos += 1
+            if pos == end:
+                break
+            following = run[pos]
+            next_ts = following[1]
+            if next_ts > aligned_us or next_ts > bound_ts or (
+                    next_ts == bound_ts and _comes_after(
+                        (next_ts, following[0], scope, fkey, offset, pos, number), heap[0])):
+                heapq.heappush(heap, (next_ts, following[0], scope, fkey, offset, pos, number,
+                                      run))
+                break
+        part.released_us = released_us
+        left = part.messages[offset] - (pos - start)
+        if left:
+            part.messages[offset] = left
+        else:
+            del part.messages[offset]
+        if fed:
+            part.frontier[frontier_key] = (frontier_ts, frontier_id)
+            touched.add(frontier_key)
+        return fed
 
     def _aligned_us(self, part: _Partition) -> int:
         """Event time up to which every input partition has been seen (minus disorder)."""
@@ -315,37 +398,10 @@ class RekeyedStage:
     def _release(self, part: _Partition, out: StageOutput) -> set[tuple[str, tuple[str, ...]]]:
         touched: set[tuple[str, tuple[str, ...]]] = set()
         aligned_us = self._aligned_us(part)
-        heap, disorder_us, step_us = part.heap, self._disorder_us, ADVANCE_STEP_US
-        pop, to_event = heapq.heappop, event_from_compact
-        pending, frontier, drivers = part.messages, part.frontier, part.drivers
-        released_us = part.released_us
-        alerts = out.alerts
+        heap, disorder_us, alerts = part.heap, self._disorder_us, out.alerts
         n = 0
         while heap and heap[0][0] <= aligned_us:
-            ts_us, event_id, scope, fkey, offset, _, compact = pop(heap)
-            left = pending[offset] - 1
-            if left:
-                pending[offset] = left
-            else:
-                del pending[offset]
-            frontier_key = (scope, fkey)
-            released = (ts_us, event_id)
-            if released <= frontier.get(frontier_key, _NO_FRONTIER):
-                # forwarded twice (the session stage read records again after a crash): the
-                # heap pops the copy right after the original (same time, id and key)
-                continue
-            frontier[frontier_key] = released
-            driver = drivers[scope]
-            engine = driver.engine
-            alerts += engine.process(core_event(to_event(compact)), ts_us)
-            if ts_us >= driver.next_advance_us:
-                alerts += engine.advance(ts_us - disorder_us)
-                driver.next_advance_us = ts_us + step_us
-            touched.add(frontier_key)
-            n += 1
-            if ts_us > released_us:  # noqa: PLR1730 (a compare, not a call of max, per event)
-                released_us = ts_us
-        part.released_us = released_us
+            n += self._release_run(part, heapq.heappop(heap), aligned_us, alerts, touched)
         out.events += n
         # event time has reached the aligned watermark everywhere: quiet keys resolve (with
         # every partition idle, at most the largest event time seen, like replay at the end
@@ -361,6 +417,11 @@ class RekeyedStage:
             touched.update((scope, k) for k in driver.engine.touched)
             driver.engine.touched.clear()
         return touched
+
+
+def _comes_after(key: tuple[int, str, str, tuple[str, str], int, int, int], item: _Item) -> bool:
+    """Whether a run's next event (its heap key) comes after the head of another run."""
+    return key > item[:7]
 
 
 def _newest_us(sources: dict[int, tuple[int, int]]) -> int:
