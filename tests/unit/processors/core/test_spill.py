@@ -97,3 +97,25 @@ def test_a_spill_file_that_refuses_leaves_sessions_in_memory(
     assert all(isinstance(v, bytes) for v in spilling._packed.values())
     [warning] = [r for r in caplog.records if "spill file refused" in r.getMessage()]
     assert "Bad file descriptor" in warning.getMessage()
+
+
+def test_a_value_too_long_for_a_handle_stays_in_memory(tmp_path: Path) -> None:
+    """A handle holds a length of at most 16 MiB - 1: a longer packed session (here: a
+    file limited to the median packed size) stays in memory, the others spill; the
+    alerts do not change."""
+    events = random_stream(7, 1500, sessions=14, redelivered_p=0.05, short_gap_p=0.97)
+    with pytest.raises(ValueError, match="max_value_bytes"):
+        SpillFile(tmp_path, "t", max_value_bytes=1 << 24)
+    memory = _engine(0.0)
+    expected = _run(memory, events)
+    _settle(memory)
+    sizes = sorted(len(v) for v in memory._packed.values() if isinstance(v, bytes))
+    limit = sizes[len(sizes) // 2]
+    assert sizes[0] <= limit < sizes[-1]
+    spilling = Engine(memory.config, spill=SpillFile(tmp_path, "t", max_value_bytes=limit))
+    assert _run(spilling, events) == expected
+    _settle(spilling)
+    kept = [v for v in spilling._packed.values() if isinstance(v, bytes)]
+    assert kept
+    assert all(len(v) > limit for v in kept)
+    assert any(isinstance(v, int) for v in spilling._packed.values())

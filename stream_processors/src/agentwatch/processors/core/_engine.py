@@ -402,7 +402,9 @@ class Engine:
                            len(raw).to_bytes(4, "little"), raw,
                            deflate.compress(body), deflate.flush()))
         spill = self._spill
-        if spill is None:
+        if spill is None or len(packed) > spill.max_value_bytes:
+            # (a session of over 16 MiB packed, if any: its handle could not say its
+            # length; it stays in memory)
             self._packed[key] = packed
             return
         try:

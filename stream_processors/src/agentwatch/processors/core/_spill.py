@@ -29,6 +29,8 @@ __all__ = ["SpillFile"]
 
 _LENGTH_BITS: Final = 24  # a handle: the value's position << 24 | its length
 _LENGTH_MASK: Final = (1 << _LENGTH_BITS) - 1
+#: the largest value a handle can give back (16 MiB - 1)
+VALUE_MAX_BYTES: Final = _LENGTH_MASK
 #: garbage below this is never compacted (a small deployment's file stays as it is)
 COMPACT_MIN_BYTES: Final = 64 * 1024 * 1024
 
@@ -37,7 +39,11 @@ class SpillFile:
     """Values appended to an unlinked file, each read back by its handle."""
 
     def __init__(self, directory: Path, name: str,
-                 compact_min_bytes: int = COMPACT_MIN_BYTES) -> None:
+                 compact_min_bytes: int = COMPACT_MIN_BYTES,
+                 max_value_bytes: int = VALUE_MAX_BYTES) -> None:
+        self._fd = -1  # (what close sees if the checks below refuse)
+        if not 0 < max_value_bytes <= VALUE_MAX_BYTES:
+            raise ValueError(f"max_value_bytes must be 1..{VALUE_MAX_BYTES}")
         directory.mkdir(parents=True, exist_ok=True)
         self._directory = directory
         self._name = name
@@ -46,6 +52,8 @@ class SpillFile:
         self.live_bytes = 0
         self.garbage_bytes = 0
         self.compact_min_bytes = compact_min_bytes
+        #: a longer value is refused by put (the caller keeps it)
+        self.max_value_bytes = max_value_bytes
 
     def _open(self) -> int:
         fd, path = tempfile.mkstemp(prefix=f"{self._name}-", suffix=".spill",
@@ -56,8 +64,8 @@ class SpillFile:
     def put(self, value: bytes) -> int:
         """Append ``value``; its handle."""
         n = len(value)
-        if n > _LENGTH_MASK:
-            raise ValueError(f"a spilled value of {n} bytes (at most {_LENGTH_MASK})")
+        if n > self.max_value_bytes:
+            raise ValueError(f"a spilled value of {n} bytes (at most {self.max_value_bytes})")
         at = self._end
         written = os.pwrite(self._fd, value, at)
         if written != n:  # a full disk writes short (or raises)
