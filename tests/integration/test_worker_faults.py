@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from worker_harness import (
     WorkerProcess,
     assert_exactly,
+    assert_stages_ran,
     create_topic,
     pack,
     produce,
@@ -88,16 +90,20 @@ def _paced_fleet(kafka_bootstrap: str, topic: str) -> tuple[list[dict[str, Any]]
     return events, pack(events, flush_every=FLUSH_EVERY)
 
 
+@pytest.mark.parametrize("stages", ["all", "split"])
 def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
-    kafka_bootstrap: str, topic_name: str, tmp_path: Path
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path, stages: str
 ) -> None:
+    """SIGKILL mid-stream, then a worker on a fresh data dir. ``split``: the killed
+    worker's child (the agent/tenant stage) gets SIGTERM as its parent dies."""
     topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     events, records = _paced_fleet(kafka_bootstrap, topics["events"])
     expected = replay_alerts(events)
     group = f"{topic_name}-g"
     first = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data",
-                          tmp_path / "worker-1.log", idle_after_s=IDLE_AFTER_S).start()
+                          tmp_path / "worker-1.log", idle_after_s=IDLE_AFTER_S,
+                          stages=stages).start()
     # the stream keeps flowing for ~20 s while the worker is killed and restarted
     producer = threading.Thread(target=produce, args=(kafka_bootstrap, topics["events"],
                                                       records), kwargs={"pace_s": 0.04})
@@ -109,7 +115,8 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
     time.sleep(1)
     # a fresh data dir (a new machine): the state can only come from the changelog topics
     second = WorkerProcess(kafka_bootstrap, topics, group, tmp_path / "data-2",
-                           tmp_path / "worker-2.log", idle_after_s=IDLE_AFTER_S).start()
+                           tmp_path / "worker-2.log", idle_after_s=IDLE_AFTER_S,
+                           stages=stages).start()
     producer.join()
     try:
         got = read_alerts(kafka_bootstrap, topics["alerts"], distinct=len(expected))
@@ -117,6 +124,7 @@ def test_a_worker_killed_mid_stream_recovers_its_state_and_loses_no_alert(
         second.stop()
     assert len(alerts_before) >= 2
     assert "Traceback" not in second.log(), second.log()[-3000:]
+    assert_stages_ran(second.log(), split=stages == "split")
     assert_exactly(got, expected)
 
 

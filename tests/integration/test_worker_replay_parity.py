@@ -40,7 +40,8 @@ PARTITIONS = 4
 
 def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
                 events: list[dict[str, Any]], expected: list[dict[str, Any]],
-                rules: Path | None = None, *, via_client: bool = False) -> list[dict[str, Any]]:
+                rules: Path | None = None, *, via_client: bool = False,
+                stages: str | None = None) -> list[dict[str, Any]]:
     topics = topics_for(topic_name)
     create_topic(kafka_bootstrap, topics["events"], PARTITIONS)
     if via_client:  # the producer library end to end: its packing, zstd, acks=all
@@ -53,7 +54,8 @@ def _run_worker(kafka_bootstrap: str, topic_name: str, tmp_path: Path,
     else:
         produce(kafka_bootstrap, topics["events"], pack(events))
     return worker_alerts(kafka_bootstrap, topics, f"{topic_name}-g", tmp_path,
-                         lambda values: len(values) >= len(expected), rules=rules)
+                         lambda values: len(values) >= len(expected), rules=rules,
+                         stages=stages)
 
 
 #: Event time runs this much faster than the wall clock when the producer sends the fleet.
@@ -95,12 +97,13 @@ def test_the_demo_fleet_sent_by_the_producer_gives_the_same_alerts_as_replay(
     assert alert_set(got) == alert_set(expected)
 
 
-@pytest.mark.parametrize("n_events", [20_000])
+@pytest.mark.parametrize(("n_events", "stages"), [(20_000, "all"), (20_000, "split")])
 def test_many_sessions_over_every_partition_give_the_same_alerts_as_replay(
-    kafka_bootstrap: str, topic_name: str, tmp_path: Path, n_events: int
+    kafka_bootstrap: str, topic_name: str, tmp_path: Path, n_events: int, stages: str
 ) -> None:
     """500 sessions of 5 agents over 4 partitions: agent error-rate and tenant cost windows
-    need events from every partition, consumed in whatever order the worker gets them."""
+    need events from every partition, consumed in whatever order the worker gets them;
+    ``split``: the agent/tenant stage in a child process of the worker (--stages split)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "rules:\n"
@@ -119,7 +122,8 @@ def test_many_sessions_over_every_partition_give_the_same_alerts_as_replay(
     assert any(a["rule"] == "agent_error_rate" for a in expected)
     assert any(a["rule"] == "tenant_cost" for a in expected)
     assert sum(a["rule"] == "loop_repeat" for a in expected) >= 10
-    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected, rules)
+    got = _run_worker(kafka_bootstrap, topic_name, tmp_path, events, expected, rules,
+                      stages=stages)
     assert len(got) == len(expected)
     assert alert_set(got) == alert_set(expected)
 

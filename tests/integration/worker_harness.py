@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,8 +32,8 @@ class WorkerProcess:
 
     def __init__(self, bootstrap: str, topics: dict[str, str], group: str, data_dir: Path,
                  log_path: Path, *, rules: Path | None = None, idle_after_s: float | None = None,
-                 crash_at: str | None = None, stats_interval_s: float | None = None
-                 ) -> None:
+                 crash_at: str | None = None, stats_interval_s: float | None = None,
+                 stages: str | None = None) -> None:
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -48,6 +49,8 @@ class WorkerProcess:
             self.env["AGENTWATCH_IDLE_AFTER_S"] = str(idle_after_s)
         if stats_interval_s is not None:
             self.env["AGENTWATCH_STATS_INTERVAL_S"] = str(stats_interval_s)
+        if stages is not None:  # ``split``: the agent/tenant stage in a child process
+            self.env["AGENTWATCH_WORKER_STAGES"] = stages
         if crash_at is not None:  # ``write:N`` or ``commit:N``: the worker SIGKILLs itself
             self.env[CRASH_ENV] = crash_at
         else:
@@ -273,17 +276,35 @@ def replay_alerts(events: Iterable[dict[str, Any]], config: RulesConfig | None =
 
 def worker_alerts(bootstrap: str, topics: dict[str, str], group: str, tmp_path: Path,
                   until: Callable[[list[bytes]], bool], *, rules: Path | None = None,
-                  timeout_s: float = 90.0) -> list[dict[str, Any]]:
+                  timeout_s: float = 90.0, stages: str | None = None) -> list[dict[str, Any]]:
     """Run one worker over what is on ``topics["events"]`` and return the alerts it wrote
     (read until ``until(values)``), checking its log has no traceback."""
     worker = WorkerProcess(bootstrap, topics, group, tmp_path / "data",
-                           tmp_path / "worker.log", rules=rules).start()
+                           tmp_path / "worker.log", rules=rules, stages=stages).start()
     try:
         got = read_topic(bootstrap, topics["alerts"], until=until, timeout_s=timeout_s)
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]
+    if stages is not None:
+        assert_stages_ran(worker.log(), split=stages == "split")
     return [orjson.loads(v) for v in got]
+
+
+_AGENT_STARTING = re.compile(
+    r"\[(\d+)\] \[INFO\] \[\^---Agent: agentwatch\.proce\[\.\](session|rekeyed)_agent\]: "
+    r"Starting")
+
+
+def assert_stages_ran(log: str, *, split: bool) -> None:
+    """Both stages' faust agents started, in two processes (``split``) or in one: the pids
+    of faust's log lines."""
+    pids: dict[str, set[str]] = {"session": set(), "rekeyed": set()}
+    for pid, stage in _AGENT_STARTING.findall(log):
+        pids[stage].add(pid)
+    assert pids["session"], log[-3000:]
+    assert pids["rekeyed"], log[-3000:]
+    assert pids["session"].isdisjoint(pids["rekeyed"]) == split, pids
 
 
 def alert_set(alerts: Iterable[dict[str, Any]]) -> set[bytes]:
