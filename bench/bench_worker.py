@@ -38,6 +38,12 @@ events per record, open sessions and RSS, printed after each run when present.
 
 The machine's cores are shared by the broker, the worker and the load generator (printed).
 
+``worker_fleet_split`` -- the same fleet topic and measure, the worker run as
+``agentwatch worker --stages split`` (its agent/tenant stage in a child process: a second
+core for one worker; its CPU per event sums both processes); peer: the default run above
+(both stages in one process), so the ratio is what the split buys on this machine (left
+out when ``--worker-arg`` is given).
+
     .venv/bin/python bench/bench_worker.py [--events 600000] [--only fleet|single]
 """
 
@@ -263,7 +269,8 @@ def measure(
     run = Run(label, result, log_path, alerts_topic, both_s, line)
     cpu = cpu_us_per_event(log_path, done_s)
     if cpu is not None:
-        log(f"{label}: worker CPU {cpu:.1f} µs per event (every thread; from its first stats "
+        log(f"{label}: worker CPU {cpu:.1f} µs per event (every thread of its processes; from "
+            f"the first stats "
             f"line with events to the one where both stages were through; the figure to "
             f"compare on a shared machine, where wall-clock rates swing)")
     log(
@@ -278,19 +285,26 @@ def measure(
 
 
 def cpu_us_per_event(log_path: Path, done_s: float) -> float | None:
-    """The worker's CPU time (``cpu_s`` of its stats lines, every thread) per input event
-    between its first stats line counting events and its line at ``done_s`` (monotonic);
-    None when the lines lack it (an older worker) or a stage runs in another process."""
-    lines = [line for line in read_worker_stats(log_path)
-             if "cpu_s" in line and int(line.get("events_total") or 0) > 0]
-    if not lines or len({line["_pid"] for line in lines}) > 1:
+    """The worker's CPU time (``cpu_s`` of its stats lines, every thread, summed over its
+    processes: ``--stages split`` runs the agent/tenant stage in a child) per input event,
+    each process from its first stats line with events (input events, or forwarded ones
+    for the child) to its line at ``done_s`` (monotonic); None when the lines lack it (an
+    older worker)."""
+    lines = read_worker_stats(log_path)
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for line in lines:
+        if "cpu_s" in line and (int(line.get("events_total") or 0) > 0
+                                or int(line.get("rekeyed_events_total") or 0) > 0):
+            by_pid.setdefault(line["_pid"], []).append(line)
+    if not by_pid:
         return None
-    first = lines[0]
-    last = next((line for line in lines if float(line["monotonic_s"]) >= done_s), lines[-1])
-    events = int(last["events_total"]) - int(first["events_total"])
-    if events <= 0:
-        return None
-    return (float(last["cpu_s"]) - float(first["cpu_s"])) / events * 1e6
+    cpu_s, events = 0.0, 0
+    for mine in by_pid.values():
+        first = mine[0]
+        last = next((line for line in mine if float(line["monotonic_s"]) >= done_s), mine[-1])
+        cpu_s += float(last["cpu_s"]) - float(first["cpu_s"])
+        events += int(last.get("events_total") or 0) - int(first.get("events_total") or 0)
+    return cpu_s / events * 1e6 if events > 0 else None
 
 
 def wait_for_both_stages(log_path: Path, events: int, *, timeout_s: float
@@ -337,7 +351,7 @@ def _totals(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argparse.Namespace,
-               *, both_stages: bool = False) -> Run:
+               *, both_stages: bool = False, extra: tuple[str, ...] = ()) -> Run:
     group = fresh_name("bench-worker")
     data_dir = tmp / group
     data_dir.mkdir()
@@ -354,7 +368,7 @@ def run_worker(label: str, loaded: Loaded, bootstrap: str, tmp: Path, args: argp
     }
     return measure(
         f"agentwatch worker ({label})",
-        [str(AGENTWATCH), "worker", "--loglevel", "info", *args.worker_arg],
+        [str(AGENTWATCH), "worker", "--loglevel", "info", *args.worker_arg, *extra],
         env,
         bootstrap=bootstrap,
         group=group,
@@ -687,6 +701,22 @@ def run_all(args: argparse.Namespace, bootstrap: str, tmp: Path) -> int:
         print(f"worker_fleet: goal >= {FLEET_GOAL_EVENTS_PER_S:,} events/s per worker: "
               f"{verdict} ({rate:,.0f}; {os.cpu_count()} cores shared by broker, worker and "
               f"load generator)", flush=True)
+        if not args.worker_arg:
+            # the same worker command with its agent/tenant stage in a child process
+            # (--stages split: a second core for one worker), against the default run
+            split = run_worker("fleet, the producer's records, --stages split", fleet,
+                               bootstrap, tmp, args, both_stages=True,
+                               extra=("--stages", "split"))
+            print_worker_stats("worker_fleet_split", split)
+            print_loop_alerts("worker_fleet_split", bootstrap, split, tally.complete())
+            lines.append(summary("worker_fleet_split", "events/s", split.events_per_s,
+                                 ours.events_per_s, higher_is_better=True))
+            verdict = "met" if split.events_per_s >= FLEET_GOAL_EVENTS_PER_S else "MISSED"
+            print(f"worker_fleet_split: goal >= {FLEET_GOAL_EVENTS_PER_S:,} events/s per "
+                  f"worker: {verdict} ({split.events_per_s:,.0f}, one `agentwatch worker "
+                  f"--stages split`, two processes; peer = the same worker with both stages "
+                  f"in one process, this run; {os.cpu_count()} cores shared by broker, worker "
+                  f"and load generator)", flush=True)
 
     if args.only != "fleet":
         ours = run_worker("one event per record, confluent-kafka", single, bootstrap, tmp,
