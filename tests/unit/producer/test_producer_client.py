@@ -569,3 +569,33 @@ def test_helpers_outside_a_session_log_nothing(
             assert current_span() is not None
         aw.flush()
     assert caplog.records == []
+
+
+def test_an_id_and_time_of_the_callers_own_are_sent_as_given_or_counted_invalid(
+    aw: Collector,
+) -> None:
+    """The caller's ``event_id`` and ``ts`` go through the fast check (a canonical UUID, a
+    ``...Z`` time in the contract's range) or, when it is unsure, through pydantic: valid
+    ones are sent exactly as given, invalid ones are counted, whichever path took them."""
+    given = [
+        ("6513270e-269e-4d37-b2a7-4de452e6b438", "2026-11-20T09:00:00.123456Z"),  # fast
+        ("6513270e-269e-4d37-b2a7-4de452e6b439", "2026-11-20T09:00:01Z"),  # fast
+        ("6513270E-269E-4D37-B2A7-4DE452E6B43A", "2026-11-20T11:00:02+02:00"),  # pydantic
+        ("6513270e-269e-4d37-b2a7-4de452e6b43b", "2026-11-20T09:00Z"),  # pydantic's JSON takes it
+    ]
+    for event_id, ts in given:
+        aw.emit({"kind": "tool_call", "event_id": event_id, "ts": ts, "session_id": "s"})
+    for event_id, ts in [("oops", "2026-11-20T09:00:03Z"),
+                         ("6513270e-269e-4d37-b2a7-4de452e6b43c", "2026-13-20T09:00:00Z"),
+                         ("6513270e-269e-4d37-b2a7-4de452e6b43d", "1800-01-01T00:00:00Z")]:
+        aw.emit({"kind": "tool_call", "event_id": event_id, "ts": ts, "session_id": "s"})
+    assert aw.flush()
+    assert aw.stats.invalid == 3
+    sent = [item for _, value in aw.records for item in _items(value)]
+    assert [(e["event_id"], e["ts"]) for e in sent] == given
+    assert [e.event_id for e in aw.events] == [event_id for event_id, _ in given]
+
+
+def _items(value: bytes) -> list[dict[str, object]]:
+    decoded = orjson.loads(value)
+    return decoded if isinstance(decoded, list) else [decoded]
