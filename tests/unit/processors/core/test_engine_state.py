@@ -18,8 +18,8 @@ import pytest
 from conftest import US, EventFactory, random_stream
 
 from agentwatch.processors.core import Engine, EventTimeDriver, rules_from_mapping
-from agentwatch.processors.core._detectors import pack_hex, unpack_hex
-from agentwatch.processors.core._engine import STATE_FORMAT, pack_ids, unpack_ids
+from agentwatch.processors.core._detectors import _all_hex, pack_hex, unpack_hex
+from agentwatch.processors.core._engine import STATE_FORMAT, pack_ids, unpack_ids, uuid_bytes
 from agentwatch.schemas import AlertScope, Event, from_us, to_us
 
 
@@ -438,6 +438,68 @@ def test_hex_digest_args_hashes_are_packed_in_a_session_state(ev: EventFactory) 
 def test_hashes_that_would_not_come_back_the_same_stay_a_list(values: list[str]) -> None:
     assert pack_hex(values) == values
     assert unpack_hex(pack_hex(values)) == values
+
+
+def _uuid_bytes_by_islower(ids: list[str]) -> bytes | None:
+    """uuid_bytes as it was written first (str.islower), the reference of the test below."""
+    n = len(ids)
+    if any(len(i) != 36 for i in ids):
+        return None
+    joined = "".join(ids)
+    if n == 0 or not joined.islower() or any(
+            joined[at::36].count("-") != n for at in (8, 13, 18, 23)):
+        return None
+    try:
+        raw = bytes.fromhex(joined.replace("-", ""))
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 * n else None
+
+
+def _all_hex_by_islower(values: list[str], width: int) -> bool:
+    """_all_hex as it was written first (str.islower), the reference of the test below."""
+    joined = "".join(values)
+    if width % 2 or len(joined) != width * len(values) or not joined.islower():
+        return False
+    try:
+        return len(bytes.fromhex(joined)) * 2 == len(joined)
+    except ValueError:
+        return False
+
+
+def _mutated(rng: random.Random, text: str) -> str:
+    """``text`` with one character changed into something the case and hex checks treat
+    apart: a capital, a decimal digit, a dash, whitespace, a non-ASCII letter or digit."""
+    at = rng.randrange(len(text))
+    new = rng.choice(["A", "F", "a", "0", "9", "-", " ", "\n", "g", "é", "É", "٣", "ǅ"])
+    return text[:at] + new + text[at + 1:]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_packed_forms_lowercase_check_agrees_with_str_islower(seed: int) -> None:
+    """uuid_bytes and _all_hex tell lowercase without str.islower (hex() of their bytes,
+    not all decimal): the same answers on ids and hashes with capitals, no letter at all,
+    whitespace, misplaced dashes and non-ASCII characters."""
+    rng = random.Random(seed)
+    for _ in range(2_000):
+        n = rng.randrange(0, 4)
+        ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(n)]
+        hashes = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(n)]
+        if rng.random() < 0.3:  # no letter anywhere
+            ids = ["".join(c if c == "-" else rng.choice("0123456789") for c in i)
+                   for i in ids]
+            hashes = ["".join(rng.choice("0123456789") for _ in h) for h in hashes]
+        if ids and rng.random() < 0.7:
+            i = rng.randrange(n)
+            ids[i] = _mutated(rng, ids[i])
+            hashes[i] = _mutated(rng, hashes[i])
+        if hashes and rng.random() < 0.2:  # lengths that add up right, one by one wrong
+            hashes[0] = hashes[0][:-1]
+            hashes[-1] += "a"
+        assert uuid_bytes(ids) == _uuid_bytes_by_islower(ids), ids
+        for width in (32, 16, 7):
+            values = hashes if width == 32 else [h[:width] for h in hashes]
+            assert _all_hex(values, width) == _all_hex_by_islower(values, width), values
 
 
 def test_tool_calls_with_other_args_hashes_are_kept_whole(ev: EventFactory) -> None:

@@ -891,12 +891,16 @@ _HEX_DIGEST: Final = 32  # characters of the producer's tool_args_hash (128 bits
 def _all_hex(values: list[str], width: int) -> bool:
     """Every one of ``values`` is ``width`` lowercase hex digits."""
     joined = "".join(values)
-    if width % 2 or len(joined) != width * len(values) or not joined.islower():
+    if width % 2 or not joined or len(joined) != width * len(values):
         return False
     try:
-        return len(bytes.fromhex(joined)) * 2 == len(joined)  # fromhex skips whitespace
+        raw = bytes.fromhex(joined)
     except ValueError:
         return False
+    # all hex digits (fromhex skips whitespace), lowercase as hex() writes them, not all
+    # decimal: what ``joined.islower()`` says of hex digits (a cased letter, no capital),
+    # without its lookup of each character in the Unicode tables (see engine.uuid_bytes)
+    return len(raw) * 2 == len(joined) and raw.hex() == joined and not joined.isdigit()
 
 
 def pack_hex(values: list[str], width: int = _HEX_DIGEST) -> str | list[str]:

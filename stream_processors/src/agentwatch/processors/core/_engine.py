@@ -631,14 +631,21 @@ def uuid_bytes(ids: list[str]) -> bytes | None:
         if len(event_id) != _UUID_CHARS:
             return None
     joined = "".join(ids)
-    if n == 0 or not joined.islower() or any(
+    if n == 0 or any(
             joined[dash_at::_UUID_CHARS].count("-") != n for dash_at in (8, 13, 18, 23)):
         return None
+    digits = joined.replace("-", "")
     try:
-        raw = bytes.fromhex(joined.replace("-", ""))
+        raw = bytes.fromhex(digits)
     except ValueError:
         return None
-    return raw if len(raw) == 16 * n else None  # fromhex skips whitespace
+    if len(raw) != 16 * n:  # fromhex skips whitespace
+        return None
+    # ``joined`` is now 4 dashes and 32 hex digits an id: it is lowercase (``islower()``:
+    # no capital and at least one cased letter) when its digits are what hex() writes
+    # (lowercase) and not all decimal. str.islower() looks every character up in the
+    # Unicode tables: it was ~1/8 of a checkpoint's dump of a session.
+    return raw if raw.hex() == digits and not digits.isdigit() else None
 
 
 def ids_from_bytes(raw: bytes) -> list[str]:
