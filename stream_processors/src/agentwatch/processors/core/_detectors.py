@@ -757,8 +757,9 @@ class LoopRepeatDetector(Detector[_RepeatState]):
             once_calls = [base - t for t in short.values()] + once_calls
         packed_once: str | list[str]
         if short is None:  # hex digits checked above: pack them as they are
-            packed_once = (base64.b64encode(bytes.fromhex("".join(prefixes))).decode("ascii")
-                           if prefixes else "")
+            packed_once = (binascii.b2a_base64(bytes.fromhex("".join(prefixes)),
+                                               newline=False).decode("ascii")
+                           if prefixes else "")  # base64.b64encode's own call (see pack_ids)
         else:
             packed_once = pack_hex(prefixes, _SHORT_HEX)
         return [state.tracker.dump_compact(codec), base - state.max_ts_us, state.sweep_at,
@@ -910,7 +911,7 @@ def pack_hex(values: list[str], width: int = _HEX_DIGEST) -> str | list[str]:
     :func:`unpack_hex` gives them back."""
     if not values or not _all_hex(values, width):
         return values
-    return base64.b64encode(bytes.fromhex("".join(values))).decode("ascii")
+    return binascii.b2a_base64(bytes.fromhex("".join(values)), newline=False).decode("ascii")
 
 
 def unpack_hex(data: str | list[str], width: int = _HEX_DIGEST) -> list[str]:

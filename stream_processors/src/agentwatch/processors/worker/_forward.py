@@ -108,18 +108,19 @@ def event_from_item(item: dict[str, Any], ts_us: int) -> StageEvent:
     """The event of a decoded JSON object that the contract's fast check accepted
     (``agentwatch.schemas.fastcheck.plain_event_ts``; ``ts_us``: its instant), with the
     values the pydantic :class:`Event` of it would hold, without validating it again."""
-    get = item.get
-    status = get("status")
+    # item.get(...) each time, not a local ``get = item.get``: compiled, the first is a
+    # direct dict lookup, the second a Python call of a bound method (ten an event)
+    status = item.get("status")
     event = StageEvent(
-        item["event_id"], ts_us, get("tenant_id", _TENANT_DEFAULT), item["agent_id"],
+        item["event_id"], ts_us, item.get("tenant_id", _TENANT_DEFAULT), item["agent_id"],
         item["session_id"], _KINDS[item["kind"]], _OK if status is None else _STATUSES[status],
-        _number(get("cost_usd")), get("name"), get("tool_args_hash"))
-    event.duration_ms = _number(get("duration_ms"))
-    event.model = get("model")
-    event.attributes = get("attributes")
-    event.input_tokens = get("input_tokens")
-    event.output_tokens = get("output_tokens")
-    event.cached_input_tokens = get("cached_input_tokens")
+        _number(item.get("cost_usd")), item.get("name"), item.get("tool_args_hash"))
+    event.duration_ms = _number(item.get("duration_ms"))
+    event.model = item.get("model")
+    event.attributes = item.get("attributes")
+    event.input_tokens = item.get("input_tokens")
+    event.output_tokens = item.get("output_tokens")
+    event.cached_input_tokens = item.get("cached_input_tokens")
     event.origin = item
     return event
 

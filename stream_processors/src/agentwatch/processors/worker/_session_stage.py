@@ -306,8 +306,10 @@ class SessionStage:
                 out: StageOutput) -> None:
         """Feed ``(offset, key, value)`` records of ``partition`` in offset order."""
         part = self.partitions[partition]
+        # engine.process(...) and engine.advance(...) each time, not bound methods held in
+        # locals: compiled, those are native calls, the bound ones Python calls that parse
+        # their arguments (one per event)
         engine = part.engine
-        process, advance = engine.process, engine.advance
         applied, closed = part.applied, part.closed
         disorder_us, step_us = self._disorder_us, ADVANCE_STEP_US
         forward_kinds = self._forward_kinds if self.forward_scopes else frozenset()
@@ -348,14 +350,14 @@ class SessionStage:
                     touched.add(skey)
                 ts_us = event.ts_us
                 dropped = engine.duplicates
-                alerts += process(core_event(event), ts_us, skey)  # (none for a duplicate)
+                alerts += engine.process(core_event(event), ts_us, skey)  # (none for a dup.)
                 if engine.duplicates != dropped:  # a duplicate: nothing else happens
                     duplicates += 1
                     continue
                 n_events += 1
                 max_ts_us = max(max_ts_us, ts_us)
                 if ts_us >= next_advance_us:  # EventTimeDriver.feed, inlined
-                    alerts += advance(ts_us - disorder_us)
+                    alerts += engine.advance(ts_us - disorder_us)
                     next_advance_us = ts_us + step_us
                 if event.kind in forward_kinds:
                     forwards.add(event)
