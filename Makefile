@@ -28,7 +28,7 @@ $(STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
 
 # The detection core, the worker's two stages, the producer's hot modules and the schemas'
 # fast check compiled with mypyc, in place (pure Python when that is not possible).
-$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py $(CORE)/_budget.py $(CORE)/_latency.py $(CORE)/_scores.py $(CORE)/_cycles.py $(CORE)/_governance.py $(WORKER)/_forward.py $(WORKER)/_session_stage.py $(WORKER)/_rekeyed_stage.py producers/src/agentwatch/producer/_completion.py producers/src/agentwatch/producer/packing.py schemas/src/agentwatch/schemas/fastcheck.py
+$(CORE_STAMP): $(STAMP) tools/build_core.py $(CORE)/_windows.py $(CORE)/_alerting.py $(CORE)/_detectors.py $(CORE)/_engine.py $(CORE)/_budget.py $(CORE)/_latency.py $(CORE)/_scores.py $(CORE)/_cycles.py $(CORE)/_governance.py $(WORKER)/_forward.py $(WORKER)/_session_stage.py $(WORKER)/_rekeyed_stage.py producers/src/agentwatch/producer/_completion.py producers/src/agentwatch/producer/packing.py producers/src/agentwatch/producer/_queue.py schemas/src/agentwatch/schemas/fastcheck.py
 	-$(VENV)/bin/python tools/build_core.py
 	@touch $@
 

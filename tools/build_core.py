@@ -37,9 +37,10 @@ WORKER = SRC / "agentwatch" / "processors" / "worker"
 WORKER_MODULES = ("_forward", "_session_stage", "_rekeyed_stage")
 PRODUCER_SRC = ROOT / "producers" / "src"
 PRODUCER = PRODUCER_SRC / "agentwatch" / "producer"
-#: the producer's background thread: completing and checking each event, packing records
-#: (built apart: the producer is its own distribution, with its own mypyc runtime)
-PRODUCER_MODULES = ("_completion", "packing")
+#: the producer's background thread: completing and checking each event, packing records;
+#: and the queue ``emit()`` puts each event into (compiled, ``put`` is ~0.2 µs an event
+#: less). Built apart: the producer is its own distribution, with its own mypyc runtime
+PRODUCER_MODULES = ("_completion", "packing", "_queue")
 SCHEMAS_SRC = ROOT / "schemas" / "src"
 SCHEMAS = SCHEMAS_SRC / "agentwatch" / "schemas"
 #: the contract's fast check (the producer's thread, the worker's and the sink's decoders),

@@ -3,7 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
+from agentwatch.producer import _placement as placement_module
 from agentwatch.producer._placement import Parts, Placement
 from agentwatch.producer.packing import PackedRecord
 from agentwatch.schemas import partition_batch_key, partition_for, session_key
@@ -28,6 +30,21 @@ def test_without_a_partition_count_a_session_is_its_own_key() -> None:
 
 def test_with_a_partition_count_a_session_goes_to_its_partitions_batch() -> None:
     assert Placement(4).key_of("acme", "s1") == partition_batch_key(_home("s1", 4))
+
+
+def test_the_key_memo_is_per_tenant_and_starts_over_when_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement_module, "_KEYS_MAX", 3)
+    placement = Placement(0)
+    assert placement.key_of("acme", "s1") == b"acme/s1"
+    assert placement.key_of("beta", "s1") == b"beta/s1"
+    assert placement.key_of("acme", "s1") == b"acme/s1"  # known: not counted again
+    assert placement.keys == {"acme": {"s1": b"acme/s1"}, "beta": {"s1": b"beta/s1"}}
+    placement.key_of("acme", "s2")  # the third session: the memo is full
+    assert placement.keys == {"acme": {"s1": b"acme/s1", "s2": b"acme/s2"},
+                              "beta": {"s1": b"beta/s1"}}
+    assert placement.key_of("beta", "s3") == b"beta/s3"  # starts over, then remembers
+    assert placement.keys == {"beta": {"s3": b"beta/s3"}}
 
 
 def test_a_record_packed_for_the_count_in_use_goes_as_it_is() -> None:

@@ -92,13 +92,15 @@ class EventCompleter:
         self._ts_second = ""  # the seconds digits of the last emit time formatted, and
         self._ts_prefix = ""  # that second as RFC 3339, up to the "."
 
-    def complete(self, items: list[QueueItem], keys: dict[tuple[str, str], bytes],
+    def complete(self, items: list[QueueItem], keys: dict[str, dict[str, bytes]],
                  key_of: Callable[[str, str], bytes], packer: Packer) -> None:
         """Complete, check and encode each item, and add it to ``packer`` under its record
-        key: ``keys[tenant_id, session_id]``, else ``key_of(tenant_id, session_id)`` (which
+        key: ``keys[tenant_id][session_id]``, else ``key_of(tenant_id, session_id)`` (which
         remembers it in ``keys``: see ``_placement``). The hot loop: names bound locally,
         the common case inline (an event as ``emit()`` queues it: its JSON, without id,
-        time, agent or tenant)."""
+        time, agent or tenant). ``event.get(...)`` each time, not a local ``get =
+        event.get``: compiled, the first is a direct dict lookup, the second a Python call
+        of a bound method."""
         loads, dumps = orjson.loads, orjson.dumps
         redact, settings = self._redact, self._settings
         agent_default, tenant_default = settings.agent_id, settings.tenant_id
@@ -111,23 +113,23 @@ class EventCompleter:
                     loads(payload) if type(payload) is bytes else self._as_dict(payload))
                 # what the caller gave (False: pydantic decides, after completion)
                 plain = defaults_plain and plain_fields(event)
-                get = event.get
-                if get("event_id") is None:
+                if event.get("event_id") is None:
                     event["event_id"] = _id_prefix + hex(next(_id_counter))[2:]
-                if get("ts") is None:  # one strftime per second of emit time
+                if event.get("ts") is None:  # one strftime per second of emit time
                     digits = str(ts_ns)  # (ns since the epoch: more than 9 digits)
                     if digits[:-9] != second:
                         second = digits[:-9]
                         ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(int(second)))
                     event["ts"] = f"{ts_prefix}{digits[-9:-3]}Z"
-                if (ctx is not None or get("session_id") is None) and not self._from_context(
-                        event, ctx):
+                if ((ctx is not None or event.get("session_id") is None)
+                        and not self._from_context(event, ctx)):
                     plain = False
-                if get("agent_id") is None:
+                if event.get("agent_id") is None:
                     event["agent_id"] = agent_default
-                if get("tenant_id") is None:
+                if event.get("tenant_id") is None:
                     event["tenant_id"] = tenant_default
-                if "model" in event and get("cost_usd") is None and not self._fill_cost(event):
+                if ("model" in event and event.get("cost_usd") is None
+                        and not self._fill_cost(event)):
                     plain = False
                 if redact is not None:
                     redacted = self._apply_redact(event)
@@ -144,7 +146,8 @@ class EventCompleter:
                         continue
                     raw, tenant_id, session_id = checked
                 # what was checked is what is sent (no re-encoding: it is the slow part)
-                key = keys.get((tenant_id, session_id))
+                sessions = keys.get(tenant_id)
+                key = sessions.get(session_id) if sessions is not None else None
                 packer.add(key if key is not None else key_of(tenant_id, session_id), raw)
             except Exception as exc:  # noqa: BLE001 -- one bad event must not stop the rest
                 self._count("failed")
@@ -208,8 +211,8 @@ class EventCompleter:
         model = event.get("model")
         if not isinstance(model, str):
             return True
-        get = event.get
-        inp, out, cached = get("input_tokens"), get("output_tokens"), get("cached_input_tokens")
+        inp, out = event.get("input_tokens"), event.get("output_tokens")
+        cached = event.get("cached_input_tokens")
         if ((inp is None or (type(inp) is int and inp >= 0))
                 and (out is None or (type(out) is int and out >= 0))
                 and (cached is None or (type(cached) is int and cached >= 0))):

@@ -42,24 +42,32 @@ _KEYS_MAX: Final = 200_000
 class Placement:
     """The record key of each session's events under ``partitions`` (0: none, per session).
 
-    ``keys`` is the memo ``(tenant_id, session_id) -> key``, read directly by the sender's
-    hot loop; :meth:`key_of` fills it."""
+    ``keys`` is the memo ``tenant_id -> session_id -> key``, read directly by the sender's
+    hot loop; :meth:`key_of` fills it. (Two levels, not one dict keyed by the pair: no
+    tuple made and hashed per event.)"""
 
-    __slots__ = ("_batch_keys", "_owner", "keys", "partitions")
+    __slots__ = ("_batch_keys", "_owner", "_remembered", "keys", "partitions")
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self._owner = PartitionCache(partitions) if partitions else None
         self._batch_keys = [partition_batch_key(p) for p in range(partitions)]
-        self.keys: dict[tuple[str, str], bytes] = {}
+        self.keys: dict[str, dict[str, bytes]] = {}
+        self._remembered = 0  # sessions in ``keys``
 
     def key_of(self, tenant_id: str, session_id: str) -> bytes:
         owner = self._owner
         key = (self._batch_keys[owner.get(tenant_id, session_id)] if owner is not None
                else session_key(tenant_id, session_id))
-        if len(self.keys) >= _KEYS_MAX:
+        if self._remembered >= _KEYS_MAX:
             self.keys.clear()
-        self.keys[tenant_id, session_id] = key
+            self._remembered = 0
+        sessions = self.keys.get(tenant_id)
+        if sessions is None:
+            sessions = self.keys[tenant_id] = {}
+        if session_id not in sessions:
+            self._remembered += 1
+        sessions[session_id] = key
         return key
 
     def wire(self, record: PackedRecord) -> list[Record]:
